@@ -1,0 +1,205 @@
+"""Checkpoints as plain files: a folder with ``model.safetensors``, ``trainer.safetensors`` and ``checkpoint.json``.
+
+No pickle anywhere: safetensors holds only tensors and JSON only data, so loading an
+untrusted checkpoint cannot run code.  A folder is written beside its final name and
+renamed into place, so a crash never leaves a half-written checkpoint under that name.
+``checkpoint.json`` records the SHA-256 of both tensor files, so a truncated or swapped
+file is caught on loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from .errors import CharlmError
+from .vocab import Vocab
+
+FORMAT = "charlm-checkpoint"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+TRAINER_FILE = "trainer.safetensors"
+META_FILE = "checkpoint.json"
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds, in memory."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    vocab: Vocab
+    weights: dict[str, torch.Tensor]
+    metrics: list[dict] = field(default_factory=list)
+    trainer: dict = field(default_factory=dict)  # JSON-able trainer state (epoch, step, schedule, ...)
+    trainer_tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer moments, RNG, carried state
+    path: Path | None = None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu").contiguous()
+
+
+def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict without tied duplicates (safetensors stores each tensor once)."""
+    out, seen = {}, set()
+    for name, t in model.state_dict().items():
+        if t.data_ptr() in seen and t.numel() > 0:
+            continue
+        seen.add(t.data_ptr())
+        out[name] = _plain(t)
+    return out
+
+
+def save(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
+    """Write ``ckpt`` to the folder ``path`` atomically (a sibling temporary folder, then renames)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        save_file({k: _plain(v) for k, v in ckpt.weights.items()}, str(tmp / MODEL_FILE))
+        save_file({k: _plain(v) for k, v in ckpt.trainer_tensors.items()}, str(tmp / TRAINER_FILE))
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_config": to_dict(ckpt.model_config),
+            "train_config": to_dict(ckpt.train_config),
+            "vocab": ckpt.vocab.to_dict(),
+            "metrics": ckpt.metrics,
+            "trainer": ckpt.trainer,
+            "sha256": {MODEL_FILE: _sha256(tmp / MODEL_FILE), TRAINER_FILE: _sha256(tmp / TRAINER_FILE)},
+        }
+        with open(tmp / META_FILE, "w", encoding="utf-8") as f:
+            json.dump(meta, f, ensure_ascii=False, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
+    """A checkpoint folder from a path: the folder itself, or a run folder's ``best`` or ``last``."""
+    p = Path(path)
+    if (p / META_FILE).is_file():
+        return p
+    order = ("best", "last") if prefer == "best" else ("last", "best")
+    for sub in order:
+        if (p / sub / META_FILE).is_file():
+            return p / sub
+    if not p.exists():
+        raise CharlmError(f"{p}: no such checkpoint folder")
+    raise CharlmError(f"{p}: not a charlm checkpoint (no {META_FILE}, nor best/ or last/ holding one)")
+
+
+def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = True) -> Checkpoint:
+    """Read and check a checkpoint folder; every problem is a one-line :class:`CharlmError`."""
+    p = resolve(path, prefer)
+    try:
+        meta = json.loads((p / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CharlmError(f"{p / META_FILE}: unreadable or truncated ({e.__class__.__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CharlmError(f"{p}: not a charlm checkpoint")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CharlmError(f"{p}: checkpoint format {meta['format_version']} is newer than this charlm reads ({FORMAT_VERSION}); upgrade charlm")
+    files = [MODEL_FILE] + ([TRAINER_FILE] if with_trainer else [])
+    for name in files:
+        f = p / name
+        if not f.is_file():
+            raise CharlmError(f"{p}: {name} is missing")
+        if _sha256(f) != meta.get("sha256", {}).get(name):
+            raise CharlmError(f"{f}: does not match the checksum in {META_FILE} (truncated or replaced)")
+    try:
+        model_config = from_dict(ModelConfig, meta["model_config"])
+        train_config = from_dict(TrainConfig, meta["train_config"])
+        vocab = Vocab.from_dict(meta["vocab"])
+        weights = load_file(str(p / MODEL_FILE))
+        trainer_tensors = load_file(str(p / TRAINER_FILE)) if with_trainer else {}
+    except (KeyError, TypeError, ValueError, SafetensorError, OSError) as e:
+        raise CharlmError(f"{p}: damaged checkpoint ({e})") from None
+    if len(vocab) != model_config.vocab_size:
+        raise CharlmError(f"{p}: vocabulary has {len(vocab)} entries but the model expects {model_config.vocab_size}")
+    emb = weights.get("embedding.weight")
+    if emb is None or emb.shape[0] != len(vocab):
+        raise CharlmError(f"{p}: model weights do not match its vocabulary of {len(vocab)} characters")
+    return Checkpoint(
+        model_config, train_config, vocab, weights,
+        metrics=meta.get("metrics", []), trainer=meta.get("trainer", {}),
+        trainer_tensors=trainer_tensors, path=p,
+    )
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", prefer: str = "best"):
+    """(model in eval mode, vocab, checkpoint) for generation and evaluation."""
+    from .model import CharLM
+
+    ckpt = load(path, prefer, with_trainer=False)
+    model = CharLM(ckpt.model_config)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt.weights, strict=False)
+    except RuntimeError as e:
+        raise CharlmError(f"{ckpt.path}: weights do not fit the model config ({str(e).splitlines()[0]})") from None
+    missing = [m for m in missing if not (ckpt.model_config.tie_weights and m == "decoder.weight")]
+    if missing or unexpected:
+        raise CharlmError(f"{ckpt.path}: weights do not fit the model config (missing {missing}, unexpected {unexpected})")
+    return model.to(device).eval(), ckpt.vocab, ckpt
+
+
+# --- optimizer state as plain data -------------------------------------------------
+
+
+def split_state_dict(sd: dict, prefix: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A nested state dict as (JSON-able part, flat tensors): tensors are replaced by ``{"tensor": key}``."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(x, key):
+        if isinstance(x, torch.Tensor):
+            tensors[key] = x
+            return {"__tensor__": key}
+        if isinstance(x, dict):
+            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(v, f"{key}.{i}")] for i, (k, v) in enumerate(x.items())]}
+        if isinstance(x, (list, tuple)):
+            return {"__list__": [walk(v, f"{key}.{i}") for i, v in enumerate(x)], "tuple": isinstance(x, tuple)}
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        raise TypeError(f"cannot store {type(x).__name__} in a checkpoint")
+
+    return walk(sd, prefix), tensors
+
+
+def join_state_dict(plain, tensors: dict[str, torch.Tensor]):
+    """The inverse of :func:`split_state_dict`."""
+    if isinstance(plain, dict):
+        if "__tensor__" in plain:
+            return tensors[plain["__tensor__"]]
+        if "__dict__" in plain:
+            return {join_state_dict(k, tensors): join_state_dict(v, tensors) for k, v in plain["__dict__"]}
+        if "__list__" in plain:
+            items = [join_state_dict(v, tensors) for v in plain["__list__"]]
+            return tuple(items) if plain.get("tuple") else items
+    return plain

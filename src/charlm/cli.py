@@ -1,0 +1,200 @@
+"""The command line: ``charlm train``, ``charlm generate``, ``charlm eval``.
+
+Flags are made from the config dataclasses, so ``--hidden-size`` is ``hidden_size`` in the
+config and in the checkpoint.  Bad input ends in one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import types
+import typing
+from pathlib import Path
+
+from .config import ModelConfig, SampleConfig, TrainConfig, field_names
+from .errors import CharlmError
+from .presets import DEFAULT_PRESET, PRESETS, get_preset
+
+# Flags that may change on --resume without changing what the run computes.
+RESUMABLE_OVERRIDES = {"epochs", "device", "out", "sample_every", "early_stop", "sample_length", "prefixes"}
+
+
+def _flag_type(f: dataclasses.Field):
+    t = f.type if not isinstance(f.type, str) else eval(f.type, {"tuple": tuple})  # noqa: S307 - our own annotations
+    if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
+        t = next(a for a in typing.get_args(t) if a is not type(None))
+    return t
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset()) -> None:
+    """One ``--field-name`` flag per dataclass field, defaulting to None so that only given flags override."""
+    group = parser.add_argument_group(cls.__name__)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.metadata.get("cli") is False:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        t = _flag_type(f)
+        kw = {"dest": f.name, "default": None, "help": f"{f.metadata.get('help', '')} (default: {f.default!r})"}
+        if t is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif t is tuple:
+            group.add_argument(flag, nargs="+", **kw)
+        else:
+            group.add_argument(flag, type=t, choices=f.metadata.get("choices"), **kw)
+
+
+def given(args: argparse.Namespace, cls) -> dict:
+    return {k: v for k, v in vars(args).items() if k in field_names(cls) and v is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="charlm", description="Character-level LSTM language models: train, generate, evaluate.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model (default: the bundled Jay Chou lyrics)",
+                       description="Train a character-level language model. A preset sets every value; any flag overrides it.")
+    t.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})")
+    t.add_argument("--resume", default=None, metavar="DIR", help="continue a run exactly from its checkpoint (a run folder or a checkpoint folder)")
+    add_config_flags(t, ModelConfig)
+    add_config_flags(t, TrainConfig)
+
+    g = sub.add_parser("generate", help="write text from a prefix", description="Generate text from a trained model; characters stream as they are made.")
+    g.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint)")
+    g.add_argument("--prefix", default="分开", help="text the sample starts with (default: 分开)")
+    g.add_argument("--style-prefix", default="", help="text read first to set the mood, not printed")
+    g.add_argument("--acrostic", default="", help="藏头: one line per character, each starting with it")
+    g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    add_config_flags(g, SampleConfig)
+
+    e = sub.add_parser("eval", help="perplexity and bits per character of a text", description="Score a text: perplexity and bits per character, read as one stream.")
+    e.add_argument("checkpoint", help="checkpoint folder or run folder")
+    e.add_argument("file", help="text file (or folder of .txt files) to score")
+    e.add_argument("--encoding", default="utf-8", help="text encoding of FILE (default: utf-8)")
+    e.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    return p
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import checkpoint as ckpt_io
+    from .data import load_corpus
+    from .train import Trainer, TrainingInterrupted, describe, model_config_for, plot_metrics
+
+    overrides = {**given(args, ModelConfig), **given(args, TrainConfig)}
+    resume = None
+    if args.resume:
+        if args.preset:
+            raise CharlmError("--preset and --resume do not go together: a resumed run keeps its own settings")
+        changed = sorted(set(overrides) - RESUMABLE_OVERRIDES)
+        if changed:
+            raise CharlmError(f"cannot change {', '.join('--' + c.replace('_', '-') for c in changed)} when resuming; only {', '.join(sorted('--' + c.replace('_', '-') for c in RESUMABLE_OVERRIDES))}")
+        resume = ckpt_io.load(args.resume, prefer="last")
+        out = overrides.pop("out", str(resume.path.parent))
+        train_cfg = dataclasses.replace(resume.train_config, **overrides, out=out)
+        model_cfg = resume.model_config
+        corpus = load_corpus(train_cfg, vocab=resume.vocab)
+        print(f"resuming {resume.path} at epoch {resume.trainer['epoch']}, batch {resume.trainer['batch']}", flush=True)
+    else:
+        values = {**get_preset(args.preset or DEFAULT_PRESET), **overrides}
+        train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
+        model_fields = {k: v for k, v in values.items() if k in field_names(ModelConfig)}
+        ModelConfig(**model_fields, vocab_size=1)  # validate before reading the corpus
+        corpus = load_corpus(train_cfg)
+        model_cfg = model_config_for(model_fields, len(corpus.vocab))
+    trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume)
+    print(describe(trainer), flush=True)
+    try:
+        metrics = trainer.fit()
+    except TrainingInterrupted as e:
+        print(f"\ninterrupted: checkpoint written to {e.path}; continue with: charlm train --resume {trainer.out}", file=sys.stderr)
+        return 128 + e.signum
+    plot = plot_metrics(metrics, trainer.out / "curves.png")
+    best = min((m for m in metrics if m["val_loss"] is not None), key=lambda m: m["val_loss"], default=None)
+    if best is not None:
+        skipped = f"; {trainer.val_skipped:,} held-out characters outside the vocabulary were skipped" if trainer.val_skipped else ""
+        print(f"held-out perplexity (last {train_cfg.val_fraction:.0%} of the corpus, {best['epoch']} epochs, best): "
+              f"{best['val_ppl']:.2f}{skipped}")
+    print(f"checkpoints: {trainer.out / 'best'} (best) and {trainer.out / 'last'} (resumable); metrics: {trainer.out / 'metrics.jsonl'}; plot: {plot}")
+    return 0
+
+
+def _sample_config(args) -> SampleConfig:
+    return SampleConfig(**given(args, SampleConfig))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .sampling import check_known, generate, make_generator
+    from .train import pick_device
+
+    cfg = _sample_config(args)
+    device = pick_device(args.device)
+    model, vocab, _ = load_model(args.checkpoint, device)
+    prefix = check_known(vocab, args.prefix, "prefix", args.unknown)
+    style = check_known(vocab, args.style_prefix, "style prefix", args.unknown)
+    acrostic = check_known(vocab, args.acrostic, "acrostic", args.unknown)
+    if not prefix and args.prefix and not acrostic:
+        raise CharlmError("no character of the prefix is in the model's vocabulary")
+    gen = make_generator(cfg.seed, device)
+    out = sys.stdout
+    if cfg.num_samples == 1:
+        for step in generate(model, vocab, prefix, cfg, style_prefix=style, acrostic=acrostic, generator=gen):
+            out.write(step[0])
+            out.flush()
+        out.write("\n")
+    else:
+        texts = [""] * cfg.num_samples
+        for step in generate(model, vocab, prefix, cfg, style_prefix=style, acrostic=acrostic, generator=gen):
+            texts = [a + b for a, b in zip(texts, step)]
+        for i, t in enumerate(texts):
+            out.write(f"--- sample {i + 1} ---\n{t.rstrip(chr(10))}\n")
+    out.flush()
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import load_model
+    from .data import normalize, read_text
+    from .train import evaluate, pick_device
+
+    device = pick_device(args.device)
+    model, vocab, ckpt = load_model(args.checkpoint, device)
+    text = normalize(read_text(args.file, args.encoding), ckpt.train_config.newlines)
+    ids, skipped = vocab.encode_known(text)
+    loss, n = evaluate(model, torch.tensor(ids, dtype=torch.long))
+    print(f"file: {args.file}")
+    print(f"characters: {len(text):,} read, {n:,} scored" + (f", {skipped:,} outside the vocabulary skipped" if skipped else ""))
+    print(f"loss: {loss:.4f} nats/char")
+    print(f"perplexity: {math.exp(loss) if loss < 700 else float('inf'):.3f}")
+    print(f"bits per character: {loss / math.log(2):.4f}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CharlmError as e:
+        print(f"charlm: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except ValueError as e:  # a config field out of range
+        print(f"charlm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ncharlm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

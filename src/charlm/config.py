@@ -1,0 +1,165 @@
+"""Configuration as data: frozen, validated dataclasses, written into every checkpoint.
+
+One name end to end: the field ``hidden_size`` is the flag ``--hidden-size`` and the
+checkpoint key ``hidden_size``.  A preset (``presets.py``) is only a dict of field values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+CELLS = ("lstm", "gru", "rnn")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "plateau")
+SAMPLINGS = ("consecutive", "random")
+NEWLINES = ("keep", "space")
+VOCAB_FROM = ("all", "train")
+
+
+def _help(text: str, **extra: Any) -> dict:
+    return {"help": text, **extra}
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+def _check_choice(name: str, value: str, choices: tuple) -> None:
+    _check(value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The language model: embedding -> recurrent layers -> linear layer to the vocabulary."""
+
+    vocab_size: int = field(default=0, metadata=_help("set from the corpus", cli=False))
+    cell: str = field(default="lstm", metadata=_help("recurrent cell", choices=CELLS))
+    embedding_size: int = field(
+        default=256,
+        metadata=_help("embedding width; 0 = one-hot input, exactly the seed's model"),
+    )
+    hidden_size: int = field(default=256, metadata=_help("hidden units per layer"))
+    num_layers: int = field(default=1, metadata=_help("stacked recurrent layers"))
+    dropout: float = field(default=0.0, metadata=_help("dropout on embeddings, between layers and before the output"))
+    tie_weights: bool = field(
+        default=False, metadata=_help("share the embedding and output weights (embedding_size must equal hidden_size)")
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("cell", self.cell, CELLS + ("scratch",))
+        _check(self.vocab_size >= 0, f"vocab_size must be >= 0, got {self.vocab_size}")
+        _check(self.embedding_size >= 0, f"embedding_size must be >= 0, got {self.embedding_size}")
+        _check(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}")
+        _check(self.num_layers >= 1, f"num_layers must be >= 1, got {self.num_layers}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_weights:
+            _check(
+                self.embedding_size == self.hidden_size,
+                f"tie_weights needs embedding_size == hidden_size, got {self.embedding_size} and {self.hidden_size}",
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about reading the corpus and training on it."""
+
+    data: str = field(default="", metadata=_help("text file or folder of .txt files; empty = the bundled Jay Chou lyrics"))
+    encoding: str = field(default="utf-8", metadata=_help("text encoding of --data (gb18030, big5, ...)"))
+    newlines: str = field(default="keep", metadata=_help("keep newlines as tokens, or replace them by spaces as the seed does", choices=NEWLINES))
+    val_fraction: float = field(default=0.1, metadata=_help("the last fraction of characters held out for validation; 0 = none"))
+    limit_chars: int = field(default=0, metadata=_help("train on only the first N characters of the training part; 0 = all"))
+    vocab_from: str = field(default="all", metadata=_help("build the vocabulary from the whole text or the training part only", choices=VOCAB_FROM))
+    min_freq: int = field(default=1, metadata=_help("characters seen fewer times become <unk> (needs --unk)"))
+    unk: bool = field(default=False, metadata=_help("add an <unk> token for rare and unseen characters"))
+    sampling: str = field(default="consecutive", metadata=_help("minibatch sampling: consecutive carries the state, random resets it", choices=SAMPLINGS))
+    batch_size: int = field(default=32, metadata=_help("sequences per minibatch"))
+    num_steps: int = field(default=35, metadata=_help("time steps per minibatch (truncated BPTT length)"))
+    epochs: int = field(default=20, metadata=_help("passes over the training text"))
+    optimizer: str = field(default="adam", metadata=_help("optimizer", choices=OPTIMIZERS))
+    lr: float = field(default=1e-3, metadata=_help("learning rate"))
+    weight_decay: float = field(default=0.0, metadata=_help("weight decay"))
+    momentum: float = field(default=0.0, metadata=_help("momentum (sgd only)"))
+    grad_clip: float = field(default=1.0, metadata=_help("clip gradients to this global L2 norm; 0 = off"))
+    schedule: str = field(default="constant", metadata=_help("learning-rate schedule", choices=SCHEDULES))
+    min_lr: float = field(default=0.0, metadata=_help("lowest learning rate of the cosine schedule"))
+    plateau_factor: float = field(default=0.5, metadata=_help("plateau schedule: multiply the rate by this"))
+    plateau_patience: int = field(default=1, metadata=_help("plateau schedule: epochs without improvement before lowering"))
+    early_stop: int = field(default=0, metadata=_help("stop after N epochs without a better validation loss; 0 = off"))
+    prefixes: tuple = field(default=("分开", "不分开"), metadata=_help("prefixes to sample from during training", nargs="+"))
+    sample_every: int = field(default=0, metadata=_help("print samples every N epochs (and after the last); 0 = only after the last"))
+    sample_length: int = field(default=50, metadata=_help("characters per training sample"))
+    sample_greedy: bool = field(default=False, metadata=_help("training samples take the most likely character, as the seed does"))
+    seed: int = field(default=0, metadata=_help("random seed for initialisation, batching and dropout"))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N"))
+    out: str = field(default="runs/charlm", metadata=_help("output folder for checkpoints, metrics and plots"))
+
+    def __post_init__(self) -> None:
+        _check_choice("newlines", self.newlines, NEWLINES)
+        _check_choice("vocab_from", self.vocab_from, VOCAB_FROM)
+        _check_choice("sampling", self.sampling, SAMPLINGS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        _check(self.limit_chars >= 0, f"limit_chars must be >= 0, got {self.limit_chars}")
+        _check(self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq}")
+        _check(self.min_freq == 1 or self.unk, "min_freq > 1 needs --unk (rare characters become <unk>)")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.num_steps >= 1, f"num_steps must be >= 1, got {self.num_steps}")
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}")
+        _check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
+        _check(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr}")
+        _check(0 < self.plateau_factor < 1, f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
+        _check(self.plateau_patience >= 0, f"plateau_patience must be >= 0, got {self.plateau_patience}")
+        _check(self.early_stop >= 0, f"early_stop must be >= 0, got {self.early_stop}")
+        _check(self.sample_every >= 0, f"sample_every must be >= 0, got {self.sample_every}")
+        _check(self.sample_length >= 1, f"sample_length must be >= 1, got {self.sample_length}")
+        _check(bool(self.out), "out must name a folder")
+        object.__setattr__(self, "prefixes", tuple(self.prefixes))
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to draw characters from a trained model."""
+
+    length: int = field(default=100, metadata=_help("characters to generate after the prefix"))
+    lines: int = field(default=0, metadata=_help("stop after N lines instead of --length characters; 0 = off"))
+    greedy: bool = field(default=False, metadata=_help("always take the most likely character (the seed's way)"))
+    temperature: float = field(default=1.0, metadata=_help("> 1 more surprising, < 1 more conservative"))
+    top_k: int | None = field(default=None, metadata=_help("sample among the k most likely characters (default: all)"))
+    top_p: float = field(default=1.0, metadata=_help("sample from the smallest set whose probability reaches p (nucleus)"))
+    num_samples: int = field(default=1, metadata=_help("independent samples, drawn as one batch"))
+    seed: int = field(default=-1, metadata=_help("random seed; the same seed gives the same text; -1 = random"))
+    max_line_length: int = field(default=64, metadata=_help("--lines/--acrostic: end a line after this many characters"))
+
+    def __post_init__(self) -> None:
+        _check(self.length >= 1, f"length must be >= 1, got {self.length}")
+        _check(self.lines >= 0, f"lines must be >= 0, got {self.lines}")
+        _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _check(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        _check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
+        _check(self.max_line_length >= 1, f"max_line_length must be >= 1, got {self.max_line_length}")
+
+
+def field_names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def to_dict(cfg) -> dict:
+    d = dataclasses.asdict(cfg)
+    for k, v in d.items():
+        if isinstance(v, tuple):
+            d[k] = list(v)
+    return d
+
+
+def from_dict(cls, d: dict):
+    """Build ``cls`` from a plain dict, ignoring keys it does not know (older or newer checkpoints)."""
+    names = field_names(cls)
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})

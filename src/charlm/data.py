@@ -1,0 +1,192 @@
+"""Reading corpora, splitting them, and cutting them into minibatches.
+
+Consecutive sampling (the seed's 相邻采样) folds the corpus into ``batch_size`` rows and
+walks along them ``num_steps`` columns at a time, so row ``b`` of one batch continues
+row ``b`` of the batch before, and the hidden state can be carried across::
+
+    ids:  a b c d e f g h i j k l m n o p q r s t u v w x     (24 ids, batch_size 2)
+
+    fold:  row 0 | a b c d e f g h i j k l |
+           row 1 | m n o p q r s t u v w x |   -> (batch_size, 12)
+
+    num_steps 3:   batch 0     batch 1     batch 2
+           x       a b c       d e f       g h i      y is x shifted one column left:
+                   m n o       p q r       s t u      y0 = b c d / n o p, ...
+
+The last column cannot be an input (it has no target), so a row of length L gives
+``(L - 1) // num_steps`` full batches; a ragged remainder is left out of training
+(evaluation keeps it).  Random sampling instead cuts the text into windows of
+``num_steps`` characters and draws ``batch_size`` of them, shuffled, per batch; the
+state is reset for every batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .errors import CharlmError
+from .vocab import Vocab
+
+BUNDLED_NAME = "jaychou_lyrics.txt"
+
+
+def bundled_corpus() -> Path:
+    """Path of the Jay Chou lyrics shipped inside the package."""
+    return Path(str(resources.files("charlm") / "corpus" / BUNDLED_NAME))
+
+
+def _decode(path: Path, raw: bytes, encoding: str) -> str:
+    if not raw:
+        raise CharlmError(f"{path}: the file is empty")
+    if b"\x00" in raw[:8192] and not encoding.lower().replace("-", "").startswith("utf16"):
+        raise CharlmError(f"{path}: looks like a binary file (it contains NUL bytes), not text")
+    try:
+        text = raw.decode(encoding)
+    except LookupError:
+        raise CharlmError(f"unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as e:
+        raise CharlmError(
+            f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; "
+            f"try --encoding gb18030, big5 or the file's real encoding"
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        raise CharlmError(f"{path}: the file holds no text")
+    return text
+
+
+def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") -> str:
+    """The text of a file, or of every ``.txt`` file under a folder (sorted, joined by newlines).
+
+    ``None`` or ``""`` reads the bundled lyrics.  Bytes that do not decode are an error
+    naming the file and the offset, never dropped.
+    """
+    p = bundled_corpus() if not path else Path(path)
+    if not p.exists():
+        raise CharlmError(f"{p}: no such file or folder")
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*.txt") if f.is_file())
+        if not files:
+            raise CharlmError(f"{p}: the folder holds no .txt files")
+        texts = [_decode(f, f.read_bytes(), encoding) for f in files]
+        return "\n".join(t if t.endswith("\n") else t + "\n" for t in texts)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise CharlmError(f"{p}: cannot read ({e.strerror})") from None
+    return _decode(p, raw, encoding)
+
+
+def normalize(text: str, newlines: str = "keep") -> str:
+    """Line endings to ``\\n``; with ``newlines='space'`` every line break becomes a space (the seed's way)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if newlines == "space":
+        text = text.replace("\n", " ")
+    return text
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The training and validation text of one run and its vocabulary."""
+
+    train_text: str
+    val_text: str
+    vocab: Vocab
+    total_chars: int
+
+    @property
+    def train_ids(self) -> torch.Tensor:
+        return torch.tensor(self.vocab.encode(self.train_text), dtype=torch.long)
+
+    def val_ids(self) -> tuple[torch.Tensor, int]:
+        """Validation ids and the number of characters the vocabulary could not cover (skipped)."""
+        ids, skipped = self.vocab.encode_known(self.val_text)
+        return torch.tensor(ids, dtype=torch.long), skipped
+
+
+def split(text: str, val_fraction: float) -> tuple[str, str]:
+    """The first ``1 - val_fraction`` of the characters, and the rest."""
+    n_val = int(round(len(text) * val_fraction))
+    return text[: len(text) - n_val], text[len(text) - n_val :]
+
+
+def load_corpus(cfg, vocab: Vocab | None = None) -> Corpus:
+    """Read, normalise and split the corpus of a ``TrainConfig``; build the vocabulary unless given."""
+    text = normalize(read_text(cfg.data, cfg.encoding), cfg.newlines)
+    train_text, val_text = split(text, cfg.val_fraction)
+    if cfg.limit_chars:
+        train_text = train_text[: cfg.limit_chars]
+    if vocab is None:
+        source = text if cfg.vocab_from == "all" else train_text
+        vocab = Vocab.build(source, min_freq=cfg.min_freq, unk=cfg.unk)
+    return Corpus(train_text, val_text, vocab, len(text))
+
+
+def min_chars(batch_size: int, num_steps: int, sampling: str) -> int:
+    """The fewest training characters that make one full batch."""
+    if sampling == "random":
+        return batch_size * num_steps + 1
+    return batch_size * (num_steps + 1)
+
+
+def check_enough(n: int, batch_size: int, num_steps: int, sampling: str) -> None:
+    need = min_chars(batch_size, num_steps, sampling)
+    if n < need:
+        raise CharlmError(
+            f"the training text has {n} characters, fewer than one batch needs: "
+            f"batch_size {batch_size} x num_steps {num_steps} ({sampling}) needs at least {need}; "
+            f"use a longer corpus or smaller --batch-size/--num-steps"
+        )
+
+
+def fold(ids: torch.Tensor, rows: int) -> torch.Tensor:
+    """Cut a 1-D sequence into ``rows`` equal consecutive rows (dropping the remainder): (rows, len // rows)."""
+    length = ids.numel() // rows
+    return ids[: rows * length].view(rows, length)
+
+
+def bptt_slices(length: int, num_steps: int, drop_last: bool = True) -> list[tuple[int, int]]:
+    """(start, stop) column ranges of the inputs along a folded row of ``length`` columns.
+
+    The one place truncated back-propagation through time is cut, for training and
+    evaluation alike; targets are the same range shifted by one column.
+    """
+    last = length - 1  # the last column is only ever a target
+    starts = range(0, last, num_steps)
+    out = [(s, min(s + num_steps, last)) for s in starts]
+    if drop_last and out and out[-1][1] - out[-1][0] < num_steps:
+        out.pop()
+    return out
+
+
+def num_batches(n: int, batch_size: int, num_steps: int, sampling: str) -> int:
+    if sampling == "random":
+        return ((n - 1) // num_steps) // batch_size
+    return len(bptt_slices(n // batch_size, num_steps))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream that orders one epoch's batches: a function of (seed, epoch) only, so a resumed run replays it."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def batches(ids: torch.Tensor, batch_size: int, num_steps: int, sampling: str, seed: int = 0, epoch: int = 0, start: int = 0):
+    """Yield ``(x, y)`` pairs of shape (batch_size, num_steps) for one epoch, from batch ``start`` on."""
+    if sampling == "random":
+        n_windows = (ids.numel() - 1) // num_steps
+        order = torch.randperm(n_windows, generator=epoch_generator(seed, epoch))
+        offsets = torch.arange(num_steps)
+        for b in range(start, n_windows // batch_size):
+            starts = order[b * batch_size : (b + 1) * batch_size] * num_steps
+            idx = starts[:, None] + offsets[None, :]  # (batch_size, num_steps)
+            yield ids[idx], ids[idx + 1]
+        return
+    data = fold(ids, batch_size)  # (batch_size, L)
+    for s, e in bptt_slices(data.shape[1], num_steps)[start:]:
+        yield data[:, s:e], data[:, s + 1 : e + 1]

@@ -1,0 +1,423 @@
+"""The training loop: truncated BPTT with a carried, detached state; evaluation; resumable state.
+
+The trainer is importable and keeps no globals.  Everything that makes a resumed run
+continue exactly is in :meth:`Trainer.snapshot`: weights, optimizer moments, schedule,
+every random stream, the epoch, the step, the batch within the epoch and the carried
+hidden state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint as ckpt_io
+from .config import ModelConfig, SampleConfig, TrainConfig, to_dict
+from .data import Corpus, batches, bptt_slices, check_enough, fold, num_batches
+from .errors import CharlmError
+from .model import CharLM, detach, num_parameters
+from .sampling import generate, make_generator
+
+EVAL_CHUNK = 512  # columns per evaluation step; the state is carried, so it changes only speed
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM: a resumable checkpoint was written."""
+
+    def __init__(self, signum: int, path: Path):
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+        self.path = path
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` is the GPU when there is one, else the CPU; an unavailable GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise CharlmError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CharlmError(f"device {name!r} asked for, but this PyTorch sees no CUDA GPU")
+    return dev
+
+
+def ppl(loss: float | None) -> float | None:
+    """Perplexity from a mean loss in nats; inf rather than an overflow error."""
+    if loss is None:
+        return None
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
+@torch.no_grad()
+def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_CHUNK) -> tuple[float, int]:
+    """Mean loss in nats per character over ``ids``, read statefully in ``rows`` streams; and how many characters were scored.
+
+    With ``rows=1`` (the default) the whole text is one stream: every character but the
+    first is predicted from everything before it.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.decoder.weight.device
+    rows = max(1, min(rows, ids.numel() // 2))
+    data = fold(ids, rows).to(device)  # (rows, L)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count, state = 0, None
+    for s, e in bptt_slices(data.shape[1], chunk, drop_last=False):
+        logits, state = model(data[:, s:e], state)
+        y = data[:, s + 1 : e + 1]
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum").double()
+        count += y.numel()
+    model.train(was_training)
+    if count == 0:
+        raise CharlmError("the text is too short to score: it needs at least two characters the model knows")
+    return float(total) / count, count
+
+
+def build_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+
+
+def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The step-wise schedule as a pure function of the step (so resuming needs only the step)."""
+    if cfg.schedule != "cosine":
+        return 1.0
+    floor = min(cfg.min_lr / cfg.lr, 1.0)
+    t = min(step, total_steps) / max(1, total_steps)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], python_state) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    if python_state is not None:
+        random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+
+
+def _is_tty(stream) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+class Trainer:
+    """Train a :class:`CharLM` on a :class:`Corpus`; ``fit()`` runs to the end and returns the metrics."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus, resume: ckpt_io.Checkpoint | None = None, log=print):
+        self.cfg, self.corpus, self.log = cfg, corpus, log
+        self.out = Path(cfg.out)
+        self.device = pick_device(cfg.device)
+        self.train_ids = corpus.train_ids
+        check_enough(self.train_ids.numel(), cfg.batch_size, cfg.num_steps, cfg.sampling)
+        self.val_ids, self.val_skipped = corpus.val_ids()
+        if self.val_ids.numel() < 2:
+            self.val_ids = None
+        self.n_batches = num_batches(self.train_ids.numel(), cfg.batch_size, cfg.num_steps, cfg.sampling)
+        self.total_steps = self.n_batches * cfg.epochs
+
+        if resume is None:
+            torch.manual_seed(cfg.seed)
+            random.seed(cfg.seed)
+        self.model_cfg = model_cfg
+        self.model = CharLM(model_cfg).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, cfg, self.device)
+        self.scheduler = (
+            torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(self.cfg, s, self.total_steps))
+            if cfg.schedule == "cosine" else None
+        )
+        self.plateau = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+            if cfg.schedule == "plateau" else None
+        )
+        self.metrics: list[dict] = []
+        self.epoch, self.batch, self.step = 0, 0, 0
+        self.best_val, self.since_best = float("inf"), 0
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.tokens = 0
+        self.elapsed = 0.0
+        self.state = None
+        self._signal = None
+        if resume is not None:
+            self._restore(resume)
+
+    # --- state ---------------------------------------------------------------------
+
+    def snapshot(self) -> ckpt_io.Checkpoint:
+        """Everything needed to continue exactly from here."""
+        opt_plain, opt_tensors = ckpt_io.split_state_dict(self.optimizer.state_dict(), "optim")
+        tensors = {**opt_tensors, **_rng_tensors(), "epoch.loss_sum": self.loss_sum.detach().cpu().reshape(1)}
+        if self.state is not None:
+            for name, t in zip("hc", self.state if isinstance(self.state, tuple) else (self.state,)):
+                tensors[f"carried.{name}"] = t
+        py = random.getstate()
+        trainer = {
+            "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "epoch_tokens": self.tokens, "elapsed": self.elapsed,
+            "best_val": None if math.isinf(self.best_val) else self.best_val, "since_best": self.since_best,
+            "optimizer": opt_plain,
+            "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"} if self.scheduler else None,
+            "plateau": self.plateau.state_dict() if self.plateau else None,
+            "python_rng": [py[0], list(py[1]), py[2]],
+            "train_chars": self.train_ids.numel(),
+            "train_hash": hash_ids(self.train_ids),
+            "val_skipped": self.val_skipped,
+        }
+        return ckpt_io.Checkpoint(
+            self.model_cfg, self.cfg, self.corpus.vocab, ckpt_io.model_weights(self.model),
+            metrics=list(self.metrics), trainer=trainer, trainer_tensors=tensors,
+        )
+
+    def _restore(self, c: ckpt_io.Checkpoint) -> None:
+        t = c.trainer
+        if t.get("train_hash") != hash_ids(self.train_ids):
+            raise CharlmError(f"{c.path}: the training text differs from the one this checkpoint was trained on; cannot resume")
+        missing, unexpected = self.model.load_state_dict(c.weights, strict=False)
+        if [m for m in missing if m != "decoder.weight"] or unexpected:
+            raise CharlmError(f"{c.path}: weights do not fit the model config")
+        self.optimizer.load_state_dict(ckpt_io.join_state_dict(t["optimizer"], c.trainer_tensors))
+        if self.scheduler and t.get("scheduler"):
+            self.scheduler.load_state_dict({**t["scheduler"], "lr_lambdas": [None]})
+        if self.plateau and t.get("plateau"):
+            self.plateau.load_state_dict(t["plateau"])
+        self.metrics = list(c.metrics)
+        self.epoch, self.batch, self.step = t["epoch"], t["batch"], t["step"]
+        self.tokens, self.elapsed = t["epoch_tokens"], t.get("elapsed", 0.0)
+        self.best_val = float("inf") if t["best_val"] is None else t["best_val"]
+        self.since_best = t["since_best"]
+        self.loss_sum = c.trainer_tensors["epoch.loss_sum"].to(self.device, torch.float64).reshape(())
+        if "carried.h" in c.trainer_tensors:
+            h = c.trainer_tensors["carried.h"].to(self.device)
+            self.state = (h, c.trainer_tensors["carried.c"].to(self.device)) if "carried.c" in c.trainer_tensors else h
+        _restore_rng(c.trainer_tensors, t.get("python_rng"))
+
+    def save(self, name: str) -> Path:
+        return ckpt_io.save(self.snapshot(), self.out / name)
+
+    # --- the loop --------------------------------------------------------------------
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signal = signum
+
+    def fit(self) -> list[dict]:
+        """Train to ``cfg.epochs`` (or early stop); returns the per-epoch metrics."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._write_metrics()
+        handlers = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        try:
+            while self.epoch < self.cfg.epochs:
+                self._train_epoch()
+                if self._end_epoch():
+                    break
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+        return self.metrics
+
+    def _train_epoch(self) -> None:
+        cfg, model = self.cfg, self.model
+        model.train()
+        vocab_size = self.model_cfg.vocab_size
+        bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        train_ids = self.train_ids.to(self.device)
+        it = batches(train_ids, cfg.batch_size, cfg.num_steps, cfg.sampling, cfg.seed, self.epoch, start=self.batch)
+        bar = self._progress()
+        t0 = time.perf_counter()
+        tokens0 = self.tokens
+        for x, y in it:
+            self.state = None if cfg.sampling == "random" else detach(self.state)
+            logits, self.state = model(x, self.state)  # (batch, steps, vocab)
+            loss = F.cross_entropy(logits.reshape(-1, vocab_size), y.reshape(-1))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            loss = loss.detach()
+            self.loss_sum += loss.double() * y.numel()
+            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), self.step, bad_step)
+            self.tokens += y.numel()
+            self.step += 1
+            self.batch += 1
+            if bar is not None and (self.batch % 10 == 0 or self.batch == self.n_batches):
+                self._check_finite(bad_step)
+                done = self.tokens - tokens0
+                mean = float(self.loss_sum) / max(1, self.tokens)
+                bar.set_postfix(loss=f"{mean:.3f}", ppl=f"{ppl(mean):.1f}", chars_s=f"{done / max(1e-9, time.perf_counter() - t0):,.0f}", refresh=False)
+                bar.update(self.batch - bar.n)
+            if self._signal is not None:
+                self._check_finite(bad_step)
+                self.elapsed += time.perf_counter() - t0
+                if bar is not None:
+                    bar.close()
+                path = self.save("last")
+                raise TrainingInterrupted(self._signal, path)
+        if bar is not None:
+            bar.close()
+        self._check_finite(bad_step)
+        self.elapsed += time.perf_counter() - t0
+
+    def _progress(self):
+        if not _is_tty(sys.stderr):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.n_batches, initial=self.batch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                    unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def _check_finite(self, bad_step: torch.Tensor) -> None:
+        step = int(bad_step)
+        if step >= 0:
+            last = self.out / "last"
+            kept = f"the last good checkpoint is {last}" if (last / ckpt_io.META_FILE).exists() else "no checkpoint was written yet"
+            raise CharlmError(
+                f"the loss became NaN or infinite at step {step + 1} (epoch {self.epoch + 1}); stopped, {kept}; "
+                f"try a lower --lr or a --grad-clip",
+                exit_code=1,
+            )
+
+    def _end_epoch(self) -> bool:
+        """Validation, metrics, schedule, checkpoints and samples; True to stop early."""
+        cfg = self.cfg
+        train_loss = float(self.loss_sum) / max(1, self.tokens)
+        val_loss = evaluate(self.model, self.val_ids)[0] if self.val_ids is not None else None
+        chars_per_s = self.tokens / max(1e-9, self.elapsed)
+        self.epoch += 1
+        rec = {
+            "epoch": self.epoch, "step": self.step,
+            "train_loss": train_loss, "train_ppl": ppl(train_loss),
+            "val_loss": val_loss, "val_ppl": ppl(val_loss),
+            "lr": self.optimizer.param_groups[0]["lr"], "chars_per_s": chars_per_s, "seconds": self.elapsed,
+        }
+        self.metrics.append(rec)
+        if self.plateau is not None:
+            self.plateau.step(val_loss if val_loss is not None else train_loss)
+        score = val_loss if val_loss is not None else train_loss
+        improved = score < self.best_val
+        if improved:
+            self.best_val, self.since_best = score, 0
+        else:
+            self.since_best += 1
+        self.batch, self.tokens, self.elapsed, self.state = 0, 0, 0.0, None
+        self.loss_sum.zero_()
+        self._write_metrics()
+        self.save("last")
+        if improved:
+            self.save("best")
+        self.log(self._epoch_line(rec, improved))
+        last_epoch = self.epoch >= cfg.epochs
+        stop = cfg.early_stop > 0 and self.since_best >= cfg.early_stop and not last_epoch
+        if (cfg.sample_every and self.epoch % cfg.sample_every == 0) or last_epoch or stop:
+            self.print_samples()
+        if stop:
+            self.log(f"early stop: no better validation loss for {self.since_best} epochs; best checkpoint: {self.out / 'best'}")
+        return stop
+
+    def _epoch_line(self, r: dict, improved: bool) -> str:
+        val = ""
+        if r["val_loss"] is not None:
+            val = f"  val_loss {r['val_loss']:.4f}  val_ppl {r['val_ppl']:.2f}" + (" *" if improved else "")
+        return (f"epoch {r['epoch']}/{self.cfg.epochs}  train_loss {r['train_loss']:.4f}  train_ppl {r['train_ppl']:.3f}"
+                f"{val}  {r['chars_per_s']:,.0f} chars/s  lr {r['lr']:.2e}")
+
+    def print_samples(self) -> None:
+        cfg = self.cfg
+        scfg = SampleConfig(length=cfg.sample_length, greedy=cfg.sample_greedy, temperature=0.8)
+        for prefix in cfg.prefixes:
+            known = "".join(c for c in prefix if c in self.corpus.vocab)
+            if not known:
+                continue
+            g = make_generator(cfg.seed + self.epoch, "cpu")
+            gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=g)))
+            text = "".join(s[0] for s in generate(self.model, self.corpus.vocab, known, scfg, generator=gen))
+            self.log(" - " + text.replace("\n", " / "))
+
+    def _write_metrics(self) -> None:
+        tmp = self.out / ".metrics.jsonl.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in self.metrics:
+                f.write(json.dumps(r) + "\n")
+        os.replace(tmp, self.out / "metrics.jsonl")
+
+
+def hash_ids(ids: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(ids.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+
+
+def plot_metrics(metrics: list[dict], path: Path) -> Path | None:
+    """Training and validation perplexity per epoch, as a PNG."""
+    if not metrics:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [m["epoch"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(epochs, [m["train_ppl"] for m in metrics], label="training (running mean, dropout on)")
+    if any(m["val_ppl"] is not None for m in metrics):
+        ax.plot(epochs, [m["val_ppl"] for m in metrics], label="validation (held out)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("perplexity")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def model_config_for(cfg_values: dict, vocab_size: int) -> ModelConfig:
+    from .config import field_names
+
+    return ModelConfig(**{k: v for k, v in cfg_values.items() if k in field_names(ModelConfig)}, vocab_size=vocab_size)
+
+
+def describe(trainer: Trainer) -> str:
+    c = trainer.corpus
+    val = f"validation {len(c.val_text):,}" + (f" ({trainer.val_skipped:,} outside the vocabulary, skipped when scoring)" if trainer.val_skipped else "")
+    return (f"corpus: {c.total_chars:,} characters; training {len(c.train_text):,}, {val}\n"
+            f"vocabulary: {len(c.vocab):,} characters; model: {trainer.model_cfg.cell} {trainer.model_cfg.num_layers}x{trainer.model_cfg.hidden_size}, "
+            f"{num_parameters(trainer.model):,} parameters; {trainer.n_batches} batches of {trainer.cfg.batch_size}x{trainer.cfg.num_steps} per epoch; device {trainer.device}")
+
+
+__all__ = ["Trainer", "TrainingInterrupted", "evaluate", "plot_metrics", "describe", "ppl", "to_dict"]

@@ -1,0 +1,72 @@
+"""The vocabulary: a deterministic mapping between characters and ids, saved with the model.
+
+The seed builds it with ``list(set(text))``, whose order changes from one Python process
+to the next (string hashing is salted), so a saved model cannot be reloaded.  Here the
+order is fixed: special tokens first, then characters by descending count, ties broken
+by code point.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+UNK = "<unk>"
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Characters in id order; ``unk`` is True when id 0 is ``<unk>``."""
+
+    itos: tuple[str, ...]
+    unk: bool = False
+    stoi: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(set(self.itos)) != len(self.itos):
+            raise ValueError("vocabulary has duplicate entries")
+        if self.unk and (not self.itos or self.itos[0] != UNK):
+            raise ValueError("a vocabulary with unk must start with <unk>")
+        object.__setattr__(self, "stoi", {s: i for i, s in enumerate(self.itos)})
+
+    @classmethod
+    def build(cls, text: str, min_freq: int = 1, unk: bool = False) -> "Vocab":
+        """Characters of ``text`` seen at least ``min_freq`` times, most frequent first."""
+        counts = Counter(text)
+        chars = sorted((c for c, n in counts.items() if n >= min_freq), key=lambda c: (-counts[c], ord(c)))
+        return cls(tuple(([UNK] if unk else []) + chars), unk=unk)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, ch: str) -> bool:
+        return ch in self.stoi
+
+    def unknown(self, text: str) -> list[str]:
+        """The distinct characters of ``text`` this vocabulary cannot encode, in order of appearance."""
+        if self.unk:
+            return []
+        return list(dict.fromkeys(c for c in text if c not in self.stoi))
+
+    def encode(self, text: str) -> list[int]:
+        """Ids for ``text``; unknown characters become ``<unk>`` (KeyError without one)."""
+        if self.unk:
+            return [self.stoi.get(c, 0) for c in text]
+        return [self.stoi[c] for c in text]
+
+    def encode_known(self, text: str) -> tuple[list[int], int]:
+        """Ids for the characters this vocabulary covers, and how many were skipped."""
+        if self.unk:
+            return self.encode(text), 0
+        ids = [self.stoi[c] for c in text if c in self.stoi]
+        return ids, len(text) - len(ids)
+
+    def decode(self, ids) -> str:
+        return "".join(self.itos[i] for i in ids)
+
+    def to_dict(self) -> dict:
+        return {"itos": list(self.itos), "unk": self.unk}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocab":
+        return cls(tuple(d["itos"]), unk=bool(d.get("unk", False)))

@@ -16,6 +16,7 @@ LYRIC = "分开的时候我说不分开\n你说我们还会再见\n不分开的�
 
 def tiny_train_config(tmp: Path, **kw) -> TrainConfig:
     """A corpus of repeated lyric lines and a model small enough to train in a second."""
+    tmp.mkdir(parents=True, exist_ok=True)
     corpus = tmp / "corpus.txt"
     if not corpus.exists():
         corpus.write_text(LYRIC * 40, encoding="utf-8")

@@ -75,6 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("file", help="text file (or folder of .txt files) to score")
     e.add_argument("--encoding", default="utf-8", help="text encoding of FILE (default: utf-8)")
     e.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+
+    s = sub.add_parser("serve", help="an HTTP API and a lyrics page over a model",
+                       description="Serve a model over HTTP: the lyrics page at /, the API at /v1, its documentation at /docs.")
+    s.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    s.add_argument("--max-prefix", type=int, default=1000, help="longest prefix, style prefix or acrostic, in characters (default: 1000)")
+    s.add_argument("--max-length", type=int, default=2000, help="most characters generated per sample (default: 2000)")
+    s.add_argument("--max-lines", type=int, default=100, help="most lines per sample (default: 100)")
+    s.add_argument("--max-samples", type=int, default=16, help="most samples per request (default: 16)")
+    s.add_argument("--max-text", type=int, default=20000, help="longest text to score, in characters (default: 20000)")
+    s.add_argument("--time-limit", type=float, default=30.0, help="seconds a generation may run before it is cut (default: 30)")
+    s.add_argument("--workers", type=int, default=None, help="model calls run at once, the rest wait (default: CPU count)")
+    s.add_argument("--threads", type=int, default=1, help="torch threads per model call (default: 1)")
+
+    n = sub.add_parser("inspect", help="look inside the LSTM: surprisal, top-5 predictions, gate heatmaps",
+                       description="Write an HTML report (and optionally a PNG) of what an LSTM checkpoint does on a short text: "
+                                   "surprisal and top-5 predictions per character, and input, forget and output gates and cell state of a few units.")
+    n.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint); cell lstm or scratch")
+    n.add_argument("--text", default=None, help="the text to inspect (\\n stands for a line break); at most 2,000 characters")
+    n.add_argument("--file", default=None, help="read the text from this file instead")
+    n.add_argument("--encoding", default="utf-8", help="text encoding of --file (default: utf-8)")
+    n.add_argument("--out", default="inspect.html", help="the HTML report to write (default: inspect.html)")
+    n.add_argument("--png", default=None, help="also write the heatmaps as this PNG")
+    n.add_argument("--layer", type=int, default=None, help="layer to show, from 0 (default: the last)")
+    n.add_argument("--units", default=None, help="units to show, like 0,5,7 (default: units found automatically, then the most varied; 16 in all)")
     return p
 
 
@@ -114,9 +141,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     plot = plot_metrics(metrics, trainer.out / "curves.png")
     best = min((m for m in metrics if m["val_loss"] is not None), key=lambda m: m["val_loss"], default=None)
     if best is not None:
-        skipped = f"; {trainer.val_skipped:,} held-out characters outside the vocabulary were skipped" if trainer.val_skipped else ""
-        print(f"held-out perplexity (last {train_cfg.val_fraction:.0%} of the corpus, {best['epoch']} epochs, best): "
-              f"{best['val_ppl']:.2f}{skipped}")
+        last = metrics[-1]
+        skipped = (f" over the {len(corpus.val_text) - trainer.val_skipped:,} held-out characters the vocabulary covers "
+                   f"({trainer.val_skipped:,} skipped)") if trainer.val_skipped else ""
+        print(f"held-out perplexity (last {train_cfg.val_fraction:.0%} of the corpus, not trained on){skipped}: "
+              f"{last['val_ppl']:,.2f} after epoch {last['epoch']}; best {best['val_ppl']:,.2f} after epoch {best['epoch']} (saved as best/)")
+        print(f"training perplexity after epoch {last['epoch']}: {last['train_ppl']:.3f}")
     print(f"checkpoints: {trainer.out / 'best'} (best) and {trainer.out / 'last'} (resumable); metrics: {trainer.out / 'metrics.jsonl'}; plot: {plot}")
     return 0
 
@@ -175,7 +205,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval}
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    return serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads, device=args.device,
+                 max_prefix=args.max_prefix, max_length=args.max_length, max_lines=args.max_lines,
+                 max_samples=args.max_samples, max_text=args.max_text, time_limit=args.time_limit, workers=args.workers)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspector import inspect_checkpoint
+
+    print(inspect_checkpoint(args.checkpoint, text=args.text, file=args.file, encoding=args.encoding,
+                             out=args.out, png=args.png, layer=args.layer, units=args.units))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,7 @@ def _decode(path: Path, raw: bytes, encoding: str) -> str:
 
 
 def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") -> str:
-    """The text of a file, or of every ``.txt`` file under a folder (sorted, joined by newlines).
+    """The text of a file, or of every ``.txt`` file under a folder (sorted; each ends with a newline).
 
     ``None`` or ``""`` reads the bundled lyrics.  Bytes that do not decode are an error
     naming the file and the offset, never dropped.
@@ -75,7 +75,7 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
         if not files:
             raise CharlmError(f"{p}: the folder holds no .txt files")
         texts = [_decode(f, f.read_bytes(), encoding) for f in files]
-        return "\n".join(t if t.endswith("\n") else t + "\n" for t in texts)
+        return "".join(t if t.endswith("\n") else t + "\n" for t in texts)
     try:
         raw = p.read_bytes()
     except OSError as e:

@@ -129,7 +129,7 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     done = torch.zeros(n, dtype=torch.bool, device=device)
     at_line_start = torch.full((n,), bool(heads), dtype=torch.bool, device=device)
     newline_id = newline if newline is not None else -1
-    for _ in range(max_chars):
+    for i in range(max_chars):
         nxt = choose(logits, cfg, generator)
         if heads:
             head = torch.tensor(heads, device=device)[lines_done.clamp(max=len(heads) - 1)]
@@ -151,7 +151,7 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
             done = done | (lines_done >= len(heads))
         elif cfg.lines:
             done = done | (lines_done >= cfg.lines)
-        if bool(done.all()):
+        if i == max_chars - 1 or bool(done.all()):
             return
         logits, state = model(nxt[:, None], state)
         logits = logits[:, -1]

@@ -1,0 +1,98 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from charlm import checkpoint as ckpt_io
+from charlm.checkpoint import load, load_model, save
+from charlm.errors import CharlmError
+
+
+def test_round_trip(tiny_ckpt, tmp_path):
+    c = load(tiny_ckpt)
+    save(c, tmp_path / "copy")
+    d = load(tmp_path / "copy")
+    assert d.vocab == c.vocab and d.model_config == c.model_config and d.train_config == c.train_config
+    assert all(torch.equal(d.weights[k], c.weights[k]) for k in c.weights)
+    assert d.metrics == c.metrics
+
+
+def test_a_checkpoint_is_plain_files(tiny_ckpt):
+    names = sorted(p.name for p in tiny_ckpt.iterdir())
+    assert names == ["checkpoint.json", "model.safetensors", "trainer.safetensors"]
+    meta = json.loads((tiny_ckpt / "checkpoint.json").read_text(encoding="utf-8"))
+    assert meta["format_version"] == 1 and meta["vocab"]["itos"] and "config" not in meta
+    for f in tiny_ckpt.iterdir():
+        assert b"\x80\x04" not in f.read_bytes()[:2]  # no pickle protocol header
+
+
+def test_run_folder_resolves_to_best(tiny_run):
+    assert load(tiny_run).path == tiny_run / "best"
+    assert load(tiny_run, prefer="last").path == tiny_run / "last"
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_truncated_weights_are_refused(tiny_ckpt, tmp_path):
+    bad = _copy(tiny_ckpt, tmp_path / "bad")
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CharlmError, match="truncated or replaced"):
+        load_model(bad)
+
+
+def test_truncated_json_is_refused(tiny_ckpt, tmp_path):
+    bad = _copy(tiny_ckpt, tmp_path / "bad")
+    text = (bad / "checkpoint.json").read_text(encoding="utf-8")
+    (bad / "checkpoint.json").write_text(text[:100], encoding="utf-8")
+    with pytest.raises(CharlmError, match="unreadable or truncated"):
+        load_model(bad)
+
+
+def test_vocabulary_mismatch_is_refused(tiny_ckpt, tmp_path):
+    bad = _copy(tiny_ckpt, tmp_path / "bad")
+    meta = json.loads((bad / "checkpoint.json").read_text(encoding="utf-8"))
+    meta["vocab"]["itos"] = meta["vocab"]["itos"][:-1]
+    (bad / "checkpoint.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(CharlmError, match="vocabulary"):
+        load_model(bad)
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CharlmError, match="no such checkpoint"):
+        load_model(tmp_path / "nothing")
+    with pytest.raises(CharlmError, match="not a charlm checkpoint"):
+        load_model(tmp_path)
+
+
+def test_failed_write_leaves_the_old_checkpoint(tiny_ckpt, tmp_path, monkeypatch):
+    c = load(tiny_ckpt)
+    target = save(c, tmp_path / "ck")
+    before = (target / "model.safetensors").read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_io, "save_file", boom)
+    with pytest.raises(OSError):
+        save(c, target)
+    assert (target / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary folder left behind
+    load(target)
+
+
+def test_optimizer_state_round_trips_through_plain_data():
+    p = torch.nn.Parameter(torch.randn(3))
+    opt = torch.optim.Adam([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    plain, tensors = ckpt_io.split_state_dict(opt.state_dict(), "optim")
+    json.dumps(plain)
+    back = ckpt_io.join_state_dict(json.loads(json.dumps(plain)), tensors)
+    opt2 = torch.optim.Adam([torch.nn.Parameter(p.detach().clone())], lr=0.1)
+    opt2.load_state_dict(back)
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])

@@ -1,0 +1,180 @@
+"""The command line as a user meets it: output, exit codes, and one-line errors for bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from charlm.cli import main
+
+from .conftest import LYRIC
+
+TINY = ["--embedding-size", "16", "--hidden-size", "32", "--batch-size", "4", "--num-steps", "16", "--lr", "1e-2",
+        "--device", "cpu", "--prefixes", "分开"]
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    f = tmp_path / "lyrics.txt"
+    f.write_text(LYRIC * 40, encoding="utf-8")
+    return f
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, pattern, expect_code=2):
+    assert code == expect_code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charlm: error: "), err
+    assert pattern in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def test_train_generate_eval(capsys, corpus, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 2, "--out", out, *TINY)
+    assert code == 0
+    assert "vocabulary: 25 characters" in stdout and "corpus: 1,600 characters" in stdout
+    assert "epoch 2/2" in stdout and "held-out perplexity" in stdout
+    assert (out / "curves.png").stat().st_size > 1000
+    code, stdout, _ = run_cli(capsys, "generate", out, "--prefix", "分开", "--length", 30, "--seed", 7)
+    assert code == 0 and stdout.startswith("分开") and len(stdout.rstrip("\n")) >= 30
+    again = run_cli(capsys, "generate", out, "--prefix", "分开", "--length", 30, "--seed", 7)[1]
+    assert again == stdout
+    code, stdout, _ = run_cli(capsys, "generate", out, "--lines", 2, "--num-samples", 3, "--seed", 1)
+    assert code == 0 and stdout.count("--- sample") == 3
+    code, stdout, _ = run_cli(capsys, "generate", out, "--acrostic", "分开快乐", "--seed", 1)
+    assert [line[0] for line in stdout.strip().split("\n")] == list("分开快乐")
+    code, stdout, _ = run_cli(capsys, "eval", out, corpus)
+    assert code == 0 and "perplexity:" in stdout and "bits per character:" in stdout
+
+
+def test_resume_equals_one_run(capsys, corpus, tmp_path):
+    """4 epochs in one run and 2 + resume to 4 end at the same training loss, to the last digit."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    # (a cosine schedule spans the first run's --epochs, so it is the plateau schedule whose state is tested here)
+    common = ["train", "--data", corpus, *TINY, "--dropout", "0.2", "--schedule", "plateau", "--plateau-patience", "0"]
+    assert run_cli(capsys, *common, "--epochs", 4, "--out", a)[0] == 0
+    assert run_cli(capsys, *common, "--epochs", 2, "--out", b)[0] == 0
+    code, stdout, _ = run_cli(capsys, "train", "--resume", b, "--epochs", 4)
+    assert code == 0 and "resuming" in stdout
+    ma = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    mb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
+    assert [m["train_loss"] for m in ma] == [m["train_loss"] for m in mb]
+    assert [m["val_loss"] for m in ma] == [m["val_loss"] for m in mb]
+
+
+def test_resume_refuses_changed_settings(capsys, tiny_run):
+    code, _, err = run_cli(capsys, "train", "--resume", tiny_run, "--hidden-size", "64")
+    one_line_error(code, err, "cannot change --hidden-size when resuming")
+
+
+def test_preset_values_are_overridden_by_flags(capsys, tmp_path):
+    code, stdout, _ = run_cli(capsys, "train", "--preset", "seed", "--epochs", 1, "--out", tmp_path / "s", "--device", "cpu")
+    assert code == 0
+    assert "vocabulary: 1,027 characters" in stdout and "training 10,000" in stdout
+    assert "epoch 1/1" in stdout and "skipped" in stdout
+
+
+@pytest.mark.parametrize("content,pattern", [
+    (b"", "the file is empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 20, "binary"),
+    ("分开".encode() * 10, "at least 68"),
+    (b"ok \xff\xfe bad" * 100, "cannot decode byte 3"),
+])
+def test_bad_corpora(capsys, tmp_path, content, pattern):
+    f = tmp_path / "c.txt"
+    f.write_bytes(content)
+    code, _, err = run_cli(capsys, "train", "--data", f, "--out", tmp_path / "o", *TINY)
+    one_line_error(code, err, pattern)
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_corpus_and_unknown_preset(capsys, tmp_path):
+    one_line_error(*run_cli(capsys, "train", "--data", tmp_path / "none.txt", "--out", tmp_path / "o")[::2], "no such file")
+    one_line_error(*run_cli(capsys, "train", "--preset", "nope")[::2], "unknown preset 'nope'; known presets: jaychou, seed")
+
+
+def test_other_encodings_with_flag(capsys, tmp_path):
+    f = tmp_path / "gb.txt"
+    f.write_bytes((LYRIC * 40).encode("gb18030"))
+    one_line_error(*run_cli(capsys, "train", "--data", f, "--out", tmp_path / "o", *TINY)[::2], "--encoding")
+    code, stdout, _ = run_cli(capsys, "train", "--data", f, "--encoding", "gb18030", "--epochs", 1, "--out", tmp_path / "o", *TINY)
+    assert code == 0 and "vocabulary: 25 characters" in stdout
+
+
+@pytest.mark.parametrize("flags,pattern", [
+    (["--temperature", "0"], "temperature must be > 0"),
+    (["--temperature", "-1"], "temperature must be > 0"),
+    (["--top-k", "0"], "top_k must be >= 1"),
+    (["--top-p", "0"], "top_p must be in (0, 1]"),
+    (["--top-p", "1.5"], "top_p must be in (0, 1]"),
+    (["--length", "0"], "length must be >= 1"),
+    (["--prefix", "分开XY"], "'X' 'Y'"),
+])
+def test_bad_generation_settings(capsys, tiny_run, flags, pattern):
+    one_line_error(*run_cli(capsys, "generate", tiny_run, *flags)[::2], pattern)
+
+
+def test_unknown_prefix_can_be_skipped(capsys, tiny_run):
+    code, stdout, _ = run_cli(capsys, "generate", tiny_run, "--prefix", "分X开", "--unknown", "skip", "--length", 5, "--seed", 0)
+    assert code == 0 and stdout.startswith("分开")
+
+
+def test_bad_checkpoints(capsys, tiny_run, tmp_path):
+    one_line_error(*run_cli(capsys, "generate", tmp_path / "missing")[::2], "no such checkpoint")
+    bad = tmp_path / "bad"
+    import shutil
+
+    shutil.copytree(tiny_run / "best", bad)
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[:100])
+    one_line_error(*run_cli(capsys, "generate", bad)[::2], "truncated")
+    one_line_error(*run_cli(capsys, "eval", bad, bad / "checkpoint.json")[::2], "truncated")
+
+
+def test_eval_skips_and_counts_unknown_characters(capsys, tiny_run, tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("分开的时候XYZ我说不分开\n", encoding="utf-8")
+    code, stdout, _ = run_cli(capsys, "eval", tiny_run, f)
+    assert code == 0 and "3 outside the vocabulary skipped" in stdout
+
+
+def _charlm(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True, text=True, **kw)
+
+
+def test_python_dash_m_and_no_traceback(tmp_path):
+    r = _charlm("generate", tmp_path / "missing")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    r = _charlm("--help")
+    assert r.returncode == 0 and "train" in r.stdout
+
+
+def test_sigterm_writes_a_resumable_checkpoint(tmp_path, corpus):
+    out = tmp_path / "run"
+    big = tmp_path / "big.txt"
+    big.write_text(LYRIC * 400, encoding="utf-8")
+    p = subprocess.Popen([sys.executable, "-m", "charlm", "train", "--data", str(big), "--epochs", "50", "--out", str(out), *TINY],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip():
+        time.sleep(0.2)
+        if time.time() > deadline:
+            break
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "charlm train --resume" in err and "Traceback" not in err
+    r = _charlm("train", "--resume", out, "--epochs", 2)
+    assert r.returncode == 0, r.stderr
+    assert "epoch 2/2" in r.stdout

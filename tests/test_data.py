@@ -1,0 +1,115 @@
+import hashlib
+
+import pytest
+import torch
+
+from charlm.config import TrainConfig
+from charlm.data import (batches, bptt_slices, bundled_corpus, check_enough, load_corpus, min_chars, normalize,
+                         num_batches, read_text, split)
+from charlm.errors import CharlmError
+
+
+def test_bundled_lyrics_are_shipped_unchanged():
+    assert hashlib.md5(bundled_corpus().read_bytes()).hexdigest() == "bed6a5df2f60421cba30d513fab9bf30"
+    assert read_text().startswith("想要有直升机\n")
+
+
+def test_folder_of_text_files(tmp_path):
+    (tmp_path / "b.txt").write_text("第二", encoding="utf-8")
+    (tmp_path / "a.txt").write_text("第一\n", encoding="utf-8")
+    (tmp_path / "skip.bin").write_bytes(b"\x00\x01")
+    assert read_text(tmp_path) == "第一\n第二\n"
+
+
+def test_other_encodings(tmp_path):
+    f = tmp_path / "gb.txt"
+    f.write_bytes("分开的时候".encode("gb18030"))
+    assert read_text(f, "gb18030") == "分开的时候"
+    with pytest.raises(CharlmError, match=r"gb\.txt: cannot decode byte 0 .*--encoding"):
+        read_text(f)
+
+
+def test_decode_error_names_offset(tmp_path):
+    f = tmp_path / "bad.txt"
+    f.write_bytes("好好".encode() + b"\xff" + "好".encode())
+    with pytest.raises(CharlmError, match=r"bad\.txt: cannot decode byte 6"):
+        read_text(f)
+
+
+@pytest.mark.parametrize("content,msg", [(b"", "empty"), (b"  \n ", "no text"), (b"ab\x00cd" * 10, "binary")])
+def test_bad_files(tmp_path, content, msg):
+    f = tmp_path / "x.txt"
+    f.write_bytes(content)
+    with pytest.raises(CharlmError, match=msg):
+        read_text(f)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CharlmError, match="no such file"):
+        read_text(tmp_path / "nope.txt")
+
+
+def test_newlines_space_reproduces_the_seed():
+    assert normalize("a\r\nb\nc", "space") == "a b c"
+    assert normalize("a\r\nb\rc") == "a\nb\nc"
+
+
+def test_split_is_the_last_fraction():
+    assert split("0123456789", 0.1) == ("012345678", "9")
+    assert split("0123456789", 0.0) == ("0123456789", "")
+
+
+def test_seed_preset_corpus():
+    from charlm.presets import get_preset
+
+    cfg = TrainConfig(**{k: v for k, v in get_preset("seed").items() if k in TrainConfig.__dataclass_fields__})
+    c = load_corpus(cfg)
+    assert len(c.train_text) == 10_000 and "\n" not in c.train_text
+    assert len(c.vocab) == 1027
+    assert len(c.val_text) == 6328  # the last 10% of 63,282 characters
+    _, skipped = c.val_ids()
+    assert 0 < skipped < len(c.val_text)
+
+
+def test_consecutive_batches_continue_each_row():
+    ids = torch.arange(1000)
+    bs = list(batches(ids, batch_size=4, num_steps=7, sampling="consecutive"))
+    assert len(bs) == num_batches(1000, 4, 7, "consecutive") == (250 - 1) // 7
+    for (x0, y0), (x1, _) in zip(bs, bs[1:]):
+        assert x0.shape == (4, 7)
+        assert torch.equal(y0, x0 + 1)  # targets are the next characters
+        assert torch.equal(x1[:, 0], x0[:, -1] + 1)  # row b of the next batch continues row b
+
+
+def test_consecutive_start_skips_batches():
+    ids = torch.arange(500)
+    all_b = list(batches(ids, 2, 10, "consecutive"))
+    later = list(batches(ids, 2, 10, "consecutive", start=3))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(all_b[3:], later))
+
+
+def test_random_batches_are_windows_reproducible_per_epoch():
+    ids = torch.arange(1000)
+    a = list(batches(ids, 4, 10, "random", seed=1, epoch=0))
+    b = list(batches(ids, 4, 10, "random", seed=1, epoch=0))
+    c = list(batches(ids, 4, 10, "random", seed=1, epoch=1))
+    assert len(a) == num_batches(1000, 4, 10, "random") == 24
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))
+    assert not all(torch.equal(x, y) for (x, _), (y, _) in zip(a, c))
+    for x, y in a:
+        assert torch.equal(y, x + 1)
+        assert torch.all(x[:, 0] % 10 == 0)  # windows start at multiples of num_steps
+    starts = torch.cat([x[:, 0] for x, _ in a])
+    assert starts.unique().numel() == starts.numel()  # no window twice in an epoch
+
+
+def test_bptt_slices_eval_keeps_the_tail():
+    assert bptt_slices(11, 4) == [(0, 4), (4, 8)]
+    assert bptt_slices(11, 4, drop_last=False) == [(0, 4), (4, 8), (8, 10)]
+
+
+def test_too_short_corpus_names_the_minimum():
+    assert min_chars(32, 35, "consecutive") == 1152
+    with pytest.raises(CharlmError, match="at least 1152"):
+        check_enough(1000, 32, 35, "consecutive")
+    check_enough(1152, 32, 35, "consecutive")

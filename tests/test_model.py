@@ -1,0 +1,75 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charlm.config import ModelConfig
+from charlm.model import CharLM, detach
+
+
+def test_embedding_is_one_hot_times_weights():
+    torch.manual_seed(0)
+    emb = nn.Embedding(50, 8)
+    x = torch.randint(0, 50, (3, 7))
+    assert torch.allclose(emb(x), F.one_hot(x, 50).float() @ emb.weight)
+
+
+class SeedRNNModel(nn.Module):
+    """The seed's model: one-hot vectors (built per step) into nn.LSTM, then a dense layer."""
+
+    def __init__(self, vocab_size, hidden):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.rnn = nn.LSTM(input_size=vocab_size, hidden_size=hidden)
+        self.dense = nn.Linear(hidden, vocab_size)
+
+    def forward(self, inputs, state):  # inputs (batch, seq)
+        X = [F.one_hot(inputs[:, i], self.vocab_size).float() for i in range(inputs.shape[1])]
+        Y, state = self.rnn(torch.stack(X), state)
+        return self.dense(Y.view(-1, Y.shape[-1])), state
+
+
+def test_one_hot_model_equals_the_seed():
+    torch.manual_seed(0)
+    V, H = 40, 16
+    seed = SeedRNNModel(V, H)
+    ours = CharLM(ModelConfig(vocab_size=V, embedding_size=0, hidden_size=H))
+    for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+        getattr(ours.rnn, name).data.copy_(getattr(seed.rnn, name).data)
+    ours.decoder.load_state_dict(seed.dense.state_dict())
+    x = torch.randint(0, V, (4, 9))
+    out_seed, (h1, c1) = seed(x, None)
+    logits, (h2, c2) = ours(x)
+    # the seed's output rows are time-major: (seq * batch, vocab)
+    assert torch.allclose(out_seed, logits.transpose(0, 1).reshape(-1, V), atol=1e-6)
+    assert torch.allclose(h1, h2, atol=1e-6) and torch.allclose(c1, c2, atol=1e-6)
+    assert not ours.embedding.weight.requires_grad
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_cells_and_layers_carry_state(cell, layers):
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=20, cell=cell, num_layers=layers, embedding_size=8, hidden_size=12, dropout=0.2)).eval()
+    x = torch.randint(0, 20, (2, 10))
+    full, _ = m(x)
+    a, s = m(x[:, :4])
+    b, _ = m(x[:, 4:], s)
+    assert full.shape == (2, 10, 20)
+    assert torch.allclose(full, torch.cat([a, b], 1), atol=1e-5)  # carrying the state = reading on
+
+
+def test_tied_weights_share_one_tensor():
+    m = CharLM(ModelConfig(vocab_size=30, embedding_size=16, hidden_size=16, tie_weights=True))
+    assert m.decoder.weight is m.embedding.weight
+    with pytest.raises(ValueError, match="tie_weights needs embedding_size == hidden_size"):
+        ModelConfig(vocab_size=30, embedding_size=8, hidden_size=16, tie_weights=True)
+
+
+def test_detach_cuts_the_graph():
+    m = CharLM(ModelConfig(vocab_size=10, embedding_size=4, hidden_size=4))
+    _, s = m(torch.zeros(1, 3, dtype=torch.long))
+    assert s[0].requires_grad
+    d = detach(s)
+    assert not d[0].requires_grad and not d[1].requires_grad
+    assert torch.equal(d[0], s[0])

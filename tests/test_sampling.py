@@ -1,0 +1,97 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charlm.checkpoint import load_model
+from charlm.config import SampleConfig
+from charlm.errors import CharlmError
+from charlm.sampling import apply_temperature, check_known, choose, generate, sample_text, top_k_filter, top_p_filter
+
+
+@given(st.lists(st.floats(-20, 20), min_size=2, max_size=30), st.integers(1, 30))
+def test_top_k_keeps_exactly_the_k_largest(values, k):
+    logits = torch.tensor(values)
+    out = top_k_filter(logits, k)
+    kept = torch.isfinite(out)
+    k = min(k, len(values))
+    assert kept.sum() >= k  # ties at the k-th value are kept
+    assert out[kept].min() >= torch.topk(logits, k).values[-1]
+
+
+@settings(deadline=None)
+@given(st.lists(st.floats(-10, 10), min_size=2, max_size=30), st.floats(0.01, 1.0))
+def test_top_p_keeps_the_smallest_set_reaching_p(values, p):
+    logits = torch.tensor(values)
+    out = top_p_filter(logits, p)
+    probs = logits.softmax(-1)
+    kept = torch.isfinite(out)
+    assert kept.any()
+    assert probs[kept].sum() >= p - 1e-5
+    # dropping the least likely kept character would fall below p
+    if kept.sum() > 1:
+        assert probs[kept].sum() - probs[kept].min() < p + 1e-5
+
+
+def test_temperature_sharpens_and_rejects_non_positive():
+    logits = torch.tensor([1.0, 2.0, 3.0])
+    assert apply_temperature(logits, 0.5).softmax(-1)[2] > logits.softmax(-1)[2]
+    with pytest.raises(ValueError):
+        apply_temperature(logits, 0)
+
+
+def test_greedy_is_argmax():
+    logits = torch.tensor([[0.1, 5.0, 0.2], [3.0, 0.0, 0.0]])
+    assert choose(logits, SampleConfig(greedy=True)).tolist() == [1, 0]
+
+
+def test_same_seed_same_text(tiny_ckpt):
+    model, vocab, _ = load_model(tiny_ckpt)
+    cfg = SampleConfig(length=40)
+
+    def draw(seed):
+        return sample_text(model, vocab, "分开", cfg, generator=torch.Generator().manual_seed(seed))[0]
+
+    assert draw(3) == draw(3)
+    assert len({draw(s) for s in range(6)}) > 1
+
+
+def test_prefix_is_read_once_then_one_step_per_character(tiny_ckpt):
+    model, vocab, _ = load_model(tiny_ckpt)
+    calls = []
+    handle = model.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[1]))
+    sample_text(model, vocab, "分开的时候", SampleConfig(length=10, seed=0))
+    handle.remove()
+    assert calls[0] == 5 and all(c == 1 for c in calls[1:]) and len(calls) == 10
+
+
+def test_lines_and_acrostic(tiny_ckpt):
+    model, vocab, _ = load_model(tiny_ckpt)
+    text = sample_text(model, vocab, "分开", SampleConfig(lines=3, seed=0))[0]
+    assert text.count("\n") == 3 and text.endswith("\n")
+    acro = sample_text(model, vocab, "", SampleConfig(seed=0), acrostic="分开快乐")[0]
+    lines = acro.rstrip("\n").split("\n")
+    assert [line[0] for line in lines] == list("分开快乐")
+
+
+def test_num_samples_are_a_batch(tiny_ckpt):
+    model, vocab, _ = load_model(tiny_ckpt)
+    outs = sample_text(model, vocab, "分开", SampleConfig(length=30, num_samples=4, seed=0))
+    assert len(outs) == 4 and all(o.startswith("分开") and len(o) == 32 for o in outs)
+
+
+def test_style_prefix_is_read_not_printed(tiny_ckpt):
+    model, vocab, _ = load_model(tiny_ckpt)
+    styled = sample_text(model, vocab, "分开", SampleConfig(length=30, greedy=True), style_prefix="快乐的日子在心里面\n")[0]
+    assert styled.startswith("分开") and "快乐的日子" not in styled[:5]
+    # the style text changes the state the sample starts from
+    with torch.no_grad():
+        ids = torch.tensor([vocab.encode("快乐的日子在心里面\n分开")])
+        assert not torch.allclose(model(ids)[0][0, -1], model(ids[:, -2:])[0][0, -1])
+
+
+def test_unknown_prefix_characters(tiny_ckpt):
+    _, vocab, _ = load_model(tiny_ckpt)
+    with pytest.raises(CharlmError, match="'Z'"):
+        check_known(vocab, "分Z开", "prefix")
+    assert check_known(vocab, "分Z开", "prefix", "skip") == "分开"

@@ -1,0 +1,174 @@
+import json
+import math
+import signal
+
+import pytest
+import torch
+
+from charlm import checkpoint as ckpt_io
+from charlm import train as train_mod
+from charlm.config import ModelConfig
+from charlm.data import load_corpus
+from charlm.errors import CharlmError
+from charlm.model import CharLM
+from charlm.train import Trainer, TrainingInterrupted, evaluate
+
+from .conftest import tiny_train_config, train_tiny
+
+
+def seed_grad_clipping(params, theta):
+    """The seed's clipping, copied: ``params`` is a generator, so the second loop never runs."""
+    norm = torch.tensor([0.0])
+    for param in params:
+        norm += (param.grad.data ** 2).sum()
+    norm = norm.sqrt().item()
+    if norm > theta:
+        for param in params:
+            param.grad.data *= theta / norm
+
+
+def _one_step_update_norm(tmp_path, grad_clip):
+    cfg = tiny_train_config(tmp_path, epochs=1, val_fraction=0.0, optimizer="sgd", lr=1.0, grad_clip=grad_clip,
+                            batch_size=4, num_steps=16, out=str(tmp_path / f"run{grad_clip}"))
+    corpus = load_corpus(cfg)
+    corpus = type(corpus)(corpus.train_text[:68], "", corpus.vocab, 68)  # exactly one batch
+    t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=8), cfg, corpus, log=lambda *_: None)
+    before = torch.cat([p.detach().flatten().clone() for p in t.params])
+    t.fit()
+    after = torch.cat([p.detach().flatten() for p in t.params])
+    return float((after - before).norm())  # plain SGD at lr 1: the update is the gradient used
+
+
+def test_clipping_really_clips(tmp_path):
+    raw = _one_step_update_norm(tmp_path, 0.0)
+    clipped = _one_step_update_norm(tmp_path, 1e-3)
+    assert raw > 1e-2
+    assert clipped == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_the_seeds_clipping_never_clips():
+    """What the clipping test guards against: the seed's loop over a spent generator."""
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=10, embedding_size=4, hidden_size=4))
+    logits, _ = m(torch.randint(0, 10, (2, 5)))
+    logits.sum().backward()
+    norm = lambda: float(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]).norm())  # noqa: E731
+    before = norm()
+    seed_grad_clipping(m.parameters(), 1e-3)
+    assert norm() == before > 1e-3
+    torch.nn.utils.clip_grad_norm_(m.parameters(), 1e-3)
+    assert norm() == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_metrics_and_outputs(tmp_path):
+    logs = []
+    train_tiny(tmp_path, epochs=2, log=logs.append, sample_every=1)
+    run = tmp_path / "run"
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [1, 2]
+    for r in recs:
+        for key in ("epoch", "train_loss", "train_ppl", "val_loss", "val_ppl", "chars_per_s"):
+            assert key in r
+        assert r["train_ppl"] == pytest.approx(math.exp(r["train_loss"]))
+        assert r["val_ppl"] == pytest.approx(math.exp(r["val_loss"]))
+    assert (run / "best" / "model.safetensors").exists() and (run / "last" / "trainer.safetensors").exists()
+    assert sum(line.startswith(" - 分开") for line in logs) == 2  # a sample per epoch
+    assert recs[-1]["train_loss"] < recs[0]["train_loss"]
+
+
+def test_no_validation_split_writes_null(tmp_path):
+    train_tiny(tmp_path, epochs=1, val_fraction=0.0)
+    rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert rec["val_loss"] is None and rec["val_ppl"] is None
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("sampling", ["consecutive", "random"])
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, sampling):
+    kw = dict(epochs=3, dropout=0.3, sampling=sampling)
+    model_kw = {"dropout": kw.pop("dropout")}
+    train_tiny(tmp_path / "a", model_kw=model_kw, **kw)
+    full = _metrics(tmp_path / "a" / "run")
+
+    # the same run, stopped by SIGTERM in the middle of epoch 2, then resumed
+    real_batches = train_mod.batches
+    box = {}
+
+    def interrupting(*args, **kwargs):
+        for i, b in enumerate(real_batches(*args, **kwargs)):
+            if kwargs.get("epoch", args[5] if len(args) > 5 else 0) == 1 and i == 2:
+                box["trainer"]._signal = signal.SIGTERM
+            yield b
+
+    monkeypatch.setattr(train_mod, "batches", interrupting)
+    cfg = tiny_train_config(tmp_path / "b", **kw)
+    corpus = load_corpus(cfg)
+    t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32, **model_kw), cfg, corpus, log=lambda *_: None)
+    box["trainer"] = t
+    with pytest.raises(TrainingInterrupted):
+        t.fit()
+    monkeypatch.setattr(train_mod, "batches", real_batches)
+    c = ckpt_io.load(tmp_path / "b" / "run", prefer="last")
+    assert c.trainer["epoch"] == 1 and c.trainer["batch"] == 3
+    t2 = Trainer(c.model_config, c.train_config, load_corpus(c.train_config, vocab=c.vocab), resume=c, log=lambda *_: None)
+    t2.fit()
+    resumed = _metrics(tmp_path / "b" / "run")
+    for a, b in zip(full, resumed, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    train_tiny(tmp_path, epochs=1)
+    good = ckpt_io.load(tmp_path / "run", prefer="last")
+    real_ce = train_mod.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        out = real_ce(*a, **k)
+        return out * float("nan") if calls["n"] == 3 else out
+
+    monkeypatch.setattr(train_mod.F, "cross_entropy", poisoned)
+    cfg = good.train_config.__class__(**{**good.train_config.__dict__, "epochs": 2})
+    t = Trainer(good.model_config, cfg, load_corpus(cfg, vocab=good.vocab), resume=good, log=lambda *_: None)
+    with pytest.raises(CharlmError, match=r"NaN or infinite at step \d+ \(epoch 2\).*last good checkpoint") as e:
+        t.fit()
+    assert e.value.exit_code == 1
+    kept = ckpt_io.load(tmp_path / "run", prefer="last")
+    assert kept.trainer["epoch"] == 1
+    assert all(torch.isfinite(w).all() for w in kept.weights.values())
+
+
+def test_cosine_schedule_reaches_min_lr(tmp_path):
+    train_tiny(tmp_path, epochs=3, schedule="cosine", lr=1e-2, min_lr=1e-4)
+    recs = _metrics(tmp_path / "run")
+    assert recs[0]["lr"] > recs[1]["lr"] > recs[2]["lr"] == pytest.approx(1e-4)
+
+
+def test_plateau_schedule_lowers_the_rate(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: (5.0, 10))  # validation never improves
+    train_tiny(tmp_path, epochs=4, schedule="plateau", lr=1e-2, plateau_patience=0, plateau_factor=0.5)
+    lrs = [r["lr"] for r in _metrics(tmp_path / "run")]
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] < lrs[0]
+
+
+def test_early_stopping(tmp_path, monkeypatch):
+    vals = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: (next(vals), 10))
+    logs = []
+    train_tiny(tmp_path, epochs=6, early_stop=2, log=logs.append)
+    assert len(_metrics(tmp_path / "run")) == 4
+    assert any("early stop" in line for line in logs)
+    assert ckpt_io.load(tmp_path / "run", prefer="best").trainer["epoch"] == 2
+
+
+def test_evaluate_is_stateful_over_the_whole_text():
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=12, embedding_size=6, hidden_size=6))
+    ids = torch.randint(0, 12, (300,))
+    a, n = evaluate(m, ids, chunk=7)
+    b, _ = evaluate(m, ids, chunk=512)
+    assert n == 299 and a == pytest.approx(b, rel=1e-6)

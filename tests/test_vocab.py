@@ -1,0 +1,56 @@
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from charlm.vocab import UNK, Vocab
+
+
+def test_order_is_frequency_then_code_point():
+    v = Vocab.build("bbaacc a")
+    # a:3 (incl. none), counts: b2 a3 c2 ' '1 -> a, b, c, ' '
+    assert v.itos == ("a", "b", "c", " ")
+
+
+def test_order_is_the_same_in_every_process():
+    """The seed's list(set(text)) changes with PYTHONHASHSEED; ours must not."""
+    code = "from charlm.data import read_text; from charlm.vocab import Vocab; print(''.join(Vocab.build(read_text()).itos[:50]))"
+    outs = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        outs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+    assert len(outs) == 1
+
+
+@given(st.text(min_size=1, max_size=200))
+def test_encode_decode_round_trip(text):
+    v = Vocab.build(text)
+    assert v.decode(v.encode(text)) == text
+    assert Vocab.from_dict(v.to_dict()) == v
+
+
+def test_unk_and_min_freq():
+    v = Vocab.build("aaab", min_freq=2, unk=True)
+    assert v.itos == (UNK, "a")
+    assert v.encode("abz") == [1, 0, 0]
+    assert v.unknown("xyz") == []
+
+
+def test_without_unk_unknown_characters_are_reported_and_skippable():
+    v = Vocab.build("abc")
+    assert v.unknown("axbyx") == ["x", "y"]
+    ids, skipped = v.encode_known("axbyx")
+    assert v.decode(ids) == "ab" and skipped == 3
+    with pytest.raises(KeyError):
+        v.encode("x")
+
+
+def test_bundled_corpus_vocabulary_sizes_match_the_seed():
+    from charlm.data import normalize, read_text
+
+    text = read_text()
+    assert len(Vocab.build(text)) == 2583
+    assert len(Vocab.build(normalize(text, "space")[:10_000])) == 1027

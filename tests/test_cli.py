@@ -101,7 +101,7 @@ def test_bad_corpora(capsys, tmp_path, content, pattern):
 
 def test_missing_corpus_and_unknown_preset(capsys, tmp_path):
     one_line_error(*run_cli(capsys, "train", "--data", tmp_path / "none.txt", "--out", tmp_path / "o")[::2], "no such file")
-    one_line_error(*run_cli(capsys, "train", "--preset", "nope")[::2], "unknown preset 'nope'; known presets: jaychou, seed")
+    one_line_error(*run_cli(capsys, "train", "--preset", "nope")[::2], "unknown preset 'nope'; known presets: jaychou, jaychou-ft, seed")
 
 
 def test_other_encodings_with_flag(capsys, tmp_path):

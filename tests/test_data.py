@@ -56,6 +56,7 @@ def test_newlines_space_reproduces_the_seed():
 
 def test_split_is_the_last_fraction():
     assert split("0123456789", 0.1) == ("012345678", "9")
+    assert len(split("x" * 1_115_394, 0.1)[0]) == 1_003_854  # nanoGPT's Tiny Shakespeare split
     assert split("0123456789", 0.0) == ("0123456789", "")
 
 
@@ -66,7 +67,7 @@ def test_seed_preset_corpus():
     c = load_corpus(cfg)
     assert len(c.train_text) == 10_000 and "\n" not in c.train_text
     assert len(c.vocab) == 1027
-    assert len(c.val_text) == 6328  # the last 10% of 63,282 characters
+    assert len(c.val_text) == 6329  # the last 10% of 63,282 characters: the first int(0.9 * n) are training
     _, skipped = c.val_ids()
     assert 0 < skipped < len(c.val_text)
 

@@ -73,3 +73,28 @@ def test_detach_cuts_the_graph():
     d = detach(s)
     assert not d[0].requires_grad and not d[1].requires_grad
     assert torch.equal(d[0], s[0])
+
+
+@pytest.mark.parametrize("kw", [{"embed_dropout": 0.3}, {"dropout": 0.3, "locked_dropout": True}, {"weight_drop": 0.4}])
+def test_regularisers_act_in_training_only(kw):
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=20, embedding_size=8, hidden_size=8, **kw))
+    x = torch.randint(0, 20, (3, 6))
+    m.eval()
+    a, _ = m(x)
+    b, _ = m(x)
+    assert torch.equal(a, b)
+    m.train()
+    c, _ = m(x)
+    assert not torch.allclose(a, c)
+    c.sum().backward()
+    assert m.rnn.weight_hh_l0.grad is not None and m.rnn.weight_hh_l0.grad.abs().sum() > 0
+    assert set(m.state_dict()) == set(CharLM(ModelConfig(vocab_size=20, embedding_size=8, hidden_size=8)).state_dict())
+
+
+def test_locked_dropout_uses_one_mask_across_time():
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=5, embedding_size=8, hidden_size=8, dropout=0.5, locked_dropout=True)).train()
+    y = m._dropout(torch.ones(2, 7, 8))
+    assert torch.equal(y[:, :1].expand_as(y), y)  # every time step has the same mask
+    assert (y == 0).any()

@@ -172,3 +172,14 @@ def test_evaluate_is_stateful_over_the_whole_text():
     a, n = evaluate(m, ids, chunk=7)
     b, _ = evaluate(m, ids, chunk=512)
     assert n == 299 and a == pytest.approx(b, rel=1e-6)
+
+
+def test_warmup_raises_the_rate_linearly():
+    from charlm.train import lr_factor
+
+    from charlm.config import TrainConfig
+
+    c = TrainConfig(warmup_steps=4, schedule="constant")
+    assert [lr_factor(c, s, 100) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    c = TrainConfig(warmup_steps=4, schedule="cosine", lr=1e-2, min_lr=0.0)
+    assert lr_factor(c, 0, 100) == pytest.approx(0.25 * 1.0, rel=1e-3) and lr_factor(c, 100, 100) == pytest.approx(0.0, abs=1e-9)

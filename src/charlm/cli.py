@@ -16,10 +16,10 @@ from pathlib import Path
 
 from .config import ModelConfig, SampleConfig, TrainConfig, field_names
 from .errors import CharlmError
-from .presets import DEFAULT_PRESET, PRESETS, get_preset
+from .presets import DEFAULT_PRESET, PRESETS, check_requires, get_preset
 
 # Flags that may change on --resume without changing what the run computes.
-RESUMABLE_OVERRIDES = {"epochs", "device", "out", "sample_every", "early_stop", "sample_length", "prefixes"}
+RESUMABLE_OVERRIDES = {"epochs", "device", "out", "sample_every", "early_stop", "sample_length", "prefixes", "cuda_graph"}
 
 
 def _flag_type(f: dataclasses.Field):
@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a character-level language model. A preset sets every value; any flag overrides it.")
     t.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})")
     t.add_argument("--resume", default=None, metavar="DIR", help="continue a run exactly from its checkpoint (a run folder or a checkpoint folder)")
+    t.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="under torchrun: how long a process waits for the others before the job ends with an error (default: 300)")
     add_config_flags(t, ModelConfig)
     add_config_flags(t, TrainConfig)
 
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--acrostic", default="", help="藏头: one line per character, each starting with it")
     g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    g.add_argument("--check-copy", action="store_true", help="report on stderr the longest span of each sample found verbatim in the training text")
     add_config_flags(g, SampleConfig)
 
     e = sub.add_parser("eval", help="perplexity and bits per character of a text", description="Score a text: perplexity and bits per character, read as one stream.")
@@ -75,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("file", help="text file (or folder of .txt files) to score")
     e.add_argument("--encoding", default="utf-8", help="text encoding of FILE (default: utf-8)")
     e.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    e.add_argument("--check-copy", action="store_true",
+                   help="FILE holds samples (split at blank lines or '--- sample N ---'): report each one's longest span found verbatim in the training text")
 
     s = sub.add_parser("serve", help="an HTTP API and a lyrics page over a model",
                        description="Serve a model over HTTP: the lyrics page at /, the API at /v1, its documentation at /docs.")
@@ -106,12 +111,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``charlm train`` in one process, or as one process of a job that torchrun started (see distributed.py)."""
+    import contextlib
+    import os
+
+    from . import distributed
+
+    world, rank, local_rank = distributed.from_env()
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null) if rank else contextlib.nullcontext():
+            code = _train(args)  # rank 0 alone prints
+    except RuntimeError as e:
+        if not distributed.launched() or not distributed.is_collective_failure(e):
+            raise
+        raise CharlmError(f"rank {rank}: {distributed.lost_contact(e, args.dist_timeout)}", exit_code=1) from None
+    except (CharlmError, ValueError) as e:
+        exit_code = getattr(e, "exit_code", 2)
+        if world > 1 and isinstance(e, distributed.DistributedError):
+            raise CharlmError(f"rank {rank}: {e}", exit_code) from None
+        if rank == 0:
+            raise
+        if local_rank == 0:  # another machine: it may lack a file that rank 0's has
+            raise CharlmError(f"rank {rank}: {e}", exit_code) from None
+        return exit_code  # the first process on this machine says the same
+    return code
+
+
+def _train(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt_io
+    from . import distributed
     from .data import load_corpus
-    from .train import Trainer, TrainingInterrupted, describe, model_config_for, plot_metrics
+    from .train import Trainer, TrainingInterrupted, describe, model_config_for, pick_device, plot_metrics
 
     overrides = {**given(args, ModelConfig), **given(args, TrainConfig)}
-    resume = None
+    resume, init_weights = None, None
     if args.resume:
         if args.preset:
             raise CharlmError("--preset and --resume do not go together: a resumed run keeps its own settings")
@@ -126,18 +159,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"resuming {resume.path} at epoch {resume.trainer['epoch']}, batch {resume.trainer['batch']}", flush=True)
     else:
         values = {**get_preset(args.preset or DEFAULT_PRESET), **overrides}
+        check_requires(args.preset or DEFAULT_PRESET, values)
         train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
         model_fields = {k: v for k, v in values.items() if k in field_names(ModelConfig)}
         ModelConfig(**model_fields, vocab_size=1)  # validate before reading the corpus
         corpus = load_corpus(train_cfg)
         model_cfg = model_config_for(model_fields, len(corpus.vocab))
-    trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume)
+        if train_cfg.init_from:
+            init_weights, model_cfg, corpus = _fine_tune_setup(train_cfg, corpus, model_fields, given(args, ModelConfig))
+    distributed.check_batch_size(train_cfg.batch_size, distributed.from_env()[0])
+    dist = distributed.setup(pick_device(train_cfg.device), args.dist_timeout)
+    trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume, init_weights=init_weights, dist=dist)
     print(describe(trainer), flush=True)
+    if dist.enabled:
+        print(f"data parallel: {dist.world_size} process(es) ({dist.backend}), {train_cfg.batch_size // dist.world_size} of the "
+              f"{train_cfg.batch_size} rows of every batch each; rank 0 writes the checkpoints", flush=True)
     try:
         metrics = trainer.fit()
     except TrainingInterrupted as e:
-        print(f"\ninterrupted: checkpoint written to {e.path}; continue with: charlm train --resume {trainer.out}", file=sys.stderr)
+        if dist.is_main:
+            again = "torchrun <the same flags> -m charlm train --resume" if dist.enabled else "charlm train --resume"
+            print(f"\ninterrupted: checkpoint written to {e.path}; continue with: {again} {trainer.out}", file=sys.stderr)
+        distributed.teardown()
         return 128 + e.signum
+    distributed.teardown()
+    if not dist.is_main:  # rank 0 alone plots and reports
+        return 0
     plot = plot_metrics(metrics, trainer.out / "curves.png")
     best = min((m for m in metrics if m["val_loss"] is not None), key=lambda m: m["val_loss"], default=None)
     if best is not None:
@@ -151,6 +198,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fine_tune_setup(train_cfg, corpus, model_fields: dict, flags: dict):
+    """Weights, model config and corpus for ``--init-from``: the pre-trained model with its vocabulary grown."""
+    from . import checkpoint as ckpt_io
+    from .transfer import TUNABLE, extend_vocab, fine_tune_config, grow_weights
+
+    base = ckpt_io.load(train_cfg.init_from, with_trainer=False)
+    fixed = {k: v for k, v in flags.items() if k not in TUNABLE and getattr(base.model_config, k) != v}
+    if fixed:
+        raise CharlmError(f"--init-from keeps the pre-trained architecture; cannot change {', '.join('--' + k.replace('_', '-') for k in sorted(fixed))}")
+    vocab = extend_vocab(base.vocab, corpus.vocab)
+    grown = len(vocab) - len(base.vocab)
+    print(f"fine-tuning {base.path}: {len(base.vocab):,} characters known, {grown:,} new", flush=True)
+    corpus = dataclasses.replace(corpus, vocab=vocab)
+    return grow_weights(base.weights, base.vocab, vocab, one_hot=base.model_config.embedding_size == 0), fine_tune_config(base.model_config, len(vocab), model_fields), corpus
+
+
 def _sample_config(args) -> SampleConfig:
     return SampleConfig(**given(args, SampleConfig))
 
@@ -162,27 +225,51 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     cfg = _sample_config(args)
     device = pick_device(args.device)
-    model, vocab, _ = load_model(args.checkpoint, device)
+    model, vocab, ckpt = load_model(args.checkpoint, device)
     prefix = check_known(vocab, args.prefix, "prefix", args.unknown)
     style = check_known(vocab, args.style_prefix, "style prefix", args.unknown)
     acrostic = check_known(vocab, args.acrostic, "acrostic", args.unknown)
     if not prefix and args.prefix and not acrostic:
         raise CharlmError("no character of the prefix is in the model's vocabulary")
+    index = _copy_index(ckpt) if args.check_copy else None
     gen = make_generator(cfg.seed, device)
     out = sys.stdout
-    if cfg.num_samples == 1:
-        for step in generate(model, vocab, prefix, cfg, style_prefix=style, acrostic=acrostic, generator=gen):
+    texts = [""] * cfg.num_samples
+    for step in generate(model, vocab, prefix, cfg, style_prefix=style, acrostic=acrostic, generator=gen):
+        texts = [a + b for a, b in zip(texts, step)]
+        if cfg.num_samples == 1:  # one sample streams as it is made
             out.write(step[0])
             out.flush()
+    if cfg.num_samples == 1:
         out.write("\n")
     else:
-        texts = [""] * cfg.num_samples
-        for step in generate(model, vocab, prefix, cfg, style_prefix=style, acrostic=acrostic, generator=gen):
-            texts = [a + b for a, b in zip(texts, step)]
         for i, t in enumerate(texts):
             out.write(f"--- sample {i + 1} ---\n{t.rstrip(chr(10))}\n")
     out.flush()
+    if index is not None:
+        _report_copies(index, texts)
     return 0
+
+
+def _copy_index(ckpt):
+    from .copycheck import CopyIndex, training_text
+
+    try:
+        return CopyIndex(training_text(ckpt))
+    except CharlmError as e:
+        raise CharlmError(f"--check-copy needs the training text: {e}") from None
+
+
+def _report_copies(index, samples: list[str]) -> None:
+    import statistics
+
+    reports = [index.check(s.strip("\n")) for s in samples]
+    for i, r in enumerate(reports):
+        print((f"sample {i + 1}: " if len(reports) > 1 else "") + r.line(), file=sys.stderr)
+    if len(reports) > 1:
+        longest = [r.longest for r in reports]
+        print(f"copy check over {len(reports)} samples: longest copied span median {statistics.median(longest):g}, "
+              f"max {max(longest)} characters", file=sys.stderr)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -202,6 +289,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"loss: {loss:.4f} nats/char")
     print(f"perplexity: {math.exp(loss) if loss < 700 else float('inf'):.3f}")
     print(f"bits per character: {loss / math.log(2):.4f}")
+    if args.check_copy:
+        import re
+
+        samples = [t for t in re.split(r"\n\s*\n|^--- sample \d+ ---$", text, flags=re.M) if t.strip()]
+        _report_copies(_copy_index(ckpt), samples)
     return 0
 
 

@@ -10,12 +10,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-CELLS = ("lstm", "gru", "rnn")
+CELLS = ("lstm", "gru", "rnn", "scratch")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "plateau")
 SAMPLINGS = ("consecutive", "random")
 NEWLINES = ("keep", "space")
 VOCAB_FROM = ("all", "train")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _help(text: str, **extra: Any) -> dict:
@@ -44,17 +45,22 @@ class ModelConfig:
     hidden_size: int = field(default=256, metadata=_help("hidden units per layer"))
     num_layers: int = field(default=1, metadata=_help("stacked recurrent layers"))
     dropout: float = field(default=0.0, metadata=_help("dropout on embeddings, between layers and before the output"))
+    embed_dropout: float = field(default=0.0, metadata=_help("drop whole characters' embeddings (AWD-LSTM's embedding dropout)"))
+    locked_dropout: bool = field(default=False, metadata=_help("one dropout mask per sequence for all time steps (variational dropout) instead of one per step"))
+    weight_drop: float = field(default=0.0, metadata=_help("DropConnect on the hidden-to-hidden weights (AWD-LSTM's weight drop)"))
     tie_weights: bool = field(
         default=False, metadata=_help("share the embedding and output weights (embedding_size must equal hidden_size)")
     )
 
     def __post_init__(self) -> None:
-        _check_choice("cell", self.cell, CELLS + ("scratch",))
+        _check_choice("cell", self.cell, CELLS)
         _check(self.vocab_size >= 0, f"vocab_size must be >= 0, got {self.vocab_size}")
         _check(self.embedding_size >= 0, f"embedding_size must be >= 0, got {self.embedding_size}")
         _check(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}")
         _check(self.num_layers >= 1, f"num_layers must be >= 1, got {self.num_layers}")
-        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "embed_dropout", "weight_drop"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}")
         if self.tie_weights:
             _check(
                 self.embedding_size == self.hidden_size,
@@ -74,6 +80,7 @@ class TrainConfig:
     vocab_from: str = field(default="all", metadata=_help("build the vocabulary from the whole text or the training part only", choices=VOCAB_FROM))
     min_freq: int = field(default=1, metadata=_help("characters seen fewer times become <unk> (needs --unk)"))
     unk: bool = field(default=False, metadata=_help("add an <unk> token for rare and unseen characters"))
+    init_from: str = field(default="", metadata=_help("start from this checkpoint's weights (fine-tuning); new characters get new rows"))
     sampling: str = field(default="consecutive", metadata=_help("minibatch sampling: consecutive carries the state, random resets it", choices=SAMPLINGS))
     batch_size: int = field(default=32, metadata=_help("sequences per minibatch"))
     num_steps: int = field(default=35, metadata=_help("time steps per minibatch (truncated BPTT length)"))
@@ -84,6 +91,7 @@ class TrainConfig:
     momentum: float = field(default=0.0, metadata=_help("momentum (sgd only)"))
     grad_clip: float = field(default=1.0, metadata=_help("clip gradients to this global L2 norm; 0 = off"))
     schedule: str = field(default="constant", metadata=_help("learning-rate schedule", choices=SCHEDULES))
+    warmup_steps: int = field(default=0, metadata=_help("raise the learning rate linearly over the first N steps (constant and cosine schedules)"))
     min_lr: float = field(default=0.0, metadata=_help("lowest learning rate of the cosine schedule"))
     plateau_factor: float = field(default=0.5, metadata=_help("plateau schedule: multiply the rate by this"))
     plateau_patience: int = field(default=1, metadata=_help("plateau schedule: epochs without improvement before lowering"))
@@ -94,6 +102,8 @@ class TrainConfig:
     sample_greedy: bool = field(default=False, metadata=_help("training samples take the most likely character, as the seed does"))
     seed: int = field(default=0, metadata=_help("random seed for initialisation, batching and dropout"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N"))
+    precision: str = field(default="fp32", metadata=_help("arithmetic of the training step: fp32, or autocast to bf16 (GPU or CPU) or fp16 (GPU, with a gradient scaler)", choices=PRECISIONS))
+    cuda_graph: bool = field(default=False, metadata=_help("capture the whole training step in one CUDA graph and replay it (GPU only; fp32 or bf16)"))
     out: str = field(default="runs/charlm", metadata=_help("output folder for checkpoints, metrics and plots"))
 
     def __post_init__(self) -> None:
@@ -102,6 +112,8 @@ class TrainConfig:
         _check_choice("sampling", self.sampling, SAMPLINGS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check(not (self.cuda_graph and self.device == "cpu"), "cuda_graph needs a CUDA GPU, but device is cpu; leave --cuda-graph out")
         _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         _check(self.limit_chars >= 0, f"limit_chars must be >= 0, got {self.limit_chars}")
         _check(self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq}")
@@ -114,6 +126,8 @@ class TrainConfig:
         _check(self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}")
         _check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
         _check(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr}")
+        _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(self.warmup_steps == 0 or self.schedule != "plateau", "warmup_steps works with the constant and cosine schedules, not plateau")
         _check(0 < self.plateau_factor < 1, f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
         _check(self.plateau_patience >= 0, f"plateau_patience must be >= 0, got {self.plateau_patience}")
         _check(self.early_stop >= 0, f"early_stop must be >= 0, got {self.early_stop}")

@@ -10,6 +10,7 @@ table in front of the LSTM.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
@@ -48,6 +49,9 @@ class CharLM(nn.Module):
         self.rnn = make_rnn(cfg, width)
         self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
         if cfg.tie_weights:
+            # One table serves as input and output: keep it small (as word_language_model does) so the
+            # first logits are near uniform instead of N(0, 1) embeddings times hidden states.
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
             self.decoder.weight = self.embedding.weight
 
     @property
@@ -64,9 +68,42 @@ class CharLM(nn.Module):
         """tokens (batch, time) of ids -> logits (batch, time, vocab), new state."""
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device)
-        x = self.drop(self.embedding(tokens))  # (batch, time, width)
-        y, state = self.rnn(x, state)  # (batch, time, hidden)
-        return self.decoder(self.drop(y)), state
+        x = self._dropout(self._embed(tokens))  # (batch, time, width)
+        y, state = self._recur(x, state)  # (batch, time, hidden)
+        return self.decoder(self._dropout(y)), state
+
+    # --- regularisation, active only in training mode -----------------------------------
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        p = self.cfg.embed_dropout
+        if not (self.training and p > 0):
+            return self.embedding(tokens)
+        # Drop whole characters: a row of the table is zeroed for the whole batch (AWD-LSTM).
+        w = self.embedding.weight
+        keep = torch.empty(w.shape[0], 1, device=w.device, dtype=w.dtype).bernoulli_(1 - p) / (1 - p)
+        return F.embedding(tokens, w * keep)
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.cfg.dropout
+        if not (self.training and p > 0):
+            return x
+        if not self.cfg.locked_dropout:
+            return self.drop(x)
+        # One mask per sequence, the same at every time step (variational dropout).
+        mask = torch.empty(x.shape[0], 1, x.shape[2], device=x.device, dtype=x.dtype).bernoulli_(1 - p) / (1 - p)
+        return x * mask
+
+    def _recur(self, x: torch.Tensor, state: State):
+        p = self.cfg.weight_drop
+        if not (self.training and p > 0):
+            return self.rnn(x, state)
+        # DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM's weight drop);
+        # the parameters themselves are untouched, so checkpoints keep nn.LSTM's names.
+        params = dict(self.rnn.named_parameters())
+        for name in params:
+            if name.startswith("weight_hh"):
+                params[name] = F.dropout(params[name], p, training=True)
+        return torch.func.functional_call(self.rnn, params, (x, state))
 
 
 def detach(state: State | None) -> State | None:

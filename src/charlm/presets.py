@@ -57,9 +57,92 @@ PRESETS: dict[str, dict] = {
         sample_every=5,
         out="runs/jaychou",
     ),
+    # Pre-training on a large Chinese corpus, to fine-tune on lyrics afterwards with
+    # `jaychou-ft`:  charlm train --preset songci --data ../shared/data/songci.txt
+    "songci": dict(
+        newlines="keep",
+        vocab_from="all",
+        embedding_size=512,
+        hidden_size=512,
+        num_layers=1,
+        tie_weights=True,
+        dropout=0.2,
+        batch_size=64,
+        num_steps=64,
+        epochs=1,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=0.01,
+        grad_clip=1.0,
+        schedule="cosine",
+        warmup_steps=100,
+        min_lr=2e-4,
+        val_fraction=0.01,
+        sample_every=1,
+        out="runs/songci",
+    ),
+    # Fine-tuning a `songci` model on the bundled lyrics:
+    #   charlm train --preset jaychou-ft --init-from runs/songci
+    "jaychou-ft": dict(
+        newlines="keep",
+        vocab_from="all",
+        dropout=0.4,
+        embed_dropout=0.1,
+        locked_dropout=True,
+        weight_drop=0.3,
+        batch_size=32,
+        num_steps=64,
+        epochs=20,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=0.1,
+        grad_clip=1.0,
+        schedule="cosine",
+        min_lr=1e-4,
+        early_stop=4,
+        sample_every=5,
+        out="runs/jaychou-ft",
+    ),
+    # Tiny Shakespeare (nanoGPT's split: --val-fraction 0.1, vocabulary 65) on 2 CPU cores:
+    #   charlm train --preset shakespeare-cpu --data ../shared/data/tinyshakespeare.txt
+    "shakespeare-cpu": dict(
+        newlines="keep",
+        vocab_from="all",
+        embedding_size=128,
+        hidden_size=384,
+        num_layers=2,
+        dropout=0.1,
+        batch_size=32,
+        num_steps=128,
+        epochs=5,
+        optimizer="adamw",
+        lr=3e-3,
+        weight_decay=0.01,
+        grad_clip=1.0,
+        schedule="cosine",
+        min_lr=1e-4,
+        prefixes=("ROMEO:",),
+        sample_length=200,
+        sample_every=1,
+        out="runs/shakespeare-cpu",
+    ),
 }
 
 DEFAULT_PRESET = "jaychou"
+
+# Flags a preset cannot do without (where the corpus or the pre-trained model lives).
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "songci": ("data",),
+    "jaychou-ft": ("init_from",),
+    "shakespeare-cpu": ("data",),
+}
+
+
+def check_requires(name: str, values: dict) -> None:
+    missing = [f for f in REQUIRES.get(name, ()) if not values.get(f)]
+    if missing:
+        flags = " ".join(f"--{f.replace('_', '-')} ..." for f in missing)
+        raise CharlmError(f"preset {name!r} needs {flags}")
 
 
 def get_preset(name: str) -> dict:

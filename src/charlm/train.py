@@ -21,13 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt_io
+from . import distributed
 from .config import ModelConfig, SampleConfig, TrainConfig, to_dict
 from .data import Corpus, batches, bptt_slices, check_enough, fold, num_batches
 from .errors import CharlmError
 from .model import CharLM, detach, num_parameters
 from .sampling import generate, make_generator
+from .step import TrainStep, check_speed_flags, physical_cores, prepare_optimizer
 
 EVAL_CHUNK = 512  # columns per evaluation step; the state is carried, so it changes only speed
+PROGRESS_EVERY_S = 0.5  # seconds between progress-bar updates (each reads the loss back from the device)
 
 
 class TrainingInterrupted(Exception):
@@ -88,21 +91,31 @@ def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_
 
 
 def build_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+    """The optimizer with its fused kernels (one pass over the parameters; on the CPU too, about 4x the foreach update).
+
+    With ``--cuda-graph`` Adam and AdamW are made capturable (their step counters live on
+    the GPU); fused SGD takes its rate from device memory as it is.
+    """
+    params = list(params)
+    for fast in ({"fused": True}, {"foreach": True}):  # a PyTorch without fused CPU kernels (< 2.4) takes foreach
+        try:
+            if cfg.optimizer in ("adam", "adamw"):
+                opt = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+                return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=cfg.cuda_graph, **fast)
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fast)
+        except RuntimeError:
+            if "foreach" in fast:
+                raise
 
 
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """The step-wise schedule as a pure function of the step (so resuming needs only the step)."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.schedule != "cosine":
-        return 1.0
+        return warm
     floor = min(cfg.min_lr / cfg.lr, 1.0)
     t = min(step, total_steps) / max(1, total_steps)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+    return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -129,10 +142,14 @@ def _is_tty(stream) -> bool:
 class Trainer:
     """Train a :class:`CharLM` on a :class:`Corpus`; ``fit()`` runs to the end and returns the metrics."""
 
-    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus, resume: ckpt_io.Checkpoint | None = None, log=print):
-        self.cfg, self.corpus, self.log = cfg, corpus, log
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus, resume: ckpt_io.Checkpoint | None = None, log=print,
+                 init_weights: dict | None = None, dist: distributed.Dist | None = None):
+        self.dist = dist or distributed.Dist()  # one plain process unless torchrun started a job
+        self.cfg, self.corpus = cfg, corpus
+        self.log = log if self.dist.is_main else (lambda *_: None)  # rank 0 alone logs
         self.out = Path(cfg.out)
-        self.device = pick_device(cfg.device)
+        self.device = self.dist.device if self.dist.device is not None else pick_device(cfg.device)
+        distributed.check_batch_size(cfg.batch_size, self.dist.world_size)
         self.train_ids = corpus.train_ids
         check_enough(self.train_ids.numel(), cfg.batch_size, cfg.num_steps, cfg.sampling)
         self.val_ids, self.val_skipped = corpus.val_ids()
@@ -146,11 +163,15 @@ class Trainer:
             random.seed(cfg.seed)
         self.model_cfg = model_cfg
         self.model = CharLM(model_cfg).to(self.device)
+        if init_weights is not None and resume is None:
+            self.model.load_state_dict(init_weights, strict=not model_cfg.tie_weights)
+        if resume is None and self.dist.rank > 0:  # the same initial weights everywhere, then a dropout stream per process
+            torch.manual_seed(distributed.rank_seed(cfg.seed, self.dist.rank))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, cfg, self.device)
         self.scheduler = (
             torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(self.cfg, s, self.total_steps))
-            if cfg.schedule == "cosine" else None
+            if cfg.schedule == "cosine" or cfg.warmup_steps else None
         )
         self.plateau = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
@@ -166,20 +187,37 @@ class Trainer:
         self._signal = None
         if resume is not None:
             self._restore(resume)
+        if self.dist.world_size > 1:  # the same corpus, vocabulary and position everywhere, or a clear error now
+            self.dist.check_same(train_chars=self.train_ids.numel(), train_hash=int(hash_ids(self.train_ids)[:15], 16),
+                                 vocab_size=model_cfg.vocab_size, epoch=self.epoch, batch=self.batch, step=self.step)
+        self.train_model = self.dist.wrap(self.model)  # what training calls: DDP averages the gradients in a job
 
     # --- state ---------------------------------------------------------------------
 
     def snapshot(self) -> ckpt_io.Checkpoint:
         """Everything needed to continue exactly from here."""
         opt_plain, opt_tensors = ckpt_io.split_state_dict(self.optimizer.state_dict(), "optim")
-        tensors = {**opt_tensors, **_rng_tensors(), "epoch.loss_sum": self.loss_sum.detach().cpu().reshape(1)}
-        if self.state is not None:
-            for name, t in zip("hc", self.state if isinstance(self.state, tuple) else (self.state,)):
+        loss_sum, tokens, state = self.loss_sum.detach().cpu().reshape(1), self.tokens, self.state
+        extra = {}
+        if self.dist.world_size > 1:
+            # Called on every process: gather their shares, so the checkpoint is the one a single process writes
+            # (the global loss sum and carried (layers, batch, hidden) state), plus each process's RNG streams.
+            shares = self.dist.all_gather(torch.tensor([float(loss_sum), self.tokens], dtype=torch.float64))
+            rank_tokens = [int(s[1]) for s in shares]
+            loss_sum, tokens = torch.stack(shares)[:, :1].sum(0), sum(rank_tokens)
+            extra = {**{f"epoch.loss_sum.rank{r}": s[:1] for r, s in enumerate(shares)}, **self.dist.rng_states()}
+            if state is not None:
+                parts = state if isinstance(state, tuple) else (state,)
+                parts = tuple(torch.cat(self.dist.all_gather(p), dim=1) for p in parts)  # (layers, batch, hidden)
+                state = parts if isinstance(state, tuple) else parts[0]
+        tensors = {**opt_tensors, **_rng_tensors(), "epoch.loss_sum": loss_sum, **extra}
+        if state is not None:
+            for name, t in zip("hc", state if isinstance(state, tuple) else (state,)):
                 tensors[f"carried.{name}"] = t
         py = random.getstate()
         trainer = {
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
-            "epoch_tokens": self.tokens, "elapsed": self.elapsed,
+            "epoch_tokens": tokens, "elapsed": self.elapsed,
             "best_val": None if math.isinf(self.best_val) else self.best_val, "since_best": self.since_best,
             "optimizer": opt_plain,
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"} if self.scheduler else None,
@@ -189,6 +227,8 @@ class Trainer:
             "train_hash": hash_ids(self.train_ids),
             "val_skipped": self.val_skipped,
         }
+        if self.dist.world_size > 1:
+            trainer.update(world_size=self.dist.world_size, rank_tokens=rank_tokens)
         return ckpt_io.Checkpoint(
             self.model_cfg, self.cfg, self.corpus.vocab, ckpt_io.model_weights(self.model),
             metrics=list(self.metrics), trainer=trainer, trainer_tensors=tensors,
@@ -216,19 +256,53 @@ class Trainer:
             h = c.trainer_tensors["carried.h"].to(self.device)
             self.state = (h, c.trainer_tensors["carried.c"].to(self.device)) if "carried.c" in c.trainer_tensors else h
         _restore_rng(c.trainer_tensors, t.get("python_rng"))
+        if self.dist.world_size > 1:
+            self._restore_share(c)
+
+    def _restore_share(self, c: ckpt_io.Checkpoint) -> None:
+        """In a job: this process's rows of the carried state, its part of the epoch's sums, its RNG streams."""
+        world, rank = self.dist.world_size, self.dist.rank
+        if self.state is not None:
+            rows = self.dist.rows(self.cfg.batch_size)
+            self.state = tuple(s[:, rows] for s in self.state) if isinstance(self.state, tuple) else self.state[:, rows]
+        mine = c.trainer_tensors.get(f"epoch.loss_sum.rank{rank}")
+        if c.trainer.get("world_size") == world and mine is not None:
+            self.loss_sum = mine.to(self.device, torch.float64).reshape(())
+            self.tokens = c.trainer["rank_tokens"][rank]
+        elif rank > 0:  # a checkpoint of another number of processes: rank 0 carries the epoch's sums so far
+            self.loss_sum.zero_()
+            self.tokens = 0
+        if not self.dist.restore_rng(c.trainer_tensors, self.cfg.seed, self.step) and self.model_cfg.dropout > 0:
+            self.log(f"note: {c.path} was written by {c.trainer.get('world_size', 1)} process(es), this job has {world}: "
+                     f"the dropout streams differ, so the run continues, but not bit for bit as it would have")
 
     def save(self, name: str) -> Path:
-        return ckpt_io.save(self.snapshot(), self.out / name)
+        """Write a checkpoint; in a job every process calls this (the snapshot gathers from all) and rank 0 writes."""
+        snap, path = self.snapshot(), self.out / name
+        if self.dist.is_main:
+            ckpt_io.save(snap, path)
+        self.dist.barrier()  # when this returns, the checkpoint is on disk for everyone
+        return path
 
     # --- the loop --------------------------------------------------------------------
 
     def _on_signal(self, signum, frame) -> None:
         self._signal = signum
 
+    def _stop_signal(self) -> int | None:
+        """The signal to stop on after this batch; in a job, agreed by all processes every few batches, so they stop together."""
+        if self.dist.world_size == 1:
+            return self._signal
+        if self.batch % distributed.SIGNAL_POLL_EVERY and self.batch != self.n_batches:
+            return None
+        self._signal = self.dist.agree_signal(self._signal)
+        return self._signal
+
     def fit(self) -> list[dict]:
         """Train to ``cfg.epochs`` (or early stop); returns the per-epoch metrics."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._write_metrics()
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._write_metrics()
         handlers = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -246,39 +320,36 @@ class Trainer:
         return self.metrics
 
     def _train_epoch(self) -> None:
-        cfg, model = self.cfg, self.model
+        cfg, model = self.cfg, self.train_model
         model.train()
-        vocab_size = self.model_cfg.vocab_size
         bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         train_ids = self.train_ids.to(self.device)
         it = batches(train_ids, cfg.batch_size, cfg.num_steps, cfg.sampling, cfg.seed, self.epoch, start=self.batch)
+        if self.dist.world_size > 1:
+            it = self.dist.shard(it, cfg.batch_size)  # this process's block of rows of every global batch
+        step = self._train_step(model)
         bar = self._progress()
-        t0 = time.perf_counter()
+        t0 = shown = time.perf_counter()
         tokens0 = self.tokens
         for x, y in it:
+            # Nothing in this loop reads a value back from the GPU except the progress bar, twice a second.
             self.state = None if cfg.sampling == "random" else detach(self.state)
-            logits, self.state = model(x, self.state)  # (batch, steps, vocab)
-            loss = F.cross_entropy(logits.reshape(-1, vocab_size), y.reshape(-1))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
-            self.optimizer.step()
+            loss, self.state = step(x, y, self.state)  # loss and new state detached
             if self.scheduler is not None:
                 self.scheduler.step()
-            loss = loss.detach()
             self.loss_sum += loss.double() * y.numel()
             bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), self.step, bad_step)
             self.tokens += y.numel()
             self.step += 1
             self.batch += 1
-            if bar is not None and (self.batch % 10 == 0 or self.batch == self.n_batches):
+            if bar is not None and (time.perf_counter() - shown >= PROGRESS_EVERY_S or self.batch == self.n_batches):
+                shown = time.perf_counter()
                 self._check_finite(bad_step)
                 done = self.tokens - tokens0
                 mean = float(self.loss_sum) / max(1, self.tokens)
                 bar.set_postfix(loss=f"{mean:.3f}", ppl=f"{ppl(mean):.1f}", chars_s=f"{done / max(1e-9, time.perf_counter() - t0):,.0f}", refresh=False)
                 bar.update(self.batch - bar.n)
-            if self._signal is not None:
+            if self._stop_signal() is not None:
                 self._check_finite(bad_step)
                 self.elapsed += time.perf_counter() - t0
                 if bar is not None:
@@ -290,12 +361,24 @@ class Trainer:
         self._check_finite(bad_step)
         self.elapsed += time.perf_counter() - t0
 
+    def _train_step(self, model) -> TrainStep:
+        """The step function, made once (a CUDA graph is captured on its first calls and kept)."""
+        step = getattr(self, "_step_fn", None)
+        if step is None or step.model is not model:
+            check_speed_flags(self.cfg, self.device, self.dist.world_size)
+            if self.device.type == "cpu" and torch.get_num_threads() > physical_cores():
+                torch.set_num_threads(physical_cores())  # SMT siblings only contend for the same FMA units
+            prepare_optimizer(self.optimizer, self.cfg, self.device)
+            step = self._step_fn = TrainStep(model, self.model, self.params, self.optimizer, self.cfg, self.device)
+        return step
+
     def _progress(self):
-        if not _is_tty(sys.stderr):
+        if not self.dist.is_main or not _is_tty(sys.stderr):
             return None
         from tqdm import tqdm
 
-        return tqdm(total=self.n_batches, initial=self.batch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+        of = f" (rank 0 of {self.dist.world_size})" if self.dist.world_size > 1 else ""  # its loss and chars/s are rank 0's
+        return tqdm(total=self.n_batches, initial=self.batch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}{of}",
                     unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
 
     def _check_finite(self, bad_step: torch.Tensor) -> None:
@@ -312,9 +395,11 @@ class Trainer:
     def _end_epoch(self) -> bool:
         """Validation, metrics, schedule, checkpoints and samples; True to stop early."""
         cfg = self.cfg
-        train_loss = float(self.loss_sum) / max(1, self.tokens)
-        val_loss = evaluate(self.model, self.val_ids)[0] if self.val_ids is not None else None
-        chars_per_s = self.tokens / max(1e-9, self.elapsed)
+        loss_sum, tokens = self.dist.total(self.loss_sum, self.tokens)  # over every process's rows
+        train_loss = loss_sum / max(1, tokens)
+        val_loss = evaluate(self.model, self.val_ids)[0] if self.val_ids is not None else None  # the same on every process
+        train_loss, val_loss = self.dist.from_main(train_loss, val_loss)  # so that all take the same decisions below
+        chars_per_s = tokens / max(1e-9, self.elapsed)
         self.epoch += 1
         rec = {
             "epoch": self.epoch, "step": self.step,
@@ -333,7 +418,8 @@ class Trainer:
             self.since_best += 1
         self.batch, self.tokens, self.elapsed, self.state = 0, 0, 0.0, None
         self.loss_sum.zero_()
-        self._write_metrics()
+        if self.dist.is_main:
+            self._write_metrics()
         self.save("last")
         if improved:
             self.save("best")
@@ -354,6 +440,8 @@ class Trainer:
                 f"{val}  {r['chars_per_s']:,.0f} chars/s  lr {r['lr']:.2e}")
 
     def print_samples(self) -> None:
+        if not self.dist.is_main:
+            return
         cfg = self.cfg
         scfg = SampleConfig(length=cfg.sample_length, greedy=cfg.sample_greedy, temperature=0.8)
         for prefix in cfg.prefixes:

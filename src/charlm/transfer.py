@@ -1,0 +1,53 @@
+"""Fine-tuning from another checkpoint: keep its weights, grow its vocabulary for new characters.
+
+A model pre-trained on a large corpus (say 全宋词) knows many characters; the corpus it is
+fine-tuned on (say the lyrics) brings some it has never seen.  Those get new rows: the
+mean of the known embeddings (a "generic character"), the mean output weights, and an
+output bias as low as the rare known characters', so that the model starts by finding
+them unlikely rather than by guessing them at random.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .config import ModelConfig
+from .vocab import Vocab
+
+# Model fields a fine-tuning run may set for itself; the rest is the pre-trained architecture.
+TUNABLE = {"dropout", "embed_dropout", "locked_dropout", "weight_drop"}
+
+
+def extend_vocab(base: Vocab, corpus_vocab: Vocab) -> Vocab:
+    """``base`` in its order, then the characters of ``corpus_vocab`` it lacks, in their order."""
+    new = [c for c in corpus_vocab.itos if c not in base.stoi and not (base.unk and c == "<unk>")]
+    return Vocab(base.itos + tuple(new), unk=base.unk)
+
+
+def fine_tune_config(base: ModelConfig, vocab_size: int, values: dict) -> ModelConfig:
+    """The pre-trained architecture with the tunable fields of ``values`` and the grown vocabulary."""
+    return dataclasses.replace(base, vocab_size=vocab_size, **{k: v for k, v in values.items() if k in TUNABLE})
+
+
+def grow_weights(weights: dict[str, torch.Tensor], old: Vocab, new: Vocab, one_hot: bool = False) -> dict[str, torch.Tensor]:
+    """The pre-trained weights with rows added for the characters ``new`` has beyond ``old``."""
+    n_old, n_new = len(old), len(new)
+    assert new.itos[:n_old] == old.itos, "the new vocabulary must extend the old one"
+    if n_new == n_old:
+        return dict(weights)
+    out = dict(weights)
+    extra = n_new - n_old
+    emb = weights["embedding.weight"]
+    if one_hot:  # embedding_size 0: the input table is the identity, and grows as one
+        out["embedding.weight"] = torch.eye(n_new, dtype=emb.dtype)
+    else:
+        out["embedding.weight"] = torch.cat([emb, emb.mean(0, keepdim=True).expand(extra, -1)])
+    if "decoder.weight" in weights:
+        w = weights["decoder.weight"]
+        out["decoder.weight"] = torch.cat([w, w.mean(0, keepdim=True).expand(extra, -1)])
+    b = weights["decoder.bias"]
+    rare = torch.quantile(b.float(), 0.1).to(b.dtype)
+    out["decoder.bias"] = torch.cat([b, rare.expand(extra)])
+    return out

@@ -1,0 +1,58 @@
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charlm.copycheck import CopyIndex, SuffixAutomaton
+
+
+def brute_lengths(text, s):
+    out = []
+    for i in range(len(s)):
+        best = 0
+        for j in range(i + 1):
+            if s[j : i + 1] in text:
+                best = i + 1 - j
+                break
+        out.append(best)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet="abc分开", min_size=1, max_size=40), st.text(alphabet="abcd分开", max_size=30))
+def test_matches_brute_force(text, sample):
+    assert SuffixAutomaton(text).match_lengths(sample) == brute_lengths(text, sample)
+
+
+def test_report():
+    train = "分开的时候我说不分开\n你说我们还会再见\n"
+    idx = CopyIndex(train, n=4)
+    r = idx.check("我们分开的时候我说好")
+    assert (r.longest, r.span) == (7, "分开的时候我说")
+    assert r.ngram_share == 4 / 7  # of the 7 four-grams, those inside the copied span
+    new = idx.check("天青色等烟雨而我在等你")
+    assert new.longest == 1 and new.ngram_share == 0.0
+    copied = idx.check(train[:20])
+    assert copied.longest == 20 and copied.ngram_share == 1.0
+
+
+def test_fast_enough_for_every_sample():
+    rng = random.Random(0)
+    text = "".join(rng.choice("分开不的我你说爱在心里") for _ in range(60_000))
+    idx = CopyIndex(text)
+    r = idx.check(text[1000:1200])
+    assert r.longest == 200
+
+
+def test_cli_check_copy(capsys, tiny_run, tmp_path):
+    from charlm.cli import main
+
+    assert main(["generate", str(tiny_run), "--length", "40", "--seed", "1", "--num-samples", "3", "--check-copy"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("copy check: longest span also in the training text") == 3 and "median" in err
+    f = tmp_path / "samples.txt"
+    f.write_text("分开的时候我说不分开\n你说我们还会再见\n\n快乐天青色等烟雨\n", encoding="utf-8")
+    assert main(["eval", str(tiny_run), str(f), "--check-copy"]) == 0
+    err = capsys.readouterr().err
+    assert "sample 1: copy check: longest span also in the training text 19 characters" in err
+    assert "sample 2:" in err

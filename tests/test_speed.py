@@ -1,0 +1,301 @@
+"""The fast paths compute what the plain ones do: the CUDA-graph step protocol, the one-hot LSTM, bf16, generation.
+
+Everything here runs on the CPU.  What needs a GPU (a real captured graph against the
+eager step, bf16 training on the GPU) is checked by bench/gpu_checks.py, run by bench/gpu.sh.
+No timing is asserted.
+"""
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charlm import sampling
+from charlm import step as step_mod
+from charlm import train as train_mod
+from charlm.config import ModelConfig, SampleConfig, TrainConfig
+from charlm.data import batches, load_corpus
+from charlm.errors import CharlmError
+from charlm.model import CharLM, detach
+from charlm.sampling import draw, generate, sample_text
+from charlm.step import TrainStep, check_speed_flags, one_hot_forward
+from charlm.train import Trainer, build_optimizer, lr_factor
+from charlm.vocab import Vocab
+
+from .conftest import tiny_train_config, train_tiny
+
+CPU = torch.device("cpu")
+
+
+# --- flags ----------------------------------------------------------------------------
+
+
+def test_precision_and_cuda_graph_flags_are_validated():
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+        TrainConfig(precision="fp64")
+    with pytest.raises(ValueError, match="cuda_graph needs a CUDA GPU"):
+        TrainConfig(cuda_graph=True, device="cpu")
+    with pytest.raises(CharlmError, match="--cuda-graph needs a CUDA GPU"):
+        check_speed_flags(TrainConfig(cuda_graph=True, device="auto"), CPU)
+    with pytest.raises(CharlmError, match="fp16 needs a CUDA GPU"):
+        check_speed_flags(TrainConfig(precision="fp16"), CPU)
+    with pytest.raises(CharlmError, match="do not go together"):
+        check_speed_flags(TrainConfig(precision="fp16", cuda_graph=True), torch.device("cuda"))
+    if step_mod.cpu_has_bf16():
+        check_speed_flags(TrainConfig(precision="bf16"), CPU)  # bf16 autocast is allowed on a CPU with bf16 units
+    else:
+        with pytest.raises(CharlmError, match="bf16 on the CPU needs bfloat16 instructions"):
+            check_speed_flags(TrainConfig(precision="bf16"), CPU)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without a GPU")
+def test_cuda_graph_on_a_cpu_machine_is_a_clear_error(tmp_path):
+    with pytest.raises(CharlmError, match="--cuda-graph needs a CUDA GPU, but this run is on cpu"):
+        train_tiny(tmp_path, epochs=1, device="auto", cuda_graph=True)
+
+
+def test_cli_flags_are_the_config_fields(tmp_path):
+    from charlm.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--precision", "bf16", "--cuda-graph"])
+    assert args.precision == "bf16" and args.cuda_graph is True
+
+
+# --- the training step ----------------------------------------------------------------
+
+
+def _setup(tmp_path, model_kw=None, **kw):
+    cfg = tiny_train_config(tmp_path, **kw)
+    corpus = load_corpus(cfg)
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32, **(model_kw or {})))
+    return cfg, corpus, model
+
+
+def _reference_step(model, params, optimizer, cfg, x, y, state):
+    """The training step as the trainer wrote it before the fast paths, kept here as the reference."""
+    logits, state = model(x, state)
+    loss = F.cross_entropy(logits.reshape(-1, model.cfg.vocab_size), y.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+    optimizer.step()
+    return loss.detach(), detach(state)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_graph_step_protocol_equals_the_plain_step(tmp_path, optimizer):
+    """The body captured in the CUDA graph, run on static buffers on the CPU, matches the plain step step by step.
+
+    Across the schedule (the rate comes from a tensor the step refreshes), the carried
+    state (written back into the buffers it is read from), an epoch boundary (state None)
+    and the eager warm-up steps before capture.
+    """
+    cfg, corpus, model = _setup(tmp_path, optimizer=optimizer, schedule="cosine", lr=1e-2, min_lr=1e-4, momentum=0.9,
+                                weight_decay=0.01, grad_clip=0.5)
+    cfg = dataclasses.replace(cfg, cuda_graph=False)
+    ref_model = copy.deepcopy(model)
+    ids = corpus.train_ids
+
+    def make(m):
+        params = [p for p in m.parameters() if p.requires_grad]
+        opt = build_optimizer(params, dataclasses.replace(cfg, cuda_graph=True, device="auto"), CPU)  # capturable, as for the graph
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, 40))
+        return params, opt, sched
+
+    params, opt, sched = make(model)
+    ref_params, ref_opt, ref_sched = make(ref_model)
+    graph_step = TrainStep(model, model, params, opt, cfg, CPU, graph=True)
+    state = ref_state = None
+    n = 0
+    for epoch in range(2):
+        state = ref_state = None
+        for x, y in batches(ids, cfg.batch_size, cfg.num_steps, "consecutive", epoch=epoch):
+            loss, state = graph_step(x, y, state)
+            ref_loss, ref_state = _reference_step(ref_model, ref_params, ref_opt, cfg, x, y, ref_state)
+            sched.step()
+            ref_sched.step()
+            assert float(loss) == pytest.approx(float(ref_loss), rel=1e-6, abs=1e-7), f"step {n}"
+            for a, b in zip(state, ref_state):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            n += 1
+    assert graph_step.graph is not None and n > step_mod.GRAPH_WARMUP + 5
+    assert isinstance(opt.param_groups[0]["lr"], float)  # checkpoints keep a float
+    for p, q in zip(params, ref_params):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_one_hot_fast_path_equals_the_model(tmp_path):
+    """The seed's one-hot LSTM: the looked-up recurrence gives the model's loss, gradients and state."""
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=40, embedding_size=0, hidden_size=24))
+    fwd = one_hot_forward(model, TrainConfig(device="cpu"), CPU)
+    assert fwd is not None
+    x, y = torch.randint(0, 40, (5, 9)), torch.randint(0, 40, (5, 9))
+    state = (torch.randn(1, 5, 24) * 0.5, torch.randn(1, 5, 24) * 0.5)
+
+    def run(f, st):
+        model.zero_grad(set_to_none=True)
+        logits, new = f(x, st)
+        loss = F.cross_entropy(logits.reshape(-1, 40), y.reshape(-1))
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad], new
+
+    for st in (None, state):
+        ref, fast = run(model, st), run(fwd, st)
+        torch.testing.assert_close(fast[0], ref[0], rtol=1e-6, atol=1e-6)
+        for a, b in zip(fast[1], ref[1]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        for a, b in zip(fast[2], ref[2]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_kw", [dict(embedding_size=16), dict(embedding_size=0, dropout=0.2), dict(embedding_size=0, num_layers=2)])
+def test_one_hot_fast_path_only_where_it_is_exact(model_kw):
+    model = CharLM(ModelConfig(vocab_size=20, hidden_size=8, **model_kw))
+    assert one_hot_forward(model, TrainConfig(device="cpu"), CPU) is None
+
+
+def test_one_hot_training_matches_the_model_path(tmp_path, monkeypatch):
+    """A whole epoch through the fast path ends where the model path does (to float rounding)."""
+    def run(sub):
+        cfg = tiny_train_config(tmp_path / sub, epochs=1, val_fraction=0.0)
+        corpus = load_corpus(cfg)
+        t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=0, hidden_size=32), cfg, corpus, log=lambda *_: None)
+        t.fit()
+        return t.metrics[-1]["train_loss"], t
+
+    fast, trainer = run("fast")
+    assert trainer._step_fn.forward is not trainer.model
+    monkeypatch.setattr(step_mod, "one_hot_forward", lambda *a: None)
+    slow, trainer = run("slow")
+    assert trainer._step_fn.forward is trainer.model
+    assert fast == pytest.approx(slow, rel=1e-4)
+
+
+@pytest.mark.skipif(not step_mod.cpu_has_bf16(), reason="this CPU has no bfloat16 instructions: bf16 is refused here")
+def test_bf16_on_the_cpu_reaches_fp32_perplexity(tmp_path):
+    """bf16 autocast on the CPU: a short run's validation perplexity within 5% of fp32's."""
+    kw = dict(epochs=3, lr=1e-2)
+    fp32 = train_tiny(tmp_path / "fp32", **kw).metrics[-1]["val_ppl"]
+    bf16 = train_tiny(tmp_path / "bf16", precision="bf16", **kw).metrics[-1]["val_ppl"]
+    assert bf16 == pytest.approx(fp32, rel=0.05)
+
+
+def test_checkpoint_keeps_precision_and_cuda_graph(tmp_path):
+    from charlm import checkpoint as ckpt_io
+
+    precision = "bf16" if step_mod.cpu_has_bf16() else "fp32"
+    train_tiny(tmp_path, epochs=1, precision=precision)
+    c = ckpt_io.load(tmp_path / "run", prefer="last")
+    assert c.train_config.precision == precision and c.train_config.cuda_graph is False
+    assert isinstance(c.trainer["optimizer"], dict)
+
+
+# --- generation -----------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _reference_samples(model, vocab, prefix, cfg, generator):
+    """Generation as it was before the fast path: the module called per character, torch.multinomial."""
+    model.eval()
+    n = cfg.num_samples
+    logits, state = model(torch.tensor(vocab.encode(prefix)).expand(n, -1))
+    logits = logits[:, -1]
+    out = [prefix] * n
+    for _ in range(cfg.length):
+        if cfg.greedy:
+            nxt = logits.argmax(-1)
+        else:
+            filtered = sampling.top_p_filter(sampling.top_k_filter(sampling.apply_temperature(logits.float(), cfg.temperature), cfg.top_k), cfg.top_p)
+            nxt = torch.multinomial(filtered.softmax(-1), 1, generator=generator).squeeze(-1)
+        out = [o + vocab.itos[i] for o, i in zip(out, nxt.tolist())]
+        logits, state = model(nxt[:, None], state)
+        logits = logits[:, -1]
+    return out
+
+
+VOCAB = Vocab.build("".join(chr(0x4E00 + i) for i in range(59)) + "\n")
+
+
+@pytest.mark.parametrize("model_kw", [
+    dict(cell="lstm", embedding_size=16, hidden_size=32),
+    dict(cell="lstm", embedding_size=0, hidden_size=32),  # one-hot: the lookup table
+    dict(cell="lstm", embedding_size=16, hidden_size=24, num_layers=2),
+    dict(cell="gru", embedding_size=16, hidden_size=32),
+    dict(cell="rnn", embedding_size=16, hidden_size=32, num_layers=2),
+])
+@pytest.mark.parametrize("sample_kw", [
+    dict(length=60),
+    dict(length=300, num_samples=3, temperature=0.7),  # long enough for the input table
+    dict(length=40, greedy=True, num_samples=2),
+    dict(length=40, top_k=5, top_p=0.9),
+])
+def test_generation_fast_path_equals_the_reference(model_kw, sample_kw):
+    torch.manual_seed(1)
+    model = CharLM(ModelConfig(vocab_size=len(VOCAB), **model_kw))
+    cfg = SampleConfig(**sample_kw)
+    prefix = VOCAB.itos[3] + VOCAB.itos[7]
+    fast = sample_text(model, VOCAB, prefix, cfg, generator=torch.Generator().manual_seed(5))
+    ref = _reference_samples(model, VOCAB, prefix, cfg, torch.Generator().manual_seed(5))
+    assert fast == ref
+
+
+def test_generation_fast_path_equals_the_module_path_for_lines_and_acrostic():
+    """--lines and --acrostic: the lean step and the module called per character give the same text."""
+    torch.manual_seed(2)
+    model = CharLM(ModelConfig(vocab_size=len(VOCAB), embedding_size=16, hidden_size=32))
+    heads = VOCAB.itos[1] + VOCAB.itos[2] + VOCAB.itos[3]
+
+    def both(**kw):
+        cfg = SampleConfig(seed=0, **kw)
+        fast = sample_text(model, VOCAB, VOCAB.itos[4], cfg, generator=torch.Generator().manual_seed(9))
+        handle = model.register_forward_hook(lambda *a: None)  # any hook makes generate call the module
+        try:
+            slow = sample_text(model, VOCAB, VOCAB.itos[4], cfg, generator=torch.Generator().manual_seed(9))
+        finally:
+            handle.remove()
+        return fast, slow
+
+    fast, slow = both(lines=3, max_line_length=20, num_samples=2)
+    assert fast == slow and all(t.count("\n") == 3 for t in fast)
+    cfg = SampleConfig(max_line_length=12, seed=0)
+    fast = sample_text(model, VOCAB, "", cfg, acrostic=heads, generator=torch.Generator().manual_seed(4))
+    handle = model.register_forward_hook(lambda *a: None)
+    slow = sample_text(model, VOCAB, "", cfg, acrostic=heads, generator=torch.Generator().manual_seed(4))
+    handle.remove()
+    assert fast == slow and [line[0] for line in fast[0].rstrip("\n").split("\n")] == list(heads)
+
+
+def test_draw_is_multinomial():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    probs = torch.rand(50, 300).pow(4)
+    probs[:, :100] = 0  # masked characters (top-k, top-p) are never drawn
+    probs = probs / probs.sum(-1, keepdim=True)
+    for _ in range(5):
+        a = draw(probs, g1)
+        assert a.tolist() == torch.multinomial(probs, 1, generator=g2).squeeze(-1).tolist()
+        assert (a >= 100).all()
+
+
+def test_generate_is_one_read_back_per_character_in_plain_mode(monkeypatch):
+    """Plain --length reads the ids back once per character (streaming) and nothing else."""
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(VOCAB), embedding_size=8, hidden_size=8))
+    reads = []
+    real = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(1) or real(self))
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: pytest.fail("a tensor was read as a bool"))
+    steps = list(generate(model, VOCAB, VOCAB.itos[5], SampleConfig(length=25), generator=torch.Generator().manual_seed(0)))
+    assert len(steps) == 26 and len(reads) == 25
+
+
+def test_trainer_uses_the_step_function(tmp_path):
+    t = train_tiny(tmp_path, epochs=1)
+    assert isinstance(t._step_fn, TrainStep) and t._step_fn.forward is t.model
+    assert isinstance(t.optimizer.param_groups[0]["lr"], float)
+    assert train_mod.PROGRESS_EVERY_S > 0

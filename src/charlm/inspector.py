@@ -1,0 +1,751 @@
+"""Look inside a trained LSTM: ``charlm inspect``.
+
+For a short text the report shows, per character, how surprised the model was (bits) and
+what it expected next (top 5), and for one layer the input, forget and output gates and
+the cell state of a handful of units, as heatmaps over the text.  The gate activations
+come from :class:`charlm.cells.ScratchLSTM` loaded with the checkpoint's weights: the
+same parameters as ``nn.LSTM``, with every gate kept.  A few units are found
+automatically by correlating their activations with things a reader can see (the
+position in the line, line breaks, repeated lines).
+
+The HTML page is one self-contained file (inline CSS, JS and data; no network), the PNG
+a static version of the same heatmaps.  Both are written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import io
+import json
+import math
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cells import ScratchLSTM
+from .errors import CharlmError
+from .vocab import UNK
+
+MAX_CHARS = 2000  # longer texts make heatmaps nobody can read, and pages that load slowly
+MAX_UNITS = 64
+DEFAULT_UNITS = 16
+TOP_K = 5
+MIN_CHARS_FOR_UNITS = 20  # fewer characters make correlations meaningless
+FOLLOWS = 0.4  # |r| from which a unit is said to follow a feature
+PNG_COLS = 60
+PNG_MAX_CHARS = 240
+HTML_COLS = 60
+# (key in the ScratchLSTM gate dict, label); the heatmaps, in this order
+SHOWN = (("input", "input gate"), ("forget", "forget gate"), ("output", "output gate"), ("cell", "cell state"))
+CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK JP", "Source Han Sans SC", "Source Han Sans CN",
+                "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "Noto Serif CJK SC", "AR PL UMing CN",
+                "SimHei", "Microsoft YaHei", "PingFang SC", "Hiragino Sans GB", "Heiti SC", "Arial Unicode MS")
+CJK_FILE_HINTS = ("notosanscjk", "notoserifcjk", "sourcehan", "wqy", "droidsansfallback", "uming", "ukai", "simhei", "msyh", "pingfang")
+
+
+@dataclass
+class FoundUnit:
+    """A unit whose activation follows a visible feature of the text."""
+
+    feature: str
+    description: str
+    unit: int
+    quantity: str  # a key of SHOWN
+    r: float
+
+
+@dataclass
+class Report:
+    """Everything the HTML page and the PNG show."""
+
+    checkpoint: str
+    model: str
+    layer: int
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    raw: str  # the text as given, line endings normalised
+    read_as: list[str | None]  # per character of raw: the token the model read, or None (skipped)
+    positions: list[int]  # index into raw of each character read
+    bits: np.ndarray  # (n,) surprisal of each character read; nan for the first
+    top: list[list[tuple[str, float]]]  # (n,) the TOP_K most likely next characters after each
+    acts: dict[str, np.ndarray]  # quantity -> (n, hidden)
+    units: list[int]
+    found: list[FoundUnit]
+    notes: list[str] = field(default_factory=list)
+    unit_notes: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.positions)
+
+    @property
+    def mean_bits(self) -> float:
+        b = self.bits[~np.isnan(self.bits)]
+        return float(b.mean()) if b.size else float("nan")
+
+
+# --- reading the input -------------------------------------------------------------
+
+
+def read_input(text: str | None, file: str | None, encoding: str = "utf-8") -> str:
+    """The text to inspect, from ``--text`` (where ``\\n`` stands for a line break) or ``--file``."""
+    from .data import read_text
+
+    if (text is None) == (not file):
+        raise CharlmError("give the text to inspect with exactly one of --text or --file")
+    raw = text.replace("\\n", "\n") if text is not None else read_text(file, encoding)
+    raw = raw.replace("\r\n", "\n").replace("\r", "\n")
+    if not raw:
+        raise CharlmError("the text to inspect is empty")
+    if len(raw) > MAX_CHARS:
+        raise CharlmError(f"the text has {len(raw):,} characters; inspect reads at most {MAX_CHARS:,} (heatmaps of more are unreadable)")
+    return raw
+
+
+def parse_units(spec: str | None, hidden_size: int) -> list[int] | None:
+    """``"0,5,7"`` -> [0, 5, 7], checked against the layer's width; None for the automatic choice."""
+    if spec is None or not spec.strip():
+        return None
+    units = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            u = int(part)
+        except ValueError:
+            raise CharlmError(f"--units takes unit numbers separated by commas, like 0,5,7; got {spec!r}") from None
+        if not 0 <= u < hidden_size:
+            raise CharlmError(f"unit {u} does not exist: the layer has units 0 to {hidden_size - 1}")
+        if u not in units:
+            units.append(u)
+    if not units:
+        return None
+    if len(units) > MAX_UNITS:
+        raise CharlmError(f"--units names {len(units)} units; at most {MAX_UNITS} fit in a readable heatmap")
+    return units
+
+
+# --- running the model ---------------------------------------------------------------
+
+
+@torch.no_grad()
+def run_scratch(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Logits (n, vocab) after each of ``ids`` (n,), and every layer's gates (each (n, hidden)).
+
+    The model's LSTM weights are copied into a :class:`ScratchLSTM`, which has the same
+    parameter names as ``nn.LSTM``, computes the same outputs and keeps every gate.  (It is
+    also faster than ``nn.LSTM`` on the CPU for one long sequence of batch 1.)
+    """
+    cfg = model.cfg
+    scratch = ScratchLSTM(model.embedding.weight.shape[1], cfg.hidden_size, cfg.num_layers)
+    scratch.load_state_dict(model.rnn.state_dict())
+    x = model.embedding(ids[None]).float()  # (1, n, width); eval mode: no dropout
+    y, _, gates = scratch.to(x.device).eval()(x, return_gates=True)  # (1, n, hidden)
+    return model.decoder(y)[0], [{name: v[0] for name, v in layer.items()} for layer in gates]
+
+
+def predictions(logits: torch.Tensor, ids: torch.Tensor, vocab, k: int = TOP_K) -> tuple[np.ndarray, list[list[tuple[str, float]]]]:
+    """Surprisal in bits of each character given the ones before (nan for the first), and the top k after each."""
+    logp = F.log_softmax(logits.float(), dim=-1).cpu()  # (n, vocab)
+    ids = ids.cpu()
+    bits = torch.full((ids.numel(),), float("nan"))
+    if ids.numel() > 1:
+        bits[1:] = -logp[:-1].gather(1, ids[1:, None])[:, 0] / math.log(2)
+    p, idx = logp.exp().topk(min(k, logp.shape[1]), dim=-1)
+    top = [[(vocab.itos[j], float(q)) for j, q in zip(row_i.tolist(), row_p.tolist())] for row_i, row_p in zip(idx, p)]
+    return bits.numpy(), top
+
+
+# --- finding units ------------------------------------------------------------------------
+
+
+def line_features(raw: str, positions: list[int]) -> dict[str, tuple[str, np.ndarray]]:
+    """Things a reader sees at each character read: name -> (description, values (n,))."""
+    starts, lines, line_of = [], raw.split("\n"), []
+    s = 0
+    for i, line in enumerate(lines):
+        starts.append(s)
+        line_of += [i] * (len(line) + 1)  # the line break belongs to the line it ends
+        s += len(line) + 1
+    seen, repeated = set(), []
+    for line in lines:
+        key = line.strip()
+        repeated.append(len(key) >= 2 and key in seen)
+        seen.add(key)
+    pos = np.array(positions)
+    ln = np.array([line_of[p] for p in positions])
+    is_break = np.array([raw[p] == "\n" for p in positions], dtype=float)
+    last = np.array([raw[p] != "\n" and (p + 1 == len(raw) or raw[p + 1] == "\n") for p in positions], dtype=float)
+    return {
+        "position": ("position within the line (characters since it began)", (pos - np.array(starts)[ln]).astype(float)),
+        "line_break": ("reading a line break", is_break),
+        "line_end": ("the last character of a line (a line break comes next)", last),
+        "repeated": ("inside a line that already appeared above (a repeated line or chorus)", np.array([repeated[i] for i in ln], dtype=float)),
+    }
+
+
+def correlations(acts: np.ndarray, feature: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each column of ``acts`` (n, H) with ``feature`` (n,); 0 where a unit is constant."""
+    a = acts - acts.mean(axis=0)
+    f = feature - feature.mean()
+    denom = np.sqrt((a * a).sum(axis=0) * (f * f).sum())
+    return np.where(denom > 1e-12, (a * f[:, None]).sum(axis=0) / np.maximum(denom, 1e-12), 0.0)
+
+
+def find_units(acts: dict[str, np.ndarray], features: dict[str, tuple[str, np.ndarray]], per_feature: int = 2) -> tuple[list[FoundUnit], list[str]]:
+    """Up to ``per_feature`` units per feature with |r| >= FOLLOWS, and a note for each feature that has none."""
+    n = next(iter(acts.values())).shape[0]
+    if n < MIN_CHARS_FOR_UNITS:
+        return [], [f"the text is too short to look for units (it has {n} characters; give at least {MIN_CHARS_FOR_UNITS})"]
+    found, notes = [], []
+    for name, (desc, f) in features.items():
+        binary = set(np.unique(f)) <= {0.0, 1.0}
+        if f.std() == 0 or (binary and min(f.sum(), n - f.sum()) < 2):
+            notes.append(f"not looked for: {desc} (too few such places in this text)")
+            continue
+        cands = sorted(((abs(r), r, q, u) for q, _ in SHOWN for u, r in enumerate(correlations(acts[q], f))), reverse=True)
+        picked: list[int] = []
+        for a, r, q, u in cands:
+            if a < FOLLOWS or len(picked) == per_feature:
+                break
+            if u not in picked:
+                picked.append(u)
+                found.append(FoundUnit(name, desc, u, q, float(r)))
+        if not picked:
+            _, r, q, u = cands[0]
+            notes.append(f"no unit follows {desc} closely (best: unit {u}, {dict(SHOWN)[q]}, r = {r:+.2f})")
+    return found, notes
+
+
+def default_units(acts: dict[str, np.ndarray], found: list[FoundUnit], k: int = DEFAULT_UNITS) -> list[int]:
+    """The units found automatically, then the ones whose output (hidden state) varies most over the text."""
+    units = list(dict.fromkeys(f.unit for f in found))[:k]
+    for u in np.argsort(-acts["hidden"].var(axis=0), kind="stable"):
+        if len(units) >= k:
+            break
+        if int(u) not in units:
+            units.append(int(u))
+    return units
+
+
+def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, units: list[int] | None = None, newlines: str = "keep") -> Report:
+    """Run the model over ``raw`` and gather what the report shows."""
+    from .data import normalize
+
+    cfg = model.cfg
+    if not model.is_lstm:
+        raise CharlmError(f"inspect shows LSTM gates; this checkpoint's cell is {cfg.cell} (train with --cell lstm or scratch)")
+    if layer is None:
+        layer = cfg.num_layers - 1
+    if not 0 <= layer < cfg.num_layers:
+        raise CharlmError(f"--layer {layer} does not exist: the model has layers 0 to {cfg.num_layers - 1}")
+    text = normalize(raw, newlines)  # what the model reads: same length as raw
+    read_as = [ch if ch in vocab else (UNK if vocab.unk else None) for ch in text]
+    positions = [i for i, t in enumerate(read_as) if t is not None]
+    if not positions:
+        raise CharlmError("no character of the text is in the model's vocabulary")
+    notes = []
+    outside = [raw[i] for i, ch in enumerate(text) if ch not in vocab]
+    if outside:
+        unknown, count = list(dict.fromkeys(outside)), len(outside)
+        shown = "".join(show_char(c) for c in unknown[:20]) + ("…" if len(unknown) > 20 else "")
+        how = "read as <unk>" if vocab.unk else "skipped (shown struck through)"
+        notes.append(f"{count} character{'s' if count != 1 else ''} outside the model's vocabulary {how}: {shown}")
+    if newlines == "space" and "\n" in raw:
+        notes.append("this model was trained with line breaks replaced by spaces, so it reads them as spaces")
+    ids = torch.tensor([vocab.stoi[read_as[p]] for p in positions], dtype=torch.long, device=model.decoder.weight.device)
+    logits, gates = run_scratch(model, ids)
+    bits, top = predictions(logits, ids, vocab)
+    acts = {name: v.cpu().numpy() for name, v in gates[layer].items()}
+    found, unit_notes = find_units(acts, line_features(raw, positions))
+    if units is None:
+        units = default_units(acts, found)
+    desc = f"{cfg.cell} {cfg.num_layers}×{cfg.hidden_size}, vocabulary {cfg.vocab_size:,}"
+    return Report(checkpoint, desc, layer, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, raw, read_as, positions, bits, top, acts, units, found,
+                  notes=notes, unit_notes=unit_notes)
+
+
+# --- drawing --------------------------------------------------------------------------------------
+
+VIRIDIS = ("#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c", "#28ae80", "#5ec962", "#addc30", "#fde725")
+RDBU = ("#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582", "#d6604d", "#b2182b")
+
+
+def show_char(ch: str) -> str:
+    """A character as it can be seen: line breaks, spaces (also the full-width one) and tabs get a visible sign."""
+    return {"\n": "↵", " ": "␣", "\u3000": "␣", "\t": "⇥"}.get(ch, ch)
+
+
+def shown_values(report: Report, q: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """What a heatmap draws: (values (units, n), the scale of each unit, the colour range).
+
+    Gates are drawn as they are, in [0, 1].  Cell states range from near 0 to tens, and a
+    few drifting units would wash out all others on a shared scale, so each unit's row is
+    divided by its own largest |c| and drawn in [-1, 1].
+    """
+    a = report.acts[q][:, report.units].T  # (units, n)
+    if q != "cell":
+        return a, np.ones(len(report.units)), (0.0, 1.0)
+    scale = np.maximum(np.abs(a).max(axis=1), 1e-6) if a.size else np.ones(len(report.units))
+    return a / scale[:, None], scale, (-1.0, 1.0)
+
+
+def _quantized(report: Report, q: str) -> dict:
+    a, scale, (lo, hi) = shown_values(report, q)
+    b = np.clip(np.rint((a - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+    return {"lo": lo, "hi": hi, "scales": [round(float(x), 4) for x in scale], "b64": base64.b64encode(b.tobytes()).decode("ascii")}
+
+
+def _json_for_script(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+
+
+def _fmt_top(top: list[tuple[str, float]]) -> str:
+    return "  ".join(f"{show_char(c)} {p:.0%}" if len(c) == 1 else f"{c} {p:.0%}" for c, p in top)
+
+
+def _surprisal_bg(bits: float) -> str:
+    if math.isnan(bits):
+        return "transparent"
+    return f"rgba(232,93,36,{min(bits, 12.0) / 12.0 * 0.85:.3f})"
+
+
+def _text_spans(report: Report, start: int = 0, stop: int | None = None, breaks: bool = True) -> str:
+    """The raw text [start, stop) as spans; characters the model read carry data-k (their index in the read sequence)."""
+    k_of = {p: k for k, p in enumerate(report.positions)}
+    out = []
+    for i in range(start, len(report.raw) if stop is None else stop):
+        ch = report.raw[i]
+        if i in k_of:
+            k = k_of[i]
+            cls = "ch ws" if ch in "\n \t\u3000" else "ch"
+            if report.read_as[i] == UNK:
+                cls += " unkread"
+            out.append(f'<span class="{cls}" data-k="{k}" style="background:{_surprisal_bg(report.bits[k])}">{html.escape(show_char(ch))}</span>')
+        else:
+            out.append(f'<span class="ch skip" title="not in the model\'s vocabulary: skipped">{html.escape(show_char(ch))}</span>')
+        if ch == "\n" and breaks:
+            out.append("<br>")
+    return "".join(out)
+
+
+def _sparkline(report: Report, fu: FoundUnit, features: dict, width: int = 900, height: int = 56) -> str:
+    """An inline SVG: the feature (grey steps) and the unit's activation (line), each scaled to the box."""
+    f = features[fu.feature][1]
+    a = report.acts[fu.quantity][:, fu.unit]
+    n = len(f)
+
+    def scaled(v):
+        lo, hi = float(v.min()), float(v.max())
+        return (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
+
+    xs = np.linspace(2, width - 2, n) if n > 1 else np.array([width / 2])
+    fy = height - 3 - scaled(f) * (height - 6)
+    ay = height - 3 - scaled(a) * (height - 6)
+    fpts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, fy))
+    apts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ay))
+    return (f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+            f'aria-label="unit {fu.unit} against {html.escape(fu.description)}">'
+            f'<polyline points="{fpts}" fill="none" stroke="#bbb" stroke-width="3"/>'
+            f'<polyline points="{apts}" fill="none" stroke="#c2410c" stroke-width="1.5"/></svg>')
+
+
+CSS = """
+:root { --ink:#1f2328; --soft:#57606a; --line:#d8dee4; --bg:#fbfaf7; --card:#fff; --accent:#c2410c; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--ink);
+  font-family: "Noto Sans CJK SC","Source Han Sans SC","PingFang SC","Hiragino Sans GB","Microsoft YaHei","WenQuanYi Micro Hei",system-ui,sans-serif;
+  font-size:15px; line-height:1.55; }
+main { max-width:1160px; margin:0 auto; padding:24px 20px 60px; }
+h1 { font-size:24px; margin:0 0 4px; } h2 { font-size:18px; margin:0 0 10px; }
+.meta { color:var(--soft); font-size:13px; }
+section { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:16px 18px; margin:16px 0; }
+.notes { background:#fff8e6; border-color:#f0d58a; } .notes li { margin:2px 0; }
+.help { color:var(--soft); font-size:13px; margin:6px 0 0; }
+.text { font-size:22px; line-height:1.9; letter-spacing:1px; word-break:break-all; }
+.text.many { font-size:18px; line-height:1.8; column-width:17em; column-gap:2.5em; column-rule:1px solid var(--line); }
+.ch { border-radius:3px; padding:1px 1px; cursor:default; }
+.ch.ws { color:#9aa4ae; font-size:14px; }
+.ch.skip { color:#9aa4ae; text-decoration:line-through; }
+.ch.unkread { outline:1px dashed #9aa4ae; }
+.ch:hover { outline:2px solid var(--ink); }
+.controls { display:flex; gap:18px; align-items:center; flex-wrap:wrap; margin:0 0 10px; font-size:14px; }
+select { font:inherit; padding:2px 6px; }
+table { border-collapse:collapse; font-size:14px; }
+th, td { text-align:left; padding:4px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
+th { color:var(--soft); font-weight:600; }
+td.num { text-align:right; font-variant-numeric:tabular-nums; }
+td.big { font-size:20px; }
+button.show { font:inherit; font-size:12px; padding:1px 8px; border:1px solid var(--line); border-radius:12px; background:#f6f8fa; cursor:pointer; }
+svg.spark { display:block; max-width:100%; height:auto; margin:2px 0 6px; }
+.seg { margin:0 0 22px; }
+.row { display:flex; align-items:flex-start; }
+.qlabel { width:104px; flex:none; font-size:12px; color:var(--soft); text-align:right; padding-right:6px; }
+.ulabels { width:30px; flex:none; font-size:9px; color:#8b949e; text-align:right; padding-right:4px; }
+.ulabels div { height:11px; line-height:11px; } .ulabels div.found { color:var(--accent); font-weight:700; }
+.chars { display:flex; } .chars span { width:16px; flex:none; text-align:center; font-size:13px; line-height:20px; border-radius:2px; }
+canvas.hm { display:block; margin:0 0 6px; image-rendering:pixelated; cursor:crosshair; }
+.legend { display:flex; gap:28px; flex-wrap:wrap; font-size:12px; color:var(--soft); align-items:center; }
+.bar { display:inline-block; width:140px; height:10px; border-radius:2px; vertical-align:middle; margin:0 6px; }
+#tip { position:fixed; pointer-events:none; background:#1f2328; color:#fff; font-size:13px; line-height:1.45; padding:6px 9px;
+  border-radius:6px; white-space:pre; display:none; z-index:10; box-shadow:0 2px 8px rgba(0,0,0,.25); }
+.hidden-q { display:none; }
+details summary { cursor:pointer; color:var(--soft); }
+"""
+
+JS = """
+(function () {
+  var D = JSON.parse(document.getElementById('report-data').textContent);
+  var CW = 16, CH = 11;
+  function hex(c) { return [parseInt(c.slice(1, 3), 16), parseInt(c.slice(3, 5), 16), parseInt(c.slice(5, 7), 16)]; }
+  function lut(stops) {
+    var s = stops.map(hex), out = [];
+    for (var b = 0; b < 256; b++) {
+      var t = b / 255 * (s.length - 1), i = Math.min(Math.floor(t), s.length - 2), f = t - i, c = [];
+      for (var j = 0; j < 3; j++) c.push(Math.round(s[i][j] + (s[i + 1][j] - s[i][j]) * f));
+      out.push('rgb(' + c.join(',') + ')');
+    }
+    return out;
+  }
+  var LUT = { gate: lut(D.viridis), cell: lut(D.rdbu) };
+  var Q = {};
+  D.quantities.forEach(function (q) {
+    var bin = atob(q.b64), bytes = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    Q[q.key] = { bytes: bytes, lo: q.lo, hi: q.hi, scales: q.scales, label: q.label, lut: q.key === 'cell' ? LUT.cell : LUT.gate };
+  });
+  var n = D.n, U = D.units.length;
+  function shown(q, u, k) { var b = Q[q].bytes[u * n + k]; return Q[q].lo + b / 255 * (Q[q].hi - Q[q].lo); }
+  function value(q, u, k) { return shown(q, u, k) * Q[q].scales[u]; }
+  var tip = document.getElementById('tip');
+  function showTip(e, text) {
+    tip.textContent = text; tip.style.display = 'block';
+    var x = e.clientX + 14, y = e.clientY + 14, r = tip.getBoundingClientRect();
+    if (x + r.width > window.innerWidth - 8) x = e.clientX - r.width - 14;
+    if (y + r.height > window.innerHeight - 8) y = e.clientY - r.height - 14;
+    tip.style.left = x + 'px'; tip.style.top = y + 'px';
+  }
+  function hideTip() { tip.style.display = 'none'; }
+  function charTip(k) {
+    var b = D.bits[k], lines = ['“' + D.chars[k] + '”  #' + (k + 1)];
+    lines.push(b === null ? 'first character: nothing before it to predict it from' : 'surprisal ' + b.toFixed(2) + ' bits');
+    lines.push('next, the model expects:');
+    D.top[k].forEach(function (t) { lines.push('   ' + t[0] + '   ' + (t[1] * 100).toFixed(1) + '%'); });
+    return lines.join('\\n');
+  }
+  document.querySelectorAll('[data-k]').forEach(function (el) {
+    el.addEventListener('mousemove', function (e) { showTip(e, charTip(+el.dataset.k)); });
+    el.addEventListener('mouseleave', hideTip);
+  });
+  document.querySelectorAll('canvas.hm').forEach(function (cv) {
+    var q = Q[cv.dataset.q], s0 = +cv.dataset.start, cols = +cv.dataset.cols;
+    var dpr = window.devicePixelRatio || 1;
+    cv.width = cols * CW * dpr; cv.height = U * CH * dpr;
+    cv.style.width = cols * CW + 'px'; cv.style.height = U * CH + 'px';
+    var ctx = cv.getContext('2d');
+    ctx.scale(dpr, dpr);
+    for (var u = 0; u < U; u++) for (var t = 0; t < cols; t++) {
+      ctx.fillStyle = q.lut[q.bytes[u * n + s0 + t]];
+      ctx.fillRect(t * CW, u * CH, CW, CH);
+    }
+    cv.addEventListener('mousemove', function (e) {
+      var r = cv.getBoundingClientRect(), t = Math.floor((e.clientX - r.left) / CW), u = Math.floor((e.clientY - r.top) / CH);
+      if (t < 0 || t >= cols || u < 0 || u >= U) return hideTip();
+      var k = s0 + t, x = value(cv.dataset.q, u, k);
+      showTip(e, q.label + ', unit ' + D.units[u] + '\\nat “' + D.chars[k] + '” (#' + (k + 1) + '): ' + x.toFixed(2) +
+                 (cv.dataset.q === 'cell' ? '\\n(largest |c| of this unit here: ' + Q.cell.scales[u].toFixed(2) + ')' : ''));
+    });
+    cv.addEventListener('mouseleave', hideTip);
+  });
+  var sel = document.getElementById('colour-by');
+  function colour() {
+    var v = sel.value, spans = document.querySelectorAll('#text [data-k]');
+    var legend = document.getElementById('text-legend');
+    if (v === 'surprisal') {
+      spans.forEach(function (el) { var b = D.bits[+el.dataset.k]; el.style.background = b === null ? 'transparent' : 'rgba(232,93,36,' + (Math.min(b, 12) / 12 * 0.85).toFixed(3) + ')'; });
+      legend.textContent = 'white: expected; deep orange: surprising (12 bits or more). Hover a character for its top-5.';
+      return;
+    }
+    var parts = v.split(':'), q = parts[0], u = D.units.indexOf(+parts[1]);
+    spans.forEach(function (el) {
+      var k = +el.dataset.k, x = shown(q, u, k);
+      if (q === 'cell') { var a = Math.min(Math.abs(x), 1) * 0.85; el.style.background = (x >= 0 ? 'rgba(178,24,43,' : 'rgba(33,102,172,') + a.toFixed(3) + ')'; }
+      else el.style.background = 'rgba(33,145,140,' + (x * 0.85).toFixed(3) + ')';
+    });
+    legend.textContent = q === 'cell' ? 'cell state of unit ' + parts[1] + ': red positive, blue negative, white near 0.'
+                                      : Q[q].label + ' of unit ' + parts[1] + ': white closed (0), teal open (1).';
+  }
+  sel.addEventListener('change', colour);
+  document.querySelectorAll('button.show').forEach(function (b) {
+    b.addEventListener('click', function () { sel.value = b.dataset.value; colour(); document.getElementById('text-card').scrollIntoView({ behavior: 'smooth' }); });
+  });
+  document.querySelectorAll('input.qtoggle').forEach(function (box) {
+    box.addEventListener('change', function () {
+      document.querySelectorAll('.row[data-q="' + box.value + '"]').forEach(function (r) { r.classList.toggle('hidden-q', !box.checked); });
+    });
+  });
+  document.body.dataset.drawn = 'yes';
+})();
+"""
+
+
+def render_html(report: Report) -> str:
+    """The whole report as one self-contained HTML page."""
+    e = html.escape
+    n = report.n
+    label = dict(SHOWN)
+    features = line_features(report.raw, report.positions)
+    found_units = {f.unit for f in report.found}
+    chars = [show_char(report.raw[p]) for p in report.positions]
+    data = {
+        "n": n, "units": report.units, "chars": chars,
+        "bits": [None if math.isnan(b) else round(float(b), 3) for b in report.bits],
+        "top": [[[show_char(c) if len(c) == 1 else c, round(p, 4)] for c, p in t] for t in report.top],
+        "viridis": VIRIDIS, "rdbu": RDBU,
+        "quantities": [{"key": q, "label": lbl, **_quantized(report, q)}
+                       for q, lbl in SHOWN],
+    }
+    out = ['<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>charlm inspect · {e(Path(report.checkpoint).name or report.checkpoint)}</title>",
+           f"<style>{CSS}</style></head><body><main>",
+           "<h1>Inside the LSTM</h1>",
+           f'<div class="meta">checkpoint <code>{e(report.checkpoint)}</code> · {e(report.model)} · layer {report.layer} of {report.num_layers} · '
+           f"{n:,} characters read · mean surprisal {report.mean_bits:.2f} bits/char</div>"]
+    if report.notes:
+        out.append('<section class="notes"><ul>' + "".join(f"<li>{e(x)}</li>" for x in report.notes) + "</ul></section>")
+
+    # The text, coloured by surprisal or by a unit.
+    options = ['<option value="surprisal">surprisal (bits)</option>']
+    for q, lbl in SHOWN:
+        options.append(f'<optgroup label="{e(lbl)}">' + "".join(
+            f'<option value="{q}:{u}">{e(lbl)} · unit {u}{" ★" if u in found_units else ""}</option>' for u in report.units) + "</optgroup>")
+    out += ['<section id="text-card"><h2>The text, as the model read it</h2>',
+            f'<div class="controls"><label>colour by <select id="colour-by">{"".join(options)}</select></label>'
+            '<span id="text-legend" class="help">white: expected; deep orange: surprising (12 bits or more). Hover a character for its top-5.</span></div>',
+            f'<div id="text" class="text{" many" if report.raw.count(chr(10)) > 12 else ""}">{_text_spans(report)}</div>',
+            '<p class="help">Surprisal is −log₂ p(character | everything before it): 1 bit is a coin flip, '
+            f"{math.log2(max(2, report.vocab_size)):.1f} bits a blind guess over the whole vocabulary. "
+            "The first character has no surprisal: nothing comes before it.</p></section>"]
+
+    # Heatmaps, wrapped like the text.
+    out += ['<section><h2>Gates and cell state</h2>',
+            f'<p class="help">Layer {report.layer}, {len(report.units)} units (rows; ★ found automatically, then the units whose output varies most) '
+            "over the characters read (columns). A gate near 1 lets everything through, near 0 nothing: the input gate decides how much of the new "
+            "candidate enters the cell, the forget gate how much of the old cell is kept, the output gate how much of the cell is shown. "
+            "Hover for values.</p>",
+            '<div class="controls">show ' + "".join(
+                f'<label><input type="checkbox" class="qtoggle" value="{q}" checked> {e(lbl)}</label>' for q, lbl in SHOWN) + "</div>",
+            '<div class="legend">'
+            f'<span>gates <span class="bar" style="background:linear-gradient(to right,{",".join(VIRIDIS)})"></span> 0 … 1</span>'
+            f'<span>cell state <span class="bar" style="background:linear-gradient(to right,{",".join(RDBU)})"></span> −1 … 0 … +1 × each unit&#39;s largest |c|</span>'
+            "</div><div style=\"height:12px\"></div>"]
+    ulabels = "".join(f'<div class="{"found" if u in found_units else ""}">{"★" if u in found_units else ""}{u}</div>' for u in report.units)
+    for s in range(0, n, HTML_COLS):
+        cols = min(HTML_COLS, n - s)
+        head = "".join(f'<span data-k="{k}" style="background:{_surprisal_bg(report.bits[k])}">{e(chars[k])}</span>' for k in range(s, s + cols))
+        out.append(f'<div class="seg"><div class="row"><div class="qlabel">#{s + 1}–{s + cols}</div><div class="ulabels"></div><div class="chars">{head}</div></div>')
+        for q, lbl in SHOWN:
+            out.append(f'<div class="row" data-q="{q}"><div class="qlabel">{e(lbl)}</div><div class="ulabels">{ulabels}</div>'
+                       f'<canvas class="hm" data-q="{q}" data-start="{s}" data-cols="{cols}" width="{cols * 16}" height="{len(report.units) * 11}"></canvas></div>')
+        out.append("</div>")
+    out.append("<noscript><p>The heatmaps are drawn by the page's inline script; allow scripts to see them (the PNG has them too).</p></noscript></section>")
+
+    # Units found automatically.
+    out.append('<section><h2>Units that follow something you can see</h2>')
+    if report.found:
+        out.append('<p class="help">Correlation r of a unit\'s activation with a feature of the text, over every character read '
+                   '(±1: in lockstep; 0: unrelated). Grey: the feature; orange: the unit. ★ marks these units in the heatmaps.</p>')
+        out.append("<table><tr><th>unit</th><th>signal</th><th>follows</th><th>r</th><th></th></tr>")
+        for fu in report.found:
+            out.append(f'<tr><td class="num">{fu.unit}</td><td>{e(label[fu.quantity])}</td><td>{e(fu.description)}</td>'
+                       f'<td class="num">{fu.r:+.2f}</td><td><button class="show" data-value="{fu.quantity}:{fu.unit}">colour the text by it</button></td></tr>'
+                       f'<tr><td></td><td colspan="4">{_sparkline(report, fu, features)}</td></tr>')
+        out.append("</table>")
+    else:
+        out.append('<p class="help">No unit of this layer follows the position in the line, line breaks or repeated lines closely (|r| ≥ '
+                   f"{FOLLOWS}) in this text.</p>")
+    if report.unit_notes:
+        out.append('<ul class="help">' + "".join(f"<li>{e(x)}</li>" for x in report.unit_notes) + "</ul>")
+    out.append("</section>")
+
+    # Per-character table.
+    out.append(f'<section><details{" open" if n <= 120 else ""}><summary><h2 style="display:inline">Every character: surprisal and the five most likely next</h2></summary>')
+    out.append('<table style="margin-top:10px"><tr><th>#</th><th>character</th><th>surprisal</th><th>after it, the model expects</th></tr>')
+    for k in range(n):
+        b = report.bits[k]
+        out.append(f'<tr><td class="num">{k + 1}</td><td class="big">{e(chars[k])}</td><td class="num">{"—" if math.isnan(b) else f"{b:.2f} bits"}</td>'
+                   f"<td>{e(_fmt_top(report.top[k]))}</td></tr>")
+    out.append("</table></details></section>")
+    out.append(f'<p class="help">Made by <code>charlm inspect</code>. ↵ is a line break, ␣ a space.</p></main><div id="tip"></div>'
+               f'<script type="application/json" id="report-data">{_json_for_script(data)}</script><script>{JS}</script></body></html>')
+    return "\n".join(out)
+
+
+def cjk_font(log=None) -> str | None:
+    """The name of a font matplotlib can draw Chinese with, or None (after a warning) when there is none."""
+    font = _find_cjk_font()
+    if font is None and log is not None:
+        log("charlm: warning: no CJK font found, so Chinese characters in the PNG show as boxes (install e.g. Debian's fonts-noto-cjk)")
+    return font
+
+
+@functools.lru_cache(maxsize=1)
+def _find_cjk_font() -> str | None:
+    from matplotlib import font_manager as fm
+
+    names = {f.name for f in fm.fontManager.ttflist}
+    for fam in CJK_FAMILIES:
+        if fam in names:
+            return fam
+    # matplotlib caches its font list; fonts installed after the cache was built are not in it.
+    added = set()
+    for path in fm.findSystemFonts():
+        if any(h in Path(path).name.lower().replace("-", "").replace("_", "") for h in CJK_FILE_HINTS):
+            try:
+                fm.fontManager.addfont(path)
+                added.add(fm.FontProperties(fname=path).get_name())
+            except Exception:  # noqa: BLE001 - an unreadable font file is simply not used
+                continue
+    for fam in CJK_FAMILIES:
+        if fam in added:
+            return fam
+    return sorted(added)[0] if added else None
+
+
+def render_png(report: Report, log=None) -> bytes:
+    """A static version of the heatmaps (the first PNG_MAX_CHARS characters) as PNG bytes."""
+    from matplotlib import rc_context
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    font = cjk_font(log)
+    n = min(report.n, PNG_MAX_CHARS)
+    units = report.units
+    U = len(units)
+    found_units = {f.unit for f in report.found}
+    chars = [show_char(report.raw[p]) for p in report.positions]
+    cols = min(PNG_COLS, n)
+    cw, uh = 0.2, 0.1  # inches per character column, per unit row
+    left, right = 1.35, 0.35
+    hm_h = max(U * uh, 0.5)
+    seg_h = 0.3 + 0.2 + 0.1 + len(SHOWN) * (hm_h + 0.12) + 0.3  # labels, surprisal strip, heatmaps, labels
+    top_h, bottom_h = 0.75, 0.75
+    segs = list(range(0, n, cols))
+    W = left + cols * cw + right
+    Hgt = top_h + len(segs) * seg_h + bottom_h
+    family = [font, "DejaVu Sans"] if font else ["DejaVu Sans"]  # DejaVu draws ↵ and ␣, which CJK fonts lack
+    with rc_context({"font.family": family, "axes.unicode_minus": False}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*[Gg]lyph.*missing.*")
+        fig = Figure(figsize=(W, Hgt), dpi=100)
+        FigureCanvasAgg(fig)
+        title = f"{'/'.join(Path(report.checkpoint).parts[-2:])} · {report.model} · layer {report.layer} · mean {report.mean_bits:.2f} bits/char"
+        if report.n > n:
+            title += f"  (first {n} of {report.n} characters; the HTML report has all)"
+        fig.text(left / W, 1 - 0.3 / Hgt, "Inside the LSTM: surprisal, gates and cell state", fontsize=13, weight="bold")
+        fig.text(left / W, 1 - 0.55 / Hgt, title, fontsize=9, color="#57606a")
+        gate_norm, cell_norm = Normalize(0, 1), Normalize(-1, 1)
+        shown = {q: shown_values(report, q)[0] for q, _ in SHOWN}  # (units, n)
+        im_bits = im_gate = im_cell = None
+
+        def axes(y_top: float, h: float, ncols: int):
+            return fig.add_axes((left / W, 1 - (y_top + h) / Hgt, ncols * cw / W, h / Hgt))
+
+        y = top_h
+        for s in segs:
+            c = min(cols, n - s)
+            y += 0.3
+            ax = axes(y, 0.2, c)
+            b = np.nan_to_num(report.bits[s : s + c], nan=0.0)[None, :]
+            im_bits = ax.imshow(b, aspect="auto", cmap="Oranges", vmin=0, vmax=12, interpolation="nearest")
+            ax.set_yticks([0], ["bits"], fontsize=7)
+            ax.xaxis.tick_top()
+            ax.set_xticks(range(c), chars[s : s + c], fontsize=9)
+            ax.tick_params(length=0, pad=2)
+            for sp in ax.spines.values():
+                sp.set_visible(False)
+            y += 0.3
+            for i, (q, lbl) in enumerate(SHOWN):
+                ax = axes(y, hm_h, c)
+                a = shown[q][:, s : s + c]  # (units, c)
+                im = ax.imshow(a, aspect="auto", interpolation="nearest",
+                               cmap="RdBu_r" if q == "cell" else "viridis", norm=cell_norm if q == "cell" else gate_norm)
+                if q == "cell":
+                    im_cell = im
+                else:
+                    im_gate = im
+                ax.set_yticks(range(U), [("★" if u in found_units else "") + str(u) for u in units], fontsize=5.5 if U > 20 else 6.5)
+                for tick, u in zip(ax.get_yticklabels(), units):
+                    if u in found_units:
+                        tick.set_color("#c2410c")
+                ax.set_ylabel(lbl, rotation=0, ha="right", va="center", fontsize=9, labelpad=22)
+                if i == len(SHOWN) - 1:
+                    ax.set_xticks(range(c), chars[s : s + c], fontsize=9)
+                else:
+                    ax.set_xticks([])
+                ax.tick_params(length=0, pad=2)
+                y += hm_h + 0.12
+            y += 0.3
+        bar_w = min(2.6, cols * cw * 0.3)
+        for j, (im, name) in enumerate(((im_bits, "surprisal (bits)"), (im_gate, "gates: 0 closed … 1 open"), (im_cell, "cell state ÷ the unit's largest |c|"))):
+            cax = fig.add_axes(((left + j * (bar_w + 0.8)) / W, 0.25 / Hgt, bar_w / W, 0.12 / Hgt))
+            fig.colorbar(im, cax=cax, orientation="horizontal")
+            cax.set_title(name, fontsize=8, loc="left")
+            cax.tick_params(labelsize=7)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write beside the final name, then rename: readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | None = None, encoding: str = "utf-8",
+                       out: str = "inspect.html", png: str | None = None, layer: int | None = None, units: str | None = None,
+                       log=lambda msg: print(msg, file=sys.stderr)) -> str:
+    """Write the HTML report (and the PNG, if asked) for ``checkpoint`` on a text; returns a summary to print."""
+    from .checkpoint import load_model
+
+    raw = read_input(text, file, encoding)
+    model, vocab, ckpt = load_model(checkpoint, "cpu")
+    report = analyse(model, vocab, str(ckpt.path), raw, layer, parse_units(units, model.cfg.hidden_size), ckpt.train_config.newlines)
+    page = render_html(report).encode("utf-8")
+    image = render_png(report, log) if png else None  # everything is made before anything is written
+    write_atomic(Path(out), page)
+    if image is not None:
+        write_atomic(Path(png), image)
+    lines = [f"report: {out}" + (f" and {png}" if png else "") +
+             f" ({report.n:,} characters, layer {report.layer}, units {','.join(map(str, report.units))}; "
+             f"mean surprisal {report.mean_bits:.2f} bits/char)"]
+    for fu in report.found:
+        lines.append(f"unit {fu.unit} ({dict(SHOWN)[fu.quantity]}) follows {fu.description}: r = {fu.r:+.2f}")
+    lines += [f"note: {x}" for x in report.notes]
+    if png and report.n > PNG_MAX_CHARS:
+        lines.append(f"note: the PNG shows the first {PNG_MAX_CHARS} of the {report.n:,} characters; the HTML report has all")
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""``charlm inspect``: the report, its errors, and the page as a real browser draws it."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from charlm import inspector
+from charlm.checkpoint import load_model
+from charlm.cli import main
+from charlm.train import evaluate
+
+from .conftest import train_tiny
+
+# Lines of the tiny corpus, with the shell's way of writing line breaks in --text, and a repeated line.
+TEXT = "分开的时候我说不分开\\n你说我们还会再见\\n不分开的是我们的爱\\n分开的时候我说不分开\\n"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def gru_ckpt(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("gru")
+    train_tiny(tmp, model_kw={"cell": "gru"}, epochs=1)
+    return tmp / "run" / "best"
+
+
+@pytest.fixture(scope="module")
+def report(tiny_ckpt, tmp_path_factory) -> Path:
+    """The HTML report (and PNG beside it) of the tiny model on a few of its lines."""
+    out = tmp_path_factory.mktemp("report")
+    assert main(["inspect", str(tiny_ckpt), "--text", TEXT + "xyz", "--out", str(out / "r.html"), "--png", str(out / "r.png")]) == 0
+    return out / "r.html"
+
+
+def page_data(html: str) -> dict:
+    return json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1))
+
+
+def test_writes_html_and_png(report, capsys):
+    html = report.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    data = page_data(html)
+    assert data["n"] == len(TEXT.replace("\\n", "\n"))  # xyz is not read
+    assert len(data["bits"]) == len(data["top"]) == data["n"] and data["bits"][0] is None
+    assert all(len(t) == 5 and abs(sum(p for _, p in t)) <= 1.0001 for t in data["top"])
+    assert "surprisal" in html and "forget gate" in html and "bits</td>" in html
+    assert "↵" in html  # \n in --text is a line break
+    png = report.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    img = matplotlib.image.imread(png)
+    assert img.shape[0] > 400 and img.shape[1] > 800
+    assert len(np.unique((img[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 100  # heatmaps, not a blank page
+    assert sorted(p.name for p in report.parent.iterdir()) == ["r.html", "r.png"]  # no temporary files left
+
+
+def test_page_loads_nothing_from_outside(report):
+    html = report.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", html, re.I)
+    assert "http://" not in html and "https://" not in html
+    assert "<link" not in html and "@import" not in html
+
+
+def test_unknown_characters_are_shown_and_skipped(report):
+    html = report.read_text(encoding="utf-8")
+    assert "3 characters outside the model&#x27;s vocabulary skipped" in html
+    assert all(f'class="ch skip" title="not in the model\'s vocabulary: skipped">{c}<' in html for c in "xyz")
+
+
+def test_surprisal_agrees_with_eval_and_gates_with_the_model(tiny_ckpt):
+    model, vocab, ckpt = load_model(tiny_ckpt)
+    text = TEXT.replace("\\n", "\n")
+    rep = inspector.analyse(model, vocab, str(tiny_ckpt), text)
+    loss, n = evaluate(model, torch.tensor(vocab.encode(text)))
+    assert np.nansum(rep.bits) == pytest.approx(loss * n / math.log(2), rel=1e-4)
+    # The ScratchLSTM loaded with the checkpoint's weights computes what the model's own LSTM does.
+    ids = torch.tensor(vocab.encode(text))
+    with torch.no_grad():
+        y, _ = model.rnn(model.embedding(ids[None]))
+    np.testing.assert_allclose(rep.acts["hidden"], y[0].numpy(), atol=1e-5)
+    assert rep.top[0][0][1] >= rep.top[0][-1][1]
+
+
+def test_finds_units_that_follow_visible_features():
+    text = "一二三四五\n六七八\n一二三四五\n九十一二三四\n六七八\n"
+    pos = list(range(len(text)))
+    feats = inspector.line_features(text, pos)
+    assert feats["position"][1][:7].tolist() == [0, 1, 2, 3, 4, 5, 0]
+    assert feats["line_break"][1].sum() == 5 and feats["line_end"][1][4] == 1
+    assert feats["repeated"][1][10:16].tolist() == [1] * 6 and feats["repeated"][1][:10].sum() == 0 and feats["repeated"][1][23:27].sum() == 4
+    rng = np.random.default_rng(0)
+    acts = {q: rng.uniform(0, 1, (len(text), 8)) for q in ("input", "forget", "output", "cell")}
+    acts["cell"][:, 5] = feats["position"][1] + rng.normal(0, 0.1, len(text))
+    acts["forget"][:, 2] = 1 - feats["line_break"][1]
+    found, notes = inspector.find_units(acts, feats)
+    by = {(f.feature, f.unit, f.quantity): f.r for f in found}
+    assert by[("position", 5, "cell")] > 0.95
+    assert by[("line_break", 2, "forget")] == pytest.approx(-1.0)
+    assert found[0].unit == 5
+    order = list(dict.fromkeys(f.unit for f in found))
+    units = inspector.default_units({**acts, "hidden": acts["cell"]}, found)
+    assert units[: len(order)] == order and sorted(units) == list(range(8))  # found first, then the rest by variance
+    assert inspector.find_units({q: a[:10] for q, a in acts.items()}, {k: (d, v[:10]) for k, (d, v) in feats.items()})[0] == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--text", ""], "empty"),
+        (["--text", "分" * (inspector.MAX_CHARS + 1)], "at most 2,000"),
+        (["--text", "xyz"], "no character of the text is in the model's vocabulary"),
+        (["--text", "分开", "--layer", "1"], "--layer 1 does not exist"),
+        (["--text", "分开", "--units", "0,999"], "unit 999 does not exist"),
+        (["--text", "分开", "--units", "a,b"], "--units takes unit numbers"),
+        ([], "exactly one of --text or --file"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tiny_ckpt, tmp_path, capsys, args, message):
+    out = tmp_path / "r.html"
+    assert main(["inspect", str(tiny_ckpt), *args, "--out", str(out), "--png", str(tmp_path / "r.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("charlm: error:") and "\n" not in err and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gru_checkpoint_is_a_clear_error(gru_ckpt, tmp_path, capsys):
+    assert main(["inspect", str(gru_ckpt), "--text", "分开", "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("charlm: error:") and "gru" in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_units_and_layer_options(tiny_ckpt, tmp_path, capsys):
+    f = tmp_path / "lines.txt"
+    f.write_text("分开的时候\r\n你说我们\r\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    assert main(["inspect", str(tiny_ckpt), "--file", str(f), "--units", "3, 0,3", "--layer", "0", "--out", str(out)]) == 0
+    data = page_data(out.read_text(encoding="utf-8"))
+    assert data["units"] == [3, 0] and data["n"] == 11
+    assert "units 3,0" in capsys.readouterr().out
+
+
+def test_a_failure_leaves_an_existing_report_untouched(tiny_ckpt, tmp_path, monkeypatch):
+    out = tmp_path / "r.html"
+    out.write_text("old report", encoding="utf-8")
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(inspector, "render_png", broken)
+    with pytest.raises(RuntimeError):
+        main(["inspect", str(tiny_ckpt), "--text", "分开", "--out", str(out), "--png", str(tmp_path / "r.png")])
+    assert out.read_text(encoding="utf-8") == "old report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
+
+
+def screenshot(page: Path, png: Path, profile: Path) -> str:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", f"--screenshot={png}", "--window-size=1200,2000",
+           "--enable-logging=stderr", "--v=0", "--hide-scrollbars"]
+    r = subprocess.run(cmd + [page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert png.exists(), r.stderr[-2000:]
+    return r.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_browser_draws_the_heatmaps(report, tmp_path):
+    """Headless Chromium renders the page; the heatmap canvases are really drawn by its script."""
+    import matplotlib.image
+
+    log = screenshot(report, tmp_path / "on.png", tmp_path / "profile-on")
+    # The same page without its drawing script: what the canvases look like undrawn.
+    bare = tmp_path / "bare.html"
+    bare.write_text(re.sub(r"<script>.*?</script>", "", report.read_text(encoding="utf-8"), flags=re.S), encoding="utf-8")
+    screenshot(bare, tmp_path / "off.png", tmp_path / "profile-off")
+    assert "Uncaught" not in log, log[-2000:]
+    on = (matplotlib.image.imread(tmp_path / "on.png")[..., :3] * 255).astype(np.int16)
+    off = (matplotlib.image.imread(tmp_path / "off.png")[..., :3] * 255).astype(np.int16)
+    assert on.shape == off.shape
+    drawn = np.abs(on - off).sum(axis=2) > 30  # where the script painted something
+    ys, xs = np.nonzero(drawn)
+    assert drawn.sum() > 40_000, drawn.sum()  # four heatmaps of 16 units x 41 characters at 16x11 px are ~115k px
+    assert xs.max() - xs.min() > 500 and ys.max() - ys.min() > 400
+    colours = np.unique(on[drawn], axis=0)
+    assert len(colours) > 50  # a range of gate values, not one flat fill
+    # viridis' ends (closed and open gates) are both there
+    for rgb in ((68, 1, 84), (253, 231, 37)):
+        assert (np.abs(on[drawn] - np.array(rgb)).sum(axis=1) < 60).any(), rgb
+
+
+def test_png_without_a_cjk_font_warns_and_still_draws(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(inspector, "_find_cjk_font", lambda: None)
+    png = tmp_path / "r.png"
+    assert main(["inspect", str(tiny_ckpt), "--text", TEXT, "--out", str(tmp_path / "r.html"), "--png", str(png)]) == 0
+    err = capsys.readouterr().err
+    assert "no CJK font" in err and err.count("\n") == 1
+    assert png.stat().st_size > 10_000

@@ -1,0 +1,528 @@
+"""An HTTP API and a lyrics-writing page over one trained model: ``charlm serve CKPT``.
+
+The model is loaded once and shared read-only.  Every request gets its own hidden state
+(inside :func:`charlm.sampling.generate`) and its own ``torch.Generator``, so requests
+never share state and the same seed gives the same text as ``charlm generate --seed``.
+The model runs in worker threads, a few characters at a time, so the event loop stays free
+to answer other requests and to notice a client that has gone away; at most ``workers``
+generations run at once and the others wait in line.
+
+    POST /v1/generate         samples as JSON
+    POST /v1/generate/stream  the same as server-sent events: ``chunk`` events, then ``done``
+    POST /v1/score            perplexity, bits per character and per-character surprisal
+    GET  /v1/model            configuration, vocabulary size and training metrics
+    GET  /healthz             liveness
+    GET  /                    the page (static/), served by the app itself, no CDN
+    GET  /docs                OpenAPI documentation
+"""
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import anyio
+import torch
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .checkpoint import load_model
+from .config import SampleConfig, to_dict
+from .data import normalize
+from .errors import CharlmError
+from .sampling import check_known, generate, make_generator
+from .train import EVAL_CHUNK, pick_device
+
+STATIC = Path(__file__).parent / "static"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SEED_MAX = 2**63 - 1
+
+
+class Limits(BaseModel):
+    """What one request may ask for; each is a ``charlm serve`` flag of the same name."""
+
+    max_prefix: int = Field(1000, ge=1, description="characters in a prefix, style prefix or acrostic")
+    max_length: int = Field(2000, ge=1, description="characters generated per sample (also caps --lines)")
+    max_lines: int = Field(100, ge=1, description="lines per sample")
+    max_samples: int = Field(16, ge=1, description="samples per request")
+    max_text: int = Field(20000, ge=2, description="characters of a text to score")
+    time_limit: float = Field(30.0, gt=0, description="seconds a generation may run before it is cut")
+
+
+def _request_models(lim: Limits):
+    """Request bodies whose Field bounds are this app's limits, so that FastAPI's 422 names the field."""
+    strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    class GenerateRequest(BaseModel):
+        """What to write: the same settings as ``charlm generate``."""
+
+        model_config = strict
+        prefix: str = Field("分开", max_length=lim.max_prefix, description="text the sample starts with")
+        length: int = Field(100, ge=1, le=lim.max_length, description="characters to generate after the prefix")
+        lines: int = Field(0, ge=0, le=lim.max_lines, description="stop after this many lines instead; 0 = off")
+        temperature: float = Field(1.0, gt=0, le=100, description="> 1 more surprising, < 1 more conservative")
+        top_k: int | None = Field(None, ge=1, description="sample among the k most likely characters")
+        top_p: float = Field(1.0, gt=0, le=1, description="nucleus: the smallest set whose probability reaches p")
+        greedy: bool = Field(False, description="always take the most likely character")
+        seed: int = Field(-1, ge=-1, le=SEED_MAX, description="the same seed gives the same text; -1 = random (the seed drawn is returned)")
+        num_samples: int = Field(1, ge=1, le=lim.max_samples, description="independent samples, drawn as one batch")
+        style_prefix: str = Field("", max_length=lim.max_prefix, description="read first to set the mood, not returned")
+        acrostic: str = Field("", max_length=lim.max_prefix, description="藏头: one line per character, each starting with it")
+        unknown: Literal["error", "skip"] = Field("error", description="characters outside the vocabulary: 422, or drop them")
+
+    class ScoreRequest(BaseModel):
+        """A text to read through the model, as one stream."""
+
+        model_config = strict
+        text: str = Field(..., min_length=1, max_length=lim.max_text, description="the text to score")
+        unknown: Literal["error", "skip"] = Field("error", description="characters outside the vocabulary: 422, or skip them")
+
+    return GenerateRequest, ScoreRequest
+
+
+class _Invalid(Exception):
+    """A request that passed the schema but not the model (unknown characters): a 422 naming the field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def _finite(x):
+    """JSON has no inf or NaN: those become null, everywhere in a nested value."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(_finite(data), ensure_ascii=False)}\n\n"
+
+
+class _Generation:
+    """One request's sampling: its own random stream, hidden state, deadline and character budget.
+
+    :meth:`next_chunk` runs in a worker thread and returns what was written in about
+    ``interval`` seconds, so the caller can stream it and check on the client in between.
+    """
+
+    def __init__(self, model, vocab, req, time_limit: float, max_chars: int | None):
+        prefix = self._known(vocab, req.prefix, "prefix", req.unknown)
+        style = self._known(vocab, req.style_prefix, "style_prefix", req.unknown)
+        acrostic = self._known(vocab, req.acrostic, "acrostic", req.unknown)
+        if not prefix and req.prefix and not acrostic:
+            raise _Invalid("prefix", "no character of the prefix is in the model's vocabulary")
+        if not (style + prefix) and not (acrostic and "\n" in vocab):
+            raise _Invalid("prefix", "the prefix is empty: give a prefix, a style_prefix or an acrostic")
+        self.seed = req.seed if req.seed >= 0 else secrets.randbelow(2**31)  # short, and exact in JavaScript
+        cfg = SampleConfig(length=req.length, lines=req.lines, greedy=req.greedy, temperature=req.temperature,
+                           top_k=req.top_k, top_p=req.top_p, num_samples=req.num_samples, seed=self.seed)
+        device = model.decoder.weight.device
+        # The same call as `charlm generate`, so the same seed gives the same text.
+        self._steps = generate(model, vocab, prefix, cfg, style_prefix=style, acrostic=acrostic,
+                               generator=make_generator(cfg.seed, device))
+        self._prefix_pending = bool(prefix) and not acrostic
+        self.n = cfg.num_samples
+        self.time_limit, self.max_chars = time_limit, max_chars
+        self.chars = 0  # generated per sample, the prefix not counted
+        self.finish_reason: str | None = None
+        self.started: float | None = None  # the first step, not the request: time waiting for a worker is free
+        self.cancelled = threading.Event()
+
+    @staticmethod
+    def _known(vocab, text: str, field: str, unknown: str) -> str:
+        try:
+            return check_known(vocab, text, field.replace("_", " "), unknown)
+        except CharlmError:
+            shown = " ".join(repr(c) for c in vocab.unknown(text)[:20])
+            raise _Invalid(field, f"characters the model's vocabulary does not know: {shown} "
+                                  '(remove them, or send "unknown": "skip" to drop them)') from None
+
+    @property
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else time.monotonic() - self.started
+
+    def next_chunk(self, interval: float = 0.05) -> list[str] | None:
+        """The next characters of each sample, or None once finished (``finish_reason`` says why)."""
+        if self.finish_reason is not None:
+            return None
+        if self.started is None:
+            self.started = time.monotonic()
+        out = [""] * self.n
+        got = False
+        until = time.monotonic() + interval
+        try:
+            while True:
+                if self.cancelled.is_set():
+                    self.finish(reason="disconnected")
+                    break
+                if self.max_chars is not None and self.chars >= self.max_chars:
+                    self.finish(reason="max_length")
+                    break
+                if self.elapsed > self.time_limit:
+                    self.finish(reason="time_limit")
+                    break
+                step = next(self._steps, None)
+                if step is None:
+                    self.finish(reason="done")
+                    break
+                if self._prefix_pending:
+                    self._prefix_pending = False
+                else:
+                    self.chars += 1
+                out = [a + b for a, b in zip(out, step)]
+                got = True
+                if time.monotonic() >= until:
+                    break
+        except BaseException:
+            self.finish(reason="error")
+            raise
+        return out if got else None
+
+    def finish(self, reason: str) -> None:
+        """Stop here: the generator is closed, which ends its hold on the model."""
+        if self.finish_reason is None:
+            self.finish_reason = reason
+        self._steps.close()
+
+    def summary(self) -> dict:
+        return {"finish_reason": self.finish_reason, "seed": self.seed, "chars": self.chars,
+                "elapsed_s": round(self.elapsed, 4), "time_limit_s": self.time_limit}
+
+
+@torch.no_grad()
+def surprisal(model, ids: list[int], chunk: int = EVAL_CHUNK) -> torch.Tensor:
+    """Bits of surprise at each character after the first, the text read as one stream: (len(ids) - 1,).
+
+    The same convention as :func:`charlm.train.evaluate` with one row: the mean of these,
+    times ln 2, is its loss.
+    """
+    device = model.decoder.weight.device
+    x = torch.tensor(ids, dtype=torch.long, device=device)[None]  # (1, n)
+    out, state = [], None
+    for s in range(0, x.shape[1] - 1, chunk):
+        e = min(s + chunk, x.shape[1] - 1)
+        logits, state = model(x[:, s:e], state)  # (1, e - s, vocab)
+        logp = logits[0].float().log_softmax(-1)
+        out.append(-logp.gather(-1, x[0, s + 1 : e + 1, None])[:, 0])
+    return torch.cat(out).double().cpu() / math.log(2)
+
+
+class _Server:
+    """The loaded model and what the endpoints share: limits, counters, the worker limiter."""
+
+    def __init__(self, checkpoint_path, limits: Limits, device: str, workers: int):
+        self.device = pick_device(device)
+        self.model, self.vocab, self.ckpt = load_model(checkpoint_path, self.device)
+        self.model.requires_grad_(False)
+        self.limits = limits
+        self.workers = workers
+        self.active = 0  # generations running
+        self.waiting = 0  # generations waiting for a worker
+        self.served = 0
+        self.disconnected = 0
+        self._loop = self._limiter = None
+
+    def limiter(self) -> anyio.CapacityLimiter:
+        """At most ``workers`` generations or scorings run at once; the rest wait in line, first come first served.
+
+        A generation keeps its place until it ends (bounded by the time limit), so a stream,
+        once started, flows at full speed instead of sharing turns with every waiting request.
+        One limiter per event loop, since an anyio limiter belongs to the loop that made it.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._limiter = loop, anyio.CapacityLimiter(self.workers)
+        return self._limiter
+
+    async def in_worker(self, fn, *args):
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter())
+
+    def start(self, req) -> _Generation:
+        """A generation for ``req``; nothing runs until its first chunk is asked for."""
+        # --length is bounded by its Field; --lines and --acrostic are bounded here, by characters.
+        cap = self.limits.max_length if (req.lines or req.acrostic) else None
+        return _Generation(self.model, self.vocab, req, self.limits.time_limit, cap)
+
+    async def chunks(self, gen: _Generation, request: Request, interval: float):
+        """The chunks of ``gen`` as they are made, once a worker is free; stops early when the client goes away."""
+        limiter = self.limiter()
+        self.waiting += 1
+        try:
+            await limiter.acquire_on_behalf_of(gen)  # on behalf of the generation: a stream is consumed by another task
+        finally:
+            self.waiting -= 1
+        self.active += 1
+        try:
+            while True:
+                if await request.is_disconnected():
+                    gen.cancelled.set()
+                try:
+                    # The place in line is held already: the thread itself needs no other token.
+                    chunk = await anyio.to_thread.run_sync(gen.next_chunk, interval)
+                except CharlmError as e:  # raised by generate() on its first step (an empty context)
+                    raise _Invalid("prefix", str(e)) from None
+                if chunk is None:
+                    break
+                yield chunk
+        finally:
+            # Also reached when the response is cancelled mid-stream: stop at the next step.
+            limiter.release_on_behalf_of(gen)
+            gen.cancelled.set()
+            if gen.finish_reason is None:
+                gen.finish_reason = "disconnected"
+            if gen.finish_reason == "disconnected":
+                self.disconnected += 1
+            self.active -= 1
+            self.served += 1
+
+
+def create_app(
+    checkpoint_path,
+    *,
+    max_prefix: int = 1000,
+    max_length: int = 2000,
+    max_lines: int = 100,
+    max_samples: int = 16,
+    max_text: int = 20000,
+    time_limit: float = 30.0,
+    device: str = "cpu",
+    workers: int | None = None,
+) -> FastAPI:
+    """The app over the checkpoint at ``checkpoint_path`` (a checkpoint or run folder), loaded once.
+
+    A missing or damaged checkpoint is a :class:`CharlmError`; bad limits a ``ValueError``.
+    """
+    try:
+        limits = Limits(max_prefix=max_prefix, max_length=max_length, max_lines=max_lines,
+                        max_samples=max_samples, max_text=max_text, time_limit=time_limit)
+    except ValidationError as e:
+        raise ValueError("invalid server limits: " + "; ".join(_describe(d) for d in e.errors())) from None
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    srv = _Server(checkpoint_path, limits, device, workers or os.cpu_count() or 1)
+    GenerateRequest, ScoreRequest = _request_models(limits)
+
+    app = FastAPI(
+        title="charlm",
+        version=_version(),
+        summary="A character-level language model: write from a prefix, stream it, score any text.",
+    )
+    app.state.server = srv
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError):
+        detail = jsonable_encoder(exc.errors())
+        return JSONResponse({"error": "; ".join(_describe(d) for d in detail), "detail": detail}, status_code=422)
+
+    @app.exception_handler(_Invalid)
+    async def _invalid_input(request: Request, exc: _Invalid):
+        detail = [{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}]
+        return JSONResponse({"error": f"{exc.field}: {exc.message}", "detail": detail}, status_code=422)
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> dict:
+        """Liveness, and how many generations are running and waiting."""
+        return {"status": "ok", "active": srv.active, "waiting": srv.waiting, "served": srv.served,
+                "disconnected": srv.disconnected}
+
+    @app.get("/v1/model", tags=["model"])
+    async def model_info() -> dict:
+        """The checkpoint's model and training configuration, vocabulary size, training metrics and this server's limits."""
+        ck = srv.ckpt
+        best = min((m for m in ck.metrics if m.get("val_loss") is not None), key=lambda m: m["val_loss"], default=None)
+        return _finite({
+            "checkpoint": str(ck.path),
+            "model_config": to_dict(ck.model_config),
+            "train_config": to_dict(ck.train_config),
+            "vocab_size": len(srv.vocab),
+            "has_newline": "\n" in srv.vocab,
+            "parameters": sum(p.numel() for p in srv.model.parameters()),
+            "device": str(srv.device),
+            "metrics": ck.metrics,
+            "best": best,
+            "limits": limits.model_dump(),
+        })
+
+    @app.post("/v1/generate", tags=["generate"])
+    async def generate_json(req: GenerateRequest, request: Request) -> dict:
+        """Write ``num_samples`` texts from ``prefix``; ``finish_reason`` says why each stopped (done, time_limit, max_length)."""
+        gen = srv.start(req)
+        texts = [""] * gen.n
+        async for chunk in srv.chunks(gen, request, interval=0.25):
+            texts = [a + b for a, b in zip(texts, chunk)]
+        return {"samples": texts, **gen.summary()}
+
+    @app.post(
+        "/v1/generate/stream",
+        tags=["generate"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}},
+                         "description": "`chunk` events with data `{\"samples\": [text per sample]}`, then one `done` event "
+                                        "with `finish_reason`, `seed`, `chars`, `elapsed_s`."}},
+    )
+    async def generate_stream(req: GenerateRequest, request: Request):
+        """The same as /v1/generate, as server-sent events while it is written."""
+        gen = srv.start(req)
+        chunks = srv.chunks(gen, request, interval=0.05)
+        # The first chunk (the prefix, or an error about it) before the 200 goes out.
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = None
+
+        async def events():
+            try:
+                if first is not None:
+                    yield _sse("chunk", {"samples": first})
+                async for chunk in chunks:
+                    yield _sse("chunk", {"samples": chunk})
+                yield _sse("done", gen.summary())
+            except Exception as e:  # pragma: no cover - a bug, reported in-band since the 200 is gone
+                yield _sse("error", {"error": f"{e.__class__.__name__}: {e}"})
+            finally:
+                await chunks.aclose()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/score", tags=["model"])
+    async def score(req: ScoreRequest) -> dict:
+        """Perplexity and bits per character of ``text`` read as one stream, and each character's surprisal in bits.
+
+        ``surprisal[i]`` belongs to ``text[i]`` (the text after newline normalisation, returned
+        as ``text``); it is null for the first character, which nothing predicts, and for
+        characters skipped as unknown.
+        """
+        text = normalize(req.text, srv.ckpt.train_config.newlines)
+        if req.unknown == "error":
+            _Generation._known(srv.vocab, text, "text", "error")
+        known = [i for i, c in enumerate(text) if srv.vocab.unk or c in srv.vocab]
+        if len(known) < 2:
+            raise _Invalid("text", "needs at least two characters the model knows")
+        ids = srv.vocab.encode("".join(text[i] for i in known))
+        bits = await srv.in_worker(surprisal, srv.model, ids)
+        per_char: list[float | None] = [None] * len(text)
+        for pos, b in zip(known[1:], bits.tolist()):
+            per_char[pos] = round(b, 4)
+        mean_bits = float(bits.mean())
+        return _finite({
+            "text": text,
+            "characters": len(text),
+            "scored": len(bits),
+            "skipped": len(text) - len(known),
+            "loss": mean_bits * math.log(2),
+            "bits_per_char": mean_bits,
+            "perplexity": 2.0 ** mean_bits if mean_bits < 1000 else float("inf"),
+            "surprisal": per_char,
+        })
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _describe(d: dict) -> str:
+    """``temperature: Input should be greater than 0`` from one pydantic error."""
+    if d.get("type") == "json_invalid":
+        return f"body: malformed JSON ({d.get('ctx', {}).get('error', 'cannot be parsed')}, at character {d['loc'][-1]})"
+    loc = [str(p) for p in d.get("loc", ()) if p != "body"]
+    return f"{'.'.join(loc) or 'body'}: {d.get('msg', 'invalid')}"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("charlm")
+    except Exception:  # pragma: no cover - running from a source tree
+        return "0"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or a one-line error (the port is taken, the host is not ours)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise CharlmError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise CharlmError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@contextlib.contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``app`` from a background thread while the block runs; yields its base URL (port 0 = any free port)."""
+    import uvicorn
+
+    sock = bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not server.started:
+        sock.close()
+        raise RuntimeError("the server did not start")
+    try:
+        yield _url(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def serve(checkpoint_path, host: str = "127.0.0.1", port: int = 8000, threads: int = 1, log_level: str = "info", **app_kw) -> int:
+    """Load the model, bind ``host:port`` and serve until interrupted (``charlm serve``)."""
+    import uvicorn
+
+    if threads < 1:
+        raise CharlmError(f"--threads must be >= 1, got {threads}")
+    app = create_app(checkpoint_path, **app_kw)
+    sock = bind(host, port)
+    # Requests run side by side in worker threads; one intra-op thread each keeps them from fighting over cores.
+    torch.set_num_threads(threads)
+    url = _url(sock)
+    srv: _Server = app.state.server
+    print(f"charlm: serving {srv.ckpt.path} on {url}  (page: {url}/  API docs: {url}/docs)", flush=True)
+    if host not in LOOPBACK:
+        print(f"charlm: warning: listening on {host}, reachable from other machines; there is no authentication", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="off"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0

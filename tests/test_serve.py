@@ -1,0 +1,269 @@
+"""The HTTP API of ``charlm serve``, against a real uvicorn server on 127.0.0.1 in a background thread."""
+
+import asyncio
+import importlib.util
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from charlm import cli, serve
+from charlm.checkpoint import load_model
+from charlm.config import SampleConfig
+from charlm.sampling import sample_text
+from charlm.train import evaluate
+
+
+@pytest.fixture(scope="module")
+def url(tiny_ckpt):
+    with serve.running(serve.create_app(tiny_ckpt, workers=8)) as base:  # 8 generations truly at once
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    with httpx.Client(base_url=url, timeout=60) as c:
+        yield c
+
+
+def sse(body: str) -> list[tuple[str, dict]]:
+    """(event, data) pairs of a text/event-stream body."""
+    out = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        out.append((fields["event"], json.loads(fields["data"])))
+    return out
+
+
+def stream(client, **body) -> list[tuple[str, dict]]:
+    with client.stream("POST", "/v1/generate/stream", json=body) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        return sse(r.read().decode())
+
+
+def test_healthz_and_page(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/static/app.js" in page.text and "分开" in page.text
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+    assert client.get("/docs").status_code == 200
+    assert "/v1/generate/stream" in client.get("/openapi.json").json()["paths"]
+
+
+def test_generate_starts_with_prefix(client):
+    r = client.post("/v1/generate", json={"prefix": "分开", "length": 12, "seed": 1, "num_samples": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["samples"]) == 2
+    assert all(s.startswith("分开") and len(s) == 14 for s in body["samples"])
+    assert body["finish_reason"] == "done" and body["seed"] == 1 and body["chars"] == 12
+
+
+def test_same_seed_same_text_as_the_cli(client, tiny_ckpt, capsys):
+    settings = {"prefix": "分开", "length": 30, "temperature": 0.9, "top_p": 0.9, "top_k": 20, "seed": 7}
+    api = client.post("/v1/generate", json=settings).json()["samples"][0]
+    assert cli.main(["generate", str(tiny_ckpt), "--prefix", "分开", "--length", "30", "--temperature", "0.9",
+                     "--top-p", "0.9", "--top-k", "20", "--seed", "7"]) == 0
+    assert capsys.readouterr().out == api + "\n"
+    # Several samples and lines: the same as sample_text with the same settings.
+    model, vocab, _ = load_model(tiny_ckpt)
+    cfg = SampleConfig(lines=2, num_samples=3, seed=11, temperature=1.2)
+    expected = sample_text(model, vocab, "不分开", cfg, generator=torch.Generator().manual_seed(11))
+    got = client.post("/v1/generate", json={"prefix": "不分开", "lines": 2, "num_samples": 3, "seed": 11, "temperature": 1.2})
+    assert got.json()["samples"] == expected
+
+
+def test_random_seed_is_returned_and_replays(client):
+    first = client.post("/v1/generate", json={"length": 20}).json()
+    again = client.post("/v1/generate", json={"length": 20, "seed": first["seed"]}).json()
+    assert again["samples"] == first["samples"]
+
+
+def test_stream_ends_with_done_and_matches_generate(client):
+    body = {"prefix": "分开", "length": 40, "seed": 3, "num_samples": 2, "temperature": 1.1}
+    events = stream(client, **body)
+    kinds = [e for e, _ in events]
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"chunk"} and len(kinds) >= 2
+    texts = ["".join(d["samples"][i] for e, d in events if e == "chunk") for i in range(2)]
+    assert texts == client.post("/v1/generate", json=body).json()["samples"]
+    assert events[-1][1]["finish_reason"] == "done" and events[-1][1]["chars"] == 40
+
+
+def test_score_matches_evaluate(client, tiny_ckpt):
+    text = "分开的时候我说不分开\n你说我们还会再见\n"
+    r = client.post("/v1/score", json={"text": text})
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert s["text"] == text and len(s["surprisal"]) == len(text)
+    assert s["surprisal"][0] is None and all(b is not None and b >= 0 for b in s["surprisal"][1:])
+    model, vocab, _ = load_model(tiny_ckpt)
+    loss, n = evaluate(model, torch.tensor(vocab.encode(text)))
+    assert s["scored"] == n == len(text) - 1
+    assert s["loss"] == pytest.approx(loss, rel=1e-5)
+    assert s["bits_per_char"] == pytest.approx(loss / math.log(2), rel=1e-5)
+    assert s["perplexity"] == pytest.approx(math.exp(loss), rel=1e-5)
+    assert sum(s["surprisal"][1:]) / n == pytest.approx(s["bits_per_char"], abs=1e-3)
+
+
+def test_score_unknown_characters(client):
+    r = client.post("/v1/score", json={"text": "分开☃不分开"})
+    assert r.status_code == 422 and "☃" in r.json()["error"] and r.json()["error"].startswith("text:")
+    s = client.post("/v1/score", json={"text": "分开☃不分开", "unknown": "skip"}).json()
+    assert s["skipped"] == 1 and s["surprisal"][2] is None and s["surprisal"][3] is not None
+
+
+def test_model_info(client):
+    info = client.get("/v1/model").json()
+    assert info["model_config"]["hidden_size"] == 32 and info["vocab_size"] == info["model_config"]["vocab_size"]
+    assert info["train_config"]["epochs"] == 6
+    assert len(info["metrics"]) == 6 and info["best"]["val_loss"] is not None
+    assert info["limits"]["max_length"] == 2000
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"temperature": -1}, "temperature"),
+    ({"temperature": 0}, "temperature"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"top_k": 0}, "top_k"),
+    ({"length": 0}, "length"),
+    ({"length": 2001}, "length"),
+    ({"num_samples": 17}, "num_samples"),
+    ({"prefix": "分" * 1001}, "prefix"),
+    ({"seed": -2}, "seed"),
+    ({"length": "many"}, "length"),
+    ({"temp": 0.5}, "temp"),
+    ({"prefix": "分开☃"}, "prefix"),
+    ({"prefix": "", "length": 5}, "prefix"),
+])
+def test_bad_requests_are_422_naming_the_field(client, body, field):
+    for path in ("/v1/generate", "/v1/generate/stream"):
+        r = client.post(path, json=body)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["error"].startswith(field + ":"), r.json()
+        assert any(d["loc"][-1] == field for d in r.json()["detail"])
+
+
+def test_unknown_characters_are_named(client):
+    r = client.post("/v1/generate", json={"prefix": "分开☃x"})
+    assert r.status_code == 422 and "'☃'" in r.json()["error"] and "'x'" in r.json()["error"]
+    ok = client.post("/v1/generate", json={"prefix": "分开☃", "unknown": "skip", "length": 3, "seed": 1})
+    assert ok.status_code == 200 and ok.json()["samples"][0].startswith("分开")
+
+
+@pytest.mark.parametrize("raw", ['{"prefix": "分开",', "not json", "[1, 2]", ""])
+def test_malformed_json_is_422(client, raw):
+    r = client.post("/v1/generate", content=raw.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]
+
+
+def test_limits_are_configurable(tiny_ckpt):
+    app = serve.create_app(tiny_ckpt, max_prefix=3, max_length=20, max_samples=2)
+    with serve.running(app) as base, httpx.Client(base_url=base, timeout=60) as c:
+        assert c.post("/v1/generate", json={"num_samples": 3}).status_code == 422
+        assert c.post("/v1/generate", json={"length": 21}).status_code == 422
+        assert c.post("/v1/generate", json={"prefix": "不分开了"}).status_code == 422
+        # --lines is bounded by characters too: cut at max_length, and it says so.
+        r = c.post("/v1/generate", json={"lines": 50, "seed": 1}).json()
+        assert r["finish_reason"] == "max_length" and r["chars"] == 20
+    with pytest.raises(ValueError, match="max_length"):
+        serve.create_app(tiny_ckpt, max_length=0)
+
+
+def test_parallel_requests_equal_sequential(client):
+    bodies = [{"prefix": p, "length": 40, "seed": s, "temperature": 1.3, "num_samples": 1 + s % 3}
+              for s, p in enumerate(["分开", "不分开", "我", "你说"] * 2)]
+    alone = [client.post("/v1/generate", json=b).json()["samples"] for b in bodies]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        together = list(pool.map(lambda b: client.post("/v1/generate", json=b).json()["samples"], bodies))
+        streamed = list(pool.map(lambda b: stream(client, **b), bodies))
+    assert together == alone
+    for events, samples in zip(streamed, alone):
+        chunks = [d["samples"] for e, d in events if e == "chunk"]
+        assert ["".join(c[i] for c in chunks) for i in range(len(samples))] == samples
+    assert len({tuple(a) for a in alone}) == len(alone)  # different seeds really differ
+
+
+@pytest.fixture
+def slow_generate(monkeypatch):
+    """Make each character take 10 ms, and count the characters the model was asked for."""
+    real = serve.generate
+    pulled = []
+
+    def slow(*args, **kw):
+        for step in real(*args, **kw):
+            time.sleep(0.01)
+            pulled.append(1)
+            yield step
+
+    monkeypatch.setattr(serve, "generate", slow)
+    return pulled
+
+
+def test_time_limit_cuts_and_says_so(tiny_ckpt, slow_generate):
+    with serve.running(serve.create_app(tiny_ckpt, time_limit=0.3)) as base, httpx.Client(base_url=base, timeout=60) as c:
+        r = c.post("/v1/generate", json={"length": 2000, "seed": 1}).json()
+        assert r["finish_reason"] == "time_limit" and 0 < r["chars"] < 2000
+        assert r["samples"][0].startswith("分开") and len(r["samples"][0]) == 2 + r["chars"]
+        events = stream(c, length=2000, seed=1)
+        assert events[-1][0] == "done" and events[-1][1]["finish_reason"] == "time_limit"
+
+
+def test_client_disconnect_stops_generation(tiny_ckpt, slow_generate):
+    with serve.running(serve.create_app(tiny_ckpt)) as base, httpx.Client(base_url=base, timeout=60) as c:
+        with c.stream("POST", "/v1/generate/stream", json={"length": 2000, "seed": 1}) as r:
+            next(r.iter_lines())  # the first event is there: leave
+        deadline = time.monotonic() + 10
+        while (h := c.get("/healthz").json())["active"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert h["active"] == 0 and h["disconnected"] == 1
+        made = len(slow_generate)
+        time.sleep(0.3)
+        assert len(slow_generate) == made < 500  # stopped long before 2,000 characters, and stays stopped
+
+
+def test_requests_beyond_the_workers_wait_their_turn(tiny_ckpt, slow_generate):
+    app = serve.create_app(tiny_ckpt, workers=1)
+    with serve.running(app) as base, httpx.Client(base_url=base, timeout=60) as c:
+        body = {"length": 30, "seed": 5}
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(c.post, "/v1/generate", json=body)
+            second = pool.submit(c.post, "/v1/generate", json=body)
+            deadline = time.monotonic() + 5
+            while c.get("/healthz").json()["waiting"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            h = c.get("/healthz").json()
+            assert h["active"] == 1 and h["waiting"] == 1
+            assert first.result().json()["samples"] == second.result().json()["samples"]
+        assert c.get("/healthz").json() | {"served": 0} == {"status": "ok", "active": 0, "waiting": 0, "served": 0, "disconnected": 0}
+
+
+def test_small_load_has_no_errors(url):
+    spec = importlib.util.spec_from_file_location("load_test", Path(__file__).parents[1] / "bench" / "load_test.py")
+    load_test = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(load_test)
+    res = asyncio.run(load_test.run_load(url, clients=8, requests=64, length=20, timeout=120,
+                                        prefixes=["分开", "不分开", "你说", "我们"]))
+    assert res["errors"] == 0, res["first_errors"]
+    assert res["requests"] == 64 and all(res["kinds"].values())
+
+
+def test_cli_serve_errors_are_one_line(tmp_path, tiny_ckpt, capsys):
+    assert cli.main(["serve", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("charlm: error:") and "no such checkpoint" in err and err.count("\n") == 1
+    taken = serve.bind("127.0.0.1", 0)
+    try:
+        assert cli.main(["serve", str(tiny_ckpt), "--port", str(taken.getsockname()[1])]) == 2
+        err = capsys.readouterr().err
+        assert "cannot listen on 127.0.0.1" in err and err.count("\n") == 1
+    finally:
+        taken.close()

@@ -1,0 +1,81 @@
+"""End to end: the lyrics page in real headless Chromium (Debian's chromium and chromium-driver) via selenium."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from charlm import serve
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
+
+
+@pytest.fixture
+def browser(tmp_path, monkeypatch):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download a browser or driver
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_page_streams_lyrics_from_a_prefix(tiny_ckpt, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with serve.running(serve.create_app(tiny_ckpt)) as url:
+        browser.get(url + "/")
+        assert "写歌词" in browser.title
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: "LSTM" in d.find_element(By.ID, "model-info").text)  # /v1/model answered
+
+        prefix = browser.find_element(By.ID, "prefix")
+        assert prefix.get_attribute("value") == "分开"
+        prefix.clear()
+        prefix.send_keys("不分开")
+        lines = browser.find_element(By.ID, "lines")
+        lines.clear()
+        lines.send_keys("3")
+        browser.find_element(By.ID, "generate").click()
+
+        # Streamed lyrics start with the prefix; the stream ends (the button is Generate again) and the text is tinted.
+        wait.until(lambda d: d.find_element(By.ID, "lyrics").text.startswith("不分开"))
+        wait.until(lambda d: "busy" not in d.find_element(By.TAG_NAME, "body").get_attribute("class"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#lyrics .s"))
+        text = browser.find_element(By.ID, "lyrics").text
+        assert text.startswith("不分开") and len(text.splitlines()) == 3, text
+        assert "种子" in browser.find_element(By.ID, "status").text
+        assert browser.find_element(By.ID, "copy").is_enabled()
+        assert not browser.find_element(By.ID, "error").is_displayed()
+
+        # A bad request shows the server's message, naming the field.
+        prefix.clear()
+        prefix.send_keys("分开☃")
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
+        assert "prefix" in browser.find_element(By.ID, "error").text and "☃" in browser.find_element(By.ID, "error").text
+
+        shot = tmp_path / "lyrics-page.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "422" not in e["message"]]
+

@@ -33,20 +33,25 @@ PRESETS: dict[str, dict] = {
         out="runs/seed",
     ),
     # The default: the whole corpus, newlines kept as tokens, the last 10% held out, and
-    # enough regularisation (dropout, weight decay, best-on-validation, early stopping)
-    # that the model generalises instead of memorising.  A few minutes on 2 CPU cores.
+    # AWD-LSTM-style regularisation (tied weights, locked and embedding dropout, weight drop,
+    # weight decay, best-on-validation, early stopping) so that the model generalises
+    # instead of memorising.  About two minutes on 2 CPU cores; held-out perplexity about 305.
     "jaychou": dict(
         newlines="keep",
         vocab_from="all",
         embedding_size=256,
-        hidden_size=512,
+        hidden_size=256,
         num_layers=1,
-        dropout=0.5,
-        batch_size=32,
+        tie_weights=True,
+        dropout=0.4,
+        locked_dropout=True,
+        embed_dropout=0.1,
+        weight_drop=0.3,
+        batch_size=16,
         num_steps=64,
-        epochs=20,
+        epochs=16,
         optimizer="adamw",
-        lr=2e-3,
+        lr=3e-3,
         weight_decay=0.1,
         grad_clip=1.0,
         schedule="cosine",
@@ -54,7 +59,7 @@ PRESETS: dict[str, dict] = {
         early_stop=4,
         prefixes=("分开", "不分开"),
         sample_length=50,
-        sample_every=5,
+        sample_every=4,
         out="runs/jaychou",
     ),
     # Pre-training on a large Chinese corpus, to fine-tune on lyrics afterwards with

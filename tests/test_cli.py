@@ -14,7 +14,7 @@ from charlm.cli import main
 
 from .conftest import LYRIC
 
-TINY = ["--embedding-size", "16", "--hidden-size", "32", "--batch-size", "4", "--num-steps", "16", "--lr", "1e-2",
+TINY = ["--embedding-size", "32", "--hidden-size", "32", "--batch-size", "4", "--num-steps", "16", "--lr", "1e-2",
         "--device", "cpu", "--prefixes", "分开"]
 
 

@@ -130,7 +130,7 @@ def _hang(tmp: Path, how: str) -> int:
     if os.environ["RANK"] == "1":
         train_mod.Trainer._train_epoch = (lambda self: time.sleep(300)) if how == "hang" else (lambda self: os._exit(0))
     mcfg, cfg = _config(tmp, "clip")
-    return main(["train", "--data", cfg.data, "--batch-size", "4", "--num-steps", "16", "--embedding-size", "16",
+    return main(["train", "--data", cfg.data, "--batch-size", "4", "--num-steps", "16", "--embedding-size", "32",
                  "--hidden-size", "32", "--device", "cpu", "--epochs", "1", "--out", str(tmp / "hang"), "--dist-timeout", "3"])
 
 

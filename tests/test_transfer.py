@@ -40,9 +40,9 @@ def test_init_from_fine_tunes_with_new_characters(capsys, tiny_run, tmp_path):
 
 
 def test_init_from_refuses_another_architecture(capsys, tiny_run, tmp_path):
-    code = main(["train", "--init-from", str(tiny_run), "--hidden-size", "999", "--out", str(tmp_path / "x")])
+    code = main(["train", "--init-from", str(tiny_run), "--num-layers", "3", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
-    assert code == 2 and "cannot change --hidden-size" in err
+    assert code == 2 and "cannot change --num-layers" in err
 
 
 def test_fine_tuning_preset_needs_a_model(capsys, tmp_path):

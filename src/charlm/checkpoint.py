@@ -68,6 +68,21 @@ def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write beside the final name, then rename: readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def save(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     """Write ``ckpt`` to the folder ``path`` atomically (a sibling temporary folder, then renames)."""
     path = Path(path)

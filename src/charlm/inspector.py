@@ -20,7 +20,6 @@ import html
 import io
 import json
 import math
-import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .cells import ScratchLSTM
+from .checkpoint import write_atomic
 from .errors import CharlmError
 from .vocab import UNK
 
@@ -706,24 +706,6 @@ def render_png(report: Report, log=None) -> bytes:
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
     return buf.getvalue()
-
-
-# --- writing ---------------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write beside the final name, then rename: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | None = None, encoding: str = "utf-8",

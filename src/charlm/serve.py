@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .checkpoint import load_model
 from .config import SampleConfig, to_dict
-from .data import normalize
+from .data import bptt_slices, normalize
 from .errors import CharlmError
 from .sampling import check_known, generate, make_generator
 from .train import EVAL_CHUNK, pick_device
@@ -216,8 +216,7 @@ def surprisal(model, ids: list[int], chunk: int = EVAL_CHUNK) -> torch.Tensor:
     device = model.decoder.weight.device
     x = torch.tensor(ids, dtype=torch.long, device=device)[None]  # (1, n)
     out, state = [], None
-    for s in range(0, x.shape[1] - 1, chunk):
-        e = min(s + chunk, x.shape[1] - 1)
+    for s, e in bptt_slices(x.shape[1], chunk, drop_last=False):  # the same cut as evaluate's
         logits, state = model(x[:, s:e], state)  # (1, e - s, vocab)
         logp = logits[0].float().log_softmax(-1)
         out.append(-logp.gather(-1, x[0, s + 1 : e + 1, None])[:, 0])

@@ -8,9 +8,9 @@ hidden state.
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import random
 import signal
 import sys
@@ -456,11 +456,7 @@ class Trainer:
             self.log(" - " + text.replace("\n", " / "))
 
     def _write_metrics(self) -> None:
-        tmp = self.out / ".metrics.jsonl.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in self.metrics:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, self.out / "metrics.jsonl")
+        ckpt_io.write_atomic(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.metrics).encode())
 
 
 def hash_ids(ids: torch.Tensor) -> str:
@@ -489,10 +485,10 @@ def plot_metrics(metrics: list[dict], path: Path) -> Path | None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    ckpt_io.write_atomic(path, buf.getvalue())
     return path
 
 

@@ -3,6 +3,8 @@
     .venv/bin/python bench/quality.py jaychou [--preset jaychou] [--extra "--epochs 30"]
     .venv/bin/python bench/quality.py shakespeare --preset shakespeare-cpu
     .venv/bin/python bench/quality.py copies RUN_DIR [--samples 50]
+    .venv/bin/python bench/quality.py songci             # pre-train on 全宋词, fine-tune on the lyrics
+    .venv/bin/python bench/quality.py ptb [--extra "--max-minutes 12"]
 
 `jaychou` trains a preset on the bundled lyrics (the last 10% held out, vocabulary of the
 whole file, 2,583 characters), writes the held-out text to a file and scores it with
@@ -10,12 +12,17 @@ whole file, 2,583 characters), writes the held-out text to a file and scores it 
 adaptation.  `shakespeare` does the same on ../shared/data/tinyshakespeare.txt with
 nanoGPT's split (first 90% / last 10%, vocabulary 65) and reports nats per character.
 `copies` samples 200-character lyrics at the default settings and reports the
-distribution of the longest span copied from the training text.
+distribution of the longest span copied from the training text.  `songci` pre-trains the
+`songci` preset on ../shared/data/songci.txt, fine-tunes it with `jaychou-ft` and scores
+the lyrics' held-out text like `jaychou`.  `ptb` trains on Penn Treebank characters
+(../shared/data/ptb_char, one symbol per character, `_` between words, a newline per
+sentence: 50 symbols) and reports validation and test bits per character.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import shlex
 import statistics
@@ -48,18 +55,54 @@ def heldout_file(data: Path, out: Path, newlines: str = "keep") -> Path:
     return f
 
 
-def train_and_eval(preset: str, data: Path | None, out: Path, extra: str) -> None:
+def train_and_eval(preset: str, data: Path | None, out: Path, extra: str, device: str = "auto") -> None:
     t0 = time.time()
-    cmd = CHARLM + ["train", "--preset", preset, "--out", out] + (["--data", data] if data else []) + shlex.split(extra)
-    log = run(cmd)
-    minutes = (time.time() - t0) / 60
-    print("\n".join(line for line in log.splitlines() if line.startswith(("epoch", "held-out", "vocabulary", "corpus"))))
+    cmd = CHARLM + ["train", "--preset", preset, "--out", out, "--device", device] + (["--data", data] if data else []) + shlex.split(extra)
+    train(cmd, t0)
     held = heldout_file(data or ROOT / "src/charlm/corpus/jaychou_lyrics.txt", out)
-    ev = run(CHARLM + ["eval", out / "best", held])
+    score(out / "best", held, preset, device, t0)
+
+
+def train(cmd: list, t0: float) -> None:
+    log = run(cmd)
+    print("\n".join(line for line in log.splitlines() if line.startswith(("epoch", "held-out", "vocabulary", "corpus", "time limit", "fine-tuning"))))
+    print(f"training took {(time.time() - t0) / 60:.1f} min")
+
+
+def score(ckpt: Path, file: Path, what: str, device: str, t0: float) -> float:
+    ev = run(CHARLM + ["eval", ckpt, file, "--device", device])
     print(ev)
     loss = float(re.search(r"loss: ([\d.]+)", ev).group(1))
     ppl = float(re.search(r"perplexity: ([\d.]+)", ev).group(1))
-    print(f"RESULT preset={preset} train+eval wall {minutes:.1f} min; held-out loss {loss:.4f} nats/char, perplexity {ppl:.2f}")
+    print(f"RESULT {what} {file.name}: wall {(time.time() - t0) / 60:.1f} min so far; loss {loss:.4f} nats/char, "
+          f"{loss / math.log(2):.4f} bits/char, perplexity {ppl:.2f}")
+    return loss
+
+
+def songci(out: Path, extra: str, device: str) -> None:
+    t0 = time.time()
+    train(CHARLM + ["train", "--preset", "songci", "--data", SHARED / "songci.txt", "--out", out / "songci", "--device", device], t0)
+    t1 = time.time()
+    train(CHARLM + ["train", "--preset", "jaychou-ft", "--init-from", out / "songci" / "best", "--out", out / "ft", "--device", device]
+          + shlex.split(extra), t1)
+    held = heldout_file(ROOT / "src/charlm/corpus/jaychou_lyrics.txt", out)
+    score(out / "ft" / "best", held, "songci+jaychou-ft", device, t0)
+
+
+def ptb(out: Path, preset: str, extra: str, device: str) -> None:
+    """Mikolov's character files as plain text: the symbols joined, a newline after each sentence."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for part in ("train", "valid", "test"):
+        lines = (SHARED / "ptb_char" / f"ptb.char.{part}.txt").read_text(encoding="utf-8").splitlines()
+        files[part] = out / f"{part}.txt"
+        files[part].write_text("".join("".join(line.split()) + "\n" for line in lines), encoding="utf-8")
+    t0 = time.time()
+    # The training file only (its vocabulary: 49 symbols and the newline); validation and test scored after.
+    train(CHARLM + ["train", "--preset", preset, "--data", files["train"], "--val-fraction", "0", "--out", out / "run",
+                    "--device", device, "--prefixes", "the_"] + shlex.split(extra), t0)
+    for part in ("valid", "test"):
+        score(out / "run" / "last", files[part], f"ptb {preset}", device, t0)
 
 
 def copies(run_dir: Path, samples: int) -> None:
@@ -73,19 +116,26 @@ def copies(run_dir: Path, samples: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("jaychou", "shakespeare", "copies"))
+    ap.add_argument("what", choices=("jaychou", "shakespeare", "copies", "songci", "ptb"))
     ap.add_argument("run", nargs="?", help="copies: the run folder to sample from")
     ap.add_argument("--preset", default=None)
     ap.add_argument("--extra", default="", help="more flags for charlm train")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--data", default=None, help="shakespeare: the corpus (default ../shared/data/tinyshakespeare.txt)")
+    ap.add_argument("--device", default="auto")
     ap.add_argument("--samples", type=int, default=50)
     a = ap.parse_args()
+    out = Path(a.out or f"/tmp/charlm-quality-{a.what}")
     if a.what == "copies":
         copies(Path(a.run), a.samples)
     elif a.what == "jaychou":
-        train_and_eval(a.preset or "jaychou", None, Path(a.out or "/tmp/charlm-quality-jaychou"), a.extra)
+        train_and_eval(a.preset or "jaychou", None, out, a.extra, a.device)
+    elif a.what == "songci":
+        songci(out, a.extra, a.device)
+    elif a.what == "ptb":
+        ptb(out, a.preset or "shakespeare-cpu", a.extra, a.device)
     else:
-        train_and_eval(a.preset or "shakespeare-cpu", SHARED / "tinyshakespeare.txt", Path(a.out or "/tmp/charlm-quality-shakespeare"), a.extra)
+        train_and_eval(a.preset or "shakespeare-cpu", Path(a.data) if a.data else SHARED / "tinyshakespeare.txt", out, a.extra, a.device)
 
 
 if __name__ == "__main__":

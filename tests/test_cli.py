@@ -178,3 +178,14 @@ def test_sigterm_writes_a_resumable_checkpoint(tmp_path, corpus):
     r = _charlm("train", "--resume", out, "--epochs", 2)
     assert r.returncode == 0, r.stderr
     assert "epoch 2/2" in r.stdout
+
+
+@pytest.mark.parametrize("name", sorted(__import__("charlm.presets", fromlist=["PRESETS"]).PRESETS))
+def test_every_preset_is_a_valid_config(name):
+    from charlm.config import ModelConfig, TrainConfig, field_names
+    from charlm.presets import get_preset
+
+    values = get_preset(name)
+    assert set(values) <= field_names(ModelConfig) | field_names(TrainConfig), set(values) - field_names(ModelConfig) - field_names(TrainConfig)
+    ModelConfig(**{k: v for k, v in values.items() if k in field_names(ModelConfig)}, vocab_size=10)
+    TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})

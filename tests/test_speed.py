@@ -86,15 +86,15 @@ def _reference_step(model, params, optimizer, cfg, x, y, state):
     return loss.detach(), detach(state)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
-def test_graph_step_protocol_equals_the_plain_step(tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer,model_kw", [("adam", {}), ("adamw", {}), ("sgd", {}), ("adam", {"copy_window": 16})])
+def test_graph_step_protocol_equals_the_plain_step(tmp_path, optimizer, model_kw):
     """The body captured in the CUDA graph, run on static buffers on the CPU, matches the plain step step by step.
 
     Across the schedule (the rate comes from a tensor the step refreshes), the carried
     state (written back into the buffers it is read from), an epoch boundary (state None)
     and the eager warm-up steps before capture.
     """
-    cfg, corpus, model = _setup(tmp_path, optimizer=optimizer, schedule="cosine", lr=1e-2, min_lr=1e-4, momentum=0.9,
+    cfg, corpus, model = _setup(tmp_path, model_kw, optimizer=optimizer, schedule="cosine", lr=1e-2, min_lr=1e-4, momentum=0.9,
                                 weight_decay=0.01, grad_clip=0.5)
     cfg = dataclasses.replace(cfg, cuda_graph=False)
     ref_model = copy.deepcopy(model)
@@ -228,6 +228,8 @@ VOCAB = Vocab.build("".join(chr(0x4E00 + i) for i in range(59)) + "\n")
     dict(cell="lstm", embedding_size=16, hidden_size=24, num_layers=2),
     dict(cell="gru", embedding_size=16, hidden_size=32),
     dict(cell="rnn", embedding_size=16, hidden_size=32, num_layers=2),
+    dict(cell="lstm", embedding_size=16, hidden_size=32, copy_window=12),  # the copy memory as a ring
+    dict(cell="gru", embedding_size=16, hidden_size=32, num_layers=2, copy_window=12),
 ])
 @pytest.mark.parametrize("sample_kw", [
     dict(length=60),

@@ -86,10 +86,16 @@ def _metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("sampling", ["consecutive", "random"])
-def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, sampling):
-    kw = dict(epochs=3, dropout=0.3, sampling=sampling)
+@pytest.mark.parametrize("sampling,extra", [
+    ("consecutive", {}),
+    ("random", {}),
+    ("consecutive", {"copy_window": 24, "eval_every": 7, "label_smoothing": 0.1}),  # the copy memory carried; validations inside epochs
+])
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, sampling, extra):
+    kw = dict(epochs=3, dropout=0.3, sampling=sampling, **extra)
     model_kw = {"dropout": kw.pop("dropout")}
+    if "copy_window" in kw:
+        model_kw["copy_window"] = kw.pop("copy_window")
     train_tiny(tmp_path / "a", model_kw=model_kw, **kw)
     full = _metrics(tmp_path / "a" / "run")
 
@@ -183,3 +189,24 @@ def test_warmup_raises_the_rate_linearly():
     assert [lr_factor(c, s, 100) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     c = TrainConfig(warmup_steps=4, schedule="cosine", lr=1e-2, min_lr=0.0)
     assert lr_factor(c, 0, 100) == pytest.approx(0.25 * 1.0, rel=1e-3) and lr_factor(c, 100, 100) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_eval_every_validates_and_checkpoints_inside_epochs(tmp_path):
+    t = train_tiny(tmp_path, epochs=2, eval_every=5)
+    m = _metrics(tmp_path / "run")
+    steps = [r["step"] for r in m]
+    n = t.n_batches
+    assert steps == sorted({*range(5, 2 * n + 1, 5), 2 * n})  # every 5 steps, and at the end of training
+    assert any(r["epoch"] != int(r["epoch"]) for r in m)  # fractional epochs for validations inside one
+    best = min(m, key=lambda r: r["val_loss"])
+    c = ckpt_io.load(tmp_path / "run" / "best")
+    assert c.trainer["step"] == best["step"]
+
+
+def test_max_minutes_stops_with_a_validation(tmp_path):
+    logs = []
+    t = train_tiny(tmp_path, epochs=50, max_minutes=1e-6, log=logs.append)
+    m = _metrics(tmp_path / "run")
+    assert len(m) == 1 and m[0]["step"] == 1 and m[0]["val_loss"] is not None  # stopped after the first step
+    assert t.epoch == 0 and any(line.startswith("time limit: stopped") for line in logs)
+    assert ckpt_io.load(tmp_path / "run", prefer="last").trainer["step"] == 1

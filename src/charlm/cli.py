@@ -286,6 +286,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     loss, n = evaluate(model, torch.tensor(ids, dtype=torch.long))
     print(f"file: {args.file}")
     print(f"characters: {len(text):,} read, {n:,} scored" + (f", {skipped:,} outside the vocabulary skipped" if skipped else ""))
+    how = "static: read once as one stream, the state carried, the model unchanged by the text"
+    if model.cfg.copy_window:
+        how += f"; its copy attention looks back over up to {model.cfg.copy_window} characters of this text already read"
+    print(f"scoring: {how}")
     print(f"loss: {loss:.4f} nats/char")
     print(f"perplexity: {math.exp(loss) if loss < 700 else float('inf'):.3f}")
     print(f"bits per character: {loss / math.log(2):.4f}")

@@ -151,7 +151,10 @@ def run_scratch(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, 
     scratch.load_state_dict(model.rnn.state_dict())
     x = model.embedding(ids[None]).float()  # (1, n, width); eval mode: no dropout
     y, _, gates = scratch.to(x.device).eval()(x, return_gates=True)  # (1, n, hidden)
-    return model.decoder(y)[0], [{name: v[0] for name, v in layer.items()} for layer in gates]
+    logits = model.decoder(y)
+    if model.copy is not None:  # the copy attention's mixture, from an empty memory as the model itself would start
+        logits, _ = model.copy(logits, y, ids[None], model.split_state(model.init_state(1, ids.device))[1])
+    return logits[0], [{name: v[0] for name, v in layer.items()} for layer in gates]
 
 
 def predictions(logits: torch.Tensor, ids: torch.Tensor, vocab, k: int = TOP_K) -> tuple[np.ndarray, list[list[tuple[str, float]]]]:

@@ -5,9 +5,18 @@ which is exactly what an embedding lookup does without building the one-hot vect
 ``embedding_size=0`` keeps the seed's model literally (a fixed identity embedding, so the
 LSTM's input weights are the seed's one-hot weights); any other width learns a smaller
 table in front of the LSTM.
+
+``copy_window=N`` adds a copy attention (a pointer, as in Merity et al.'s pointer sentinel
+mixture): the model keeps the last N characters it read with a key for each, and may put
+probability on the character that followed a context like the present one.  Lyrics repeat
+their choruses within a song, which an LSTM's state alone cannot hold.  It is part of the
+model (trained, its memory carried in the state like the hidden state); nothing adapts to
+the text being read.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +24,8 @@ from torch import nn
 
 from .config import ModelConfig
 
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+State = torch.Tensor | tuple[torch.Tensor, ...]
+EMPTY = -1  # the copy memory's id for a slot that holds no character yet
 
 _RNN = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -53,24 +63,56 @@ class CharLM(nn.Module):
             # first logits are near uniform instead of N(0, 1) embeddings times hidden states.
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
             self.decoder.weight = self.embedding.weight
+        self.copy = CopyAttention(cfg.hidden_size, cfg.copy_dim, cfg.copy_window) if cfg.copy_window else None
 
     @property
     def is_lstm(self) -> bool:
         return self.cfg.cell in ("lstm", "scratch")
 
+    def state_names(self) -> tuple[str, ...]:
+        """Names of the state's parts, in order: ``h`` (and ``c`` for an LSTM), then ``copy_k``, ``copy_x`` with a copy memory."""
+        return ("h", "c")[: 2 if self.is_lstm else 1] + (("copy_k", "copy_x") if self.copy is not None else ())
+
     def init_state(self, batch_size: int, device=None) -> State:
-        """Zeros: (num_layers, batch, hidden), a pair (h, c) for an LSTM."""
+        """Zeros: (num_layers, batch, hidden), a pair (h, c) for an LSTM; then an empty copy memory, if any.
+
+        Every part has the batch in dimension 1: the copy memory is keys (window, batch,
+        copy_dim) and character ids (window, batch), ``EMPTY`` where nothing was read yet.
+        """
         device = device or self.decoder.weight.device
         h = torch.zeros(self.cfg.num_layers, batch_size, self.cfg.hidden_size, device=device)
-        return (h, torch.zeros_like(h)) if self.is_lstm else h
+        parts = (h, torch.zeros_like(h)) if self.is_lstm else (h,)
+        if self.copy is not None:
+            w = self.cfg.copy_window
+            parts += (torch.zeros(w, batch_size, self.cfg.copy_dim, device=device),
+                      torch.full((w, batch_size), EMPTY, dtype=torch.long, device=device))
+        return parts if len(parts) > 1 else parts[0]
+
+    def split_state(self, state: State) -> tuple[State, tuple | None]:
+        """(the recurrent layers' state, the copy memory or None)."""
+        if self.copy is None:
+            return state, None
+        rnn = state[:2] if self.is_lstm else state[0]
+        return rnn, tuple(state[-2:])
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """tokens (batch, time) of ids -> logits (batch, time, vocab), new state."""
+        """tokens (batch, time) of ids -> logits (batch, time, vocab), new state.
+
+        With a copy memory the "logits" are log-probabilities of the mixture (their softmax
+        is the mixture itself), so that losses, sampling and scoring need not know.
+        """
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device)
+        rnn_state, memory = self.split_state(state)
         x = self._dropout(self._embed(tokens))  # (batch, time, width)
-        y, state = self._recur(x, state)  # (batch, time, hidden)
-        return self.decoder(self._dropout(y)), state
+        y, rnn_state = self._recur(x, rnn_state)  # (batch, time, hidden)
+        y = self._dropout(y)
+        logits = self.decoder(y)
+        if memory is None:
+            return logits, rnn_state
+        logits, memory = self.copy(logits, y, tokens, memory)
+        parts = rnn_state if isinstance(rnn_state, tuple) else (rnn_state,)
+        return logits, (*parts, *memory)
 
     # --- regularisation, active only in training mode -----------------------------------
 
@@ -104,6 +146,87 @@ class CharLM(nn.Module):
             if name.startswith("weight_hh"):
                 params[name] = F.dropout(params[name], p, training=True)
         return torch.func.functional_call(self.rnn, params, (x, state))
+
+
+class CopyAttention(nn.Module):
+    """Mix the model's distribution with copies of characters that followed similar contexts.
+
+    Each character read leaves a key ``k_j = W_k h_j`` (``h_j``: the top layer's output
+    after reading character ``j``); the character that came next, ``x_{j+1}``, is what the
+    key points at.  At step ``t`` the query ``q_t = W_q h_t`` scores the last ``window``
+    keys and a learned sentinel; one softmax over all of them gives the sentinel's share
+    ``g`` and each key's share ``a_j``::
+
+        p(c) = g * softmax(decoder(h_t))[c] + sum over j with x_{j+1} = c of a_j
+
+    The memory (keys and ids of the last ``window`` characters) is carried from batch to
+    batch like the hidden state, and detached with it.
+    """
+
+    def __init__(self, hidden: int, dim: int, window: int):
+        super().__init__()
+        self.window, self.dim = window, dim
+        self.query = nn.Linear(hidden, dim, bias=False)
+        self.key = nn.Linear(hidden, dim, bias=False)
+        self.sentinel = nn.Parameter(torch.zeros(dim))
+        # The sentinel starts with most of the mass (g about 0.9): the model begins as a plain LSTM.
+        self.sentinel_bias = nn.Parameter(torch.tensor(math.log(window) + 2.0))
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, tokens: torch.Tensor, memory: tuple):
+        """logits (B, T, V), outputs y (B, T, H), the ids read (B, T), memory -> (log-probabilities (B, T, V), memory)."""
+        mem_k, mem_x = memory  # (W, B, dim), (W, B)
+        B, T = tokens.shape
+        W = self.window
+        k_new = self.key(y)  # (B, T, dim)
+        keys = torch.cat([mem_k.transpose(0, 1).to(k_new.dtype), k_new], 1)  # (B, W + T, dim): key j after id j
+        ids = torch.cat([mem_x.t(), tokens], 1)  # (B, W + T)
+        q = self.query(y)  # (B, T, dim)
+        scores = (q @ keys[:, :-1].transpose(1, 2)).float() / math.sqrt(self.dim)  # (B, T, W + T - 1)
+        j = torch.arange(W + T - 1, device=y.device)
+        t = torch.arange(T, device=y.device)[:, None]
+        seen = (j >= t) & (j < t + W)  # query t sees keys t .. t+W-1: the W characters before it, each with its successor
+        seen = seen[None] & (ids[:, None, :-1] != EMPTY)
+        scores = scores.masked_fill(~seen, float("-inf"))
+        sentinel = (q @ self.sentinel.to(q.dtype)).float() + self.sentinel_bias  # (B, T)
+        share = torch.cat([sentinel[..., None], scores], -1).softmax(-1)
+        probs = logits.float().softmax(-1) * share[..., :1]
+        nxt = ids[:, 1:].clamp_min(0)[:, None, :].expand(B, T, -1)  # the id each key points at (masked keys have share 0)
+        probs = probs.scatter_add(-1, nxt, share[..., 1:])
+        return (probs + 1e-12).log(), (keys[:, -W:].transpose(0, 1), ids[:, -W:].t())
+
+
+class CopyRing:
+    """The copy attention one character at a time, for generation: the last ``window`` (key, next id) pairs in a ring.
+
+    Gives exactly what :meth:`CopyAttention.forward` gives for the same characters.
+    """
+
+    def __init__(self, copy: CopyAttention, memory: tuple):
+        mem_k, mem_x = memory  # (W, n, dim), (W, n): key j was left by id j
+        self.copy = copy
+        self.keys = mem_k.transpose(0, 1).float().clone(memory_format=torch.contiguous_format)  # (n, W, dim), its own copy
+        self.nxt = torch.full_like(mem_x.t(), EMPTY).contiguous()  # (n, W): the id that followed key j
+        ids = mem_x.t()
+        self.nxt[:, :-1] = ids[:, 1:].masked_fill(ids[:, :-1] == EMPTY, EMPTY)  # a slot is used once its key is
+        self.pending = copy.window - 1  # the newest key, waiting for the id that follows it
+        self.wq = copy.query.weight.t().float()
+        self.wk = copy.key.weight.t().float()
+        self.sentinel = copy.sentinel.float()
+
+    def __call__(self, ids: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``ids`` (n,) just read, the top output ``y`` (n, H) and ``logits`` (n, V) after it -> log-probabilities (n, V)."""
+        self.nxt[:, self.pending] = ids
+        q = y.float() @ self.wq  # (n, dim)
+        scores = (self.keys @ q[:, :, None])[..., 0] / math.sqrt(self.copy.dim)  # (n, W)
+        scores = scores.masked_fill(self.nxt == EMPTY, float("-inf"))
+        sentinel = q @ self.sentinel + self.copy.sentinel_bias
+        share = torch.cat([sentinel[:, None], scores], 1).softmax(-1)
+        probs = logits.float().softmax(-1) * share[:, :1]
+        probs.scatter_add_(1, self.nxt.clamp_min(0), share[:, 1:])
+        self.pending = (self.pending + 1) % self.copy.window  # the oldest pair makes room for the newest key
+        self.keys[:, self.pending] = y.float() @ self.wk
+        self.nxt[:, self.pending] = EMPTY
+        return (probs + 1e-12).log()
 
 
 def detach(state: State | None) -> State | None:

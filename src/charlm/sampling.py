@@ -14,6 +14,7 @@ from torch import nn
 
 from .config import SampleConfig
 from .errors import CharlmError
+from .model import CopyRing
 from .vocab import Vocab
 
 
@@ -237,6 +238,8 @@ class _LeanStep:
         self.dec_w = model.decoder.weight.t().contiguous()  # (hidden, vocab)
         self.dec_b = model.decoder.bias
         self.hidden = rnn.hidden_size
+        state, memory = model.split_state(state)
+        self.ring = CopyRing(model.copy, memory) if memory is not None else None
         if self.kind == "lstm":
             self.h, self.c = list(state[0].unbind(0)), list(state[1].unbind(0))  # per layer (n, hidden)
         else:
@@ -249,7 +252,7 @@ class _LeanStep:
             cell = torch.gru_cell if self.kind == "gru" else torch.rnn_tanh_cell if self.kind == "tanh" else torch.rnn_relu_cell
             for k, layer in enumerate(self.layers):
                 x = self.h[k] = cell(x, self.h[k], *layer)
-            return torch.addmm(self.dec_b, x, self.dec_w)
+            return self._out(ids, x)
         H = self.hidden
         for k, (w, b) in enumerate(self.layers):
             if b is None:  # the first layer, its input part looked up
@@ -264,7 +267,11 @@ class _LeanStep:
             c = torch.addcmul(f * self.c[k], i, gates[:, 2 * H : 3 * H].tanh())
             x = self.h[k] = o * c.tanh()
             self.c[k] = c
-        return torch.addmm(self.dec_b, x, self.dec_w)  # (n, vocab)
+        return self._out(ids, x)
+
+    def _out(self, ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.addmm(self.dec_b, x, self.dec_w)  # (n, vocab)
+        return logits if self.ring is None else self.ring(ids, x, logits)
 
 
 def sample_text(model, vocab: Vocab, prefix: str, cfg: SampleConfig, **kw) -> list[str]:

@@ -121,7 +121,8 @@ class TrainStep:
         with autocast(self.device, cfg.precision, cache):
             logits, state = self.forward(x, state)  # (batch, steps, vocab)
             logits = logits.reshape(-1, self.vocab_size)
-            loss = F.cross_entropy(logits if cfg.precision == "fp32" else logits.float(), y.reshape(-1))
+            loss = F.cross_entropy(logits if cfg.precision == "fp32" else logits.float(), y.reshape(-1),
+                                   label_smoothing=cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
@@ -161,9 +162,10 @@ class TrainStep:
             raise CharlmError(f"--cuda-graph: batch of shape {tuple(x.shape)}, the graph was captured for {tuple(self.static_x.shape)}")
         self.static_x.copy_(x)
         self.static_y.copy_(y)
-        for s, new in zip(self.static_state, _parts(state) if state is not None else [None] * len(self.static_state)):
+        for s, new, empty in zip(self.static_state, _parts(state) if state is not None else [None] * len(self.static_state),
+                                 self._state_empty):
             if new is None:
-                s.zero_()
+                s.copy_(empty)
             elif new.data_ptr() != s.data_ptr():  # from an eager step or a checkpoint, not the graph's own output
                 s.copy_(new)
         for g, lr in zip(self.optimizer.param_groups, self.static_lr):
@@ -202,6 +204,7 @@ class TrainStep:
         self.static_y = torch.zeros(shape, dtype=torch.long, device=dev)
         self._state_out = self.base.init_state(shape[0], dev)
         self.static_state = list(_parts(self._state_out))
+        self._state_empty = [p.clone() for p in self.static_state]  # zeros, and EMPTY ids for a copy memory
         self.static_lr = [torch.tensor(float(g["lr"]), dtype=torch.float32, device=dev) for g in self.optimizer.param_groups]
         if dev.type != "cuda":
             self.graph = self._body
@@ -231,7 +234,7 @@ def one_hot_forward(model, cfg, device: torch.device):
     rnn = getattr(model, "rnn", None)
     if (device.type != "cpu" or cfg.precision != "fp32" or mc is None or mc.embedding_size != 0 or mc.cell != "lstm"
             or not isinstance(rnn, torch.nn.LSTM) or rnn.num_layers != 1 or mc.dropout or mc.embed_dropout or mc.weight_drop
-            or rnn.proj_size or not rnn.bias or model._forward_hooks or model._forward_pre_hooks):
+            or rnn.proj_size or not rnn.bias or mc.copy_window or model._forward_hooks or model._forward_pre_hooks):
         return None
 
     def forward(x: torch.Tensor, state):

@@ -182,7 +182,8 @@ class Trainer:
         self.best_val, self.since_best = float("inf"), 0
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.tokens = 0
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # seconds of training steps since the last validation
+        self.train_seconds = 0.0  # seconds of training steps in all
         self.state = None
         self._signal = None
         if resume is not None:
@@ -212,12 +213,12 @@ class Trainer:
                 state = parts if isinstance(state, tuple) else parts[0]
         tensors = {**opt_tensors, **_rng_tensors(), "epoch.loss_sum": loss_sum, **extra}
         if state is not None:
-            for name, t in zip("hc", state if isinstance(state, tuple) else (state,)):
+            for name, t in zip(self.model.state_names(), state if isinstance(state, tuple) else (state,)):
                 tensors[f"carried.{name}"] = t
         py = random.getstate()
         trainer = {
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
-            "epoch_tokens": tokens, "elapsed": self.elapsed,
+            "epoch_tokens": tokens, "elapsed": self.elapsed, "train_seconds": self.train_seconds,
             "best_val": None if math.isinf(self.best_val) else self.best_val, "since_best": self.since_best,
             "optimizer": opt_plain,
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"} if self.scheduler else None,
@@ -249,12 +250,13 @@ class Trainer:
         self.metrics = list(c.metrics)
         self.epoch, self.batch, self.step = t["epoch"], t["batch"], t["step"]
         self.tokens, self.elapsed = t["epoch_tokens"], t.get("elapsed", 0.0)
+        self.train_seconds = t.get("train_seconds", 0.0)
         self.best_val = float("inf") if t["best_val"] is None else t["best_val"]
         self.since_best = t["since_best"]
         self.loss_sum = c.trainer_tensors["epoch.loss_sum"].to(self.device, torch.float64).reshape(())
         if "carried.h" in c.trainer_tensors:
-            h = c.trainer_tensors["carried.h"].to(self.device)
-            self.state = (h, c.trainer_tensors["carried.c"].to(self.device)) if "carried.c" in c.trainer_tensors else h
+            parts = tuple(c.trainer_tensors[f"carried.{n}"].to(self.device) for n in self.model.state_names())
+            self.state = parts if len(parts) > 1 else parts[0]
         _restore_rng(c.trainer_tensors, t.get("python_rng"))
         if self.dist.world_size > 1:
             self._restore_share(c)
@@ -311,15 +313,15 @@ class Trainer:
                 pass
         try:
             while self.epoch < self.cfg.epochs:
-                self._train_epoch()
-                if self._end_epoch():
+                if self._train_epoch() or self._end_epoch():
                     break
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)
         return self.metrics
 
-    def _train_epoch(self) -> None:
+    def _train_epoch(self) -> bool:
+        """One epoch from ``self.batch`` on; True when a validation inside it says stop."""
         cfg, model = self.cfg, self.train_model
         model.train()
         bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -351,15 +353,44 @@ class Trainer:
                 bar.update(self.batch - bar.n)
             if self._stop_signal() is not None:
                 self._check_finite(bad_step)
-                self.elapsed += time.perf_counter() - t0
+                self._add_time(time.perf_counter() - t0)
                 if bar is not None:
                     bar.close()
                 path = self.save("last")
                 raise TrainingInterrupted(self._signal, path)
+            over_time = self._over_time(time.perf_counter() - t0)
+            if (over_time or (cfg.eval_every and self.step % cfg.eval_every == 0)) and self.batch < self.n_batches:
+                # a validation inside the epoch (at its end, _end_epoch validates)
+                self._check_finite(bad_step)
+                self._add_time(time.perf_counter() - t0)
+                if bar is not None:
+                    bar.close()
+                stop = self._validate(at_epoch_end=False, over_time=over_time)
+                if stop:
+                    return True
+                bar = self._progress()
+                t0 = time.perf_counter()
+                model.train()
         if bar is not None:
             bar.close()
         self._check_finite(bad_step)
-        self.elapsed += time.perf_counter() - t0
+        self._add_time(time.perf_counter() - t0)
+        return False
+
+    def _add_time(self, seconds: float) -> None:
+        self.elapsed += seconds
+        self.train_seconds += seconds
+
+    def _over_time(self, running: float) -> bool:
+        """``--max-minutes`` reached (the same answer on every process of a job: rank 0's clock decides)."""
+        if not self.cfg.max_minutes:
+            return False
+        over = self.train_seconds + running >= self.cfg.max_minutes * 60
+        if self.dist.world_size > 1:
+            if self.batch % distributed.SIGNAL_POLL_EVERY:
+                return False
+            over = bool(self.dist.from_main(float(over))[0])
+        return over
 
     def _train_step(self, model) -> TrainStep:
         """The step function, made once (a CUDA graph is captured on its first calls and kept)."""
@@ -393,19 +424,30 @@ class Trainer:
             )
 
     def _end_epoch(self) -> bool:
-        """Validation, metrics, schedule, checkpoints and samples; True to stop early."""
+        """The epoch's end: the state is reset; validation (unless ``--eval-every`` spaces it out); True to stop."""
+        cfg = self.cfg
+        self.epoch += 1
+        self.batch, self.state = 0, None
+        last_epoch = self.epoch >= cfg.epochs
+        if cfg.eval_every and not last_epoch and self.step % cfg.eval_every:
+            return self._over_time(0.0) and self._validate(at_epoch_end=True, over_time=True)
+        return self._validate(at_epoch_end=True, over_time=self._over_time(0.0))
+
+    def _validate(self, at_epoch_end: bool, over_time: bool = False) -> bool:
+        """Validation, metrics, schedule, checkpoints and samples; True to stop (early stop or ``--max-minutes``)."""
         cfg = self.cfg
         loss_sum, tokens = self.dist.total(self.loss_sum, self.tokens)  # over every process's rows
         train_loss = loss_sum / max(1, tokens)
         val_loss = evaluate(self.model, self.val_ids)[0] if self.val_ids is not None else None  # the same on every process
         train_loss, val_loss = self.dist.from_main(train_loss, val_loss)  # so that all take the same decisions below
         chars_per_s = tokens / max(1e-9, self.elapsed)
-        self.epoch += 1
+        epoch = self.epoch if at_epoch_end else round(self.epoch + self.batch / self.n_batches, 3)
         rec = {
-            "epoch": self.epoch, "step": self.step,
+            "epoch": epoch, "step": self.step,
             "train_loss": train_loss, "train_ppl": ppl(train_loss),
             "val_loss": val_loss, "val_ppl": ppl(val_loss),
             "lr": self.optimizer.param_groups[0]["lr"], "chars_per_s": chars_per_s, "seconds": self.elapsed,
+            "train_seconds": self.train_seconds,
         }
         self.metrics.append(rec)
         if self.plateau is not None:
@@ -416,7 +458,7 @@ class Trainer:
             self.best_val, self.since_best = score, 0
         else:
             self.since_best += 1
-        self.batch, self.tokens, self.elapsed, self.state = 0, 0, 0.0, None
+        self.tokens, self.elapsed = 0, 0.0
         self.loss_sum.zero_()
         if self.dist.is_main:
             self._write_metrics()
@@ -424,13 +466,15 @@ class Trainer:
         if improved:
             self.save("best")
         self.log(self._epoch_line(rec, improved))
-        last_epoch = self.epoch >= cfg.epochs
-        stop = cfg.early_stop > 0 and self.since_best >= cfg.early_stop and not last_epoch
-        if (cfg.sample_every and self.epoch % cfg.sample_every == 0) or last_epoch or stop:
+        last = self.epoch >= cfg.epochs or over_time
+        stop = cfg.early_stop > 0 and self.since_best >= cfg.early_stop and not last
+        if (cfg.sample_every and at_epoch_end and self.epoch % cfg.sample_every == 0) or last or stop:
             self.print_samples()
         if stop:
-            self.log(f"early stop: no better validation loss for {self.since_best} epochs; best checkpoint: {self.out / 'best'}")
-        return stop
+            self.log(f"early stop: no better validation loss for {self.since_best} validations; best checkpoint: {self.out / 'best'}")
+        if over_time:
+            self.log(f"time limit: stopped after {self.train_seconds / 60:.1f} minutes of training (--max-minutes {cfg.max_minutes:g})")
+        return stop or over_time
 
     def _epoch_line(self, r: dict, improved: bool) -> str:
         val = ""

@@ -95,3 +95,14 @@ def test_unknown_prefix_characters(tiny_ckpt):
     with pytest.raises(CharlmError, match="'Z'"):
         check_known(vocab, "分Z开", "prefix")
     assert check_known(vocab, "分Z开", "prefix", "skip") == "分开"
+
+
+def test_lines_that_never_end_by_themselves_are_cut_and_counted(tiny_ckpt):
+    """A model that never writes a newline: every line is cut at --max-line-length, and --lines still gets all of them."""
+    model, vocab, _ = load_model(tiny_ckpt)
+    with torch.no_grad():
+        model.decoder.bias[vocab.stoi["\n"]] = -1e4
+    text = sample_text(model, vocab, "分开", SampleConfig(lines=3, max_line_length=7, seed=0))[0]
+    lines = text[len("分开"):].split("\n")
+    assert text.count("\n") == 3 and lines[-1] == ""
+    assert [len(line) for line in lines[:-1]] == [7, 7, 7]

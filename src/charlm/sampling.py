@@ -60,14 +60,20 @@ def choose(logits: torch.Tensor, cfg: SampleConfig, generator: torch.Generator |
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One id per row of ``probs`` (batch, vocab): exactly ``torch.multinomial(probs, 1).squeeze(-1)``, the same ids from the same generator.
+    """One id per row of ``probs`` (batch, vocab), drawn with probability proportional to its entry.
 
-    For one draw ``torch.multinomial`` computes ``argmax(probs / q)`` with ``q ~ Exp(1)`` (the
-    Gumbel-max trick); doing the same here skips its check that ``probs`` is finite, a read
-    back to the host that would stall a GPU once per character.
+    Inverse-CDF sampling: one uniform number per row, placed in the running sum of the row.
+    ``torch.multinomial`` draws an exponential for every entry of the vocabulary instead
+    (the Gumbel-max trick), which at batch 1 costs more than the LSTM step itself, and
+    checks that ``probs`` is finite, a read back to the host that would stall a GPU once per
+    character.  An entry of probability zero (cut by top-k or top-p) is never drawn.
     """
-    q = torch.empty_like(probs).exponential_(1, generator=generator)
-    return torch.div(probs, q, out=q).argmax(-1)
+    cdf = probs.double().cumsum(-1)
+    total = cdf[:, -1:]
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=torch.float64) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total, even where the product rounds up
+    # the first index whose running sum exceeds u: its own probability is > 0
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error") -> str:
@@ -133,11 +139,11 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     ids = torch.tensor(vocab.encode(context), device=device).expand(n, -1)  # (n, len)
     logits, state = model(ids, None)  # the whole context is read once
     logits = logits[:, -1]
-    step = one_step(model, state, n * (cfg.lines * cfg.max_line_length if cfg.lines else cfg.length))
+    step = one_step(model, state, n * (cfg.lines * (cfg.max_line_length + 1) if cfg.lines else cfg.length))
     if prefix:
         yield [prefix] * n
 
-    max_chars = cfg.lines * cfg.max_line_length if cfg.lines else cfg.length
+    max_chars = cfg.lines * (cfg.max_line_length + 1) if cfg.lines else cfg.length
     if not (cfg.lines or heads):
         # Plain --length: nothing to track but the characters; one read back per character, for streaming.
         itos = vocab.itos

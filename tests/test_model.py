@@ -190,3 +190,26 @@ def test_generation_steps_leave_the_given_state_alone():
             step(x[:, t])
     for a, b in zip(state, kept):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("window", [0, 6])
+def test_training_loss_from_the_targets_equals_cross_entropy_of_the_output(window):
+    """forward(..., targets=y) is the mean cross-entropy of what forward returns, gradients and carried memory included."""
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=25, embedding_size=8, hidden_size=12, copy_window=window, copy_dim=8))
+    if window:
+        with torch.no_grad():
+            m.copy.sentinel_bias.fill_(0.0)
+    params = [p for p in m.parameters() if p.requires_grad]
+    x, y = torch.randint(0, 25, (3, 20)), torch.randint(0, 25, (3, 20))
+    state = detach(m(x)[1])  # a carried state, the memory full
+    out, s1 = m(x, state)
+    ref = F.cross_entropy(out.reshape(-1, 25), y.reshape(-1))
+    ref_grads = torch.autograd.grad(ref, params)
+    loss, s2 = m(x, state, targets=y)
+    grads = torch.autograd.grad(loss, params)
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(s1, s2):
+        torch.testing.assert_close(a, b)

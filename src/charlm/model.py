@@ -95,11 +95,15 @@ class CharLM(nn.Module):
         rnn = state[:2] if self.is_lstm else state[0]
         return rnn, tuple(state[-2:])
 
-    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def forward(self, tokens: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None,
+                label_smoothing: float = 0.0) -> tuple[torch.Tensor, State]:
         """tokens (batch, time) of ids -> logits (batch, time, vocab), new state.
 
         With a copy memory the "logits" are log-probabilities of the mixture (their softmax
-        is the mixture itself), so that losses, sampling and scoring need not know.
+        is the mixture itself), so that losses, sampling and scoring need not know.  Given
+        ``targets`` (batch, time), the first output is the mean cross-entropy instead: for a
+        copy model computed from the targets' probabilities alone, without building the
+        mixture over the whole vocabulary (training with a vocabulary of thousands).
         """
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device)
@@ -109,10 +113,15 @@ class CharLM(nn.Module):
         y = self._dropout(y)
         logits = self.decoder(y)
         if memory is None:
-            return logits, rnn_state
-        logits, memory = self.copy(logits, y, tokens, memory)
+            if targets is None:
+                return logits, rnn_state
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), label_smoothing=label_smoothing), rnn_state
+        if targets is None:
+            out, memory = self.copy(logits, y, tokens, memory)
+        else:
+            out, memory = self.copy.loss(logits, y, tokens, memory, targets, label_smoothing)
         parts = rnn_state if isinstance(rnn_state, tuple) else (rnn_state,)
-        return logits, (*parts, *memory)
+        return out, (*parts, *memory)
 
     # --- regularisation, active only in training mode -----------------------------------
 
@@ -172,8 +181,8 @@ class CopyAttention(nn.Module):
         # The sentinel starts with most of the mass (g about 0.9): the model begins as a plain LSTM.
         self.sentinel_bias = nn.Parameter(torch.tensor(math.log(window) + 2.0))
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor, tokens: torch.Tensor, memory: tuple):
-        """logits (B, T, V), outputs y (B, T, H), the ids read (B, T), memory -> (log-probabilities (B, T, V), memory)."""
+    def shares(self, y: torch.Tensor, tokens: torch.Tensor, memory: tuple):
+        """The sentinel's and each key's share (B, T, 1 + K), the id each key points at (B, T, K), the new memory."""
         mem_k, mem_x = memory  # (W, B, dim), (W, B)
         B, T = tokens.shape
         W = self.window
@@ -189,10 +198,31 @@ class CopyAttention(nn.Module):
         scores = scores.masked_fill(~seen, float("-inf"))
         sentinel = (q @ self.sentinel.to(q.dtype)).float() + self.sentinel_bias  # (B, T)
         share = torch.cat([sentinel[..., None], scores], -1).softmax(-1)
-        probs = logits.float().softmax(-1) * share[..., :1]
         nxt = ids[:, 1:].clamp_min(0)[:, None, :].expand(B, T, -1)  # the id each key points at (masked keys have share 0)
+        return share, nxt, (keys[:, -W:].transpose(0, 1), ids[:, -W:].t())
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, tokens: torch.Tensor, memory: tuple):
+        """logits (B, T, V), outputs y (B, T, H), the ids read (B, T), memory -> (log-probabilities (B, T, V), memory)."""
+        share, nxt, memory = self.shares(y, tokens, memory)
+        probs = logits.float().softmax(-1) * share[..., :1]
         probs = probs.scatter_add(-1, nxt, share[..., 1:])
-        return (probs + 1e-12).log(), (keys[:, -W:].transpose(0, 1), ids[:, -W:].t())
+        return (probs + 1e-12).log(), memory
+
+    def loss(self, logits, y, tokens, memory, targets: torch.Tensor, label_smoothing: float = 0.0):
+        """The mean of -log p(target) under the mixture, from the targets' entries only; and the new memory.
+
+        ``label_smoothing`` spreads its share over the decoder's own distribution (the
+        mixture over the whole vocabulary is what this avoids building).
+        """
+        share, nxt, memory = self.shares(y, tokens, memory)
+        lf = logits.float()
+        lse = lf.logsumexp(-1)  # (B, T)
+        p_target = (lf.gather(-1, targets[..., None])[..., 0] - lse).exp() * share[..., 0]
+        p_target = p_target + (share[..., 1:] * (nxt == targets[..., None])).sum(-1)
+        nll = -(p_target + 1e-12).log()
+        if label_smoothing:
+            nll = (1 - label_smoothing) * nll + label_smoothing * (lse - lf.mean(-1))
+        return nll.mean(), memory
 
 
 class CopyRing:

@@ -119,10 +119,13 @@ class TrainStep:
         """Forward, loss, backward, clip, update: the reference, and the body of the CUDA graph."""
         cfg = self.cfg
         with autocast(self.device, cfg.precision, cache):
-            logits, state = self.forward(x, state)  # (batch, steps, vocab)
-            logits = logits.reshape(-1, self.vocab_size)
-            loss = F.cross_entropy(logits if cfg.precision == "fp32" else logits.float(), y.reshape(-1),
-                                   label_smoothing=cfg.label_smoothing)
+            if self.base.copy is not None:  # the copy model's loss without its mixture over the whole vocabulary
+                loss, state = self.forward(x, state, targets=y, label_smoothing=cfg.label_smoothing)
+            else:
+                logits, state = self.forward(x, state)  # (batch, steps, vocab)
+                logits = logits.reshape(-1, self.vocab_size)
+                loss = F.cross_entropy(logits if cfg.precision == "fp32" else logits.float(), y.reshape(-1),
+                                       label_smoothing=cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()

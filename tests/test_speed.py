@@ -208,7 +208,7 @@ def _inverse_cdf(probs, generator):
     out = []
     for row, r in zip(probs.double().tolist(), u[:, 0].tolist()):
         cdf = list(itertools.accumulate(row))
-        out.append(bisect.bisect_right(cdf, r * cdf[-1]))
+        out.append(bisect.bisect_left(cdf, (1 - r) * cdf[-1]))
     return torch.tensor(out)
 
 
@@ -296,10 +296,11 @@ def test_draw_follows_the_probabilities(monkeypatch):
     freq = torch.bincount(a, minlength=300).double() / a.numel()
     sigma = (probs.double() * (1 - probs.double()) / a.numel()).sqrt()
     assert ((freq - probs.double()).abs() <= 5 * sigma + 1e-9).all()
-    # The largest uniform number below 1 must not fall past the end onto a masked last entry.
-    tail = torch.tensor([[0.25, 0.75, 0.0, 0.0]])
-    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.full(a[0], 1 - 2.0**-53, dtype=torch.float64))
-    assert draw(tail).tolist() == [1]
+    # The extreme uniform numbers land on characters that can be drawn, never on masked ones at either end.
+    edges = torch.tensor([[0.0, 0.25, 0.75, 0.0, 0.0]])
+    for r, expected in ((0.0, 2), (1 - 2.0**-53, 1)):
+        monkeypatch.setattr(torch, "rand", lambda *a, r=r, **k: torch.full(a[0], r, dtype=torch.float64))
+        assert draw(edges).tolist() == [expected]
 
 
 def test_generate_is_one_read_back_per_character_in_plain_mode(monkeypatch):

@@ -68,12 +68,11 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     checks that ``probs`` is finite, a read back to the host that would stall a GPU once per
     character.  An entry of probability zero (cut by top-k or top-p) is never drawn.
     """
-    cdf = probs.double().cumsum(-1)
-    total = cdf[:, -1:]
-    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=torch.float64) * total
-    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total, even where the product rounds up
-    # the first index whose running sum exceeds u: its own probability is > 0
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    cdf = probs.cumsum(-1, dtype=torch.float64)
+    r = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=torch.float64)  # [0, 1)
+    v = (1 - r).mul_(cdf[:, -1:])  # in (0, total]
+    # the first index whose running sum reaches v: the sum before it is below v, so its own probability is > 0
+    return torch.searchsorted(cdf, v).squeeze(-1)
 
 
 def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error") -> str:

@@ -56,6 +56,8 @@ def test_train_generate_eval(capsys, corpus, tmp_path):
     assert [line[0] for line in stdout.strip().split("\n")] == list("分开快乐")
     code, stdout, _ = run_cli(capsys, "eval", out, corpus)
     assert code == 0 and "perplexity:" in stdout and "bits per character:" in stdout
+    # the default preset's model copies: the report says how it scored, and that it looks back
+    assert "scoring: static" in stdout and "copy attention looks back over up to 512 characters" in stdout
 
 
 def test_resume_equals_one_run(capsys, corpus, tmp_path):

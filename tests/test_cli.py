@@ -58,6 +58,9 @@ def test_train_generate_eval(capsys, corpus, tmp_path):
     assert code == 0 and "perplexity:" in stdout and "bits per character:" in stdout
     # the default preset's model copies: the report says how it scored, and that it looks back
     assert "scoring: static" in stdout and "copy attention looks back over up to 512 characters" in stdout
+    code, stdout, _ = run_cli(capsys, "eval", out, corpus, "--dynamic", "0.1")
+    assert code == 0 and "scoring: ADAPTIVE (dynamic evaluation)" in stdout and "perplexity:" in stdout
+    one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "-1")[::2], "--dynamic must be >= 0, got -1.0")
 
 
 def test_resume_equals_one_run(capsys, corpus, tmp_path):

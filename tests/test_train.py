@@ -210,3 +210,20 @@ def test_max_minutes_stops_with_a_validation(tmp_path):
     assert len(m) == 1 and m[0]["step"] == 1 and m[0]["val_loss"] is not None  # stopped after the first step
     assert t.epoch == 0 and any(line.startswith("time limit: stopped") for line in logs)
     assert ckpt_io.load(tmp_path / "run", prefer="last").trainer["step"] == 1
+
+
+def test_dynamic_evaluation_adapts_to_what_it_read_and_leaves_the_model_alone():
+    from charlm.train import evaluate_dynamic
+
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=30, embedding_size=16, hidden_size=32))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    line = torch.randint(0, 30, (40,))
+    ids = line.repeat(20)  # a random line, 20 times: what was read predicts what comes
+    static, n = evaluate(m, ids)
+    tiny, n2 = evaluate_dynamic(m, ids, lr=1e-9)
+    adapted, _ = evaluate_dynamic(m, ids, lr=10.0)
+    assert n == n2 == ids.numel() - 1
+    assert tiny == pytest.approx(static, rel=1e-5)  # no step: the static figure
+    assert adapted < 0.8 * static
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())  # scored on a copy

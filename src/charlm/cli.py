@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("file", help="text file (or folder of .txt files) to score")
     e.add_argument("--encoding", default="utf-8", help="text encoding of FILE (default: utf-8)")
     e.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    e.add_argument("--dynamic", type=float, default=0.0, metavar="LR",
+                   help="adaptive scoring (dynamic evaluation): after scoring each chunk of 64 characters, one SGD step of this "
+                        "learning rate on it; the checkpoint is not changed (default: 0, static)")
     e.add_argument("--check-copy", action="store_true",
                    help="FILE holds samples (split at blank lines or '--- sample N ---'): report each one's longest span found verbatim in the training text")
 
@@ -277,16 +280,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_model
     from .data import normalize, read_text
-    from .train import evaluate, pick_device
+    from .train import DYNAMIC_CHUNK, evaluate, evaluate_dynamic, pick_device
 
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
     text = normalize(read_text(args.file, args.encoding), ckpt.train_config.newlines)
     ids, skipped = vocab.encode_known(text)
-    loss, n = evaluate(model, torch.tensor(ids, dtype=torch.long))
+    if args.dynamic < 0:
+        raise CharlmError(f"--dynamic must be >= 0, got {args.dynamic}")
+    if args.dynamic:
+        loss, n = evaluate_dynamic(model, torch.tensor(ids, dtype=torch.long), args.dynamic)
+        how = (f"ADAPTIVE (dynamic evaluation): read once as one stream, the state carried, and after scoring each "
+               f"{DYNAMIC_CHUNK} characters one SGD step (lr {args.dynamic:g}) on them; not comparable with static figures")
+    else:
+        loss, n = evaluate(model, torch.tensor(ids, dtype=torch.long))
+        how = "static: read once as one stream, the state carried, the model unchanged by the text"
     print(f"file: {args.file}")
     print(f"characters: {len(text):,} read, {n:,} scored" + (f", {skipped:,} outside the vocabulary skipped" if skipped else ""))
-    how = "static: read once as one stream, the state carried, the model unchanged by the text"
     if model.cfg.copy_window:
         how += f"; its copy attention looks back over up to {model.cfg.copy_window} characters of this text already read"
     print(f"scoring: {how}")

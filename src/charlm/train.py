@@ -90,6 +90,45 @@ def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_
     return float(total) / count, count
 
 
+DYNAMIC_CHUNK = 64  # characters scored between two updates of dynamic evaluation
+
+
+def evaluate_dynamic(model: CharLM, ids: torch.Tensor, lr: float, chunk: int = DYNAMIC_CHUNK, grad_clip: float = 1.0) -> tuple[float, int]:
+    """Like :func:`evaluate` with one stream, but adaptive: after each ``chunk`` is scored, one SGD step on it.
+
+    Dynamic evaluation (Krause et al., 2018, in its plain SGD form): every character is
+    scored before the model has been updated on it, so nothing is scored with knowledge
+    of itself; the model adapts to what it has already read (a song's chorus, a writer's
+    names).  The update works on a copy: ``model`` itself is unchanged.
+    """
+    import copy
+
+    model = copy.deepcopy(model).eval()  # no dropout: the scores are the model's own
+    model.requires_grad_(True)
+    if model.cfg.embedding_size == 0:
+        model.embedding.weight.requires_grad_(False)  # the one-hot identity stays the identity
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr)
+    data = ids.to(model.decoder.weight.device)[None]  # (1, L)
+    total = torch.zeros((), dtype=torch.float64, device=data.device)
+    count, state = 0, None
+    for s, e in bptt_slices(data.shape[1], chunk, drop_last=False):
+        y = data[:, s + 1 : e + 1]
+        logits, state = model(data[:, s:e], state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum")
+        total += loss.detach().double()
+        count += y.numel()
+        opt.zero_grad(set_to_none=True)
+        (loss / y.numel()).backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        state = detach(state)
+    if count == 0:
+        raise CharlmError("the text is too short to score: it needs at least two characters the model knows")
+    return float(total) / count, count
+
+
 def build_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """The optimizer with its fused kernels (one pass over the parameters; on the CPU too, about 4x the foreach update).
 

@@ -227,3 +227,15 @@ def test_dynamic_evaluation_adapts_to_what_it_read_and_leaves_the_model_alone():
     assert tiny == pytest.approx(static, rel=1e-5)  # no step: the static figure
     assert adapted < 0.8 * static
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())  # scored on a copy
+
+
+def test_a_run_stopped_by_the_time_limit_resumes_with_more_time(tmp_path):
+    import dataclasses
+
+    train_tiny(tmp_path, epochs=2, max_minutes=1e-6)
+    c = ckpt_io.load(tmp_path / "run", prefer="last")
+    assert c.trainer["step"] == 1 and c.trainer["train_seconds"] > 0
+    cfg = dataclasses.replace(c.train_config, max_minutes=0.0)  # what `--resume --max-minutes 0` does
+    t = Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lambda *_: None)
+    m = t.fit()
+    assert t.epoch == 2 and m[-1]["step"] == 2 * t.n_batches and m[-1]["train_seconds"] > c.trainer["train_seconds"]

@@ -19,7 +19,8 @@ from .errors import CharlmError
 from .presets import DEFAULT_PRESET, PRESETS, check_requires, get_preset
 
 # Flags that may change on --resume without changing what the run computes.
-RESUMABLE_OVERRIDES = {"epochs", "device", "out", "sample_every", "early_stop", "sample_length", "prefixes", "cuda_graph"}
+RESUMABLE_OVERRIDES = {"epochs", "device", "out", "sample_every", "early_stop", "sample_length", "prefixes", "cuda_graph",
+                       "max_minutes", "eval_every"}
 
 
 def _flag_type(f: dataclasses.Field):

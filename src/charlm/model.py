@@ -228,35 +228,45 @@ class CopyAttention(nn.Module):
 class CopyRing:
     """The copy attention one character at a time, for generation: the last ``window`` (key, next id) pairs in a ring.
 
-    Gives exactly what :meth:`CopyAttention.forward` gives for the same characters.
+    Gives what :meth:`CopyAttention.forward` gives for the same characters (to float
+    rounding).  The sentinel sits in the key table as slot 0 (scaled so that the common
+    division by sqrt(dim) gives back ``q . sentinel``), with its bias, and ``-inf`` for slots
+    whose key was never made, in one bias row: a step is one product with the table, one
+    softmax, and one scatter of the shares onto the vocabulary.
     """
 
     def __init__(self, copy: CopyAttention, memory: tuple):
         mem_k, mem_x = memory  # (W, n, dim), (W, n): key j was left by id j
-        self.copy = copy
-        self.keys = mem_k.transpose(0, 1).float().clone(memory_format=torch.contiguous_format)  # (n, W, dim), its own copy
-        self.nxt = torch.full_like(mem_x.t(), EMPTY).contiguous()  # (n, W): the id that followed key j
+        n, W = mem_x.shape[1], copy.window
+        self.copy, self.window, self.scale = copy, W, math.sqrt(copy.dim)
+        self.keys = torch.empty(n, W + 1, copy.dim, device=mem_k.device)  # slot 0: the sentinel; slot 1 + j: key j
+        self.keys[:, 0] = copy.sentinel.float() * self.scale
+        self.keys[:, 1:] = mem_k.transpose(0, 1)
         ids = mem_x.t()
-        self.nxt[:, :-1] = ids[:, 1:].masked_fill(ids[:, :-1] == EMPTY, EMPTY)  # a slot is used once its key is
-        self.pending = copy.window - 1  # the newest key, waiting for the id that follows it
+        self.nxt = torch.zeros(n, W, dtype=torch.long, device=mem_x.device)  # the id that followed key j
+        self.nxt[:, :-1] = ids[:, 1:].clamp_min(0)
+        self.bias = torch.zeros(n, W + 1, device=mem_k.device)
+        self.bias[:, 0] = copy.sentinel_bias.float()
+        self.bias[:, 1:] = torch.where(ids == EMPTY, float("-inf"), 0.0)  # a slot counts once its key was made
+        self.masked = (ids == EMPTY).any(0).tolist()
+        self.pending = W - 1  # the newest key, waiting for the id that follows it
         self.wq = copy.query.weight.t().float()
         self.wk = copy.key.weight.t().float()
-        self.sentinel = copy.sentinel.float()
 
     def __call__(self, ids: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """``ids`` (n,) just read, the top output ``y`` (n, H) and ``logits`` (n, V) after it -> log-probabilities (n, V)."""
-        self.nxt[:, self.pending] = ids
-        q = y.float() @ self.wq  # (n, dim)
-        scores = (self.keys @ q[:, :, None])[..., 0] / math.sqrt(self.copy.dim)  # (n, W)
-        scores = scores.masked_fill(self.nxt == EMPTY, float("-inf"))
-        sentinel = q @ self.sentinel + self.copy.sentinel_bias
-        share = torch.cat([sentinel[:, None], scores], 1).softmax(-1)
-        probs = logits.float().softmax(-1) * share[:, :1]
-        probs.scatter_add_(1, self.nxt.clamp_min(0), share[:, 1:])
-        self.pending = (self.pending + 1) % self.copy.window  # the oldest pair makes room for the newest key
-        self.keys[:, self.pending] = y.float() @ self.wk
-        self.nxt[:, self.pending] = EMPTY
-        return (probs + 1e-12).log()
+        self.nxt[:, self.pending].copy_(ids)
+        y = y.float()
+        scores = torch.bmm(self.keys, torch.mm(y, self.wq).unsqueeze(2)).squeeze(2)  # (n, 1 + W)
+        share = scores.div_(self.scale).add_(self.bias).softmax(-1)
+        probs = logits.float().softmax(-1).mul_(share[:, :1])
+        probs.scatter_add_(1, self.nxt, share[:, 1:])  # keys never made have share 0
+        p = self.pending = (self.pending + 1) % self.window  # the oldest pair makes room for the newest key
+        self.keys[:, 1 + p].copy_(torch.mm(y, self.wk))
+        if self.masked[p]:
+            self.bias[:, 1 + p] = 0.0
+            self.masked[p] = False
+        return probs.add_(1e-12).log_()
 
 
 def detach(state: State | None) -> State | None:

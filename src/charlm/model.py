@@ -26,6 +26,7 @@ from .config import ModelConfig
 
 State = torch.Tensor | tuple[torch.Tensor, ...]
 EMPTY = -1  # the copy memory's id for a slot that holds no character yet
+MIX_EPS = 1e-12  # added to the mixture's probabilities before the log: no -inf for a character neither part gives any
 
 _RNN = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -120,8 +121,7 @@ class CharLM(nn.Module):
             out, memory = self.copy(logits, y, tokens, memory)
         else:
             out, memory = self.copy.loss(logits, y, tokens, memory, targets, label_smoothing)
-        parts = rnn_state if isinstance(rnn_state, tuple) else (rnn_state,)
-        return out, (*parts, *memory)
+        return out, (*parts(rnn_state), *memory)
 
     # --- regularisation, active only in training mode -----------------------------------
 
@@ -206,7 +206,7 @@ class CopyAttention(nn.Module):
         share, nxt, memory = self.shares(y, tokens, memory)
         probs = logits.float().softmax(-1) * share[..., :1]
         probs = probs.scatter_add(-1, nxt, share[..., 1:])
-        return (probs + 1e-12).log(), memory
+        return (probs + MIX_EPS).log(), memory
 
     def loss(self, logits, y, tokens, memory, targets: torch.Tensor, label_smoothing: float = 0.0):
         """The mean of -log p(target) under the mixture, from the targets' entries only; and the new memory.
@@ -219,7 +219,7 @@ class CopyAttention(nn.Module):
         lse = lf.logsumexp(-1)  # (B, T)
         p_target = (lf.gather(-1, targets[..., None])[..., 0] - lse).exp() * share[..., 0]
         p_target = p_target + (share[..., 1:] * (nxt == targets[..., None])).sum(-1)
-        nll = -(p_target + 1e-12).log()
+        nll = -(p_target + MIX_EPS).log()
         if label_smoothing:
             nll = (1 - label_smoothing) * nll + label_smoothing * (lse - lf.mean(-1))
         return nll.mean(), memory
@@ -238,7 +238,7 @@ class CopyRing:
     def __init__(self, copy: CopyAttention, memory: tuple):
         mem_k, mem_x = memory  # (W, n, dim), (W, n): key j was left by id j
         n, W = mem_x.shape[1], copy.window
-        self.copy, self.window, self.scale = copy, W, math.sqrt(copy.dim)
+        self.window, self.scale = W, math.sqrt(copy.dim)
         self.keys = torch.empty(n, W + 1, copy.dim, device=mem_k.device)  # slot 0: the sentinel; slot 1 + j: key j
         self.keys[:, 0] = copy.sentinel.float() * self.scale
         self.keys[:, 1:] = mem_k.transpose(0, 1)
@@ -266,7 +266,12 @@ class CopyRing:
         if self.masked[p]:
             self.bias[:, 1 + p] = 0.0
             self.masked[p] = False
-        return probs.add_(1e-12).log_()
+        return probs.add_(MIX_EPS).log_()
+
+
+def parts(state: State) -> tuple:
+    """The state's tensors as a tuple: ``(h,)`` for a GRU or RNN without a copy memory, else the state itself."""
+    return state if isinstance(state, tuple) else (state,)
 
 
 def detach(state: State | None) -> State | None:

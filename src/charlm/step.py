@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CharlmError
-from .model import detach
+from .model import detach, parts
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GRAPH_WARMUP = 3  # eager steps (real ones, on a side stream) before capture: cuBLAS/cuDNN handles, optimizer state
@@ -119,13 +119,11 @@ class TrainStep:
         """Forward, loss, backward, clip, update: the reference, and the body of the CUDA graph."""
         cfg = self.cfg
         with autocast(self.device, cfg.precision, cache):
-            if self.base.copy is not None:  # the copy model's loss without its mixture over the whole vocabulary
-                loss, state = self.forward(x, state, targets=y, label_smoothing=cfg.label_smoothing)
-            else:
+            if self.forward is self.model:  # the model's own loss (a copy model's without its mixture over the vocabulary)
+                loss, state = self.model(x, state, targets=y, label_smoothing=cfg.label_smoothing)
+            else:  # the one-hot fast path (fp32 only) gives logits
                 logits, state = self.forward(x, state)  # (batch, steps, vocab)
-                logits = logits.reshape(-1, self.vocab_size)
-                loss = F.cross_entropy(logits if cfg.precision == "fp32" else logits.float(), y.reshape(-1),
-                                       label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(logits.reshape(-1, self.vocab_size), y.reshape(-1), label_smoothing=cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
@@ -165,7 +163,7 @@ class TrainStep:
             raise CharlmError(f"--cuda-graph: batch of shape {tuple(x.shape)}, the graph was captured for {tuple(self.static_x.shape)}")
         self.static_x.copy_(x)
         self.static_y.copy_(y)
-        for s, new, empty in zip(self.static_state, _parts(state) if state is not None else [None] * len(self.static_state),
+        for s, new, empty in zip(self.static_state, parts(state) if state is not None else [None] * len(self.static_state),
                                  self._state_empty):
             if new is None:
                 s.copy_(empty)
@@ -184,7 +182,7 @@ class TrainStep:
     def _body(self) -> None:
         """What the graph holds: the step on the static buffers, the new state written over the old."""
         loss, new = self.eager(self.static_x, self.static_y, self._state_out, cache=False)
-        for s, n in zip(self.static_state, _parts(new)):
+        for s, n in zip(self.static_state, parts(new)):
             s.copy_(n)
         self.static_loss = loss
 
@@ -206,7 +204,7 @@ class TrainStep:
         self.static_x = torch.zeros(shape, dtype=torch.long, device=dev)
         self.static_y = torch.zeros(shape, dtype=torch.long, device=dev)
         self._state_out = self.base.init_state(shape[0], dev)
-        self.static_state = list(_parts(self._state_out))
+        self.static_state = list(parts(self._state_out))
         self._state_empty = [p.clone() for p in self.static_state]  # zeros, and EMPTY ids for a copy memory
         self.static_lr = [torch.tensor(float(g["lr"]), dtype=torch.float32, device=dev) for g in self.optimizer.param_groups]
         if dev.type != "cuda":
@@ -314,10 +312,6 @@ class _Recurrence(torch.autograd.Function):
             dh = d @ w_hh
         d_w = d_gates.view(-1, 4 * hidden).t() @ hs[:-1].reshape(-1, hidden)
         return d_gates, dh, dc, d_w
-
-
-def _parts(state) -> tuple:
-    return state if isinstance(state, tuple) else (state,)
 
 
 def prepare_optimizer(optimizer: torch.optim.Optimizer, cfg, device: torch.device) -> None:

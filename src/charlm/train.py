@@ -25,7 +25,7 @@ from . import distributed
 from .config import ModelConfig, SampleConfig, TrainConfig, to_dict
 from .data import Corpus, batches, bptt_slices, check_enough, fold, num_batches
 from .errors import CharlmError
-from .model import CharLM, detach, num_parameters
+from .model import CharLM, detach, num_parameters, parts
 from .sampling import generate, make_generator
 from .step import TrainStep, check_speed_flags, physical_cores, prepare_optimizer
 
@@ -247,12 +247,11 @@ class Trainer:
             loss_sum, tokens = torch.stack(shares)[:, :1].sum(0), sum(rank_tokens)
             extra = {**{f"epoch.loss_sum.rank{r}": s[:1] for r, s in enumerate(shares)}, **self.dist.rng_states()}
             if state is not None:
-                parts = state if isinstance(state, tuple) else (state,)
-                parts = tuple(torch.cat(self.dist.all_gather(p), dim=1) for p in parts)  # (layers, batch, hidden)
-                state = parts if isinstance(state, tuple) else parts[0]
+                gathered = tuple(torch.cat(self.dist.all_gather(p), dim=1) for p in parts(state))  # batch in dimension 1
+                state = gathered if isinstance(state, tuple) else gathered[0]
         tensors = {**opt_tensors, **_rng_tensors(), "epoch.loss_sum": loss_sum, **extra}
         if state is not None:
-            for name, t in zip(self.model.state_names(), state if isinstance(state, tuple) else (state,)):
+            for name, t in zip(self.model.state_names(), parts(state)):
                 tensors[f"carried.{name}"] = t
         py = random.getstate()
         trainer = {
@@ -294,8 +293,8 @@ class Trainer:
         self.since_best = t["since_best"]
         self.loss_sum = c.trainer_tensors["epoch.loss_sum"].to(self.device, torch.float64).reshape(())
         if "carried.h" in c.trainer_tensors:
-            parts = tuple(c.trainer_tensors[f"carried.{n}"].to(self.device) for n in self.model.state_names())
-            self.state = parts if len(parts) > 1 else parts[0]
+            carried = tuple(c.trainer_tensors[f"carried.{n}"].to(self.device) for n in self.model.state_names())
+            self.state = carried if len(carried) > 1 else carried[0]
         _restore_rng(c.trainer_tensors, t.get("python_rng"))
         if self.dist.world_size > 1:
             self._restore_share(c)

@@ -138,11 +138,11 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     ids = torch.tensor(vocab.encode(context), device=device).expand(n, -1)  # (n, len)
     logits, state = model(ids, None)  # the whole context is read once
     logits = logits[:, -1]
-    step = one_step(model, state, n * (cfg.lines * (cfg.max_line_length + 1) if cfg.lines else cfg.length))
+    max_chars = cfg.lines * (cfg.max_line_length + 1) if cfg.lines else cfg.length  # a cut line adds its newline
+    step = one_step(model, state, n * max_chars)
     if prefix:
         yield [prefix] * n
 
-    max_chars = cfg.lines * (cfg.max_line_length + 1) if cfg.lines else cfg.length
     if not (cfg.lines or heads):
         # Plain --length: nothing to track but the characters; one read back per character, for streaming.
         itos = vocab.itos

@@ -56,6 +56,7 @@ from charlm.config import SampleConfig, TrainConfig, field_names  # noqa: E402
 from charlm.data import load_corpus  # noqa: E402
 from charlm.model import CharLM  # noqa: E402
 from charlm.presets import get_preset  # noqa: E402
+from charlm import numpy_sampling  # noqa: E402
 from charlm.sampling import generate, make_generator  # noqa: E402
 from charlm.train import Trainer, model_config_for  # noqa: E402
 
@@ -227,20 +228,25 @@ def section_large(device: str, data: str, epochs: int, smoke: bool, out: str) ->
 
 
 @contextlib.contextmanager
-def module_path(model, on: bool):
-    """A hook on the model makes generate() call the module per character instead of its lean step."""
-    handle = model.register_forward_hook(lambda *a: None) if on else None
+def gen_path(model, path: str):
+    """Which generation path generate() takes: "fast" (its own choice), "torch" (numpy's CPU path off) or "module"
+    (a hook on the model makes generate() call the module per character instead of its lean step)."""
+    handle = model.register_forward_hook(lambda *a: None) if path == "module" else None
+    fits = numpy_sampling.fits
+    if path == "torch":
+        numpy_sampling.fits = lambda *a: False
     try:
         yield
     finally:
+        numpy_sampling.fits = fits
         if handle is not None:
             handle.remove()
 
 
-def gen_rate(model, vocab, device: str, n: int, length: int, repeats: int, lean: bool = True) -> float:
+def gen_rate(model, vocab, device: str, n: int, length: int, repeats: int, path: str = "fast") -> float:
     prefix = "分开" if "分" in vocab else vocab.itos[1]
     rates = []
-    with module_path(model, not lean):
+    with gen_path(model, path):
         for r in range(repeats + 1):
             g = make_generator(r, device)
             cfg = SampleConfig(length=length if r else 20, num_samples=n)  # the first is a warm-up
@@ -264,10 +270,12 @@ def section_gen(device: str, smoke: bool) -> None:
     print(f"[gen] seed size: embedding 256, 256 units, vocab {len(corpus.vocab):,}; device {device}", flush=True)
     length = 200 if smoke else 2000
     for n, ln in ((1, length), (64, length // 4)):
+        what = f"{n} sample{'s' if n > 1 else ''} x {ln} chars, {device}"
         reset_peak(device)
-        record("gen", f"{n} sample{'s' if n > 1 else ''} x {ln} chars, {device}", gen_rate(model, corpus.vocab, device, n, ln, 3), None,
-               mem=peak_memory(device))
-        record("gen", f"{n} sample{'s' if n > 1 else ''} x {ln} chars, {device}, module per char", gen_rate(model, corpus.vocab, device, n, ln, 3, lean=False), None)
+        record("gen", what, gen_rate(model, corpus.vocab, device, n, ln, 3), None, mem=peak_memory(device))
+        if n == 1 and device == "cpu":  # the numpy path's own baseline: the same lean step in torch
+            record("gen", f"{what}, torch lean step (numpy path off)", gen_rate(model, corpus.vocab, device, n, ln, 3, "torch"), None)
+        record("gen", f"{what}, module per char", gen_rate(model, corpus.vocab, device, n, ln, 3, "module"), None)
 
 
 def section_compile(device: str, epochs: int, smoke: bool, out: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlm import sampling
+from charlm import numpy_sampling, sampling
 from charlm import step as step_mod
 from charlm import train as train_mod
 from charlm.config import ModelConfig, SampleConfig, TrainConfig
@@ -311,8 +311,59 @@ def test_generate_is_one_read_back_per_character_in_plain_mode(monkeypatch):
     real = torch.Tensor.tolist
     monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(1) or real(self))
     monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: pytest.fail("a tensor was read as a bool"))
+    monkeypatch.setattr(numpy_sampling, "fits", lambda *a: False)  # the torch path, as on a GPU (numpy's is the CPU's)
     steps = list(generate(model, VOCAB, VOCAB.itos[5], SampleConfig(length=25), generator=torch.Generator().manual_seed(0)))
     assert len(steps) == 26 and len(reads) == 25
+
+
+@pytest.mark.parametrize("model_kw", [
+    dict(embedding_size=16, hidden_size=32),
+    dict(embedding_size=0, hidden_size=32),  # one-hot: the lookup table
+    dict(embedding_size=16, hidden_size=24, num_layers=2),
+    dict(embedding_size=16, hidden_size=32, copy_window=12, copy_dim=8),
+    dict(embedding_size=16, hidden_size=32, num_layers=2, copy_window=400, copy_dim=8),  # a ring with unmade keys
+])
+@pytest.mark.parametrize("sample_kw", [
+    dict(length=20),  # too short for the input table: the embedding times the weights
+    dict(length=300, temperature=0.7),
+    dict(length=40, greedy=True),
+])
+def test_numpy_generation_gives_the_torch_paths_characters(model_kw, sample_kw, monkeypatch):
+    """One sample on the CPU is drawn in numpy; same generator, same characters as the torch lean step."""
+    torch.manual_seed(3)
+    model = CharLM(ModelConfig(vocab_size=len(VOCAB), **model_kw))
+    cfg = SampleConfig(**sample_kw)
+    prefix = VOCAB.itos[3] + VOCAB.itos[7]
+    used = []
+    real = numpy_sampling.sample
+    monkeypatch.setattr(numpy_sampling, "sample", lambda *a: used.append(1) or real(*a))
+    gen = torch.Generator().manual_seed(11)
+    fast = sample_text(model, VOCAB, prefix, cfg, generator=gen)
+    after_fast = torch.rand(3, generator=gen)
+    assert used == [1]
+    monkeypatch.setattr(numpy_sampling, "fits", lambda *a: False)
+    gen = torch.Generator().manual_seed(11)
+    assert sample_text(model, VOCAB, prefix, cfg, generator=gen) == fast
+    assert torch.equal(torch.rand(3, generator=gen), after_fast)  # the generator left where the torch path leaves it
+
+
+@pytest.mark.parametrize("model_kw", [
+    dict(embedding_size=16, hidden_size=32, num_layers=2),
+    dict(embedding_size=0, hidden_size=32, copy_window=9, copy_dim=8),
+])
+def test_numpy_step_equals_the_model(model_kw):
+    """The numpy step's log-probabilities, character by character, are the model's over the whole text."""
+    torch.manual_seed(4)
+    model = CharLM(ModelConfig(vocab_size=len(VOCAB), **model_kw)).eval()
+    x = torch.randint(0, len(VOCAB), (1, 40))
+    with torch.no_grad():
+        whole, _ = model(x)
+        logits, state = model(x[:, :5])
+        net = numpy_sampling._NumpyStep(sampling.one_step(model, state, 1000))
+        steps = [logits[0, -1]] + [torch.from_numpy(net(t)[0]) for t in x[0, 5:].tolist()]
+    if model.copy is None:  # the plain model's logits are log-probabilities up to a constant per step
+        whole, steps = whole.log_softmax(-1), [s.log_softmax(-1) for s in steps]
+    torch.testing.assert_close(torch.stack(steps), whole[0, 4:], rtol=1e-4, atol=1e-4)
 
 
 def test_trainer_uses_the_step_function(tmp_path):

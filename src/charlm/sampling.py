@@ -2,7 +2,8 @@
 
 The hidden state is carried one character at a time: the prefix is read once, then each
 new character costs one step of the model, whatever came before.  The command line, the
-trainer's samples and the server all use :func:`generate`.
+trainer's samples and the server all use :func:`generate`.  One sample of an LSTM on the
+CPU is stepped and drawn in numpy (:mod:`charlm.numpy_sampling`), with the same characters.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from . import numpy_sampling
 from .config import SampleConfig
 from .errors import CharlmError
 from .model import CopyRing
@@ -147,6 +149,10 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
         # Plain --length: nothing to track but the characters; one read back per character, for streaming.
         itos = vocab.itos
         lean = isinstance(step, _LeanStep)
+        if lean and numpy_sampling.fits(step, cfg):  # the CPU's fast path: the same characters, drawn in numpy
+            for ids in numpy_sampling.sample(step, logits, cfg, generator, max_chars):
+                yield [itos[t] for t in ids]
+            return
         for i in range(max_chars):
             nxt = choose(logits, cfg, generator)
             ids = nxt.tolist()

@@ -52,11 +52,12 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 from seed_loop import seed_epochs  # noqa: E402
 
+from charlm import numpy_sampling  # noqa: E402
+from charlm.checkpoint import load_model  # noqa: E402
 from charlm.config import SampleConfig, TrainConfig, field_names  # noqa: E402
 from charlm.data import load_corpus  # noqa: E402
 from charlm.model import CharLM  # noqa: E402
 from charlm.presets import get_preset  # noqa: E402
-from charlm import numpy_sampling  # noqa: E402
 from charlm.sampling import generate, make_generator  # noqa: E402
 from charlm.train import Trainer, model_config_for  # noqa: E402
 
@@ -261,21 +262,25 @@ def gen_rate(model, vocab, device: str, n: int, length: int, repeats: int, path:
     return statistics.median(rates)
 
 
-def section_gen(device: str, smoke: bool) -> None:
-    values = seed_values(False)
-    cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
-    corpus = load_corpus(cfg)
-    torch.manual_seed(0)
-    model = CharLM(model_config_for(values, len(corpus.vocab))).to(device).eval()
-    print(f"[gen] seed size: embedding 256, 256 units, vocab {len(corpus.vocab):,}; device {device}", flush=True)
+def section_gen(device: str, smoke: bool, checkpoint: str = "") -> None:
+    if checkpoint:  # a trained model (the default preset's has a copy ring), instead of the seed size untrained
+        model, vocab, ckpt = load_model(checkpoint, device)
+        print(f"[gen] {checkpoint}: {ckpt.model_config}; device {device}", flush=True)
+    else:
+        values = seed_values(False)
+        cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
+        vocab = load_corpus(cfg).vocab
+        torch.manual_seed(0)
+        model = CharLM(model_config_for(values, len(vocab))).to(device).eval()
+        print(f"[gen] seed size: embedding 256, 256 units, vocab {len(vocab):,}; device {device}", flush=True)
     length = 200 if smoke else 2000
     for n, ln in ((1, length), (64, length // 4)):
-        what = f"{n} sample{'s' if n > 1 else ''} x {ln} chars, {device}"
+        what = f"{n} sample{'s' if n > 1 else ''} x {ln} chars, {device}" + (f", {Path(checkpoint).name}" if checkpoint else "")
         reset_peak(device)
-        record("gen", what, gen_rate(model, corpus.vocab, device, n, ln, 3), None, mem=peak_memory(device))
+        record("gen", what, gen_rate(model, vocab, device, n, ln, 3), None, mem=peak_memory(device))
         if n == 1 and device == "cpu":  # the numpy path's own baseline: the same lean step in torch
-            record("gen", f"{what}, torch lean step (numpy path off)", gen_rate(model, corpus.vocab, device, n, ln, 3, "torch"), None)
-        record("gen", f"{what}, module per char", gen_rate(model, corpus.vocab, device, n, ln, 3, "module"), None)
+            record("gen", f"{what}, torch lean step (numpy path off)", gen_rate(model, vocab, device, n, ln, 3, "torch"), None)
+        record("gen", f"{what}, module per char", gen_rate(model, vocab, device, n, ln, 3, "module"), None)
 
 
 def section_compile(device: str, epochs: int, smoke: bool, out: str) -> None:
@@ -313,6 +318,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT / ".benchdata" / "tinyshakespeare.txt"), help="Tiny Shakespeare, for gpu-large")
     ap.add_argument("--epochs", type=int, default=0, help="epochs per figure, the first a warm-up (default: by section)")
     ap.add_argument("--smoke", action="store_true", help="toy sizes, to check the script end to end")
+    ap.add_argument("--checkpoint", default="", help="gen: a trained model's folder instead of the untrained seed size")
     ap.add_argument("--json", default="", help="also write the rows here")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
@@ -326,7 +332,7 @@ def main() -> None:
                              section_seed("cpu-seed", args.device, True, ep(4), args.smoke, out, cpu_variants)),
         "gpu-seed": lambda: section_seed("gpu-seed", args.device, True, ep(6), args.smoke, out, gpu_variants),
         "gpu-large": lambda: section_large(args.device, args.data, ep(3), args.smoke, out),
-        "gen": lambda: section_gen(args.device, args.smoke),
+        "gen": lambda: section_gen(args.device, args.smoke, args.checkpoint),
         "compile": lambda: section_compile(args.device, ep(4), args.smoke, out),
     }
     failed = []

@@ -9,8 +9,8 @@
    ``--rtol``.  cuDNN is made deterministic for this check.
 2. ``precision``: bf16 and fp16 (and bf16 under a CUDA graph) train to within 2% of fp32's
    validation loss on a short run: 2 x 512 LSTM, batch 64 x 128, 2 epochs of Tiny Shakespeare.
-3. ``resume``: a --cuda-graph run stopped after its first epoch and resumed ends with the
-   training loss of the uninterrupted run.
+3. ``resume``: a --cuda-graph run, and an fp16 run, stopped after the first epoch and resumed
+   end with the losses of the uninterrupted run.
 
 Prints one PASS/FAIL line per check and exits non-zero if any failed.
 """
@@ -143,10 +143,16 @@ def check_precision(device: str, data: str, smoke: bool, tol: float) -> None:
 
 
 def check_resume(device: str, smoke: bool) -> None:
-    values = get_preset("seed")
-    values.update(limit_chars=3000 if smoke else 0, val_fraction=0.1, epochs=2, device=device, cuda_graph=device.startswith("cuda"),
-                  sample_every=0, sample_length=1)
-    name = "resume" + (" with --cuda-graph" if values["cuda_graph"] else " (eager: no graph on the CPU)")
+    gpu = device.startswith("cuda")
+    variants = [(" with --cuda-graph", dict(cuda_graph=True)), (" fp16 (the gradient scaler's state in the checkpoint)", dict(precision="fp16"))]
+    for what, extra in variants if gpu else [(" (eager: no graph on the CPU)", {})]:
+        values = get_preset("seed")
+        values.update(limit_chars=3000 if smoke else 0, val_fraction=0.1, epochs=2, device=device, cuda_graph=False,
+                      sample_every=0, sample_length=1, **extra)
+        resume_once(values, "resume" + what)
+
+
+def resume_once(values: dict, name: str) -> None:
     try:
         cfg = train_config({**values, "out": tempfile.mkdtemp()})
         corpus = load_corpus(cfg)

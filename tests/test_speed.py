@@ -196,6 +196,29 @@ def test_checkpoint_keeps_precision_and_cuda_graph(tmp_path):
     assert isinstance(c.trainer["optimizer"], dict)
 
 
+def test_fp16_gradient_scaler_is_checkpointed_and_restored(tmp_path, monkeypatch):
+    """fp16 resumes with the loss scale it had reached (GPU-only in use; the flag check is lifted to test it here)."""
+    from charlm import checkpoint as ckpt_io
+
+    monkeypatch.setattr(train_mod, "check_speed_flags", lambda *a: None)
+    cfg = tiny_train_config(tmp_path, epochs=1, precision="fp16")
+    corpus = load_corpus(cfg)
+    mcfg = ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32)
+    first = Trainer(mcfg, cfg, corpus, log=lambda *_: None)
+    scaler = first._train_step(first.train_model).scaler
+    reached = {"scale": 512.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 7, "_growth_tracker": 3}
+    scaler.load_state_dict(reached)
+    scaler.scale(torch.ones(()))  # the state is applied lazily, on first use
+    first.save("last")
+    c = ckpt_io.load(tmp_path / "run", prefer="last")
+    assert c.trainer["grad_scaler"] == reached
+    resumed = Trainer(c.model_config, c.train_config, corpus, resume=c, log=lambda *_: None)
+    assert resumed.snapshot().trainer["grad_scaler"] == reached  # kept even before the step function exists
+    again = resumed._train_step(resumed.train_model).scaler
+    again.scale(torch.ones(()))
+    assert again.state_dict() == reached
+
+
 # --- generation -----------------------------------------------------------------------
 
 

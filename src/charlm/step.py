@@ -103,7 +103,7 @@ class TrainStep:
         self.cfg, self.device = cfg, device
         self.use_graph = cfg.cuda_graph if graph is None else graph
         self.vocab_size = base.cfg.vocab_size
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
         self.graph = None  # a torch.cuda.CUDAGraph, or on the CPU the body itself
         self.warm = 0
         self.forward = one_hot_forward(model, cfg, device) or model

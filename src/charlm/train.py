@@ -225,6 +225,7 @@ class Trainer:
         self.train_seconds = 0.0  # seconds of training steps in all
         self.state = None
         self._signal = None
+        self._scaler_state = None  # fp16's gradient scaler (its scale and growth count), from a checkpoint until the step exists
         if resume is not None:
             self._restore(resume)
         if self.dist.world_size > 1:  # the same corpus, vocabulary and position everywhere, or a clear error now
@@ -265,6 +266,7 @@ class Trainer:
             "train_chars": self.train_ids.numel(),
             "train_hash": hash_ids(self.train_ids),
             "val_skipped": self.val_skipped,
+            "grad_scaler": self._grad_scaler_state(),
         }
         if self.dist.world_size > 1:
             trainer.update(world_size=self.dist.world_size, rank_tokens=rank_tokens)
@@ -296,8 +298,13 @@ class Trainer:
             carried = tuple(c.trainer_tensors[f"carried.{n}"].to(self.device) for n in self.model.state_names())
             self.state = carried if len(carried) > 1 else carried[0]
         _restore_rng(c.trainer_tensors, t.get("python_rng"))
+        self._scaler_state = t.get("grad_scaler")
         if self.dist.world_size > 1:
             self._restore_share(c)
+
+    def _grad_scaler_state(self) -> dict | None:
+        scaler = getattr(getattr(self, "_step_fn", None), "scaler", None)
+        return scaler.state_dict() if scaler is not None else self._scaler_state
 
     def _restore_share(self, c: ckpt_io.Checkpoint) -> None:
         """In a job: this process's rows of the carried state, its part of the epoch's sums, its RNG streams."""
@@ -439,6 +446,8 @@ class Trainer:
                 torch.set_num_threads(physical_cores())  # SMT siblings only contend for the same FMA units
             prepare_optimizer(self.optimizer, self.cfg, self.device)
             step = self._step_fn = TrainStep(model, self.model, self.params, self.optimizer, self.cfg, self.device)
+            if step.scaler is not None and self._scaler_state:
+                step.scaler.load_state_dict(self._scaler_state)  # fp16 resumes with the scale it had reached
         return step
 
     def _progress(self):

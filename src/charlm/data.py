@@ -180,8 +180,9 @@ def batches(ids: torch.Tensor, batch_size: int, num_steps: int, sampling: str, s
     """Yield ``(x, y)`` pairs of shape (batch_size, num_steps) for one epoch, from batch ``start`` on."""
     if sampling == "random":
         n_windows = (ids.numel() - 1) // num_steps
-        order = torch.randperm(n_windows, generator=epoch_generator(seed, epoch))
-        offsets = torch.arange(num_steps)
+        # drawn on the CPU (the same order on every device), then moved once: no copy to a GPU per batch
+        order = torch.randperm(n_windows, generator=epoch_generator(seed, epoch)).to(ids.device)
+        offsets = torch.arange(num_steps, device=ids.device)
         for b in range(start, n_windows // batch_size):
             starts = order[b * batch_size : (b + 1) * batch_size] * num_steps
             idx = starts[:, None] + offsets[None, :]  # (batch_size, num_steps)

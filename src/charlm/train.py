@@ -74,17 +74,30 @@ def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_
     """
     was_training = model.training
     model.eval()
-    device = model.decoder.weight.device
     rows = max(1, min(rows, ids.numel() // 2))
-    data = fold(ids, rows).to(device)  # (rows, L)
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    try:
+        return _score(model, fold(ids, rows).to(model.decoder.weight.device), chunk)  # (rows, L)
+    finally:
+        model.train(was_training)
+
+
+def _score(model: CharLM, data: torch.Tensor, chunk: int, adapt=None) -> tuple[float, int]:
+    """Mean loss and count over the rows of ``data`` (rows, L), read in chunks, the state carried.
+
+    ``adapt(mean loss of the chunk)`` is called after each chunk is scored (dynamic
+    evaluation); the state is then cut from the graph behind it.
+    """
+    total = torch.zeros((), dtype=torch.float64, device=data.device)
     count, state = 0, None
     for s, e in bptt_slices(data.shape[1], chunk, drop_last=False):
         logits, state = model(data[:, s:e], state)
         y = data[:, s + 1 : e + 1]
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum").double()
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum")
+        total += loss.detach().double()
         count += y.numel()
-    model.train(was_training)
+        if adapt is not None:
+            adapt(loss / y.numel())
+            state = detach(state)
     if count == 0:
         raise CharlmError("the text is too short to score: it needs at least two characters the model knows")
     return float(total) / count, count
@@ -109,24 +122,15 @@ def evaluate_dynamic(model: CharLM, ids: torch.Tensor, lr: float, chunk: int = D
         model.embedding.weight.requires_grad_(False)  # the one-hot identity stays the identity
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr)
-    data = ids.to(model.decoder.weight.device)[None]  # (1, L)
-    total = torch.zeros((), dtype=torch.float64, device=data.device)
-    count, state = 0, None
-    for s, e in bptt_slices(data.shape[1], chunk, drop_last=False):
-        y = data[:, s + 1 : e + 1]
-        logits, state = model(data[:, s:e], state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum")
-        total += loss.detach().double()
-        count += y.numel()
+
+    def adapt(loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
-        (loss / y.numel()).backward()
+        loss.backward()
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
-        state = detach(state)
-    if count == 0:
-        raise CharlmError("the text is too short to score: it needs at least two characters the model knows")
-    return float(total) / count, count
+
+    return _score(model, ids.to(model.decoder.weight.device)[None], chunk, adapt)  # one stream (1, L)
 
 
 def build_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/charlm train --preset jaychou --epochs $(DEMO_EPOCHS) --out $(DEMO_OUT)
+	$(VENV)/bin/charlm train --preset jaychou --epochs $(DEMO_EPOCHS) --out $(DEMO_OUT) --overwrite
 	@echo
 	@echo "== 分开 =="
 	$(VENV)/bin/charlm generate $(DEMO_OUT) --prefix 分开 --lines 4 --temperature 0.8 --seed 1

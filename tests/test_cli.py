@@ -104,6 +104,40 @@ def test_bad_corpora(capsys, tmp_path, content, pattern):
     assert not (tmp_path / "o").exists()
 
 
+def test_training_never_replaces_a_run_unless_told(capsys, corpus, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, *TINY)[0] == 0
+    before = (out / "metrics.jsonl").read_text()
+    code, _, err = run_cli(capsys, "train", "--data", corpus, "--epochs", 2, "--out", out, *TINY)
+    one_line_error(code, err, f"{out} already holds a training run; continue it with `charlm train --resume {out}`")
+    assert (out / "metrics.jsonl").read_text() == before
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 2, "--out", out, "--overwrite", *TINY)[0] == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    (tmp_path / "afile").write_text("x")
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "afile", *TINY)[::2], "afile is a file; give a folder")
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "afile" / "sub", *TINY)[::2], "afile is a file")
+
+
+def test_train_help_shows_the_default_presets_values(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 512 from the jaychou preset; built in: 0)" in text  # --copy-window
+
+
+def test_prefix_defaults_to_what_the_model_knows(capsys, tmp_path):
+    """An English model: no 分开 to start from, so no --prefix starts a line; an empty --prefix does the same."""
+    f = tmp_path / "en.txt"
+    f.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    out = tmp_path / "en"
+    code, stdout, _ = run_cli(capsys, "train", "--data", f, "--epochs", 1, "--out", out, *TINY[:-2], "--sample-every", 1)
+    assert code == 0 and "\n - " in stdout  # a sample was printed during training, from the start of a line
+    for flags in ([], ["--prefix", ""]):
+        code, stdout, err = run_cli(capsys, "generate", out, "--length", 12, "--seed", 1, *flags)
+        assert code == 0 and len(stdout.rstrip("\n")) >= 1, err
+    one_line_error(*run_cli(capsys, "generate", out, "--prefix", "the", "--acrostic", "tq")[::2], "--prefix and --acrostic do not go together")
+
+
 def test_missing_corpus_and_unknown_preset(capsys, tmp_path):
     one_line_error(*run_cli(capsys, "train", "--data", tmp_path / "none.txt", "--out", tmp_path / "o")[::2], "no such file")
     one_line_error(*run_cli(capsys, "train", "--preset", "nope")[::2], "unknown preset 'nope'; known presets: jaychou, jaychou-ft, seed")

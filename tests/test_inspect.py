@@ -132,6 +132,18 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tiny_ckpt, tmp_path, c
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("where, message", [
+    (lambda t: ["--out", str(t), "--png", str(t / "r.png")], "is a folder; give a file name"),
+    (lambda t: ["--out", str(t / "r.html"), "--png", str(t / "afile" / "r.png")], "afile is a file"),
+])
+def test_an_output_that_cannot_be_written_is_refused_before_anything_is(tiny_ckpt, tmp_path, capsys, where, message):
+    (tmp_path / "afile").write_text("x")
+    assert main(["inspect", str(tiny_ckpt), "--text", "分开", *where(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("charlm: error:") and "\n" not in err and message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # neither the HTML nor the PNG
+
+
 def test_gru_checkpoint_is_a_clear_error(gru_ckpt, tmp_path, capsys):
     assert main(["inspect", str(gru_ckpt), "--text", "分开", "--out", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err.strip()

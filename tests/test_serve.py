@@ -141,7 +141,7 @@ def test_model_info(client):
     ({"length": "many"}, "length"),
     ({"temp": 0.5}, "temp"),
     ({"prefix": "分开☃"}, "prefix"),
-    ({"prefix": "", "length": 5}, "prefix"),
+    ({"prefix": "分开", "acrostic": "你我"}, "prefix"),
 ])
 def test_bad_requests_are_422_naming_the_field(client, body, field):
     for path in ("/v1/generate", "/v1/generate/stream"):
@@ -149,6 +149,14 @@ def test_bad_requests_are_422_naming_the_field(client, body, field):
         assert r.status_code == 422, (path, r.text)
         assert r.json()["error"].startswith(field + ":"), r.json()
         assert any(d["loc"][-1] == field for d in r.json()["detail"])
+
+
+def test_prefix_defaults_to_the_runs_first_known_prefix_and_empty_starts_a_line(client):
+    """No prefix: the training run's first prefix (分开 here), as `charlm generate` does; an empty one starts a line."""
+    r = client.post("/v1/generate", json={"length": 5, "seed": 2})
+    assert r.status_code == 200 and r.json()["samples"][0].startswith("分开")
+    r = client.post("/v1/generate", json={"prefix": "", "length": 5, "seed": 2})
+    assert r.status_code == 200 and len(r.json()["samples"][0]) == 5
 
 
 def test_unknown_characters_are_named(client):

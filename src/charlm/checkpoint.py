@@ -68,6 +68,24 @@ def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
+    """``path`` as a Path if a file (or with ``folder``, a folder) can be written there; else a one-line error.
+
+    Checked before any work, so that a bad second output never leaves the first one written.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise CharlmError(f"{what} {path} is {'a file' if folder else 'a folder'}; give {'a folder' if folder else 'a file name'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CharlmError(f"{what} {path} cannot be made: {parent} is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise CharlmError(f"{what} {path} cannot be made: {parent} is not writable")
+            break
+    return path
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write beside the final name, then rename: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,15 +30,23 @@ def _flag_type(f: dataclasses.Field):
     return t
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset()) -> None:
-    """One ``--field-name`` flag per dataclass field, defaulting to None so that only given flags override."""
+def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset(), preset: str | None = None) -> None:
+    """One ``--field-name`` flag per dataclass field, defaulting to None so that only given flags override.
+
+    With ``preset`` the help shows the value that preset gives where it sets one (the value a
+    run without ``--preset`` gets), beside the built-in default.
+    """
     group = parser.add_argument_group(cls.__name__)
+    values = get_preset(preset) if preset else {}
     for f in dataclasses.fields(cls):
         if f.name in skip or f.metadata.get("cli") is False:
             continue
         flag = "--" + f.name.replace("_", "-")
         t = _flag_type(f)
-        kw = {"dest": f.name, "default": None, "help": f"{f.metadata.get('help', '')} (default: {f.default!r})"}
+        default = f"default: {f.default!r}"
+        if f.name in values and values[f.name] != f.default:
+            default = f"default: {values[f.name]!r} from the {preset} preset; built in: {f.default!r}"
+        kw = {"dest": f.name, "default": None, "help": f"{f.metadata.get('help', '')} ({default})"}
         if t is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif t is tuple:
@@ -56,17 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model (default: the bundled Jay Chou lyrics)",
-                       description="Train a character-level language model. A preset sets every value; any flag overrides it.")
+                       description=f"Train a character-level language model. A preset sets every value ({DEFAULT_PRESET} "
+                                   "unless --preset names another); any flag overrides it.")
     t.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})")
     t.add_argument("--resume", default=None, metavar="DIR", help="continue a run exactly from its checkpoint (a run folder or a checkpoint folder)")
+    t.add_argument("--overwrite", action="store_true", help="train into an --out folder that already holds a run, replacing its checkpoints")
     t.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="under torchrun: how long a process waits for the others before the job ends with an error (default: 300)")
-    add_config_flags(t, ModelConfig)
-    add_config_flags(t, TrainConfig)
+    add_config_flags(t, ModelConfig, preset=DEFAULT_PRESET)
+    add_config_flags(t, TrainConfig, preset=DEFAULT_PRESET)
 
     g = sub.add_parser("generate", help="write text from a prefix", description="Generate text from a trained model; characters stream as they are made.")
     g.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint)")
-    g.add_argument("--prefix", default="分开", help="text the sample starts with (default: 分开)")
+    g.add_argument("--prefix", default=None, help="text the sample starts with (default: the first of the training run's "
+                                                   "--prefixes the model knows, 分开 for the lyrics; else the start of a line)")
     g.add_argument("--style-prefix", default="", help="text read first to set the mood, not printed")
     g.add_argument("--acrostic", default="", help="藏头: one line per character, each starting with it")
     g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them")
@@ -158,6 +169,7 @@ def _train(args: argparse.Namespace) -> int:
         resume = ckpt_io.load(args.resume, prefer="last")
         out = overrides.pop("out", str(resume.path.parent))
         train_cfg = dataclasses.replace(resume.train_config, **overrides, out=out)
+        ckpt_io.check_writable(train_cfg.out, "--out", folder=True)
         model_cfg = resume.model_config
         corpus = load_corpus(train_cfg, vocab=resume.vocab)
         print(f"resuming {resume.path} at epoch {resume.trainer['epoch']}, batch {resume.trainer['batch']}", flush=True)
@@ -167,6 +179,7 @@ def _train(args: argparse.Namespace) -> int:
         train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
         model_fields = {k: v for k, v in values.items() if k in field_names(ModelConfig)}
         ModelConfig(**model_fields, vocab_size=1)  # validate before reading the corpus
+        _check_new_out(train_cfg.out, args.overwrite)
         corpus = load_corpus(train_cfg)
         model_cfg = model_config_for(model_fields, len(corpus.vocab))
         if train_cfg.init_from:
@@ -202,6 +215,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_new_out(out: str, overwrite: bool) -> None:
+    """A fresh run's --out: a folder that can be made, and not one holding another run unless --overwrite."""
+    from .checkpoint import check_writable
+
+    out = check_writable(out, "--out", folder=True)
+    if not overwrite and any((out / name).exists() for name in ("best", "last", "metrics.jsonl")):
+        raise CharlmError(f"{out} already holds a training run; continue it with `charlm train --resume {out}`, "
+                          f"replace it with --overwrite, or give another --out")
+
+
 def _fine_tune_setup(train_cfg, corpus, model_fields: dict, flags: dict):
     """Weights, model config and corpus for ``--init-from``: the pre-trained model with its vocabulary grown."""
     from . import checkpoint as ckpt_io
@@ -224,16 +247,20 @@ def _sample_config(args) -> SampleConfig:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .sampling import check_known, generate, make_generator
+    from .sampling import check_known, default_prefix, generate, make_generator
     from .train import pick_device
 
     cfg = _sample_config(args)
+    if args.prefix is not None and args.acrostic:
+        raise CharlmError("--prefix and --acrostic do not go together: each line of an acrostic starts with its own "
+                          "character (--style-prefix sets the mood without being printed)")
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
-    prefix = check_known(vocab, args.prefix, "prefix", args.unknown)
+    given_prefix = args.prefix if args.prefix is not None else "" if args.acrostic else default_prefix(vocab, ckpt.train_config.prefixes)
+    prefix = check_known(vocab, given_prefix, "prefix", args.unknown)
     style = check_known(vocab, args.style_prefix, "style prefix", args.unknown)
     acrostic = check_known(vocab, args.acrostic, "acrostic", args.unknown)
-    if not prefix and args.prefix and not acrostic:
+    if not prefix and given_prefix and not acrostic:
         raise CharlmError("no character of the prefix is in the model's vocabulary")
     index = _copy_index(ckpt) if args.check_copy else None
     gen = make_generator(cfg.seed, device)
@@ -298,6 +325,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         how = "static: read once as one stream, the state carried, the model unchanged by the text"
     print(f"file: {args.file}")
     print(f"characters: {len(text):,} read, {n:,} scored" + (f", {skipped:,} outside the vocabulary skipped" if skipped else ""))
+    if args.dynamic and n <= DYNAMIC_CHUNK:
+        how += "; the text is no longer than one chunk, so no update came before a score: the figure is the static one"
     if model.cfg.copy_window:
         how += f"; its copy attention looks back over up to {model.cfg.copy_window} characters of this text already read"
     print(f"scoring: {how}")
@@ -347,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a file the checks before the work could not foresee (a full disk, a permission)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"charlm: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

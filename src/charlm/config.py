@@ -164,7 +164,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         _check(self.length >= 1, f"length must be >= 1, got {self.length}")
         _check(self.lines >= 0, f"lines must be >= 0, got {self.lines}")
-        _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature} (--greedy takes the most likely character every time)")
         _check(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         _check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")

@@ -71,7 +71,8 @@ class CopyReport:
 
     def line(self) -> str:
         share = "n/a" if self.ngram_share is None else f"{self.ngram_share:.0%}"
-        return f"copy check: longest span also in the training text {self.longest} characters 「{self.span}」; {self.n}-grams seen in training: {share}"
+        span = self.span.replace("\n", "⏎")  # one line of report, whatever the span holds
+        return f"copy check: longest span also in the training text {self.longest} characters 「{span}」; {self.n}-grams seen in training: {share}"
 
 
 class CopyIndex:

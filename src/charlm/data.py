@@ -43,7 +43,9 @@ def bundled_corpus() -> Path:
 def _decode(path: Path, raw: bytes, encoding: str) -> str:
     if not raw:
         raise CharlmError(f"{path}: the file is empty")
-    if b"\x00" in raw[:8192] and not encoding.lower().replace("-", "").startswith("utf16"):
+    if b"\x00" in raw[:8192] and not encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32")):
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark
+            raise CharlmError(f"{path}: looks like UTF-16 text (a byte-order mark, NUL bytes); try --encoding utf-16")
         raise CharlmError(f"{path}: looks like a binary file (it contains NUL bytes), not text")
     try:
         text = raw.decode(encoding)
@@ -139,7 +141,7 @@ def check_enough(n: int, batch_size: int, num_steps: int, sampling: str) -> None
     need = min_chars(batch_size, num_steps, sampling)
     if n < need:
         raise CharlmError(
-            f"the training text has {n} characters, fewer than one batch needs: "
+            f"the training text has {n} character{'s' if n != 1 else ''}, fewer than one batch needs: "
             f"batch_size {batch_size} x num_steps {num_steps} ({sampling}) needs at least {need}; "
             f"use a longer corpus or smaller --batch-size/--num-steps"
         )

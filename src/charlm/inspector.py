@@ -646,7 +646,8 @@ def render_png(report: Report, log=None) -> bytes:
     seg_h = 0.3 + 0.2 + 0.1 + len(SHOWN) * (hm_h + 0.12) + 0.3  # labels, surprisal strip, heatmaps, labels
     top_h, bottom_h = 0.75, 0.75
     segs = list(range(0, n, cols))
-    W = left + cols * cw + right
+    bar_w = 2.0  # each of the three colour bars; their titles need about that much room
+    W = max(left + cols * cw, left + 3 * (bar_w + 0.8)) + right  # a short text still leaves room for the titles
     Hgt = top_h + len(segs) * seg_h + bottom_h
     family = [font, "DejaVu Sans"] if font else ["DejaVu Sans"]  # DejaVu draws ↵ and ␣, which CJK fonts lack
     with rc_context({"font.family": family, "axes.unicode_minus": False}), warnings.catch_warnings():
@@ -700,7 +701,6 @@ def render_png(report: Report, log=None) -> bytes:
                 ax.tick_params(length=0, pad=2)
                 y += hm_h + 0.12
             y += 0.3
-        bar_w = min(2.6, cols * cw * 0.3)
         for j, (im, name) in enumerate(((im_bits, "surprisal (bits)"), (im_gate, "gates: 0 closed … 1 open"), (im_cell, "cell state ÷ the unit's largest |c|"))):
             cax = fig.add_axes(((left + j * (bar_w + 0.8)) / W, 0.25 / Hgt, bar_w / W, 0.12 / Hgt))
             fig.colorbar(im, cax=cax, orientation="horizontal")
@@ -715,8 +715,11 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
                        out: str = "inspect.html", png: str | None = None, layer: int | None = None, units: str | None = None,
                        log=lambda msg: print(msg, file=sys.stderr)) -> str:
     """Write the HTML report (and the PNG, if asked) for ``checkpoint`` on a text; returns a summary to print."""
-    from .checkpoint import load_model
+    from .checkpoint import check_writable, load_model
 
+    check_writable(out, "--out")
+    if png:
+        check_writable(png, "--png")
     raw = read_input(text, file, encoding)
     model, vocab, ckpt = load_model(checkpoint, "cpu")
     report = analyse(model, vocab, str(ckpt.path), raw, layer, parse_units(units, model.cfg.hidden_size), ckpt.train_config.newlines)

@@ -77,6 +77,11 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.searchsorted(cdf, v).squeeze(-1)
 
 
+def default_prefix(vocab: Vocab, prefixes) -> str:
+    """The first of a run's ``prefixes`` the vocabulary knows whole (分开 for the lyrics), else "": the start of a line."""
+    return next((p for p in prefixes if p and not vocab.unknown(p)), "")
+
+
 def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error") -> str:
     """``text`` itself, or without the characters ``vocab`` lacks when ``unknown='skip'``; else a one-line error."""
     missing = vocab.unknown(text)
@@ -134,8 +139,10 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
         prefix = ""
     else:
         context = style_prefix + prefix
-    if not context:
-        raise CharlmError("the prefix is empty and the model has no newline token to start from; give --prefix")
+    if not context:  # nothing given: start where a line starts
+        if newline is None:
+            raise CharlmError("the prefix is empty and the model has no newline character to start a line from; give --prefix")
+        context = "\n"
 
     ids = torch.tensor(vocab.encode(context), device=device).expand(n, -1)  # (n, len)
     logits, state = model(ids, None)  # the whole context is read once

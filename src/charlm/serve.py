@@ -42,7 +42,7 @@ from .checkpoint import load_model
 from .config import SampleConfig, to_dict
 from .data import bptt_slices, normalize
 from .errors import CharlmError
-from .sampling import check_known, generate, make_generator
+from .sampling import check_known, default_prefix, generate, make_generator
 from .train import EVAL_CHUNK, pick_device
 
 STATIC = Path(__file__).parent / "static"
@@ -69,7 +69,9 @@ def _request_models(lim: Limits):
         """What to write: the same settings as ``charlm generate``."""
 
         model_config = strict
-        prefix: str = Field("分开", max_length=lim.max_prefix, description="text the sample starts with")
+        prefix: str | None = Field(None, max_length=lim.max_prefix,
+                                   description="text the sample starts with (default: the first of the training run's prefixes "
+                                               "the model knows, 分开 for the lyrics; else the start of a line)")
         length: int = Field(100, ge=1, le=lim.max_length, description="characters to generate after the prefix")
         lines: int = Field(0, ge=0, le=lim.max_lines, description="stop after this many lines instead; 0 = off")
         temperature: float = Field(1.0, gt=0, le=100, description="> 1 more surprising, < 1 more conservative")
@@ -122,14 +124,17 @@ class _Generation:
     ``interval`` seconds, so the caller can stream it and check on the client in between.
     """
 
-    def __init__(self, model, vocab, req, time_limit: float, max_chars: int | None):
-        prefix = self._known(vocab, req.prefix, "prefix", req.unknown)
+    def __init__(self, model, vocab, req, time_limit: float, max_chars: int | None, default: str = ""):
+        if req.prefix is not None and req.prefix and req.acrostic:
+            raise _Invalid("prefix", "prefix and acrostic do not go together: each line of an acrostic starts with its own character")
+        given = req.prefix if req.prefix is not None else "" if req.acrostic else default
+        prefix = self._known(vocab, given, "prefix", req.unknown)
         style = self._known(vocab, req.style_prefix, "style_prefix", req.unknown)
         acrostic = self._known(vocab, req.acrostic, "acrostic", req.unknown)
-        if not prefix and req.prefix and not acrostic:
+        if not prefix and given and not acrostic:
             raise _Invalid("prefix", "no character of the prefix is in the model's vocabulary")
-        if not (style + prefix) and not (acrostic and "\n" in vocab):
-            raise _Invalid("prefix", "the prefix is empty: give a prefix, a style_prefix or an acrostic")
+        if not (style + prefix) and "\n" not in vocab:
+            raise _Invalid("prefix", "the prefix is empty and the model has no newline to start a line from: give a prefix or a style_prefix")
         self.seed = req.seed if req.seed >= 0 else secrets.randbelow(2**31)  # short, and exact in JavaScript
         cfg = SampleConfig(length=req.length, lines=req.lines, greedy=req.greedy, temperature=req.temperature,
                            top_k=req.top_k, top_p=req.top_p, num_samples=req.num_samples, seed=self.seed)
@@ -257,7 +262,8 @@ class _Server:
         """A generation for ``req``; nothing runs until its first chunk is asked for."""
         # --length is bounded by its Field; --lines and --acrostic are bounded here, by characters.
         cap = self.limits.max_length if (req.lines or req.acrostic) else None
-        return _Generation(self.model, self.vocab, req, self.limits.time_limit, cap)
+        return _Generation(self.model, self.vocab, req, self.limits.time_limit, cap,
+                           default_prefix(self.vocab, self.ckpt.train_config.prefixes))
 
     async def chunks(self, gen: _Generation, request: Request, interval: float):
         """The chunks of ``gen`` as they are made, once a worker is free; stops early when the client goes away."""

@@ -539,15 +539,15 @@ class Trainer:
             return
         cfg = self.cfg
         scfg = SampleConfig(length=cfg.sample_length, greedy=cfg.sample_greedy, temperature=0.8)
-        for i, prefix in enumerate(cfg.prefixes):
-            known = "".join(c for c in prefix if c in self.corpus.vocab)
-            if not known:
-                continue
+        vocab = self.corpus.vocab
+        starts = [(i, k) for i, k in enumerate("".join(c for c in p if c in vocab) for p in cfg.prefixes) if k]
+        # none of the prefixes fits this corpus (the lyrics' 分开 in English text): from the start of a line
+        for i, known in starts or [(0, "" if "\n" in vocab else self.corpus.train_text[:1])]:
             # A private stream per (seed, epoch, prefix): training's own random streams are untouched, and two
             # prefixes do not share their draws (with the same draws their samples soon coincide).
             g = make_generator(cfg.seed + 1_000 * self.epoch + i, "cpu")
             gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=g)))
-            text = "".join(s[0] for s in generate(self.model, self.corpus.vocab, known, scfg, generator=gen))
+            text = "".join(s[0] for s in generate(self.model, vocab, known, scfg, generator=gen))
             self.log(" - " + text.replace("\n", " / "))
 
     def _write_metrics(self) -> None:

@@ -64,7 +64,7 @@ def train_and_eval(preset: str, data: Path | None, out: Path, extra: str, device
 
 
 def train(cmd: list, t0: float) -> None:
-    log = run(cmd)
+    log = run(cmd + ["--overwrite"])  # a benchmark's --out is its own: a rerun replaces it
     print("\n".join(line for line in log.splitlines() if line.startswith(("epoch", "held-out", "vocabulary", "corpus", "time limit", "fine-tuning"))))
     print(f"training took {(time.time() - t0) / 60:.1f} min")
 

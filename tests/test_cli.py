@@ -118,6 +118,14 @@ def test_training_never_replaces_a_run_unless_told(capsys, corpus, tmp_path):
     one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "afile" / "sub", *TINY)[::2], "afile is a file")
 
 
+def test_an_unknown_flag_names_the_nearest_real_one(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", str(tmp_path), "--lenght", "5"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "charlm generate: error: unrecognized arguments: --lenght 5 (did you mean --length?)" in err
+    one_line_error(*run_cli(capsys, "train", "--corpus", tmp_path / "none.txt")[::2], "no such file")  # --corpus is --data
+
+
 def test_train_help_shows_the_default_presets_values(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])

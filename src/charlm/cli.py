@@ -23,6 +23,10 @@ RESUMABLE_OVERRIDES = {"epochs", "device", "out", "sample_every", "early_stop", 
                        "max_minutes", "eval_every"}
 
 
+# Other names users reach for first.
+ALIASES = {"data": ("--corpus",)}
+
+
 def _flag_type(f: dataclasses.Field):
     t = f.type if not isinstance(f.type, str) else eval(f.type, {"tuple": tuple})  # noqa: S307 - our own annotations
     if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
@@ -41,18 +45,18 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = froz
     for f in dataclasses.fields(cls):
         if f.name in skip or f.metadata.get("cli") is False:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, ())]
         t = _flag_type(f)
         default = f"default: {f.default!r}"
         if f.name in values and values[f.name] != f.default:
             default = f"default: {values[f.name]!r} from the {preset} preset; built in: {f.default!r}"
         kw = {"dest": f.name, "default": None, "help": f"{f.metadata.get('help', '')} ({default})"}
         if t is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
         elif t is tuple:
-            group.add_argument(flag, nargs="+", **kw)
+            group.add_argument(*flags, nargs="+", **kw)
         else:
-            group.add_argument(flag, type=t, choices=f.metadata.get("choices"), **kw)
+            group.add_argument(*flags, type=t, choices=f.metadata.get("choices"), **kw)
 
 
 def given(args: argparse.Namespace, cls) -> dict:
@@ -360,9 +364,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "inspect": cmd_inspect}
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parse_args``, but an unknown flag is reported with the command's own usage and the nearest real flags."""
+    import difflib
+
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        flags = [f for a in sub._actions for f in a.option_strings if f.startswith("--")]
+        near = sorted({m for x in extra if x.startswith("-") for m in difflib.get_close_matches(x.split("=")[0], flags, n=2, cutoff=0.75)})
+        sub.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {' or '.join(near)}?)" if near else ""))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     try:
         return COMMANDS[args.command](args)
     except CharlmError as e:

@@ -350,6 +350,9 @@ def test_generate_is_one_read_back_per_character_in_plain_mode(monkeypatch):
     dict(length=20),  # too short for the input table: the embedding times the weights
     dict(length=300, temperature=0.7),
     dict(length=40, greedy=True),
+    dict(length=200, top_k=5, temperature=1.3),
+    dict(length=200, top_p=0.8),
+    dict(length=200, top_k=20, top_p=0.9, temperature=0.8),
 ])
 def test_numpy_generation_gives_the_torch_paths_characters(model_kw, sample_kw, monkeypatch):
     """One sample on the CPU is drawn in numpy; same generator, same characters as the torch lean step."""

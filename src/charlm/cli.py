@@ -346,6 +346,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    # numpy's OpenBLAS (one-sample generation on the CPU) keeps to --threads per request, as torch does
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, args.threads)))
     from .serve import serve
 
     return serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads, device=args.device,

@@ -4,8 +4,8 @@ On a CPU one character of one sample is two matrix-vector products and a few doz
 operations on vectors of a thousand numbers.  A torch call costs 3-10 µs of dispatch
 against about 1 µs for a numpy call, and numpy's OpenBLAS multiplies a vector by the
 1 MB matrices of the seed's size in about half the time torch's MKL takes on the AMD CPU
-of BENCHMARKS.md; so the whole loop is done here, in numpy, for the sampling settings
-that need nothing else (temperature, greedy).  It reads the weights :class:`_LeanStep`
+of BENCHMARKS.md; so the whole loop is done here, in numpy, sampling settings included
+(temperature, top-k, top-p, greedy).  It reads the weights :class:`_LeanStep`
 prepared (numpy views of the same memory) and gives the characters the torch path gives
 for the same generator, to float rounding: each uniform number comes from the same torch
 generator, in the same order, and is placed in the running sum the same way (:func:`draw`).
@@ -25,13 +25,12 @@ BLOCK = 256  # uniform numbers drawn from the torch generator at a time (on the 
 
 
 def fits(lean, cfg: SampleConfig) -> bool:
-    """Whether :func:`sample` can take over from a lean step: one sample of an LSTM on the CPU, no top-k or top-p cut.
+    """Whether :func:`sample` can take over from a lean step: one sample of an LSTM on the CPU.
 
     One sample only: at 64 the arithmetic outweighs the dispatch, and torch's two threads
     are faster than numpy's one (BENCHMARKS.md).
     """
-    return (lean.kind == "lstm" and lean.dec_w.device.type == "cpu" and cfg.num_samples == 1
-            and cfg.top_k is None and cfg.top_p >= 1)
+    return lean.kind == "lstm" and lean.dec_w.device.type == "cpu" and cfg.num_samples == 1
 
 
 def sample(lean, logits: torch.Tensor, cfg: SampleConfig, generator: torch.Generator | None, steps: int) -> Iterator[list[int]]:
@@ -56,12 +55,23 @@ def _uniforms(generator: torch.Generator | None, steps: int) -> Iterator[float]:
 
 
 def _choose(z: np.ndarray, cfg: SampleConfig, uniforms) -> int:
-    """The next id from logits ``z`` (1, V): :func:`charlm.sampling.choose` for temperature-only settings."""
+    """The next id from logits ``z`` (1, V): :func:`charlm.sampling.choose`, its filters and its draw."""
     if cfg.greedy:
         return int(z.argmax())
+    z = z[0]
     if cfg.temperature != 1:
         z = z / np.float32(cfg.temperature)
-    cdf = np.cumsum(np.exp(z[0] - z.max()), dtype=np.float64)
+    if cfg.top_k is not None and cfg.top_k < len(z):  # the k largest (and any tied with the k-th) stay
+        kth = np.partition(z, len(z) - cfg.top_k)[len(z) - cfg.top_k]
+        z = np.where(z < kth, np.float32(-np.inf), z)
+    p = np.exp(z - z.max())
+    if cfg.top_p < 1:  # nucleus: the most likely characters until their probability reaches top_p
+        order = np.argsort(-p, kind="stable")
+        sp = p[order] / p.sum()
+        drop = np.cumsum(sp) - sp >= cfg.top_p  # the mass before this one already reaches top_p
+        drop[0] = False
+        p[order[drop]] = 0
+    cdf = np.cumsum(p, dtype=np.float64)
     v = (1 - next(uniforms)) * cdf[-1]  # in (0, total]
     return int(np.searchsorted(cdf, v))  # the first index whose running sum reaches v
 

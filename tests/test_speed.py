@@ -353,24 +353,33 @@ def test_generate_is_one_read_back_per_character_in_plain_mode(monkeypatch):
     dict(length=200, top_k=5, temperature=1.3),
     dict(length=200, top_p=0.8),
     dict(length=200, top_k=20, top_p=0.9, temperature=0.8),
+    dict(lines=4, max_line_length=15),  # lines cut at 15 characters, counted
+    dict(acrostic=VOCAB.itos[1] + VOCAB.itos[2] + VOCAB.itos[3], max_line_length=10, temperature=0.9),
 ])
 def test_numpy_generation_gives_the_torch_paths_characters(model_kw, sample_kw, monkeypatch):
     """One sample on the CPU is drawn in numpy; same generator, same characters as the torch lean step."""
     torch.manual_seed(3)
     model = CharLM(ModelConfig(vocab_size=len(VOCAB), **model_kw))
+    sample_kw = dict(sample_kw)
+    acrostic = sample_kw.pop("acrostic", "")
     cfg = SampleConfig(**sample_kw)
-    prefix = VOCAB.itos[3] + VOCAB.itos[7]
+    prefix = "" if acrostic else VOCAB.itos[3] + VOCAB.itos[7]
     used = []
-    real = numpy_sampling.sample
-    monkeypatch.setattr(numpy_sampling, "sample", lambda *a: used.append(1) or real(*a))
+    real = numpy_sampling.Sampler
+    monkeypatch.setattr(numpy_sampling, "Sampler", lambda *a: used.append(1) or real(*a))
     gen = torch.Generator().manual_seed(11)
-    fast = sample_text(model, VOCAB, prefix, cfg, generator=gen)
+    fast = sample_text(model, VOCAB, prefix, cfg, acrostic=acrostic, generator=gen)
     after_fast = torch.rand(3, generator=gen)
     assert used == [1]
+    if cfg.lines:
+        assert fast[0].count("\n") == cfg.lines
+    if acrostic:
+        assert [line[0] for line in fast[0].rstrip("\n").split("\n")] == list(acrostic)
     monkeypatch.setattr(numpy_sampling, "fits", lambda *a: False)
     gen = torch.Generator().manual_seed(11)
-    assert sample_text(model, VOCAB, prefix, cfg, generator=gen) == fast
-    assert torch.equal(torch.rand(3, generator=gen), after_fast)  # the generator left where the torch path leaves it
+    assert sample_text(model, VOCAB, prefix, cfg, acrostic=acrostic, generator=gen) == fast
+    if not (cfg.lines or acrostic):  # (one that stops at its last line may leave drawn numbers of a block unused)
+        assert torch.equal(torch.rand(3, generator=gen), after_fast)  # the generator left where the torch path leaves it
 
 
 @pytest.mark.parametrize("model_kw", [

@@ -25,7 +25,7 @@ BLOCK = 256  # uniform numbers drawn from the torch generator at a time (on the 
 
 
 def fits(lean, cfg: SampleConfig) -> bool:
-    """Whether :func:`sample` can take over from a lean step: one sample of an LSTM on the CPU.
+    """Whether a :class:`Sampler` can take over from a lean step: one sample of an LSTM on the CPU.
 
     One sample only: at 64 the arithmetic outweighs the dispatch, and torch's two threads
     are faster than numpy's one (BENCHMARKS.md).
@@ -33,16 +33,25 @@ def fits(lean, cfg: SampleConfig) -> bool:
     return lean.kind == "lstm" and lean.dec_w.device.type == "cpu" and cfg.num_samples == 1
 
 
-def sample(lean, logits: torch.Tensor, cfg: SampleConfig, generator: torch.Generator | None, steps: int) -> Iterator[list[int]]:
-    """The ids drawn (a list of one per step) for ``steps`` steps: draw from ``logits`` (1, V), read the draw, repeat."""
-    net = _NumpyStep(lean)
-    z = logits.detach().float().numpy()
-    uniforms = None if cfg.greedy else _uniforms(generator, steps)
-    for i in range(steps):
-        tok = _choose(z, cfg, uniforms)
-        yield [tok]
-        if i < steps - 1:
-            z = net(tok)
+class Sampler:
+    """``draw() -> [id]`` from the last logits, ``step([id])`` reads it: one sample, in numpy.
+
+    The uniform numbers are taken from ``generator`` in blocks, ``steps`` in all: what the
+    torch path draws one at a time (a generation that stops early, at its last line, leaves
+    the rest of the block drawn).
+    """
+
+    def __init__(self, lean, logits: torch.Tensor, cfg: SampleConfig, generator: torch.Generator | None, steps: int):
+        self.net = _NumpyStep(lean)
+        self.z = logits.detach().float().numpy()
+        self.cfg = cfg
+        self.uniforms = None if cfg.greedy else _uniforms(generator, steps)
+
+    def draw(self) -> list[int]:
+        return [_choose(self.z, self.cfg, self.uniforms)]
+
+    def step(self, ids: list[int]) -> None:
+        self.z = self.net(ids[0])
 
 
 def _uniforms(generator: torch.Generator | None, steps: int) -> Iterator[float]:

@@ -146,59 +146,70 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
 
     ids = torch.tensor(vocab.encode(context), device=device).expand(n, -1)  # (n, len)
     logits, state = model(ids, None)  # the whole context is read once
-    logits = logits[:, -1]
-    max_chars = cfg.lines * (cfg.max_line_length + 1) if cfg.lines else cfg.length  # a cut line adds its newline
+    if heads:
+        max_chars = len(heads) * (cfg.max_line_length + 1)
+    else:
+        max_chars = cfg.lines * (cfg.max_line_length + 1) if cfg.lines else cfg.length  # a cut line adds its newline
     step = one_step(model, state, n * max_chars)
+    if isinstance(step, _LeanStep) and numpy_sampling.fits(step, cfg):  # the CPU's fast path: the same characters
+        sampler = numpy_sampling.Sampler(step, logits[:, -1], cfg, generator, max_chars)
+    else:
+        sampler = _TorchSampler(step, logits[:, -1], cfg, generator)
     if prefix:
         yield [prefix] * n
+    itos = vocab.itos
 
     if not (cfg.lines or heads):
         # Plain --length: nothing to track but the characters; one read back per character, for streaming.
-        itos = vocab.itos
-        lean = isinstance(step, _LeanStep)
-        if lean and numpy_sampling.fits(step, cfg):  # the CPU's fast path: the same characters, drawn in numpy
-            for ids in numpy_sampling.sample(step, logits, cfg, generator, max_chars):
-                yield [itos[t] for t in ids]
-            return
         for i in range(max_chars):
-            nxt = choose(logits, cfg, generator)
-            ids = nxt.tolist()
+            ids = sampler.draw()
             yield [itos[t] for t in ids]
             if i < max_chars - 1:
-                logits = step(nxt, ids[0]) if lean and n == 1 else step(nxt)
+                sampler.step(ids)
         return
-    if heads:
-        max_chars = len(heads) * (cfg.max_line_length + 1)
-    line_len = torch.zeros(n, dtype=torch.long, device=device)
-    lines_done = torch.zeros(n, dtype=torch.long, device=device)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    at_line_start = torch.full((n,), bool(heads), dtype=torch.bool, device=device)
-    newline_id = newline if newline is not None else -1
+    # --lines or --acrostic: per sample, its line's length, its lines so far, whether it is done.
+    line_len, lines_done, done = [0] * n, [0] * n, [False] * n
+    at_line_start = [bool(heads)] * n
+    wanted = len(heads) if heads else cfg.lines
     for i in range(max_chars):
-        nxt = choose(logits, cfg, generator)
-        if heads:
-            head = torch.tensor(heads, device=device)[lines_done.clamp(max=len(heads) - 1)]
-            nxt = torch.where(at_line_start, head, nxt)
-        if cfg.lines or heads:
-            # A line that runs too long is ended, so that --lines and --acrostic always finish.
-            if newline is not None:
-                nxt = torch.where(line_len >= cfg.max_line_length, torch.full_like(nxt, newline), nxt)
-        is_break = nxt == newline_id
-        if newline is None and (cfg.lines or heads):
-            is_break = line_len + 1 >= cfg.max_line_length
-        chars = [("" if d else vocab.itos[i]) + ("\n" if (b and newline is None and not d) else "")
-                 for i, d, b in zip(nxt.tolist(), done.tolist(), is_break.tolist())]
-        yield chars
-        lines_done = lines_done + (is_break & ~done).long()
-        line_len = torch.where(is_break, torch.zeros_like(line_len), line_len + 1)
-        at_line_start = is_break & bool(heads)
-        if heads:
-            done = done | (lines_done >= len(heads))
-        elif cfg.lines:
-            done = done | (lines_done >= cfg.lines)
-        if i == max_chars - 1 or bool(done.all()):
+        drawn = sampler.draw()
+        ids = list(drawn)
+        for j in range(n):
+            if at_line_start[j]:  # an acrostic line starts with its own character
+                ids[j] = heads[min(lines_done[j], len(heads) - 1)]
+            if newline is not None and line_len[j] >= cfg.max_line_length:
+                ids[j] = newline  # a line that runs too long is ended, so that --lines and --acrostic always finish
+        if newline is not None:
+            is_break = [t == newline for t in ids]
+        else:
+            is_break = [x + 1 >= cfg.max_line_length for x in line_len]
+        yield [("" if d else itos[t]) + ("\n" if (b and newline is None and not d) else "") for t, d, b in zip(ids, done, is_break)]
+        for j in range(n):
+            lines_done[j] += is_break[j] and not done[j]
+            line_len[j] = 0 if is_break[j] else line_len[j] + 1
+            at_line_start[j] = is_break[j] and bool(heads)
+            done[j] = done[j] or lines_done[j] >= wanted
+        if i == max_chars - 1 or all(done):
             return
-        logits = step(nxt)
+        sampler.step(drawn if ids == drawn else ids)
+
+
+class _TorchSampler:
+    """``draw() -> ids`` (a list of n) from the last logits, ``step(ids)`` reads them: :func:`choose` and a step function."""
+
+    def __init__(self, step, logits: torch.Tensor, cfg: SampleConfig, generator):
+        self.fn, self.logits, self.cfg, self.generator = step, logits, cfg, generator
+        self.single = isinstance(step, _LeanStep) and logits.shape[0] == 1  # the lean step takes the id as an int too
+        self.nxt = self.ids = None
+
+    def draw(self) -> list[int]:
+        self.nxt = choose(self.logits, self.cfg, self.generator)
+        self.ids = self.nxt.tolist()  # the one read back per character, for streaming
+        return self.ids
+
+    def step(self, ids: list[int]) -> None:
+        nxt = self.nxt if ids is self.ids else torch.tensor(ids, device=self.nxt.device)  # changed by --lines/--acrostic
+        self.logits = self.fn(nxt, ids[0]) if self.single else self.fn(nxt)
 
 
 def one_step(model, state, chars: int = 0):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The speed issue's GPU set in one go, in under 5 minutes on one H200: correctness checks (graph ==
-# eager, bf16/fp16 vs fp32, resume with a graph), the speed table against the seed's loop, torch.compile,
+# eager for training and for generation, bf16/fp16 vs fp32, resume with a graph and with fp16), the speed table against the seed's loop, torch.compile,
 # then the DDP overhead check (bench/ddp_gpu.sh) if it is there.  Runs the package from src/ and
 # installs nothing; Tiny Shakespeare is read from .benchdata/ (copy it there and carry the folder).
 #

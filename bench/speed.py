@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 from seed_loop import seed_epochs  # noqa: E402
 
-from charlm import numpy_sampling  # noqa: E402
+from charlm import numpy_sampling, sampling  # noqa: E402
 from charlm.checkpoint import load_model  # noqa: E402
 from charlm.config import SampleConfig, TrainConfig, field_names  # noqa: E402
 from charlm.data import load_corpus  # noqa: E402
@@ -230,16 +230,18 @@ def section_large(device: str, data: str, epochs: int, smoke: bool, out: str) ->
 
 @contextlib.contextmanager
 def gen_path(model, path: str):
-    """Which generation path generate() takes: "fast" (its own choice), "torch" (numpy's CPU path off) or "module"
-    (a hook on the model makes generate() call the module per character instead of its lean step)."""
+    """Which generation path generate() takes: "fast" (its own choice), "torch" (numpy's CPU path off), "eager" (no CUDA
+    graph on a GPU) or "module" (a hook on the model makes generate() call the module per character, not its lean step)."""
     handle = model.register_forward_hook(lambda *a: None) if path == "module" else None
-    fits = numpy_sampling.fits
+    fits, min_chars = numpy_sampling.fits, sampling.GRAPH_MIN_CHARS
     if path == "torch":
         numpy_sampling.fits = lambda *a: False
+    if path == "eager":
+        sampling.GRAPH_MIN_CHARS = 1 << 62
     try:
         yield
     finally:
-        numpy_sampling.fits = fits
+        numpy_sampling.fits, sampling.GRAPH_MIN_CHARS = fits, min_chars
         if handle is not None:
             handle.remove()
 
@@ -280,6 +282,8 @@ def section_gen(device: str, smoke: bool, checkpoint: str = "") -> None:
         record("gen", what, gen_rate(model, vocab, device, n, ln, 3), None, mem=peak_memory(device))
         if n == 1 and device == "cpu":  # the numpy path's own baseline: the same lean step in torch
             record("gen", f"{what}, torch lean step (numpy path off)", gen_rate(model, vocab, device, n, ln, 3, "torch"), None)
+        if device.startswith("cuda"):  # the graph's own baseline: the same lean step, its kernels launched one by one
+            record("gen", f"{what}, lean step without the CUDA graph", gen_rate(model, vocab, device, n, ln, 3, "eager"), None)
         record("gen", f"{what}, module per char", gen_rate(model, vocab, device, n, ln, 3, "module"), None)
 
 

@@ -383,6 +383,28 @@ def test_numpy_generation_gives_the_torch_paths_characters(model_kw, sample_kw, 
 
 
 @pytest.mark.parametrize("model_kw", [
+    dict(cell="lstm", embedding_size=16, hidden_size=32, num_layers=2),
+    dict(cell="lstm", embedding_size=0, hidden_size=32, copy_window=9, copy_dim=8),  # the ring wraps round
+    dict(cell="gru", embedding_size=16, hidden_size=24, copy_window=50, copy_dim=8),  # a ring with unmade keys
+])
+@pytest.mark.parametrize("n", [1, 3])
+def test_graph_step_protocol_equals_the_lean_step(model_kw, n):
+    """The CUDA-graph step's protocol (static ids, state updated in place, the warm-up undone), run on the CPU."""
+    torch.manual_seed(5)
+    model = CharLM(ModelConfig(vocab_size=len(VOCAB), **model_kw)).eval()
+    x = torch.randint(0, len(VOCAB), (n, 40))
+    with torch.no_grad():
+        _, state = model(x[:, :6])
+        kept = [t.clone() for t in (state if isinstance(state, tuple) else (state,))]
+        lean = sampling.one_step(model, state, 1000)
+        graph = sampling._GraphStep(sampling.one_step(model, state, 1000))
+        for t in range(6, 40):
+            torch.testing.assert_close(graph(x[:, t]), lean(x[:, t]), rtol=0, atol=0)
+    for a, b in zip(kept, state if isinstance(state, tuple) else (state,)):
+        assert torch.equal(a, b)  # the caller's state is left alone
+
+
+@pytest.mark.parametrize("model_kw", [
     dict(embedding_size=16, hidden_size=32, num_layers=2),
     dict(embedding_size=0, hidden_size=32, copy_window=9, copy_dim=8),
 ])

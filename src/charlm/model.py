@@ -232,7 +232,8 @@ class CopyRing:
     rounding).  The sentinel sits in the key table as slot 0 (scaled so that the common
     division by sqrt(dim) gives back ``q . sentinel``), with its bias, and ``-inf`` for slots
     whose key was never made, in one bias row: a step is one product with the table, one
-    softmax, and one scatter of the shares onto the vocabulary.
+    softmax, and one scatter of the shares onto the vocabulary.  The slot of the newest key
+    is a tensor on the device, so a step reads nothing back and can be captured in a CUDA graph.
     """
 
     def __init__(self, copy: CopyAttention, memory: tuple):
@@ -248,24 +249,22 @@ class CopyRing:
         self.bias = torch.zeros(n, W + 1, device=mem_k.device)
         self.bias[:, 0] = copy.sentinel_bias.float()
         self.bias[:, 1:] = torch.where(ids == EMPTY, float("-inf"), 0.0)  # a slot counts once its key was made
-        self.masked = (ids == EMPTY).any(0).tolist()
-        self.pending = W - 1  # the newest key, waiting for the id that follows it
+        self.slot = torch.full((1,), W - 1, dtype=torch.long, device=mem_k.device)  # the newest key, awaiting its successor
         self.wq = copy.query.weight.t().float()
         self.wk = copy.key.weight.t().float()
 
     def __call__(self, ids: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """``ids`` (n,) just read, the top output ``y`` (n, H) and ``logits`` (n, V) after it -> log-probabilities (n, V)."""
-        self.nxt[:, self.pending].copy_(ids)
+        self.nxt.index_copy_(1, self.slot, ids[:, None])
         y = y.float()
         scores = torch.bmm(self.keys, torch.mm(y, self.wq).unsqueeze(2)).squeeze(2)  # (n, 1 + W)
         share = scores.div_(self.scale).add_(self.bias).softmax(-1)
         probs = logits.float().softmax(-1).mul_(share[:, :1])
         probs.scatter_add_(1, self.nxt, share[:, 1:])  # keys never made have share 0
-        p = self.pending = (self.pending + 1) % self.window  # the oldest pair makes room for the newest key
-        self.keys[:, 1 + p].copy_(torch.mm(y, self.wk))
-        if self.masked[p]:
-            self.bias[:, 1 + p] = 0.0
-            self.masked[p] = False
+        self.slot.add_(1).remainder_(self.window)  # the oldest pair makes room for the newest key
+        made = self.slot + 1
+        self.keys.index_copy_(1, made, torch.mm(y, self.wk)[:, None])
+        self.bias.index_fill_(1, made, 0.0)  # the slot counts from now on
         return probs.add_(MIX_EPS).log_()
 
 

@@ -132,7 +132,8 @@ class _NumpyRing:
     def __init__(self, ring):
         self.window = ring.window
         self.keys, self.nxt, self.bias = ring.keys[0].numpy(), ring.nxt[0].numpy(), ring.bias[0].numpy()
-        self.masked, self.pending = list(ring.masked), ring.pending
+        self.pending = int(ring.slot)
+        self.masked = np.isneginf(self.bias[1:]).tolist()  # slots whose key was never made
         self.wq = np.ascontiguousarray((ring.wq.detach() / ring.scale).numpy())  # the division by sqrt(dim), done once
         self.wk = np.ascontiguousarray(ring.wk.detach().numpy())
 

@@ -8,6 +8,7 @@ CPU is stepped and drawn in numpy (:mod:`charlm.numpy_sampling`), with the same 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -234,7 +235,74 @@ def one_step(model, state, chars: int = 0):
             return logits[:, -1]
 
         return call
-    return _LeanStep(model, state, chars)
+    lean = _LeanStep(model, state, chars)
+    if lean.dec_w.device.type == "cuda" and chars >= GRAPH_MIN_CHARS:
+        try:
+            return _GraphStep(lean)
+        except RuntimeError as e:  # a GPU or build that cannot capture: the same step, uncaptured
+            warnings.warn(f"generation: the CUDA graph could not be captured ({str(e).splitlines()[0]}); stepping without it")
+            return _LeanStep(model, state, chars)
+    return lean
+
+
+GRAPH_MIN_CHARS = 64  # characters to come (samples x length) from which capturing the step pays for itself
+
+
+class _GraphStep:
+    """A lean step captured once in a CUDA graph and replayed for every character (on a GPU).
+
+    The ids go in through a static buffer and the state (hidden state, a copy ring's keys,
+    ids, biases and slot) is updated in place inside the graph, so a character costs one
+    graph launch instead of a dozen or more kernel launches; the draw stays outside, eager.
+    On the CPU, where nothing can be captured, the same body is called directly, which lets
+    the tests check the protocol.
+    """
+
+    def __init__(self, lean: _LeanStep):
+        self.lean = lean
+        lean.h = [h.clone() for h in lean.h]  # static buffers of this step's own
+        if lean.kind == "lstm":
+            lean.c = [c.clone() for c in lean.c]
+        self.h, self.c = list(lean.h), list(lean.c) if lean.kind == "lstm" else []
+        device = lean.dec_w.device
+        self.ids = torch.zeros(lean.h[0].shape[0], dtype=torch.long, device=device)
+        self.out = None
+        cuda = device.type == "cuda"
+        kept = [t.clone() for t in self._mutable()]
+        if cuda:  # a warm-up step on a side stream, as capture wants; then the state is put back
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                self._body()
+            torch.cuda.current_stream(device).wait_stream(side)
+        else:
+            self._body()
+        for t, k in zip(self._mutable(), kept):
+            t.copy_(k)
+        if not cuda:
+            self.graph = self._body
+            return
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._body()
+        self.graph = graph.replay
+
+    def _mutable(self) -> list[torch.Tensor]:
+        ring = self.lean.ring
+        return self.h + self.c + ([] if ring is None else [ring.keys, ring.nxt, ring.bias, ring.slot])
+
+    def _body(self) -> None:
+        out = self.lean(self.ids)
+        for static, new in ((self.h, self.lean.h), (self.c, getattr(self.lean, "c", []))):
+            for k, s in enumerate(static):
+                s.copy_(new[k])
+                new[k] = s  # the next step reads the static buffer again
+        self.out = out
+
+    def __call__(self, ids: torch.Tensor, tok: int | None = None) -> torch.Tensor:
+        self.ids.copy_(ids)
+        self.graph()
+        return self.out
 
 
 class _LeanStep:
@@ -285,8 +353,6 @@ class _LeanStep:
         H = self.hidden
         for k, (w, b) in enumerate(self.layers):
             if b is None:  # the first layer, its input part looked up
-                if tok is None and ids.shape[0] == 1:
-                    tok = ids.item()
                 row = self.table.index_select(0, ids) if tok is None else self.table[tok : tok + 1]
                 gates = torch.addmm(row, self.h[k], w)  # (n, 4 hidden): i, f, g, o
             else:

@@ -126,6 +126,7 @@ def test_model_info(client):
     assert info["train_config"]["epochs"] == 6
     assert len(info["metrics"]) == 6 and info["best"]["val_loss"] is not None
     assert info["limits"]["max_length"] == 2000
+    assert info["default_prefix"] == "分开"  # what a request without a prefix starts from (the page fills it in too)
 
 
 @pytest.mark.parametrize("body, field", [

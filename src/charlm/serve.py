@@ -358,6 +358,7 @@ def create_app(
             "train_config": to_dict(ck.train_config),
             "vocab_size": len(srv.vocab),
             "has_newline": "\n" in srv.vocab,
+            "default_prefix": default_prefix(srv.vocab, ck.train_config.prefixes),
             "parameters": sum(p.numel() for p in srv.model.parameters()),
             "device": str(srv.device),
             "metrics": ck.metrics,

@@ -239,6 +239,8 @@ async function loadModelInfo() {
     uniformBits = Math.max(4, Math.log2(info.vocab_size));
     const lim = info.limits;
     $("prefix").maxLength = lim.max_prefix;
+    // The box starts with 分开; a model trained on other text starts from its own first prefix instead.
+    if ($("prefix").value === $("prefix").defaultValue) $("prefix").value = info.default_prefix ?? $("prefix").value;
     $("lines").max = lim.max_lines;
   } catch {
     $("model-info").textContent = "读不到模型信息";

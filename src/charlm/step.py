@@ -248,7 +248,9 @@ def one_hot_forward(model, cfg, device: torch.device):
         # Columns of W_ih (4 hidden, vocab), in time-major order: gathered and scattered back in the
         # parameter's own layout, with no transposed copy of the (large) matrix either way.
         cols = rnn.weight_ih_l0.index_select(1, x.t().reshape(-1))  # (4 hidden, time * batch)
-        gin = (cols.t() + bias).reshape(x.shape[1], batch, -1)  # (time, batch, 4 hidden): the input part of the gates
+        # (time, batch, 4 hidden): the input part of the gates, row-major (the sum would keep cols.t()'s column-major
+        # layout, and every step of the recurrence would then read and write rows 1,120 floats apart)
+        gin = (cols.t() + bias).contiguous().reshape(x.shape[1], batch, -1)
         ys, h, c = _Recurrence.apply(gin, h0, c0, rnn.weight_hh_l0)  # ys (time, batch, hidden)
         logits = model.decoder(ys.transpose(0, 1))  # (batch, time, vocab)
         return logits, (h[None], c[None])

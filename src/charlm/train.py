@@ -418,7 +418,7 @@ class Trainer:
                 if stop:
                     return True
                 bar = self._progress()
-                t0 = time.perf_counter()
+                t0, tokens0 = time.perf_counter(), self.tokens  # the validation reset the counts the bar's rate is made of
                 model.train()
         if bar is not None:
             bar.close()

@@ -299,7 +299,7 @@ class _GraphStep:
                 new[k] = s  # the next step reads the static buffer again
         self.out = out
 
-    def __call__(self, ids: torch.Tensor, tok: int | None = None) -> torch.Tensor:
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         self.ids.copy_(ids)
         self.graph()
         return self.out

@@ -39,6 +39,36 @@ def test_init_from_fine_tunes_with_new_characters(capsys, tiny_run, tmp_path):
     assert json.loads((tmp_path / "ft" / "last" / "checkpoint.json").read_text())["train_config"]["init_from"] == str(tiny_run)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "scratch", "gru"])
+def test_a_one_hot_model_grows_its_input_weights(cell):
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+
+    old, new = Vocab(("a", "b", "c")), Vocab(("a", "b", "c", "x", "y"))
+    torch.manual_seed(0)
+    base = CharLM(ModelConfig(vocab_size=3, embedding_size=0, hidden_size=8, cell=cell, tie_weights=False, copy_window=0))
+    grown = CharLM(ModelConfig(vocab_size=5, embedding_size=0, hidden_size=8, cell=cell, tie_weights=False, copy_window=0))
+    grown.load_state_dict(grow_weights(base.state_dict(), old, new, one_hot=True))
+    w = grown.rnn.weight_ih_l0.detach()
+    assert torch.equal(w[:, 3], base.rnn.weight_ih_l0.detach().mean(1)) and torch.equal(w[:, 3], w[:, 4])
+    # text of the known characters: the same logits for them as before the vocabulary grew
+    ids = torch.tensor([[0, 2, 1, 1, 0, 2]])
+    with torch.no_grad():
+        assert torch.allclose(grown(ids)[0][..., :3], base(ids)[0], atol=1e-6)
+
+
+def test_init_from_a_one_hot_model_with_new_characters(capsys, tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("分开的时候我说不分开\n你说我们还会再见\n" * 40, encoding="utf-8")
+    b.write_text("分开的时候我说不分开\n雨下整夜我的爱溢出就像雨水\n" * 40, encoding="utf-8")
+    small = ["--batch-size", "4", "--num-steps", "16", "--device", "cpu", "--epochs", "1", "--sample-every", "0"]
+    assert main(["train", "--data", str(a), "--embedding-size", "0", "--hidden-size", "16", "--no-tie-weights",
+                 "--copy-window", "0", "--out", str(tmp_path / "base"), *small]) == 0
+    assert main(["train", "--data", str(b), "--init-from", str(tmp_path / "base"), "--out", str(tmp_path / "ft"), *small]) == 0
+    model, vocab, _ = load_model(tmp_path / "ft" / "last")
+    assert "雨" in vocab and model.rnn.weight_ih_l0.shape[1] == len(vocab)
+
+
 def test_init_from_refuses_another_architecture(capsys, tiny_run, tmp_path):
     code = main(["train", "--init-from", str(tiny_run), "--num-layers", "3", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err

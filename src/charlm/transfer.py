@@ -4,7 +4,9 @@ A model pre-trained on a large corpus (say 全宋词) knows many characters; the
 fine-tuned on (say the lyrics) brings some it has never seen.  Those get new rows: the
 mean of the known embeddings (a "generic character"), the mean output weights, and an
 output bias as low as the rare known characters', so that the model starts by finding
-them unlikely rather than by guessing them at random.
+them unlikely rather than by guessing them at random.  A one-hot model (embedding size 0)
+grows its identity input table and gives the first layer's input weights a column per new
+character, the mean of the known ones.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ def grow_weights(weights: dict[str, torch.Tensor], old: Vocab, new: Vocab, one_h
     out = dict(weights)
     extra = n_new - n_old
     emb = weights["embedding.weight"]
-    if one_hot:  # embedding_size 0: the input table is the identity, and grows as one
+    if one_hot:  # embedding_size 0: the input table is the identity, and grows as one; the first
+        # layer reads the one-hot vector, so its input weights get a column per new character (their mean)
         out["embedding.weight"] = torch.eye(n_new, dtype=emb.dtype)
+        w = weights["rnn.weight_ih_l0"]
+        out["rnn.weight_ih_l0"] = torch.cat([w, w.mean(1, keepdim=True).expand(-1, extra)], dim=1)
     else:
         out["embedding.weight"] = torch.cat([emb, emb.mean(0, keepdim=True).expand(extra, -1)])
     if "decoder.weight" in weights:

@@ -68,7 +68,8 @@ class ModelConfig:
         if self.tie_weights:
             _check(
                 self.embedding_size == self.hidden_size,
-                f"tie_weights needs embedding_size == hidden_size, got {self.embedding_size} and {self.hidden_size}",
+                f"tie_weights needs embedding_size == hidden_size, got {self.embedding_size} and {self.hidden_size}"
+                f": add --no-tie-weights, or give both the same size",
             )
 
 

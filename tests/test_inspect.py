@@ -217,3 +217,24 @@ def test_png_without_a_cjk_font_warns_and_still_draws(tiny_ckpt, tmp_path, monke
     err = capsys.readouterr().err
     assert "no CJK font" in err and err.count("\n") == 1
     assert png.stat().st_size > 10_000
+
+
+def test_found_units_left_out_by_units_have_no_colour_button(report, tiny_ckpt, tmp_path):
+    found = {int(u) for u in re.findall(r'data-value="\w+:(\d+)"', report.read_text(encoding="utf-8"))}
+    assert found  # the tiny model has units that follow the text's lines
+    others = [u for u in range(16) if u not in found][:2]
+    out = tmp_path / "r.html"
+    assert main(["inspect", str(tiny_ckpt), "--text", TEXT, "--units", ",".join(map(str, others)), "--out", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    buttons = {int(u) for u in re.findall(r'data-value="\w+:(\d+)"', html)}
+    assert buttons <= set(others)  # the page holds values for the shown units only: a button for another broke the page
+    assert "not among --units" in html
+
+
+def test_short_texts_say_what_they_lack(tiny_ckpt, tmp_path, capsys):
+    assert main(["inspect", str(tiny_ckpt), "--text", "分", "--out", str(tmp_path / "one.html")]) == 0
+    out = capsys.readouterr().out
+    assert "(1 character," in out and "nan" not in out and "no surprisal" in out
+    assert "nan" not in (tmp_path / "one.html").read_text(encoding="utf-8").split("<script")[0]
+    assert main(["inspect", str(tiny_ckpt), "--text", "分开的时候", "--out", str(tmp_path / "short.html")]) == 0
+    assert "note: the text is too short to look for units (it has 5 characters" in capsys.readouterr().out

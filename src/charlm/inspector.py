@@ -92,6 +92,15 @@ class Report:
         b = self.bits[~np.isnan(self.bits)]
         return float(b.mean()) if b.size else float("nan")
 
+    @property
+    def mean_text(self) -> str:
+        """The mean surprisal as the report writes it (a one-character text has none: nothing comes before it)."""
+        return "no surprisal (one character: nothing before it)" if math.isnan(self.mean_bits) else f"mean surprisal {self.mean_bits:.2f} bits/char"
+
+    @property
+    def size_text(self) -> str:
+        return f"{self.n:,} character{'s' if self.n != 1 else ''}"
+
 
 # --- reading the input -------------------------------------------------------------
 
@@ -261,7 +270,7 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     outside = [raw[i] for i, ch in enumerate(text) if ch not in vocab]
     if outside:
         unknown, count = list(dict.fromkeys(outside)), len(outside)
-        shown = "".join(show_char(c) for c in unknown[:20]) + ("…" if len(unknown) > 20 else "")
+        shown = " ".join(show_char(c) for c in unknown[:20]) + ("…" if len(unknown) > 20 else "")
         how = "read as <unk>" if vocab.unk else "skipped (shown struck through)"
         notes.append(f"{count} character{'s' if count != 1 else ''} outside the model's vocabulary {how}: {shown}")
     if newlines == "space" and "\n" in raw:
@@ -314,7 +323,16 @@ def _json_for_script(obj) -> str:
 
 
 def _fmt_top(top: list[tuple[str, float]]) -> str:
-    return "  ".join(f"{show_char(c)} {p:.0%}" if len(c) == 1 else f"{c} {p:.0%}" for c, p in top)
+    def pct(p: float) -> str:  # 0.4% is not 0%
+        return f"{p:.0%}" if p >= 0.095 else f"{p:.1%}"
+
+    return "  ".join(f"{show_char(c) if len(c) == 1 else c} {pct(p)}" for c, p in top)
+
+
+def _colour_button(fu: FoundUnit, shown: list[int]) -> str:
+    if fu.unit not in shown:  # --units left it out of the heatmaps, so the page has no values to colour by
+        return '<span class="help">not among --units</span>'
+    return f'<button class="show" data-value="{fu.quantity}:{fu.unit}">colour the text by it</button>'
 
 
 def _surprisal_bg(bits: float) -> str:
@@ -524,7 +542,7 @@ def render_html(report: Report) -> str:
            f"<style>{CSS}</style></head><body><main>",
            "<h1>Inside the LSTM</h1>",
            f'<div class="meta">checkpoint <code>{e(report.checkpoint)}</code> · {e(report.model)} · layer {report.layer} of {report.num_layers} · '
-           f"{n:,} characters read · mean surprisal {report.mean_bits:.2f} bits/char</div>"]
+           f"{report.size_text} read · {report.mean_text}</div>"]
     if report.notes:
         out.append('<section class="notes"><ul>' + "".join(f"<li>{e(x)}</li>" for x in report.notes) + "</ul></section>")
 
@@ -572,7 +590,7 @@ def render_html(report: Report) -> str:
         out.append("<table><tr><th>unit</th><th>signal</th><th>follows</th><th>r</th><th></th></tr>")
         for fu in report.found:
             out.append(f'<tr><td class="num">{fu.unit}</td><td>{e(label[fu.quantity])}</td><td>{e(fu.description)}</td>'
-                       f'<td class="num">{fu.r:+.2f}</td><td><button class="show" data-value="{fu.quantity}:{fu.unit}">colour the text by it</button></td></tr>'
+                       f'<td class="num">{fu.r:+.2f}</td><td>{_colour_button(fu, report.units)}</td></tr>'
                        f'<tr><td></td><td colspan="4">{_sparkline(report, fu, features)}</td></tr>')
         out.append("</table>")
     else:
@@ -654,7 +672,7 @@ def render_png(report: Report, log=None) -> bytes:
         warnings.filterwarnings("ignore", message=r".*[Gg]lyph.*missing.*")
         fig = Figure(figsize=(W, Hgt), dpi=100)
         FigureCanvasAgg(fig)
-        title = f"{'/'.join(Path(report.checkpoint).parts[-2:])} · {report.model} · layer {report.layer} · mean {report.mean_bits:.2f} bits/char"
+        title = f"{'/'.join(Path(report.checkpoint).parts[-2:])} · {report.model} · layer {report.layer} · {report.mean_text}"
         if report.n > n:
             title += f"  (first {n} of {report.n} characters; the HTML report has all)"
         fig.text(left / W, 1 - 0.3 / Hgt, "Inside the LSTM: surprisal, gates and cell state", fontsize=13, weight="bold")
@@ -729,11 +747,10 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
     if image is not None:
         write_atomic(Path(png), image)
     lines = [f"report: {out}" + (f" and {png}" if png else "") +
-             f" ({report.n:,} characters, layer {report.layer}, units {','.join(map(str, report.units))}; "
-             f"mean surprisal {report.mean_bits:.2f} bits/char)"]
+             f" ({report.size_text}, layer {report.layer}, units {','.join(map(str, report.units))}; {report.mean_text})"]
     for fu in report.found:
         lines.append(f"unit {fu.unit} ({dict(SHOWN)[fu.quantity]}) follows {fu.description}: r = {fu.r:+.2f}")
-    lines += [f"note: {x}" for x in report.notes]
+    lines += [f"note: {x}" for x in report.notes + report.unit_notes]
     if png and report.n > PNG_MAX_CHARS:
         lines.append(f"note: the PNG shows the first {PNG_MAX_CHARS} of the {report.n:,} characters; the HTML report has all")
     return "\n".join(lines)

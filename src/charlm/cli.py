@@ -34,6 +34,13 @@ def _flag_type(f: dataclasses.Field):
     return t
 
 
+def _shown(value) -> str:
+    """A default as it would be typed: ``分开 不分开`` for a tuple, ``lstm`` for a string, ``""`` for an empty one."""
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return '""' if value == "" else str(value)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset(), preset: str | None = None) -> None:
     """One ``--field-name`` flag per dataclass field, defaulting to None so that only given flags override.
 
@@ -47,9 +54,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = froz
             continue
         flags = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, ())]
         t = _flag_type(f)
-        default = f"default: {f.default!r}"
+        default = f"default: {f.metadata.get('default_text', _shown(f.default))}"
         if f.name in values and values[f.name] != f.default:
-            default = f"default: {values[f.name]!r} from the {preset} preset; built in: {f.default!r}"
+            default = f"default: {_shown(values[f.name])} from the {preset} preset; built in: {_shown(f.default)}"
         kw = {"dest": f.name, "default": None, "help": f"{f.metadata.get('help', '')} ({default})"}
         if t is bool:
             group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
@@ -64,7 +71,8 @@ def given(args: argparse.Namespace, cls) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="charlm", description="Character-level LSTM language models: train, generate, evaluate.")
+    p = argparse.ArgumentParser(prog="charlm", description="Character-level LSTM language models: train, generate, evaluate, "
+                                                                "look inside (inspect) and serve.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model (default: the bundled Jay Chou lyrics)",

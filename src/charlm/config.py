@@ -156,7 +156,7 @@ class SampleConfig:
     lines: int = field(default=0, metadata=_help("stop after N lines instead of --length characters; 0 = off"))
     greedy: bool = field(default=False, metadata=_help("always take the most likely character (the seed's way)"))
     temperature: float = field(default=1.0, metadata=_help("> 1 more surprising, < 1 more conservative"))
-    top_k: int | None = field(default=None, metadata=_help("sample among the k most likely characters (default: all)"))
+    top_k: int | None = field(default=None, metadata=_help("sample among the k most likely characters", default_text="all"))
     top_p: float = field(default=1.0, metadata=_help("sample from the smallest set whose probability reaches p (nucleus)"))
     num_samples: int = field(default=1, metadata=_help("independent samples, drawn as one batch"))
     seed: int = field(default=-1, metadata=_help("random seed; the same seed gives the same text; -1 = random"))

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from charlm.cli import main
 
@@ -236,3 +237,30 @@ def test_every_preset_is_a_valid_config(name):
     assert set(values) <= field_names(ModelConfig) | field_names(TrainConfig), set(values) - field_names(ModelConfig) - field_names(TrainConfig)
     ModelConfig(**{k: v for k, v in values.items() if k in field_names(ModelConfig)}, vocab_size=10)
     TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
+
+
+def test_overwrite_clears_the_old_run_before_training(capsys, corpus, tmp_path, monkeypatch):
+    from charlm.train import Trainer
+
+    out = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, *TINY)[0] == 0
+    assert (out / "best").is_dir() and (out / "curves.png").exists()
+    (out / "notes.txt").write_text("mine")
+
+    def stopped(self):  # the new run stopped before its first validation (Ctrl-C at once)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", stopped)
+    code, _, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, "--overwrite", *TINY)
+    assert code == 130
+    # nothing of the old run is left to be mistaken for the new one (generate would load the old best/)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_speed_flag_the_device_cannot_run_writes_nothing(capsys, corpus, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data", corpus, "--out", out, *[a if a != "cpu" else "auto" for a in TINY], "--cuda-graph")
+    one_line_error(code, err, "--cuda-graph needs a CUDA GPU")
+    assert not out.exists() or not any(out.iterdir())
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, *TINY)[0] == 0  # the folder is free

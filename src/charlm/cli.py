@@ -199,6 +199,8 @@ def _train(args: argparse.Namespace) -> int:
     distributed.check_batch_size(train_cfg.batch_size, distributed.from_env()[0])
     dist = distributed.setup(pick_device(train_cfg.device), args.dist_timeout)
     trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume, init_weights=init_weights, dist=dist)
+    if args.overwrite and resume is None and dist.is_main:
+        _clear_run(trainer.out)  # the old run's best/ and plot must not outlive it beside the new one
     print(describe(trainer), flush=True)
     if dist.enabled:
         print(f"data parallel: {dist.world_size} process(es) ({dist.backend}), {train_cfg.batch_size // dist.world_size} of the "
@@ -232,9 +234,24 @@ def _check_new_out(out: str, overwrite: bool) -> None:
     from .checkpoint import check_writable
 
     out = check_writable(out, "--out", folder=True)
-    if not overwrite and any((out / name).exists() for name in ("best", "last", "metrics.jsonl")):
+    if not overwrite and any((out / name).exists() for name in RUN_FILES[:3]):
         raise CharlmError(f"{out} already holds a training run; continue it with `charlm train --resume {out}`, "
                           f"replace it with --overwrite, or give another --out")
+
+
+RUN_FILES = ("best", "last", "metrics.jsonl", "curves.png")
+
+
+def _clear_run(out: Path) -> None:
+    """Remove what a training run leaves in ``out`` (its checkpoints, metrics and plot), nothing else."""
+    import shutil
+
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def _fine_tune_setup(train_cfg, corpus, model_fields: dict, flags: dict):

@@ -193,6 +193,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.device = self.dist.device if self.dist.device is not None else pick_device(cfg.device)
         distributed.check_batch_size(cfg.batch_size, self.dist.world_size)
+        check_speed_flags(cfg, self.device, self.dist.world_size)  # before anything is written
         self.train_ids = corpus.train_ids
         check_enough(self.train_ids.numel(), cfg.batch_size, cfg.num_steps, cfg.sampling)
         self.val_ids, self.val_skipped = corpus.val_ids()

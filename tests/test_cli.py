@@ -79,6 +79,17 @@ def test_resume_equals_one_run(capsys, corpus, tmp_path):
     assert [m["val_loss"] for m in ma] == [m["val_loss"] for m in mb]
 
 
+def test_a_resume_with_more_epochs_keeps_the_cosine_of_the_first_run(capsys, corpus, tmp_path):
+    out = tmp_path / "run"
+    common = ["--schedule", "cosine", "--min-lr", "1e-4", "--early-stop", "0", "--sample-every", "0"]
+    assert run_cli(capsys, "train", "--data", corpus, *TINY, *common, "--epochs", 2, "--out", out)[0] == 0
+    first = [json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert run_cli(capsys, "train", "--resume", out, "--epochs", 4)[0] == 0
+    lrs = [json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[:2] == first and first[1] == pytest.approx(1e-4)
+    assert lrs[2:] == pytest.approx([1e-4, 1e-4])  # at the floor; it used to jump back up the new run's cosine
+
+
 def test_resume_refuses_changed_settings(capsys, tiny_run):
     code, _, err = run_cli(capsys, "train", "--resume", tiny_run, "--hidden-size", "64")
     one_line_error(code, err, "cannot change --hidden-size when resuming")

@@ -261,7 +261,7 @@ class Trainer:
                 tensors[f"carried.{name}"] = t
         py = random.getstate()
         trainer = {
-            "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "epoch": self.epoch, "batch": self.batch, "step": self.step, "schedule_steps": self.total_steps,
             "epoch_tokens": tokens, "elapsed": self.elapsed, "train_seconds": self.train_seconds,
             "best_val": None if math.isinf(self.best_val) else self.best_val, "since_best": self.since_best,
             "optimizer": opt_plain,
@@ -294,6 +294,8 @@ class Trainer:
             self.plateau.load_state_dict(t["plateau"])
         self.metrics = list(c.metrics)
         self.epoch, self.batch, self.step = t["epoch"], t["batch"], t["step"]
+        # the cosine spans the --epochs of the run that started it: a resume with more epochs goes on at the floor
+        self.total_steps = t.get("schedule_steps", self.total_steps)
         self.tokens, self.elapsed = t["epoch_tokens"], t.get("elapsed", 0.0)
         self.train_seconds = t.get("train_seconds", 0.0)
         self.best_val = float("inf") if t["best_val"] is None else t["best_val"]

@@ -275,3 +275,13 @@ def test_a_speed_flag_the_device_cannot_run_writes_nothing(capsys, corpus, tmp_p
     one_line_error(code, err, "--cuda-graph needs a CUDA GPU")
     assert not out.exists() or not any(out.iterdir())
     assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, *TINY)[0] == 0  # the folder is free
+
+
+def test_a_resume_with_nothing_left_to_train_says_how_to_go_on(capsys, tiny_run, tmp_path):
+    epochs = json.loads((tiny_run / "last" / "checkpoint.json").read_text())["trainer"]["epoch"]
+    one_line_error(*run_cli(capsys, "train", "--resume", tiny_run)[::2], f"has already trained {epochs} of {epochs} epochs: give --epochs above {epochs}")
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=2, max_minutes=1e-6)  # stopped by its time limit after one step
+    timed = tmp_path / "run"
+    one_line_error(*run_cli(capsys, "train", "--resume", timed)[::2], "minutes (--max-minutes): give a larger --max-minutes, or 0")

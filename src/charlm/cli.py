@@ -181,6 +181,7 @@ def _train(args: argparse.Namespace) -> int:
         resume = ckpt_io.load(args.resume, prefer="last")
         out = overrides.pop("out", str(resume.path.parent))
         train_cfg = dataclasses.replace(resume.train_config, **overrides, out=out)
+        _check_work_left(resume, train_cfg)
         ckpt_io.check_writable(train_cfg.out, "--out", folder=True)
         model_cfg = resume.model_config
         corpus = load_corpus(train_cfg, vocab=resume.vocab)
@@ -227,6 +228,17 @@ def _train(args: argparse.Namespace) -> int:
         print(f"training perplexity after epoch {last['epoch']}: {last['train_ppl']:.3f}")
     print(f"checkpoints: {trainer.out / 'best'} (best) and {trainer.out / 'last'} (resumable); metrics: {trainer.out / 'metrics.jsonl'}; plot: {plot}")
     return 0
+
+
+def _check_work_left(resume, cfg) -> None:
+    """A resume that would train nothing says so, and how to go on (it used to end at once, silently)."""
+    t = resume.trainer
+    if t["epoch"] >= cfg.epochs:
+        raise CharlmError(f"{resume.path} has already trained {t['epoch']} of {cfg.epochs} epochs: "
+                          f"give --epochs above {t['epoch']} to train on")
+    if cfg.max_minutes and t.get("train_seconds", 0.0) >= cfg.max_minutes * 60:
+        raise CharlmError(f"{resume.path} has already trained its {cfg.max_minutes:g} minutes (--max-minutes): "
+                          f"give a larger --max-minutes, or 0 for no limit, to train on")
 
 
 def _check_new_out(out: str, overwrite: bool) -> None:

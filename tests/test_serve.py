@@ -174,6 +174,35 @@ def test_malformed_json_is_422(client, raw):
     assert r.json()["error"]
 
 
+@pytest.mark.parametrize("path, raw, field", [
+    ("/v1/generate", '{"prefix": "\\ud800", "length": 5}', "prefix"),
+    ("/v1/score", '{"text": "分开\\ud800", "unknown": "skip"}', "text"),
+])
+def test_a_lone_surrogate_is_422_not_a_server_error(client, path, raw, field):
+    r = client.post(path, content=raw.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text  # the error echoes the input, which could not be encoded: a 500
+    assert r.json()["error"].startswith(field + ":") and "\\ud800" in r.text
+
+
+def test_a_body_sent_as_a_form_is_told_to_be_json(client):
+    r = client.post("/v1/generate", data={"prefix": "分开"})  # what `curl -d` sends without a Content-Type
+    assert r.status_code == 422 and "Content-Type: application/json" in r.json()["error"]
+    r = client.post("/v1/generate", json=[1, 2])
+    assert r.status_code == 422 and "Content-Type" not in r.json()["error"]
+
+
+def test_model_info_names_no_folders_of_the_server(client, tiny_ckpt):
+    text = client.get("/v1/model").text
+    assert str(tiny_ckpt.parent.parent) not in text  # the API may face the network
+    assert client.get("/v1/model").json()["checkpoint"] == f"{tiny_ckpt.parent.name}/{tiny_ckpt.name}"
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 99999])
+def test_a_port_out_of_range_is_an_error(capsys, tiny_ckpt, port):
+    assert cli.main(["serve", str(tiny_ckpt), "--port", str(port)]) == 2
+    assert capsys.readouterr().err.strip() == f"charlm: error: --port must be from 0 to 65535, got {port}"
+
+
 def test_limits_are_configurable(tiny_ckpt):
     app = serve.create_app(tiny_ckpt, max_prefix=3, max_length=20, max_samples=2)
     with serve.running(app) as base, httpx.Client(base_url=base, timeout=60) as c:

@@ -333,8 +333,11 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError):
-        detail = jsonable_encoder(exc.errors())
-        return JSONResponse({"error": "; ".join(_describe(d) for d in detail), "detail": detail}, status_code=422)
+        detail = _encodable(jsonable_encoder(exc.errors()))  # the input is echoed: a lone surrogate could not be sent
+        error = "; ".join(_describe(d) for d in detail)
+        if any(d.get("loc") in (["body"], ("body",)) for d in detail) and "json" not in request.headers.get("content-type", ""):
+            error += " (send the body as JSON, with the header Content-Type: application/json)"
+        return JSONResponse({"error": error, "detail": detail}, status_code=422)
 
     @app.exception_handler(_Invalid)
     async def _invalid_input(request: Request, exc: _Invalid):
@@ -353,9 +356,9 @@ def create_app(
         ck = srv.ckpt
         best = min((m for m in ck.metrics if m.get("val_loss") is not None), key=lambda m: m["val_loss"], default=None)
         return _finite({
-            "checkpoint": str(ck.path),
+            "checkpoint": _short(ck.path),  # names, not this machine's folders: the API may face the network
             "model_config": to_dict(ck.model_config),
-            "train_config": to_dict(ck.train_config),
+            "train_config": {**to_dict(ck.train_config), **{k: _short(getattr(ck.train_config, k)) for k in ("data", "out", "init_from")}},
             "vocab_size": len(srv.vocab),
             "has_newline": "\n" in srv.vocab,
             "default_prefix": default_prefix(srv.vocab, ck.train_config.prefixes),
@@ -447,6 +450,22 @@ def create_app(
     return app
 
 
+def _short(path) -> str:
+    """The last two parts of a path (``run/best``, ``corpora/lyrics.txt``); empty stays empty."""
+    return "/".join(Path(path).parts[-2:]) if path else ""
+
+
+def _encodable(obj):
+    """``obj`` with every string made encodable as UTF-8 (a lone surrogate such as \\ud800 written out as an escape)."""
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, dict):
+        return {_encodable(k): _encodable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encodable(v) for v in obj]
+    return obj
+
+
 def _describe(d: dict) -> str:
     """``temperature: Input should be greater than 0`` from one pydantic error."""
     if d.get("type") == "json_invalid":
@@ -466,6 +485,8 @@ def _version() -> str:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket, or a one-line error (the port is taken, the host is not ours)."""
+    if not 0 <= port <= 65535:
+        raise CharlmError(f"--port must be from 0 to 65535, got {port}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:

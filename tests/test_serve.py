@@ -120,6 +120,18 @@ def test_score_unknown_characters(client):
     assert s["skipped"] == 1 and s["surprisal"][2] is None and s["surprisal"][3] is not None
 
 
+def test_api_docs_load_nothing_from_outside(client):
+    """/docs and /redoc work on a machine without internet: their scripts and styles come from the server."""
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assert not re.search(r"(src|href)=[\"']?(https?:)?//", html), html
+        for asset in re.findall(r"(?:src|href)=[\"']([^\"']+\.(?:js|css))", html) or re.findall(r"['\"](/[^'\"]+\.(?:js|css))['\"]", html):
+            assert client.get(asset).status_code == 200, asset
+    assert "swagger-ui-bundle.js" in client.get("/docs").text
+
+
 def test_model_info(client):
     info = client.get("/v1/model").json()
     assert info["model_config"]["hidden_size"] == 32 and info["vocab_size"] == info["model_config"]["vocab_size"]

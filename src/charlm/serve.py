@@ -36,6 +36,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .checkpoint import load_model
@@ -324,7 +325,7 @@ def create_app(
     srv = _Server(checkpoint_path, limits, device, workers or os.cpu_count() or 1)
     GenerateRequest, ScoreRequest = _request_models(limits)
 
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI whose /docs and /redoc serve their scripts from here, not from a CDN
         title="charlm",
         version=_version(),
         summary="A character-level language model: write from a prefix, stream it, score any text.",

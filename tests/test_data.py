@@ -19,6 +19,13 @@ def test_folder_of_text_files(tmp_path):
     (tmp_path / "a.txt").write_text("第一\n", encoding="utf-8")
     (tmp_path / "skip.bin").write_bytes(b"\x00\x01")
     assert read_text(tmp_path) == "第一\n第二\n"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "empty.txt").write_bytes(b"")  # an empty file in a folder is passed over
+    assert read_text(tmp_path) == "第一\n第二\n"
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "e.txt").write_bytes(b"")
+    with pytest.raises(CharlmError, match="every .txt file in the folder is empty"):
+        read_text(tmp_path / "only")
 
 
 def test_other_encodings(tmp_path):

@@ -64,7 +64,7 @@ def _decode(path: Path, raw: bytes, encoding: str) -> str:
 
 
 def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") -> str:
-    """The text of a file, or of every ``.txt`` file under a folder (sorted; each ends with a newline).
+    """The text of a file, or of every non-empty ``.txt`` file under a folder (sorted; each ends with a newline).
 
     ``None`` or ``""`` reads the bundled lyrics.  Bytes that do not decode are an error
     naming the file and the offset, never dropped.
@@ -76,7 +76,10 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
         files = sorted(f for f in p.rglob("*.txt") if f.is_file())
         if not files:
             raise CharlmError(f"{p}: the folder holds no .txt files")
-        texts = [_decode(f, f.read_bytes(), encoding) for f in files]
+        raws = [(f, f.read_bytes()) for f in files]
+        texts = [_decode(f, raw, encoding) for f, raw in raws if raw]  # an empty file adds nothing: passed over
+        if not texts:
+            raise CharlmError(f"{p}: every .txt file in the folder is empty")
         return "".join(t if t.endswith("\n") else t + "\n" for t in texts)
     try:
         raw = p.read_bytes()

@@ -61,7 +61,8 @@ def test_train_generate_eval(capsys, corpus, tmp_path):
     assert "scoring: static" in stdout and "copy attention looks back over up to 512 characters" in stdout
     code, stdout, _ = run_cli(capsys, "eval", out, corpus, "--dynamic", "0.1")
     assert code == 0 and "scoring: ADAPTIVE (dynamic evaluation)" in stdout and "perplexity:" in stdout
-    one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "-1")[::2], "--dynamic must be >= 0, got -1.0")
+    one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "-1")[::2], "--dynamic must be a learning rate >= 0, got -1.0")
+    one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "nan")[::2], "--dynamic must be a learning rate >= 0, got nan")
 
 
 def test_resume_equals_one_run(capsys, corpus, tmp_path):
@@ -285,3 +286,18 @@ def test_a_resume_with_nothing_left_to_train_says_how_to_go_on(capsys, tiny_run,
     train_tiny(tmp_path, epochs=2, max_minutes=1e-6)  # stopped by its time limit after one step
     timed = tmp_path / "run"
     one_line_error(*run_cli(capsys, "train", "--resume", timed)[::2], "minutes (--max-minutes): give a larger --max-minutes, or 0")
+
+
+def test_generate_says_the_seed_it_drew_and_that_seed_gives_the_text_again(capsys, tiny_run):
+    code, first, err = run_cli(capsys, "generate", tiny_run, "--length", 30)
+    assert code == 0
+    seed = int(err.split("seed ", 1)[1].split()[0])
+    assert f"--seed {seed} gives this text again" in err
+    code, again, err = run_cli(capsys, "generate", tiny_run, "--length", 30, "--seed", seed)
+    assert code == 0 and again == first and err == ""
+    one_line_error(*run_cli(capsys, "generate", tiny_run, "--seed", 2**64)[::2], "seed must be -1 (random) or from 0 to")
+
+
+def test_lines_end_without_a_blank_line(capsys, tiny_run):
+    code, out, _ = run_cli(capsys, "generate", tiny_run, "--lines", 2, "--seed", 1)
+    assert code == 0 and out.endswith("\n") and not out.endswith("\n\n") and out.count("\n") == 2

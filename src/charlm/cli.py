@@ -304,6 +304,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not prefix and given_prefix and not acrostic:
         raise CharlmError("no character of the prefix is in the model's vocabulary")
     index = _copy_index(ckpt) if args.check_copy else None
+    if cfg.seed < 0:  # draw the seed here and say it, so that a sample worth keeping can be made again
+        import secrets
+
+        cfg = dataclasses.replace(cfg, seed=secrets.randbelow(2**31))
+        print(f"seed {cfg.seed} (--seed {cfg.seed} gives this text again)", file=sys.stderr)
     gen = make_generator(cfg.seed, device)
     out = sys.stdout
     texts = [""] * cfg.num_samples
@@ -313,7 +318,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             out.write(step[0])
             out.flush()
     if cfg.num_samples == 1:
-        out.write("\n")
+        if not texts[0].endswith("\n"):  # --lines ends on its line break already
+            out.write("\n")
     else:
         for i, t in enumerate(texts):
             out.write(f"--- sample {i + 1} ---\n{t.rstrip(chr(10))}\n")
@@ -355,8 +361,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, vocab, ckpt = load_model(args.checkpoint, device)
     text = normalize(read_text(args.file, args.encoding), ckpt.train_config.newlines)
     ids, skipped = vocab.encode_known(text)
-    if args.dynamic < 0:
-        raise CharlmError(f"--dynamic must be >= 0, got {args.dynamic}")
+    if not args.dynamic >= 0 or math.isinf(args.dynamic):
+        raise CharlmError(f"--dynamic must be a learning rate >= 0, got {args.dynamic}")
     if args.dynamic:
         loss, n = evaluate_dynamic(model, torch.tensor(ids, dtype=torch.long), args.dynamic)
         how = (f"ADAPTIVE (dynamic evaluation): read once as one stream, the state carried, and after scoring each "

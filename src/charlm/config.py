@@ -19,6 +19,9 @@ VOCAB_FROM = ("all", "train")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+SEED_MAX = 2**63 - 1  # what a torch generator takes
+
+
 def _help(text: str, **extra: Any) -> dict:
     return {"help": text, **extra}
 
@@ -145,6 +148,7 @@ class TrainConfig:
         _check(self.sample_every >= 0, f"sample_every must be >= 0, got {self.sample_every}")
         _check(self.sample_length >= 1, f"sample_length must be >= 1, got {self.sample_length}")
         _check(bool(self.out), "out must name a folder")
+        _check(0 <= self.seed <= SEED_MAX, f"seed must be from 0 to {SEED_MAX}, got {self.seed}")
         object.__setattr__(self, "prefixes", tuple(self.prefixes))
 
 
@@ -170,6 +174,7 @@ class SampleConfig:
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         _check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
         _check(self.max_line_length >= 1, f"max_line_length must be >= 1, got {self.max_line_length}")
+        _check(-1 <= self.seed <= SEED_MAX, f"seed must be -1 (random) or from 0 to {SEED_MAX}, got {self.seed}")
 
 
 def field_names(cls) -> set[str]:

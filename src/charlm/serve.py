@@ -40,7 +40,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .checkpoint import load_model
-from .config import SampleConfig, to_dict
+from .config import SEED_MAX, SampleConfig, to_dict
 from .data import bptt_slices, normalize
 from .errors import CharlmError
 from .sampling import check_known, default_prefix, generate, make_generator
@@ -48,7 +48,6 @@ from .train import EVAL_CHUNK, pick_device
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-SEED_MAX = 2**63 - 1
 
 
 class Limits(BaseModel):

@@ -96,3 +96,14 @@ def test_optimizer_state_round_trips_through_plain_data():
     opt2 = torch.optim.Adam([torch.nn.Parameter(p.detach().clone())], lr=0.1)
     opt2.load_state_dict(back)
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+
+
+def test_the_tensor_files_get_the_mode_of_the_json(tmp_path, tiny_ckpt):
+    import os
+    import stat
+
+    from charlm import checkpoint as ckpt_io
+
+    path = ckpt_io.save(ckpt_io.load(tiny_ckpt), tmp_path / "copy")
+    modes = {f.name: stat.S_IMODE(os.stat(f).st_mode) for f in path.iterdir()}
+    assert len(set(modes.values())) == 1, modes  # safetensors alone writes 0600: others could not read the weights

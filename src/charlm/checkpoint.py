@@ -101,6 +101,13 @@ def write_atomic(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file here: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     """Write ``ckpt`` to the folder ``path`` atomically (a sibling temporary folder, then renames)."""
     path = Path(path)
@@ -112,6 +119,8 @@ def save(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     try:
         save_file({k: _plain(v) for k, v in ckpt.weights.items()}, str(tmp / MODEL_FILE))
         save_file({k: _plain(v) for k, v in ckpt.trainer_tensors.items()}, str(tmp / TRAINER_FILE))
+        for name in (MODEL_FILE, TRAINER_FILE):  # safetensors writes 0600; give them checkpoint.json's mode
+            os.chmod(tmp / name, _file_mode())
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -301,3 +301,20 @@ def test_generate_says_the_seed_it_drew_and_that_seed_gives_the_text_again(capsy
 def test_lines_end_without_a_blank_line(capsys, tiny_run):
     code, out, _ = run_cli(capsys, "generate", tiny_run, "--lines", 2, "--seed", 1)
     assert code == 0 and out.endswith("\n") and not out.endswith("\n\n") and out.count("\n") == 2
+
+
+def test_ctrl_c_during_many_samples_prints_what_was_made(capsys, tiny_run, monkeypatch):
+    from charlm import sampling
+
+    real = sampling.generate
+
+    def interrupted(*a, **k):
+        for i, step in enumerate(real(*a, **k)):
+            if i == 5:
+                raise KeyboardInterrupt
+            yield step
+
+    monkeypatch.setattr(sampling, "generate", interrupted)
+    code, out, err = run_cli(capsys, "generate", tiny_run, "--num-samples", 3, "--seed", 1, "--prefix", "分开")
+    assert code == 130 and "interrupted" in err
+    assert out.count("(cut short) ---") == 3 and all(len(part.split("\n")[1]) >= 2 for part in out.split("---")[2::2])

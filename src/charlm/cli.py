@@ -312,11 +312,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     gen = make_generator(cfg.seed, device)
     out = sys.stdout
     texts = [""] * cfg.num_samples
-    for step in generate(model, vocab, prefix, cfg, style_prefix=style, acrostic=acrostic, generator=gen):
-        texts = [a + b for a, b in zip(texts, step)]
-        if cfg.num_samples == 1:  # one sample streams as it is made
-            out.write(step[0])
-            out.flush()
+    try:
+        for step in generate(model, vocab, prefix, cfg, style_prefix=style, acrostic=acrostic, generator=gen):
+            texts = [a + b for a, b in zip(texts, step)]
+            if cfg.num_samples == 1:  # one sample streams as it is made
+                out.write(step[0])
+                out.flush()
+    except KeyboardInterrupt:  # Ctrl-C: what was made so far is printed, not lost
+        if cfg.num_samples > 1:
+            for i, t in enumerate(texts):
+                out.write(f"--- sample {i + 1} (cut short) ---\n{t.rstrip(chr(10))}\n")
+        out.write("\n")
+        out.flush()
+        raise
     if cfg.num_samples == 1:
         if not texts[0].endswith("\n"):  # --lines ends on its line break already
             out.write("\n")

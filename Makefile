@@ -1,6 +1,7 @@
 # The two commands of the README: `make demo` and `make test`.  Everything else is their set-up.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -12,8 +13,9 @@ DEMO_EPOCHS ?= 12
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	@# torch first, pinned, so that no resolver pulls a multi-GB CUDA build (override: make demo TORCH=torch)
-	$(PIP) install -q "$(TORCH)"
+	@# torch first, pinned, so that no resolver pulls another, multi-GB torch (override: make demo TORCH=torch;
+	@# PyTorch's CPU-only wheels: make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu)
+	$(PIP) install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	$(PIP) install -q -e ".[test]"
 	@touch $@
 

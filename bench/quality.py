@@ -125,6 +125,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--samples", type=int, default=50)
     a = ap.parse_args()
+    needs = {"songci": SHARED / "songci.txt", "ptb": SHARED / "ptb_char",
+             "shakespeare": Path(a.data) if a.data else SHARED / "tinyshakespeare.txt"}.get(a.what)
+    if needs is not None and not needs.exists():
+        sys.exit(f"quality.py: {needs} not found: the benchmark corpora live in ../shared/data beside the repository"
+                 + (" (or give --data)" if a.what == "shakespeare" else ""))
     out = Path(a.out or f"/tmp/charlm-quality-{a.what}")
     if a.what == "copies":
         copies(Path(a.run), a.samples)

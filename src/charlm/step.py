@@ -226,8 +226,8 @@ def one_hot_forward(model, cfg, device: torch.device):
     With ``embedding_size=0`` the input is one-hot, so ``onehot(x) @ W_ih^T`` is row ``x`` of
     ``W_ih^T``: a lookup, not a (vocabulary x 4 hidden) matrix product per character.  nn.LSTM
     cannot take its input already projected, so the recurrence is written out
-    (:class:`_Recurrence`); at the seed's settings on 2 cores this trains 1.4x (vocabulary
-    1,027) to 2.1x (2,582) faster than the same model through oneDNN's LSTM (BENCHMARKS.md).
+    (:class:`_Recurrence`); at the seed's settings on 2 cores this model trains at 1.85x the
+    seed's loop (vocabulary 1,027) and 2.18x (the whole file), BENCHMARKS.md, 2026-11-30.
     Only for one plain LSTM layer with no dropout of any kind, fp32, on the CPU; anything
     else returns None and the model is called as it is.
     """

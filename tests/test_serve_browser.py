@@ -73,6 +73,7 @@ def test_page_streams_lyrics_from_a_prefix(tiny_ckpt, browser, tmp_path):
         browser.find_element(By.ID, "generate").click()
         wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
         assert "prefix" in browser.find_element(By.ID, "error").text and "☃" in browser.find_element(By.ID, "error").text
+        assert "remove them from the text" in browser.find_element(By.ID, "error").text  # not the API's "unknown": "skip"
 
         shot = tmp_path / "lyrics-page.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "surprisal and top-5 predictions per character, and input, forget and output gates and cell state of a few units.")
     n.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint); cell lstm or scratch")
     n.add_argument("--text", default=None, help="the text to inspect (\\n stands for a line break); at most 2,000 characters")
-    n.add_argument("--file", default=None, help="read the text from this file instead")
+    n.add_argument("--file", "--text-file", dest="file", default=None, help="read the text from this file (or the .txt files of a folder) instead")
     n.add_argument("--encoding", default="utf-8", help="text encoding of --file (default: utf-8)")
     n.add_argument("--out", default="inspect.html", help="the HTML report to write (default: inspect.html)")
     n.add_argument("--png", default=None, help="also write the heatmaps as this PNG")

@@ -96,7 +96,9 @@ async function* events(response) {
 async function errorMessage(response) {
   try {
     const body = await response.json();
-    return body.error || JSON.stringify(body.detail || body);
+    // The API's hint for unknown characters names a request field the page does not offer.
+    return (body.error || JSON.stringify(body.detail || body))
+      .replace('(remove them, or send "unknown": "skip" to drop them)', "(remove them from the text)");
   } catch {
     return `${response.status} ${response.statusText}`;
   }

@@ -320,8 +320,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 out.flush()
     except KeyboardInterrupt:  # Ctrl-C: what was made so far is printed, not lost
         if cfg.num_samples > 1:
-            for i, t in enumerate(texts):
-                out.write(f"--- sample {i + 1} (cut short) ---\n{t.rstrip(chr(10))}\n")
+            _write_samples(out, texts, " (cut short)")
         out.write("\n")
         out.flush()
         raise
@@ -329,12 +328,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if not texts[0].endswith("\n"):  # --lines ends on its line break already
             out.write("\n")
     else:
-        for i, t in enumerate(texts):
-            out.write(f"--- sample {i + 1} ---\n{t.rstrip(chr(10))}\n")
+        _write_samples(out, texts)
     out.flush()
     if index is not None:
         _report_copies(index, texts)
     return 0
+
+
+def _write_samples(out, texts: list[str], note: str = "") -> None:
+    for i, t in enumerate(texts):
+        out.write(f"--- sample {i + 1}{note} ---\n{t.rstrip(chr(10))}\n")
 
 
 def _copy_index(ckpt):

@@ -125,7 +125,7 @@ class _Generation:
     """
 
     def __init__(self, model, vocab, req, time_limit: float, max_chars: int | None, default: str = ""):
-        if req.prefix is not None and req.prefix and req.acrostic:
+        if req.prefix and req.acrostic:
             raise _Invalid("prefix", "prefix and acrostic do not go together: each line of an acrostic starts with its own character")
         given = req.prefix if req.prefix is not None else "" if req.acrostic else default
         prefix = self._known(vocab, given, "prefix", req.unknown)
@@ -235,6 +235,7 @@ class _Server:
         self.device = pick_device(device)
         self.model, self.vocab, self.ckpt = load_model(checkpoint_path, self.device)
         self.model.requires_grad_(False)
+        self.default_prefix = default_prefix(self.vocab, self.ckpt.train_config.prefixes)  # a request without a prefix
         self.limits = limits
         self.workers = workers
         self.active = 0  # generations running
@@ -262,8 +263,7 @@ class _Server:
         """A generation for ``req``; nothing runs until its first chunk is asked for."""
         # --length is bounded by its Field; --lines and --acrostic are bounded here, by characters.
         cap = self.limits.max_length if (req.lines or req.acrostic) else None
-        return _Generation(self.model, self.vocab, req, self.limits.time_limit, cap,
-                           default_prefix(self.vocab, self.ckpt.train_config.prefixes))
+        return _Generation(self.model, self.vocab, req, self.limits.time_limit, cap, self.default_prefix)
 
     async def chunks(self, gen: _Generation, request: Request, interval: float):
         """The chunks of ``gen`` as they are made, once a worker is free; stops early when the client goes away."""
@@ -361,7 +361,7 @@ def create_app(
             "train_config": {**to_dict(ck.train_config), **{k: _short(getattr(ck.train_config, k)) for k in ("data", "out", "init_from")}},
             "vocab_size": len(srv.vocab),
             "has_newline": "\n" in srv.vocab,
-            "default_prefix": default_prefix(srv.vocab, ck.train_config.prefixes),
+            "default_prefix": srv.default_prefix,
             "parameters": sum(p.numel() for p in srv.model.parameters()),
             "device": str(srv.device),
             "metrics": ck.metrics,

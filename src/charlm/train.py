@@ -447,8 +447,7 @@ class Trainer:
     def _train_step(self, model) -> TrainStep:
         """The step function, made once (a CUDA graph is captured on its first calls and kept)."""
         step = getattr(self, "_step_fn", None)
-        if step is None or step.model is not model:
-            check_speed_flags(self.cfg, self.device, self.dist.world_size)
+        if step is None or step.model is not model:  # (the speed flags were checked when the trainer was made)
             if self.device.type == "cpu" and torch.get_num_threads() > physical_cores():
                 torch.set_num_threads(physical_cores())  # SMT siblings only contend for the same FMA units
             prepare_optimizer(self.optimizer, self.cfg, self.device)

@@ -3,25 +3,29 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm.copycheck import CopyIndex, SuffixAutomaton
+from charlm.copycheck import CopyIndex, SuffixArray, suffix_array
 
 
 def brute_lengths(text, s):
-    out = []
-    for i in range(len(s)):
-        best = 0
-        for j in range(i + 1):
-            if s[j : i + 1] in text:
-                best = i + 1 - j
-                break
-        out.append(best)
-    return out
+    """For each start, the longest piece of s starting there that occurs in text."""
+    return [max(k for k in range(len(s) - i + 1) if s[i : i + k] in text) for i in range(len(s))]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet="ab分开\n", max_size=60))
+def test_suffix_array_sorts_suffixes(text):
+    assert suffix_array(text).tolist() == sorted(range(len(text)), key=lambda i: text[i:])
+
+
+def test_suffix_array_long_repeats():
+    text = "分开的时候" * 300 + "a" + "分开的时候" * 300  # ties that need many doublings
+    assert suffix_array(text).tolist() == sorted(range(len(text)), key=lambda i: text[i:])
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.text(alphabet="abc分开", min_size=1, max_size=40), st.text(alphabet="abcd分开", max_size=30))
+@given(st.text(alphabet="abc分开", max_size=40), st.text(alphabet="abcd分开", max_size=30))
 def test_matches_brute_force(text, sample):
-    assert SuffixAutomaton(text).match_lengths(sample) == brute_lengths(text, sample)
+    assert SuffixArray(text).match_lengths(sample) == brute_lengths(text, sample)
 
 
 def test_report():
@@ -32,6 +36,8 @@ def test_report():
     assert r.ngram_share == 4 / 7  # of the 7 four-grams, those inside the copied span
     new = idx.check("天青色等烟雨而我在等你")
     assert new.longest == 1 and new.ngram_share == 0.0
+    short = idx.check("分开")  # shorter than n: no n-grams to count
+    assert (short.longest, short.ngram_share) == (2, None)
     copied = idx.check(train[:20])
     assert copied.longest == 20 and copied.ngram_share == 1.0
 

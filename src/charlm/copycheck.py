@@ -1,65 +1,84 @@
 """Is a sample new, or copied?  The longest span of it found verbatim in the training text, and the share of its n-grams found there.
 
-The training text is indexed once in a suffix automaton (linear in its length); a sample
-is then matched in one left-to-right pass: for every position, the longest piece of the
-sample ending there that occurs anywhere in the training text.  The longest of those is
-the longest copied span, and an n-gram ending at a position was seen in training exactly
-when that length is at least n.
+The training text is indexed once in a suffix array: the starting positions of all its
+suffixes in sorted order, built with numpy by prefix doubling (about a second and 200 MB
+for the 1.56M characters of songci's training split).  For every position of a sample, a
+binary search among those sorted suffixes finds the longest piece of the sample starting
+there that occurs anywhere in the training text (a few milliseconds for 200 characters).
+The longest of those is the longest copied span, and an n-gram starting at a position was
+seen in training exactly when that length is at least n.
 """
 
 from __future__ import annotations
 
+import array
+import bisect
 from dataclasses import dataclass
 
+import numpy as np
 
-class SuffixAutomaton:
-    """The smallest automaton accepting every substring of ``text``."""
+
+def suffix_array(text: str) -> np.ndarray:
+    """The start of every suffix of ``text``, in sorted order (code point order, as Python compares strings).
+
+    Prefix doubling: suffixes are sorted by their first k characters, then 2k, ..., and only the groups
+    still tied are sorted again.  A suffix's rank is where its group starts in the array.
+    """
+    n = len(text)
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    sa = np.argsort(codes, kind="stable")
+    rank = np.empty(n, np.int64)
+    tied = _regroup(sa, codes[sa], np.arange(n), rank)
+    k = 1
+    while tied.any():
+        pos = np.flatnonzero(tied)  # places in the array whose group is still tied
+        idx = sa[pos]
+        second = np.full(len(idx), -1, np.int64)  # the rank k characters on; -1 past the end sorts first
+        inside = idx + k < n
+        second[inside] = rank[idx[inside] + k]
+        key = rank[idx] * (n + 1) + (second + 1)
+        order = np.argsort(key, kind="stable")
+        sa[pos] = idx[order]
+        tied[pos] = _regroup(sa[pos], key[order], pos, rank)
+        k *= 2
+    return sa
+
+
+def _regroup(starts, keys, pos, rank) -> np.ndarray:
+    """Give the suffixes ``starts`` (sorted by ``keys``, at places ``pos``) the place of their group as rank; which are tied."""
+    new = np.ones(len(keys), bool)
+    new[1:] = keys[1:] != keys[:-1]
+    rank[starts] = np.maximum.accumulate(np.where(new, pos, 0))
+    size = np.diff(np.append(np.flatnonzero(new), len(keys)))
+    return np.repeat(size > 1, size)
+
+
+class SuffixArray:
+    """The sorted suffixes of a text, for finding the longest piece of a string that occurs in it."""
 
     def __init__(self, text: str):
-        nxt: list[dict] = [{}]
-        link = [-1]
-        length = [0]
-        last = 0
-        for ch in text:
-            cur = len(nxt)
-            nxt.append({})
-            length.append(length[last] + 1)
-            link.append(0)
-            p = last
-            while p != -1 and ch not in nxt[p]:
-                nxt[p][ch] = cur
-                p = link[p]
-            if p != -1:
-                q = nxt[p][ch]
-                if length[p] + 1 == length[q]:
-                    link[cur] = q
-                else:
-                    clone = len(nxt)
-                    nxt.append(dict(nxt[q]))
-                    length.append(length[p] + 1)
-                    link.append(link[q])
-                    while p != -1 and nxt[p].get(ch) == q:
-                        nxt[p][ch] = clone
-                        p = link[p]
-                    link[q] = link[cur] = clone
-            last = cur
-        self.next, self.link, self.length = nxt, link, length
+        self.text = text
+        self.sa = array.array("q", suffix_array(text).tobytes())  # plain ints, compact and fast to index
 
     def match_lengths(self, s: str) -> list[int]:
-        """For each position i, the length of the longest substring of ``s`` ending at i that occurs in the text."""
-        nxt, link, length = self.next, self.link, self.length
-        state, cur, out = 0, 0, []
-        for ch in s:
-            while state and ch not in nxt[state]:
-                state = link[state]
-                cur = length[state]
-            if ch in nxt[state]:
-                state = nxt[state][ch]
-                cur += 1
-            else:
-                state, cur = 0, 0
-            out.append(cur)
+        """For each position i, the length of the longest prefix of ``s[i:]`` that occurs in the text."""
+        text, sa, out = self.text, self.sa, []
+        for i in range(len(s)):
+            p = s[i:]
+            size = len(p)
+            at = bisect.bisect_left(sa, p, key=lambda j: text[j : j + size])
+            # the suffixes sorted just before and after p share the longest prefix with it
+            out.append(max((_common(text[sa[q] : sa[q] + size], p) for q in (at - 1, at) if 0 <= q < len(sa)), default=0))
         return out
+
+
+def _common(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -76,21 +95,21 @@ class CopyReport:
 
 
 class CopyIndex:
-    """Built once from the training text; :meth:`check` then costs one pass over a sample."""
+    """Built once from the training text; :meth:`check` then costs one binary search per character of a sample."""
 
     def __init__(self, train_text: str, n: int = 8):
         self.n = n
-        self.sam = SuffixAutomaton(train_text)
+        self.index = SuffixArray(train_text)
 
     def check(self, sample: str) -> CopyReport:
-        lengths = self.sam.match_lengths(sample)
+        lengths = self.index.match_lengths(sample)
         if not lengths:
             return CopyReport(0, "", None, self.n)
-        end = max(range(len(lengths)), key=lengths.__getitem__)
-        longest = lengths[end]
-        grams = lengths[self.n - 1 :]
+        start = max(range(len(lengths)), key=lengths.__getitem__)
+        longest = lengths[start]
+        grams = lengths[: max(len(lengths) - self.n + 1, 0)]  # one per n-gram start
         share = sum(x >= self.n for x in grams) / len(grams) if grams else None
-        return CopyReport(longest, sample[end + 1 - longest : end + 1], share, self.n)
+        return CopyReport(longest, sample[start : start + longest], share, self.n)
 
 
 def training_text(ckpt) -> str:

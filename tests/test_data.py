@@ -36,6 +36,24 @@ def test_other_encodings(tmp_path):
         read_text(f)
 
 
+def test_utf16_byte_order(tmp_path):
+    f = tmp_path / "u.txt"
+    f.write_bytes("分开 a line\n".encode("utf-16"))  # with a byte-order mark: decoded whichever order
+    assert read_text(f, "utf-16") == "分开 a line\n"
+    for order in ("le", "be"):  # without one: Python would assume little-endian and decode anything
+        f.write_bytes("Romeo: a line\n".encode(f"utf-16-{order}"))
+        with pytest.raises(CharlmError, match=f"no byte-order mark.*--encoding utf-16-{order}$"):
+            read_text(f, "utf-16")
+        with pytest.raises(CharlmError, match=f"UTF-16 text without a byte-order mark.*--encoding utf-16-{order}$"):
+            read_text(f)
+        assert read_text(f, f"utf-16-{order}") == "Romeo: a line\n"
+    f.write_bytes(b"plain ascii, not utf-16")
+    with pytest.raises(CharlmError, match="utf-16 is unknown; say --encoding utf-16-le or utf-16-be, if it is utf-16 at all"):
+        read_text(f, "utf-16")
+    f.write_bytes("分开".encode("utf-32"))
+    assert read_text(f, "utf-32") == "分开"
+
+
 def test_decode_error_names_offset(tmp_path):
     f = tmp_path / "bad.txt"
     f.write_bytes("好好".encode() + b"\xff" + "好".encode())

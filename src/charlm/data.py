@@ -22,6 +22,7 @@ state is reset for every batch.
 
 from __future__ import annotations
 
+import codecs
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -40,13 +41,35 @@ def bundled_corpus() -> Path:
     return Path(str(resources.files("charlm") / "corpus" / BUNDLED_NAME))
 
 
+_BOMS = {"utf16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE), "utf32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)}
+
+
+def _utf16_order(raw: bytes) -> str | None:
+    """'le' or 'be' where the NUL bytes fall as in UTF-16 text of mostly Latin characters, else None."""
+    head = raw[:8192]
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    if odd > len(head) // 8 and not even:
+        return "le"
+    if even > len(head) // 8 and not odd:
+        return "be"
+    return None
+
+
 def _decode(path: Path, raw: bytes, encoding: str) -> str:
     if not raw:
         raise CharlmError(f"{path}: the file is empty")
-    if b"\x00" in raw[:8192] and not encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32")):
+    name = encoding.lower().replace("-", "").replace("_", "")
+    if b"\x00" in raw[:8192] and not name.startswith(("utf16", "utf32")):
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark
             raise CharlmError(f"{path}: looks like UTF-16 text (a byte-order mark, NUL bytes); try --encoding utf-16")
+        if order := _utf16_order(raw):
+            raise CharlmError(f"{path}: looks like UTF-16 text without a byte-order mark (NUL bytes every other byte); try --encoding utf-16-{order}")
         raise CharlmError(f"{path}: looks like a binary file (it contains NUL bytes), not text")
+    if name in _BOMS and not raw.startswith(_BOMS[name]):
+        # without a byte-order mark Python's codec assumes little-endian and decodes anything to something
+        order = _utf16_order(raw) if name == "utf16" else None
+        hint = f"its NUL bytes suggest --encoding {encoding}-{order}" if order else f"say --encoding {encoding}-le or {encoding}-be, if it is {encoding} at all"
+        raise CharlmError(f"{path}: no byte-order mark, so the byte order of {encoding} is unknown; {hint}")
     try:
         text = raw.decode(encoding)
     except LookupError:

@@ -1,6 +1,7 @@
 """The HTTP API of ``charlm serve``, against a real uvicorn server on 127.0.0.1 in a background thread."""
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import math
@@ -95,6 +96,35 @@ def test_stream_ends_with_done_and_matches_generate(client):
     texts = ["".join(d["samples"][i] for e, d in events if e == "chunk") for i in range(2)]
     assert texts == client.post("/v1/generate", json=body).json()["samples"]
     assert events[-1][1]["finish_reason"] == "done" and events[-1][1]["chars"] == 40
+
+
+def test_copy_check_reports_each_sample_as_the_cli_does(client, tiny_ckpt):
+    from charlm.copycheck import CopyIndex, training_text
+
+    index = CopyIndex(training_text(load_model(tiny_ckpt)[2]))
+    assert client.get("/v1/model").json()["copy_check"] is True
+    body = {"prefix": "分开", "length": 40, "seed": 5, "num_samples": 2, "temperature": 1.5}
+    plain = client.post("/v1/generate", json=body).json()
+    assert "copies" not in plain  # only when asked for
+    got = client.post("/v1/generate", json={**body, "check_copy": True}).json()
+    assert got["samples"] == plain["samples"]
+    expected = [dataclasses.asdict(index.check(t.strip("\n"))) for t in got["samples"]]  # as the CLI checks them
+    assert got["copies"] == expected and all(c["longest"] >= 2 for c in expected)
+    done = stream(client, **body, check_copy=True)[-1]
+    assert done[0] == "done" and done[1]["copies"] == expected
+
+
+def test_copy_check_without_the_training_text_is_422_before_writing(tmp_path):
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1)
+    (tmp_path / "corpus.txt").unlink()  # the model was trained elsewhere: its corpus is not on this server
+    with serve.running(serve.create_app(tmp_path / "run")) as base, httpx.Client(base_url=base, timeout=60) as c:
+        assert c.get("/v1/model").json()["copy_check"] is False
+        for path in ("/v1/generate", "/v1/generate/stream"):
+            r = c.post(path, json={"length": 10, "check_copy": True})
+            assert r.status_code == 422 and r.json()["error"].startswith("check_copy: the training text cannot be read"), r.text
+        assert c.post("/v1/generate", json={"length": 10}).status_code == 200  # the rest works
 
 
 def test_score_matches_evaluate(client, tiny_ckpt):

@@ -63,7 +63,9 @@ def test_page_streams_lyrics_from_a_prefix(tiny_ckpt, browser, tmp_path):
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#lyrics .s"))
         text = browser.find_element(By.ID, "lyrics").text
         assert text.startswith("不分开") and len(text.splitlines()) == 3, text
-        assert "种子" in browser.find_element(By.ID, "status").text
+        status = browser.find_element(By.ID, "status")
+        assert "种子" in status.text
+        assert "照抄训练文本最长" in status.text and "最长照抄「" in status.get_attribute("title")  # the copy check
         assert browser.find_element(By.ID, "copy").is_enabled()
         assert not browser.find_element(By.ID, "error").is_displayed()
 

@@ -18,6 +18,7 @@ generations run at once and the others wait in line.
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .checkpoint import load_model
 from .config import SEED_MAX, SampleConfig, to_dict
+from .copycheck import CopyIndex, training_text
 from .data import bptt_slices, normalize
 from .errors import CharlmError
 from .sampling import check_known, default_prefix, generate, make_generator
@@ -83,6 +85,9 @@ def _request_models(lim: Limits):
         style_prefix: str = Field("", max_length=lim.max_prefix, description="read first to set the mood, not returned")
         acrostic: str = Field("", max_length=lim.max_prefix, description="藏头: one line per character, each starting with it")
         unknown: Literal["error", "skip"] = Field("error", description="characters outside the vocabulary: 422, or drop them")
+        check_copy: bool = Field(False, description="also report, per sample, the longest span found verbatim in the training "
+                                                    "text and the share of its 8-grams seen there (as charlm generate --check-copy; "
+                                                    "needs the training text where the server runs, see /v1/model copy_check)")
 
     class ScoreRequest(BaseModel):
         """A text to read through the model, as one stream."""
@@ -243,6 +248,31 @@ class _Server:
         self.served = 0
         self.disconnected = 0
         self._loop = self._limiter = None
+        self._copy_lock = threading.Lock()
+        self._copy_index: CopyIndex | None = None
+
+    def copy_check_possible(self) -> bool:
+        """Whether the training text is where the checkpoint says (the bundled lyrics always are)."""
+        data = self.ckpt.train_config.data
+        return not data or Path(data).exists()
+
+    def copy_index(self) -> CopyIndex:
+        """The copy check's index of the training text, built on first use (in a worker thread); a 422 if it cannot be read."""
+        with self._copy_lock:
+            if self._copy_index is None:
+                try:
+                    self._copy_index = CopyIndex(training_text(self.ckpt))
+                except CharlmError as e:
+                    raise _Invalid("check_copy", f"the training text cannot be read where the server runs: {e}") from None
+            return self._copy_index
+
+    async def copies(self, req, texts: list[str]) -> dict:
+        """``{"copies": [report per sample]}`` when the request asked for it, else nothing."""
+        if not req.check_copy:
+            return {}
+        index = self.copy_index()  # built before the generation started
+        reports = await anyio.to_thread.run_sync(lambda: [index.check(t.strip("\n")) for t in texts])
+        return {"copies": [dataclasses.asdict(r) for r in reports]}
 
     def limiter(self) -> anyio.CapacityLimiter:
         """At most ``workers`` generations or scorings run at once; the rest wait in line, first come first served.
@@ -259,11 +289,18 @@ class _Server:
     async def in_worker(self, fn, *args):
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter())
 
-    def start(self, req) -> _Generation:
-        """A generation for ``req``; nothing runs until its first chunk is asked for."""
+    async def start(self, req) -> _Generation:
+        """A generation for ``req``; nothing runs until its first chunk is asked for.
+
+        A request that wants a copy check gets its 422 now if the training text cannot be read (the
+        index is built once, in a worker thread), not after the text was written.
+        """
         # --length is bounded by its Field; --lines and --acrostic are bounded here, by characters.
         cap = self.limits.max_length if (req.lines or req.acrostic) else None
-        return _Generation(self.model, self.vocab, req, self.limits.time_limit, cap, self.default_prefix)
+        gen = _Generation(self.model, self.vocab, req, self.limits.time_limit, cap, self.default_prefix)
+        if req.check_copy:
+            await anyio.to_thread.run_sync(self.copy_index)
+        return gen
 
     async def chunks(self, gen: _Generation, request: Request, interval: float):
         """The chunks of ``gen`` as they are made, once a worker is free; stops early when the client goes away."""
@@ -362,6 +399,7 @@ def create_app(
             "vocab_size": len(srv.vocab),
             "has_newline": "\n" in srv.vocab,
             "default_prefix": srv.default_prefix,
+            "copy_check": srv.copy_check_possible(),
             "parameters": sum(p.numel() for p in srv.model.parameters()),
             "device": str(srv.device),
             "metrics": ck.metrics,
@@ -371,12 +409,16 @@ def create_app(
 
     @app.post("/v1/generate", tags=["generate"])
     async def generate_json(req: GenerateRequest, request: Request) -> dict:
-        """Write ``num_samples`` texts from ``prefix``; ``finish_reason`` says why each stopped (done, time_limit, max_length)."""
-        gen = srv.start(req)
+        """Write ``num_samples`` texts from ``prefix``; ``finish_reason`` says why each stopped (done, time_limit, max_length).
+
+        With ``check_copy``, ``copies`` holds a copy report per sample: ``longest`` and ``span``, the longest
+        piece found verbatim in the training text, and ``ngram_share``, the share of its ``n``-grams seen there.
+        """
+        gen = await srv.start(req)
         texts = [""] * gen.n
         async for chunk in srv.chunks(gen, request, interval=0.25):
             texts = [a + b for a, b in zip(texts, chunk)]
-        return {"samples": texts, **gen.summary()}
+        return {"samples": texts, **gen.summary(), **await srv.copies(req, texts)}
 
     @app.post(
         "/v1/generate/stream",
@@ -384,11 +426,11 @@ def create_app(
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}},
                          "description": "`chunk` events with data `{\"samples\": [text per sample]}`, then one `done` event "
-                                        "with `finish_reason`, `seed`, `chars`, `elapsed_s`."}},
+                                        "with `finish_reason`, `seed`, `chars`, `elapsed_s` (and `copies` with `check_copy`)."}},
     )
     async def generate_stream(req: GenerateRequest, request: Request):
         """The same as /v1/generate, as server-sent events while it is written."""
-        gen = srv.start(req)
+        gen = await srv.start(req)
         chunks = srv.chunks(gen, request, interval=0.05)
         # The first chunk (the prefix, or an error about it) before the 200 goes out.
         try:
@@ -397,12 +439,15 @@ def create_app(
             first = None
 
         async def events():
+            texts = [""] * gen.n
             try:
-                if first is not None:
-                    yield _sse("chunk", {"samples": first})
-                async for chunk in chunks:
+                for chunk in ([first] if first is not None else []):
+                    texts = [a + b for a, b in zip(texts, chunk)]
                     yield _sse("chunk", {"samples": chunk})
-                yield _sse("done", gen.summary())
+                async for chunk in chunks:
+                    texts = [a + b for a, b in zip(texts, chunk)]
+                    yield _sse("chunk", {"samples": chunk})
+                yield _sse("done", {**gen.summary(), **await srv.copies(req, texts)})
             except Exception as e:  # pragma: no cover - a bug, reported in-band since the 200 is gone
                 yield _sse("error", {"error": f"{e.__class__.__name__}: {e}"})
             finally:

@@ -13,6 +13,7 @@ const copyButton = $("copy");
 const legend = $("legend");
 
 let uniformBits = 12;  // log2(vocabulary size), set from /v1/model
+let copyCheck = false;  // whether the server can check samples against the training text (/v1/model)
 let controller = null;  // the running request, so Stop (or a new Generate) can abort it
 let text = "";
 
@@ -125,6 +126,7 @@ async function generate() {
     top_p: Number($("top-p").value),
   };
   if (seed !== "") body.seed = Number(seed);
+  if (copyCheck) body.check_copy = true;
   controller = new AbortController();
   setBusy(true);
   lyrics.classList.add("streaming");
@@ -165,6 +167,13 @@ async function generate() {
   if (summary) {
     statusLine.textContent = `${summary.chars} 字 · ${summary.elapsed_s.toFixed(2)} 秒 · 种子 ${summary.seed}${REASONS[summary.finish_reason] || ""}`;
     statusLine.dataset.seed = summary.seed;
+    statusLine.title = "";
+    const copy = summary.copies && summary.copies[0];
+    if (copy) {  // how much of it is copied from the training text: new lyrics, or recited ones?
+      statusLine.textContent += ` · 照抄训练文本最长 ${copy.longest} 字`;
+      const share = copy.ngram_share == null ? "" : ` · ${copy.n} 字片段见于训练文本 ${Math.round(copy.ngram_share * 100)}%`;
+      statusLine.title = `最长照抄「${copy.span}」${share}`;
+    }
   } else if (fresh) {
     statusLine.textContent = `${[...fresh].length} 字${REASONS.disconnected}`;
   } else {
@@ -239,6 +248,7 @@ async function loadModelInfo() {
     if (info.best && info.best.val_ppl != null) parts.push(`验证困惑度 ${info.best.val_ppl.toFixed(1)}（第 ${info.best.epoch} 轮）`);
     $("model-info").textContent = "模型 · " + parts.join(" · ");
     uniformBits = Math.max(4, Math.log2(info.vocab_size));
+    copyCheck = info.copy_check === true;
     const lim = info.limits;
     $("prefix").maxLength = lim.max_prefix;
     // The box starts with 分开; a model trained on other text starts from its own first prefix instead.

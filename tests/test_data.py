@@ -3,7 +3,7 @@ import hashlib
 import pytest
 import torch
 
-from charlm.config import TrainConfig
+from charlm.config import SEED_MAX, TrainConfig
 from charlm.data import (batches, bptt_slices, bundled_corpus, check_enough, load_corpus, min_chars, normalize,
                          num_batches, read_text, split)
 from charlm.errors import CharlmError
@@ -22,8 +22,11 @@ def test_folder_of_text_files(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "empty.txt").write_bytes(b"")  # an empty file in a folder is passed over
     assert read_text(tmp_path) == "第一\n第二\n"
+    (tmp_path / "blank.txt").write_bytes(b"\n  \n")  # a blank file too
+    assert read_text(tmp_path) == "第一\n第二\n"
     (tmp_path / "only").mkdir()
     (tmp_path / "only" / "e.txt").write_bytes(b"")
+    (tmp_path / "only" / "f.txt").write_bytes(b"\n")
     with pytest.raises(CharlmError, match="every .txt file in the folder is empty"):
         read_text(tmp_path / "only")
 
@@ -127,6 +130,13 @@ def test_random_batches_are_windows_reproducible_per_epoch():
         assert torch.all(x[:, 0] % 10 == 0)  # windows start at multiples of num_steps
     starts = torch.cat([x[:, 0] for x, _ in a])
     assert starts.unique().numel() == starts.numel()  # no window twice in an epoch
+
+
+@pytest.mark.parametrize("seed", [10**14, SEED_MAX])
+def test_random_batches_take_any_allowed_seed(seed):
+    # the epoch's stream mixes seed and epoch: it overflowed torch's seed for seeds from about 1.8e13 on
+    a = list(batches(torch.arange(1000), 4, 10, "random", seed=seed, epoch=3))
+    assert len(a) == 24 and a[0][0].shape == (4, 10)
 
 
 def test_bptt_slices_eval_keeps_the_tail():

@@ -55,7 +55,7 @@ def _utf16_order(raw: bytes) -> str | None:
     return None
 
 
-def _decode(path: Path, raw: bytes, encoding: str) -> str:
+def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False) -> str:
     if not raw:
         raise CharlmError(f"{path}: the file is empty")
     name = encoding.lower().replace("-", "").replace("_", "")
@@ -81,7 +81,7 @@ def _decode(path: Path, raw: bytes, encoding: str) -> str:
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    if not text.strip():
+    if not text.strip() and not blank_ok:
         raise CharlmError(f"{path}: the file holds no text")
     return text
 
@@ -100,9 +100,10 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
         if not files:
             raise CharlmError(f"{p}: the folder holds no .txt files")
         raws = [(f, f.read_bytes()) for f in files]
-        texts = [_decode(f, raw, encoding) for f, raw in raws if raw]  # an empty file adds nothing: passed over
+        texts = [_decode(f, raw, encoding, blank_ok=True) for f, raw in raws if raw]
+        texts = [t for t in texts if t.strip()]  # an empty or blank file adds nothing: passed over
         if not texts:
-            raise CharlmError(f"{p}: every .txt file in the folder is empty")
+            raise CharlmError(f"{p}: every .txt file in the folder is empty or blank")
         return "".join(t if t.endswith("\n") else t + "\n" for t in texts)
     try:
         raw = p.read_bytes()
@@ -201,7 +202,7 @@ def num_batches(n: int, batch_size: int, num_steps: int, sampling: str) -> int:
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The random stream that orders one epoch's batches: a function of (seed, epoch) only, so a resumed run replays it."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)  # any allowed seed, the same for small ones
 
 
 def batches(ids: torch.Tensor, batch_size: int, num_steps: int, sampling: str, seed: int = 0, epoch: int = 0, start: int = 0):

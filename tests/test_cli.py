@@ -173,8 +173,10 @@ def test_other_encodings_with_flag(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("flags,pattern", [
-    (["--temperature", "0"], "temperature must be > 0"),
-    (["--temperature", "-1"], "temperature must be > 0"),
+    (["--temperature", "0"], "temperature must be >= 0.001"),
+    (["--temperature", "-1"], "temperature must be >= 0.001"),
+    (["--temperature", "1e-300"], "temperature must be >= 0.001"),  # would overflow the float32 logits: NaN, a crash
+    (["--temperature", "nan"], "temperature must be >= 0.001"),
     (["--top-k", "0"], "top_k must be >= 1"),
     (["--top-p", "0"], "top_p must be in (0, 1]"),
     (["--top-p", "1.5"], "top_p must be in (0, 1]"),
@@ -183,6 +185,20 @@ def test_other_encodings_with_flag(capsys, tmp_path):
 ])
 def test_bad_generation_settings(capsys, tiny_run, flags, pattern):
     one_line_error(*run_cli(capsys, "generate", tiny_run, *flags)[::2], pattern)
+
+
+def test_an_acrostic_needs_characters_the_model_holds_even_with_unk(capsys, tmp_path):
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1, unk=True)  # with <unk>, a prefix's unknown character is read as <unk> ...
+    run = tmp_path / "run"
+    assert run_cli(capsys, "generate", run, "--prefix", "龙分开", "--length", 5, "--seed", 1)[0] == 0
+    # ... but a line cannot start with it (was: KeyError traceback)
+    one_line_error(*run_cli(capsys, "generate", run, "--acrostic", "龙我")[::2], "acrostic has characters the model's vocabulary does not know: '龙'")
+    code, stdout, _ = run_cli(capsys, "generate", run, "--acrostic", "龙我", "--unknown", "skip", "--seed", 1)
+    assert code == 0 and stdout.startswith("我") and len(stdout.strip().splitlines()) == 1
+    one_line_error(*run_cli(capsys, "generate", run, "--acrostic", "龙", "--unknown", "skip")[::2],
+                   "no character of the acrostic is in the model's vocabulary")
 
 
 def test_unknown_prefix_can_be_skipped(capsys, tiny_run):

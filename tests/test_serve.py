@@ -174,6 +174,8 @@ def test_model_info(client):
 @pytest.mark.parametrize("body, field", [
     ({"temperature": -1}, "temperature"),
     ({"temperature": 0}, "temperature"),
+    ({"temperature": 1e-300}, "temperature"),  # float32 logits / 1e-300 overflow: was a 500
+    ({"acrostic": "☃", "unknown": "skip"}, "acrostic"),  # nothing left of it: was a plain sample
     ({"top_p": 1.5}, "top_p"),
     ({"top_k": 0}, "top_k"),
     ({"length": 0}, "length"),

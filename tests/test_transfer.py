@@ -75,6 +75,15 @@ def test_init_from_refuses_another_architecture(capsys, tiny_run, tmp_path):
     assert code == 2 and "cannot change --num-layers" in err
 
 
+def test_init_from_a_model_without_unk_refuses_unk(capsys, tiny_run, tmp_path):
+    # <unk> must be id 0: a grown vocabulary cannot get it (was: '<unk>' added as an ordinary 5-letter character)
+    code = main(["train", "--init-from", str(tiny_run), "--unk", "--min-freq", "2", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--unk:" in err and "trained without <unk>" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+    assert "<unk>" not in extend_vocab(Vocab(("a",)), Vocab(("<unk>", "a", "b"), unk=True)).itos
+
+
 def test_fine_tuning_preset_needs_a_model(capsys, tmp_path):
     code = main(["train", "--preset", "jaychou-ft", "--out", str(tmp_path / "x")])
     assert code == 2 and "preset 'jaychou-ft' needs --init-from" in capsys.readouterr().err

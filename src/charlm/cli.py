@@ -272,6 +272,9 @@ def _fine_tune_setup(train_cfg, corpus, model_fields: dict, flags: dict):
     from .transfer import TUNABLE, extend_vocab, fine_tune_config, grow_weights
 
     base = ckpt_io.load(train_cfg.init_from, with_trainer=False)
+    if train_cfg.unk and not base.vocab.unk:
+        raise CharlmError(f"--unk: {base.path} was trained without <unk>, and <unk> must be id 0; fine-tune without --unk "
+                          "(the corpus's new characters get rows of their own) or pre-train with --unk")
     fixed = {k: v for k, v in flags.items() if k not in TUNABLE and getattr(base.model_config, k) != v}
     if fixed:
         raise CharlmError(f"--init-from keeps the pre-trained architecture; cannot change {', '.join('--' + k.replace('_', '-') for k in sorted(fixed))}")
@@ -300,9 +303,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     given_prefix = args.prefix if args.prefix is not None else "" if args.acrostic else default_prefix(vocab, ckpt.train_config.prefixes)
     prefix = check_known(vocab, given_prefix, "prefix", args.unknown)
     style = check_known(vocab, args.style_prefix, "style prefix", args.unknown)
-    acrostic = check_known(vocab, args.acrostic, "acrostic", args.unknown)
+    acrostic = check_known(vocab, args.acrostic, "acrostic", args.unknown, exact=True)  # no line starts with <unk>
     if not prefix and given_prefix and not acrostic:
         raise CharlmError("no character of the prefix is in the model's vocabulary")
+    if args.acrostic and not acrostic:
+        raise CharlmError("no character of the acrostic is in the model's vocabulary")
     index = _copy_index(ckpt) if args.check_copy else None
     if cfg.seed < 0:  # draw the seed here and say it, so that a sample worth keeping can be made again
         import secrets

@@ -20,6 +20,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 SEED_MAX = 2**63 - 1  # what a torch generator takes
+MIN_TEMPERATURE = 1e-3  # float32 logits divided by much less overflow; as low as this is greedy already
 
 
 def _help(text: str, **extra: Any) -> dict:
@@ -169,7 +170,8 @@ class SampleConfig:
     def __post_init__(self) -> None:
         _check(self.length >= 1, f"length must be >= 1, got {self.length}")
         _check(self.lines >= 0, f"lines must be >= 0, got {self.lines}")
-        _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature} (--greedy takes the most likely character every time)")
+        _check(self.temperature >= MIN_TEMPERATURE, f"temperature must be >= {MIN_TEMPERATURE:g}, got {self.temperature:g} "
+                                                   "(--greedy takes the most likely character every time)")
         _check(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         _check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")

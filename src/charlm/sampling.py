@@ -83,15 +83,26 @@ def default_prefix(vocab: Vocab, prefixes) -> str:
     return next((p for p in prefixes if p and not vocab.unknown(p)), "")
 
 
-def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error") -> str:
-    """``text`` itself, or without the characters ``vocab`` lacks when ``unknown='skip'``; else a one-line error."""
-    missing = vocab.unknown(text)
+def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exact: bool = False) -> str:
+    """``text`` itself, or without the characters ``vocab`` lacks when ``unknown='skip'``; else a one-line error.
+
+    ``exact``: ``<unk>`` does not stand in for a character (an acrostic's lines start with real ones).
+    """
+    missing = unknown_chars(vocab, text, exact)
     if not missing:
         return text
     if unknown == "skip":
         return "".join(c for c in text if c in vocab)
-    shown = " ".join(repr(c) for c in missing[:20]) + (" ..." if len(missing) > 20 else "")
-    raise CharlmError(f"the {what} has characters the model's vocabulary does not know: {shown} (use --unknown skip to drop them)")
+    raise CharlmError(f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)} (use --unknown skip to drop them)")
+
+
+def unknown_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
+    """The distinct characters of ``text`` the vocabulary cannot encode (with ``exact``, that it does not hold itself)."""
+    return list(dict.fromkeys(c for c in text if c not in vocab)) if exact else vocab.unknown(text)
+
+
+def show_chars(chars: list[str]) -> str:
+    return " ".join(repr(c) for c in chars[:20]) + (" ..." if len(chars) > 20 else "")
 
 
 def make_generator(seed: int, device) -> torch.Generator:

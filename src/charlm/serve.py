@@ -41,11 +41,11 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .checkpoint import load_model
-from .config import SEED_MAX, SampleConfig, to_dict
+from .config import MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
 from .copycheck import CopyIndex, training_text
 from .data import bptt_slices, normalize
 from .errors import CharlmError
-from .sampling import check_known, default_prefix, generate, make_generator
+from .sampling import check_known, default_prefix, generate, make_generator, show_chars, unknown_chars
 from .train import EVAL_CHUNK, pick_device
 
 STATIC = Path(__file__).parent / "static"
@@ -76,7 +76,7 @@ def _request_models(lim: Limits):
                                                "the model knows, 分开 for the lyrics; else the start of a line)")
         length: int = Field(100, ge=1, le=lim.max_length, description="characters to generate after the prefix")
         lines: int = Field(0, ge=0, le=lim.max_lines, description="stop after this many lines instead; 0 = off")
-        temperature: float = Field(1.0, gt=0, le=100, description="> 1 more surprising, < 1 more conservative")
+        temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=100, description="> 1 more surprising, < 1 more conservative")
         top_k: int | None = Field(None, ge=1, description="sample among the k most likely characters")
         top_p: float = Field(1.0, gt=0, le=1, description="nucleus: the smallest set whose probability reaches p")
         greedy: bool = Field(False, description="always take the most likely character")
@@ -135,9 +135,11 @@ class _Generation:
         given = req.prefix if req.prefix is not None else "" if req.acrostic else default
         prefix = self._known(vocab, given, "prefix", req.unknown)
         style = self._known(vocab, req.style_prefix, "style_prefix", req.unknown)
-        acrostic = self._known(vocab, req.acrostic, "acrostic", req.unknown)
+        acrostic = self._known(vocab, req.acrostic, "acrostic", req.unknown, exact=True)  # no line starts with <unk>
         if not prefix and given and not acrostic:
             raise _Invalid("prefix", "no character of the prefix is in the model's vocabulary")
+        if req.acrostic and not acrostic:
+            raise _Invalid("acrostic", "no character of the acrostic is in the model's vocabulary")
         if not (style + prefix) and "\n" not in vocab:
             raise _Invalid("prefix", "the prefix is empty and the model has no newline to start a line from: give a prefix or a style_prefix")
         self.seed = req.seed if req.seed >= 0 else secrets.randbelow(2**31)  # short, and exact in JavaScript
@@ -156,11 +158,11 @@ class _Generation:
         self.cancelled = threading.Event()
 
     @staticmethod
-    def _known(vocab, text: str, field: str, unknown: str) -> str:
+    def _known(vocab, text: str, field: str, unknown: str, exact: bool = False) -> str:
         try:
-            return check_known(vocab, text, field.replace("_", " "), unknown)
+            return check_known(vocab, text, field.replace("_", " "), unknown, exact)
         except CharlmError:
-            shown = " ".join(repr(c) for c in vocab.unknown(text)[:20])
+            shown = show_chars(unknown_chars(vocab, text, exact))
             raise _Invalid(field, f"characters the model's vocabulary does not know: {shown} "
                                   '(remove them, or send "unknown": "skip" to drop them)') from None
 

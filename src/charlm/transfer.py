@@ -16,7 +16,7 @@ import dataclasses
 import torch
 
 from .config import ModelConfig
-from .vocab import Vocab
+from .vocab import UNK, Vocab
 
 # Model fields a fine-tuning run may set for itself; the rest is the pre-trained architecture.
 TUNABLE = {"dropout", "embed_dropout", "locked_dropout", "weight_drop"}
@@ -24,7 +24,7 @@ TUNABLE = {"dropout", "embed_dropout", "locked_dropout", "weight_drop"}
 
 def extend_vocab(base: Vocab, corpus_vocab: Vocab) -> Vocab:
     """``base`` in its order, then the characters of ``corpus_vocab`` it lacks, in their order."""
-    new = [c for c in corpus_vocab.itos if c not in base.stoi and not (base.unk and c == "<unk>")]
+    new = [c for c in corpus_vocab.itos if c not in base.stoi and not (corpus_vocab.unk and c == UNK)]
     return Vocab(base.itos + tuple(new), unk=base.unk)
 
 

@@ -73,6 +73,9 @@ def test_init_from_refuses_another_architecture(capsys, tiny_run, tmp_path):
     code = main(["train", "--init-from", str(tiny_run), "--num-layers", "3", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "cannot change --num-layers" in err
+    # checked against the pre-trained model, not the preset it is fine-tuned under (was: the preset's tie-weights error)
+    code = main(["train", "--init-from", str(tiny_run), "--embedding-size", "128", "--out", str(tmp_path / "x")])
+    assert code == 2 and "cannot change --embedding-size" in capsys.readouterr().err
 
 
 def test_init_from_a_model_without_unk_refuses_unk(capsys, tiny_run, tmp_path):

@@ -191,12 +191,14 @@ def _train(args: argparse.Namespace) -> int:
         check_requires(args.preset or DEFAULT_PRESET, values)
         train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
         model_fields = {k: v for k, v in values.items() if k in field_names(ModelConfig)}
-        ModelConfig(**model_fields, vocab_size=1)  # validate before reading the corpus
+        # validate before reading the corpus: the pre-trained model's architecture, or the one asked for
+        base = _load_base(train_cfg, given(args, ModelConfig)) if train_cfg.init_from else ModelConfig(**model_fields, vocab_size=1)
         _check_new_out(train_cfg.out, args.overwrite)
         corpus = load_corpus(train_cfg)
-        model_cfg = model_config_for(model_fields, len(corpus.vocab))
         if train_cfg.init_from:
-            init_weights, model_cfg, corpus = _fine_tune_setup(train_cfg, corpus, model_fields, given(args, ModelConfig))
+            init_weights, model_cfg, corpus = _fine_tune_setup(base, corpus, model_fields)
+        else:
+            model_cfg = model_config_for(model_fields, len(corpus.vocab))
     distributed.check_batch_size(train_cfg.batch_size, distributed.from_env()[0])
     dist = distributed.setup(pick_device(train_cfg.device), args.dist_timeout)
     trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume, init_weights=init_weights, dist=dist)
@@ -266,10 +268,10 @@ def _clear_run(out: Path) -> None:
             path.unlink()
 
 
-def _fine_tune_setup(train_cfg, corpus, model_fields: dict, flags: dict):
-    """Weights, model config and corpus for ``--init-from``: the pre-trained model with its vocabulary grown."""
+def _load_base(train_cfg, flags: dict):
+    """The checkpoint ``--init-from`` names, once the flags given are known to fit it."""
     from . import checkpoint as ckpt_io
-    from .transfer import TUNABLE, extend_vocab, fine_tune_config, grow_weights
+    from .transfer import TUNABLE
 
     base = ckpt_io.load(train_cfg.init_from, with_trainer=False)
     if train_cfg.unk and not base.vocab.unk:
@@ -278,6 +280,13 @@ def _fine_tune_setup(train_cfg, corpus, model_fields: dict, flags: dict):
     fixed = {k: v for k, v in flags.items() if k not in TUNABLE and getattr(base.model_config, k) != v}
     if fixed:
         raise CharlmError(f"--init-from keeps the pre-trained architecture; cannot change {', '.join('--' + k.replace('_', '-') for k in sorted(fixed))}")
+    return base
+
+
+def _fine_tune_setup(base, corpus, model_fields: dict):
+    """Weights, model config and corpus for ``--init-from``: the pre-trained model with its vocabulary grown."""
+    from .transfer import extend_vocab, fine_tune_config, grow_weights
+
     vocab = extend_vocab(base.vocab, corpus.vocab)
     grown = len(vocab) - len(base.vocab)
     print(f"fine-tuning {base.path}: {len(base.vocab):,} characters known, {grown:,} new", flush=True)

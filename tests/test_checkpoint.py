@@ -1,5 +1,7 @@
+import dataclasses
 import json
 import shutil
+import sys
 
 import pytest
 import torch
@@ -83,6 +85,25 @@ def test_failed_write_leaves_the_old_checkpoint(tiny_ckpt, tmp_path, monkeypatch
     assert (target / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary folder left behind
     load(target)
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_a_checkpoint_is_replaced_whole(tiny_ckpt, tmp_path, monkeypatch, atomic):
+    c = load(tiny_ckpt)
+    target = save(c, tmp_path / "ck")
+    calls = []
+    real = ckpt_io._exchange
+    monkeypatch.setattr(ckpt_io, "_exchange", lambda a, b: calls.append(b) or (real(a, b) if atomic else False))
+    newer = dataclasses.replace(c, metrics=c.metrics + [{"epoch": 99}])
+    save(newer, target)
+    assert calls == [target] and load(target).metrics[-1] == {"epoch": 99}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # the old one and the temporary folder are gone
+    if atomic and sys.platform == "linux":  # this machine swaps two folders in one step
+        for name in "ab":
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "x").write_text(name)
+        assert real(tmp_path / "a", tmp_path / "b")
+        assert (tmp_path / "a" / "x").read_text() == "b" and (tmp_path / "b" / "x").read_text() == "a"
 
 
 def test_optimizer_state_round_trips_through_plain_data():

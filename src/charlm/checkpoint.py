@@ -135,13 +135,37 @@ def save(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
             json.dump(meta, f, ensure_ascii=False, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
+        if not (path.exists() and _exchange(tmp, path)):  # the old one is now at tmp, removed below
+            if path.exists():  # no atomic exchange here: two renames, with a moment of no checkpoint between them
+                os.replace(path, old)
+            os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic step (Linux's renameat2 with RENAME_EXCHANGE); False where that is not possible.
+
+    Replacing a checkpoint folder otherwise takes two renames, and a crash or power cut between them
+    would leave no checkpoint under its name.
+    """
+    global _renameat2
+    if _renameat2 is None:
+        try:
+            import ctypes
+
+            _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+        except (OSError, AttributeError):  # not Linux, or a C library without it
+            _renameat2 = False
+    if not _renameat2:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return _renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0  # else e.g. a file system without it
+
+
+_renameat2 = None  # looked up on first use
 
 
 def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:

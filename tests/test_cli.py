@@ -304,6 +304,37 @@ def test_a_resume_with_nothing_left_to_train_says_how_to_go_on(capsys, tiny_run,
     one_line_error(*run_cli(capsys, "train", "--resume", timed)[::2], "minutes (--max-minutes): give a larger --max-minutes, or 0")
 
 
+def test_a_run_cut_while_validating_its_last_epoch_resumes(capsys, corpus, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, *TINY)[0] == 0
+    meta = json.loads((out / "last" / "checkpoint.json").read_text())
+    meta["trainer"]["pending_validation"] = {"at_epoch_end": True, "over_time": False}  # as a Ctrl-C while validating leaves it
+    meta["metrics"] = []
+    (out / "last" / "checkpoint.json").write_text(json.dumps(meta))
+    code, stdout, _ = run_cli(capsys, "train", "--resume", out)  # all epochs trained, one validation still to do
+    assert code == 0 and "epoch 1/1" in stdout
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_folder_of_a_run_that_never_checkpointed_says_overwrite_not_resume(capsys, corpus, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("")  # killed (kill -9) before its first checkpoint
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", out, *TINY)[::2],
+                   "stopped before its first checkpoint, so it cannot be resumed; replace it with --overwrite")
+
+
+def test_eval_shows_progress_as_plain_lines_without_a_terminal(capsys, tiny_run, tmp_path, monkeypatch):
+    from charlm import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    f = tmp_path / "t.txt"
+    f.write_text(LYRIC * 30, encoding="utf-8")
+    code, stdout, err = run_cli(capsys, "eval", tiny_run, f)
+    assert code == 0 and "perplexity" in stdout
+    assert f"scoring: {len(LYRIC) * 30:,} of {len(LYRIC) * 30:,} characters (100%)" in err.splitlines()
+
+
 def test_generate_says_the_seed_it_drew_and_that_seed_gives_the_text_again(capsys, tiny_run):
     code, first, err = run_cli(capsys, "generate", tiny_run, "--length", 30)
     assert code == 0

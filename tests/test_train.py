@@ -126,6 +126,56 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, sampling, extra)
         assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
 
 
+@pytest.mark.parametrize("eval_every,which,at_end", [
+    (7, 0, False),  # the first validation inside epoch 1 (22 batches an epoch)
+    (7, 6, True),  # the last one, at the end of the last epoch: the resume has only it left to do
+    (0, 0, True),  # at the end of epoch 1
+])
+def test_a_signal_while_validating_stops_and_the_resume_validates_first(tmp_path, monkeypatch, eval_every, which, at_end):
+    kw = dict(epochs=2, eval_every=eval_every)
+    train_tiny(tmp_path / "a", model_kw={"dropout": 0.3}, **kw)
+    full = _metrics(tmp_path / "a" / "run")
+
+    real = train_mod.evaluate
+    calls = []
+
+    def interrupted_evaluate(model, ids, progress=None, **k):
+        calls.append(1)
+        if len(calls) == which + 1:
+            box["trainer"]._signal = signal.SIGINT  # Ctrl-C while the held-out text is read
+        return real(model, ids, progress=progress, **k)
+
+    box = {}
+    monkeypatch.setattr(train_mod, "evaluate", interrupted_evaluate)
+    cfg = tiny_train_config(tmp_path / "b", **kw)
+    corpus = load_corpus(cfg)
+    t = box["trainer"] = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32, dropout=0.3),
+                                 cfg, corpus, log=lambda *_: None)
+    with pytest.raises(TrainingInterrupted) as e:
+        t.fit()
+    assert e.value.signum == signal.SIGINT
+    assert len(_metrics(tmp_path / "b" / "run")) == which  # that validation left no record
+    monkeypatch.setattr(train_mod, "evaluate", real)
+    c = ckpt_io.load(tmp_path / "b" / "run", prefer="last")
+    assert c.trainer["pending_validation"] == {"at_epoch_end": at_end, "over_time": False}
+    t2 = Trainer(c.model_config, c.train_config, load_corpus(c.train_config, vocab=c.vocab), resume=c, log=lambda *_: None)
+    t2.fit()
+    resumed = _metrics(tmp_path / "b" / "run")
+    assert [(m["epoch"], m["train_loss"], m["val_loss"]) for m in resumed] == [(m["epoch"], m["train_loss"], m["val_loss"]) for m in full]
+
+
+def test_progress_without_a_terminal_is_plain_lines(tmp_path, monkeypatch, capsys):
+    from charlm import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)  # a line whenever there is something to show
+    train_tiny(tmp_path, epochs=1)
+    err = capsys.readouterr().err  # pytest's stderr is no terminal
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert any(line.startswith("epoch 1/1: ") and " of 22 batches (" in line and ", loss " in line and ", chars/s " in line for line in lines), err
+    assert any(line.startswith("validation: ") and " characters (" in line for line in lines), err
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     train_tiny(tmp_path, epochs=1)
     good = ckpt_io.load(tmp_path / "run", prefer="last")

@@ -225,7 +225,7 @@ def _train(args: argparse.Namespace) -> int:
         last = metrics[-1]
         skipped = (f" over the {len(corpus.val_text) - trainer.val_skipped:,} held-out characters the vocabulary covers "
                    f"({trainer.val_skipped:,} skipped)") if trainer.val_skipped else ""
-        print(f"held-out perplexity (last {train_cfg.val_fraction:.0%} of the corpus, not trained on){skipped}: "
+        print(f"held-out perplexity (last {train_cfg.val_fraction * 100:g}% of the corpus, not trained on){skipped}: "
               f"{last['val_ppl']:,.2f} after epoch {last['epoch']}; best {best['val_ppl']:,.2f} after epoch {best['epoch']} (saved as best/)")
         print(f"training perplexity after epoch {last['epoch']}: {last['train_ppl']:.3f}")
     print(f"checkpoints: {trainer.out / 'best'} (best) and {trainer.out / 'last'} (resumable); metrics: {trainer.out / 'metrics.jsonl'}; plot: {plot}")
@@ -235,6 +235,8 @@ def _train(args: argparse.Namespace) -> int:
 def _check_work_left(resume, cfg) -> None:
     """A resume that would train nothing says so, and how to go on (it used to end at once, silently)."""
     t = resume.trainer
+    if t.get("pending_validation"):  # stopped while validating: that validation is still to do
+        return
     if t["epoch"] >= cfg.epochs:
         raise CharlmError(f"{resume.path} has already trained {t['epoch']} of {cfg.epochs} epochs: "
                           f"give --epochs above {t['epoch']} to train on")
@@ -245,12 +247,17 @@ def _check_work_left(resume, cfg) -> None:
 
 def _check_new_out(out: str, overwrite: bool) -> None:
     """A fresh run's --out: a folder that can be made, and not one holding another run unless --overwrite."""
-    from .checkpoint import check_writable
+    from . import checkpoint as ckpt_io
 
-    out = check_writable(out, "--out", folder=True)
-    if not overwrite and any((out / name).exists() for name in RUN_FILES[:3]):
+    out = ckpt_io.check_writable(out, "--out", folder=True)
+    if overwrite or not any((out / name).exists() for name in RUN_FILES[:3]):
+        return
+    if any((out / name / ckpt_io.META_FILE).is_file() for name in ("best", "last")):
         raise CharlmError(f"{out} already holds a training run; continue it with `charlm train --resume {out}`, "
                           f"replace it with --overwrite, or give another --out")
+    # a run stopped before its first checkpoint (killed, or it failed): nothing to resume
+    raise CharlmError(f"{out} holds a training run that stopped before its first checkpoint, so it cannot be resumed; "
+                      f"replace it with --overwrite, or give another --out")
 
 
 RUN_FILES = ("best", "last", "metrics.jsonl", "curves.png")
@@ -380,6 +387,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_model
     from .data import normalize, read_text
+    from .progress import Progress
     from .train import DYNAMIC_CHUNK, evaluate, evaluate_dynamic, pick_device
 
     device = pick_device(args.device)
@@ -388,12 +396,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ids, skipped = vocab.encode_known(text)
     if not args.dynamic >= 0 or math.isinf(args.dynamic):
         raise CharlmError(f"--dynamic must be a learning rate >= 0, got {args.dynamic}")
+    bar = Progress(len(ids), "scoring", "character")
+    try:
+        if args.dynamic:
+            loss, n = evaluate_dynamic(model, torch.tensor(ids, dtype=torch.long), args.dynamic, progress=bar.advance)
+        else:
+            loss, n = evaluate(model, torch.tensor(ids, dtype=torch.long), progress=bar.advance)
+    finally:
+        bar.close()
     if args.dynamic:
-        loss, n = evaluate_dynamic(model, torch.tensor(ids, dtype=torch.long), args.dynamic)
         how = (f"ADAPTIVE (dynamic evaluation): read once as one stream, the state carried, and after scoring each "
                f"{DYNAMIC_CHUNK} characters one SGD step (lr {args.dynamic:g}) on them; not comparable with static figures")
     else:
-        loss, n = evaluate(model, torch.tensor(ids, dtype=torch.long))
         how = "static: read once as one stream, the state carried, the model unchanged by the text"
     print(f"file: {args.file}")
     print(f"characters: {len(text):,} read, {n:,} scored" + (f", {skipped:,} outside the vocabulary skipped" if skipped else ""))

@@ -13,7 +13,6 @@ import json
 import math
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -26,11 +25,15 @@ from .config import ModelConfig, SampleConfig, TrainConfig, to_dict
 from .data import Corpus, batches, bptt_slices, check_enough, fold, num_batches
 from .errors import CharlmError
 from .model import CharLM, detach, num_parameters, parts
+from .progress import Progress
 from .sampling import generate, make_generator
 from .step import TrainStep, check_speed_flags, physical_cores, prepare_optimizer
 
 EVAL_CHUNK = 512  # columns per evaluation step; the state is carried, so it changes only speed
-PROGRESS_EVERY_S = 0.5  # seconds between progress-bar updates (each reads the loss back from the device)
+
+
+class _StopValidation(Exception):
+    """A signal came while validating."""
 
 
 class TrainingInterrupted(Exception):
@@ -66,26 +69,28 @@ def ppl(loss: float | None) -> float | None:
 
 
 @torch.no_grad()
-def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_CHUNK) -> tuple[float, int]:
+def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_CHUNK, progress=None) -> tuple[float, int]:
     """Mean loss in nats per character over ``ids``, read statefully in ``rows`` streams; and how many characters were scored.
 
     With ``rows=1`` (the default) the whole text is one stream: every character but the
-    first is predicted from everything before it.
+    first is predicted from everything before it.  ``progress(characters read)`` is called
+    after every chunk.
     """
     was_training = model.training
     model.eval()
     rows = max(1, min(rows, ids.numel() // 2))
     try:
-        return _score(model, fold(ids, rows).to(model.decoder.weight.device), chunk)  # (rows, L)
+        return _score(model, fold(ids, rows).to(model.decoder.weight.device), chunk, progress=progress)  # (rows, L)
     finally:
         model.train(was_training)
 
 
-def _score(model: CharLM, data: torch.Tensor, chunk: int, adapt=None) -> tuple[float, int]:
+def _score(model: CharLM, data: torch.Tensor, chunk: int, adapt=None, progress=None) -> tuple[float, int]:
     """Mean loss and count over the rows of ``data`` (rows, L), read in chunks, the state carried.
 
     ``adapt(mean loss of the chunk)`` is called after each chunk is scored (dynamic
-    evaluation); the state is then cut from the graph behind it.
+    evaluation); the state is then cut from the graph behind it.  ``progress(characters
+    read so far)`` after each chunk, if given (it may raise to stop).
     """
     total = torch.zeros((), dtype=torch.float64, device=data.device)
     count, state = 0, None
@@ -98,6 +103,8 @@ def _score(model: CharLM, data: torch.Tensor, chunk: int, adapt=None) -> tuple[f
         if adapt is not None:
             adapt(loss / y.numel())
             state = detach(state)
+        if progress is not None:
+            progress((e + 1) * data.shape[0])  # every character up to the chunk's last target
     if count == 0:
         raise CharlmError("the text is too short to score: it needs at least two characters the model knows")
     return float(total) / count, count
@@ -106,7 +113,8 @@ def _score(model: CharLM, data: torch.Tensor, chunk: int, adapt=None) -> tuple[f
 DYNAMIC_CHUNK = 64  # characters scored between two updates of dynamic evaluation
 
 
-def evaluate_dynamic(model: CharLM, ids: torch.Tensor, lr: float, chunk: int = DYNAMIC_CHUNK, grad_clip: float = 1.0) -> tuple[float, int]:
+def evaluate_dynamic(model: CharLM, ids: torch.Tensor, lr: float, chunk: int = DYNAMIC_CHUNK, grad_clip: float = 1.0,
+                     progress=None) -> tuple[float, int]:
     """Like :func:`evaluate` with one stream, but adaptive: after each ``chunk`` is scored, one SGD step on it.
 
     Dynamic evaluation (Krause et al., 2018, in its plain SGD form): every character is
@@ -130,7 +138,7 @@ def evaluate_dynamic(model: CharLM, ids: torch.Tensor, lr: float, chunk: int = D
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
 
-    return _score(model, ids.to(model.decoder.weight.device)[None], chunk, adapt)  # one stream (1, L)
+    return _score(model, ids.to(model.decoder.weight.device)[None], chunk, adapt, progress)  # one stream (1, L)
 
 
 def build_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -176,10 +184,6 @@ def _restore_rng(tensors: dict[str, torch.Tensor], python_state) -> None:
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
     if python_state is not None:
         random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-
-
-def _is_tty(stream) -> bool:
-    return hasattr(stream, "isatty") and stream.isatty()
 
 
 class Trainer:
@@ -229,6 +233,7 @@ class Trainer:
         self.elapsed = 0.0  # seconds of training steps since the last validation
         self.train_seconds = 0.0  # seconds of training steps in all
         self.state = None
+        self.pending = None  # a validation begun and not finished: {"at_epoch_end": ..., "over_time": ...}
         self._signal = None
         self._scaler_state = None  # fp16's gradient scaler (its scale and growth count), from a checkpoint until the step exists
         if resume is not None:
@@ -272,6 +277,7 @@ class Trainer:
             "train_hash": hash_ids(self.train_ids),
             "val_skipped": self.val_skipped,
             "grad_scaler": self._grad_scaler_state(),
+            "pending_validation": self.pending,  # interrupted while validating: a resume validates first
         }
         if self.dist.world_size > 1:
             trainer.update(world_size=self.dist.world_size, rank_tokens=rank_tokens)
@@ -306,6 +312,7 @@ class Trainer:
             self.state = carried if len(carried) > 1 else carried[0]
         _restore_rng(c.trainer_tensors, t.get("python_rng"))
         self._scaler_state = t.get("grad_scaler")
+        self.pending = t.get("pending_validation")
         if self.dist.world_size > 1:
             self._restore_share(c)
 
@@ -364,6 +371,8 @@ class Trainer:
             except ValueError:  # not the main thread: no signal handling
                 pass
         try:
+            if self.pending is not None and self._validate(**self.pending):  # the one the interruption cut short
+                return self.metrics
             while self.epoch < self.cfg.epochs:
                 if self._train_epoch() or self._end_epoch():
                     break
@@ -383,7 +392,7 @@ class Trainer:
             it = self.dist.shard(it, cfg.batch_size)  # this process's block of rows of every global batch
         step = self._train_step(model)
         bar = self._progress()
-        t0 = shown = time.perf_counter()
+        t0 = time.perf_counter()
         tokens0 = self.tokens
         for x, y in it:
             # Nothing in this loop reads a value back from the GPU except the progress bar, twice a second.
@@ -396,13 +405,11 @@ class Trainer:
             self.tokens += y.numel()
             self.step += 1
             self.batch += 1
-            if bar is not None and (time.perf_counter() - shown >= PROGRESS_EVERY_S or self.batch == self.n_batches):
-                shown = time.perf_counter()
+            if bar is not None and bar.due(final=self.batch == self.n_batches):
                 self._check_finite(bad_step)
                 done = self.tokens - tokens0
                 mean = float(self.loss_sum) / max(1, self.tokens)
-                bar.set_postfix(loss=f"{mean:.3f}", ppl=f"{ppl(mean):.1f}", chars_s=f"{done / max(1e-9, time.perf_counter() - t0):,.0f}", refresh=False)
-                bar.update(self.batch - bar.n)
+                bar.show(self.batch, loss=f"{mean:.3f}", ppl=f"{ppl(mean):.1f}", chars_s=f"{done / max(1e-9, time.perf_counter() - t0):,.0f}")
             if self._stop_signal() is not None:
                 self._check_finite(bad_step)
                 self._add_time(time.perf_counter() - t0)
@@ -456,14 +463,36 @@ class Trainer:
                 step.scaler.load_state_dict(self._scaler_state)  # fp16 resumes with the scale it had reached
         return step
 
-    def _progress(self):
-        if not self.dist.is_main or not _is_tty(sys.stderr):
+    def _progress(self) -> Progress | None:
+        if not self.dist.is_main:
             return None
-        from tqdm import tqdm
-
         of = f" (rank 0 of {self.dist.world_size})" if self.dist.world_size > 1 else ""  # its loss and chars/s are rank 0's
-        return tqdm(total=self.n_batches, initial=self.batch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}{of}",
-                    unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+        return Progress(self.n_batches, f"epoch {self.epoch + 1}/{self.cfg.epochs}{of}", "batch", initial=self.batch)
+
+    def _val_loss(self) -> float | None:
+        """The loss on the held-out text, read as one stream, with progress; Ctrl-C or SIGTERM stops it and writes last/.
+
+        The checkpoint then records the validation as pending: a resume does it first, so that it
+        ends as the run left alone would.  (In a job the processes finish it and stop after.)
+        """
+        if self.val_ids is None:
+            return None
+        bar = Progress(self.val_ids.numel(), "validation", "character") if self.dist.is_main else None
+
+        def tick(done: int) -> None:
+            if bar is not None:
+                bar.advance(done)
+            if self.dist.world_size == 1 and self._signal is not None:
+                raise _StopValidation
+
+        try:
+            return evaluate(self.model, self.val_ids, progress=tick)[0]
+        except _StopValidation:
+            pass
+        finally:
+            if bar is not None:
+                bar.close()
+        raise TrainingInterrupted(self._signal, self.save("last"))
 
     def _check_finite(self, bad_step: torch.Tensor) -> None:
         step = int(bad_step)
@@ -491,7 +520,9 @@ class Trainer:
         cfg = self.cfg
         loss_sum, tokens = self.dist.total(self.loss_sum, self.tokens)  # over every process's rows
         train_loss = loss_sum / max(1, tokens)
-        val_loss = evaluate(self.model, self.val_ids)[0] if self.val_ids is not None else None  # the same on every process
+        self.pending = {"at_epoch_end": at_epoch_end, "over_time": over_time}
+        val_loss = self._val_loss()  # the same on every process
+        self.pending = None
         train_loss, val_loss = self.dist.from_main(train_loss, val_loss)  # so that all take the same decisions below
         chars_per_s = tokens / max(1e-9, self.elapsed)
         epoch = self.epoch if at_epoch_end else round(self.epoch + self.batch / self.n_batches, 3)

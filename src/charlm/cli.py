@@ -365,9 +365,12 @@ def _copy_index(ckpt):
     from .copycheck import CopyIndex, training_text
 
     try:
-        return CopyIndex(training_text(ckpt))
+        text = training_text(ckpt)
     except CharlmError as e:
         raise CharlmError(f"--check-copy needs the training text: {e}") from None
+    if len(text) >= 1_000_000:  # about a second per million characters: say what the wait is
+        print(f"copy check: indexing the {len(text):,} characters of the training text", file=sys.stderr, flush=True)
+    return CopyIndex(text)
 
 
 def _report_copies(index, samples: list[str]) -> None:

@@ -20,6 +20,9 @@ Sections (``--sections``, default: those of the device):
   depend on the weights), on ``--device``; also through the module called per character
   (the path before the lean step), for comparison.
 * ``compile``: ``torch.compile`` of charlm's model, eager fp32, seed size, against the same without.
+* ``eval``: scoring, as ``charlm eval`` and the validation during training read a text: one stream,
+  the state carried (``charlm.train.evaluate``), over 100,000 characters of the bundled lyrics
+  repeated; the seed size untrained, or ``--checkpoint``'s model.
 
 Training figures are charlm's training loop alone (``Trainer._train_epoch``: validation,
 checkpoints and samples are not timed) and the seed's own per-epoch figure.  The first
@@ -55,11 +58,11 @@ from seed_loop import seed_epochs  # noqa: E402
 from charlm import numpy_sampling, sampling  # noqa: E402
 from charlm.checkpoint import load_model  # noqa: E402
 from charlm.config import SampleConfig, TrainConfig, field_names  # noqa: E402
-from charlm.data import load_corpus  # noqa: E402
+from charlm.data import load_corpus, read_text  # noqa: E402
 from charlm.model import CharLM  # noqa: E402
 from charlm.presets import get_preset  # noqa: E402
 from charlm.sampling import generate, make_generator  # noqa: E402
-from charlm.train import Trainer, model_config_for  # noqa: E402
+from charlm.train import Trainer, evaluate, model_config_for  # noqa: E402
 
 ROWS: list[dict] = []
 LARGE = dict(embedding_size=512, hidden_size=1024, num_layers=3, dropout=0.5, batch_size=128, num_steps=256,
@@ -287,6 +290,29 @@ def section_gen(device: str, smoke: bool, checkpoint: str = "") -> None:
         record("gen", f"{what}, module per char", gen_rate(model, vocab, device, n, ln, 3, "module"), None)
 
 
+def section_eval(device: str, smoke: bool, checkpoint: str = "") -> None:
+    if checkpoint:
+        model, vocab, _ = load_model(checkpoint, device)
+    else:
+        values = seed_values(False)
+        cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
+        vocab = load_corpus(cfg).vocab
+        torch.manual_seed(0)
+        model = CharLM(model_config_for(values, len(vocab))).to(device).eval()
+    text = read_text()
+    n = 5_000 if smoke else 100_000
+    ids = torch.tensor(vocab.encode_known((text * (n // len(text) + 1))[:n])[0])
+    rates = []
+    for _ in range(3):
+        sync(device)
+        t0 = time.perf_counter()
+        evaluate(model, ids)
+        sync(device)
+        rates.append(ids.numel() / (time.perf_counter() - t0))
+    what = f"one stream, {ids.numel():,} chars, {device}" + (f", {Path(checkpoint).name}" if checkpoint else ", seed size untrained")
+    record("eval", what, statistics.median(rates), None, note=f"runs {', '.join(f'{r:,.0f}' for r in rates)}")
+
+
 def section_compile(device: str, epochs: int, smoke: bool, out: str) -> None:
     base = seed_values(device.startswith("cuda"))
     if smoke:
@@ -318,11 +344,11 @@ def table() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--sections", default="", help="comma-separated: cpu-seed, gpu-seed, gpu-large, gen, compile (default: by device)")
+    ap.add_argument("--sections", default="", help="comma-separated: cpu-seed, gpu-seed, gpu-large, gen, compile, eval (default: by device)")
     ap.add_argument("--data", default=str(ROOT / ".benchdata" / "tinyshakespeare.txt"), help="Tiny Shakespeare, for gpu-large")
     ap.add_argument("--epochs", type=int, default=0, help="epochs per figure, the first a warm-up (default: by section)")
     ap.add_argument("--smoke", action="store_true", help="toy sizes, to check the script end to end")
-    ap.add_argument("--checkpoint", default="", help="gen: a trained model's folder instead of the untrained seed size")
+    ap.add_argument("--checkpoint", default="", help="gen, eval: a trained model's folder instead of the untrained seed size")
     ap.add_argument("--json", default="", help="also write the rows here")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
@@ -338,6 +364,7 @@ def main() -> None:
         "gpu-large": lambda: section_large(args.device, args.data, ep(3), args.smoke, out),
         "gen": lambda: section_gen(args.device, args.smoke, args.checkpoint),
         "compile": lambda: section_compile(args.device, ep(4), args.smoke, out),
+        "eval": lambda: section_eval(args.device, args.smoke, args.checkpoint),
     }
     failed = []
     for s in sections:

@@ -96,6 +96,9 @@ def test_stream_ends_with_done_and_matches_generate(client):
     texts = ["".join(d["samples"][i] for e, d in events if e == "chunk") for i in range(2)]
     assert texts == client.post("/v1/generate", json=body).json()["samples"]
     assert events[-1][1]["finish_reason"] == "done" and events[-1][1]["chars"] == 40
+    # the first chunk says the seed, so that a stream stopped before its end can be written again
+    random_seed = stream(client, length=10)
+    assert random_seed[0][1]["seed"] == random_seed[-1][1]["seed"] and all("seed" not in d for _, d in random_seed[1:-1])
 
 
 def test_copy_check_reports_each_sample_as_the_cli_does(client, tiny_ckpt):

@@ -82,3 +82,25 @@ def test_page_streams_lyrics_from_a_prefix(tiny_ckpt, browser, tmp_path):
         print(f"screenshot: {shot}")
         assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "422" not in e["message"]]
 
+
+
+def test_page_fits_the_servers_limits_and_its_copy_button_recovers(tiny_ckpt, browser):
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with serve.running(serve.create_app(tiny_ckpt, max_lines=3)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: "LSTM" in d.find_element(By.ID, "model-info").text)
+        # the page's 8 lines would be over this server's limit, and the form would refuse to send
+        assert browser.find_element(By.ID, "lines").get_attribute("value") == "3"
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda d: "种子" in d.find_element(By.ID, "status").text)
+        assert len(browser.find_element(By.ID, "lyrics").text.strip().splitlines()) == 3
+        copy = browser.find_element(By.ID, "copy")
+        copy.click()
+        copy.click()  # twice within the 1.5 s of "已复制 ✓": the label still comes back
+        time.sleep(2)
+        assert copy.text.startswith("复制"), copy.text

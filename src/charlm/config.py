@@ -50,7 +50,8 @@ class ModelConfig:
     num_layers: int = field(default=1, metadata=_help("stacked recurrent layers"))
     dropout: float = field(default=0.0, metadata=_help("dropout on embeddings, between layers and before the output"))
     embed_dropout: float = field(default=0.0, metadata=_help("drop whole characters' embeddings (AWD-LSTM's embedding dropout)"))
-    locked_dropout: bool = field(default=False, metadata=_help("one dropout mask per sequence for all time steps (variational dropout) instead of one per step"))
+    locked_dropout: bool = field(default=False, metadata=_help("one dropout mask per sequence for all time steps (variational dropout) instead of one per step, "
+                                                                  "on the embeddings and before the output layer; between layers --dropout stays one mask per step"))
     weight_drop: float = field(default=0.0, metadata=_help("DropConnect on the hidden-to-hidden weights (AWD-LSTM's weight drop)"))
     tie_weights: bool = field(
         default=False, metadata=_help("share the embedding and output weights (embedding_size must equal hidden_size)")

@@ -218,7 +218,7 @@ def find_units(acts: dict[str, np.ndarray], features: dict[str, tuple[str, np.nd
     """Up to ``per_feature`` units per feature with |r| >= FOLLOWS, and a note for each feature that has none."""
     n = next(iter(acts.values())).shape[0]
     if n < MIN_CHARS_FOR_UNITS:
-        return [], [f"the text is too short to look for units (it has {n} characters; give at least {MIN_CHARS_FOR_UNITS})"]
+        return [], [f"the text is too short to look for units (it has {n} character{'s' if n != 1 else ''}; give at least {MIN_CHARS_FOR_UNITS})"]
     found, notes = [], []
     for name, (desc, f) in features.items():
         binary = set(np.unique(f)) <= {0.0, 1.0}

@@ -427,7 +427,8 @@ def create_app(
         tags=["generate"],
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}},
-                         "description": "`chunk` events with data `{\"samples\": [text per sample]}`, then one `done` event "
+                         "description": "`chunk` events with data `{\"samples\": [text per sample]}` (the first also with "
+                                        "`seed`, so that a stream stopped early can be written again), then one `done` event "
                                         "with `finish_reason`, `seed`, `chars`, `elapsed_s` (and `copies` with `check_copy`)."}},
     )
     async def generate_stream(req: GenerateRequest, request: Request):
@@ -443,9 +444,9 @@ def create_app(
         async def events():
             texts = [""] * gen.n
             try:
-                for chunk in ([first] if first is not None else []):
-                    texts = [a + b for a, b in zip(texts, chunk)]
-                    yield _sse("chunk", {"samples": chunk})
+                if first is not None:
+                    texts = [a + b for a, b in zip(texts, first)]
+                    yield _sse("chunk", {"samples": first, "seed": gen.seed})
                 async for chunk in chunks:
                     texts = [a + b for a, b in zip(texts, chunk)]
                     yield _sse("chunk", {"samples": chunk})

@@ -333,7 +333,8 @@ class Trainer:
         elif rank > 0:  # a checkpoint of another number of processes: rank 0 carries the epoch's sums so far
             self.loss_sum.zero_()
             self.tokens = 0
-        if not self.dist.restore_rng(c.trainer_tensors, self.cfg.seed, self.step) and self.model_cfg.dropout > 0:
+        random_reg = self.model_cfg.dropout or self.model_cfg.embed_dropout or self.model_cfg.weight_drop  # what draws random numbers
+        if not self.dist.restore_rng(c.trainer_tensors, self.cfg.seed, self.step) and random_reg:
             self.log(f"note: {c.path} was written by {c.trainer.get('world_size', 1)} process(es), this job has {world}: "
                      f"the dropout streams differ, so the run continues, but not bit for bit as it would have")
 

@@ -14,6 +14,8 @@ const legend = $("legend");
 
 let uniformBits = 12;  // log2(vocabulary size), set from /v1/model
 let copyCheck = false;  // whether the server can check samples against the training text (/v1/model)
+const copyLabel = copyButton.innerHTML;  // restored after "已复制 ✓", however often it is clicked
+let copyTimer = null;
 let controller = null;  // the running request, so Stop (or a new Generate) can abort it
 let text = "";
 
@@ -136,6 +138,7 @@ async function generate() {
   const sheetTop = lyrics.getBoundingClientRect().top;
   if (sheetTop > window.innerHeight * 0.6) lyrics.closest(".sheet").scrollIntoView({ behavior: "smooth", block: "start" });
   let summary = null;
+  let textSeed = null;  // the seed of the new text (its first chunk says it), so that even a stopped one can be written again
   let fresh = null;  // the new text; the old one stays until the first characters arrive
   try {
     const response = await fetch("/v1/generate/stream", {
@@ -147,6 +150,7 @@ async function generate() {
     if (!response.ok) throw new Error(await errorMessage(response));
     for await (const { event, data } of events(response)) {
       if (event === "chunk") {
+        if (data.seed !== undefined) textSeed = data.seed;
         if (fresh === null) legend.hidden = true;
         fresh = (fresh || "") + data.samples[0];
         text = fresh;
@@ -175,7 +179,10 @@ async function generate() {
       statusLine.title = `最长照抄「${copy.span}」${share}`;
     }
   } else if (fresh) {
-    statusLine.textContent = `${[...fresh].length} 字${REASONS.disconnected}`;
+    statusLine.textContent = `${[...fresh].length} 字${textSeed !== null ? ` · 种子 ${textSeed}` : ""}${REASONS.disconnected}`;
+    statusLine.title = "";
+    if (textSeed !== null) statusLine.dataset.seed = textSeed;
+    else delete statusLine.dataset.seed;  // not the seed of an earlier text
   } else {
     statusLine.textContent = oldStatus;
   }
@@ -220,7 +227,6 @@ statusLine.addEventListener("click", () => {
 });
 
 copyButton.addEventListener("click", async () => {
-  const old = copyButton.innerHTML;
   try {
     await navigator.clipboard.writeText(text);
   } catch {
@@ -233,7 +239,8 @@ copyButton.addEventListener("click", async () => {
     try { document.execCommand("copy"); } catch { /* the selection is there */ }
   }
   copyButton.textContent = "已复制 ✓";
-  setTimeout(() => { copyButton.innerHTML = old; }, 1500);
+  clearTimeout(copyTimer);
+  copyTimer = setTimeout(() => { copyButton.innerHTML = copyLabel; }, 1500);
 });
 
 async function loadModelInfo() {
@@ -254,6 +261,7 @@ async function loadModelInfo() {
     // The box starts with 分开; a model trained on other text starts from its own first prefix instead.
     if ($("prefix").value === $("prefix").defaultValue) $("prefix").value = info.default_prefix ?? $("prefix").value;
     $("lines").max = lim.max_lines;
+    if (Number($("lines").value) > lim.max_lines) $("lines").value = lim.max_lines;  // else the form refuses to send
   } catch {
     $("model-info").textContent = "读不到模型信息";
   }

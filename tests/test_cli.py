@@ -46,6 +46,8 @@ def test_train_generate_eval(capsys, corpus, tmp_path):
     assert code == 0
     assert "vocabulary: 25 characters" in stdout and "corpus: 1,600 characters" in stdout
     assert "epoch 2/2" in stdout and "held-out perplexity" in stdout
+    assert "for scale, on the same held-out text: a bigram count model of the training text " in stdout
+    assert "a uniform guess 25" in stdout
     assert (out / "curves.png").stat().st_size > 1000
     code, stdout, _ = run_cli(capsys, "generate", out, "--prefix", "分开", "--length", 30, "--seed", 7)
     assert code == 0 and stdout.startswith("分开") and len(stdout.rstrip("\n")) >= 30
@@ -61,6 +63,10 @@ def test_train_generate_eval(capsys, corpus, tmp_path):
     assert "scoring: static" in stdout and "copy attention looks back over up to 512 characters" in stdout
     code, stdout, _ = run_cli(capsys, "eval", out, corpus, "--dynamic", "0.1")
     assert code == 0 and "scoring: ADAPTIVE (dynamic evaluation)" in stdout and "perplexity:" in stdout
+    code, stdout, _ = run_cli(capsys, "eval", out, corpus, "--bigram")
+    assert code == 0 and "for scale: a bigram count model of the training text, on the same 1,599 characters: perplexity " in stdout
+    # the training text repeats one verse: its bigram model knows the corpus nearly by heart
+    assert float(stdout.split("on the same 1,599 characters: perplexity ")[1].split()[0]) < 2
     one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "-1")[::2], "--dynamic must be a learning rate >= 0, got -1.0")
     one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "nan")[::2], "--dynamic must be a learning rate >= 0, got nan")
 

@@ -102,7 +102,8 @@ def test_stream_ends_with_done_and_matches_generate(client):
 
 
 def test_copy_check_reports_each_sample_as_the_cli_does(client, tiny_ckpt):
-    from charlm.copycheck import CopyIndex, training_text
+    from charlm.copycheck import CopyIndex
+    from charlm.data import training_text
 
     index = CopyIndex(training_text(load_model(tiny_ckpt)[2]))
     assert client.get("/v1/model").json()["copy_check"] is True

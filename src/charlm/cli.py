@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dynamic", type=float, default=0.0, metavar="LR",
                    help="adaptive scoring (dynamic evaluation): after scoring each chunk of 64 characters, one SGD step of this "
                         "learning rate on it; the checkpoint is not changed (default: 0, static)")
+    e.add_argument("--bigram", action="store_true",
+                   help="also score FILE with a bigram count model of the training text (which characters follow which), for scale")
     e.add_argument("--check-copy", action="store_true",
                    help="FILE holds samples (split at blank lines or '--- sample N ---'): report each one's longest span found verbatim in the training text")
 
@@ -228,6 +230,11 @@ def _train(args: argparse.Namespace) -> int:
         print(f"held-out perplexity (last {train_cfg.val_fraction * 100:g}% of the corpus, not trained on){skipped}: "
               f"{last['val_ppl']:,.2f} after epoch {last['epoch']}; best {best['val_ppl']:,.2f} after epoch {best['epoch']} (saved as best/)")
         print(f"training perplexity after epoch {last['epoch']}: {last['train_ppl']:.3f}")
+        from .baseline import bigram_loss
+
+        bigram = math.exp(bigram_loss(trainer.train_ids.numpy(), trainer.val_ids.cpu().numpy(), len(corpus.vocab)))
+        print(f"for scale, on the same held-out text: a bigram count model of the training text {bigram:,.2f}, "
+              f"a uniform guess {len(corpus.vocab):,}")
     print(f"checkpoints: {trainer.out / 'best'} (best) and {trainer.out / 'last'} (resumable); metrics: {trainer.out / 'metrics.jsonl'}; plot: {plot}")
     return 0
 
@@ -362,7 +369,8 @@ def _write_samples(out, texts: list[str], note: str = "") -> None:
 
 
 def _copy_index(ckpt):
-    from .copycheck import CopyIndex, training_text
+    from .copycheck import CopyIndex
+    from .data import training_text
 
     try:
         text = training_text(ckpt)
@@ -422,6 +430,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"loss: {loss:.4f} nats/char")
     print(f"perplexity: {math.exp(loss) if loss < 700 else float('inf'):.3f}")
     print(f"bits per character: {loss / math.log(2):.4f}")
+    if args.bigram:
+        from .baseline import bigram_loss
+        from .data import training_text
+
+        try:
+            train_ids, _ = vocab.encode_known(training_text(ckpt))
+        except CharlmError as e:
+            raise CharlmError(f"--bigram needs the training text: {e}") from None
+        print(f"for scale: a bigram count model of the training text, on the same {n:,} characters: "
+              f"perplexity {math.exp(bigram_loss(train_ids, ids, len(vocab))):,.3f}")
     if args.check_copy:
         import re
 

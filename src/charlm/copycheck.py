@@ -110,10 +110,3 @@ class CopyIndex:
         grams = lengths[: max(len(lengths) - self.n + 1, 0)]  # one per n-gram start
         share = sum(x >= self.n for x in grams) / len(grams) if grams else None
         return CopyReport(longest, sample[start : start + longest], share, self.n)
-
-
-def training_text(ckpt) -> str:
-    """The text a checkpoint was trained on, read again from its config (same split, same limit)."""
-    from .data import load_corpus
-
-    return load_corpus(ckpt.train_config, vocab=ckpt.vocab).train_text

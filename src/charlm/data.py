@@ -220,3 +220,8 @@ def batches(ids: torch.Tensor, batch_size: int, num_steps: int, sampling: str, s
     data = fold(ids, batch_size)  # (batch_size, L)
     for s, e in bptt_slices(data.shape[1], num_steps)[start:]:
         yield data[:, s:e], data[:, s + 1 : e + 1]
+
+
+def training_text(ckpt) -> str:
+    """The text a checkpoint was trained on, read again from its config (same split, same limit)."""
+    return load_corpus(ckpt.train_config, vocab=ckpt.vocab).train_text

@@ -42,8 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .checkpoint import load_model
 from .config import MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
-from .copycheck import CopyIndex, training_text
-from .data import bptt_slices, normalize
+from .copycheck import CopyIndex
+from .data import bptt_slices, normalize, training_text
 from .errors import CharlmError
 from .sampling import check_known, default_prefix, generate, make_generator, show_chars, unknown_chars
 from .train import EVAL_CHUNK, pick_device

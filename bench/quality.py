@@ -108,7 +108,7 @@ def ptb(out: Path, preset: str, extra: str, device: str) -> None:
 def copies(run_dir: Path, samples: int) -> None:
     out = run(CHARLM + ["generate", run_dir, "--prefix", "分开", "--length", "200", "--num-samples", str(samples),
                         "--seed", "0", "--check-copy"])
-    spans = [int(m) for m in re.findall(r"training text (\d+) characters", out)]
+    spans = [int(m) for m in re.findall(r"training text (\d+) characters?", out)]
     q = statistics.quantiles(spans, n=4)
     print(f"RESULT longest copied span over {len(spans)} samples of 200 characters: median {statistics.median(spans):g}, "
           f"quartiles {q[0]:g}/{q[2]:g}, max {max(spans)}")

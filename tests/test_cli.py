@@ -179,10 +179,11 @@ def test_other_encodings_with_flag(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("flags,pattern", [
-    (["--temperature", "0"], "temperature must be >= 0.001"),
-    (["--temperature", "-1"], "temperature must be >= 0.001"),
-    (["--temperature", "1e-300"], "temperature must be >= 0.001"),  # would overflow the float32 logits: NaN, a crash
-    (["--temperature", "nan"], "temperature must be >= 0.001"),
+    (["--temperature", "0"], "temperature must be a number >= 0.001"),
+    (["--temperature", "-1"], "temperature must be a number >= 0.001"),
+    (["--temperature", "1e-300"], "temperature must be a number >= 0.001"),  # would overflow the float32 logits: NaN, a crash
+    (["--temperature", "nan"], "temperature must be a number >= 0.001"),
+    (["--temperature", "inf"], "temperature must be a number >= 0.001"),
     (["--top-k", "0"], "top_k must be >= 1"),
     (["--top-p", "0"], "top_p must be in (0, 1]"),
     (["--top-p", "1.5"], "top_p must be in (0, 1]"),
@@ -320,6 +321,24 @@ def test_a_run_cut_while_validating_its_last_epoch_resumes(capsys, corpus, tmp_p
     code, stdout, _ = run_cli(capsys, "train", "--resume", out)  # all epochs trained, one validation still to do
     assert code == 0 and "epoch 1/1" in stdout
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_relative_data_path_is_kept_absolute(capsys, corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(corpus.parent)
+    assert run_cli(capsys, "train", "--data", corpus.name, "--epochs", 1, "--out", "run", *TINY)[0] == 0
+    data = json.loads((tmp_path / "run" / "last" / "checkpoint.json").read_text())["train_config"]["data"]
+    assert data == str(corpus.resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the training text is found from anywhere (was: "lyrics.txt: no such file")
+    code, _, err = run_cli(capsys, "generate", tmp_path / "run", "--length", 10, "--seed", 1, "--check-copy")
+    assert code == 0 and "copy check" in err
+    missing = tmp_path / "gone.txt"
+    missing.write_text(LYRIC * 40, encoding="utf-8")
+    assert run_cli(capsys, "train", "--data", missing, "--epochs", 1, "--out", tmp_path / "run2", *TINY)[0] == 0
+    missing.unlink()
+    code, out, err = run_cli(capsys, "eval", tmp_path / "run2", corpus, "--bigram")
+    one_line_error(code, err, "--bigram needs the training text")
+    assert out == ""  # checked before any scoring
 
 
 def test_a_folder_of_a_run_that_never_checkpointed_says_overwrite_not_resume(capsys, corpus, tmp_path):

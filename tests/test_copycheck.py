@@ -62,3 +62,22 @@ def test_cli_check_copy(capsys, tiny_run, tmp_path):
     err = capsys.readouterr().err
     assert "sample 1: copy check: longest span also in the training text 19 characters" in err
     assert "sample 2:" in err
+
+
+def test_the_prefix_is_not_counted_as_copied(capsys, tiny_run, tmp_path):
+    from charlm.cli import main
+
+    # a whole training line as the prefix, 3 characters written: at most those 3 can be copied
+    assert main(["generate", str(tiny_run), "--prefix", "分开的时候我说不分开", "--length", "3", "--seed", "1", "--check-copy"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("分开的时候我说不分开")
+    longest = int(err.split("longest span also in the training text ")[1].split(" ")[0])
+    assert 1 <= longest <= 3, err
+    # eval --check-copy on what generate wrote: the "--- sample N ---" lines are neither scored nor samples
+    assert main(["generate", str(tiny_run), "--length", "20", "--seed", "2", "--num-samples", "2"]) == 0
+    f = tmp_path / "samples.txt"
+    f.write_text(capsys.readouterr().out, encoding="utf-8")
+    assert main(["eval", str(tiny_run), str(f), "--check-copy"]) == 0
+    out, err = capsys.readouterr()
+    assert "outside the vocabulary" not in out and f"characters: {2 * 22 + 2:,} read" in out  # 2 x (分开 + 20) and their line ends
+    assert err.count("copy check") == 3  # two samples and the summary

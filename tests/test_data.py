@@ -55,6 +55,13 @@ def test_utf16_byte_order(tmp_path):
         read_text(f, "utf-16")
     f.write_bytes("分开".encode("utf-32"))
     assert read_text(f, "utf-32") == "分开"
+    lyrics = read_text()[:3000] + "一" * 50  # the bundled lyrics, and a NUL byte on the other side (U+4E00)
+    for order in ("le", "be"):  # Chinese text: NUL bytes only at its line breaks and spaces, and in 一
+        f.write_bytes(lyrics.encode(f"utf-16-{order}"))
+        with pytest.raises(CharlmError, match=f"UTF-16 text without a byte-order mark.*--encoding utf-16-{order}$"):
+            read_text(f)
+    with pytest.raises(CharlmError, match="as utf-16-le; try --encoding utf-16-be$"):  # read in the wrong order
+        read_text(f, "utf-16-le")
 
 
 def test_decode_error_names_offset(tmp_path):

@@ -112,10 +112,13 @@ def test_copy_check_reports_each_sample_as_the_cli_does(client, tiny_ckpt):
     assert "copies" not in plain  # only when asked for
     got = client.post("/v1/generate", json={**body, "check_copy": True}).json()
     assert got["samples"] == plain["samples"]
-    expected = [dataclasses.asdict(index.check(t.strip("\n"))) for t in got["samples"]]  # as the CLI checks them
+    expected = [dataclasses.asdict(index.check(t[len("分开"):].strip("\n"))) for t in got["samples"]]  # what was written
     assert got["copies"] == expected and all(c["longest"] >= 2 for c in expected)
     done = stream(client, **body, check_copy=True)[-1]
     assert done[0] == "done" and done[1]["copies"] == expected
+    # a training line as the prefix is the user's, not copied by the model: only the 3 characters written count
+    line = client.post("/v1/generate", json={"prefix": "分开的时候我说不分开", "length": 3, "seed": 1, "check_copy": True}).json()
+    assert 1 <= line["copies"][0]["longest"] <= 3
 
 
 def test_copy_check_without_the_training_text_is_422_before_writing(tmp_path):

@@ -259,6 +259,8 @@ def test_max_minutes_stops_with_a_validation(tmp_path):
     m = _metrics(tmp_path / "run")
     assert len(m) == 1 and m[0]["step"] == 1 and m[0]["val_loss"] is not None  # stopped after the first step
     assert t.epoch == 0 and any(line.startswith("time limit: stopped") for line in logs)
+    # under a minute in seconds: "0.0 minutes (--max-minutes 1e-06)" said nothing
+    assert any(line.endswith(" seconds of training (--max-minutes 1e-06)") for line in logs), logs
     assert ckpt_io.load(tmp_path / "run", prefer="last").trainer["step"] == 1
 
 

@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--acrostic", default="", help="藏头: one line per character, each starting with it")
     g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    g.add_argument("--check-copy", action="store_true", help="report on stderr the longest span of each sample found verbatim in the training text")
+    g.add_argument("--check-copy", action="store_true", help="report on stderr the longest span of what each sample wrote (the prefix not counted) found verbatim in the training text")
     add_config_flags(g, SampleConfig)
 
     e = sub.add_parser("eval", help="perplexity and bits per character of a text", description="Score a text: perplexity and bits per character, read as one stream.")
@@ -192,6 +192,10 @@ def _train(args: argparse.Namespace) -> int:
         values = {**get_preset(args.preset or DEFAULT_PRESET), **overrides}
         check_requires(args.preset or DEFAULT_PRESET, values)
         train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
+        if train_cfg.data:  # kept absolute: --resume, --check-copy, --bigram and serve read it again from anywhere
+            import os
+
+            train_cfg = dataclasses.replace(train_cfg, data=os.path.abspath(train_cfg.data))
         model_fields = {k: v for k, v in values.items() if k in field_names(ModelConfig)}
         # validate before reading the corpus: the pre-trained model's architecture, or the one asked for
         base = _load_base(train_cfg, given(args, ModelConfig)) if train_cfg.init_from else ModelConfig(**model_fields, vocab_size=1)
@@ -359,7 +363,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         _write_samples(out, texts)
     out.flush()
     if index is not None:
-        _report_copies(index, texts)
+        _report_copies(index, [t[len(prefix):] for t in texts])  # what the model wrote: the prefix is the user's
     return 0
 
 
@@ -404,9 +408,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
     text = normalize(read_text(args.file, args.encoding), ckpt.train_config.newlines)
-    ids, skipped = vocab.encode_known(text)
     if not args.dynamic >= 0 or math.isinf(args.dynamic):
         raise CharlmError(f"--dynamic must be a learning rate >= 0, got {args.dynamic}")
+    index = None
+    if args.check_copy:  # a file of samples, as generate writes them: its "--- sample N ---" lines are not text to score
+        import re
+
+        samples = [t for t in re.split(r"\n\s*\n|^--- sample \d+ ---$", text, flags=re.M) if t.strip()]
+        text = re.sub(r"^--- sample \d+ ---\n?", "", text, flags=re.M)
+        index = _copy_index(ckpt)  # before the scoring, as the training text for --bigram: a missing one costs no wait
+    ids, skipped = vocab.encode_known(text)
+    bigram_ids = None
+    if args.bigram:
+        from .data import training_text
+
+        try:
+            bigram_ids, _ = vocab.encode_known(training_text(ckpt))
+        except CharlmError as e:
+            raise CharlmError(f"--bigram needs the training text: {e}") from None
     bar = Progress(len(ids), "scoring", "character")
     try:
         if args.dynamic:
@@ -430,21 +449,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"loss: {loss:.4f} nats/char")
     print(f"perplexity: {math.exp(loss) if loss < 700 else float('inf'):.3f}")
     print(f"bits per character: {loss / math.log(2):.4f}")
-    if args.bigram:
+    if bigram_ids is not None:
         from .baseline import bigram_loss
-        from .data import training_text
 
-        try:
-            train_ids, _ = vocab.encode_known(training_text(ckpt))
-        except CharlmError as e:
-            raise CharlmError(f"--bigram needs the training text: {e}") from None
         print(f"for scale: a bigram count model of the training text, on the same {n:,} characters: "
-              f"perplexity {math.exp(bigram_loss(train_ids, ids, len(vocab))):,.3f}")
-    if args.check_copy:
-        import re
-
-        samples = [t for t in re.split(r"\n\s*\n|^--- sample \d+ ---$", text, flags=re.M) if t.strip()]
-        _report_copies(_copy_index(ckpt), samples)
+              f"perplexity {math.exp(bigram_loss(bigram_ids, ids, len(vocab))):,.3f}")
+    if index is not None:
+        _report_copies(index, samples)
     return 0
 
 

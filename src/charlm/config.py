@@ -7,6 +7,7 @@ checkpoint key ``hidden_size``.  A preset (``presets.py``) is only a dict of fie
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,7 +172,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         _check(self.length >= 1, f"length must be >= 1, got {self.length}")
         _check(self.lines >= 0, f"lines must be >= 0, got {self.lines}")
-        _check(self.temperature >= MIN_TEMPERATURE, f"temperature must be >= {MIN_TEMPERATURE:g}, got {self.temperature:g} "
+        _check(MIN_TEMPERATURE <= self.temperature < math.inf, f"temperature must be a number >= {MIN_TEMPERATURE:g}, got {self.temperature:g} "
                                                    "(--greedy takes the most likely character every time)")
         _check(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")

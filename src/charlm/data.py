@@ -45,14 +45,22 @@ _BOMS = {"utf16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE), "utf32": (codecs.B
 
 
 def _utf16_order(raw: bytes) -> str | None:
-    """'le' or 'be' where the NUL bytes fall as in UTF-16 text of mostly Latin characters, else None."""
-    head = raw[:8192]
-    even, odd = head[0::2].count(0), head[1::2].count(0)
-    if odd > len(head) // 8 and not even:
-        return "le"
-    if even > len(head) // 8 and not odd:
-        return "be"
+    """'le' or 'be' if the start of ``raw`` reads as UTF-16 text in that byte order, else None.
+
+    Read in its own order, UTF-16 text has line breaks and is almost all ASCII, CJK characters and
+    CJK or full-width punctuation; read in the other order, the same bytes give code points from all
+    over.  (Plain ASCII bytes read as UTF-16 give CJK characters too, but never a line break.)
+    """
+    head = raw[: min(len(raw), 8192) // 2 * 2]
+    for order in ("le", "be"):
+        text = head.decode(f"utf-16-{order}", errors="replace")
+        if "\n" in text and sum(_common(c) for c in text) >= 0.9 * len(text):
+            return order
     return None
+
+
+def _common(c: str) -> bool:
+    return (c.isascii() and (c.isprintable() or c.isspace())) or "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff00" <= c <= "\uffef"
 
 
 def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False) -> str:
@@ -75,10 +83,9 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False) -> st
     except LookupError:
         raise CharlmError(f"unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as e:
-        raise CharlmError(
-            f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; "
-            f"try --encoding gb18030, big5 or the file's real encoding"
-        ) from None
+        other = {"utf16le": "utf-16-be", "utf16be": "utf-16-le"}.get(name)  # the other byte order first
+        hint = f"try --encoding {other}" if other else "try --encoding gb18030, big5 or the file's real encoding"
+        raise CharlmError(f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; {hint}") from None
     if text.startswith("\ufeff"):
         text = text[1:]
     if not text.strip() and not blank_ok:

@@ -150,6 +150,7 @@ class _Generation:
         self._steps = generate(model, vocab, prefix, cfg, style_prefix=style, acrostic=acrostic,
                                generator=make_generator(cfg.seed, device))
         self._prefix_pending = bool(prefix) and not acrostic
+        self.shown_prefix = prefix if self._prefix_pending else ""  # the samples start with it
         self.n = cfg.num_samples
         self.time_limit, self.max_chars = time_limit, max_chars
         self.chars = 0  # generated per sample, the prefix not counted
@@ -268,12 +269,13 @@ class _Server:
                     raise _Invalid("check_copy", f"the training text cannot be read where the server runs: {e}") from None
             return self._copy_index
 
-    async def copies(self, req, texts: list[str]) -> dict:
-        """``{"copies": [report per sample]}`` when the request asked for it, else nothing."""
+    async def copies(self, req, gen: _Generation, texts: list[str]) -> dict:
+        """``{"copies": [report per sample]}`` when the request asked for it, else nothing: of what the model wrote, not the prefix."""
         if not req.check_copy:
             return {}
         index = self.copy_index()  # built before the generation started
-        reports = await anyio.to_thread.run_sync(lambda: [index.check(t.strip("\n")) for t in texts])
+        skip = len(gen.shown_prefix)
+        reports = await anyio.to_thread.run_sync(lambda: [index.check(t[skip:].strip("\n")) for t in texts])
         return {"copies": [dataclasses.asdict(r) for r in reports]}
 
     def limiter(self) -> anyio.CapacityLimiter:
@@ -420,7 +422,7 @@ def create_app(
         texts = [""] * gen.n
         async for chunk in srv.chunks(gen, request, interval=0.25):
             texts = [a + b for a, b in zip(texts, chunk)]
-        return {"samples": texts, **gen.summary(), **await srv.copies(req, texts)}
+        return {"samples": texts, **gen.summary(), **await srv.copies(req, gen, texts)}
 
     @app.post(
         "/v1/generate/stream",
@@ -450,7 +452,7 @@ def create_app(
                 async for chunk in chunks:
                     texts = [a + b for a, b in zip(texts, chunk)]
                     yield _sse("chunk", {"samples": chunk})
-                yield _sse("done", {**gen.summary(), **await srv.copies(req, texts)})
+                yield _sse("done", {**gen.summary(), **await srv.copies(req, gen, texts)})
             except Exception as e:  # pragma: no cover - a bug, reported in-band since the 200 is gone
                 yield _sse("error", {"error": f"{e.__class__.__name__}: {e}"})
             finally:

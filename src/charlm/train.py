@@ -558,7 +558,8 @@ class Trainer:
         if stop:
             self.log(f"early stop: no better validation loss for {self.since_best} validations; best checkpoint: {self.out / 'best'}")
         if over_time:
-            self.log(f"time limit: stopped after {self.train_seconds / 60:.1f} minutes of training (--max-minutes {cfg.max_minutes:g})")
+            took = f"{self.train_seconds / 60:.1f} minutes" if self.train_seconds >= 60 else f"{self.train_seconds:.1f} seconds"
+            self.log(f"time limit: stopped after {took} of training (--max-minutes {cfg.max_minutes:g})")
         return stop or over_time
 
     def _epoch_line(self, r: dict, improved: bool) -> str:

@@ -267,17 +267,23 @@ def gen_rate(model, vocab, device: str, n: int, length: int, repeats: int, path:
     return statistics.median(rates)
 
 
-def section_gen(device: str, smoke: bool, checkpoint: str = "") -> None:
-    if checkpoint:  # a trained model (the default preset's has a copy ring), instead of the seed size untrained
+def bench_model(section: str, device: str, checkpoint: str = ""):
+    """A trained model (the default preset's has a copy ring) from ``checkpoint``, else the seed's size untrained; and its vocabulary."""
+    if checkpoint:
         model, vocab, ckpt = load_model(checkpoint, device)
-        print(f"[gen] {checkpoint}: {ckpt.model_config}; device {device}", flush=True)
-    else:
-        values = seed_values(False)
-        cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
-        vocab = load_corpus(cfg).vocab
-        torch.manual_seed(0)
-        model = CharLM(model_config_for(values, len(vocab))).to(device).eval()
-        print(f"[gen] seed size: embedding 256, 256 units, vocab {len(vocab):,}; device {device}", flush=True)
+        print(f"[{section}] {checkpoint}: {ckpt.model_config}; device {device}", flush=True)
+        return model, vocab
+    values = seed_values(False)
+    cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
+    vocab = load_corpus(cfg).vocab
+    torch.manual_seed(0)
+    model = CharLM(model_config_for(values, len(vocab))).to(device).eval()
+    print(f"[{section}] seed size: embedding 256, 256 units, vocab {len(vocab):,}; device {device}", flush=True)
+    return model, vocab
+
+
+def section_gen(device: str, smoke: bool, checkpoint: str = "") -> None:
+    model, vocab = bench_model("gen", device, checkpoint)
     length = 200 if smoke else 2000
     for n, ln in ((1, length), (64, length // 4)):
         what = f"{n} sample{'s' if n > 1 else ''} x {ln} chars, {device}" + (f", {Path(checkpoint).name}" if checkpoint else "")
@@ -291,14 +297,7 @@ def section_gen(device: str, smoke: bool, checkpoint: str = "") -> None:
 
 
 def section_eval(device: str, smoke: bool, checkpoint: str = "") -> None:
-    if checkpoint:
-        model, vocab, _ = load_model(checkpoint, device)
-    else:
-        values = seed_values(False)
-        cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
-        vocab = load_corpus(cfg).vocab
-        torch.manual_seed(0)
-        model = CharLM(model_config_for(values, len(vocab))).to(device).eval()
+    model, vocab = bench_model("eval", device, checkpoint)
     text = read_text()
     n = 5_000 if smoke else 100_000
     ids = torch.tensor(vocab.encode_known((text * (n // len(text) + 1))[:n])[0])

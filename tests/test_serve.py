@@ -130,7 +130,7 @@ def test_copy_check_without_the_training_text_is_422_before_writing(tmp_path):
         assert c.get("/v1/model").json()["copy_check"] is False
         for path in ("/v1/generate", "/v1/generate/stream"):
             r = c.post(path, json={"length": 10, "check_copy": True})
-            assert r.status_code == 422 and r.json()["error"].startswith("check_copy: the training text cannot be read"), r.text
+            assert r.status_code == 422 and r.json()["error"].startswith("check_copy: the training text is not where the server runs"), r.text
         assert c.post("/v1/generate", json={"length": 10}).status_code == 200  # the rest works
 
 

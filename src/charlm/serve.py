@@ -260,7 +260,7 @@ class _Server:
         return not data or Path(data).exists()
 
     def copy_index(self) -> CopyIndex:
-        """The copy check's index of the training text, built on first use (in a worker thread); a 422 if it cannot be read."""
+        """The copy check's index of the training text, built on first use (in a thread: seconds for millions of characters)."""
         with self._copy_lock:
             if self._copy_index is None:
                 try:
@@ -273,9 +273,8 @@ class _Server:
         """``{"copies": [report per sample]}`` when the request asked for it, else nothing: of what the model wrote, not the prefix."""
         if not req.check_copy:
             return {}
-        index = self.copy_index()  # built before the generation started
         skip = len(gen.shown_prefix)
-        reports = await anyio.to_thread.run_sync(lambda: [index.check(t[skip:].strip("\n")) for t in texts])
+        reports = await anyio.to_thread.run_sync(lambda: [self.copy_index().check(t[skip:].strip("\n")) for t in texts])
         return {"copies": [dataclasses.asdict(r) for r in reports]}
 
     def limiter(self) -> anyio.CapacityLimiter:
@@ -293,17 +292,17 @@ class _Server:
     async def in_worker(self, fn, *args):
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter())
 
-    async def start(self, req) -> _Generation:
+    def start(self, req) -> _Generation:
         """A generation for ``req``; nothing runs until its first chunk is asked for.
 
-        A request that wants a copy check gets its 422 now if the training text cannot be read (the
-        index is built once, in a worker thread), not after the text was written.
+        A request that wants a copy check gets its 422 now if the training text is not on this machine,
+        not after the text was written (the index itself is built when the first such text is done).
         """
         # --length is bounded by its Field; --lines and --acrostic are bounded here, by characters.
         cap = self.limits.max_length if (req.lines or req.acrostic) else None
         gen = _Generation(self.model, self.vocab, req, self.limits.time_limit, cap, self.default_prefix)
-        if req.check_copy:
-            await anyio.to_thread.run_sync(self.copy_index)
+        if req.check_copy and not self.copy_check_possible():
+            raise _Invalid("check_copy", f"the training text is not where the server runs ({_short(self.ckpt.train_config.data)})")
         return gen
 
     async def chunks(self, gen: _Generation, request: Request, interval: float):
@@ -418,7 +417,7 @@ def create_app(
         With ``check_copy``, ``copies`` holds a copy report per sample: ``longest`` and ``span``, the longest
         piece found verbatim in the training text, and ``ngram_share``, the share of its ``n``-grams seen there.
         """
-        gen = await srv.start(req)
+        gen = srv.start(req)
         texts = [""] * gen.n
         async for chunk in srv.chunks(gen, request, interval=0.25):
             texts = [a + b for a, b in zip(texts, chunk)]
@@ -435,7 +434,7 @@ def create_app(
     )
     async def generate_stream(req: GenerateRequest, request: Request):
         """The same as /v1/generate, as server-sent events while it is written."""
-        gen = await srv.start(req)
+        gen = srv.start(req)
         chunks = srv.chunks(gen, request, interval=0.05)
         # The first chunk (the prefix, or an error about it) before the 200 goes out.
         try:

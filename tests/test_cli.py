@@ -258,9 +258,10 @@ def test_sigterm_writes_a_resumable_checkpoint(tmp_path, corpus):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 128 + signal.SIGTERM, err
     assert "charlm train --resume" in err and "Traceback" not in err
+    assert (out / "curves.png").stat().st_size > 1000  # the plot of the epochs so far, as a finished run leaves it
     r = _charlm("train", "--resume", out, "--epochs", 2)
     assert r.returncode == 0, r.stderr
-    assert "epoch 2/2" in r.stdout
+    assert "epoch 2/2" in r.stdout and "in epoch 2 of 2, after batch" in r.stdout  # counted as the progress lines count
 
 
 @pytest.mark.parametrize("name", sorted(__import__("charlm.presets", fromlist=["PRESETS"]).PRESETS))
@@ -339,6 +340,33 @@ def test_a_relative_data_path_is_kept_absolute(capsys, corpus, tmp_path, monkeyp
     code, out, err = run_cli(capsys, "eval", tmp_path / "run2", corpus, "--bigram")
     one_line_error(code, err, "--bigram needs the training text")
     assert out == ""  # checked before any scoring
+
+
+def test_english_text_without_newlines(capsys, tmp_path):
+    f = tmp_path / "en.txt"
+    f.write_text("ROMEO: But soft, what light through yonder window breaks?\nJULIET: Ay me!\n" * 40, encoding="utf-8")
+    out = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", f, "--newlines", "space", "--epochs", 1, "--out", out, *TINY)[0] == 0
+    # no newline in its vocabulary and no known --prefixes: a sample starts after a space, as a word does
+    code, stdout, _ = run_cli(capsys, "generate", out, "--length", 20, "--seed", 1)
+    assert code == 0 and len(stdout.rstrip("\n")) == 20
+    code, stdout, _ = run_cli(capsys, "generate", out, "--acrostic", "R J", "--seed", 1)  # spaces in an acrostic start no line
+    assert code == 0 and [line[0] for line in stdout.splitlines()] == ["R", "J"]
+    one_line_error(*run_cli(capsys, "generate", out, "--acrostic", "  ")[::2], "no character of the acrostic")
+    # the copy report quotes English in plain quotes, not Chinese brackets
+    code, _, err = run_cli(capsys, "generate", out, "--prefix", "ROMEO:", "--length", 20, "--seed", 1, "--check-copy")
+    assert code == 0 and "characters \"" in err and "「" not in err
+    # samples from generate: the markers part them, not the blank lines of a play
+    samples = tmp_path / "samples.txt"
+    samples.write_text("--- sample 1 ---\nROMEO: soft\n\nJULIET: Ay\n--- sample 2 ---\nROMEO: light\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "eval", out, samples, "--check-copy")
+    assert code == 0 and "copy check over 2 samples" in err and "sample 3" not in err
+
+
+def test_help_shows_the_named_presets_values(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "shakespeare-cpu", "--help"])
+    assert "from the shakespeare-cpu preset" in capsys.readouterr().out
 
 
 def test_a_folder_of_a_run_that_never_checkpointed_says_overwrite_not_resume(capsys, corpus, tmp_path):

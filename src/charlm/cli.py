@@ -70,7 +70,8 @@ def given(args: argparse.Namespace, cls) -> dict:
     return {k: v for k, v in vars(args).items() if k in field_names(cls) and v is not None}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
+    """The command line; ``train --help`` shows the values of ``preset`` beside the built-in defaults."""
     p = argparse.ArgumentParser(prog="charlm", description="Character-level LSTM language models: train, generate, evaluate, "
                                                                 "look inside (inspect) and serve.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -83,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="train into an --out folder that already holds a run, replacing its checkpoints")
     t.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="under torchrun: how long a process waits for the others before the job ends with an error (default: 300)")
-    add_config_flags(t, ModelConfig, preset=DEFAULT_PRESET)
-    add_config_flags(t, TrainConfig, preset=DEFAULT_PRESET)
+    add_config_flags(t, ModelConfig, preset=preset)
+    add_config_flags(t, TrainConfig, preset=preset)
 
     g = sub.add_parser("generate", help="write text from a prefix", description="Generate text from a trained model; characters stream as they are made.")
     g.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint)")
@@ -187,7 +188,8 @@ def _train(args: argparse.Namespace) -> int:
         ckpt_io.check_writable(train_cfg.out, "--out", folder=True)
         model_cfg = resume.model_config
         corpus = load_corpus(train_cfg, vocab=resume.vocab)
-        print(f"resuming {resume.path} at epoch {resume.trainer['epoch']}, batch {resume.trainer['batch']}", flush=True)
+        t = resume.trainer  # counted as the progress lines count: epochs from 1, batches done in it
+        print(f"resuming {resume.path} in epoch {t['epoch'] + 1} of {train_cfg.epochs}, after batch {t['batch']}", flush=True)
     else:
         values = {**get_preset(args.preset or DEFAULT_PRESET), **overrides}
         check_requires(args.preset or DEFAULT_PRESET, values)
@@ -218,6 +220,7 @@ def _train(args: argparse.Namespace) -> int:
         metrics = trainer.fit()
     except TrainingInterrupted as e:
         if dist.is_main:
+            plot_metrics(trainer.metrics, trainer.out / "curves.png")  # the epochs so far, as a finished run has it
             again = "torchrun <the same flags> -m charlm train --resume" if dist.enabled else "charlm train --resume"
             print(f"\ninterrupted: checkpoint written to {e.path}; continue with: {again} {trainer.out}", file=sys.stderr)
         distributed.teardown()
@@ -330,7 +333,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     given_prefix = args.prefix if args.prefix is not None else "" if args.acrostic else default_prefix(vocab, ckpt.train_config.prefixes)
     prefix = check_known(vocab, given_prefix, "prefix", args.unknown)
     style = check_known(vocab, args.style_prefix, "style prefix", args.unknown)
-    acrostic = check_known(vocab, args.acrostic, "acrostic", args.unknown, exact=True)  # no line starts with <unk>
+    acrostic = check_known(vocab, "".join(args.acrostic.split()), "acrostic", args.unknown, exact=True)  # no line starts with <unk> or a space
     if not prefix and given_prefix and not acrostic:
         raise CharlmError("no character of the prefix is in the model's vocabulary")
     if args.acrostic and not acrostic:
@@ -407,16 +410,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
-    text = normalize(read_text(args.file, args.encoding), ckpt.train_config.newlines)
     if not args.dynamic >= 0 or math.isinf(args.dynamic):
         raise CharlmError(f"--dynamic must be a learning rate >= 0, got {args.dynamic}")
+    newlines = ckpt.train_config.newlines
+    text = normalize(read_text(args.file, args.encoding))  # line ends as \n; newlines as the model reads them below
     index = None
     if args.check_copy:  # a file of samples, as generate writes them: its "--- sample N ---" lines are not text to score
         import re
 
-        samples = [t for t in re.split(r"\n\s*\n|^--- sample \d+ ---$", text, flags=re.M) if t.strip()]
+        marker = r"^--- sample \d+ ---$"  # where generate's markers are, they alone part the samples (a play has blank lines)
+        pieces = re.split(marker if re.search(marker, text, flags=re.M) else r"\n\s*\n", text, flags=re.M)
+        samples = [normalize(t, newlines) for t in pieces if t.strip()]
         text = re.sub(r"^--- sample \d+ ---\n?", "", text, flags=re.M)
         index = _copy_index(ckpt)  # before the scoring, as the training text for --bigram: a missing one costs no wait
+    text = normalize(text, newlines)
     ids, skipped = vocab.encode_known(text)
     bigram_ids = None
     if args.bigram:
@@ -495,8 +502,17 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     return args
 
 
+def _named_preset(argv: list[str]) -> str:
+    """The preset ``--preset`` names in ``argv``, if it is one (for ``train --preset X --help``), else the default."""
+    for i, a in enumerate(argv):
+        name = argv[i + 1] if a == "--preset" and i + 1 < len(argv) else a.split("=", 1)[1] if a.startswith("--preset=") else None
+        if name in PRESETS:
+            return name
+    return DEFAULT_PRESET
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_named_preset(sys.argv[1:] if argv is None else [str(a) for a in argv]))
     args = _parse(parser, argv)
     try:
         return COMMANDS[args.command](args)

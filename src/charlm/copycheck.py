@@ -91,7 +91,8 @@ class CopyReport:
     def line(self) -> str:
         share = "n/a" if self.ngram_share is None else f"{self.ngram_share:.0%}"
         span = self.span.replace("\n", "⏎")  # one line of report, whatever the span holds
-        return f"copy check: longest span also in the training text {self.longest} character{'s' if self.longest != 1 else ''} 「{span}」; {self.n}-grams seen in training: {share}"
+        quoted = f"「{span}」" if any(not c.isascii() for c in span) else f'"{span}"'  # Chinese brackets for Chinese text
+        return f"copy check: longest span also in the training text {self.longest} character{'s' if self.longest != 1 else ''} {quoted}; {self.n}-grams seen in training: {share}"
 
 
 class CopyIndex:

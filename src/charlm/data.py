@@ -84,7 +84,7 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False) -> st
         raise CharlmError(f"unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as e:
         other = {"utf16le": "utf-16-be", "utf16be": "utf-16-le"}.get(name)  # the other byte order first
-        hint = f"try --encoding {other}" if other else "try --encoding gb18030, big5 or the file's real encoding"
+        hint = f"try --encoding {other}" if other else "try --encoding gb18030 or big5 (Chinese), cp1252 (Western European) or the file's real encoding"
         raise CharlmError(f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; {hint}") from None
     if text.startswith("\ufeff"):
         text = text[1:]

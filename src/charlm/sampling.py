@@ -151,10 +151,10 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
         prefix = ""
     else:
         context = style_prefix + prefix
-    if not context:  # nothing given: start where a line starts
-        if newline is None:
-            raise CharlmError("the prefix is empty and the model has no newline character to start a line from; give --prefix")
-        context = "\n"
+    if not context:  # nothing given: start where a line starts, or a word (text trained with --newlines space)
+        context = "\n" if newline is not None else " " if " " in vocab.stoi else ""
+        if not context:
+            raise CharlmError("the prefix is empty and the model has neither a newline nor a space to start from; give --prefix")
 
     ids = torch.tensor(vocab.encode(context), device=device).expand(n, -1)  # (n, len)
     logits, state = model(ids, None)  # the whole context is read once

@@ -135,13 +135,13 @@ class _Generation:
         given = req.prefix if req.prefix is not None else "" if req.acrostic else default
         prefix = self._known(vocab, given, "prefix", req.unknown)
         style = self._known(vocab, req.style_prefix, "style_prefix", req.unknown)
-        acrostic = self._known(vocab, req.acrostic, "acrostic", req.unknown, exact=True)  # no line starts with <unk>
+        acrostic = self._known(vocab, "".join(req.acrostic.split()), "acrostic", req.unknown, exact=True)  # no line starts with <unk> or a space
         if not prefix and given and not acrostic:
             raise _Invalid("prefix", "no character of the prefix is in the model's vocabulary")
         if req.acrostic and not acrostic:
             raise _Invalid("acrostic", "no character of the acrostic is in the model's vocabulary")
-        if not (style + prefix) and "\n" not in vocab:
-            raise _Invalid("prefix", "the prefix is empty and the model has no newline to start a line from: give a prefix or a style_prefix")
+        if not (style + prefix) and "\n" not in vocab and " " not in vocab:
+            raise _Invalid("prefix", "the prefix is empty and the model has neither a newline nor a space to start from: give a prefix or a style_prefix")
         self.seed = req.seed if req.seed >= 0 else secrets.randbelow(2**31)  # short, and exact in JavaScript
         cfg = SampleConfig(length=req.length, lines=req.lines, greedy=req.greedy, temperature=req.temperature,
                            top_k=req.top_k, top_p=req.top_p, num_samples=req.num_samples, seed=self.seed)

@@ -46,7 +46,7 @@ def page_data(html: str) -> dict:
 
 def test_writes_html_and_png(report, capsys):
     html = report.read_text(encoding="utf-8")
-    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert html.startswith('<!DOCTYPE html><html lang="zh">') and html.rstrip().endswith("</html>")  # Chinese text: Chinese fonts
     data = page_data(html)
     assert data["n"] == len(TEXT.replace("\\n", "\n"))  # xyz is not read
     assert len(data["bits"]) == len(data["top"]) == data["n"] and data["bits"][0] is None

@@ -536,7 +536,8 @@ def render_html(report: Report) -> str:
         "quantities": [{"key": q, "label": lbl, **_quantized(report, q)}
                        for q, lbl in SHOWN],
     }
-    out = ['<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8">',
+    lang = "zh" if any("\u4e00" <= c <= "\u9fff" for c in report.raw) else "en"  # the inspected text's language: its fonts
+    out = [f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>charlm inspect · {e(Path(report.checkpoint).name or report.checkpoint)}</title>",
            f"<style>{CSS}</style></head><body><main>",

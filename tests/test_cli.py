@@ -321,6 +321,7 @@ def test_a_run_cut_while_validating_its_last_epoch_resumes(capsys, corpus, tmp_p
     (out / "last" / "checkpoint.json").write_text(json.dumps(meta))
     code, stdout, _ = run_cli(capsys, "train", "--resume", out)  # all epochs trained, one validation still to do
     assert code == 0 and "epoch 1/1" in stdout
+    assert "after epoch 1 of 1; first the validation it was stopped in" in stdout
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
@@ -358,9 +359,11 @@ def test_english_text_without_newlines(capsys, tmp_path):
     assert code == 0 and "characters \"" in err and "「" not in err
     # samples from generate: the markers part them, not the blank lines of a play
     samples = tmp_path / "samples.txt"
-    samples.write_text("--- sample 1 ---\nROMEO: soft\n\nJULIET: Ay\n--- sample 2 ---\nROMEO: light\n", encoding="utf-8")
-    code, _, err = run_cli(capsys, "eval", out, samples, "--check-copy")
+    samples.write_text("--- sample 1 ---\nROMEO: soft\n\nJULIET: Ay\n--- sample 2 (cut short) ---\nROMEO: light\n", encoding="utf-8")
+    code, stdout, err = run_cli(capsys, "eval", out, samples, "--check-copy")
     assert code == 0 and "copy check over 2 samples" in err and "sample 3" not in err
+    assert "outside the vocabulary" not in stdout  # the markers (a Ctrl-C's "(cut short)" too) are not scored
+    assert 'sample 2: copy check: longest span also in the training text 7 characters "ROMEO: "' in err  # not " ROMEO: ": its line end is no space
 
 
 def test_help_shows_the_named_presets_values(capsys):

@@ -132,6 +132,10 @@ def test_copy_check_without_the_training_text_is_422_before_writing(tmp_path):
             r = c.post(path, json={"length": 10, "check_copy": True})
             assert r.status_code == 422 and r.json()["error"].startswith("check_copy: the training text is not where the server runs"), r.text
         assert c.post("/v1/generate", json={"length": 10}).status_code == 200  # the rest works
+    (tmp_path / "corpus.txt").write_bytes(b"")  # there, but not readable as the training text: the text is kept all the same
+    with serve.running(serve.create_app(tmp_path / "run")) as base, httpx.Client(base_url=base, timeout=60) as c:
+        body = c.post("/v1/generate", json={"length": 10, "check_copy": True}).json()
+        assert len(body["samples"][0]) >= 10 and "copies" not in body and "the file is empty" in body["copy_check_error"]
 
 
 def test_score_matches_evaluate(client, tiny_ckpt):

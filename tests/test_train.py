@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import signal
@@ -162,6 +163,28 @@ def test_a_signal_while_validating_stops_and_the_resume_validates_first(tmp_path
     t2.fit()
     resumed = _metrics(tmp_path / "b" / "run")
     assert [(m["epoch"], m["train_loss"], m["val_loss"]) for m in resumed] == [(m["epoch"], m["train_loss"], m["val_loss"]) for m in full]
+
+
+def test_a_time_limit_validation_cut_short_trains_on_when_the_limit_is_raised(tmp_path, monkeypatch):
+    cfg = tiny_train_config(tmp_path, epochs=2, max_minutes=1e-6)  # the time limit's validation comes after one step
+    corpus = load_corpus(cfg)
+    t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32), cfg, corpus, log=lambda *_: None)
+    real = train_mod.evaluate
+
+    def cut(model, ids, progress=None, **k):
+        t._signal = signal.SIGINT
+        return real(model, ids, progress=progress, **k)
+
+    monkeypatch.setattr(train_mod, "evaluate", cut)
+    with pytest.raises(TrainingInterrupted):
+        t.fit()
+    monkeypatch.setattr(train_mod, "evaluate", real)
+    c = ckpt_io.load(tmp_path / "run", prefer="last")
+    assert c.trainer["pending_validation"] == {"at_epoch_end": False, "over_time": True}
+    more = dataclasses.replace(c.train_config, max_minutes=0)  # resumed with the limit lifted
+    t2 = Trainer(c.model_config, more, load_corpus(more, vocab=c.vocab), resume=c, log=lambda *_: None)
+    t2.fit()
+    assert t2.epoch == 2 and _metrics(tmp_path / "run")[-1]["epoch"] == 2  # not stopped by the old limit's validation
 
 
 def test_progress_without_a_terminal_is_plain_lines(tmp_path, monkeypatch, capsys):

@@ -188,8 +188,10 @@ def _train(args: argparse.Namespace) -> int:
         ckpt_io.check_writable(train_cfg.out, "--out", folder=True)
         model_cfg = resume.model_config
         corpus = load_corpus(train_cfg, vocab=resume.vocab)
-        t = resume.trainer  # counted as the progress lines count: epochs from 1, batches done in it
-        print(f"resuming {resume.path} in epoch {t['epoch'] + 1} of {train_cfg.epochs}, after batch {t['batch']}", flush=True)
+        t, pending = resume.trainer, resume.trainer.get("pending_validation")  # counted as the progress lines count
+        where = (f"after epoch {t['epoch']} of {train_cfg.epochs}" if pending and pending["at_epoch_end"]
+                 else f"in epoch {t['epoch'] + 1} of {train_cfg.epochs}, after batch {t['batch']}")
+        print(f"resuming {resume.path} {where}" + ("; first the validation it was stopped in" if pending else ""), flush=True)
     else:
         values = {**get_preset(args.preset or DEFAULT_PRESET), **overrides}
         check_requires(args.preset or DEFAULT_PRESET, values)
@@ -418,10 +420,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.check_copy:  # a file of samples, as generate writes them: its "--- sample N ---" lines are not text to score
         import re
 
-        marker = r"^--- sample \d+ ---$"  # where generate's markers are, they alone part the samples (a play has blank lines)
+        marker = r"^--- sample \d+(?: \(cut short\))? ---$"  # where generate's markers are, they alone part the samples (a play has blank lines)
         pieces = re.split(marker if re.search(marker, text, flags=re.M) else r"\n\s*\n", text, flags=re.M)
-        samples = [normalize(t, newlines) for t in pieces if t.strip()]
-        text = re.sub(r"^--- sample \d+ ---\n?", "", text, flags=re.M)
+        samples = [normalize(t.strip("\n"), newlines) for t in pieces if t and t.strip()]
+        text = re.sub(marker + r"\n?", "", text, flags=re.M)
         index = _copy_index(ckpt)  # before the scoring, as the training text for --bigram: a missing one costs no wait
     text = normalize(text, newlines)
     ids, skipped = vocab.encode_known(text)

@@ -62,14 +62,28 @@ class SuffixArray:
 
     def match_lengths(self, s: str) -> list[int]:
         """For each position i, the length of the longest prefix of ``s[i:]`` that occurs in the text."""
-        text, sa, out = self.text, self.sa, []
+        out: list[int] = []
         for i in range(len(s)):
-            p = s[i:]
-            size = len(p)
-            at = bisect.bisect_left(sa, p, key=lambda j: text[j : j + size])
-            # the suffixes sorted just before and after p share the longest prefix with it
-            out.append(max((_common(text[sa[q] : sa[q] + size], p) for q in (at - 1, at) if 0 <= q < len(sa)), default=0))
+            before = out[-1] if out else 0
+            if before > 1 and i - 1 + before == len(s):  # the match before runs to the end: this one is it, less a character
+                out.append(before - 1)
+                continue
+            # a match is at least the one before less a character: look that far and a little more, further if it fills that
+            width = max(before - 1, 0) + 64
+            while True:
+                found = self._longest(s[i : i + width])
+                if found < width or i + width >= len(s):
+                    break
+                width *= 2
+            out.append(found)
         return out
+
+    def _longest(self, p: str) -> int:
+        """The length of the longest prefix of ``p`` that occurs in the text."""
+        text, sa, size = self.text, self.sa, len(p)
+        at = bisect.bisect_left(sa, p, key=lambda j: text[j : j + size])
+        # the suffixes sorted just before and after p share the longest prefix with it
+        return max((_common(text[sa[q] : sa[q] + size], p) for q in (at - 1, at) if 0 <= q < len(sa)), default=0)
 
 
 def _common(a: str, b: str) -> int:

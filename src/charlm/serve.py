@@ -270,11 +270,18 @@ class _Server:
             return self._copy_index
 
     async def copies(self, req, gen: _Generation, texts: list[str]) -> dict:
-        """``{"copies": [report per sample]}`` when the request asked for it, else nothing: of what the model wrote, not the prefix."""
+        """``{"copies": [report per sample]}`` when the request asked for it, else nothing: of what the model wrote, not the prefix.
+
+        If the training text cannot be read after all (it is there, checked before, but unreadable), the
+        text is kept and ``copy_check_error`` says why.
+        """
         if not req.check_copy:
             return {}
         skip = len(gen.shown_prefix)
-        reports = await anyio.to_thread.run_sync(lambda: [self.copy_index().check(t[skip:].strip("\n")) for t in texts])
+        try:
+            reports = await anyio.to_thread.run_sync(lambda: [self.copy_index().check(t[skip:].strip("\n")) for t in texts])
+        except _Invalid as e:
+            return {"copy_check_error": e.message}
         return {"copies": [dataclasses.asdict(r) for r in reports]}
 
     def limiter(self) -> anyio.CapacityLimiter:

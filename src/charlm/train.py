@@ -372,8 +372,10 @@ class Trainer:
             except ValueError:  # not the main thread: no signal handling
                 pass
         try:
-            if self.pending is not None and self._validate(**self.pending):  # the one the interruption cut short
-                return self.metrics
+            if self.pending is not None:  # the one the interruption cut short (a --max-minutes raised since: train on)
+                at_end, over = self.pending["at_epoch_end"], self.pending["over_time"] and self._over_time(0.0)
+                if self._validate(at_epoch_end=at_end, over_time=over):
+                    return self.metrics
             while self.epoch < self.cfg.epochs:
                 if self._train_epoch() or self._end_epoch():
                     break

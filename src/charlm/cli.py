@@ -422,7 +422,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         marker = r"^--- sample \d+(?: \(cut short\))? ---$"  # where generate's markers are, they alone part the samples (a play has blank lines)
         pieces = re.split(marker if re.search(marker, text, flags=re.M) else r"\n\s*\n", text, flags=re.M)
-        samples = [normalize(t.strip("\n"), newlines) for t in pieces if t and t.strip()]
+        samples = [normalize(t.strip("\n"), newlines) for t in pieces if t.strip()]
         text = re.sub(marker + r"\n?", "", text, flags=re.M)
         index = _copy_index(ckpt)  # before the scoring, as the training text for --bigram: a missing one costs no wait
     text = normalize(text, newlines)

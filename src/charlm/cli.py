@@ -377,14 +377,21 @@ def _write_samples(out, texts: list[str], note: str = "") -> None:
         out.write(f"--- sample {i + 1}{note} ---\n{t.rstrip(chr(10))}\n")
 
 
-def _copy_index(ckpt):
-    from .copycheck import CopyIndex
+def _training_text(ckpt, flag: str) -> str:
+    """The checkpoint's training text, or a one-line error naming ``flag``, the option that needs it."""
     from .data import training_text
 
     try:
-        text = training_text(ckpt)
+        return training_text(ckpt)
     except CharlmError as e:
-        raise CharlmError(f"--check-copy needs the training text: {e}") from None
+        raise CharlmError(f"{flag} needs the training text: {e}") from None
+
+
+def _copy_index(ckpt, text: str | None = None):
+    """The copy check's index of the training text (``text``, when it was read already)."""
+    from .copycheck import CopyIndex
+
+    text = _training_text(ckpt, "--check-copy") if text is None else text
     if len(text) >= 1_000_000:  # about a second per million characters: say what the wait is
         print(f"copy check: indexing the {len(text):,} characters of the training text", file=sys.stderr, flush=True)
     return CopyIndex(text)
@@ -416,6 +423,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CharlmError(f"--dynamic must be a learning rate >= 0, got {args.dynamic}")
     newlines = ckpt.train_config.newlines
     text = normalize(read_text(args.file, args.encoding))  # line ends as \n; newlines as the model reads them below
+    needs = [flag for flag, on in (("--check-copy", args.check_copy), ("--bigram", args.bigram)) if on]
+    train_text = _training_text(ckpt, needs[0]) if needs else None  # read once, before any scoring
     index = None
     if args.check_copy:  # a file of samples, as generate writes them: its "--- sample N ---" lines are not text to score
         import re
@@ -424,17 +433,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         pieces = re.split(marker if re.search(marker, text, flags=re.M) else r"\n\s*\n", text, flags=re.M)
         samples = [normalize(t.strip("\n"), newlines) for t in pieces if t.strip()]
         text = re.sub(marker + r"\n?", "", text, flags=re.M)
-        index = _copy_index(ckpt)  # before the scoring, as the training text for --bigram: a missing one costs no wait
+        index = _copy_index(ckpt, train_text)  # before the scoring (as the training text is read): a missing one costs no wait
     text = normalize(text, newlines)
     ids, skipped = vocab.encode_known(text)
-    bigram_ids = None
-    if args.bigram:
-        from .data import training_text
-
-        try:
-            bigram_ids, _ = vocab.encode_known(training_text(ckpt))
-        except CharlmError as e:
-            raise CharlmError(f"--bigram needs the training text: {e}") from None
+    bigram_ids = vocab.encode_known(train_text)[0] if args.bigram else None
     bar = Progress(len(ids), "scoring", "character")
     try:
         if args.dynamic:

@@ -331,9 +331,10 @@ def test_requests_beyond_the_workers_wait_their_turn(tiny_ckpt, slow_generate):
             first = pool.submit(c.post, "/v1/generate", json=body)
             second = pool.submit(c.post, "/v1/generate", json=body)
             deadline = time.monotonic() + 5
-            while (h := c.get("/healthz").json())["waiting"] == 0 and time.monotonic() < deadline:
+            # one generating while the other waits: watched for, since a single reading can fall in between (the
+            # first request counted as waiting for the moment before it takes the free worker, or already ended)
+            while not ((h := c.get("/healthz").json())["active"] == 1 and h["waiting"] == 1) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            # the reading that saw one waiting (a second reading could come after the first request ended)
             assert h["active"] == 1 and h["waiting"] == 1
             assert first.result().json()["samples"] == second.result().json()["samples"]
         assert c.get("/healthz").json() | {"served": 0} == {"status": "ok", "active": 0, "waiting": 0, "served": 0, "disconnected": 0}

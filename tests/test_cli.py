@@ -421,3 +421,20 @@ def test_ctrl_c_during_many_samples_prints_what_was_made(capsys, tiny_run, monke
     code, out, err = run_cli(capsys, "generate", tiny_run, "--num-samples", 3, "--seed", 1, "--prefix", "分开")
     assert code == 130 and "interrupted" in err
     assert out.count("(cut short) ---") == 3 and all(len(part.split("\n")[1]) >= 2 for part in out.split("---")[2::2])
+
+
+def test_a_run_folder_in_use_by_a_running_training_is_refused(capsys, corpus, tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, *TINY)[0] == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    fd = os.open(out, os.O_RDONLY)  # what a `charlm train` still writing this folder holds
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for extra in (["--overwrite"], ["--resume", out, "--epochs", 2]):
+            flags = ["--data", corpus, *TINY] if extra[0] == "--overwrite" else []
+            one_line_error(*run_cli(capsys, "train", *flags, "--out", out, *extra)[::2], "in use by another `charlm train` that is still running")
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing deleted or rewritten
+    finally:
+        os.close(fd)
+    assert run_cli(capsys, "train", "--resume", out, "--epochs", 2)[0] == 0  # the lock goes with the process holding it

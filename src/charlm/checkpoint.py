@@ -86,6 +86,43 @@ def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> 
     return path
 
 
+_run_locks: dict[Path, int] = {}
+
+
+def lock_run(out: str | os.PathLike) -> None:
+    """Hold an exclusive lock on the run folder ``out`` (made if missing) until :func:`release_run_locks`.
+
+    Two trainings writing one folder would interleave their checkpoints and metrics, and an
+    ``--overwrite`` would delete a running one's files: the second is refused.  The lock is the
+    kernel's (flock on the folder itself), so a killed run never leaves it held.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on this platform: unlocked, as before
+        return
+    out = Path(out).resolve()
+    if out in _run_locks:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CharlmError(f"{out} is in use by another `charlm train` that is still running; "
+                          f"wait for it to end (or stop it), or give another --out") from None
+    except OSError:  # a file system without locks (some network mounts): go on unlocked
+        os.close(fd)
+        return
+    _run_locks[out] = fd
+
+
+def release_run_locks() -> None:
+    """Let go of the run folders this process locked (at the end of a training; exiting does it too)."""
+    while _run_locks:
+        os.close(_run_locks.popitem()[1])
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write beside the final name, then rename: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)

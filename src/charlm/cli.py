@@ -146,11 +146,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     import os
 
     from . import distributed
+    from .checkpoint import release_run_locks
 
     world, rank, local_rank = distributed.from_env()
     try:
         with open(os.devnull, "w") as null, contextlib.redirect_stdout(null) if rank else contextlib.nullcontext():
-            code = _train(args)  # rank 0 alone prints
+            try:
+                code = _train(args)  # rank 0 alone prints
+            finally:
+                release_run_locks()
     except RuntimeError as e:
         if not distributed.launched() or not distributed.is_collective_failure(e):
             raise
@@ -175,6 +179,7 @@ def _train(args: argparse.Namespace) -> int:
 
     overrides = {**given(args, ModelConfig), **given(args, TrainConfig)}
     resume, init_weights = None, None
+    rank = distributed.from_env()[1]  # the first process alone writes, so it alone holds the run folder's lock
     if args.resume:
         if args.preset:
             raise CharlmError("--preset and --resume do not go together: a resumed run keeps its own settings")
@@ -186,6 +191,8 @@ def _train(args: argparse.Namespace) -> int:
         train_cfg = dataclasses.replace(resume.train_config, **overrides, out=out)
         _check_work_left(resume, train_cfg)
         ckpt_io.check_writable(train_cfg.out, "--out", folder=True)
+        if not rank:
+            ckpt_io.lock_run(train_cfg.out)
         model_cfg = resume.model_config
         corpus = load_corpus(train_cfg, vocab=resume.vocab)
         t, pending = resume.trainer, resume.trainer.get("pending_validation")  # counted as the progress lines count
@@ -203,7 +210,7 @@ def _train(args: argparse.Namespace) -> int:
         model_fields = {k: v for k, v in values.items() if k in field_names(ModelConfig)}
         # validate before reading the corpus: the pre-trained model's architecture, or the one asked for
         base = _load_base(train_cfg, given(args, ModelConfig)) if train_cfg.init_from else ModelConfig(**model_fields, vocab_size=1)
-        _check_new_out(train_cfg.out, args.overwrite)
+        _check_new_out(train_cfg.out, args.overwrite, locks=not rank)
         corpus = load_corpus(train_cfg)
         if train_cfg.init_from:
             init_weights, model_cfg, corpus = _fine_tune_setup(base, corpus, model_fields)
@@ -212,6 +219,8 @@ def _train(args: argparse.Namespace) -> int:
     distributed.check_batch_size(train_cfg.batch_size, distributed.from_env()[0])
     dist = distributed.setup(pick_device(train_cfg.device), args.dist_timeout)
     trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume, init_weights=init_weights, dist=dist)
+    if dist.is_main:
+        ckpt_io.lock_run(trainer.out)  # a folder made just now (one there already was locked when checked)
     if args.overwrite and resume is None and dist.is_main:
         _clear_run(trainer.out)  # the old run's best/ and plot must not outlive it beside the new one
     print(describe(trainer), flush=True)
@@ -261,11 +270,13 @@ def _check_work_left(resume, cfg) -> None:
                           f"give a larger --max-minutes, or 0 for no limit, to train on")
 
 
-def _check_new_out(out: str, overwrite: bool) -> None:
-    """A fresh run's --out: a folder that can be made, and not one holding another run unless --overwrite."""
+def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
+    """A fresh run's --out: a folder that can be made, not in use, and not holding another run unless --overwrite."""
     from . import checkpoint as ckpt_io
 
     out = ckpt_io.check_writable(out, "--out", folder=True)
+    if locks and out.is_dir():  # held from here on, so that nothing starts writing it while this run starts
+        ckpt_io.lock_run(out)
     if overwrite or not any((out / name).exists() for name in RUN_FILES[:3]):
         return
     if any((out / name / ckpt_io.META_FILE).is_file() for name in ("best", "last")):

@@ -106,3 +106,26 @@ def test_lines_that_never_end_by_themselves_are_cut_and_counted(tiny_ckpt):
     lines = text[len("分开"):].split("\n")
     assert text.count("\n") == 3 and lines[-1] == ""
     assert [len(line) for line in lines[:-1]] == [7, 7, 7]
+
+
+def test_lines_of_a_model_without_newlines_wrap_at_a_space():
+    """--newlines space models: --lines ends a line at a space once it is 3/4 long (the space shown as the break), not mid-word."""
+    from charlm.copycheck import CopyIndex
+    from charlm.model import CharLM
+    from charlm.config import ModelConfig
+    from charlm.vocab import Vocab
+
+    vocab = Vocab.build("the cat sat on a mat by the door ")
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=16))
+    with torch.no_grad():
+        model.decoder.bias[vocab.stoi[" "]] = 2.0  # words of a few letters
+    cfg = SampleConfig(lines=6, max_line_length=20, seed=3, num_samples=2)
+    for text in sample_text(model, vocab, "the ", cfg):
+        lines = text[len("the "):].split("\n")
+        assert len(lines) == 7 and lines[-1] == ""
+        wrapped = [line for line in lines[1:-1] if len(line) < 20]  # the others were cut at 20 (the first holds the prefix)
+        assert all(len(line) <= 20 for line in lines[1:-1]) and wrapped
+        assert all(len(line) >= 15 for line in wrapped)  # a space drawn from 3/4 of the length on became the break
+        # the copy check reads the breaks as the spaces the model wrote
+        assert CopyIndex("xx" + text.replace("\n", " ") + "xx").check(text).longest == len(text)

@@ -115,8 +115,12 @@ class CopyIndex:
     def __init__(self, train_text: str, n: int = 8):
         self.n = n
         self.index = SuffixArray(train_text)
+        # a text without line breaks (trained with --newlines space): the breaks samples are shown with stand for spaces
+        self.breaks_are_spaces = "\n" not in train_text
 
     def check(self, sample: str) -> CopyReport:
+        if self.breaks_are_spaces:
+            sample = sample.replace("\n", " ")
         lengths = self.index.match_lengths(sample)
         if not lengths:
             return CopyReport(0, "", None, self.n)

@@ -183,6 +183,7 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     line_len, lines_done, done = [0] * n, [0] * n, [False] * n
     at_line_start = [bool(heads)] * n
     wanted = len(heads) if heads else cfg.lines
+    space, wrap_from = vocab.stoi.get(" "), cfg.max_line_length * 3 // 4
     for i in range(max_chars):
         drawn = sampler.draw()
         ids = list(drawn)
@@ -193,9 +194,10 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
                 ids[j] = newline  # a line that runs too long is ended, so that --lines and --acrostic always finish
         if newline is not None:
             is_break = [t == newline for t in ids]
-        else:
-            is_break = [x + 1 >= cfg.max_line_length for x in line_len]
-        yield [("" if d else itos[t]) + ("\n" if (b and newline is None and not d) else "") for t, d, b in zip(ids, done, is_break)]
+            yield ["" if d else itos[t] for t, d in zip(ids, done)]
+        else:  # no newline to write: a line ends at a space once it is long enough (shown as the line break), else is cut
+            is_break = [x + 1 >= cfg.max_line_length or (t == space and x + 1 > wrap_from) for t, x in zip(ids, line_len)]
+            yield ["" if d else "\n" if b and t == space else itos[t] + "\n" if b else itos[t] for t, d, b in zip(ids, done, is_break)]
         for j in range(n):
             lines_done[j] += is_break[j] and not done[j]
             line_len[j] = 0 if is_break[j] else line_len[j] + 1

@@ -176,3 +176,9 @@ def test_docs_point_at_the_lines_that_compute_each_equation():
         line = code[int(target) - 1]
         # The equation's symbol in the comment (i_t = ...), or the variable assigned on that line.
         assert f"{symbol} =" in line.split("#")[-1] or line.strip().startswith(f"{symbol} ="), (symbol, target, line)
+
+
+def test_a_state_of_the_wrong_shape_is_named():
+    lstm = ScratchLSTM(4, 8, num_layers=2)
+    with pytest.raises(ValueError, match=r"state's h as \(num_layers, batch, hidden\) = \(2, 3, 8\), got \(2, 2, 8\)"):
+        lstm(torch.randn(3, 5, 4), (torch.zeros(2, 2, 8), torch.zeros(2, 2, 8)))

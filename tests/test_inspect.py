@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -121,6 +122,7 @@ def test_finds_units_that_follow_visible_features():
         (["--text", "分开", "--layer", "1"], "--layer 1 does not exist"),
         (["--text", "分开", "--units", "0,999"], "unit 999 does not exist"),
         (["--text", "分开", "--units", "a,b"], "--units takes unit numbers"),
+        (["--text", "分开", "--units", " , "], "--units names no unit"),
         ([], "exactly one of --text or --file"),
     ],
 )
@@ -142,6 +144,51 @@ def test_an_output_that_cannot_be_written_is_refused_before_anything_is(tiny_ckp
     err = capsys.readouterr().err.strip()
     assert err.startswith("charlm: error:") and "\n" not in err and message in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # neither the HTML nor the PNG
+
+
+@pytest.mark.parametrize("names, message", [
+    (("r.html", "r.html"), "--png and --out are the same file"),
+    (("r.png", None), "is the HTML report; the picture is --png"),
+])
+def test_outputs_that_would_clobber_each_other_are_refused(tiny_ckpt, tmp_path, capsys, names, message):
+    out, png = names
+    args = ["--out", str(tmp_path / out)] + (["--png", str(tmp_path / png)] if png else [])
+    assert main(["inspect", str(tiny_ckpt), "--text", "分开", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("charlm: error:") and "\n" not in err and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_picture_that_fails_to_write_leaves_no_page_and_names_the_file(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    real_open = open
+
+    def refusing(path, *a, **k):  # the PNG's folder turns out unwritable only when written (as /sys does, even for root)
+        if str(path).endswith(".tmp-" + str(os.getpid())) and ".r.png" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", refusing)
+    assert main(["inspect", str(tiny_ckpt), "--text", "分开", "--out", str(tmp_path / "r.html"), "--png", str(tmp_path / "r.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"charlm: error: cannot write {tmp_path / 'r.png'}: Permission denied"
+    assert list(tmp_path.iterdir()) == []  # not the page either, nor a temporary file
+
+
+def test_a_skipped_character_does_not_hide_a_line_end():
+    """An unknown character at a line's end is skipped: the character before it ends the line the model read."""
+    raw = "一二三四五X\n六七八\n"
+    positions = [i for i, c in enumerate(raw) if c != "X"]
+    feats = inspector.line_features(raw, positions)
+    assert feats["line_end"][1].tolist() == [0, 0, 0, 0, 1, 0, 0, 0, 1, 0]
+    assert feats["position"][1].tolist() == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+
+
+def test_a_copy_attention_model_says_the_surprisal_is_not_the_lstms_alone(tmp_path, capsys):
+    train_tiny(tmp_path, model_kw={"copy_window": 16}, epochs=1)
+    assert main(["inspect", str(tmp_path / "run" / "best"), "--text", "分开的时候", "--out", str(tmp_path / "r.html")]) == 0
+    out = capsys.readouterr().out
+    assert "copy attention over the last 16 characters read" in out and "the gates and cell state are the LSTM's alone" in out
+    assert "copy attention over 16 characters" in (tmp_path / "r.html").read_text(encoding="utf-8")
 
 
 def test_gru_checkpoint_is_a_clear_error(gru_ckpt, tmp_path, capsys):

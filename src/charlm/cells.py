@@ -80,6 +80,10 @@ class ScratchLSTM(nn.Module):
             state = (zeros, zeros)
         h0, c0 = state
         H = self.hidden_size
+        want = (self.num_layers, batch, H)
+        for name, t in (("h", h0), ("c", c0)):
+            if tuple(t.shape) != want:
+                raise ValueError(f"ScratchLSTM expects the state's {name} as (num_layers, batch, hidden) = {want}, got {tuple(t.shape)}")
         layer_in = x  # (batch, time, features)
         hs, cs, gates = [], [], []
         for k in range(self.num_layers):

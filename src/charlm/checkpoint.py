@@ -123,19 +123,31 @@ def release_run_locks() -> None:
         os.close(_run_locks.popitem()[1])
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write beside the final name, then rename: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+def write_atomic(*files: tuple[Path, bytes]) -> None:
+    """Write each ``(path, data)`` beside its final name, then rename them all into place.
+
+    Readers see the old file or the whole new one, and a failure (a full disk, a permission)
+    before the renames changes none of the files; its error names the file asked for.
+    """
+    tmps: list[Path] = []
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for path, data in files:
+            tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmps.append(tmp)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
+        for (path, _), tmp in zip(files, tmps):
+            os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for tmp in tmps:
+            if tmp.exists():
+                tmp.unlink()
 
 
 def _file_mode() -> int:

@@ -138,7 +138,7 @@ def parse_units(spec: str | None, hidden_size: int) -> list[int] | None:
         if u not in units:
             units.append(u)
     if not units:
-        return None
+        raise CharlmError(f"--units names no unit: give unit numbers separated by commas, like 0,5,7 (got {spec!r})")
     if len(units) > MAX_UNITS:
         raise CharlmError(f"--units names {len(units)} units; at most {MAX_UNITS} fit in a readable heatmap")
     return units
@@ -182,7 +182,13 @@ def predictions(logits: torch.Tensor, ids: torch.Tensor, vocab, k: int = TOP_K) 
 
 
 def line_features(raw: str, positions: list[int]) -> dict[str, tuple[str, np.ndarray]]:
-    """Things a reader sees at each character read: name -> (description, values (n,))."""
+    """Things a reader sees at each character read: name -> (description, values (n,)).
+
+    Over the characters read only: one skipped (outside the vocabulary) is not part of any line,
+    so the character before it can still be the last of its line.
+    """
+    raw = "".join(raw[p] for p in positions)
+    positions = list(range(len(raw)))
     starts, lines, line_of = [], raw.split("\n"), []
     s = 0
     for i, line in enumerate(lines):
@@ -283,6 +289,11 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     if units is None:
         units = default_units(acts, found)
     desc = f"{cfg.cell} {cfg.num_layers}×{cfg.hidden_size}, vocabulary {cfg.vocab_size:,}"
+    if model.copy is not None:
+        desc += f", copy attention over {cfg.copy_window:,} characters"
+        notes.append(f"this model has a copy attention over the last {cfg.copy_window:,} characters read: the surprisal and the "
+                     f"top-5 are the whole model's (the LSTM's prediction mixed with what the attention copies from earlier in "
+                     f"the text, so a repeated line can be cheap without the LSTM's help); the gates and cell state are the LSTM's alone")
     return Report(checkpoint, desc, layer, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, raw, read_as, positions, bits, top, acts, units, found,
                   notes=notes, unit_notes=unit_notes)
 
@@ -647,6 +658,7 @@ def _find_cjk_font() -> str | None:
 
 def render_png(report: Report, log=None) -> bytes:
     """A static version of the heatmaps (the first PNG_MAX_CHARS characters) as PNG bytes."""
+    import matplotlib
     from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import Normalize
@@ -679,6 +691,7 @@ def render_png(report: Report, log=None) -> bytes:
         fig.text(left / W, 1 - 0.3 / Hgt, "Inside the LSTM: surprisal, gates and cell state", fontsize=13, weight="bold")
         fig.text(left / W, 1 - 0.55 / Hgt, title, fontsize=9, color="#57606a")
         gate_norm, cell_norm = Normalize(0, 1), Normalize(-1, 1)
+        oranges = matplotlib.colormaps["Oranges"].with_extremes(bad="#d0d7de")
         shown = {q: shown_values(report, q)[0] for q, _ in SHOWN}  # (units, n)
         im_bits = im_gate = im_cell = None
 
@@ -690,8 +703,8 @@ def render_png(report: Report, log=None) -> bytes:
             c = min(cols, n - s)
             y += 0.3
             ax = axes(y, 0.2, c)
-            b = np.nan_to_num(report.bits[s : s + c], nan=0.0)[None, :]
-            im_bits = ax.imshow(b, aspect="auto", cmap="Oranges", vmin=0, vmax=12, interpolation="nearest")
+            b = np.ma.masked_invalid(report.bits[s : s + c])[None, :]  # the first character has none: grey, not 0 bits
+            im_bits = ax.imshow(b, aspect="auto", cmap=oranges, vmin=0, vmax=12, interpolation="nearest")
             ax.set_yticks([0], ["bits"], fontsize=7)
             ax.xaxis.tick_top()
             ax.set_xticks(range(c), chars[s : s + c], fontsize=9)
@@ -737,16 +750,18 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
     from .checkpoint import check_writable, load_model
 
     check_writable(out, "--out")
+    if Path(out).suffix.lower() == ".png":
+        raise CharlmError(f"--out {out} is the HTML report; the picture is --png (e.g. --out report.html --png {out})")
     if png:
         check_writable(png, "--png")
+        if Path(png).resolve() == Path(out).resolve():
+            raise CharlmError(f"--png and --out are the same file {png}; give the picture another name")
     raw = read_input(text, file, encoding)
     model, vocab, ckpt = load_model(checkpoint, "cpu")
     report = analyse(model, vocab, str(ckpt.path), raw, layer, parse_units(units, model.cfg.hidden_size), ckpt.train_config.newlines)
     page = render_html(report).encode("utf-8")
     image = render_png(report, log) if png else None  # everything is made before anything is written
-    write_atomic(Path(out), page)
-    if image is not None:
-        write_atomic(Path(png), image)
+    write_atomic((Path(out), page), *([(Path(png), image)] if image is not None else []))
     lines = [f"report: {out}" + (f" and {png}" if png else "") +
              f" ({report.size_text}, layer {report.layer}, units {','.join(map(str, report.units))}; {report.mean_text})"]
     for fu in report.found:

@@ -588,7 +588,7 @@ class Trainer:
             self.log(" - " + text.replace("\n", " / "))
 
     def _write_metrics(self) -> None:
-        ckpt_io.write_atomic(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.metrics).encode())
+        ckpt_io.write_atomic((self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.metrics).encode()))
 
 
 def hash_ids(ids: torch.Tensor) -> str:
@@ -620,7 +620,7 @@ def plot_metrics(metrics: list[dict], path: Path) -> Path | None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    ckpt_io.write_atomic(path, buf.getvalue())
+    ckpt_io.write_atomic((path, buf.getvalue()))
     return path
 
 

@@ -438,3 +438,10 @@ def test_a_run_folder_in_use_by_a_running_training_is_refused(capsys, corpus, tm
     finally:
         os.close(fd)
     assert run_cli(capsys, "train", "--resume", out, "--epochs", 2)[0] == 0  # the lock goes with the process holding it
+
+
+def test_generate_reads_prefix_line_ends_as_newlines_and_refuses_length_with_lines(capsys, tiny_run):
+    a = run_cli(capsys, "generate", tiny_run, "--prefix", "分开\r\n", "--length", 5, "--seed", 1)
+    b = run_cli(capsys, "generate", tiny_run, "--prefix", "分开\n", "--length", 5, "--seed", 1)
+    assert a[0] == 0 and a[1] == b[1]
+    one_line_error(*run_cli(capsys, "generate", tiny_run, "--lines", 2, "--length", 5)[::2], "--length and --lines do not go together")

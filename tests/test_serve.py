@@ -361,3 +361,72 @@ def test_cli_serve_errors_are_one_line(tmp_path, tiny_ckpt, capsys):
         assert "cannot listen on 127.0.0.1" in err and err.count("\n") == 1
     finally:
         taken.close()
+
+
+def test_busy_beyond_max_waiting_is_a_503_and_scoring_counts_as_work(tiny_ckpt, slow_generate):
+    with serve.running(serve.create_app(tiny_ckpt, workers=1, max_waiting=0)) as base, httpx.Client(base_url=base, timeout=60) as c:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(c.post, "/v1/generate", json={"length": 100, "seed": 5})
+            deadline = time.monotonic() + 5
+            while c.get("/healthz").json()["active"] != 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for path, body in (("/v1/generate", {"length": 5}), ("/v1/generate/stream", {"length": 5}), ("/v1/score", {"text": "分开的"})):
+                r = c.post(path, json=body)
+                assert r.status_code == 503 and r.headers["retry-after"] == "1" and "every worker is busy" in r.json()["error"]
+            assert first.result().json()["finish_reason"] == "done"
+        h = c.get("/healthz").json()
+        assert h["disconnected"] == 0 and h["active"] == h["waiting"] == 0  # refused is not disconnected
+        assert c.post("/v1/score", json={"text": "分开的"}).status_code == 200
+        assert c.get("/healthz").json()["served"] == h["served"] + 1  # a scoring is a model call like a generation
+
+
+@pytest.mark.parametrize("body, field", [
+    ('{"prefix": "分开", "temperature": NaN}', "temperature"),
+    ('{"prefix": "分开", "top_p": -Infinity}', "top_p"),
+    ('{"prefix": "分开", "temperature": 1e400}', "temperature"),
+    ('{"text": NaN}', "text"),
+])
+def test_nan_and_infinity_are_a_422_naming_the_field(client, body, field):
+    path = "/v1/score" if '"text"' in body else "/v1/generate"
+    r = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"].startswith(f"{field}: ")
+    assert client.get("/healthz").status_code == 200  # and the connection is still good
+
+
+def test_bodies_and_echoes_are_bounded(client):
+    limits = client.get("/v1/model").json()["limits"]
+    big = {"text": "分" * limits["max_body"]}
+    r = client.post("/v1/score", json=big)
+    assert r.status_code == 413 and "larger than this server takes" in r.json()["error"]
+
+    def chunked():  # no Content-Length: counted as it comes
+        yield b'{"text": "'
+        for _ in range(64):
+            yield b"a" * 10_000
+        yield b'"}'
+
+    r = client.post("/v1/score", content=chunked(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = client.post("/v1/score", json={"text": "分" * (limits["max_text"] + 1)})  # within the body limit: a 422 quoting a little
+    assert r.status_code == 422 and len(r.content) < 2000 and "20,001 characters" in r.text
+    deep = '{"prefix": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = client.post("/v1/generate", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"].startswith("body: malformed JSON")
+    assert client.get("/nowhere").status_code == 404  # other HTTP errors stay as they were
+
+
+def test_types_are_strict_and_lines_and_length_do_not_mix(client):
+    for bad in ({"length": "10"}, {"length": True}, {"greedy": "yes"}, {"check_copy": 1}):
+        r = client.post("/v1/generate", json={"prefix": "分开", **bad})
+        assert r.status_code == 422 and r.json()["error"].startswith(f"{next(iter(bad))}: ")
+    assert client.post("/v1/generate", json={"prefix": "分开", "temperature": 1, "length": 3}).status_code == 200  # an integer is a number
+    r = client.post("/v1/generate", json={"prefix": "分开", "lines": 2, "length": 5})
+    assert r.status_code == 422 and "lines and length do not go together" in r.json()["error"]
+
+
+def test_the_default_length_keeps_to_the_servers_limit_and_prefix_line_ends_are_read_as_newlines(tiny_ckpt):
+    with serve.running(serve.create_app(tiny_ckpt, max_length=20)) as base, httpx.Client(base_url=base, timeout=60) as c:
+        r = c.post("/v1/generate", json={"seed": 1})
+        assert r.status_code == 200 and r.json()["chars"] == 20
+        one = c.post("/v1/generate", json={"prefix": "分开\r\n", "seed": 1, "length": 5}).json()["samples"]
+        assert one == c.post("/v1/generate", json={"prefix": "分开\n", "seed": 1, "length": 5}).json()["samples"]

@@ -124,6 +124,8 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     s.add_argument("--max-text", type=int, default=20000, help="longest text to score, in characters (default: 20000)")
     s.add_argument("--time-limit", type=float, default=30.0, help="seconds a generation may run before it is cut (default: 30)")
     s.add_argument("--workers", type=int, default=None, help="model calls run at once, the rest wait (default: CPU count)")
+    s.add_argument("--max-waiting", type=int, default=64,
+                   help="requests that may wait for a worker; more are answered 503 at once (default: 64)")
     s.add_argument("--threads", type=int, default=1, help="torch threads per model call (default: 1)")
 
     n = sub.add_parser("inspect", help="look inside the LSTM: surprisal, top-5 predictions, gate heatmaps",
@@ -337,15 +339,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .sampling import check_known, default_prefix, generate, make_generator
     from .train import pick_device
 
+    from .data import normalize
+
     cfg = _sample_config(args)
+    if cfg.lines and "length" in given(args, SampleConfig):
+        raise CharlmError("--length and --lines do not go together: --lines stops after that many lines (give one of them)")
     if args.prefix is not None and args.acrostic:
         raise CharlmError("--prefix and --acrostic do not go together: each line of an acrostic starts with its own "
                           "character (--style-prefix sets the mood without being printed)")
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
-    given_prefix = args.prefix if args.prefix is not None else "" if args.acrostic else default_prefix(vocab, ckpt.train_config.prefixes)
+    newlines = ckpt.train_config.newlines  # line ends as the model read them in training (\r\n as \n; spaces, if so trained)
+    given_prefix = (normalize(args.prefix, newlines) if args.prefix is not None else "" if args.acrostic
+                    else default_prefix(vocab, ckpt.train_config.prefixes))
     prefix = check_known(vocab, given_prefix, "prefix", args.unknown)
-    style = check_known(vocab, args.style_prefix, "style prefix", args.unknown)
+    style = check_known(vocab, normalize(args.style_prefix, newlines), "style prefix", args.unknown)
     acrostic = check_known(vocab, "".join(args.acrostic.split()), "acrostic", args.unknown, exact=True)  # no line starts with <unk> or a space
     if not prefix and given_prefix and not acrostic:
         raise CharlmError("no character of the prefix is in the model's vocabulary")
@@ -490,7 +498,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     return serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads, device=args.device,
                  max_prefix=args.max_prefix, max_length=args.max_length, max_lines=args.max_lines,
-                 max_samples=args.max_samples, max_text=args.max_text, time_limit=args.time_limit, workers=args.workers)
+                 max_samples=args.max_samples, max_text=args.max_text, time_limit=args.time_limit, max_waiting=args.max_waiting,
+                 workers=args.workers)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

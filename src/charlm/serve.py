@@ -34,10 +34,12 @@ import anyio
 import torch
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .checkpoint import load_model
@@ -61,11 +63,18 @@ class Limits(BaseModel):
     max_samples: int = Field(16, ge=1, description="samples per request")
     max_text: int = Field(20000, ge=2, description="characters of a text to score")
     time_limit: float = Field(30.0, gt=0, description="seconds a generation may run before it is cut")
+    max_waiting: int = Field(64, ge=0, description="requests waiting for a worker; more are answered 503 at once")
+
+    @property
+    def max_body(self) -> int:
+        """Bytes in a request body: room for the longest texts the fields allow, written as JSON escapes (\\uXXXX pairs)."""
+        return 64 * 1024 + 12 * (self.max_text + 3 * self.max_prefix)
 
 
 def _request_models(lim: Limits):
     """Request bodies whose Field bounds are this app's limits, so that FastAPI's 422 names the field."""
-    strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: "10" is not 10, true is not 1, "yes" is not true (an integer is still a float)
+    strict = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     class GenerateRequest(BaseModel):
         """What to write: the same settings as ``charlm generate``."""
@@ -74,8 +83,9 @@ def _request_models(lim: Limits):
         prefix: str | None = Field(None, max_length=lim.max_prefix,
                                    description="text the sample starts with (default: the first of the training run's prefixes "
                                                "the model knows, 分开 for the lyrics; else the start of a line)")
-        length: int = Field(100, ge=1, le=lim.max_length, description="characters to generate after the prefix")
-        lines: int = Field(0, ge=0, le=lim.max_lines, description="stop after this many lines instead; 0 = off")
+        length: int = Field(min(100, lim.max_length), ge=1, le=lim.max_length, description="characters to generate after the prefix")
+        lines: int = Field(0, ge=0, le=lim.max_lines, description="stop after this many lines instead of a length (not with "
+                                                                  "length); 0 = off")
         temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=100, description="> 1 more surprising, < 1 more conservative")
         top_k: int | None = Field(None, ge=1, description="sample among the k most likely characters")
         top_p: float = Field(1.0, gt=0, le=1, description="nucleus: the smallest set whose probability reaches p")
@@ -97,6 +107,68 @@ def _request_models(lim: Limits):
         unknown: Literal["error", "skip"] = Field("error", description="characters outside the vocabulary: 422, or skip them")
 
     return GenerateRequest, ScoreRequest
+
+
+# What the endpoints answer, for /docs: the JSON is exactly these fields (None ones left out).
+
+
+class CopyReportOut(BaseModel):
+    longest: int = Field(description="characters in the longest span of what the model wrote found verbatim in the training text")
+    span: str = Field(description="that span")
+    ngram_share: float | None = Field(description="share of the sample's n-grams seen in the training text (null if shorter than n)")
+    n: int = Field(description="the n of the n-grams (8)")
+
+
+class GenerateResponse(BaseModel):
+    samples: list[str] = Field(description="one text per sample, starting with the prefix (an acrostic's start with its first line)")
+    finish_reason: Literal["done", "time_limit", "max_length"] = Field(
+        description="why it stopped: done, time_limit (the server's --time-limit), max_length (lines or an acrostic reached "
+                    "the server's --max-length characters)")
+    seed: int = Field(description="the seed used: send it again for the same text")
+    chars: int = Field(description="characters generated per sample, the prefix not counted (with several samples, the longest's)")
+    elapsed_s: float = Field(description="seconds spent generating, time waiting for a worker not counted")
+    time_limit_s: float
+    copies: list[CopyReportOut] | None = Field(None, description="with check_copy: one report per sample")
+    copy_check_error: str | None = Field(None, description="with check_copy, when the training text could not be read after all")
+
+
+class ScoreResponse(BaseModel):
+    text: str = Field(description="the text as scored: line endings as \\n (as spaces, for a model trained so)")
+    characters: int
+    scored: int = Field(description="characters with a surprisal: all known ones but the first")
+    skipped: int = Field(description="characters outside the vocabulary, skipped (with unknown: skip)")
+    loss: float = Field(description="mean cross-entropy in nats per character")
+    bits_per_char: float
+    perplexity: float | None = Field(description="2 ** bits_per_char (null if too large to write)")
+    surprisal: list[float | None] = Field(description="bits per character of text; null for the first and for skipped ones")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    active: int = Field(description="model calls (generations, scorings) running")
+    waiting: int = Field(description="model calls waiting for a worker")
+    served: int = Field(description="model calls ended since the start")
+    disconnected: int = Field(description="generations stopped because their client went away")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="one line naming the field (or body) and what was wrong")
+    detail: list[dict] | None = Field(None, description="the same per field, in FastAPI's shape (422 only)")
+
+
+ERRORS = {
+    413: {"model": ErrorResponse, "description": "the body is larger than the server takes (`limits.max_body` of /v1/model)"},
+    422: {"model": ErrorResponse, "description": "a bad request: `error` names the field"},
+    503: {"model": ErrorResponse, "description": "every worker is busy and `limits.max_waiting` requests wait already; "
+                                                 "try again (Retry-After: 1)"},
+}
+
+
+class _Busy(Exception):
+    """Every worker is busy and ``max_waiting`` requests wait already: a 503, to try again shortly."""
+
+    def __init__(self, waiting: int):
+        super().__init__(f"busy: every worker is busy and {waiting} request{'s' if waiting != 1 else ''} wait already; try again shortly")
 
 
 class _Invalid(Exception):
@@ -129,12 +201,14 @@ class _Generation:
     ``interval`` seconds, so the caller can stream it and check on the client in between.
     """
 
-    def __init__(self, model, vocab, req, time_limit: float, max_chars: int | None, default: str = ""):
+    def __init__(self, model, vocab, req, time_limit: float, max_chars: int | None, default: str = "", newlines: str = "keep"):
+        if req.lines and "length" in req.model_fields_set:
+            raise _Invalid("lines", "lines and length do not go together: lines stops after that many lines (give one of them)")
         if req.prefix and req.acrostic:
             raise _Invalid("prefix", "prefix and acrostic do not go together: each line of an acrostic starts with its own character")
-        given = req.prefix if req.prefix is not None else "" if req.acrostic else default
+        given = normalize(req.prefix, newlines) if req.prefix is not None else "" if req.acrostic else default
         prefix = self._known(vocab, given, "prefix", req.unknown)
-        style = self._known(vocab, req.style_prefix, "style_prefix", req.unknown)
+        style = self._known(vocab, normalize(req.style_prefix, newlines), "style_prefix", req.unknown)
         acrostic = self._known(vocab, "".join(req.acrostic.split()), "acrostic", req.unknown, exact=True)  # no line starts with <unk> or a space
         if not prefix and given and not acrostic:
             raise _Invalid("prefix", "no character of the prefix is in the model's vocabulary")
@@ -246,8 +320,8 @@ class _Server:
         self.default_prefix = default_prefix(self.vocab, self.ckpt.train_config.prefixes)  # a request without a prefix
         self.limits = limits
         self.workers = workers
-        self.active = 0  # generations running
-        self.waiting = 0  # generations waiting for a worker
+        self.active = 0  # generations and scorings running
+        self.waiting = 0  # generations and scorings waiting for a worker
         self.served = 0
         self.disconnected = 0
         self._loop = self._limiter = None
@@ -296,8 +370,33 @@ class _Server:
             self._loop, self._limiter = loop, anyio.CapacityLimiter(self.workers)
         return self._limiter
 
+    @contextlib.asynccontextmanager
+    async def slot(self, owner):
+        """A worker's place for ``owner`` (a generation or a scoring) while the block runs, once one is free.
+
+        If none is free and ``max_waiting`` requests wait already, :class:`_Busy` (a 503) at once.
+        """
+        limiter = self.limiter()
+        if limiter.available_tokens < 1 and self.waiting >= self.limits.max_waiting:
+            raise _Busy(self.waiting)
+        self.waiting += 1
+        try:
+            await limiter.acquire_on_behalf_of(owner)  # on behalf of the owner: a stream is consumed by another task
+        finally:
+            self.waiting -= 1
+        self.active += 1
+        try:
+            yield
+        finally:
+            limiter.release_on_behalf_of(owner)
+            self.active -= 1
+            self.served += 1
+
     async def in_worker(self, fn, *args):
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter())
+        """``fn(*args)`` in a thread, once a worker is free."""
+        owner = object()
+        async with self.slot(owner):
+            return await anyio.to_thread.run_sync(fn, *args)
 
     def start(self, req) -> _Generation:
         """A generation for ``req``; nothing runs until its first chunk is asked for.
@@ -307,42 +406,36 @@ class _Server:
         """
         # --length is bounded by its Field; --lines and --acrostic are bounded here, by characters.
         cap = self.limits.max_length if (req.lines or req.acrostic) else None
-        gen = _Generation(self.model, self.vocab, req, self.limits.time_limit, cap, self.default_prefix)
+        gen = _Generation(self.model, self.vocab, req, self.limits.time_limit, cap, self.default_prefix, self.ckpt.train_config.newlines)
         if req.check_copy and not self.copy_check_possible():
             raise _Invalid("check_copy", f"the training text is not where the server runs ({_short(self.ckpt.train_config.data)})")
         return gen
 
     async def chunks(self, gen: _Generation, request: Request, interval: float):
         """The chunks of ``gen`` as they are made, once a worker is free; stops early when the client goes away."""
-        limiter = self.limiter()
-        self.waiting += 1
         try:
-            await limiter.acquire_on_behalf_of(gen)  # on behalf of the generation: a stream is consumed by another task
-        finally:
-            self.waiting -= 1
-        self.active += 1
-        try:
-            while True:
-                if await request.is_disconnected():
-                    gen.cancelled.set()
-                try:
-                    # The place in line is held already: the thread itself needs no other token.
-                    chunk = await anyio.to_thread.run_sync(gen.next_chunk, interval)
-                except CharlmError as e:  # raised by generate() on its first step (an empty context)
-                    raise _Invalid("prefix", str(e)) from None
-                if chunk is None:
-                    break
-                yield chunk
+            async with self.slot(gen):
+                while True:
+                    if await request.is_disconnected():
+                        gen.cancelled.set()
+                    try:
+                        # The place in line is held already: the thread itself needs no other token.
+                        chunk = await anyio.to_thread.run_sync(gen.next_chunk, interval)
+                    except CharlmError as e:  # raised by generate() on its first step (an empty context)
+                        raise _Invalid("prefix", str(e)) from None
+                    if chunk is None:
+                        break
+                    yield chunk
+        except _Busy:
+            gen.finish(reason="busy")  # refused before it started: not a disconnection
+            raise
         finally:
             # Also reached when the response is cancelled mid-stream: stop at the next step.
-            limiter.release_on_behalf_of(gen)
             gen.cancelled.set()
             if gen.finish_reason is None:
                 gen.finish_reason = "disconnected"
             if gen.finish_reason == "disconnected":
                 self.disconnected += 1
-            self.active -= 1
-            self.served += 1
 
 
 def create_app(
@@ -354,6 +447,7 @@ def create_app(
     max_samples: int = 16,
     max_text: int = 20000,
     time_limit: float = 30.0,
+    max_waiting: int = 64,
     device: str = "cpu",
     workers: int | None = None,
 ) -> FastAPI:
@@ -363,7 +457,7 @@ def create_app(
     """
     try:
         limits = Limits(max_prefix=max_prefix, max_length=max_length, max_lines=max_lines,
-                        max_samples=max_samples, max_text=max_text, time_limit=time_limit)
+                        max_samples=max_samples, max_text=max_text, time_limit=time_limit, max_waiting=max_waiting)
     except ValidationError as e:
         raise ValueError("invalid server limits: " + "; ".join(_describe(d) for d in e.errors())) from None
     if workers is not None and workers < 1:
@@ -377,23 +471,36 @@ def create_app(
         summary="A character-level language model: write from a prefix, stream it, score any text.",
     )
     app.state.server = srv
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError):
-        detail = _encodable(jsonable_encoder(exc.errors()))  # the input is echoed: a lone surrogate could not be sent
+        detail = [{**d, "input": _echo(d["input"])} if "input" in d else d for d in exc.errors()]
+        detail = _encodable(jsonable_encoder(detail))  # a lone surrogate could not be sent
         error = "; ".join(_describe(d) for d in detail)
         if any(d.get("loc") in (["body"], ("body",)) for d in detail) and "json" not in request.headers.get("content-type", ""):
             error += " (send the body as JSON, with the header Content-Type: application/json)"
         return JSONResponse({"error": error, "detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # FastAPI's words for a body
+            error = "body: malformed JSON (it cannot be parsed, e.g. nested too deeply)"  # json.loads gave up on, not a JSONDecodeError
+            return JSONResponse({"error": error, "detail": [{"loc": ["body"], "msg": error, "type": "json_invalid"}]}, status_code=422)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(_Busy)
+    async def _busy(request: Request, exc: _Busy):
+        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(_Invalid)
     async def _invalid_input(request: Request, exc: _Invalid):
         detail = [{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}]
         return JSONResponse({"error": f"{exc.field}: {exc.message}", "detail": detail}, status_code=422)
 
-    @app.get("/healthz", tags=["service"])
+    @app.get("/healthz", tags=["service"], response_model=Health)
     async def healthz() -> dict:
-        """Liveness, and how many generations are running and waiting."""
+        """Liveness, and how many model calls (generations and scorings) are running, waiting for a worker, and done."""
         return {"status": "ok", "active": srv.active, "waiting": srv.waiting, "served": srv.served,
                 "disconnected": srv.disconnected}
 
@@ -414,10 +521,10 @@ def create_app(
             "device": str(srv.device),
             "metrics": ck.metrics,
             "best": best,
-            "limits": limits.model_dump(),
+            "limits": {**limits.model_dump(), "max_body": limits.max_body},
         })
 
-    @app.post("/v1/generate", tags=["generate"])
+    @app.post("/v1/generate", tags=["generate"], response_model=GenerateResponse, response_model_exclude_none=True, responses=ERRORS)
     async def generate_json(req: GenerateRequest, request: Request) -> dict:
         """Write ``num_samples`` texts from ``prefix``; ``finish_reason`` says why each stopped (done, time_limit, max_length).
 
@@ -434,10 +541,11 @@ def create_app(
         "/v1/generate/stream",
         tags=["generate"],
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}},
+        responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
                          "description": "`chunk` events with data `{\"samples\": [text per sample]}` (the first also with "
                                         "`seed`, so that a stream stopped early can be written again), then one `done` event "
-                                        "with `finish_reason`, `seed`, `chars`, `elapsed_s` (and `copies` with `check_copy`)."}},
+                                        "with the fields of /v1/generate's answer but `samples` (`finish_reason` may also be "
+                                        "`disconnected`); a failure after the 200 is an `error` event with `error`."}},
     )
     async def generate_stream(req: GenerateRequest, request: Request):
         """The same as /v1/generate, as server-sent events while it is written."""
@@ -467,7 +575,7 @@ def create_app(
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.post("/v1/score", tags=["model"])
+    @app.post("/v1/score", tags=["model"], response_model=ScoreResponse, responses=ERRORS)
     async def score(req: ScoreRequest) -> dict:
         """Perplexity and bits per character of ``text`` read as one stream, and each character's surprisal in bits.
 
@@ -509,6 +617,71 @@ def create_app(
 def _short(path) -> str:
     """The last two parts of a path (``run/best``, ``corpora/lyrics.txt``); empty stays empty."""
     return "/".join(Path(path).parts[-2:]) if path else ""
+
+
+def _echo(value, room: int = 200, depth: int = 4):
+    """A request's bad value as a 422 may quote it: long strings and lists cut short, deep nesting elided, NaN and infinities as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN: json.dumps would fail on it
+    if isinstance(value, str) and len(value) > room:
+        return value[:room] + f"… ({len(value):,} characters)"
+    if isinstance(value, (dict, list, tuple)) and depth == 0:
+        return "…"
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {str(k)[:room]: _echo(v, room, depth - 1) for k, v in items[:20]}
+        return out | ({"…": f"{len(items):,} keys"} if len(items) > 20 else {})
+    if isinstance(value, (list, tuple)):
+        return [_echo(v, room, depth - 1) for v in value[:20]] + ([f"… ({len(value):,} items)"] if len(value) > 20 else [])
+    return value
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is answered 413 before the app reads any of it.
+
+    The body (small, by this limit) is read here and handed on whole; after it, the app's
+    ``receive`` is the server's, so a client going away is still seen.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(scope, receive, send, more=True)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._refuse(scope, receive, send, more=message.get("more_body", False))
+            if not message.get("more_body", False):
+                break
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay():
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+    DRAIN = 32 << 20  # bytes of a refused body read and dropped, so that the client, still sending, gets the answer
+
+    async def _refuse(self, scope, receive, send, more: bool):
+        drained = 0
+        while more and drained < self.DRAIN:  # a connection closed on unread data is reset, and the 413 lost with it
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            drained += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        error = f"body: the request is larger than this server takes ({self.max_bytes:,} bytes; see /v1/model limits)"
+        await JSONResponse({"error": error}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
 def _encodable(obj):

@@ -104,3 +104,29 @@ def test_page_fits_the_servers_limits_and_its_copy_button_recovers(tiny_ckpt, br
         copy.click()  # twice within the 1.5 s of "已复制 ✓": the label still comes back
         time.sleep(2)
         assert copy.text.startswith("复制"), copy.text
+
+
+def test_the_page_speaks_english_for_a_model_of_english(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from .conftest import train_tiny
+
+    corpus = tmp_path / "play.txt"
+    corpus.write_text("ROMEO: But soft, what light through yonder window breaks?\nJULIET: Ay me.\n" * 30, encoding="utf-8")
+    train_tiny(tmp_path, data=str(corpus), prefixes=("ROMEO:",), epochs=1)
+    with serve.running(serve.create_app(tmp_path / "run" / "best")) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: "LSTM" in d.find_element(By.ID, "model-info").text)
+        assert browser.title == "Write · charlm" and browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+        assert "parameters" in browser.find_element(By.ID, "model-info").text
+        assert browser.find_element(By.ID, "prefix").get_attribute("value") == "ROMEO:"
+        assert browser.find_element(By.ID, "generate").text == "Generate"  # no Chinese, no doubled gloss
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda d: "seed" in d.find_element(By.ID, "status").text)
+        status = browser.find_element(By.ID, "status").text
+        assert "characters" in status and "字" not in status
+        lyrics = browser.find_element(By.ID, "lyrics")
+        assert lyrics.text.startswith("ROMEO:") and lyrics.value_of_css_property("text-align") in ("left", "start")
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

@@ -515,6 +515,7 @@ def create_app(
             "train_config": {**to_dict(ck.train_config), **{k: _short(getattr(ck.train_config, k)) for k in ("data", "out", "init_from")}},
             "vocab_size": len(srv.vocab),
             "has_newline": "\n" in srv.vocab,
+            "language": _language(srv.vocab),
             "default_prefix": srv.default_prefix,
             "copy_check": srv.copy_check_possible(),
             "parameters": sum(p.numel() for p in srv.model.parameters()),
@@ -612,6 +613,13 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _language(vocab) -> str:
+    """``zh`` when most of the vocabulary's characters are CJK ideographs, else ``en``: the page's words follow it."""
+    chars = [c for c in vocab.itos if len(c) == 1 and not c.isspace()]
+    cjk = sum("\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff" or "\U00020000" <= c <= "\U0003134f" for c in chars)
+    return "zh" if chars and 2 * cjk >= len(chars) else "en"
 
 
 def _short(path) -> str:

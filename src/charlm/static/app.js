@@ -14,10 +14,42 @@ const legend = $("legend");
 
 let uniformBits = 12;  // log2(vocabulary size), set from /v1/model
 let copyCheck = false;  // whether the server can check samples against the training text (/v1/model)
-const copyLabel = copyButton.innerHTML;  // restored after "已复制 ✓", however often it is clicked
+let copyLabel = copyButton.innerHTML;  // restored after "已复制 ✓", however often it is clicked (set again in English)
 let copyTimer = null;
 let controller = null;  // the running request, so Stop (or a new Generate) can abort it
 let text = "";
+
+// The page's words: Chinese for a model of Chinese text, English otherwise (/v1/model's language).
+const WORDS = {
+  zh: {
+    writing: "正在写…", chars: (n) => `${n} 字`, seconds: (s) => `${s} 秒`, seed: (s) => `种子 ${s}`,
+    copied: (n) => `照抄训练文本最长 ${n} 字`, copiedSpan: (span) => `最长照抄「${span}」`,
+    grams: (n, pct) => `${n} 字片段见于训练文本 ${pct}%`, copyDone: "已复制 ✓",
+    score: (ppl, bits) => `困惑度 ${ppl} · ${bits} bits/字`, vocab: (n) => `${n} 个字`, params: (m) => `${m}M 参数`,
+    best: (ppl, epoch) => `验证困惑度 ${ppl}（第 ${epoch} 轮）`, model: "模型", noModel: "读不到模型信息",
+    reasons: { done: "", time_limit: "（到了时间上限，截断了）", max_length: "（到了长度上限，截断了）", disconnected: "（已停止）" },
+    unknownHint: "(remove them from the text)",
+  },
+  en: {
+    writing: "writing…", chars: (n) => `${n} characters`, seconds: (s) => `${s} s`, seed: (s) => `seed ${s}`,
+    copied: (n) => `longest span copied from the training text: ${n} characters`, copiedSpan: (span) => `longest copied: "${span}"`,
+    grams: (n, pct) => `${n}-grams seen in the training text: ${pct}%`, copyDone: "Copied ✓",
+    score: (ppl, bits) => `perplexity ${ppl} · ${bits} bits/char`, vocab: (n) => `${n} characters`, params: (m) => `${m}M parameters`,
+    best: (ppl, epoch) => `validation perplexity ${ppl} (epoch ${epoch})`, model: "model", noModel: "cannot read the model's description",
+    reasons: { done: "", time_limit: " (cut at the time limit)", max_length: " (cut at the length limit)", disconnected: " (stopped)" },
+    unknownHint: "(remove them from the text)",
+  },
+};
+let W = WORDS.zh;
+
+function speak(language) {
+  if (language !== "en") return;  // the page is written in Chinese, with English glosses
+  W = WORDS.en;
+  document.documentElement.lang = "en";
+  document.title = "Write · charlm";
+  for (const el of document.querySelectorAll("[data-en]")) el.textContent = el.dataset.en;
+  for (const el of document.querySelectorAll("[data-en-placeholder]")) el.placeholder = el.dataset.enPlaceholder;
+}
 
 for (const [input, out, digits] of [["temperature", "temperature-out", 2], ["top-p", "top-p-out", 2]]) {
   const show = () => { $(out).value = Number($(input).value).toFixed(digits); };
@@ -101,18 +133,11 @@ async function errorMessage(response) {
     const body = await response.json();
     // The API's hint for unknown characters names a request field the page does not offer.
     return (body.error || JSON.stringify(body.detail || body))
-      .replace('(remove them, or send "unknown": "skip" to drop them)', "(remove them from the text)");
+      .replace('(remove them, or send "unknown": "skip" to drop them)', W.unknownHint);
   } catch {
     return `${response.status} ${response.statusText}`;
   }
 }
-
-const REASONS = {
-  done: "",
-  time_limit: "（到了时间上限，截断了）",
-  max_length: "（到了长度上限，截断了）",
-  disconnected: "（已停止）",
-};
 
 async function generate() {
   if (controller) {  // the button is Stop while a stream runs
@@ -133,7 +158,7 @@ async function generate() {
   setBusy(true);
   lyrics.classList.add("streaming");
   const oldStatus = statusLine.textContent;
-  statusLine.textContent = "正在写…";
+  statusLine.textContent = W.writing;
   // On a phone the sheet is below the controls: bring it into view.
   const sheetTop = lyrics.getBoundingClientRect().top;
   if (sheetTop > window.innerHeight * 0.6) lyrics.closest(".sheet").scrollIntoView({ behavior: "smooth", block: "start" });
@@ -169,17 +194,17 @@ async function generate() {
     setBusy(false);
   }
   if (summary) {
-    statusLine.textContent = `${summary.chars} 字 · ${summary.elapsed_s.toFixed(2)} 秒 · 种子 ${summary.seed}${REASONS[summary.finish_reason] || ""}`;
+    statusLine.textContent = `${W.chars(summary.chars)} · ${W.seconds(summary.elapsed_s.toFixed(2))} · ${W.seed(summary.seed)}${W.reasons[summary.finish_reason] || ""}`;
     statusLine.dataset.seed = summary.seed;
     statusLine.title = "";
     const copy = summary.copies && summary.copies[0];
     if (copy) {  // how much of it is copied from the training text: new lyrics, or recited ones?
-      statusLine.textContent += ` · 照抄训练文本最长 ${copy.longest} 字`;
-      const share = copy.ngram_share == null ? "" : ` · ${copy.n} 字片段见于训练文本 ${Math.round(copy.ngram_share * 100)}%`;
-      statusLine.title = `最长照抄「${copy.span}」${share}`;
+      statusLine.textContent += ` · ${W.copied(copy.longest)}`;
+      const share = copy.ngram_share == null ? "" : ` · ${W.grams(copy.n, Math.round(copy.ngram_share * 100))}`;
+      statusLine.title = `${W.copiedSpan(copy.span)}${share}`;
     }
   } else if (fresh) {
-    statusLine.textContent = `${[...fresh].length} 字${textSeed !== null ? ` · 种子 ${textSeed}` : ""}${REASONS.disconnected}`;
+    statusLine.textContent = `${W.chars([...fresh].length)}${textSeed !== null ? ` · ${W.seed(textSeed)}` : ""}${W.reasons.disconnected}`;
     statusLine.title = "";
     if (textSeed !== null) statusLine.dataset.seed = textSeed;
     else delete statusLine.dataset.seed;  // not the seed of an earlier text
@@ -201,7 +226,7 @@ async function tint(plain) {
     const score = await response.json();
     if (score.text !== plain || text !== plain) return;  // a newer text is showing
     renderTinted(plain, score.surprisal, uniformBits);
-    $("score-summary").textContent = `困惑度 ${score.perplexity.toFixed(1)} · ${score.bits_per_char.toFixed(2)} bits/字`;
+    $("score-summary").textContent = W.score(score.perplexity == null ? "∞" : score.perplexity.toFixed(1), score.bits_per_char.toFixed(2));
     legend.hidden = false;
   } catch {
     // tinting is a nicety: the plain text stays
@@ -238,7 +263,7 @@ copyButton.addEventListener("click", async () => {
     sel.addRange(range);
     try { document.execCommand("copy"); } catch { /* the selection is there */ }
   }
-  copyButton.textContent = "已复制 ✓";
+  copyButton.textContent = W.copyDone;
   clearTimeout(copyTimer);
   copyTimer = setTimeout(() => { copyButton.innerHTML = copyLabel; }, 1500);
 });
@@ -246,14 +271,17 @@ copyButton.addEventListener("click", async () => {
 async function loadModelInfo() {
   try {
     const info = await (await fetch("/v1/model")).json();
+    speak(info.language);
+    copyLabel = copyButton.innerHTML;
     const m = info.model_config;
     const parts = [
       `${m.cell.toUpperCase()} ${m.num_layers}×${m.hidden_size}`,
-      `${info.vocab_size.toLocaleString()} 个字`,
-      `${(info.parameters / 1e6).toFixed(2)}M 参数`,
+      W.vocab(info.vocab_size.toLocaleString()),
+      W.params((info.parameters / 1e6).toFixed(2)),
     ];
-    if (info.best && info.best.val_ppl != null) parts.push(`验证困惑度 ${info.best.val_ppl.toFixed(1)}（第 ${info.best.epoch} 轮）`);
-    $("model-info").textContent = "模型 · " + parts.join(" · ");
+    const epoch = (e) => (Number.isInteger(e) ? e : e.toFixed(2));  // validated within an epoch (--eval-every): a fraction
+    if (info.best && info.best.val_ppl != null) parts.push(W.best(info.best.val_ppl.toFixed(1), epoch(info.best.epoch)));
+    $("model-info").textContent = `${W.model} · ` + parts.join(" · ");
     uniformBits = Math.max(4, Math.log2(info.vocab_size));
     copyCheck = info.copy_check === true;
     const lim = info.limits;
@@ -263,7 +291,7 @@ async function loadModelInfo() {
     $("lines").max = lim.max_lines;
     if (Number($("lines").value) > lim.max_lines) $("lines").value = lim.max_lines;  // else the form refuses to send
   } catch {
-    $("model-info").textContent = "读不到模型信息";
+    $("model-info").textContent = W.noModel;
   }
 }
 

@@ -67,8 +67,8 @@ def test_train_generate_eval(capsys, corpus, tmp_path):
     assert code == 0 and "for scale: a bigram count model of the training text, on the same 1,599 characters: perplexity " in stdout
     # the training text repeats one verse: its bigram model knows the corpus nearly by heart
     assert float(stdout.split("on the same 1,599 characters: perplexity ")[1].split()[0]) < 2
-    one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "-1")[::2], "--dynamic must be a learning rate >= 0, got -1.0")
-    one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "nan")[::2], "--dynamic must be a learning rate >= 0, got nan")
+    one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "-1")[::2], "--dynamic must be a learning rate from 0 to 10 (0.001 to 1 are the useful ones), got -1.0")
+    one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "nan")[::2], "--dynamic must be a learning rate from 0 to 10 (0.001 to 1 are the useful ones), got nan")
 
 
 def test_resume_equals_one_run(capsys, corpus, tmp_path):
@@ -445,3 +445,93 @@ def test_generate_reads_prefix_line_ends_as_newlines_and_refuses_length_with_lin
     b = run_cli(capsys, "generate", tiny_run, "--prefix", "分开\n", "--length", 5, "--seed", 1)
     assert a[0] == 0 and a[1] == b[1]
     one_line_error(*run_cli(capsys, "generate", tiny_run, "--lines", 2, "--length", 5)[::2], "--length and --lines do not go together")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("format_version", "1", "format_version is '1'"),
+    ("format_version", None, "format_version is None"),
+    ("sha256", [], "sha256 is []"),
+    ("model_config", None, "model_config is None"),
+    ("train_config", [], "train_config is []"),
+    ("metrics", [1, 2], "metrics must be a list of objects"),
+    ("model_config.hidden_size", 32.0, "hidden_size must be a whole number, got 32.0"),
+    ("model_config.copy_window", 10**12, "copy_window must be from 0 to"),
+    ("train_config.prefixes", [1, 2], "prefixes must be a list of texts"),
+    ("vocab.itos", [1, 2], "vocabulary entries must be single characters"),
+])
+def test_a_tampered_checkpoint_json_is_a_one_line_error(capsys, tiny_run, tmp_path, key, value, message):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    meta_file = run / "best" / "checkpoint.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    *parents, last = key.split(".")
+    target = meta
+    for k in parents:
+        target = target[k]
+    target[last] = value
+    meta_file.write_text(json.dumps(meta), encoding="utf-8")
+    for cmd in (["generate", run / "best", "--length", 5], ["eval", run / "best", run.parent / "run" / "metrics.jsonl"]):
+        one_line_error(*run_cli(capsys, *cmd)[::2], message)
+
+
+def test_a_tampered_training_state_is_a_one_line_error_on_resume(capsys, tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    meta_file = run / "last" / "checkpoint.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    for trainer in ({}, {**meta["trainer"], "epoch": "2"}):
+        meta_file.write_text(json.dumps({**meta, "trainer": trainer}), encoding="utf-8")
+        one_line_error(*run_cli(capsys, "train", "--resume", run, "--epochs", 9)[::2], "damaged checkpoint")
+
+
+def test_resume_into_a_folder_holding_another_run_needs_overwrite(capsys, corpus, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, *TINY)[0] == 0
+    before = (b / "metrics.jsonl").read_text()
+    one_line_error(*run_cli(capsys, "train", "--resume", a, "--epochs", 2, "--out", b)[::2], "already holds a training run")
+    assert (b / "metrics.jsonl").read_text() == before
+    one_line_error(*run_cli(capsys, "train", "--resume", a, "--epochs", 2, "--overwrite")[::2], "--overwrite does not go with --resume")
+    assert run_cli(capsys, "train", "--resume", a, "--epochs", 2, "--out", b, "--overwrite")[0] == 0
+    assert [m["epoch"] for m in map(json.loads, (b / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "inf"], "lr must be a finite number, got inf"),
+    (["--weight-decay", "inf"], "weight_decay must be a finite number"),
+    (["--schedule", "cosine", "--min-lr", "1"], "min_lr (1) must not be above lr"),
+    (["--copy-window", "99999999999999999999"], "copy_window must be from 0 to"),
+    (["--hidden-size", "1000000000000", "--no-tie-weights"], "hidden_size must be from 1 to"),
+    (["--num-layers", "100000"], "num_layers must be from 1 to 64"),
+    (["--preset", ""], "unknown preset ''"),
+])
+def test_numbers_beyond_any_model_are_refused_before_anything_is_written(capsys, corpus, tmp_path, flags, message):
+    out = tmp_path / "run"
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", out, *TINY, *flags)[::2], message)
+    assert not out.exists()
+
+
+def test_generate_and_eval_refuse_what_would_do_nothing_or_diverge(capsys, tiny_run, corpus):
+    one_line_error(*run_cli(capsys, "generate", tiny_run, "--greedy", "--temperature", 0.5)[::2], "--temperature would do nothing")
+    one_line_error(*run_cli(capsys, "generate", tiny_run, "--num-samples", 10**12)[::2], "num_samples must be from 1 to 4096")
+    one_line_error(*run_cli(capsys, "eval", tiny_run, corpus, "--dynamic", "1e300")[::2], "--dynamic must be a learning rate from 0 to 10")
+
+
+def test_an_existing_read_only_out_folder_is_refused_before_training(capsys, corpus, tmp_path, monkeypatch):
+    out = tmp_path / "ro"
+    out.mkdir()
+    real = os.access
+    # chmod 555 does not stop root (the test may run as root): the folder is reported read-only instead
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == out else real(p, mode, **kw))
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", out, *TINY)[::2], "is not writable")
+    assert list(out.iterdir()) == []
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("charlm ")

@@ -76,6 +76,8 @@ def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> 
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
         raise CharlmError(f"{what} {path} is {'a file' if folder else 'a folder'}; give {'a folder' if folder else 'a file name'}")
+    if folder and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise CharlmError(f"{what} {path} is not writable")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -240,14 +242,30 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
         raise CharlmError(f"{p / META_FILE}: unreadable or truncated ({e.__class__.__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CharlmError(f"{p}: not a charlm checkpoint")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CharlmError(f"{p}: checkpoint format {meta['format_version']} is newer than this charlm reads ({FORMAT_VERSION}); upgrade charlm")
+    version = meta.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise CharlmError(f"{p}: checkpoint format {version} is newer than this charlm reads ({FORMAT_VERSION}); upgrade charlm")
+    shapes = {"format_version": int, "sha256": dict, "model_config": dict, "train_config": dict, "vocab": dict,
+              "metrics": list, "trainer": dict}
+    for key, kind in shapes.items():
+        value = meta.get(key, [] if key == "metrics" else {} if key == "trainer" and not with_trainer else None)
+        if not isinstance(value, kind) or isinstance(value, bool) or (key == "format_version" and value < 1):
+            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: {key} is {'missing' if key not in meta else repr(value)[:60]})")
+    if not all(isinstance(m, dict) for m in meta.get("metrics", [])):
+        raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: metrics must be a list of objects)")
+    if with_trainer:  # what a resume reads first (the position in the run) is there and whole
+        t = meta["trainer"]
+        counts = ("epoch", "batch", "step", "since_best", "epoch_tokens")
+        if not all(isinstance(t.get(k), int) and not isinstance(t.get(k), bool) and t[k] >= 0 for k in counts):
+            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer needs {', '.join(counts)} as whole numbers >= 0)")
     files = [MODEL_FILE] + ([TRAINER_FILE] if with_trainer else [])
     for name in files:
         f = p / name
         if not f.is_file():
             raise CharlmError(f"{p}: {name} is missing")
-        if _sha256(f) != meta.get("sha256", {}).get(name):
+        if name not in meta["sha256"]:
+            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE} has no checksum for {name})")
+        if _sha256(f) != meta["sha256"][name]:
             raise CharlmError(f"{f}: does not match the checksum in {META_FILE} (truncated or replaced)")
     try:
         model_config = from_dict(ModelConfig, meta["model_config"])
@@ -255,7 +273,7 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
         vocab = Vocab.from_dict(meta["vocab"])
         weights = load_file(str(p / MODEL_FILE))
         trainer_tensors = load_file(str(p / TRAINER_FILE)) if with_trainer else {}
-    except (KeyError, TypeError, ValueError, SafetensorError, OSError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, SafetensorError, OSError) as e:
         raise CharlmError(f"{p}: damaged checkpoint ({e})") from None
     if len(vocab) != model_config.vocab_size:
         raise CharlmError(f"{p}: vocabulary has {len(vocab)} entries but the model expects {model_config.vocab_size}")

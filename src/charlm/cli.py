@@ -70,10 +70,22 @@ def given(args: argparse.Namespace, cls) -> dict:
     return {k: v for k, v in vars(args).items() if k in field_names(cls) and v is not None}
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("charlm")
+    except PackageNotFoundError:  # run from a source tree without installing
+        from . import __version__
+
+        return __version__
+
+
 def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     """The command line; ``train --help`` shows the values of ``preset`` beside the built-in defaults."""
     p = argparse.ArgumentParser(prog="charlm", description="Character-level LSTM language models: train, generate, evaluate, "
                                                                 "look inside (inspect) and serve.")
+    p.add_argument("--version", action="version", version=f"charlm {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model (default: the bundled Jay Chou lyrics)",
@@ -183,7 +195,7 @@ def _train(args: argparse.Namespace) -> int:
     resume, init_weights = None, None
     rank = distributed.from_env()[1]  # the first process alone writes, so it alone holds the run folder's lock
     if args.resume:
-        if args.preset:
+        if args.preset is not None:
             raise CharlmError("--preset and --resume do not go together: a resumed run keeps its own settings")
         changed = sorted(set(overrides) - RESUMABLE_OVERRIDES)
         if changed:
@@ -192,6 +204,12 @@ def _train(args: argparse.Namespace) -> int:
         out = overrides.pop("out", str(resume.path.parent))
         train_cfg = dataclasses.replace(resume.train_config, **overrides, out=out)
         _check_work_left(resume, train_cfg)
+        elsewhere = Path(train_cfg.out).resolve() != resume.path.parent.resolve()  # continued into another folder
+        if elsewhere:  # as a new run's --out: not over another run unless --overwrite
+            _check_new_out(train_cfg.out, args.overwrite, locks=not rank)
+        elif args.overwrite:
+            raise CharlmError("--overwrite does not go with --resume into the run's own folder (it continues that run); "
+                              "to start again, leave out --resume")
         ckpt_io.check_writable(train_cfg.out, "--out", folder=True)
         if not rank:
             ckpt_io.lock_run(train_cfg.out)
@@ -202,8 +220,9 @@ def _train(args: argparse.Namespace) -> int:
                  else f"in epoch {t['epoch'] + 1} of {train_cfg.epochs}, after batch {t['batch']}")
         print(f"resuming {resume.path} {where}" + ("; first the validation it was stopped in" if pending else ""), flush=True)
     else:
-        values = {**get_preset(args.preset or DEFAULT_PRESET), **overrides}
-        check_requires(args.preset or DEFAULT_PRESET, values)
+        preset = DEFAULT_PRESET if args.preset is None else args.preset  # --preset '' is an unknown preset, not the default
+        values = {**get_preset(preset), **overrides}
+        check_requires(preset, values)
         train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
         if train_cfg.data:  # kept absolute: --resume, --check-copy, --bigram and serve read it again from anywhere
             import os
@@ -223,7 +242,7 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume, init_weights=init_weights, dist=dist)
     if dist.is_main:
         ckpt_io.lock_run(trainer.out)  # a folder made just now (one there already was locked when checked)
-    if args.overwrite and resume is None and dist.is_main:
+    if args.overwrite and dist.is_main:  # a new run, or a resume into another folder (its own one is refused above)
         _clear_run(trainer.out)  # the old run's best/ and plot must not outlive it beside the new one
     print(describe(trainer), flush=True)
     if dist.enabled:
@@ -342,6 +361,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .data import normalize
 
     cfg = _sample_config(args)
+    ignored = [f"--{k.replace('_', '-')}" for k in ("temperature", "top_k", "top_p") if k in given(args, SampleConfig)]
+    if cfg.greedy and ignored:
+        raise CharlmError(f"--greedy takes the most likely character every time, so {' and '.join(ignored)} would do nothing; give one or the other")
     if cfg.lines and "length" in given(args, SampleConfig):
         raise CharlmError("--length and --lines do not go together: --lines stops after that many lines (give one of them)")
     if args.prefix is not None and args.acrostic:
@@ -438,8 +460,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
-    if not args.dynamic >= 0 or math.isinf(args.dynamic):
-        raise CharlmError(f"--dynamic must be a learning rate >= 0, got {args.dynamic}")
+    if not 0 <= args.dynamic <= 10:
+        raise CharlmError(f"--dynamic must be a learning rate from 0 to 10 (0.001 to 1 are the useful ones), got {args.dynamic}")
     newlines = ckpt.train_config.newlines
     text = normalize(read_text(args.file, args.encoding))  # line ends as \n; newlines as the model reads them below
     needs = [flag for flag, on in (("--check-copy", args.check_copy), ("--bigram", args.bigram)) if on]
@@ -464,6 +486,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             loss, n = evaluate(model, torch.tensor(ids, dtype=torch.long), progress=bar.advance)
     finally:
         bar.close()
+    if math.isnan(loss):
+        raise CharlmError(f"dynamic evaluation diverged (the loss became NaN): --dynamic {args.dynamic:g} is too large; try 0.1 or less"
+                          if args.dynamic else "the loss is NaN: the model's weights are not finite (a training run that diverged)",
+                          exit_code=1)
     if args.dynamic:
         how = (f"ADAPTIVE (dynamic evaluation): read once as one stream, the state carried, and after scoring each "
                f"{DYNAMIC_CHUNK} characters one SGD step (lr {args.dynamic:g}) on them; not comparable with static figures")
@@ -551,6 +577,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError:
+        print("charlm: error: out of memory (a model, batch or number of samples too large for this machine)", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # torch's allocators say it in words
+        if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
+            raise
+        print(f"charlm: error: out of memory ({str(e).splitlines()[0][:200]}); try a smaller model or batch", file=sys.stderr)
+        return 1
     except OSError as e:  # a file the checks before the work could not foresee (a full disk, a permission)
         where = f"{e.filename}: " if e.filename else ""
         print(f"charlm: error: {where}{e.strerror or e}", file=sys.stderr)

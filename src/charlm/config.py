@@ -33,6 +33,34 @@ def _check(cond: bool, message: str) -> None:
         raise ValueError(message)
 
 
+_TYPES = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text",
+          "tuple": "a list of texts", "int | None": "a whole number or nothing"}
+
+
+def _check_types(cfg) -> None:
+    """Each field of the type it declares (a checkpoint's JSON may say anything): checked before the ranges."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.type == "int | None" and v is None:
+            continue
+        kind = "int" if f.type == "int | None" else f.type
+        ok = {
+            "int": isinstance(v, int) and not isinstance(v, bool),
+            "float": isinstance(v, (int, float)) and not isinstance(v, bool),
+            "bool": isinstance(v, bool),
+            "str": isinstance(v, str),
+            "tuple": isinstance(v, (tuple, list)) and all(isinstance(x, str) for x in v),
+        }[kind]
+        _check(ok, f"{f.name} must be {_TYPES[f.type]}, got {v!r}")
+
+
+def _check_finite(cfg) -> None:
+    """No infinite or NaN number (checked after the ranges, whose messages say more where they apply)."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        _check(not isinstance(v, float) or math.isfinite(v), f"{f.name} must be a finite number, got {v}")
+
+
 def _check_choice(name: str, value: str, choices: tuple) -> None:
     _check(value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
@@ -61,13 +89,15 @@ class ModelConfig:
     copy_dim: int = field(default=64, metadata=_help("width of the copy attention's keys and queries"))
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check_choice("cell", self.cell, CELLS)
-        _check(self.vocab_size >= 0, f"vocab_size must be >= 0, got {self.vocab_size}")
-        _check(self.embedding_size >= 0, f"embedding_size must be >= 0, got {self.embedding_size}")
-        _check(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}")
-        _check(self.num_layers >= 1, f"num_layers must be >= 1, got {self.num_layers}")
-        _check(self.copy_window >= 0, f"copy_window must be >= 0, got {self.copy_window}")
-        _check(self.copy_dim >= 1, f"copy_dim must be >= 1, got {self.copy_dim}")
+        # upper bounds far beyond any model that trains on one machine: past them is a typo, not a model
+        _check(0 <= self.vocab_size <= 2**22, f"vocab_size must be from 0 to {2**22:,}, got {self.vocab_size}")
+        _check(0 <= self.embedding_size <= 2**16, f"embedding_size must be from 0 to {2**16:,}, got {self.embedding_size}")
+        _check(1 <= self.hidden_size <= 2**16, f"hidden_size must be from 1 to {2**16:,}, got {self.hidden_size}")
+        _check(1 <= self.num_layers <= 64, f"num_layers must be from 1 to 64, got {self.num_layers}")
+        _check(0 <= self.copy_window <= 2**16, f"copy_window must be from 0 to {2**16:,}, got {self.copy_window}")
+        _check(1 <= self.copy_dim <= 2**12, f"copy_dim must be from 1 to {2**12:,}, got {self.copy_dim}")
         for name in ("dropout", "embed_dropout", "weight_drop"):
             value = getattr(self, name)
             _check(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}")
@@ -77,6 +107,7 @@ class ModelConfig:
                 f"tie_weights needs embedding_size == hidden_size, got {self.embedding_size} and {self.hidden_size}"
                 f": add --no-tie-weights, or give both the same size",
             )
+        _check_finite(self)
 
 
 @dataclass(frozen=True)
@@ -121,6 +152,7 @@ class TrainConfig:
     out: str = field(default="runs/charlm", metadata=_help("output folder for checkpoints, metrics and plots"))
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check_choice("newlines", self.newlines, NEWLINES)
         _check_choice("vocab_from", self.vocab_from, VOCAB_FROM)
         _check_choice("sampling", self.sampling, SAMPLINGS)
@@ -141,6 +173,8 @@ class TrainConfig:
         _check(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         _check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
         _check(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr}")
+        _check(self.min_lr <= self.lr or self.schedule != "cosine", f"min_lr ({self.min_lr:g}) must not be above lr ({self.lr:g}): "
+                                                                   "the cosine schedule falls from lr to min_lr")
         _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         _check(self.warmup_steps == 0 or self.schedule != "plateau", "warmup_steps works with the constant and cosine schedules, not plateau")
         _check(0 < self.plateau_factor < 1, f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
@@ -153,6 +187,7 @@ class TrainConfig:
         _check(bool(self.out), "out must name a folder")
         _check(0 <= self.seed <= SEED_MAX, f"seed must be from 0 to {SEED_MAX}, got {self.seed}")
         object.__setattr__(self, "prefixes", tuple(self.prefixes))
+        _check_finite(self)
 
 
 @dataclass(frozen=True)
@@ -171,15 +206,17 @@ class SampleConfig:
                                                                   "newlines: at a space from 3/4 of this on, shown as the line break)"))
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check(self.length >= 1, f"length must be >= 1, got {self.length}")
         _check(self.lines >= 0, f"lines must be >= 0, got {self.lines}")
         _check(MIN_TEMPERATURE <= self.temperature < math.inf, f"temperature must be a number >= {MIN_TEMPERATURE:g}, got {self.temperature:g} "
                                                    "(--greedy takes the most likely character every time)")
         _check(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        _check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
+        _check(1 <= self.num_samples <= 4096, f"num_samples must be from 1 to 4096, got {self.num_samples}")
         _check(self.max_line_length >= 1, f"max_line_length must be >= 1, got {self.max_line_length}")
         _check(-1 <= self.seed <= SEED_MAX, f"seed must be -1 (random) or from 0 to {SEED_MAX}, got {self.seed}")
+        _check_finite(self)
 
 
 def field_names(cls) -> set[str]:

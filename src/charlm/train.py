@@ -237,7 +237,11 @@ class Trainer:
         self._signal = None
         self._scaler_state = None  # fp16's gradient scaler (its scale and growth count), from a checkpoint until the step exists
         if resume is not None:
-            self._restore(resume)
+            try:
+                self._restore(resume)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+                # a checkpoint.json edited by hand, or written by something else: not a resumable training state
+                raise CharlmError(f"{resume.path}: damaged checkpoint (its training state: {e.__class__.__name__}: {e})") from None
         if self.dist.world_size > 1:  # the same corpus, vocabulary and position everywhere, or a clear error now
             self.dist.check_same(train_chars=self.train_ids.numel(), train_hash=int(hash_ids(self.train_ids)[:15], 16),
                                  vocab_size=model_cfg.vocab_size, epoch=self.epoch, batch=self.batch, step=self.step)
@@ -527,6 +531,12 @@ class Trainer:
         val_loss = self._val_loss()  # the same on every process
         self.pending = None
         train_loss, val_loss = self.dist.from_main(train_loss, val_loss)  # so that all take the same decisions below
+        if not all(math.isfinite(x) for x in (train_loss, val_loss) if x is not None):  # diverged: keep the last good checkpoints
+            last = self.out / "last"
+            kept = f"the last good checkpoint is {last}" if (last / ckpt_io.META_FILE).exists() else "no checkpoint was written"
+            raise CharlmError(f"the {'validation' if val_loss is not None and not math.isfinite(val_loss) else 'training'} loss is "
+                              f"NaN or infinite after epoch {self.epoch}: training diverged; stopped, {kept}; try a lower --lr "
+                              f"or a --grad-clip", exit_code=1)
         chars_per_s = tokens / max(1e-9, self.elapsed)
         epoch = self.epoch if at_epoch_end else round(self.epoch + self.batch / self.n_batches, 3)
         rec = {
@@ -634,7 +644,7 @@ def describe(trainer: Trainer) -> str:
     c = trainer.corpus
     val = f"validation {len(c.val_text):,}" + (f" ({trainer.val_skipped:,} outside the vocabulary, skipped when scoring)" if trainer.val_skipped else "")
     return (f"corpus: {c.total_chars:,} characters; training {len(c.train_text):,}, {val}\n"
-            f"vocabulary: {len(c.vocab):,} characters; model: {trainer.model_cfg.cell} {trainer.model_cfg.num_layers}x{trainer.model_cfg.hidden_size}, "
+            f"vocabulary: {len(c.vocab):,} character{'s' if len(c.vocab) != 1 else ''}; model: {trainer.model_cfg.cell} {trainer.model_cfg.num_layers}x{trainer.model_cfg.hidden_size}, "
             f"{num_parameters(trainer.model):,} parameters; {trainer.n_batches} batches of {trainer.cfg.batch_size}x{trainer.cfg.num_steps} per epoch; device {trainer.device}")
 
 

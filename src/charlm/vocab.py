@@ -69,4 +69,9 @@ class Vocab:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Vocab":
-        return cls(tuple(d["itos"]), unk=bool(d.get("unk", False)))
+        itos, unk = d["itos"], d.get("unk", False)
+        if not isinstance(itos, list) or not all(isinstance(c, str) and (len(c) == 1 or c == UNK) for c in itos):
+            raise ValueError("vocabulary entries must be single characters")
+        if not isinstance(unk, bool):
+            raise ValueError(f"vocabulary unk must be true or false, got {unk!r}")
+        return cls(tuple(itos), unk=unk)

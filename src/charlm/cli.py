@@ -14,6 +14,8 @@ import types
 import typing
 from pathlib import Path
 
+from . import __version__
+
 from .config import ModelConfig, SampleConfig, TrainConfig, field_names
 from .errors import CharlmError
 from .presets import DEFAULT_PRESET, PRESETS, check_requires, get_preset
@@ -70,22 +72,11 @@ def given(args: argparse.Namespace, cls) -> dict:
     return {k: v for k, v in vars(args).items() if k in field_names(cls) and v is not None}
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("charlm")
-    except PackageNotFoundError:  # run from a source tree without installing
-        from . import __version__
-
-        return __version__
-
-
 def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     """The command line; ``train --help`` shows the values of ``preset`` beside the built-in defaults."""
     p = argparse.ArgumentParser(prog="charlm", description="Character-level LSTM language models: train, generate, evaluate, "
                                                                 "look inside (inspect) and serve.")
-    p.add_argument("--version", action="version", version=f"charlm {_version()}")
+    p.add_argument("--version", action="version", version=f"charlm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model (default: the bundled Jay Chou lyrics)",

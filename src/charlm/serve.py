@@ -42,6 +42,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import __version__
 from .checkpoint import load_model
 from .config import MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
 from .copycheck import CopyIndex
@@ -467,7 +468,7 @@ def create_app(
 
     app = FastAPIOffline(  # FastAPI whose /docs and /redoc serve their scripts from here, not from a CDN
         title="charlm",
-        version=_version(),
+        version=__version__,
         summary="A character-level language model: write from a prefix, stream it, score any text.",
     )
     app.state.server = srv
@@ -709,15 +710,6 @@ def _describe(d: dict) -> str:
         return f"body: malformed JSON ({d.get('ctx', {}).get('error', 'cannot be parsed')}, at character {d['loc'][-1]})"
     loc = [str(p) for p in d.get("loc", ()) if p != "body"]
     return f"{'.'.join(loc) or 'body'}: {d.get('msg', 'invalid')}"
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("charlm")
-    except Exception:  # pragma: no cover - running from a source tree
-        return "0"
 
 
 def bind(host: str, port: int) -> socket.socket:

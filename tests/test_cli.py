@@ -483,7 +483,9 @@ def test_a_tampered_training_state_is_a_one_line_error_on_resume(capsys, tiny_ru
     shutil.copytree(tiny_run, run)
     meta_file = run / "last" / "checkpoint.json"
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    for trainer in ({}, {**meta["trainer"], "epoch": "2"}):
+    for trainer in ({}, {**meta["trainer"], "epoch": "2"}, {**meta["trainer"], "best_val": "x"},
+                    {**meta["trainer"], "pending_validation": 5}, {**meta["trainer"], "pending_validation": {"x": 1}},
+                    {**meta["trainer"], "train_seconds": "x"}):
         meta_file.write_text(json.dumps({**meta, "trainer": trainer}), encoding="utf-8")
         one_line_error(*run_cli(capsys, "train", "--resume", run, "--epochs", 9)[::2], "damaged checkpoint")
 
@@ -535,3 +537,13 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("charlm ")
+
+
+def test_a_failed_resume_into_a_new_folder_makes_no_folder(capsys, tmp_path):
+    corpus = tmp_path / "gone.txt"
+    corpus.write_text(LYRIC * 40, encoding="utf-8")
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", run, *TINY)[0] == 0
+    corpus.unlink()
+    assert run_cli(capsys, "train", "--resume", run, "--epochs", 2, "--out", tmp_path / "new")[0] == 2
+    assert not (tmp_path / "new").exists()

@@ -81,3 +81,9 @@ def test_the_prefix_is_not_counted_as_copied(capsys, tiny_run, tmp_path):
     out, err = capsys.readouterr()
     assert "outside the vocabulary" not in out and f"characters: {2 * 22 + 2:,} read" in out  # 2 x (分开 + 20) and their line ends
     assert err.count("copy check") == 3  # two samples and the summary
+
+
+def test_shown_line_breaks_of_a_text_without_newlines_read_as_the_model_wrote_them():
+    assert CopyIndex("xx the quick brownfox jumps xx").check("the quick\nbrownfox jumps").longest == 24  # the break was a space
+    assert CopyIndex("xxthequickbrownfoxjumpsxx").check("thequickbr\nownfoxjumps").longest == 21  # only put in for showing
+    assert CopyIndex("a line\nanother\n").check("line\nanother").longest == 12  # a text with newlines: as they are

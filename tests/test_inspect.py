@@ -123,6 +123,7 @@ def test_finds_units_that_follow_visible_features():
         (["--text", "分开", "--units", "0,999"], "unit 999 does not exist"),
         (["--text", "分开", "--units", "a,b"], "--units takes unit numbers"),
         (["--text", "分开", "--units", " , "], "--units names no unit"),
+        (["--text", "分开", "--units", ""], "--units names no unit"),
         ([], "exactly one of --text or --file"),
     ],
 )

@@ -430,3 +430,44 @@ def test_the_default_length_keeps_to_the_servers_limit_and_prefix_line_ends_are_
         assert r.status_code == 200 and r.json()["chars"] == 20
         one = c.post("/v1/generate", json={"prefix": "分开\r\n", "seed": 1, "length": 5}).json()["samples"]
         assert one == c.post("/v1/generate", json={"prefix": "分开\n", "seed": 1, "length": 5}).json()["samples"]
+
+
+def test_a_json_request_whose_client_left_ends_without_an_error(tiny_ckpt):
+    """The answer nobody reads still passes its own schema (finish_reason disconnected), not a 500 in the log."""
+    app = serve.create_app(tiny_ckpt)
+    body = json.dumps({"length": 2000, "seed": 1}).encode()
+    sent, asked = [], []
+
+    async def receive():
+        asked.append(1)
+        if len(asked) == 1:
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/generate", "raw_path": b"/v1/generate", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 200
+    answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert answer["finish_reason"] == "disconnected" and answer["chars"] < 2000
+
+
+def test_copy_reports_keep_their_null_share_and_samples_are_bounded(client, tiny_ckpt):
+    r = client.post("/v1/generate", json={"prefix": "分开", "length": 3, "check_copy": True, "seed": 1}).json()
+    assert r["copies"][0]["ngram_share"] is None and "copy_check_error" not in r  # a 3-character sample has no 8-gram
+    with pytest.raises(ValueError, match="max_samples"):
+        serve.create_app(tiny_ckpt, max_samples=5000)  # beyond what a generation takes
+
+
+def test_echoes_of_raw_bodies_and_long_keys_are_bounded_and_greedy_takes_no_temperature(client):
+    r = client.post("/v1/score", content=b"x" * 200_000, headers={"content-type": "text/plain"})
+    assert r.status_code == 422 and len(r.content) < 3000
+    r = client.post("/v1/score", json={"text": "分开", "k" * 100_000: 1})
+    assert r.status_code == 422 and len(r.content) < 3000
+    r = client.post("/v1/generate", json={"greedy": True, "temperature": 0.5})
+    assert r.status_code == 422 and r.json()["error"].startswith("temperature: greedy takes the most likely character")

@@ -258,6 +258,12 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
         counts = ("epoch", "batch", "step", "since_best", "epoch_tokens")
         if not all(isinstance(t.get(k), int) and not isinstance(t.get(k), bool) and t[k] >= 0 for k in counts):
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer needs {', '.join(counts)} as whole numbers >= 0)")
+        number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+        pending = t.get("pending_validation")
+        if not (t.get("best_val") is None or number(t["best_val"])) or not all(number(t.get(k, 0)) for k in ("elapsed", "train_seconds")):
+            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's best_val, elapsed and train_seconds must be numbers)")
+        if pending is not None and not (isinstance(pending, dict) and all(isinstance(pending.get(k), bool) for k in ("at_epoch_end", "over_time"))):
+            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's pending_validation is {str(pending)[:60]})")
     files = [MODEL_FILE] + ([TRAINER_FILE] if with_trainer else [])
     for name in files:
         f = p / name

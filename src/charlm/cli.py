@@ -202,7 +202,7 @@ def _train(args: argparse.Namespace) -> int:
             raise CharlmError("--overwrite does not go with --resume into the run's own folder (it continues that run); "
                               "to start again, leave out --resume")
         ckpt_io.check_writable(train_cfg.out, "--out", folder=True)
-        if not rank:
+        if not rank and Path(train_cfg.out).is_dir():  # a folder still to be made is locked once the run starts, below
             ckpt_io.lock_run(train_cfg.out)
         model_cfg = resume.model_config
         corpus = load_corpus(train_cfg, vocab=resume.vocab)
@@ -574,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:  # torch's allocators say it in words
         if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
             raise
-        print(f"charlm: error: out of memory ({str(e).splitlines()[0][:200]}); try a smaller model or batch", file=sys.stderr)
+        print(f"charlm: error: out of memory ({str(e).splitlines()[0][:200]}); try smaller settings", file=sys.stderr)
         return 1
     except OSError as e:  # a file the checks before the work could not foresee (a full disk, a permission)
         where = f"{e.filename}: " if e.filename else ""

@@ -174,7 +174,7 @@ class TrainConfig:
         _check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
         _check(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr}")
         _check(self.min_lr <= self.lr or self.schedule != "cosine", f"min_lr ({self.min_lr:g}) must not be above lr ({self.lr:g}): "
-                                                                   "the cosine schedule falls from lr to min_lr")
+                                                                   "the cosine schedule falls from lr to min_lr (lower --min-lr too)")
         _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         _check(self.warmup_steps == 0 or self.schedule != "plateau", "warmup_steps works with the constant and cosine schedules, not plateau")
         _check(0 < self.plateau_factor < 1, f"plateau_factor must be in (0, 1), got {self.plateau_factor}")

@@ -115,12 +115,13 @@ class CopyIndex:
     def __init__(self, train_text: str, n: int = 8):
         self.n = n
         self.index = SuffixArray(train_text)
-        # a text without line breaks (trained with --newlines space): the breaks samples are shown with stand for spaces
-        self.breaks_are_spaces = "\n" not in train_text
+        # A text without line breaks (trained with --newlines space): the breaks a sample is shown with stand for the
+        # spaces the model wrote there, or, without spaces either, were only put in to show it in lines.
+        self.breaks_as = None if "\n" in train_text else " " if " " in train_text else ""
 
     def check(self, sample: str) -> CopyReport:
-        if self.breaks_are_spaces:
-            sample = sample.replace("\n", " ")
+        if self.breaks_as is not None:
+            sample = sample.replace("\n", self.breaks_as)
         lengths = self.index.match_lengths(sample)
         if not lengths:
             return CopyReport(0, "", None, self.n)

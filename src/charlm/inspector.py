@@ -122,7 +122,7 @@ def read_input(text: str | None, file: str | None, encoding: str = "utf-8") -> s
 
 def parse_units(spec: str | None, hidden_size: int) -> list[int] | None:
     """``"0,5,7"`` -> [0, 5, 7], checked against the layer's width; None for the automatic choice."""
-    if spec is None or not spec.strip():
+    if spec is None:
         return None
     units = []
     for part in spec.split(","):

@@ -190,13 +190,16 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
         for j in range(n):
             if at_line_start[j]:  # an acrostic line starts with its own character
                 ids[j] = heads[min(lines_done[j], len(heads) - 1)]
-            if newline is not None and line_len[j] >= cfg.max_line_length:
-                ids[j] = newline  # a line that runs too long is ended, so that --lines and --acrostic always finish
+            if line_len[j] >= cfg.max_line_length and (newline if newline is not None else space) is not None:
+                # a line that runs too long is ended, so that --lines and --acrostic always finish: with a line break
+                # the model reads, or (no newlines in its vocabulary) a space, shown as the break
+                ids[j] = newline if newline is not None else space
         if newline is not None:
             is_break = [t == newline for t in ids]
             yield ["" if d else itos[t] for t, d in zip(ids, done)]
-        else:  # no newline to write: a line ends at a space once it is long enough (shown as the line break), else is cut
-            is_break = [x + 1 >= cfg.max_line_length or (t == space and x + 1 > wrap_from) for t, x in zip(ids, line_len)]
+        else:  # no newline to write: a line ends at a space once it is long enough (shown as the line break); cut, only without one
+            is_break = [(t == space and x + 1 > wrap_from) or (space is None and x + 1 >= cfg.max_line_length)
+                        for t, x in zip(ids, line_len)]
             yield ["" if d else "\n" if b and t == space else itos[t] + "\n" if b else itos[t] for t, d, b in zip(ids, done, is_break)]
         for j in range(n):
             lines_done[j] += is_break[j] and not done[j]

@@ -61,7 +61,7 @@ class Limits(BaseModel):
     max_prefix: int = Field(1000, ge=1, description="characters in a prefix, style prefix or acrostic")
     max_length: int = Field(2000, ge=1, description="characters generated per sample (also caps --lines)")
     max_lines: int = Field(100, ge=1, description="lines per sample")
-    max_samples: int = Field(16, ge=1, description="samples per request")
+    max_samples: int = Field(16, ge=1, le=4096, description="samples per request")
     max_text: int = Field(20000, ge=2, description="characters of a text to score")
     time_limit: float = Field(30.0, gt=0, description="seconds a generation may run before it is cut")
     max_waiting: int = Field(64, ge=0, description="requests waiting for a worker; more are answered 503 at once")
@@ -122,9 +122,9 @@ class CopyReportOut(BaseModel):
 
 class GenerateResponse(BaseModel):
     samples: list[str] = Field(description="one text per sample, starting with the prefix (an acrostic's start with its first line)")
-    finish_reason: Literal["done", "time_limit", "max_length"] = Field(
+    finish_reason: Literal["done", "time_limit", "max_length", "disconnected"] = Field(
         description="why it stopped: done, time_limit (the server's --time-limit), max_length (lines or an acrostic reached "
-                    "the server's --max-length characters)")
+                    "the server's --max-length characters), disconnected (the client went away: nobody reads this answer)")
     seed: int = Field(description="the seed used: send it again for the same text")
     chars: int = Field(description="characters generated per sample, the prefix not counted (with several samples, the longest's)")
     elapsed_s: float = Field(description="seconds spent generating, time waiting for a worker not counted")
@@ -169,7 +169,8 @@ class _Busy(Exception):
     """Every worker is busy and ``max_waiting`` requests wait already: a 503, to try again shortly."""
 
     def __init__(self, waiting: int):
-        super().__init__(f"busy: every worker is busy and {waiting} request{'s' if waiting != 1 else ''} wait already; try again shortly")
+        queue = f"{waiting} request{'s' if waiting != 1 else ''} wait already" if waiting else "this server keeps no queue (--max-waiting 0)"
+        super().__init__(f"busy: every worker is busy and {queue}; try again shortly")
 
 
 class _Invalid(Exception):
@@ -203,6 +204,9 @@ class _Generation:
     """
 
     def __init__(self, model, vocab, req, time_limit: float, max_chars: int | None, default: str = "", newlines: str = "keep"):
+        ignored = [k for k in ("temperature", "top_k", "top_p") if k in req.model_fields_set]
+        if req.greedy and ignored:
+            raise _Invalid(ignored[0], f"greedy takes the most likely character every time, so {' and '.join(ignored)} would do nothing")
         if req.lines and "length" in req.model_fields_set:
             raise _Invalid("lines", "lines and length do not go together: lines stops after that many lines (give one of them)")
         if req.prefix and req.acrostic:
@@ -325,7 +329,7 @@ class _Server:
         self.waiting = 0  # generations and scorings waiting for a worker
         self.served = 0
         self.disconnected = 0
-        self._loop = self._limiter = None
+        self._loop = self._limiter = self._threads = None
         self._copy_lock = threading.Lock()
         self._copy_index: CopyIndex | None = None
 
@@ -369,6 +373,8 @@ class _Server:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop, self._limiter = loop, anyio.CapacityLimiter(self.workers)
+            # the threads that hold a worker's place: as many as the places (anyio's default pool stops at 40)
+            self._threads = anyio.CapacityLimiter(self.workers)
         return self._limiter
 
     @contextlib.asynccontextmanager
@@ -397,7 +403,7 @@ class _Server:
         """``fn(*args)`` in a thread, once a worker is free."""
         owner = object()
         async with self.slot(owner):
-            return await anyio.to_thread.run_sync(fn, *args)
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
 
     def start(self, req) -> _Generation:
         """A generation for ``req``; nothing runs until its first chunk is asked for.
@@ -420,8 +426,8 @@ class _Server:
                     if await request.is_disconnected():
                         gen.cancelled.set()
                     try:
-                        # The place in line is held already: the thread itself needs no other token.
-                        chunk = await anyio.to_thread.run_sync(gen.next_chunk, interval)
+                        # The place in line is held already: its thread never waits (one per place).
+                        chunk = await anyio.to_thread.run_sync(gen.next_chunk, interval, limiter=self._threads)
                     except CharlmError as e:  # raised by generate() on its first step (an empty context)
                         raise _Invalid("prefix", str(e)) from None
                     if chunk is None:
@@ -476,7 +482,8 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError):
-        detail = [{**d, "input": _echo(d["input"])} if "input" in d else d for d in exc.errors()]
+        detail = [{**d, "loc": _echo(list(d.get("loc", ())), room=60), **({"input": _echo(d["input"])} if "input" in d else {})}
+                  for d in exc.errors()]
         detail = _encodable(jsonable_encoder(detail))  # a lone surrogate could not be sent
         error = "; ".join(_describe(d) for d in detail)
         if any(d.get("loc") in (["body"], ("body",)) for d in detail) and "json" not in request.headers.get("content-type", ""):
@@ -486,7 +493,8 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # FastAPI's words for a body
-            error = "body: malformed JSON (it cannot be parsed, e.g. nested too deeply)"  # json.loads gave up on, not a JSONDecodeError
+            # json.loads gave up on it without a JSONDecodeError
+            error = "body: malformed JSON (it cannot be parsed: not UTF-8, nested too deeply, or a number too long)"
             return JSONResponse({"error": error, "detail": [{"loc": ["body"], "msg": error, "type": "json_invalid"}]}, status_code=422)
         return await http_exception_handler(request, exc)
 
@@ -526,7 +534,7 @@ def create_app(
             "limits": {**limits.model_dump(), "max_body": limits.max_body},
         })
 
-    @app.post("/v1/generate", tags=["generate"], response_model=GenerateResponse, response_model_exclude_none=True, responses=ERRORS)
+    @app.post("/v1/generate", tags=["generate"], response_model=GenerateResponse, response_model_exclude_unset=True, responses=ERRORS)
     async def generate_json(req: GenerateRequest, request: Request) -> dict:
         """Write ``num_samples`` texts from ``prefix``; ``finish_reason`` says why each stopped (done, time_limit, max_length).
 
@@ -632,6 +640,8 @@ def _echo(value, room: int = 200, depth: int = 4):
     """A request's bad value as a 422 may quote it: long strings and lists cut short, deep nesting elided, NaN and infinities as text."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN: json.dumps would fail on it
+    if isinstance(value, (bytes, bytearray)):  # a body that was not sent as JSON
+        value = bytes(value[: 4 * room]).decode("utf-8", "replace") + ("…" if len(value) > 4 * room else "")
     if isinstance(value, str) and len(value) > room:
         return value[:room] + f"… ({len(value):,} characters)"
     if isinstance(value, (dict, list, tuple)) and depth == 0:

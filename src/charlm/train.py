@@ -535,7 +535,8 @@ class Trainer:
             last = self.out / "last"
             kept = f"the last good checkpoint is {last}" if (last / ckpt_io.META_FILE).exists() else "no checkpoint was written"
             raise CharlmError(f"the {'validation' if val_loss is not None and not math.isfinite(val_loss) else 'training'} loss is "
-                              f"NaN or infinite after epoch {self.epoch}: training diverged; stopped, {kept}; try a lower --lr "
+                              f"NaN or infinite at epoch {self.epoch if at_epoch_end else round(self.epoch + self.batch / self.n_batches, 3)}: "
+                              f"training diverged; stopped, {kept}; try a lower --lr "
                               f"or a --grad-clip", exit_code=1)
         chars_per_s = tokens / max(1e-9, self.elapsed)
         epoch = self.epoch if at_epoch_end else round(self.epoch + self.batch / self.n_batches, 3)

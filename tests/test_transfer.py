@@ -90,3 +90,42 @@ def test_init_from_a_model_without_unk_refuses_unk(capsys, tiny_run, tmp_path):
 def test_fine_tuning_preset_needs_a_model(capsys, tmp_path):
     code = main(["train", "--preset", "jaychou-ft", "--out", str(tmp_path / "x")])
     assert code == 2 and "preset 'jaychou-ft' needs --init-from" in capsys.readouterr().err
+
+
+def test_a_fine_tuned_models_copy_check_also_looks_at_its_pre_training_text(capsys, tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("明月几时有把酒问青天\n不知天上宫阙今夕是何年\n" * 40, encoding="utf-8")
+    b.write_text("分开的时候我说不分开\n雨下整夜我的爱溢出就像雨水\n" * 40, encoding="utf-8")
+    small = ["--batch-size", "4", "--num-steps", "16", "--device", "cpu", "--epochs", "1", "--sample-every", "0",
+             "--embedding-size", "16", "--hidden-size", "16", "--no-tie-weights", "--copy-window", "0"]
+    assert main(["train", "--data", str(a), "--out", str(tmp_path / "base"), *small]) == 0
+    small = small[:-7]  # the architecture is the base's
+    assert main(["train", "--data", str(b), "--init-from", str(tmp_path / "base"), "--out", str(tmp_path / "ft"), *small]) == 0
+    capsys.readouterr()
+    line = tmp_path / "line.txt"
+    line.write_text("不知天上宫阙今夕是何年\n", encoding="utf-8")
+    assert main(["eval", str(tmp_path / "ft"), str(line), "--check-copy"]) == 0
+    err = capsys.readouterr().err
+    assert "against the training text and the pre-training text of" in err
+    assert "longest span also in the training text 11 characters" in err  # a line of the pre-training text, whole
+    a.unlink()  # the pre-training text gone: checked against the fine-tuning text alone, and said so
+    assert main(["eval", str(tmp_path / "ft"), str(line), "--check-copy"]) == 0
+    err = capsys.readouterr().err
+    assert "the pre-training text of" in err and "is left out" in err and "11 characters" not in err
+
+
+def test_fine_tuning_keeps_the_bases_newlines_and_unk(capsys, tmp_path):
+    a = tmp_path / "a.txt"
+    a.write_text("明月几时有把酒问青天\n不知天上宫阙今夕是何年\n" * 40, encoding="utf-8")
+    small = ["--batch-size", "4", "--num-steps", "16", "--device", "cpu", "--epochs", "1", "--sample-every", "0", "--prefixes", "明月"]
+    assert main(["train", "--data", str(a), "--unk", "--embedding-size", "16", "--hidden-size", "16", "--no-tie-weights",
+                 "--out", str(tmp_path / "base"), *small]) == 0
+    capsys.readouterr()
+    code = main(["train", "--data", str(a), "--init-from", str(tmp_path / "base"), "--newlines", "space", "--out", str(tmp_path / "x"), *small])
+    assert code == 2 and "was trained with --newlines keep" in capsys.readouterr().err
+    assert main(["train", "--data", str(a), "--init-from", str(tmp_path / "base"), "--out", str(tmp_path / "ft"), *small]) == 0
+    assert "has <unk>, so the fine-tuned model has it too" in capsys.readouterr().out
+    ck = load(tmp_path / "ft")
+    assert ck.train_config.unk and ck.vocab.unk and ck.vocab.itos[0] == "<unk>"
+    # a resume that repeats the run's own settings changes nothing, so it is no error
+    assert main(["train", "--resume", str(tmp_path / "ft"), "--epochs", "2", "--batch-size", "4", "--init-from", str(tmp_path / "base")]) == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__
 
-from .config import ModelConfig, SampleConfig, TrainConfig, field_names
+from .config import ModelConfig, SampleConfig, TrainConfig, field_names, to_dict
 from .errors import CharlmError
 from .presets import DEFAULT_PRESET, PRESETS, check_requires, get_preset
 
@@ -81,7 +81,9 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (default: the bundled Jay Chou lyrics)",
                        description=f"Train a character-level language model. A preset sets every value ({DEFAULT_PRESET} "
-                                   "unless --preset names another); any flag overrides it.")
+                                   "unless --preset names another); any flag overrides it. With --init-from, the model's "
+                                   "shape (cell, sizes, layers, tied weights, copy window) is the pre-trained checkpoint's, "
+                                   "whatever the defaults below say.")
     t.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})")
     t.add_argument("--resume", default=None, metavar="DIR", help="continue a run exactly from its checkpoint (a run folder or a checkpoint folder)")
     t.add_argument("--overwrite", action="store_true", help="train into an --out folder that already holds a run, replacing its checkpoints")
@@ -188,10 +190,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.preset is not None:
             raise CharlmError("--preset and --resume do not go together: a resumed run keeps its own settings")
-        changed = sorted(set(overrides) - RESUMABLE_OVERRIDES)
+        resume = ckpt_io.load(args.resume, prefer="last")
+        stored = {**to_dict(resume.model_config), **to_dict(resume.train_config)}
+        same = {k for k, v in overrides.items() if k in stored and stored[k] == (list(v) if isinstance(v, tuple) else v)}
+        changed = sorted(set(overrides) - RESUMABLE_OVERRIDES - same)  # a flag that repeats the run's own value changes nothing
         if changed:
             raise CharlmError(f"cannot change {', '.join('--' + c.replace('_', '-') for c in changed)} when resuming; only {', '.join(sorted('--' + c.replace('_', '-') for c in RESUMABLE_OVERRIDES))}")
-        resume = ckpt_io.load(args.resume, prefer="last")
+        overrides = {k: v for k, v in overrides.items() if k not in same or k in RESUMABLE_OVERRIDES}
         out = overrides.pop("out", str(resume.path.parent))
         train_cfg = dataclasses.replace(resume.train_config, **overrides, out=out)
         _check_work_left(resume, train_cfg)
@@ -215,13 +220,17 @@ def _train(args: argparse.Namespace) -> int:
         values = {**get_preset(preset), **overrides}
         check_requires(preset, values)
         train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
-        if train_cfg.data:  # kept absolute: --resume, --check-copy, --bigram and serve read it again from anywhere
-            import os
+        import os
 
-            train_cfg = dataclasses.replace(train_cfg, data=os.path.abspath(train_cfg.data))
+        # kept absolute: --resume, --check-copy, --bigram and serve read them again from anywhere
+        train_cfg = dataclasses.replace(train_cfg, **{k: os.path.abspath(getattr(train_cfg, k)) for k in ("data", "init_from")
+                                                      if getattr(train_cfg, k)})
         model_fields = {k: v for k, v in values.items() if k in field_names(ModelConfig)}
         # validate before reading the corpus: the pre-trained model's architecture, or the one asked for
         base = _load_base(train_cfg, given(args, ModelConfig)) if train_cfg.init_from else ModelConfig(**model_fields, vocab_size=1)
+        if train_cfg.init_from and base.vocab.unk and not train_cfg.unk:  # its <unk> row stays, and is used as such
+            train_cfg = dataclasses.replace(train_cfg, unk=True)
+            print(f"note: {base.path} has <unk>, so the fine-tuned model has it too (as with --unk)", flush=True)
         _check_new_out(train_cfg.out, args.overwrite, locks=not rank)
         corpus = load_corpus(train_cfg)
         if train_cfg.init_from:
@@ -320,6 +329,9 @@ def _load_base(train_cfg, flags: dict):
     from .transfer import TUNABLE
 
     base = ckpt_io.load(train_cfg.init_from, with_trainer=False)
+    if train_cfg.newlines != base.train_config.newlines:
+        raise CharlmError(f"--newlines {train_cfg.newlines}: {base.path} was trained with --newlines {base.train_config.newlines}; "
+                          f"fine-tune with the same (the model's line breaks or spaces were learned that way)")
     if train_cfg.unk and not base.vocab.unk:
         raise CharlmError(f"--unk: {base.path} was trained without <unk>, and <unk> must be id 0; fine-tune without --unk "
                           "(the corpus's new characters get rows of their own) or pre-train with --unk")
@@ -335,7 +347,8 @@ def _fine_tune_setup(base, corpus, model_fields: dict):
 
     vocab = extend_vocab(base.vocab, corpus.vocab)
     grown = len(vocab) - len(base.vocab)
-    print(f"fine-tuning {base.path}: {len(base.vocab):,} characters known, {grown:,} new", flush=True)
+    known = len(base.vocab) - base.vocab.unk  # <unk> is no character
+    print(f"fine-tuning {base.path}: {known:,} characters known{' (and <unk>)' if base.vocab.unk else ''}, {grown:,} new", flush=True)
     corpus = dataclasses.replace(corpus, vocab=vocab)
     return grow_weights(base.weights, base.vocab, vocab, one_hot=base.model_config.embedding_size == 0), fine_tune_config(base.model_config, len(vocab), model_fields), corpus
 
@@ -372,6 +385,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CharlmError("no character of the prefix is in the model's vocabulary")
     if args.acrostic and not acrostic:
         raise CharlmError("no character of the acrostic is in the model's vocabulary")
+    if args.unknown == "skip":  # dropped, but not in silence
+        from .sampling import show_chars, unknown_chars
+
+        for what, text, exact in (("prefix", given_prefix, False), ("style prefix", args.style_prefix, False), ("acrostic", args.acrostic, True)):
+            if dropped := [c for c in unknown_chars(vocab, text, exact) if not c.isspace() or what != "acrostic"]:
+                print(f"note: skipped in the {what}, outside the vocabulary: {show_chars(dropped)}", file=sys.stderr)
     index = _copy_index(ckpt) if args.check_copy else None
     if cfg.seed < 0:  # draw the seed here and say it, so that a sample worth keeping can be made again
         import secrets
@@ -420,13 +439,21 @@ def _training_text(ckpt, flag: str) -> str:
 
 
 def _copy_index(ckpt, text: str | None = None):
-    """The copy check's index of the training text (``text``, when it was read already)."""
+    """The copy check's index of the training text (``text``, when it was read already) and of any pre-training text."""
     from .copycheck import CopyIndex
+    from .data import pretraining_texts
 
     text = _training_text(ckpt, "--check-copy") if text is None else text
-    if len(text) >= 1_000_000:  # about a second per million characters: say what the wait is
-        print(f"copy check: indexing the {len(text):,} characters of the training text", file=sys.stderr, flush=True)
-    return CopyIndex(text)
+    pre, notes = pretraining_texts(ckpt)
+    for note in notes:
+        print(f"copy check: {note}", file=sys.stderr)
+    if pre:
+        print(f"copy check: against the training text and the pre-training text of {', '.join(name for name, _ in pre)}", file=sys.stderr)
+    texts = [text] + [t for _, t in pre]
+    total = sum(map(len, texts))
+    if total >= 1_000_000:  # about a second per million characters: say what the wait is
+        print(f"copy check: indexing the {total:,} characters of the training text{'s' if pre else ''}", file=sys.stderr, flush=True)
+    return CopyIndex(texts)
 
 
 def _report_copies(index, samples: list[str]) -> None:
@@ -487,7 +514,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         how = "static: read once as one stream, the state carried, the model unchanged by the text"
     print(f"file: {args.file}")
-    print(f"characters: {len(text):,} read, {n:,} scored" + (f", {skipped:,} outside the vocabulary skipped" if skipped else ""))
+    as_unk = sum(c not in vocab for c in text) if vocab.unk else 0  # outside the vocabulary, read as <unk> (and scored so)
+    print(f"characters: {len(text):,} read, {n:,} scored" + (f", {skipped:,} outside the vocabulary skipped" if skipped else "")
+          + (f", {as_unk:,} outside the vocabulary read as <unk>" if as_unk else ""))
     if args.dynamic and n <= DYNAMIC_CHUNK:
         how += "; the text is no longer than one chunk, so no update came before a score: the figure is the static one"
     if model.cfg.copy_window:

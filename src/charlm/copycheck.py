@@ -109,11 +109,17 @@ class CopyReport:
         return f"copy check: longest span also in the training text {self.longest} character{'s' if self.longest != 1 else ''} {quoted}; {self.n}-grams seen in training: {share}"
 
 
+SEPARATOR = "\uffff"  # a noncharacter: no sample holds it, so no match runs from one text into the next
+
+
 class CopyIndex:
     """Built once from the training text; :meth:`check` then costs one binary search per character of a sample."""
 
-    def __init__(self, train_text: str, n: int = 8):
+    def __init__(self, train_text: str | list[str], n: int = 8):
+        """``train_text``: the text, or several (a fine-tuned model's and its pre-training's), none spanning into another."""
         self.n = n
+        if not isinstance(train_text, str):
+            train_text = SEPARATOR.join(train_text)
         self.index = SuffixArray(train_text)
         # A text without line breaks (trained with --newlines space): the breaks a sample is shown with stand for the
         # spaces the model wrote there, or, without spaces either, were only put in to show it in lines.

@@ -232,3 +232,26 @@ def batches(ids: torch.Tensor, batch_size: int, num_steps: int, sampling: str, s
 def training_text(ckpt) -> str:
     """The text a checkpoint was trained on, read again from its config (same split, same limit)."""
     return load_corpus(ckpt.train_config, vocab=ckpt.vocab).train_text
+
+
+def pretraining_texts(ckpt) -> tuple[list[tuple[str, str]], list[str]]:
+    """The training texts of the checkpoints ``ckpt`` was fine-tuned from (``--init-from``, followed back).
+
+    As ``(checkpoint, text)`` pairs, and a note for a checkpoint or text that cannot be read here
+    (the chain stops there).  A fine-tuned model may repeat what it learned in pre-training, so the
+    copy check looks there too.
+    """
+    from .checkpoint import load
+    from .errors import CharlmError
+
+    found, notes, seen, cfg = [], [], set(), ckpt.train_config
+    while cfg.init_from and cfg.init_from not in seen:
+        seen.add(cfg.init_from)
+        try:
+            base = load(cfg.init_from, with_trainer=False)
+            found.append((str(base.path), training_text(base)))
+        except CharlmError as e:
+            notes.append(f"the pre-training text of {cfg.init_from} is left out: {e}")
+            break
+        cfg = base.train_config
+    return found, notes

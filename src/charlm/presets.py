@@ -87,6 +87,7 @@ PRESETS: dict[str, dict] = {
         warmup_steps=100,
         min_lr=2e-4,
         val_fraction=0.01,
+        prefixes=("明月", "春风"),  # the ci's own openings, not the lyrics'
         sample_every=1,
         out="runs/songci",
     ),

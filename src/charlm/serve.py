@@ -46,7 +46,7 @@ from . import __version__
 from .checkpoint import load_model
 from .config import MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
 from .copycheck import CopyIndex
-from .data import bptt_slices, normalize, training_text
+from .data import bptt_slices, normalize, pretraining_texts, training_text
 from .errors import CharlmError
 from .sampling import check_known, default_prefix, generate, make_generator, show_chars, unknown_chars
 from .train import EVAL_CHUNK, pick_device
@@ -343,7 +343,8 @@ class _Server:
         with self._copy_lock:
             if self._copy_index is None:
                 try:
-                    self._copy_index = CopyIndex(training_text(self.ckpt))
+                    pre, _ = pretraining_texts(self.ckpt)  # a fine-tuned model may repeat its pre-training text too
+                    self._copy_index = CopyIndex([training_text(self.ckpt)] + [t for _, t in pre])
                 except CharlmError as e:
                     raise _Invalid("check_copy", f"the training text cannot be read where the server runs: {e}") from None
             return self._copy_index

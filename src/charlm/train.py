@@ -642,11 +642,19 @@ def model_config_for(cfg_values: dict, vocab_size: int) -> ModelConfig:
 
 
 def describe(trainer: Trainer) -> str:
-    c = trainer.corpus
+    c, cfg = trainer.corpus, trainer.cfg
+    unk_note = warm_note = ""
+    if c.vocab.unk:  # how much of the training text the model reads as <unk>: rare characters, or with --min-freq many
+        n_unk = int((trainer.train_ids == 0).sum())
+        unk_note = f"\n<unk>: {n_unk:,} of the {trainer.train_ids.numel():,} training characters ({n_unk / max(1, trainer.train_ids.numel()):.1%}) are read as <unk>"
+    if cfg.warmup_steps >= trainer.total_steps and cfg.schedule != "plateau":
+        warm_note = (f"\nnote: --warmup-steps {cfg.warmup_steps} is as long as the whole run ({trainer.total_steps} steps): "
+                     f"the learning rate never reaches --lr {cfg.lr:g}")
     val = f"validation {len(c.val_text):,}" + (f" ({trainer.val_skipped:,} outside the vocabulary, skipped when scoring)" if trainer.val_skipped else "")
     return (f"corpus: {c.total_chars:,} characters; training {len(c.train_text):,}, {val}\n"
             f"vocabulary: {len(c.vocab):,} character{'s' if len(c.vocab) != 1 else ''}; model: {trainer.model_cfg.cell} {trainer.model_cfg.num_layers}x{trainer.model_cfg.hidden_size}, "
-            f"{num_parameters(trainer.model):,} parameters; {trainer.n_batches} batches of {trainer.cfg.batch_size}x{trainer.cfg.num_steps} per epoch; device {trainer.device}")
+            f"{num_parameters(trainer.model):,} parameters; {trainer.n_batches} batches of {trainer.cfg.batch_size}x{trainer.cfg.num_steps} per epoch; device {trainer.device}"
+            + unk_note + warm_note)
 
 
 __all__ = ["Trainer", "TrainingInterrupted", "evaluate", "plot_metrics", "describe", "ppl", "to_dict"]

@@ -283,14 +283,14 @@ def test_overwrite_clears_the_old_run_before_training(capsys, corpus, tmp_path, 
     assert (out / "best").is_dir() and (out / "curves.png").exists()
     (out / "notes.txt").write_text("mine")
 
-    def stopped(self):  # the new run stopped before its first validation (Ctrl-C at once)
+    def stopped(self):  # the new run stopped in its first batch (Ctrl-C at once)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Trainer, "fit", stopped)
+    monkeypatch.setattr(Trainer, "_train_epoch", stopped)
     code, _, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, "--overwrite", *TINY)
     assert code == 130
     # nothing of the old run is left to be mistaken for the new one (generate would load the old best/)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "notes.txt"] and (out / "metrics.jsonl").read_text() == ""
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")

@@ -128,3 +128,11 @@ def test_lines_of_a_model_without_newlines_wrap_at_a_space():
         assert all(15 <= len(line) <= 20 for line in lines[1:-1])
         # the copy check reads the breaks as the spaces the model wrote
         assert CopyIndex("xx" + text.replace("\n", " ") + "xx").check(text).longest == len(text)
+
+
+def test_the_configs_seed_seeds_sampling_without_a_generator(tiny_ckpt):
+    model, vocab, _ = load_model(tiny_ckpt)
+    cfg = SampleConfig(length=30, temperature=0.9, seed=7)
+    assert sample_text(model, vocab, "分开", cfg) == sample_text(model, vocab, "分开", cfg)
+    with pytest.raises(CharlmError, match="'Z'"):  # not a KeyError
+        sample_text(model, vocab, "分Z", cfg)

@@ -314,3 +314,74 @@ def test_a_run_stopped_by_the_time_limit_resumes_with_more_time(tmp_path):
     t = Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lambda *_: None)
     m = t.fit()
     assert t.epoch == 2 and m[-1]["step"] == 2 * t.n_batches and m[-1]["train_seconds"] > c.trainer["train_seconds"]
+
+
+# --- used as a library ---------------------------------------------------------------------------
+
+
+def test_a_corpus_given_as_a_string_is_recorded_as_such(tmp_path, capsys):
+    from charlm.cli import main
+    from charlm.data import IN_MEMORY, corpus_from_text
+
+    cfg = tiny_train_config(tmp_path, epochs=1)
+    cfg = dataclasses.replace(cfg, data="")  # the default, which names the bundled lyrics
+    corpus = corpus_from_text("the cat sat on the mat\n" * 80, cfg)
+    Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=8), cfg, corpus, log=lambda *_: None).fit()
+    assert ckpt_io.load(tmp_path / "run").train_config.data == IN_MEMORY  # not "": the lyrics were never read
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2"]) == 2
+    assert "trained on a text given in memory" in capsys.readouterr().err
+    # a Corpus made by hand under the default data is checked against the bundled text
+    hand = dataclasses.replace(corpus, source=None)
+    t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=8),
+                dataclasses.replace(cfg, out=str(tmp_path / "b")), hand, log=lambda *_: None)
+    assert t.cfg.data == IN_MEMORY
+
+
+def test_library_misuse_is_a_clear_error(tmp_path):
+    cfg = tiny_train_config(tmp_path, epochs=1)
+    corpus = load_corpus(cfg)
+    with pytest.raises(ValueError, match="vocab_size is 50, the corpus's vocabulary has"):
+        Trainer(ModelConfig(vocab_size=50, embedding_size=8, hidden_size=8), cfg, corpus)
+    short = dataclasses.replace(corpus, vocab=type(corpus.vocab)(corpus.vocab.itos[:-1]))
+    with pytest.raises(CharlmError, match="a character its vocabulary lacks"):
+        Trainer(ModelConfig(vocab_size=len(short.vocab), embedding_size=8, hidden_size=8), cfg, short)
+    mcfg = ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=8)
+    Trainer(mcfg, cfg, corpus, log=lambda *_: None).fit()
+    with pytest.raises(CharlmError, match="already holds a training run"):  # a second model into the same out
+        Trainer(mcfg, cfg, corpus)
+    again = Trainer(dataclasses.replace(mcfg, hidden_size=16, embedding_size=16), cfg, corpus, log=lambda *_: None, overwrite=True)
+    again.fit()
+    assert ckpt_io.load(tmp_path / "run").model_config.hidden_size == 16
+
+
+def test_fit_leaves_no_global_side_effects_and_goes_on_after_an_interruption(tmp_path, monkeypatch):
+    import matplotlib
+
+    backend, threads = matplotlib.get_backend(), torch.get_num_threads()
+    cfg = tiny_train_config(tmp_path, epochs=2)
+    corpus = load_corpus(cfg)
+    t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=8), cfg, corpus, log=lambda *_: None)
+    real, calls = t._train_step, []
+
+    def ctrl_c_once(model):  # Ctrl-C during the first batch
+        if not calls:
+            t._on_signal(signal.SIGINT, None)
+        calls.append(1)
+        return real(model)
+
+    t._train_step = ctrl_c_once
+    with pytest.raises(TrainingInterrupted):
+        t.fit()
+    stopped_at = t.step
+    metrics = t.fit()  # called again: it goes on (it used to stop again after one batch, every time)
+    assert t.epoch == 2 and t.step > stopped_at + 1 and [m["epoch"] for m in metrics] == [1, 2]
+    train_mod.plot_metrics(metrics, tmp_path / "c.png")
+    assert matplotlib.get_backend() == backend and torch.get_num_threads() == threads
+
+
+def test_evaluate_takes_a_list_of_ids(tiny_ckpt):
+    from charlm.checkpoint import load_model
+
+    model, vocab, _ = load_model(tiny_ckpt)
+    ids = vocab.encode("分开的时候我说不分开\n")
+    assert evaluate(model, ids) == evaluate(model, torch.tensor(ids))

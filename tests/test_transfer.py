@@ -129,3 +129,23 @@ def test_fine_tuning_keeps_the_bases_newlines_and_unk(capsys, tmp_path):
     assert ck.train_config.unk and ck.vocab.unk and ck.vocab.itos[0] == "<unk>"
     # a resume that repeats the run's own settings changes nothing, so it is no error
     assert main(["train", "--resume", str(tmp_path / "ft"), "--epochs", "2", "--batch-size", "4", "--init-from", str(tmp_path / "base")]) == 0
+
+
+def test_fine_tuning_takes_the_bases_newlines_and_a_resume_may_repeat_relative_paths(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("明月几时有 把酒问青天\n不知天上宫阙 今夕是何年\n" * 40, encoding="utf-8")
+    small = ["--batch-size", "4", "--num-steps", "16", "--device", "cpu", "--epochs", "1", "--sample-every", "0", "--prefixes", "明月"]
+    assert main(["train", "--data", "a.txt", "--newlines", "space", "--embedding-size", "16", "--hidden-size", "16",
+                 "--no-tie-weights", "--out", "base", *small]) == 0
+    capsys.readouterr()
+    assert main(["train", "--data", "a.txt", "--init-from", "base", "--out", "ft", *small]) == 0  # --newlines not given
+    assert "trained with --newlines space, so the fine-tuning reads its text so too" in capsys.readouterr().out
+    assert load(tmp_path / "ft").train_config.newlines == "space"
+    # the first command again, with --resume: its relative paths are the ones stored (absolute)
+    assert main(["train", "--resume", "ft", "--epochs", "2", "--data", "a.txt", "--init-from", "base", "--batch-size", "4"]) == 0
+    # a chain that comes back to itself (base fine-tuned from ft, which came from base) ends
+    from charlm.data import pretraining_texts
+
+    assert main(["train", "--data", "a.txt", "--init-from", "ft", "--out", "base", "--overwrite", *small]) == 0
+    found, notes = pretraining_texts(load(tmp_path / "base"))
+    assert [str(tmp_path / "ft") in name for name, _ in found] == [True] and notes == []

@@ -119,6 +119,19 @@ def lock_run(out: str | os.PathLike) -> None:
     _run_locks[out] = fd
 
 
+RUN_FILES = ("best", "last", "metrics.jsonl", "curves.png")  # what a training run writes into its folder
+
+
+def clear_run(out: Path) -> None:
+    """Remove what a training run left in ``out`` (its checkpoints, metrics and plot), nothing else."""
+    for name in RUN_FILES:
+        path = Path(out) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def release_run_locks() -> None:
     """Let go of the run folders this process locked (at the end of a training; exiting does it too)."""
     while _run_locks:
@@ -233,8 +246,11 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
     raise CharlmError(f"{p}: not a charlm checkpoint (no {META_FILE}, nor best/ or last/ holding one)")
 
 
-def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = True) -> Checkpoint:
-    """Read and check a checkpoint folder; every problem is a one-line :class:`CharlmError`."""
+def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = True, with_weights: bool = True) -> Checkpoint:
+    """Read and check a checkpoint folder; every problem is a one-line :class:`CharlmError`.
+
+    ``with_weights=False`` reads the configuration, vocabulary and metrics only (``weights`` empty).
+    """
     p = resolve(path, prefer)
     try:
         meta = json.loads((p / META_FILE).read_text(encoding="utf-8"))
@@ -264,7 +280,7 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's best_val, elapsed and train_seconds must be numbers)")
         if pending is not None and not (isinstance(pending, dict) and all(isinstance(pending.get(k), bool) for k in ("at_epoch_end", "over_time"))):
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's pending_validation is {str(pending)[:60]})")
-    files = [MODEL_FILE] + ([TRAINER_FILE] if with_trainer else [])
+    files = ([MODEL_FILE] if with_weights else []) + ([TRAINER_FILE] if with_trainer else [])
     for name in files:
         f = p / name
         if not f.is_file():
@@ -277,14 +293,14 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
         model_config = from_dict(ModelConfig, meta["model_config"])
         train_config = from_dict(TrainConfig, meta["train_config"])
         vocab = Vocab.from_dict(meta["vocab"])
-        weights = load_file(str(p / MODEL_FILE))
+        weights = load_file(str(p / MODEL_FILE)) if with_weights else {}
         trainer_tensors = load_file(str(p / TRAINER_FILE)) if with_trainer else {}
     except (KeyError, TypeError, ValueError, AttributeError, SafetensorError, OSError) as e:
         raise CharlmError(f"{p}: damaged checkpoint ({e})") from None
     if len(vocab) != model_config.vocab_size:
         raise CharlmError(f"{p}: vocabulary has {len(vocab)} entries but the model expects {model_config.vocab_size}")
     emb = weights.get("embedding.weight")
-    if emb is None or emb.shape[0] != len(vocab):
+    if with_weights and (emb is None or emb.shape[0] != len(vocab)):
         raise CharlmError(f"{p}: model weights do not match its vocabulary of {len(vocab)} characters")
     return Checkpoint(
         model_config, train_config, vocab, weights,

@@ -191,8 +191,12 @@ def _train(args: argparse.Namespace) -> int:
         if args.preset is not None:
             raise CharlmError("--preset and --resume do not go together: a resumed run keeps its own settings")
         resume = ckpt_io.load(args.resume, prefer="last")
+        import os
+
         stored = {**to_dict(resume.model_config), **to_dict(resume.train_config)}
-        same = {k for k, v in overrides.items() if k in stored and stored[k] == (list(v) if isinstance(v, tuple) else v)}
+        typed = {k: os.path.abspath(v) if k in ("data", "init_from") and v else list(v) if isinstance(v, tuple) else v
+                 for k, v in overrides.items()}  # paths as training stores them
+        same = {k for k, v in typed.items() if k in stored and stored[k] == v}
         changed = sorted(set(overrides) - RESUMABLE_OVERRIDES - same)  # a flag that repeats the run's own value changes nothing
         if changed:
             raise CharlmError(f"cannot change {', '.join('--' + c.replace('_', '-') for c in changed)} when resuming; only {', '.join(sorted('--' + c.replace('_', '-') for c in RESUMABLE_OVERRIDES))}")
@@ -227,7 +231,11 @@ def _train(args: argparse.Namespace) -> int:
                                                       if getattr(train_cfg, k)})
         model_fields = {k: v for k, v in values.items() if k in field_names(ModelConfig)}
         # validate before reading the corpus: the pre-trained model's architecture, or the one asked for
-        base = _load_base(train_cfg, given(args, ModelConfig)) if train_cfg.init_from else ModelConfig(**model_fields, vocab_size=1)
+        base = (_load_base(train_cfg, given(args, ModelConfig), given(args, TrainConfig)) if train_cfg.init_from
+                else ModelConfig(**model_fields, vocab_size=1))
+        if train_cfg.init_from and train_cfg.newlines != base.train_config.newlines:  # not given (refused above if it was)
+            train_cfg = dataclasses.replace(train_cfg, newlines=base.train_config.newlines)
+            print(f"note: {base.path} was trained with --newlines {train_cfg.newlines}, so the fine-tuning reads its text so too", flush=True)
         if train_cfg.init_from and base.vocab.unk and not train_cfg.unk:  # its <unk> row stays, and is used as such
             train_cfg = dataclasses.replace(train_cfg, unk=True)
             print(f"note: {base.path} has <unk>, so the fine-tuned model has it too (as with --unk)", flush=True)
@@ -239,11 +247,10 @@ def _train(args: argparse.Namespace) -> int:
             model_cfg = model_config_for(model_fields, len(corpus.vocab))
     distributed.check_batch_size(train_cfg.batch_size, distributed.from_env()[0])
     dist = distributed.setup(pick_device(train_cfg.device), args.dist_timeout)
-    trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume, init_weights=init_weights, dist=dist)
+    # --overwrite: a new run, or a resume into another folder (its own one is refused above); fit() clears the old one
+    trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume, init_weights=init_weights, dist=dist, overwrite=args.overwrite)
     if dist.is_main:
         ckpt_io.lock_run(trainer.out)  # a folder made just now (one there already was locked when checked)
-    if args.overwrite and dist.is_main:  # a new run, or a resume into another folder (its own one is refused above)
-        _clear_run(trainer.out)  # the old run's best/ and plot must not outlive it beside the new one
     print(describe(trainer), flush=True)
     if dist.enabled:
         print(f"data parallel: {dist.world_size} process(es) ({dist.backend}), {train_cfg.batch_size // dist.world_size} of the "
@@ -298,7 +305,7 @@ def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
     out = ckpt_io.check_writable(out, "--out", folder=True)
     if locks and out.is_dir():  # held from here on, so that nothing starts writing it while this run starts
         ckpt_io.lock_run(out)
-    if overwrite or not any((out / name).exists() for name in RUN_FILES[:3]):
+    if overwrite or not any((out / name).exists() for name in ckpt_io.RUN_FILES[:3]):
         return
     if any((out / name / ckpt_io.META_FILE).is_file() for name in ("best", "last")):
         raise CharlmError(f"{out} already holds a training run; continue it with `charlm train --resume {out}`, "
@@ -308,28 +315,15 @@ def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
                       f"replace it with --overwrite, or give another --out")
 
 
-RUN_FILES = ("best", "last", "metrics.jsonl", "curves.png")
 
 
-def _clear_run(out: Path) -> None:
-    """Remove what a training run leaves in ``out`` (its checkpoints, metrics and plot), nothing else."""
-    import shutil
-
-    for name in RUN_FILES:
-        path = out / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-
-
-def _load_base(train_cfg, flags: dict):
+def _load_base(train_cfg, flags: dict, given_train: dict):
     """The checkpoint ``--init-from`` names, once the flags given are known to fit it."""
     from . import checkpoint as ckpt_io
     from .transfer import TUNABLE
 
     base = ckpt_io.load(train_cfg.init_from, with_trainer=False)
-    if train_cfg.newlines != base.train_config.newlines:
+    if "newlines" in given_train and train_cfg.newlines != base.train_config.newlines:
         raise CharlmError(f"--newlines {train_cfg.newlines}: {base.path} was trained with --newlines {base.train_config.newlines}; "
                           f"fine-tune with the same (the model's line breaks or spaces were learned that way)")
     if train_cfg.unk and not base.vocab.unk:
@@ -388,7 +382,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.unknown == "skip":  # dropped, but not in silence
         from .sampling import show_chars, unknown_chars
 
-        for what, text, exact in (("prefix", given_prefix, False), ("style prefix", args.style_prefix, False), ("acrostic", args.acrostic, True)):
+        for what, text, exact in (("prefix", given_prefix, False), ("style prefix", normalize(args.style_prefix, newlines), False),
+                                  ("acrostic", args.acrostic, True)):
             if dropped := [c for c in unknown_chars(vocab, text, exact) if not c.isspace() or what != "acrostic"]:
                 print(f"note: skipped in the {what}, outside the vocabulary: {show_chars(dropped)}", file=sys.stderr)
     index = _copy_index(ckpt) if args.check_copy else None

@@ -135,6 +135,7 @@ class Corpus:
     val_text: str
     vocab: Vocab
     total_chars: int
+    source: str | None = None  # the TrainConfig.data it was read from; IN_MEMORY for corpus_from_text; None: made by hand
 
     @property
     def train_ids(self) -> torch.Tensor:
@@ -152,16 +153,38 @@ def split(text: str, val_fraction: float) -> tuple[str, str]:
     return text[:n_train], text[n_train:]
 
 
+IN_MEMORY = "<a text given in memory>"  # TrainConfig.data of a model trained on corpus_from_text: nothing to read again
+
+
 def load_corpus(cfg, vocab: Vocab | None = None) -> Corpus:
     """Read, normalise and split the corpus of a ``TrainConfig``; build the vocabulary unless given."""
-    text = normalize(read_text(cfg.data, cfg.encoding), cfg.newlines)
+    if cfg.data == IN_MEMORY:
+        raise CharlmError("this model was trained on a text given in memory (charlm.data.corpus_from_text), "
+                          "which cannot be read again here")
+    return _corpus(read_text(cfg.data, cfg.encoding), cfg, vocab, cfg.data)
+
+
+def corpus_from_text(text: str, cfg, vocab: Vocab | None = None) -> Corpus:
+    """The corpus of a text given as a string, cut as ``load_corpus`` cuts a file (``cfg``'s newlines, split, limit, vocabulary).
+
+    A model trained on it records ``data`` as :data:`IN_MEMORY`: resuming it, the copy check and
+    the bigram yardstick need the text, which is not on disk (save it to a file and train with
+    ``data=`` that file to have them).
+    """
+    if not isinstance(text, str) or not text:
+        raise CharlmError("corpus_from_text needs a non-empty string")
+    return _corpus(text.replace("\ufeff", "", 1) if text.startswith("\ufeff") else text, cfg, vocab, IN_MEMORY)
+
+
+def _corpus(raw: str, cfg, vocab: Vocab | None, source: str) -> Corpus:
+    text = normalize(raw, cfg.newlines)
     train_text, val_text = split(text, cfg.val_fraction)
     if cfg.limit_chars:
         train_text = train_text[: cfg.limit_chars]
     if vocab is None:
-        source = text if cfg.vocab_from == "all" else train_text
-        vocab = Vocab.build(source, min_freq=cfg.min_freq, unk=cfg.unk)
-    return Corpus(train_text, val_text, vocab, len(text))
+        chars = text if cfg.vocab_from == "all" else train_text
+        vocab = Vocab.build(chars, min_freq=cfg.min_freq, unk=cfg.unk)
+    return Corpus(train_text, val_text, vocab, len(text), source)
 
 
 def min_chars(batch_size: int, num_steps: int, sampling: str) -> int:
@@ -239,16 +262,25 @@ def pretraining_texts(ckpt) -> tuple[list[tuple[str, str]], list[str]]:
 
     As ``(checkpoint, text)`` pairs, and a note for a checkpoint or text that cannot be read here
     (the chain stops there).  A fine-tuned model may repeat what it learned in pre-training, so the
-    copy check looks there too.
+    copy check looks there too.  Only configurations are read, not weights.
     """
-    from .checkpoint import load
-    from .errors import CharlmError
+    import os
+    from pathlib import Path
 
-    found, notes, seen, cfg = [], [], set(), ckpt.train_config
-    while cfg.init_from and cfg.init_from not in seen:
-        seen.add(cfg.init_from)
+    from .checkpoint import load, resolve
+
+    found, notes, cfg = [], [], ckpt.train_config
+    run = lambda path: Path(path).resolve().parent  # noqa: E731 - best/ and last/ of one run learned from one text
+    seen = {run(ckpt.path)} if ckpt.path is not None else set()
+    while cfg.init_from:
+        if not os.path.isabs(cfg.init_from):  # stored by an older charlm as typed: relative to a folder no longer known
+            notes.append(f"the pre-training text of {cfg.init_from} is left out: the checkpoint names it by a relative path")
+            break
         try:
-            base = load(cfg.init_from, with_trainer=False)
+            base = load(resolve(cfg.init_from), with_trainer=False, with_weights=False)
+            if run(base.path) in seen:  # a chain that comes back (A fine-tuned from B, then B from A)
+                break
+            seen.add(run(base.path))
             found.append((str(base.path), training_text(base)))
         except CharlmError as e:
             notes.append(f"the pre-training text of {cfg.init_from} is left out: {e}")

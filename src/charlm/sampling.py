@@ -129,9 +129,15 @@ def generate(
     """Yield, step by step, one string per sample: first the prefix, then one character each (``""`` once a sample is done).
 
     Stops after ``cfg.length`` characters, or ``cfg.lines`` line breaks, or one line per
-    character of ``acrostic`` (藏头), each line starting with that character.  The caller
-    checks the texts against the vocabulary first (:func:`check_known`).
+    character of ``acrostic`` (藏头), each line starting with that character.  Characters
+    outside the vocabulary are an error (:func:`check_known` with ``"skip"`` drops them first).
+    Without a ``generator``, ``cfg.seed`` seeds one (the same seed gives the same text as
+    ``charlm generate --seed``); with neither, torch's global random stream is used.
     """
+    for what, text, exact in (("prefix", prefix, False), ("style prefix", style_prefix, False), ("acrostic", acrostic, True)):
+        check_known(vocab, text, what, exact=exact)
+    if generator is None and cfg.seed >= 0:
+        generator = make_generator(cfg.seed, model.decoder.weight.device)
     was_training = model.training
     model.eval()
     try:

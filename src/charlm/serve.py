@@ -110,7 +110,7 @@ def _request_models(lim: Limits):
     return GenerateRequest, ScoreRequest
 
 
-# What the endpoints answer, for /docs: the JSON is exactly these fields (None ones left out).
+# What the endpoints answer, for /docs: the JSON is exactly these fields (the optional ones only when there is something to say).
 
 
 class CopyReportOut(BaseModel):
@@ -131,6 +131,8 @@ class GenerateResponse(BaseModel):
     time_limit_s: float
     copies: list[CopyReportOut] | None = Field(None, description="with check_copy: one report per sample")
     copy_check_error: str | None = Field(None, description="with check_copy, when the training text could not be read after all")
+    copy_check_note: str | None = Field(None, description="with check_copy, a pre-training text (--init-from) that could not be "
+                                                          "read, so the check covers the fine-tuning text only")
 
 
 class ScoreResponse(BaseModel):
@@ -332,6 +334,7 @@ class _Server:
         self._loop = self._limiter = self._threads = None
         self._copy_lock = threading.Lock()
         self._copy_index: CopyIndex | None = None
+        self._copy_note = ""  # a pre-training text left out of the index, and why
 
     def copy_check_possible(self) -> bool:
         """Whether the training text is where the checkpoint says (the bundled lyrics always are)."""
@@ -343,8 +346,9 @@ class _Server:
         with self._copy_lock:
             if self._copy_index is None:
                 try:
-                    pre, _ = pretraining_texts(self.ckpt)  # a fine-tuned model may repeat its pre-training text too
+                    pre, notes = pretraining_texts(self.ckpt)  # a fine-tuned model may repeat its pre-training text too
                     self._copy_index = CopyIndex([training_text(self.ckpt)] + [t for _, t in pre])
+                    self._copy_note = "; ".join(notes)
                 except CharlmError as e:
                     raise _Invalid("check_copy", f"the training text cannot be read where the server runs: {e}") from None
             return self._copy_index
@@ -362,7 +366,7 @@ class _Server:
             reports = await anyio.to_thread.run_sync(lambda: [self.copy_index().check(t[skip:].strip("\n")) for t in texts])
         except _Invalid as e:
             return {"copy_check_error": e.message}
-        return {"copies": [dataclasses.asdict(r) for r in reports]}
+        return {"copies": [dataclasses.asdict(r) for r in reports], **({"copy_check_note": self._copy_note} if self._copy_note else {})}
 
     def limiter(self) -> anyio.CapacityLimiter:
         """At most ``workers`` generations or scorings run at once; the rest wait in line, first come first served.
@@ -537,7 +541,7 @@ def create_app(
 
     @app.post("/v1/generate", tags=["generate"], response_model=GenerateResponse, response_model_exclude_unset=True, responses=ERRORS)
     async def generate_json(req: GenerateRequest, request: Request) -> dict:
-        """Write ``num_samples`` texts from ``prefix``; ``finish_reason`` says why each stopped (done, time_limit, max_length).
+        """Write ``num_samples`` texts from ``prefix``; ``finish_reason`` says why they stopped (done, time_limit, max_length, disconnected).
 
         With ``check_copy``, ``copies`` holds a copy report per sample: ``longest`` and ``span``, the longest
         piece found verbatim in the training text, and ``ngram_share``, the share of its ``n``-grams seen there.
@@ -642,7 +646,8 @@ def _echo(value, room: int = 200, depth: int = 4):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN: json.dumps would fail on it
     if isinstance(value, (bytes, bytearray)):  # a body that was not sent as JSON
-        value = bytes(value[: 4 * room]).decode("utf-8", "replace") + ("…" if len(value) > 4 * room else "")
+        cut = len(value) > 4 * room
+        return bytes(value[: 4 * room]).decode("utf-8", "replace")[:room] + (f"… ({len(value):,} bytes)" if cut else "")
     if isinstance(value, str) and len(value) > room:
         return value[:room] + f"… ({len(value):,} characters)"
     if isinstance(value, (dict, list, tuple)) and depth == 0:

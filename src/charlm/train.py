@@ -1,7 +1,9 @@
 """The training loop: truncated BPTT with a carried, detached state; evaluation; resumable state.
 
-The trainer is importable and keeps no globals.  Everything that makes a resumed run
-continue exactly is in :meth:`Trainer.snapshot`: weights, optimizer moments, schedule,
+The trainer is importable.  Like any PyTorch training it draws from torch's and Python's global
+random streams, which it seeds (or, on a resume, restores), and on the CPU it keeps torch to one
+thread per physical core while it trains.  Everything that makes a resumed run continue exactly
+is in :meth:`Trainer.snapshot`: weights, optimizer moments, schedule,
 every random stream, the epoch, the step, the batch within the epoch and the carried
 hidden state.
 """
@@ -76,6 +78,8 @@ def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_
     first is predicted from everything before it.  ``progress(characters read)`` is called
     after every chunk.
     """
+    if not torch.is_tensor(ids):
+        ids = torch.tensor(ids, dtype=torch.long)  # a list of ids, from vocab.encode
     was_training = model.training
     model.eval()
     rows = max(1, min(rows, ids.numel() // 2))
@@ -190,15 +194,25 @@ class Trainer:
     """Train a :class:`CharLM` on a :class:`Corpus`; ``fit()`` runs to the end and returns the metrics."""
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus, resume: ckpt_io.Checkpoint | None = None, log=print,
-                 init_weights: dict | None = None, dist: distributed.Dist | None = None):
+                 init_weights: dict | None = None, dist: distributed.Dist | None = None, overwrite: bool = False):
+        """``overwrite``: a new run into an ``out`` folder that holds another run, whose files ``fit`` removes first."""
         self.dist = dist or distributed.Dist()  # one plain process unless torchrun started a job
+        if model_cfg.vocab_size != len(corpus.vocab):
+            raise ValueError(f"the model's vocab_size is {model_cfg.vocab_size}, the corpus's vocabulary has {len(corpus.vocab)} entries")
+        cfg = _recorded_source(cfg, corpus)
         self.cfg, self.corpus = cfg, corpus
+        self.overwrite = overwrite and resume is None
         self.log = log if self.dist.is_main else (lambda *_: None)  # rank 0 alone logs
         self.out = Path(cfg.out)
         self.device = self.dist.device if self.dist.device is not None else pick_device(cfg.device)
         distributed.check_batch_size(cfg.batch_size, self.dist.world_size)
         check_speed_flags(cfg, self.device, self.dist.world_size)  # before anything is written
-        self.train_ids = corpus.train_ids
+        if resume is None and not overwrite and self.dist.is_main and any((self.out / n / ckpt_io.META_FILE).is_file() for n in ("best", "last")):
+            raise CharlmError(f"{self.out} already holds a training run; give another out, resume it, or overwrite it (overwrite=True, --overwrite)")
+        try:
+            self.train_ids = corpus.train_ids
+        except KeyError as e:
+            raise CharlmError(f"the training text has a character its vocabulary lacks: {e} (build the vocabulary from the text, or with unk)") from None
         check_enough(self.train_ids.numel(), cfg.batch_size, cfg.num_steps, cfg.sampling)
         self.val_ids, self.val_skipped = corpus.val_ids()
         if self.val_ids.numel() < 2:
@@ -366,9 +380,14 @@ class Trainer:
 
     def fit(self) -> list[dict]:
         """Train to ``cfg.epochs`` (or early stop); returns the per-epoch metrics."""
+        self._signal = None  # a Trainer stopped by Ctrl-C goes on from where it stopped when fit() is called again
         if self.dist.is_main:
+            if self.overwrite:  # the old run's best/, metrics and plot must not outlive it beside the new one
+                ckpt_io.clear_run(self.out)
+                self.overwrite = False
             self.out.mkdir(parents=True, exist_ok=True)
             self._write_metrics()
+        threads = torch.get_num_threads()  # lowered to the physical cores for training (see _train_step), then given back
         handlers = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -386,6 +405,7 @@ class Trainer:
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)
+            torch.set_num_threads(threads)
         return self.metrics
 
     def _train_epoch(self) -> bool:
@@ -612,13 +632,13 @@ def plot_metrics(metrics: list[dict], path: Path) -> Path | None:
     """Training and validation perplexity per epoch, as a PNG."""
     if not metrics:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [m["epoch"] for m in metrics]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4), dpi=100)  # not pyplot: no backend switched, no figure left open in a notebook
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.plot(epochs, [m["train_ppl"] for m in metrics], label="training (running mean, dropout on)")
     if any(m["val_ppl"] is not None for m in metrics):
         ax.plot(epochs, [m["val_ppl"] for m in metrics], label="validation (held out)")
@@ -630,25 +650,48 @@ def plot_metrics(metrics: list[dict], path: Path) -> Path | None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     ckpt_io.write_atomic((path, buf.getvalue()))
     return path
 
 
 def model_config_for(cfg_values: dict, vocab_size: int) -> ModelConfig:
+    """The ``ModelConfig`` of a dict of settings (a preset's, say; other keys ignored) for a vocabulary of ``vocab_size``."""
     from .config import field_names
 
     return ModelConfig(**{k: v for k, v in cfg_values.items() if k in field_names(ModelConfig)}, vocab_size=vocab_size)
 
 
+def _recorded_source(cfg: TrainConfig, corpus: Corpus) -> TrainConfig:
+    """``cfg`` with ``data`` saying where the corpus really came from, so that a checkpoint never names the wrong text.
+
+    A corpus from :func:`corpus_from_text`, or one made by hand under the default ``data`` that is not
+    the bundled lyrics, is recorded as :data:`IN_MEMORY`; a file's path is kept absolute.
+    """
+    import dataclasses
+    import os
+
+    from .data import IN_MEMORY, load_corpus
+
+    source = corpus.source
+    if source is None and not cfg.data:  # made by hand: the bundled lyrics only if it is their text
+        bundled = load_corpus(cfg, vocab=corpus.vocab)
+        source = "" if (bundled.train_text, bundled.val_text) == (corpus.train_text, corpus.val_text) else IN_MEMORY
+    if source == IN_MEMORY:
+        return dataclasses.replace(cfg, data=IN_MEMORY)
+    if cfg.data and cfg.data != IN_MEMORY and not os.path.isabs(cfg.data):
+        return dataclasses.replace(cfg, data=os.path.abspath(cfg.data))
+    return cfg
+
+
 def describe(trainer: Trainer) -> str:
+    """The lines a training run starts with: corpus, split, vocabulary, model, batches (and notes on <unk> and warm-up)."""
     c, cfg = trainer.corpus, trainer.cfg
     unk_note = warm_note = ""
     if c.vocab.unk:  # how much of the training text the model reads as <unk>: rare characters, or with --min-freq many
         n_unk = int((trainer.train_ids == 0).sum())
         unk_note = f"\n<unk>: {n_unk:,} of the {trainer.train_ids.numel():,} training characters ({n_unk / max(1, trainer.train_ids.numel()):.1%}) are read as <unk>"
-    if cfg.warmup_steps >= trainer.total_steps and cfg.schedule != "plateau":
-        warm_note = (f"\nnote: --warmup-steps {cfg.warmup_steps} is as long as the whole run ({trainer.total_steps} steps): "
+    if cfg.warmup_steps > trainer.total_steps and cfg.schedule != "plateau":
+        warm_note = (f"\nnote: --warmup-steps {cfg.warmup_steps} is longer than the whole run ({trainer.total_steps} steps): "
                      f"the learning rate never reaches --lr {cfg.lr:g}")
     val = f"validation {len(c.val_text):,}" + (f" ({trainer.val_skipped:,} outside the vocabulary, skipped when scoring)" if trainer.val_skipped else "")
     return (f"corpus: {c.total_chars:,} characters; training {len(c.train_text):,}, {val}\n"
@@ -657,4 +700,5 @@ def describe(trainer: Trainer) -> str:
             + unk_note + warm_note)
 
 
-__all__ = ["Trainer", "TrainingInterrupted", "evaluate", "plot_metrics", "describe", "ppl", "to_dict"]
+__all__ = ["Trainer", "TrainingInterrupted", "evaluate", "evaluate_dynamic", "plot_metrics", "describe", "ppl", "pick_device",
+           "model_config_for"]

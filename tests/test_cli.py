@@ -498,6 +498,19 @@ def test_resume_into_a_folder_holding_another_run_needs_overwrite(capsys, corpus
     one_line_error(*run_cli(capsys, "train", "--resume", a, "--epochs", 2, "--out", b)[::2], "already holds a training run")
     assert (b / "metrics.jsonl").read_text() == before
     one_line_error(*run_cli(capsys, "train", "--resume", a, "--epochs", 2, "--overwrite")[::2], "--overwrite does not go with --resume")
+    from charlm.train import Trainer
+
+    real = Trainer._train_epoch
+
+    def stopped(self):  # the resumed run stopped in its first batch: nothing of b's own run may be left to be loaded
+        raise KeyboardInterrupt
+
+    Trainer._train_epoch = stopped
+    try:
+        assert run_cli(capsys, "train", "--resume", a, "--epochs", 2, "--out", b, "--overwrite")[0] == 130
+    finally:
+        Trainer._train_epoch = real
+    assert sorted(p.name for p in b.iterdir()) == ["metrics.jsonl"]
     assert run_cli(capsys, "train", "--resume", a, "--epochs", 2, "--out", b, "--overwrite")[0] == 0
     assert [m["epoch"] for m in map(json.loads, (b / "metrics.jsonl").read_text().splitlines())] == [1, 2]
 

@@ -467,6 +467,8 @@ def test_copy_reports_keep_their_null_share_and_samples_are_bounded(client, tiny
 def test_echoes_of_raw_bodies_and_long_keys_are_bounded_and_greedy_takes_no_temperature(client):
     r = client.post("/v1/score", content=b"x" * 200_000, headers={"content-type": "text/plain"})
     assert r.status_code == 422 and len(r.content) < 3000
+    r = client.post("/v1/score", content=b"y" * 500, headers={"content-type": "text/plain"})
+    assert r.json()["detail"][0]["input"] == "y" * 200 + "… (500 bytes)"  # cut, and it says so
     r = client.post("/v1/score", json={"text": "分开", "k" * 100_000: 1})
     assert r.status_code == 422 and len(r.content) < 3000
     r = client.post("/v1/generate", json={"greedy": True, "temperature": 0.5})

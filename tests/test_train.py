@@ -335,6 +335,13 @@ def test_a_corpus_given_as_a_string_is_recorded_as_such(tmp_path, capsys):
     t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=8),
                 dataclasses.replace(cfg, out=str(tmp_path / "b")), hand, log=lambda *_: None)
     assert t.cfg.data == IN_MEMORY
+    # a corpus read from a file is recorded as that file, whatever the config given to the Trainer says
+    f = tmp_path / "other.txt"
+    f.write_text("the cat sat on the mat\n" * 80, encoding="utf-8")
+    read = load_corpus(dataclasses.replace(cfg, data=str(f)))
+    t = Trainer(ModelConfig(vocab_size=len(read.vocab), embedding_size=8, hidden_size=8),
+                dataclasses.replace(cfg, out=str(tmp_path / "c")), read, log=lambda *_: None)
+    assert t.cfg.data == str(f)
 
 
 def test_library_misuse_is_a_clear_error(tmp_path):

@@ -149,3 +149,22 @@ def test_fine_tuning_takes_the_bases_newlines_and_a_resume_may_repeat_relative_p
     assert main(["train", "--data", "a.txt", "--init-from", "ft", "--out", "base", "--overwrite", *small]) == 0
     found, notes = pretraining_texts(load(tmp_path / "base"))
     assert [str(tmp_path / "ft") in name for name, _ in found] == [True] and notes == []
+
+
+def test_pre_training_texts_of_checkpoint_folders_side_by_side(capsys, tmp_path):
+    import shutil
+
+    from charlm.data import pretraining_texts
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("明月几时有把酒问青天\n" * 60, encoding="utf-8")
+    b.write_text("分开的时候我说不分开\n" * 60, encoding="utf-8")
+    small = ["--batch-size", "4", "--num-steps", "16", "--device", "cpu", "--epochs", "1", "--sample-every", "0", "--prefixes", "明月"]
+    assert main(["train", "--data", str(a), "--embedding-size", "16", "--hidden-size", "16", "--no-tie-weights",
+                 "--out", str(tmp_path / "ra"), *small]) == 0
+    models = tmp_path / "models"
+    shutil.copytree(tmp_path / "ra" / "best", models / "base")  # checkpoint folders kept side by side, not in runs
+    assert main(["train", "--data", str(b), "--init-from", str(models / "base"), "--out", str(tmp_path / "rb"), *small]) == 0
+    shutil.copytree(tmp_path / "rb" / "best", models / "ft")
+    found, notes = pretraining_texts(load(models / "ft"))
+    assert [name for name, _ in found] == [str(models / "base")] and notes == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import types
 import typing
@@ -150,7 +151,6 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     """``charlm train`` in one process, or as one process of a job that torchrun started (see distributed.py)."""
     import contextlib
-    import os
 
     from . import distributed
     from .checkpoint import release_run_locks
@@ -191,8 +191,6 @@ def _train(args: argparse.Namespace) -> int:
         if args.preset is not None:
             raise CharlmError("--preset and --resume do not go together: a resumed run keeps its own settings")
         resume = ckpt_io.load(args.resume, prefer="last")
-        import os
-
         stored = {**to_dict(resume.model_config), **to_dict(resume.train_config)}
         typed = {k: os.path.abspath(v) if k in ("data", "init_from") and v else list(v) if isinstance(v, tuple) else v
                  for k, v in overrides.items()}  # paths as training stores them
@@ -224,8 +222,6 @@ def _train(args: argparse.Namespace) -> int:
         values = {**get_preset(preset), **overrides}
         check_requires(preset, values)
         train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
-        import os
-
         # kept absolute: --resume, --check-copy, --bigram and serve read them again from anywhere
         train_cfg = dataclasses.replace(train_cfg, **{k: os.path.abspath(getattr(train_cfg, k)) for k in ("data", "init_from")
                                                       if getattr(train_cfg, k)})
@@ -313,8 +309,6 @@ def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
     # a run stopped before its first checkpoint (killed, or it failed): nothing to resume
     raise CharlmError(f"{out} holds a training run that stopped before its first checkpoint, so it cannot be resumed; "
                       f"replace it with --overwrite, or give another --out")
-
-
 
 
 def _load_base(train_cfg, flags: dict, given_train: dict):
@@ -531,8 +525,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
     # numpy's OpenBLAS (one-sample generation on the CPU) keeps to --threads per request, as torch does
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, args.threads)))
     from .serve import serve

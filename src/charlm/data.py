@@ -270,7 +270,10 @@ def pretraining_texts(ckpt) -> tuple[list[tuple[str, str]], list[str]]:
     from .checkpoint import load, resolve
 
     found, notes, cfg = [], [], ckpt.train_config
-    run = lambda path: Path(path).resolve().parent  # noqa: E731 - best/ and last/ of one run learned from one text
+    def run(path) -> Path:  # best/ and last/ of one run learned from one text; another checkpoint folder is its own
+        p = Path(path).resolve()
+        return p.parent if p.name in ("best", "last") else p
+
     seen = {run(ckpt.path)} if ckpt.path is not None else set()
     while cfg.init_from:
         if not os.path.isabs(cfg.init_from):  # stored by an older charlm as typed: relative to a folder no longer known

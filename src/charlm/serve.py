@@ -646,8 +646,8 @@ def _echo(value, room: int = 200, depth: int = 4):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN: json.dumps would fail on it
     if isinstance(value, (bytes, bytearray)):  # a body that was not sent as JSON
-        cut = len(value) > 4 * room
-        return bytes(value[: 4 * room]).decode("utf-8", "replace")[:room] + (f"… ({len(value):,} bytes)" if cut else "")
+        shown = bytes(value[: 4 * room]).decode("utf-8", "replace")
+        return shown[:room] + (f"… ({len(value):,} bytes)" if len(value) > 4 * room or len(shown) > room else "")
     if isinstance(value, str) and len(value) > room:
         return value[:room] + f"… ({len(value):,} characters)"
     if isinstance(value, (dict, list, tuple)) and depth == 0:

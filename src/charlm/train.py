@@ -128,6 +128,8 @@ def evaluate_dynamic(model: CharLM, ids: torch.Tensor, lr: float, chunk: int = D
     """
     import copy
 
+    if not torch.is_tensor(ids):
+        ids = torch.tensor(ids, dtype=torch.long)  # a list of ids, from vocab.encode
     model = copy.deepcopy(model).eval()  # no dropout: the scores are the model's own
     model.requires_grad_(True)
     if model.cfg.embedding_size == 0:
@@ -201,7 +203,8 @@ class Trainer:
             raise ValueError(f"the model's vocab_size is {model_cfg.vocab_size}, the corpus's vocabulary has {len(corpus.vocab)} entries")
         cfg = _recorded_source(cfg, corpus)
         self.cfg, self.corpus = cfg, corpus
-        self.overwrite = overwrite and resume is None
+        # a new run, or a resume continued into another folder: the run that folder holds is cleared by fit()
+        self.overwrite = overwrite and (resume is None or Path(cfg.out).resolve() != Path(resume.path).resolve().parent)
         self.log = log if self.dist.is_main else (lambda *_: None)  # rank 0 alone logs
         self.out = Path(cfg.out)
         self.device = self.dist.device if self.dist.device is not None else pick_device(cfg.device)
@@ -212,6 +215,9 @@ class Trainer:
         try:
             self.train_ids = corpus.train_ids
         except KeyError as e:
+            if resume is not None:
+                raise CharlmError(f"{resume.path}: the training text has a character the checkpoint's vocabulary lacks ({e}): "
+                                  f"the text changed since the run began; cannot resume") from None
             raise CharlmError(f"the training text has a character its vocabulary lacks: {e} (build the vocabulary from the text, or with unk)") from None
         check_enough(self.train_ids.numel(), cfg.batch_size, cfg.num_steps, cfg.sampling)
         self.val_ids, self.val_skipped = corpus.val_ids()
@@ -673,14 +679,13 @@ def _recorded_source(cfg: TrainConfig, corpus: Corpus) -> TrainConfig:
     from .data import IN_MEMORY, load_corpus
 
     source = corpus.source
-    if source is None and not cfg.data:  # made by hand: the bundled lyrics only if it is their text
-        bundled = load_corpus(cfg, vocab=corpus.vocab)
-        source = "" if (bundled.train_text, bundled.val_text) == (corpus.train_text, corpus.val_text) else IN_MEMORY
-    if source == IN_MEMORY:
-        return dataclasses.replace(cfg, data=IN_MEMORY)
-    if cfg.data and cfg.data != IN_MEMORY and not os.path.isabs(cfg.data):
-        return dataclasses.replace(cfg, data=os.path.abspath(cfg.data))
-    return cfg
+    if source is None:  # made by hand: trusted to be cfg.data's text, but for the default, checked against the lyrics
+        source = cfg.data
+        if not cfg.data:
+            bundled = load_corpus(cfg, vocab=corpus.vocab)
+            source = "" if (bundled.train_text, bundled.val_text) == (corpus.train_text, corpus.val_text) else IN_MEMORY
+    data = source if source in ("", IN_MEMORY) else os.path.abspath(source)  # where the corpus was read, whatever cfg says
+    return cfg if data == cfg.data else dataclasses.replace(cfg, data=data)
 
 
 def describe(trainer: Trainer) -> str:

@@ -128,7 +128,7 @@ class GenerateResponse(BaseModel):
     seed: int = Field(description="the seed used: send it again for the same text")
     chars: int = Field(description="characters generated per sample, the prefix not counted (with several samples, the longest's)")
     elapsed_s: float = Field(description="seconds spent generating, time waiting for a worker not counted")
-    time_limit_s: float
+    time_limit_s: float = Field(description="the server's --time-limit, in seconds")
     copies: list[CopyReportOut] | None = Field(None, description="with check_copy: one report per sample")
     copy_check_error: str | None = Field(None, description="with check_copy, when the training text could not be read after all")
     copy_check_note: str | None = Field(None, description="with check_copy, a pre-training text (--init-from) that could not be "
@@ -137,17 +137,17 @@ class GenerateResponse(BaseModel):
 
 class ScoreResponse(BaseModel):
     text: str = Field(description="the text as scored: line endings as \\n (as spaces, for a model trained so)")
-    characters: int
+    characters: int = Field(description="characters in text")
     scored: int = Field(description="characters with a surprisal: all known ones but the first")
     skipped: int = Field(description="characters outside the vocabulary, skipped (with unknown: skip)")
     loss: float = Field(description="mean cross-entropy in nats per character")
-    bits_per_char: float
+    bits_per_char: float = Field(description="mean surprisal in bits per character (loss / ln 2)")
     perplexity: float | None = Field(description="2 ** bits_per_char (null if too large to write)")
     surprisal: list[float | None] = Field(description="bits per character of text; null for the first and for skipped ones")
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok"] = Field(description="always ok: the server answers")
     active: int = Field(description="model calls (generations, scorings) running")
     waiting: int = Field(description="model calls waiting for a worker")
     served: int = Field(description="model calls ended since the start")

@@ -166,7 +166,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         if not distributed.launched() or not distributed.is_collective_failure(e):
             raise
-        raise CharlmError(f"rank {rank}: {distributed.lost_contact(e, args.dist_timeout)}", exit_code=1) from None
+        error = CharlmError(f"rank {rank}: {distributed.lost_contact(e, args.dist_timeout)}", exit_code=1)
+        # the process group's threads wait on a peer that is gone: exiting normally can abort in their teardown
+        # (SIGABRT, "terminate called without an active exception") after the message, so main() exits at once
+        error.hard_exit = True
+        raise error from None
     except (CharlmError, ValueError) as e:
         exit_code = getattr(e, "exit_code", 2)
         if world > 1 and isinstance(e, distributed.DistributedError):
@@ -576,6 +580,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except CharlmError as e:
         print(f"charlm: error: {e}", file=sys.stderr)
+        if getattr(e, "hard_exit", False):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.exit_code)
         return e.exit_code
     except ValueError as e:  # a config field out of range
         print(f"charlm: error: {e}", file=sys.stderr)

@@ -560,3 +560,7 @@ def test_a_failed_resume_into_a_new_folder_makes_no_folder(capsys, tmp_path):
     corpus.unlink()
     assert run_cli(capsys, "train", "--resume", run, "--epochs", 2, "--out", tmp_path / "new")[0] == 2
     assert not (tmp_path / "new").exists()
+
+
+def test_help_for_an_unknown_preset_is_the_unknown_preset_error(capsys):
+    one_line_error(*run_cli(capsys, "train", "--preset", "nosuch", "--help")[::2], "unknown preset 'nosuch'; known presets:")

@@ -565,16 +565,26 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 
 def _named_preset(argv: list[str]) -> str:
-    """The preset ``--preset`` names in ``argv``, if it is one (for ``train --preset X --help``), else the default."""
+    """The preset ``--preset`` names in ``argv``, if it is one (for ``train --preset X --help``), else the default.
+
+    An unknown one with ``--help`` is the error it is without (the help would show another preset's values).
+    """
     for i, a in enumerate(argv):
         name = argv[i + 1] if a == "--preset" and i + 1 < len(argv) else a.split("=", 1)[1] if a.startswith("--preset=") else None
         if name in PRESETS:
             return name
+        if name is not None and ("-h" in argv or "--help" in argv):
+            get_preset(name)  # the one-line error naming the known presets
     return DEFAULT_PRESET
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(_named_preset(sys.argv[1:] if argv is None else [str(a) for a in argv]))
+    try:
+        preset = _named_preset(sys.argv[1:] if argv is None else [str(a) for a in argv])
+    except CharlmError as e:
+        print(f"charlm: error: {e}", file=sys.stderr)
+        return e.exit_code
+    parser = build_parser(preset)
     args = _parse(parser, argv)
     try:
         return COMMANDS[args.command](args)

@@ -122,6 +122,11 @@ def lock_run(out: str | os.PathLike) -> None:
 RUN_FILES = ("best", "last", "metrics.jsonl", "curves.png")  # what a training run writes into its folder
 
 
+def holds_run(out: str | os.PathLike) -> bool:
+    """Whether the folder ``out`` holds a training run's checkpoint (in ``best/`` or ``last/``)."""
+    return any((Path(out) / name / META_FILE).is_file() for name in ("best", "last"))
+
+
 def clear_run(out: Path) -> None:
     """Remove what a training run left in ``out`` (its checkpoints, metrics and plot), nothing else."""
     for name in RUN_FILES:

@@ -16,7 +16,6 @@ import typing
 from pathlib import Path
 
 from . import __version__
-
 from .config import ModelConfig, SampleConfig, TrainConfig, field_names, to_dict
 from .errors import CharlmError
 from .presets import DEFAULT_PRESET, PRESETS, check_requires, get_preset
@@ -308,7 +307,7 @@ def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
         ckpt_io.lock_run(out)
     if overwrite or not any((out / name).exists() for name in ckpt_io.RUN_FILES[:3]):
         return
-    if any((out / name / ckpt_io.META_FILE).is_file() for name in ("best", "last")):
+    if ckpt_io.holds_run(out):
         raise CharlmError(f"{out} already holds a training run; continue it with `charlm train --resume {out}`, "
                           f"replace it with --overwrite, or give another --out")
     # a run stopped before its first checkpoint (killed, or it failed): nothing to resume
@@ -352,10 +351,9 @@ def _sample_config(args) -> SampleConfig:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
+    from .data import normalize
     from .sampling import check_known, default_prefix, generate, make_generator
     from .train import pick_device
-
-    from .data import normalize
 
     cfg = _sample_config(args)
     ignored = [f"--{k.replace('_', '-')}" for k in ("temperature", "top_k", "top_p") if k in given(args, SampleConfig)]
@@ -371,8 +369,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     newlines = ckpt.train_config.newlines  # line ends as the model read them in training (\r\n as \n; spaces, if so trained)
     given_prefix = (normalize(args.prefix, newlines) if args.prefix is not None else "" if args.acrostic
                     else default_prefix(vocab, ckpt.train_config.prefixes))
+    given_style = normalize(args.style_prefix, newlines)
     prefix = check_known(vocab, given_prefix, "prefix", args.unknown)
-    style = check_known(vocab, normalize(args.style_prefix, newlines), "style prefix", args.unknown)
+    style = check_known(vocab, given_style, "style prefix", args.unknown)
     acrostic = check_known(vocab, "".join(args.acrostic.split()), "acrostic", args.unknown, exact=True)  # no line starts with <unk> or a space
     if not prefix and given_prefix and not acrostic:
         raise CharlmError("no character of the prefix is in the model's vocabulary")
@@ -381,8 +380,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.unknown == "skip":  # dropped, but not in silence
         from .sampling import show_chars, unknown_chars
 
-        for what, text, exact in (("prefix", given_prefix, False), ("style prefix", normalize(args.style_prefix, newlines), False),
-                                  ("acrostic", args.acrostic, True)):
+        for what, text, exact in (("prefix", given_prefix, False), ("style prefix", given_style, False), ("acrostic", args.acrostic, True)):
             if dropped := [c for c in unknown_chars(vocab, text, exact) if not c.isspace() or what != "acrostic"]:
                 print(f"note: skipped in the {what}, outside the vocabulary: {show_chars(dropped)}", file=sys.stderr)
     index = _copy_index(ckpt) if args.check_copy else None

@@ -264,23 +264,20 @@ def pretraining_texts(ckpt) -> tuple[list[tuple[str, str]], list[str]]:
     (the chain stops there).  A fine-tuned model may repeat what it learned in pre-training, so the
     copy check looks there too.  Only configurations are read, not weights.
     """
-    import os
-    from pathlib import Path
+    from .checkpoint import load
 
-    from .checkpoint import load, resolve
-
-    found, notes, cfg = [], [], ckpt.train_config
     def run(path) -> Path:  # best/ and last/ of one run learned from one text; another checkpoint folder is its own
         p = Path(path).resolve()
         return p.parent if p.name in ("best", "last") else p
 
+    found, notes, cfg = [], [], ckpt.train_config
     seen = {run(ckpt.path)} if ckpt.path is not None else set()
     while cfg.init_from:
         if not os.path.isabs(cfg.init_from):  # stored by an older charlm as typed: relative to a folder no longer known
             notes.append(f"the pre-training text of {cfg.init_from} is left out: the checkpoint names it by a relative path")
             break
         try:
-            base = load(resolve(cfg.init_from), with_trainer=False, with_weights=False)
+            base = load(cfg.init_from, with_trainer=False, with_weights=False)
             if run(base.path) in seen:  # a chain that comes back (A fine-tuned from B, then B from A)
                 break
             seen.add(run(base.path))

@@ -440,6 +440,20 @@ def test_a_run_folder_in_use_by_a_running_training_is_refused(capsys, corpus, tm
     assert run_cli(capsys, "train", "--resume", out, "--epochs", 2)[0] == 0  # the lock goes with the process holding it
 
 
+def test_a_running_training_without_a_checkpoint_yet_is_named_as_such(capsys, tmp_path, tiny_run):
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "starting"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)  # a `charlm train` before its first checkpoint
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for args in (["train", "--resume", out], ["generate", out], ["eval", out, tiny_run]):
+            one_line_error(*run_cli(capsys, *args)[::2], "no checkpoint yet; the `charlm train` still writing this folder")
+    finally:
+        os.close(fd)
+    one_line_error(*run_cli(capsys, "generate", out)[::2], "not a charlm checkpoint")
+
+
 def test_generate_reads_prefix_line_ends_as_newlines_and_refuses_length_with_lines(capsys, tiny_run):
     a = run_cli(capsys, "generate", tiny_run, "--prefix", "分开\r\n", "--length", 5, "--seed", 1)
     b = run_cli(capsys, "generate", tiny_run, "--prefix", "分开\n", "--length", 5, "--seed", 1)

@@ -59,6 +59,27 @@ def test_healthz_and_page(client):
     assert "/v1/generate/stream" in client.get("/openapi.json").json()["paths"]
 
 
+def test_docs_describe_every_answer_field(client):
+    """/openapi.json's response schema of each endpoint names exactly the fields its answer has (the optional ones aside)."""
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+
+    def properties(path, method):
+        ref = spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        schema = schemas[ref.rsplit("/", 1)[1]]
+        return set(schema["properties"]), set(schema.get("required", ()))
+
+    answers = {("/v1/model", "get"): client.get("/v1/model"), ("/healthz", "get"): client.get("/healthz"),
+               ("/v1/generate", "post"): client.post("/v1/generate", json={"prefix": "分开", "length": 3, "check_copy": True}),
+               ("/v1/score", "post"): client.post("/v1/score", json={"text": "分开的"})}
+    for (path, method), answer in answers.items():
+        assert answer.status_code == 200, (path, answer.text)
+        named, required = properties(path, method)
+        assert required <= set(answer.json()) <= named, path
+    limits = client.get("/v1/model").json()["limits"]
+    assert set(limits) == set(schemas["Limits"]["properties"]) and limits["max_body"] > limits["max_text"]
+
+
 def test_generate_starts_with_prefix(client):
     r = client.post("/v1/generate", json={"prefix": "分开", "length": 12, "seed": 1, "num_samples": 2})
     assert r.status_code == 200, r.text

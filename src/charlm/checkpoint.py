@@ -119,6 +119,24 @@ def lock_run(out: str | os.PathLike) -> None:
     _run_locks[out] = fd
 
 
+def in_use(out: str | os.PathLike) -> bool:
+    """Whether another process holds the run folder ``out``'s lock (a `charlm train` still writing it)."""
+    try:
+        import fcntl
+        fd = os.open(out, os.O_RDONLY)
+    except (ImportError, OSError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 RUN_FILES = ("best", "last", "metrics.jsonl", "curves.png")  # what a training run writes into its folder
 
 
@@ -248,6 +266,9 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
             return p / sub
     if not p.exists():
         raise CharlmError(f"{p}: no such checkpoint folder")
+    if p.is_dir() and in_use(p):
+        raise CharlmError(f"{p}: no checkpoint yet; the `charlm train` still writing this folder saves one at "
+                          f"each validation (or epoch end)")
     raise CharlmError(f"{p}: not a charlm checkpoint (no {META_FILE}, nor best/ or last/ holding one)")
 
 

@@ -569,7 +569,8 @@ def render_html(report: Report) -> str:
             f'<div id="text" class="text{" many" if report.raw.count(chr(10)) > 12 else ""}">{_text_spans(report)}</div>',
             '<p class="help">Surprisal is −log₂ p(character | everything before it): 1 bit is a coin flip, '
             f"{math.log2(max(2, report.vocab_size)):.1f} bits a blind guess over the whole vocabulary. "
-            "The first character has no surprisal: nothing comes before it.</p></section>"]
+            "The first character has no surprisal: nothing comes before it. The model reads the text from a fresh "
+            "(zero) state, as at the start of a text, so its first few characters cost more than they would inside a song.</p></section>"]
 
     # Heatmaps, wrapped like the text.
     out += ['<section><h2>Gates and cell state</h2>',

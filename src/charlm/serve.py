@@ -39,7 +39,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
@@ -66,6 +66,7 @@ class Limits(BaseModel):
     time_limit: float = Field(30.0, gt=0, description="seconds a generation may run before it is cut")
     max_waiting: int = Field(64, ge=0, description="requests waiting for a worker; more are answered 503 at once")
 
+    @computed_field(description="bytes in a request body; a larger one is answered 413")
     @property
     def max_body(self) -> int:
         """Bytes in a request body: room for the longest texts the fields allow, written as JSON escapes (\\uXXXX pairs)."""
@@ -152,6 +153,22 @@ class Health(BaseModel):
     waiting: int = Field(description="model calls waiting for a worker")
     served: int = Field(description="model calls ended since the start")
     disconnected: int = Field(description="generations stopped because their client went away")
+
+
+class ModelInfo(BaseModel):
+    checkpoint: str = Field(description="the checkpoint folder's last two path parts (run/best)")
+    model_config_: dict = Field(alias="model_config", description="the model's configuration, as in the checkpoint (cell, sizes, ...)")
+    train_config: dict = Field(description="the training configuration; data, out and init_from as their last two path parts")
+    vocab_size: int = Field(description="characters in the vocabulary (with <unk> if the model has it)")
+    has_newline: bool = Field(description="whether the model writes line breaks (lines and acrostics need them)")
+    language: Literal["zh", "en"] = Field(description="zh when most of the vocabulary is CJK ideographs: the page's language")
+    default_prefix: str = Field(description="where a generation without a prefix starts")
+    copy_check: bool = Field(description="whether the training text is readable here, so that check_copy can work")
+    parameters: int = Field(description="the model's parameter count")
+    device: str = Field(description="where the model runs (cpu, cuda:0)")
+    metrics: list[dict] = Field(description="one object per validation of the training, as metrics.jsonl")
+    best: dict | None = Field(description="the metrics of the validation with the lowest loss (null without a held-out split)")
+    limits: Limits = Field(description="what one request may ask for: this server's flags of the same names")
 
 
 class ErrorResponse(BaseModel):
@@ -518,7 +535,7 @@ def create_app(
         return {"status": "ok", "active": srv.active, "waiting": srv.waiting, "served": srv.served,
                 "disconnected": srv.disconnected}
 
-    @app.get("/v1/model", tags=["model"])
+    @app.get("/v1/model", tags=["model"], response_model=ModelInfo, response_model_by_alias=True)
     async def model_info() -> dict:
         """The checkpoint's model and training configuration, vocabulary size, training metrics and this server's limits."""
         ck = srv.ckpt
@@ -536,7 +553,7 @@ def create_app(
             "device": str(srv.device),
             "metrics": ck.metrics,
             "best": best,
-            "limits": {**limits.model_dump(), "max_body": limits.max_body},
+            "limits": limits.model_dump(),
         })
 
     @app.post("/v1/generate", tags=["generate"], response_model=GenerateResponse, response_model_exclude_unset=True, responses=ERRORS)

@@ -440,6 +440,15 @@ def test_a_run_folder_in_use_by_a_running_training_is_refused(capsys, corpus, tm
     assert run_cli(capsys, "train", "--resume", out, "--epochs", 2)[0] == 0  # the lock goes with the process holding it
 
 
+def test_a_likely_wrong_encoding_is_one_note_and_the_command_goes_on(capsys, tiny_run, tmp_path):
+    f = tmp_path / "gb.txt"
+    f.write_bytes(("分开的时候我会让你不分开\n" * 20).encode("gb18030"))
+    code, out, err = run_cli(capsys, "eval", tiny_run, f, "--encoding", "latin-1")
+    assert code == 0 and "perplexity" in out
+    assert err.strip().splitlines() == [f"note: {f} was read as latin-1 as asked, but its bytes read as Chinese text in gb18030; "
+                                        "if its characters look wrong, try --encoding gb18030"]
+
+
 def test_a_running_training_without_a_checkpoint_yet_is_named_as_such(capsys, tmp_path, tiny_run):
     fcntl = pytest.importorskip("fcntl")
     out = tmp_path / "starting"

@@ -39,6 +39,36 @@ def test_other_encodings(tmp_path):
         read_text(f)
 
 
+def test_a_wrong_encoding_that_decodes_is_named(tmp_path, recwarn):
+    """latin-1 decodes any bytes: Chinese or UTF-8 read so would train on mojibake, so a note says what the file likely is."""
+    from charlm.errors import CharlmWarning
+
+    lyrics, f = read_text()[:2000], tmp_path / "t.txt"
+    cases = [("gb18030", "latin-1", "its bytes read as Chinese text in gb18030; .*try --encoding gb18030$"),
+             ("big5", "cp1252", "its bytes read as Chinese text in big5; .*try --encoding big5$"),
+             ("utf-8", "latin-1", "it is valid UTF-8.*leave out --encoding$")]
+    for written, read_as, note in cases:
+        f.write_bytes(lyrics.encode(written, errors="ignore"))
+        with pytest.warns(CharlmWarning, match=rf"t\.txt was read as {read_as} as asked, but {note}"):
+            read_text(f, read_as)
+    recwarn.clear()
+    for text, codec in (("L'été dernier, à Noël, où êtes-vous? Ça va très bien.\n" * 30, "latin-1"),
+                        ("Grüße aus München, über die Brücke.\n" * 30, "cp1252"), (lyrics, "gb18030")):
+        f.write_bytes(text.encode(codec))
+        assert read_text(f, codec) == text  # read as it was written: nothing to say
+    assert not [w for w in recwarn if issubclass(w.category, CharlmWarning)]
+
+
+def test_decoding_errors_suggest_another_encoding_than_the_one_given(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_bytes("分开的时候".encode("utf-8"))
+    with pytest.raises(CharlmError, match="as gb18030; the file is valid UTF-8: leave out --encoding$"):
+        read_text(f, "gb18030")
+    f.write_bytes(b"caf\xe9 " * 10)
+    with pytest.raises(CharlmError, match=r"as gb18030; try --encoding big5 \(Chinese\), cp1252 \(Western European\) or"):
+        read_text(f, "gb18030")
+
+
 def test_utf16_byte_order(tmp_path):
     f = tmp_path / "u.txt"
     f.write_bytes("分开 a line\n".encode("utf-16"))  # with a byte-order mark: decoded whichever order

@@ -13,11 +13,12 @@ import os
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 
 from . import __version__
 from .config import ModelConfig, SampleConfig, TrainConfig, field_names, to_dict
-from .errors import CharlmError
+from .errors import CharlmError, CharlmWarning
 from .presets import DEFAULT_PRESET, PRESETS, check_requires, get_preset
 
 # Flags that may change on --resume without changing what the run computes.
@@ -576,6 +577,18 @@ def _named_preset(argv: list[str]) -> str:
     return DEFAULT_PRESET
 
 
+def _notes(show):
+    """``warnings.showwarning`` that prints a :class:`CharlmWarning` as one ``note:`` line on stderr, others with ``show``."""
+
+    def note(message, category, *rest):
+        if not issubclass(category, CharlmWarning):
+            show(message, category, *rest)
+        elif os.environ.get("RANK", "0") == "0":  # once, not from every process of a torchrun job
+            print(f"note: {message}", file=sys.stderr, flush=True)
+
+    return note
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         preset = _named_preset(sys.argv[1:] if argv is None else [str(a) for a in argv])
@@ -585,7 +598,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(preset)
     args = _parse(parser, argv)
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", CharlmWarning)
+            warnings.showwarning = _notes(warnings.showwarning)
+            return COMMANDS[args.command](args)
     except CharlmError as e:
         print(f"charlm: error: {e}", file=sys.stderr)
         if getattr(e, "hard_exit", False):

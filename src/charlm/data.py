@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
 
-from .errors import CharlmError
+from .errors import CharlmError, CharlmWarning
 from .vocab import Vocab
 
 BUNDLED_NAME = "jaychou_lyrics.txt"
@@ -83,14 +85,58 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False) -> st
     except LookupError:
         raise CharlmError(f"unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as e:
-        other = {"utf16le": "utf-16-be", "utf16be": "utf-16-le"}.get(name)  # the other byte order first
-        hint = f"try --encoding {other}" if other else "try --encoding gb18030 or big5 (Chinese), cp1252 (Western European) or the file's real encoding"
+        hint = _decoding_hint(raw, name)
         raise CharlmError(f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; {hint}") from None
+    if hint := _other_encoding(raw, name, len(text) == len(raw)):
+        warnings.warn(f"{path} was read as {encoding} as asked, but {hint}", CharlmWarning, stacklevel=2)
     if text.startswith("\ufeff"):
         text = text[1:]
     if not text.strip() and not blank_ok:
         raise CharlmError(f"{path}: the file holds no text")
     return text
+
+
+def _decoding_hint(raw: bytes, name: str) -> str:
+    """What to try for a file that did not decode as ``name`` (normalised: lower case, no dashes)."""
+    if other := {"utf16le": "utf-16-be", "utf16be": "utf-16-le"}.get(name):  # the other byte order first
+        return f"try --encoding {other}"
+    if name not in ("utf8", "utf8sig"):
+        try:
+            raw.decode("utf-8")
+            return "the file is valid UTF-8: leave out --encoding"
+        except UnicodeDecodeError:
+            pass
+    tries = [f"{' or '.join(left)} ({lang})" for names, lang in ((("gb18030", "big5"), "Chinese"), (("cp1252",), "Western European"))
+             if (left := [x for x in names if x != name])]
+    return f"try --encoding {', '.join(tries)} or the file's real encoding"
+
+
+def _other_encoding(raw: bytes, name: str, one_byte_a_char: bool) -> str | None:
+    """Why a file that decoded as asked is likely in another encoding (mojibake otherwise trains in silence), or None.
+
+    Valid UTF-8 with non-ASCII bytes is almost never anything else.  Chinese in GB18030 or Big5 read with a
+    one-byte code page (latin-1, cp1252) decodes too, but most of its bytes are above 0x7f, where accented
+    letters are a few in a hundred in Western text.
+    """
+    if name in ("utf8", "utf8sig") or raw.isascii():
+        return None
+    try:
+        raw.decode("utf-8")
+        return "it is valid UTF-8, which text in other encodings almost never is; if its characters look wrong, leave out --encoding"
+    except UnicodeDecodeError:
+        pass
+    head = raw[: 1 << 20]
+    high = len(head) - len(re.sub(rb"[\x80-\xff]", b"", head))
+    if not one_byte_a_char or high < 16 or high < 0.3 * len(head):
+        return None
+    for other in ("gb18030", "big5"):
+        try:
+            chars = [c for c in raw.decode(other)[: 1 << 20] if not c.isascii()]
+        except UnicodeDecodeError:
+            continue
+        if sum("\u4e00" <= c <= "\u9fff" for c in chars) >= 0.5 * len(chars):
+            return f"its bytes read as Chinese text in {other}; if its characters look wrong, try --encoding {other}"
+    return None
 
 
 def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") -> str:

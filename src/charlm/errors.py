@@ -10,3 +10,7 @@ class CharlmError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class CharlmWarning(UserWarning):
+    """Something the user may want to know (a likely wrong encoding): the command line prints it as one ``note:`` line."""

@@ -23,6 +23,7 @@ from charlm import distributed
 from charlm import train as train_mod
 from charlm.config import ModelConfig, TrainConfig
 from charlm.data import load_corpus
+from charlm.errors import CharlmError
 from charlm.train import Trainer
 
 LINES = "分开的时候我说不分开\n你说我们还会再见\n不分开的是我们的爱\n快乐的日子在心里面\n"
@@ -120,6 +121,11 @@ def _train_runs(tmp: Path) -> None:
     train_mod.batches = real
     c = ckpt_io.load(tmp / "drop-cut", prefer="last")  # every process resumes from rank 0's checkpoint
     _trainer(tmp, "drop-cut", dist, resume=c).fit()
+    try:  # a new run into a folder holding one: every process refuses it (one left waiting in DDP's start hung the job)
+        _trainer(tmp, "clip", dist)
+        raise AssertionError("a folder holding a run was not refused")
+    except CharlmError as e:
+        assert "already holds a training run" in str(e)
     distributed.teardown()
 
 

@@ -210,7 +210,8 @@ class Trainer:
         self.device = self.dist.device if self.dist.device is not None else pick_device(cfg.device)
         distributed.check_batch_size(cfg.batch_size, self.dist.world_size)
         check_speed_flags(cfg, self.device, self.dist.world_size)  # before anything is written
-        if resume is None and not overwrite and self.dist.is_main and ckpt_io.holds_run(self.out):
+        # every process checks (none may go on to wait for the others in DDP's start); rank 0 writes nothing before that
+        if resume is None and not overwrite and ckpt_io.holds_run(self.out):
             raise CharlmError(f"{self.out} already holds a training run; give another out, resume it, or overwrite it (overwrite=True, --overwrite)")
         try:
             self.train_ids = corpus.train_ids

@@ -4,7 +4,9 @@
 
 For each file (its first 90%, as a training split), in a fresh process so that peak memory is its own:
 the seconds to build `CopyIndex`, the milliseconds to check a 200-character sample (100 samples: windows
-of the text with every 7th character replaced, so spans end inside the sample), and the process's peak RSS.
+of the text with every 7th character replaced, so spans end inside the sample), the seconds to check one sample
+that copies 4,000 characters and then writes 4,000 of its own (random characters of the text's alphabet), and
+the process's peak RSS.
 `--module` loads `CopyIndex` from another file instead, e.g. an older copycheck.py taken with `git show`,
 so that two versions are measured in one run on the same machine.
 """
@@ -45,9 +47,14 @@ def measure(path: str, module: str | None) -> str:
     t = time.perf_counter()
     longest = [index.check(s).longest for s in samples]
     check = (time.perf_counter() - t) / len(samples)
+    alphabet = sorted(set(text) - {"\n"})
+    long = text[len(text) // 3 : len(text) // 3 + 4000] + "".join(rng.choice(alphabet) for _ in range(4000))
+    t = time.perf_counter()
+    index.check(long)
+    long_check = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return (f"{path}: {len(text):,} characters, build {build:.2f} s, check {check * 1e3:.2f} ms per 200 characters, "
-            f"peak RSS {rss:,.0f} MB (longest spans summed: {sum(longest)})")
+            f"{long_check:.3f} s for 4,000 copied then 4,000 new, peak RSS {rss:,.0f} MB (longest spans summed: {sum(longest)})")
 
 
 def main() -> None:

@@ -28,6 +28,35 @@ def test_matches_brute_force(text, sample):
     assert SuffixArray(text).match_lengths(sample) == brute_lengths(text, sample)
 
 
+class Following(SuffixArray):
+    """Long matches followed along the text from 2 characters on, with crowds of 1 to 4 places searched the plain way."""
+
+    ANCHOR = 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet="ab分开", max_size=60), st.data(), st.integers(1, 4))
+def test_following_long_matches_gives_the_same_lengths(text, data, crowd):
+    # samples that copy stretches of the text (with changes), so that matches are long and places many
+    pieces = data.draw(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 30), st.text(alphabet="abc分", max_size=3)), max_size=4))
+    sample = "".join(text[a : a + n] + extra for a, n, extra in pieces)
+    index = Following(text)
+    index.CROWD = crowd
+    assert index.match_lengths(sample) == brute_lengths(text, sample)
+
+
+def test_a_long_copy_followed_by_new_text_is_not_searched_from_every_start():
+    rng = random.Random(1)
+    text = "".join(rng.choice("分开不的我你说爱在心里天青色等烟雨") for _ in range(20_000))
+    index = SuffixArray(text)
+    calls = []
+    index._longest = lambda p, real=index._longest: calls.append(len(p)) or real(p)
+    sample = text[5000:9000] + "ABCDEFGH" * 100
+    lengths = index.match_lengths(sample)
+    assert lengths[:4000] == list(range(4000, 0, -1)) and max(lengths[4000:]) == 0
+    assert sum(calls) < 50 * len(sample)  # each copied position used to search about its whole remaining copy: 8 million
+
+
 def test_report():
     train = "分开的时候我说不分开\n你说我们还会再见\n"
     idx = CopyIndex(train, n=4)

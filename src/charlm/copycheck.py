@@ -56,19 +56,37 @@ def _regroup(starts, keys, pos, rank) -> np.ndarray:
 class SuffixArray:
     """The sorted suffixes of a text, for finding the longest piece of a string that occurs in it."""
 
+    ANCHOR = 32  # a match this long or longer is followed along the text (see match_lengths)
+    CROWD = 64  # ... unless more places of the text than this share its first ANCHOR characters
+
     def __init__(self, text: str):
         self.text = text
         self.sa = array.array("q", suffix_array(text).tobytes())  # plain ints, compact and fast to index
 
     def match_lengths(self, s: str) -> list[int]:
-        """For each position i, the length of the longest prefix of ``s[i:]`` that occurs in the text."""
+        """For each position i, the length of the longest prefix of ``s[i:]`` that occurs in the text.
+
+        A match is at least the one before less a character.  Once that is ANCHOR or more, the places of the text
+        that share the next ANCHOR characters are few, and each one's match is the match one character before
+        less one, where that place was already followed; only a new place is compared from its start.  So a long
+        copied stretch costs about its length, not its length squared.
+        """
         out: list[int] = []
+        followed: dict[int, int] = {}  # place in the text -> its match with s[i:], at the position before (ANCHOR or more)
         for i in range(len(s)):
             before = out[-1] if out else 0
             if before > 1 and i - 1 + before == len(s):  # the match before runs to the end: this one is it, less a character
                 out.append(before - 1)
                 continue
-            # a match is at least the one before less a character: look that far and a little more, further if it fills that
+            if before - 1 >= self.ANCHOR:
+                lo, hi = self._range(s[i : i + self.ANCHOR])
+                if hi - lo <= self.CROWD:
+                    followed = {q: n if (n := followed.get(q - 1, 0) - 1) >= self.ANCHOR else self._extend(q, s, i, self.ANCHOR)
+                                for q in self.sa[lo:hi]}
+                    out.append(max(followed.values()))
+                    continue
+            followed = {}
+            # look as far as the match before less a character, and a little more; further if it fills that
             width = max(before - 1, 0) + 64
             while True:
                 found = self._longest(s[i : i + width])
@@ -84,6 +102,27 @@ class SuffixArray:
         at = bisect.bisect_left(sa, p, key=lambda j: text[j : j + size])
         # the suffixes sorted just before and after p share the longest prefix with it
         return max((_common(text[sa[q] : sa[q] + size], p) for q in (at - 1, at) if 0 <= q < len(sa)), default=0)
+
+    def _range(self, p: str) -> tuple[int, int]:
+        """The places in the sorted suffixes of those that start with ``p``."""
+        text, size = self.text, len(p)
+        key = lambda j: text[j : j + size]  # noqa: E731
+        return bisect.bisect_left(self.sa, p, key=key), bisect.bisect_right(self.sa, p, key=key)
+
+    def _extend(self, q: int, s: str, i: int, known: int) -> int:
+        """The length of the common start of ``text[q:]`` and ``s[i:]``, known to be at least ``known``."""
+        text, n, step = self.text, known, 64
+        while i + n < len(s):
+            piece = s[i + n : i + n + step]
+            if text.startswith(piece, q + n):
+                n, step = n + len(piece), step * 2
+                continue
+            lo, hi = 0, len(piece)  # the text goes on with piece[:lo], not with piece[:hi]
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if text.startswith(piece[:mid], q + n) else (lo, mid)
+            return n + lo
+        return n
 
 
 def _common(a: str, b: str) -> int:

@@ -4,7 +4,8 @@ The training text is indexed once in a suffix array: the starting positions of a
 suffixes in sorted order, built with numpy by prefix doubling (about a second and 200 MB
 for the 1.56M characters of songci's training split).  For every position of a sample, a
 binary search among those sorted suffixes finds the longest piece of the sample starting
-there that occurs anywhere in the training text (a few milliseconds for 200 characters).
+there that occurs anywhere in the training text (a few milliseconds for 200 characters); inside
+a long copied stretch the few places of the text that match are followed along instead.
 The longest of those is the longest copied span, and an n-gram starting at a position was
 seen in training exactly when that length is at least n.
 """

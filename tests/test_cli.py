@@ -321,7 +321,7 @@ def test_a_run_cut_while_validating_its_last_epoch_resumes(capsys, corpus, tmp_p
     (out / "last" / "checkpoint.json").write_text(json.dumps(meta))
     code, stdout, _ = run_cli(capsys, "train", "--resume", out)  # all epochs trained, one validation still to do
     assert code == 0 and "epoch 1/1" in stdout
-    assert "after epoch 1 of 1; first the validation it was stopped in" in stdout
+    assert "after epoch 1 of 1; first the validation that was due when it stopped" in stdout
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 

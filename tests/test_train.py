@@ -91,6 +91,7 @@ def _metrics(run):
     ("consecutive", {}),
     ("random", {}),
     ("consecutive", {"copy_window": 24, "eval_every": 7, "label_smoothing": 0.1}),  # the copy memory carried; validations inside epochs
+    ("consecutive", {"eval_every": 25, "schedule": "plateau"}),  # stopped at step 25, where a validation falls due: done on resume
 ])
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, sampling, extra):
     kw = dict(epochs=3, dropout=0.3, sampling=sampling, **extra)

@@ -221,7 +221,7 @@ def _train(args: argparse.Namespace) -> int:
         t, pending = resume.trainer, resume.trainer.get("pending_validation")  # counted as the progress lines count
         where = (f"after epoch {t['epoch']} of {train_cfg.epochs}" if pending and pending["at_epoch_end"]
                  else f"in epoch {t['epoch'] + 1} of {train_cfg.epochs}, after batch {t['batch']}")
-        print(f"resuming {resume.path} {where}" + ("; first the validation it was stopped in" if pending else ""), flush=True)
+        print(f"resuming {resume.path} {where}" + ("; first the validation that was due when it stopped" if pending else ""), flush=True)
     else:
         preset = DEFAULT_PRESET if args.preset is None else args.preset  # --preset '' is an unknown preset, not the default
         values = {**get_preset(preset), **overrides}

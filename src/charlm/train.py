@@ -444,15 +444,18 @@ class Trainer:
                 done = self.tokens - tokens0
                 mean = float(self.loss_sum) / max(1, self.tokens)
                 bar.show(self.batch, loss=f"{mean:.3f}", ppl=f"{ppl(mean):.1f}", chars_s=f"{done / max(1e-9, time.perf_counter() - t0):,.0f}")
+            over_time = self._over_time(time.perf_counter() - t0)
+            due = (over_time or (cfg.eval_every and self.step % cfg.eval_every == 0)) and self.batch < self.n_batches
             if self._stop_signal() is not None:
                 self._check_finite(bad_step)
                 self._add_time(time.perf_counter() - t0)
                 if bar is not None:
                     bar.close()
+                if due:  # stopped where a validation falls due: a resume does it first, as the run left alone would
+                    self.pending = {"at_epoch_end": False, "over_time": over_time}
                 path = self.save("last")
                 raise TrainingInterrupted(self._signal, path)
-            over_time = self._over_time(time.perf_counter() - t0)
-            if (over_time or (cfg.eval_every and self.step % cfg.eval_every == 0)) and self.batch < self.n_batches:
+            if due:
                 # a validation inside the epoch (at its end, _end_epoch validates)
                 self._check_finite(bad_step)
                 self._add_time(time.perf_counter() - t0)

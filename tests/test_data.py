@@ -114,6 +114,22 @@ def test_missing_file(tmp_path):
         read_text(tmp_path / "nope.txt")
 
 
+@pytest.mark.parametrize("vocab_from", ["all", "train"])
+def test_held_out_text_does_not_decide_which_training_characters_are_rare(tmp_path, vocab_from):
+    train = "abZab\nabab\n" * 3 + "abYab\n"  # Z three times, Y once in the training part
+    reads = []
+    for held_out in ("abYab\nabYab\nabYab\n", "ababa\nababa\nababa\n"):  # Y frequent only thanks to the held-out part, or not
+        f = tmp_path / "c.txt"
+        f.write_text(train + held_out, encoding="utf-8")
+        corpus = load_corpus(TrainConfig(data=str(f), val_fraction=len(held_out) / len(train + held_out), unk=True, min_freq=2,
+                                         vocab_from=vocab_from))
+        assert corpus.train_text == train
+        reads.append(corpus.vocab.decode(corpus.vocab.encode(corpus.train_text)))
+    assert reads[0] == reads[1] == train.replace("Y", "<unk>")
+    one = load_corpus(TrainConfig(data=str(f), val_fraction=0.5, vocab_from="all"))  # min_freq 1: every character of the file
+    assert set(one.vocab.itos) == set(train + held_out)
+
+
 def test_newlines_space_reproduces_the_seed():
     assert normalize("a\r\nb\nc", "space") == "a b c"
     assert normalize("a\r\nb\rc") == "a\nb\nc"

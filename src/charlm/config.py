@@ -120,7 +120,7 @@ class TrainConfig:
     val_fraction: float = field(default=0.1, metadata=_help("the last fraction of characters held out for validation; 0 = none"))
     limit_chars: int = field(default=0, metadata=_help("train on only the first N characters of the training part; 0 = all"))
     vocab_from: str = field(default="all", metadata=_help("build the vocabulary from the whole text or the training part only", choices=VOCAB_FROM))
-    min_freq: int = field(default=1, metadata=_help("characters seen fewer times become <unk> (needs --unk)"))
+    min_freq: int = field(default=1, metadata=_help("characters seen fewer times in the training part become <unk> (needs --unk)"))
     unk: bool = field(default=False, metadata=_help("add an <unk> token for rare and unseen characters"))
     init_from: str = field(default="", metadata=_help("start from this checkpoint's weights (fine-tuning); new characters get new rows"))
     sampling: str = field(default="consecutive", metadata=_help("minibatch sampling: consecutive carries the state, random resets it", choices=SAMPLINGS))

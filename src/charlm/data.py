@@ -229,7 +229,8 @@ def _corpus(raw: str, cfg, vocab: Vocab | None, source: str) -> Corpus:
         train_text = train_text[: cfg.limit_chars]
     if vocab is None:
         chars = text if cfg.vocab_from == "all" else train_text
-        vocab = Vocab.build(chars, min_freq=cfg.min_freq, unk=cfg.unk)
+        # --min-freq counts the training part alone: held-out text must not decide how the training text is read
+        vocab = Vocab.build(chars, min_freq=cfg.min_freq, unk=cfg.unk, counted_in=train_text)
     return Corpus(train_text, val_text, vocab, len(text), source)
 
 

@@ -30,10 +30,12 @@ class Vocab:
         object.__setattr__(self, "stoi", {s: i for i, s in enumerate(self.itos)})
 
     @classmethod
-    def build(cls, text: str, min_freq: int = 1, unk: bool = False) -> "Vocab":
-        """Characters of ``text`` seen at least ``min_freq`` times, most frequent first."""
+    def build(cls, text: str, min_freq: int = 1, unk: bool = False, counted_in: str | None = None) -> "Vocab":
+        """Characters of ``text``, most frequent first; with ``min_freq`` above 1, those seen at least that often in
+        ``counted_in`` (default: ``text``) only, so that a held-out part can add characters but not make one frequent."""
         counts = Counter(text)
-        chars = sorted((c for c, n in counts.items() if n >= min_freq), key=lambda c: (-counts[c], ord(c)))
+        seen = counts if counted_in is None or min_freq == 1 else Counter(counted_in)
+        chars = sorted((c for c in counts if seen[c] >= min_freq), key=lambda c: (-counts[c], ord(c)))
         return cls(tuple(([UNK] if unk else []) + chars), unk=unk)
 
     def __len__(self) -> int:

@@ -17,17 +17,6 @@ from charlm.train import Trainer, TrainingInterrupted, evaluate
 from .conftest import tiny_train_config, train_tiny
 
 
-def seed_grad_clipping(params, theta):
-    """The seed's clipping, copied: ``params`` is a generator, so the second loop never runs."""
-    norm = torch.tensor([0.0])
-    for param in params:
-        norm += (param.grad.data ** 2).sum()
-    norm = norm.sqrt().item()
-    if norm > theta:
-        for param in params:
-            param.grad.data *= theta / norm
-
-
 def _one_step_update_norm(tmp_path, grad_clip):
     cfg = tiny_train_config(tmp_path, epochs=1, val_fraction=0.0, optimizer="sgd", lr=1.0, grad_clip=grad_clip,
                             batch_size=4, num_steps=16, out=str(tmp_path / f"run{grad_clip}"))
@@ -47,20 +36,6 @@ def test_clipping_really_clips(tmp_path):
     assert clipped == pytest.approx(1e-3, rel=1e-3)
 
 
-def test_the_seeds_clipping_never_clips():
-    """What the clipping test guards against: the seed's loop over a spent generator."""
-    torch.manual_seed(0)
-    m = CharLM(ModelConfig(vocab_size=10, embedding_size=4, hidden_size=4))
-    logits, _ = m(torch.randint(0, 10, (2, 5)))
-    logits.sum().backward()
-    norm = lambda: float(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]).norm())  # noqa: E731
-    before = norm()
-    seed_grad_clipping(m.parameters(), 1e-3)
-    assert norm() == before > 1e-3
-    torch.nn.utils.clip_grad_norm_(m.parameters(), 1e-3)
-    assert norm() == pytest.approx(1e-3, rel=1e-4)
-
-
 def test_metrics_and_outputs(tmp_path):
     logs = []
     train_tiny(tmp_path, epochs=2, log=logs.append, sample_every=1)
@@ -75,6 +50,60 @@ def test_metrics_and_outputs(tmp_path):
     assert (run / "best" / "model.safetensors").exists() and (run / "last" / "trainer.safetensors").exists()
     assert sum(line.startswith(" - 分开") for line in logs) == 2  # a sample per epoch
     assert recs[-1]["train_loss"] < recs[0]["train_loss"]
+
+
+@pytest.mark.parametrize("sampling", ["consecutive", "random"])
+def test_consecutive_batches_get_the_state_the_batch_before_left_and_random_ones_none(tmp_path, monkeypatch, sampling):
+    real, calls = Trainer._train_step, []
+
+    def recording(self, model):
+        step = real(self, model)
+
+        def call(x, y, state):
+            loss, new = step(x, y, state)
+            calls.append((self.epoch, self.batch, state, new))
+            return loss, new
+        return call
+
+    monkeypatch.setattr(Trainer, "_train_step", recording)
+    t = train_tiny(tmp_path, epochs=2, sampling=sampling)
+    assert len(calls) == 2 * t.n_batches > 4
+    for (epoch, batch, given, _), before in zip(calls, [None] + calls[:-1]):
+        if sampling == "random" or batch == 0:  # a new epoch starts from nothing, as does every random batch
+            assert given is None
+            continue
+        assert before[0] == epoch and before[1] == batch - 1
+        given, left = torch.cat([s.flatten() for s in given]), torch.cat([s.flatten() for s in before[3]])
+        assert torch.equal(given, left) and not given.requires_grad  # carried, and cut from the graph before
+
+
+def test_the_validation_loss_is_the_held_out_text_read_as_one_stream(tmp_path):
+    t = train_tiny(tmp_path, epochs=1)
+    model, _, _ = ckpt_io.load_model(tmp_path / "run", prefer="last")
+    loss, scored = evaluate(model, t.corpus.val_ids()[0])
+    assert scored == len(t.corpus.val_text) - 1
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["val_loss"] == pytest.approx(loss, abs=1e-6)
+
+
+def test_metrics_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    import os
+
+    train_tiny(tmp_path, epochs=1)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    before = metrics.read_bytes()
+    real = os.replace
+
+    def failing(src, dst):
+        if str(dst).endswith("metrics.jsonl"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    c = ckpt_io.load(tmp_path / "run", prefer="last")
+    cfg = dataclasses.replace(c.train_config, epochs=2)
+    with pytest.raises(OSError):
+        Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lambda *_: None).fit()
+    assert metrics.read_bytes() == before and not list(metrics.parent.glob(".metrics.jsonl*"))
 
 
 def test_no_validation_split_writes_null(tmp_path):

@@ -25,8 +25,14 @@ def test_a_checkpoint_is_plain_files(tiny_ckpt):
     assert names == ["checkpoint.json", "model.safetensors", "trainer.safetensors"]
     meta = json.loads((tiny_ckpt / "checkpoint.json").read_text(encoding="utf-8"))
     assert meta["format_version"] == 1 and meta["vocab"]["itos"] and "config" not in meta
+    from safetensors import safe_open
+
     for f in tiny_ckpt.iterdir():
-        assert b"\x80\x04" not in f.read_bytes()[:2]  # no pickle protocol header
+        head = f.read_bytes()[:2]
+        assert head[:1] != b"\x80" and head != b"PK"  # neither a pickle (protocol 2 on) nor torch.save's zip
+        if f.suffix == ".safetensors":
+            with safe_open(str(f), framework="pt") as t:  # tensors safetensors reads, nothing to unpickle
+                assert list(t.keys())
 
 
 def test_run_folder_resolves_to_best(tiny_run):
@@ -45,6 +51,19 @@ def test_truncated_weights_are_refused(tiny_ckpt, tmp_path):
     (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CharlmError, match="truncated or replaced"):
         load_model(bad)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "trainer.safetensors"])
+def test_a_replaced_tensor_file_is_refused(tiny_run, tmp_path, name):
+    from safetensors.torch import load_file, save_file
+
+    bad = _copy(tiny_run / "last", tmp_path / "bad")
+    tensors = load_file(bad / name)
+    key = sorted(k for k, v in tensors.items() if v.is_floating_point() and v.numel())[0]
+    tensors[key] = tensors[key] + 1
+    save_file(tensors, bad / name)  # whole and readable, but not what the checkpoint wrote
+    with pytest.raises(CharlmError, match=f"{name}: does not match the checksum"):
+        load(bad)
 
 
 def test_truncated_json_is_refused(tiny_ckpt, tmp_path):

@@ -71,6 +71,12 @@ def test_report():
     assert copied.longest == 20 and copied.ngram_share == 1.0
 
 
+def test_a_match_never_runs_from_one_text_into_the_next():
+    index = CopyIndex(["分开的时候", "我说不分开"], n=2)  # a fine-tuning text and a pre-training one
+    assert (index.check("时候我说").longest, index.check("时候我说").span) == (2, "时候")
+    assert index.check("不分开的时候").longest == 5  # across texts only where the sample itself joins them
+
+
 def test_fast_enough_for_every_sample():
     rng = random.Random(0)
     text = "".join(rng.choice("分开不的我你说爱在心里") for _ in range(60_000))

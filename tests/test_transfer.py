@@ -22,6 +22,7 @@ def test_grown_rows_are_generic_and_unlikely():
     g = grow_weights(w, old, new)
     assert torch.equal(g["embedding.weight"][2], torch.tensor([2.0, 4.0]))
     assert torch.equal(g["decoder.weight"][:2], w["decoder.weight"])
+    assert torch.equal(g["decoder.weight"][2], torch.tensor([0.5, 0.5]))  # the mean output row: no character favoured
     assert g["decoder.bias"][2] <= 0.2 + 1e-6
 
 

@@ -10,9 +10,9 @@ from charlm.vocab import UNK, Vocab
 
 
 def test_order_is_frequency_then_code_point():
-    v = Vocab.build("bbaacc a")
-    # a:3 (incl. none), counts: b2 a3 c2 ' '1 -> a, b, c, ' '
+    v = Vocab.build("bbaacc a")  # counts a 3, b 2, c 2, ' ' 1: most frequent first
     assert v.itos == ("a", "b", "c", " ")
+    assert Vocab.build("ba").itos == ("a", "b")  # a tie goes by code point, not by which comes first
 
 
 def test_order_is_the_same_in_every_process():

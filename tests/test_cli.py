@@ -211,6 +211,8 @@ def test_an_acrostic_needs_characters_the_model_holds_even_with_unk(capsys, tmp_
 def test_unknown_prefix_can_be_skipped(capsys, tiny_run):
     code, stdout, _ = run_cli(capsys, "generate", tiny_run, "--prefix", "分X开", "--unknown", "skip", "--length", 5, "--seed", 0)
     assert code == 0 and stdout.startswith("分开")
+    one_line_error(*run_cli(capsys, "generate", tiny_run, "--prefix", "☃X", "--unknown", "skip")[::2],
+                   "no character of the prefix is in the model's vocabulary")
 
 
 def test_bad_checkpoints(capsys, tiny_run, tmp_path):

@@ -219,6 +219,8 @@ def test_model_info(client):
     ({"temp": 0.5}, "temp"),
     ({"prefix": "分开☃"}, "prefix"),
     ({"prefix": "分开", "acrostic": "你我"}, "prefix"),
+    ({"lines": 101}, "lines"),  # --max-lines
+    ({"prefix": "☃☃", "unknown": "skip"}, "prefix"),  # nothing left of it
 ])
 def test_bad_requests_are_422_naming_the_field(client, body, field):
     for path in ("/v1/generate", "/v1/generate/stream"):
@@ -412,6 +414,27 @@ def test_nan_and_infinity_are_a_422_naming_the_field(client, body, field):
     r = client.post(path, content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"].startswith(f"{field}: ")
     assert client.get("/healthz").status_code == 200  # and the connection is still good
+
+
+def test_the_longest_texts_the_limits_allow_fit_in_the_body_limit(client):
+    """A client escaping every character (ensure_ascii) of max_text characters outside the BMP is not told 413."""
+    limits = client.get("/v1/model").json()["limits"]
+    text = "分开" + "\U00020000" * (limits["max_text"] - 2)  # 12 bytes each, escaped: \ud840\udc00
+    body = json.dumps({"text": text, "unknown": "skip"})
+    assert len(body) > (limits["max_text"] - 2) * 12
+    r = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200 and r.json()["skipped"] == limits["max_text"] - 2
+
+
+def test_an_acrostic_needs_characters_the_model_holds_even_with_unk(tmp_path):
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1, unk=True)
+    with serve.running(serve.create_app(tmp_path / "run")) as base, httpx.Client(base_url=base, timeout=60) as c:
+        r = c.post("/v1/generate", json={"acrostic": "龙我"})
+        assert r.status_code == 422 and r.json()["error"].startswith("acrostic: ") and "'龙'" in r.json()["error"]
+        r = c.post("/v1/generate", json={"acrostic": "龙我", "unknown": "skip", "seed": 1})
+        assert r.status_code == 200 and r.json()["samples"][0].startswith("我")
 
 
 def test_bodies_and_echoes_are_bounded(client):

@@ -147,7 +147,7 @@ def compare(section: str, device: str, seed_kw: dict | None, ids, vocab_size: in
         seed_mem = ""
         if seed_gen is not None:
             reset_peak(device)
-            for e in range(epochs):
+            for _ in range(epochs):
                 seed_ppl, r = next(seed_gen)
                 seed_rates.append(r)
             seed_mem = peak_memory(device)
@@ -157,7 +157,7 @@ def compare(section: str, device: str, seed_kw: dict | None, ids, vocab_size: in
             try:
                 t = make_trainer(v, device, f"{out}/{i}")
                 rs, p = [], None
-                for e in range(epochs):
+                for _ in range(epochs):
                     r, p = charlm_epoch(t)
                     rs.append(r)
                 results[name] = (rs, p, peak_memory(device))

@@ -1,7 +1,9 @@
 """The command line as a user meets it: output, exit codes, and one-line errors for bad input."""
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from charlm.checkpoint import load_model
 from charlm.cli import main
+from charlm.train import evaluate
 
 from .conftest import LYRIC
 
@@ -58,7 +62,15 @@ def test_train_generate_eval(capsys, corpus, tmp_path):
     code, stdout, _ = run_cli(capsys, "generate", out, "--acrostic", "分开快乐", "--seed", 1)
     assert [line[0] for line in stdout.strip().split("\n")] == list("分开快乐")
     code, stdout, _ = run_cli(capsys, "eval", out, corpus)
-    assert code == 0 and "perplexity:" in stdout and "bits per character:" in stdout
+    assert code == 0
+    figures = dict(re.findall(r"^(loss|perplexity|bits per character): ([\d.,]+)", stdout, flags=re.M))
+    model, vocab, _ = load_model(out)
+    text = Path(corpus).read_text(encoding="utf-8")
+    loss, scored = evaluate(model, torch.tensor(vocab.encode(text)))  # the file read as one stream
+    assert f"{len(text):,} read, {scored:,} scored" in stdout and scored == len(text) - 1
+    assert float(figures["loss"]) == pytest.approx(loss, abs=1e-4)
+    assert float(figures["perplexity"].replace(",", "")) == pytest.approx(math.exp(loss), rel=1e-4)
+    assert float(figures["bits per character"]) == pytest.approx(loss / math.log(2), abs=1e-4)
     # the default preset's model copies: the report says how it scored, and that it looks back
     assert "scoring: static" in stdout and "copy attention looks back over up to 512 characters" in stdout
     code, stdout, _ = run_cli(capsys, "eval", out, corpus, "--dynamic", "0.1")
@@ -440,6 +452,20 @@ def test_a_run_folder_in_use_by_a_running_training_is_refused(capsys, corpus, tm
     finally:
         os.close(fd)
     assert run_cli(capsys, "train", "--resume", out, "--epochs", 2)[0] == 0  # the lock goes with the process holding it
+
+
+def test_a_full_disk_while_training_is_one_line(capsys, corpus, tmp_path, monkeypatch):
+    import errno
+
+    from charlm import checkpoint as ckpt_io
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_io, "save_file", full)
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", tmp_path / "run", *TINY)[::2],
+                   "No space left on device", expect_code=1)
+    assert not (tmp_path / "run" / "last").exists() and not list((tmp_path / "run").glob(".*"))  # nothing half-written
 
 
 def test_a_likely_wrong_encoding_is_one_note_and_the_command_goes_on(capsys, tiny_run, tmp_path):

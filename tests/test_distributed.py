@@ -190,10 +190,8 @@ def test_two_processes_train_as_one_and_resume_exactly(tmp_path):
 
 def test_a_hung_process_ends_the_job_within_the_timeout(tmp_path):
     procs = _start("hang", tmp_path, "hang")
-    try:
-        t0 = time.monotonic()
+    try:  # a hang would run into WORKER_TIMEOUT and fail here
         _, err = procs[0].communicate(timeout=WORKER_TIMEOUT)
-        waited = time.monotonic() - t0
     finally:
         for p in procs:
             p.kill()
@@ -202,7 +200,6 @@ def test_a_hung_process_ends_the_job_within_the_timeout(tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("charlm: error: ")]
     assert len(lines) == 1 and "rank 0: lost contact with the other processes" in lines[0] and "--dist-timeout 3 s" in lines[0], err
     assert "Traceback" not in err
-    assert waited < 60
 
 
 def test_batch_size_must_split_evenly(tmp_path, monkeypatch, capsys):

@@ -88,7 +88,33 @@ def test_surprisal_agrees_with_eval_and_gates_with_the_model(tiny_ckpt):
     with torch.no_grad():
         y, _ = model.rnn(model.embedding(ids[None]))
     np.testing.assert_allclose(rep.acts["hidden"], y[0].numpy(), atol=1e-5)
-    assert rep.top[0][0][1] >= rep.top[0][-1][1]
+    with torch.no_grad():  # the five guesses after each character are the model's five most likely, with its probabilities
+        probs = model(ids[None])[0][0].softmax(-1)
+    for k in (0, len(ids) - 1):
+        p, idx = probs[k].topk(5)
+        assert [c for c, _ in rep.top[k]] == [vocab.itos[i] for i in idx.tolist()]
+        np.testing.assert_allclose([q for _, q in rep.top[k]], p.numpy(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_a_deeper_model_shows_the_layer_asked_for_and_a_copy_model_its_whole_surprisal(layer):
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.vocab import Vocab
+
+    text = TEXT.replace("\\n", "\n")
+    vocab = Vocab.build(text)
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=12, num_layers=2, copy_window=16)).eval()
+    rep = inspector.analyse(model, vocab, "model", text, layer=layer)
+    ids = torch.tensor(vocab.encode(text))
+    loss, n = evaluate(model, ids)  # the whole model: the LSTM's prediction mixed with the copy attention's
+    assert np.nansum(rep.bits) == pytest.approx(loss * n / math.log(2), rel=1e-4)
+    with torch.no_grad():
+        one = torch.nn.LSTM(8, 12, num_layers=layer + 1, batch_first=True)  # the model's LSTM cut after the layer asked for
+        one.load_state_dict({k: v for k, v in model.rnn.state_dict().items() if int(k[-1]) <= layer})
+        y, _ = one(model.embedding(ids[None]))
+    np.testing.assert_allclose(rep.acts["hidden"], y[0].numpy(), atol=1e-5)
 
 
 def test_finds_units_that_follow_visible_features():

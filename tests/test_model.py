@@ -7,11 +7,18 @@ from charlm.config import ModelConfig
 from charlm.model import CharLM, detach
 
 
-def test_embedding_is_one_hot_times_weights():
+def test_an_embedding_is_one_hot_input_with_the_table_folded_into_the_first_weights():
+    """The mission's "an embedding is the same mathematics": W_ih E^T read from one-hot vectors is W_ih read from E's rows."""
     torch.manual_seed(0)
-    emb = nn.Embedding(50, 8)
-    x = torch.randint(0, 50, (3, 7))
-    assert torch.allclose(emb(x), F.one_hot(x, 50).float() @ emb.weight)
+    V, E, H = 30, 8, 12
+    emb = CharLM(ModelConfig(vocab_size=V, embedding_size=E, hidden_size=H, num_layers=2)).eval()
+    one_hot = CharLM(ModelConfig(vocab_size=V, embedding_size=0, hidden_size=H, num_layers=2)).eval()
+    weights = {k: v for k, v in emb.state_dict().items() if k != "embedding.weight"}
+    weights["rnn.weight_ih_l0"] = emb.rnn.weight_ih_l0 @ emb.embedding.weight.T  # (4H, V)
+    one_hot.load_state_dict(weights, strict=False)
+    x = torch.randint(0, V, (3, 7))
+    with torch.no_grad():
+        assert torch.allclose(emb(x)[0], one_hot(x)[0], atol=1e-5)
 
 
 class SeedRNNModel(nn.Module):

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from charlm.checkpoint import load_model
 from charlm.config import SampleConfig
 from charlm.errors import CharlmError
-from charlm.sampling import apply_temperature, check_known, choose, generate, sample_text, top_k_filter, top_p_filter
+from charlm.sampling import apply_temperature, check_known, choose, sample_text, top_k_filter, top_p_filter
 
 
 @given(st.lists(st.floats(-20, 20), min_size=2, max_size=30), st.integers(1, 30))

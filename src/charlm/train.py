@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt_io
 from . import distributed
-from .config import ModelConfig, SampleConfig, TrainConfig, to_dict
+from .config import ModelConfig, SampleConfig, TrainConfig
 from .data import Corpus, batches, bptt_slices, check_enough, fold, num_batches
 from .errors import CharlmError
 from .model import CharLM, detach, num_parameters, parts

@@ -454,6 +454,40 @@ def test_a_run_folder_in_use_by_a_running_training_is_refused(capsys, corpus, tm
     assert run_cli(capsys, "train", "--resume", out, "--epochs", 2)[0] == 0  # the lock goes with the process holding it
 
 
+def test_closed_and_narrow_outputs(capsys, tiny_run, monkeypatch):
+    import io
+
+    code, text, _ = run_cli(capsys, "generate", tiny_run, "--length", 8, "--seed", 1)
+    monkeypatch.setattr(sys, "stderr", None)  # 2>&- : the seed's note went into the text
+    assert main(["generate", str(tiny_run), "--length", "8", "--seed", "1"]) == 0 and capsys.readouterr().out == text
+    monkeypatch.setattr(sys, "stdout", None)  # >&- : was an AttributeError traceback
+    assert main(["generate", str(tiny_run), "--length", "8", "--seed", "1"]) == 0
+    narrow = io.TextIOWrapper(io.BytesIO(), encoding="ascii")  # PYTHONIOENCODING=ascii: was an error after the work
+    monkeypatch.setattr(sys, "stdout", narrow)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert main(["generate", str(tiny_run), "--length", "8", "--seed", "1"]) == 0
+    narrow.flush()
+    assert narrow.buffer.getvalue().decode("ascii") == text.encode("ascii", "backslashreplace").decode("ascii")
+    assert "cannot write Chinese characters, so they are written as \\u escapes" in sys.stderr.getvalue()
+
+
+def test_a_training_whose_output_is_closed_goes_on(corpus, tmp_path, monkeypatch):
+    """`charlm train | head -3`: the training used to stop after a few lines with exit 0."""
+    import io
+
+    class Pipe(io.StringIO):
+        def write(self, text):
+            if self.tell() > 100:
+                raise BrokenPipeError(32, "Broken pipe")
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stdout", Pipe())
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert main(["train", "--data", str(corpus), "--epochs", "3", "--out", str(tmp_path / "run"), *map(str, TINY)]) == 0
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+    assert "the output was closed" in sys.stderr.getvalue()
+
+
 def test_a_full_disk_while_training_is_one_line(capsys, corpus, tmp_path, monkeypatch):
     import errno
 

@@ -7,6 +7,7 @@ config and in the checkpoint.  Bad input ends in one line on stderr and a non-ze
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -151,14 +152,12 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``charlm train`` in one process, or as one process of a job that torchrun started (see distributed.py)."""
-    import contextlib
-
     from . import distributed
     from .checkpoint import release_run_locks
 
     world, rank, local_rank = distributed.from_env()
     try:
-        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null) if rank else contextlib.nullcontext():
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null if rank else _OutputGone(sys.stdout)):
             try:
                 code = _train(args)  # rank 0 alone prints
             finally:
@@ -589,7 +588,61 @@ def _notes(show):
     return note
 
 
+def _usable_streams() -> None:
+    """stdout and stderr that take what charlm writes: a closed one writes to /dev/null (a note printed to a missing
+    stderr went into stdout), one whose encoding cannot write Chinese (PYTHONIOENCODING=ascii) writes \\uXXXX escapes."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+    narrow = []
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "分开".encode(getattr(stream, "encoding", None) or "utf-8")
+        except (UnicodeEncodeError, LookupError):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
+                narrow.append(stream.encoding)
+    if narrow:
+        print(f"note: the output's encoding ({narrow[0]}) cannot write Chinese characters, so they are written as \\u escapes; "
+              f"set PYTHONIOENCODING=utf-8 (or a UTF-8 locale) to see them", file=sys.stderr)
+
+
+class _OutputGone:
+    """stdout for a training whose reader went away (``charlm train | head``): the run goes on, its lines go nowhere.
+
+    Elsewhere a closed pipe ends the command quietly, as ``head`` expects; a training would stop half-way with exit 0.
+    """
+
+    def __init__(self, stream):
+        self._stream, self._gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._went()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._went()
+
+    def _went(self) -> None:
+        self._gone = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # Python's flush at exit then finds somewhere to write
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        print("note: the output was closed (charlm train | head?); training goes on without printing", file=sys.stderr, flush=True)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _usable_streams()
     try:
         preset = _named_preset(sys.argv[1:] if argv is None else [str(a) for a in argv])
     except CharlmError as e:

@@ -144,6 +144,10 @@ def test_training_never_replaces_a_run_unless_told(capsys, corpus, tmp_path):
     assert (out / "metrics.jsonl").read_text() == before
     assert run_cli(capsys, "train", "--data", corpus, "--epochs", 2, "--out", out, "--overwrite", *TINY)[0] == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    spaced = tmp_path / "my run 周"  # the command it suggests can be pasted as it is
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", spaced, *TINY)[0] == 0
+    code, _, err = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", spaced, *TINY)
+    one_line_error(code, err, f"continue it with `charlm train --resume '{spaced}'`")
     (tmp_path / "afile").write_text("x")
     one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "afile", *TINY)[::2], "afile is a file; give a folder")
     one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "afile" / "sub", *TINY)[::2], "afile is a file")

@@ -261,7 +261,7 @@ def _train(args: argparse.Namespace) -> int:
         if dist.is_main:
             plot_metrics(trainer.metrics, trainer.out / "curves.png")  # the epochs so far, as a finished run has it
             again = "torchrun <the same flags> -m charlm train --resume" if dist.enabled else "charlm train --resume"
-            print(f"\ninterrupted: checkpoint written to {e.path}; continue with: {again} {trainer.out}", file=sys.stderr)
+            print(f"\ninterrupted: checkpoint written to {e.path}; continue with: {again} {_shell(trainer.out)}", file=sys.stderr)
         distributed.teardown()
         return 128 + e.signum
     distributed.teardown()
@@ -283,6 +283,14 @@ def _train(args: argparse.Namespace) -> int:
               f"a uniform guess {len(corpus.vocab):,}")
     print(f"checkpoints: {trainer.out / 'best'} (best) and {trainer.out / 'last'} (resumable); metrics: {trainer.out / 'metrics.jsonl'}; plot: {plot}")
     return 0
+
+
+def _shell(path) -> str:
+    """A path as a command to paste should have it: quoted if need be, and not taken for a flag."""
+    import shlex
+
+    path = str(path)
+    return shlex.quote(f"./{path}" if path.startswith("-") else path)
 
 
 def _check_work_left(resume, cfg) -> None:
@@ -308,7 +316,7 @@ def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
     if overwrite or not any((out / name).exists() for name in ckpt_io.RUN_FILES[:3]):
         return
     if ckpt_io.holds_run(out):
-        raise CharlmError(f"{out} already holds a training run; continue it with `charlm train --resume {out}`, "
+        raise CharlmError(f"{out} already holds a training run; continue it with `charlm train --resume {_shell(out)}`, "
                           f"replace it with --overwrite, or give another --out")
     # a run stopped before its first checkpoint (killed, or it failed): nothing to resume
     raise CharlmError(f"{out} holds a training run that stopped before its first checkpoint, so it cannot be resumed; "

@@ -492,6 +492,16 @@ def test_a_training_whose_output_is_closed_goes_on(corpus, tmp_path, monkeypatch
     assert "the output was closed" in sys.stderr.getvalue()
 
 
+def test_a_path_that_is_not_utf8_is_refused_before_training(capsys, corpus, tmp_path):
+    """It trained an epoch, then failed to write checkpoint.json, leaving a folder that could be neither resumed nor reused."""
+    odd = os.fsdecode(bytes(tmp_path) + b"/lat\xe9.txt")
+    Path(odd).write_bytes(Path(corpus).read_bytes())
+    one_line_error(*run_cli(capsys, "train", "--data", odd, "--out", tmp_path / "run", *TINY)[::2],
+                   f"data: the path {tmp_path}/lat\\xe9.txt is not valid UTF-8")
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", odd + ".run", *TINY)[::2], "out: the path")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_full_disk_while_training_is_one_line(capsys, corpus, tmp_path, monkeypatch):
     import errno
 

@@ -160,6 +160,11 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check(not (self.cuda_graph and self.device == "cpu"), "cuda_graph needs a CUDA GPU, but device is cpu; leave --cuda-graph out")
+        for name in ("data", "out", "init_from"):  # stored as text in checkpoint.json: a byte that is not UTF-8 failed the first save
+            path = getattr(self, name)
+            _check(not any("\udc80" <= c <= "\udcff" for c in path),
+                   f"{name}: the path {path.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')} is not "
+                   f"valid UTF-8, and a checkpoint stores paths as text; rename it")
         _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         _check(self.limit_chars >= 0, f"limit_chars must be >= 0, got {self.limit_chars}")
         _check(self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq}")

@@ -492,6 +492,17 @@ def test_a_training_whose_output_is_closed_goes_on(corpus, tmp_path, monkeypatch
     assert "the output was closed" in sys.stderr.getvalue()
 
 
+def test_a_training_text_changed_since_is_not_compared_against(capsys, tmp_path):
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1)
+    run, corpus = tmp_path / "run", tmp_path / "corpus.txt"
+    assert run_cli(capsys, "generate", run, "--check-copy", "--length", 5, "--seed", 1)[0] == 0
+    corpus.write_text(corpus.read_text(encoding="utf-8").replace("分开", "开分"), encoding="utf-8")  # the same characters, changed
+    for args in (["generate", run, "--check-copy", "--length", 5], ["eval", run, corpus, "--bigram"]):
+        one_line_error(*run_cli(capsys, *args)[::2], f"{corpus} is no longer the text {run / 'best'} was trained on")
+
+
 def test_a_path_that_is_not_utf8_is_refused_before_training(capsys, corpus, tmp_path):
     """It trained an epoch, then failed to write checkpoint.json, leaving a folder that could be neither resumed nor reused."""
     odd = os.fsdecode(bytes(tmp_path) + b"/lat\xe9.txt")

@@ -299,9 +299,30 @@ def batches(ids: torch.Tensor, batch_size: int, num_steps: int, sampling: str, s
         yield data[:, s:e], data[:, s + 1 : e + 1]
 
 
+def hash_ids(ids: torch.Tensor) -> str:
+    """A checksum of a text's ids, as a checkpoint records its training text's (``train_hash``)."""
+    import hashlib
+
+    return hashlib.sha256(ids.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+
+
 def training_text(ckpt) -> str:
-    """The text a checkpoint was trained on, read again from its config (same split, same limit)."""
-    return load_corpus(ckpt.train_config, vocab=ckpt.vocab).train_text
+    """The text a checkpoint was trained on, read again from its config (same split, same limit).
+
+    A file changed since the training is an error: a copy check or a bigram yardstick against other text would be wrong.
+    """
+    text = load_corpus(ckpt.train_config, vocab=ckpt.vocab).train_text
+    stored = ckpt.trainer.get("train_hash")
+    if stored:
+        try:
+            same = hash_ids(torch.tensor(ckpt.vocab.encode(text), dtype=torch.long)) == stored
+        except KeyError:  # a character the model never saw
+            same = False
+        if not same:
+            source = ckpt.train_config.data or "the bundled lyrics"
+            raise CharlmError(f"{source} is no longer the text {ckpt.path} was trained on (its checksum differs): "
+                              f"it changed since, and comparing against it would be wrong; put the original back")
+    return text
 
 
 def pretraining_texts(ckpt) -> tuple[list[tuple[str, str]], list[str]]:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from . import checkpoint as ckpt_io
 from . import distributed
 from .config import ModelConfig, SampleConfig, TrainConfig
-from .data import Corpus, batches, bptt_slices, check_enough, fold, num_batches
+from .data import Corpus, batches, bptt_slices, check_enough, fold, hash_ids, num_batches
 from .errors import CharlmError
 from .model import CharLM, detach, num_parameters, parts
 from .progress import Progress
@@ -632,10 +632,6 @@ class Trainer:
         ckpt_io.write_atomic((self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.metrics).encode()))
 
 
-def hash_ids(ids: torch.Tensor) -> str:
-    import hashlib
-
-    return hashlib.sha256(ids.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
 
 
 def plot_metrics(metrics: list[dict], path: Path) -> Path | None:

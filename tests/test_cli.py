@@ -503,6 +503,15 @@ def test_a_training_text_changed_since_is_not_compared_against(capsys, tmp_path)
         one_line_error(*run_cli(capsys, *args)[::2], f"{corpus} is no longer the text {run / 'best'} was trained on")
 
 
+def test_a_pipe_as_the_training_text_is_refused(capsys, tmp_path):
+    """Training from /dev/stdin worked, but --resume, --check-copy and --bigram then waited for stdin again."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    one_line_error(*run_cli(capsys, "train", "--data", fifo, "--out", tmp_path / "run", *TINY)[::2],
+                   f"--data {fifo} is not a regular file (a pipe or a device)")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_path_that_is_not_utf8_is_refused_before_training(capsys, corpus, tmp_path):
     """It trained an epoch, then failed to write checkpoint.json, leaving a folder that could be neither resumed nor reused."""
     odd = os.fsdecode(bytes(tmp_path) + b"/lat\xe9.txt")

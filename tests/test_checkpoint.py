@@ -125,6 +125,41 @@ def test_a_checkpoint_is_replaced_whole(tiny_ckpt, tmp_path, monkeypatch, atomic
         assert (tmp_path / "a" / "x").read_text() == "b" and (tmp_path / "b" / "x").read_text() == "a"
 
 
+def test_a_reader_never_sees_a_checkpoint_being_replaced_as_damage(tiny_ckpt, tmp_path):
+    """generate or serve reading best/ while the training replaces it: the JSON of one and a tensor file of the next
+    failed the checksum (a user's loop: 58 of 4,084 loads); and what is loaded is one whole checkpoint."""
+    import threading
+
+    c = load(tiny_ckpt)
+    versions = [dataclasses.replace(c, weights={k: v + i for k, v in c.weights.items()}, metrics=[{"version": i}])
+                for i in range(2)]
+    dst = tmp_path / "best"
+    save(versions[0], dst)
+    stop, errors = threading.Event(), []
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            save(versions[i % 2], dst)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for _ in range(300):
+            try:
+                d = load(dst, with_trainer=False)
+            except CharlmError as e:
+                errors.append(str(e))
+                continue
+            i = d.metrics[0]["version"]
+            assert torch.equal(d.weights["embedding.weight"], versions[i].weights["embedding.weight"])
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors[:3]
+
+
 def test_optimizer_state_round_trips_through_plain_data():
     p = torch.nn.Parameter(torch.randn(3))
     opt = torch.optim.Adam([p], lr=0.1)

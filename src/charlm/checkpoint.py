@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save_file
 
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .errors import CharlmError
@@ -276,11 +277,35 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
     """Read and check a checkpoint folder; every problem is a one-line :class:`CharlmError`.
 
     ``with_weights=False`` reads the configuration, vocabulary and metrics only (``weights`` empty).
+    A checkpoint replaced by a running training while it is read (the JSON of one, a tensor file of
+    the next) is read again, so a reader never sees that as damage.
     """
-    p = resolve(path, prefer)
+    for attempt in range(5):
+        p = resolve(path, prefer)
+        first = _read_meta(p)
+        try:
+            return _load(p, first, with_trainer, with_weights)
+        except CharlmError:
+            if attempt == 4 or _read_meta(p, missing_ok=True) == first:  # the same checkpoint all along: real damage
+                raise
+    raise AssertionError("unreachable")
+
+
+def _read_meta(p: Path, missing_ok: bool = False) -> bytes | None:
     try:
-        meta = json.loads((p / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return (p / META_FILE).read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise CharlmError(f"{p / META_FILE}: unreadable or truncated (FileNotFoundError)") from None
+    except OSError as e:
+        raise CharlmError(f"{p / META_FILE}: unreadable or truncated ({e.__class__.__name__})") from None
+
+
+def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkpoint:
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CharlmError(f"{p / META_FILE}: unreadable or truncated ({e.__class__.__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CharlmError(f"{p}: not a charlm checkpoint")
@@ -307,20 +332,25 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
         if pending is not None and not (isinstance(pending, dict) and all(isinstance(pending.get(k), bool) for k in ("at_epoch_end", "over_time"))):
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's pending_validation is {str(pending)[:60]})")
     files = ([MODEL_FILE] if with_weights else []) + ([TRAINER_FILE] if with_trainer else [])
-    for name in files:
+    data = {}
+    for name in files:  # read once: the bytes checked are the bytes loaded
         f = p / name
-        if not f.is_file():
-            raise CharlmError(f"{p}: {name} is missing")
         if name not in meta["sha256"]:
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE} has no checksum for {name})")
-        if _sha256(f) != meta["sha256"][name]:
+        try:
+            data[name] = f.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise CharlmError(f"{p}: {name} is missing") from None
+        except OSError as e:
+            raise CharlmError(f"{f}: unreadable ({e.strerror or e})") from None
+        if hashlib.sha256(data[name]).hexdigest() != meta["sha256"][name]:
             raise CharlmError(f"{f}: does not match the checksum in {META_FILE} (truncated or replaced)")
     try:
         model_config = from_dict(ModelConfig, meta["model_config"])
         train_config = from_dict(TrainConfig, meta["train_config"])
         vocab = Vocab.from_dict(meta["vocab"])
-        weights = load_file(str(p / MODEL_FILE)) if with_weights else {}
-        trainer_tensors = load_file(str(p / TRAINER_FILE)) if with_trainer else {}
+        weights = load_tensors(data[MODEL_FILE]) if with_weights else {}
+        trainer_tensors = load_tensors(data[TRAINER_FILE]) if with_trainer else {}
     except (KeyError, TypeError, ValueError, AttributeError, SafetensorError, OSError) as e:
         raise CharlmError(f"{p}: damaged checkpoint ({e})") from None
     if len(vocab) != model_config.vocab_size:

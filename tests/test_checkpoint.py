@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 import shutil
 import sys
 
@@ -158,6 +159,25 @@ def test_a_reader_never_sees_a_checkpoint_being_replaced_as_damage(tiny_ckpt, tm
         stop.set()
         t.join()
     assert not errors, errors[:3]
+
+
+def test_atomic_writes_go_through_links_and_into_pipes(tmp_path):
+    """inspect --out link.html replaced the link with a file; --out a FIFO replaced the FIFO, and its reader got nothing."""
+    import threading
+
+    (tmp_path / "reports").mkdir()
+    target, link, fifo = tmp_path / "reports" / "real.html", tmp_path / "link.html", tmp_path / "fifo"
+    target.write_text("old")
+    link.symlink_to("reports/real.html")
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    ckpt_io.write_atomic((link, b"page"), (fifo, b"through the pipe"))
+    reader.join(timeout=10)
+    assert link.is_symlink() and target.read_bytes() == b"page"
+    assert got == [b"through the pipe"] and fifo.is_fifo()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["fifo", "link.html", "real.html", "reports"]  # no temporary left
 
 
 def test_optimizer_state_round_trips_through_plain_data():

@@ -166,8 +166,13 @@ def write_atomic(*files: tuple[Path, bytes]) -> None:
     """Write each ``(path, data)`` beside its final name, then rename them all into place.
 
     Readers see the old file or the whole new one, and a failure (a full disk, a permission)
-    before the renames changes none of the files; its error names the file asked for.
+    before the renames changes none of the files; its error names the file asked for.  A symbolic
+    link is written through (its target replaced, the link kept); a pipe or a device (a FIFO,
+    /dev/stdout to a terminal) is written into directly, as nothing can be renamed over it.
     """
+    direct = [(path, data) for path, data in files if _not_a_file(path)]
+    files = tuple((Path(os.path.realpath(path)) if path.is_symlink() else path, data) for path, data in files
+                  if (path, data) not in direct)
     tmps: list[Path] = []
     try:
         for path, data in files:
@@ -187,6 +192,23 @@ def write_atomic(*files: tuple[Path, bytes]) -> None:
         for tmp in tmps:
             if tmp.exists():
                 tmp.unlink()
+    for path, data in direct:
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
+
+
+def _not_a_file(path: Path) -> bool:
+    """Whether ``path`` (its link followed) is there and is something other than a file or a folder: a pipe, a device."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
 def _file_mode() -> int:

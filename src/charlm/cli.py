@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import sys
@@ -654,6 +655,8 @@ class _OutputGone:
 
 def main(argv: list[str] | None = None) -> int:
     _usable_streams()
+    # matplotlib's warnings about its own cache folder (an unwritable HOME) say nothing about the plots charlm draws
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     try:
         preset = _named_preset(sys.argv[1:] if argv is None else [str(a) for a in argv])
     except CharlmError as e:

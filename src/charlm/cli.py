@@ -158,7 +158,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     world, rank, local_rank = distributed.from_env()
     try:
-        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null if rank else _OutputGone(sys.stdout)):
+        with (open(os.devnull, "w") as null, contextlib.redirect_stdout(null if rank else _OutputGone(sys.stdout)),
+              contextlib.redirect_stderr(_OutputGone(sys.stderr))):
             try:
                 code = _train(args)  # rank 0 alone prints
             finally:
@@ -620,9 +621,8 @@ def _usable_streams() -> None:
 
 
 class _OutputGone:
-    """stdout for a training whose reader went away (``charlm train | head``): the run goes on, its lines go nowhere.
-
-    Elsewhere a closed pipe ends the command quietly, as ``head`` expects; a training would stop half-way with exit 0.
+    """stdout or stderr for a training whose reader went away (``charlm train 2>&1 | head``): the run goes on, its lines
+    go nowhere.  Elsewhere a closed pipe ends the command quietly, as ``head`` expects; a training would stop half-way.
     """
 
     def __init__(self, stream):
@@ -647,7 +647,8 @@ class _OutputGone:
         self._gone = True
         with contextlib.suppress(OSError, ValueError, AttributeError):  # Python's flush at exit then finds somewhere to write
             os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
-        print("note: the output was closed (charlm train | head?); training goes on without printing", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError, ValueError):  # stderr may be the same closed pipe
+            print("note: the output was closed (charlm train | head?); training goes on without printing", file=sys.stderr, flush=True)
 
     def __getattr__(self, name):
         return getattr(self._stream, name)

@@ -126,11 +126,15 @@ def test_a_checkpoint_is_replaced_whole(tiny_ckpt, tmp_path, monkeypatch, atomic
         assert (tmp_path / "a" / "x").read_text() == "b" and (tmp_path / "b" / "x").read_text() == "a"
 
 
-def test_a_reader_never_sees_a_checkpoint_being_replaced_as_damage(tiny_ckpt, tmp_path):
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_reader_never_sees_a_checkpoint_being_replaced_as_damage(tiny_ckpt, tmp_path, monkeypatch, exchange):
     """generate or serve reading best/ while the training replaces it: the JSON of one and a tensor file of the next
-    failed the checksum (a user's loop: 58 of 4,084 loads); and what is loaded is one whole checkpoint."""
+    failed the checksum (a user's loop: 58 of 4,084 loads); and what is loaded is one whole checkpoint.  Without an
+    atomic exchange (two renames), the moment without the folder is waited out too."""
     import threading
 
+    if not exchange:
+        monkeypatch.setattr(ckpt_io, "_exchange", lambda a, b: False)
     c = load(tiny_ckpt)
     versions = [dataclasses.replace(c, weights={k: v + i for k, v in c.weights.items()}, metrics=[{"version": i}])
                 for i in range(2)]
@@ -141,8 +145,8 @@ def test_a_reader_never_sees_a_checkpoint_being_replaced_as_damage(tiny_ckpt, tm
     def writer():
         i = 0
         while not stop.is_set():
-            i += 1
-            save(versions[i % 2], dst)
+            i += 1  # each save its own, as a training's are (its metrics grow)
+            save(dataclasses.replace(versions[i % 2], metrics=[{"version": i % 2, "save": i}]), dst)
 
     t = threading.Thread(target=writer)
     t.start()
@@ -159,6 +163,50 @@ def test_a_reader_never_sees_a_checkpoint_being_replaced_as_damage(tiny_ckpt, tm
         stop.set()
         t.join()
     assert not errors, errors[:3]
+
+
+def test_a_stream_name_is_written_into_not_replaced(tmp_path):
+    """inspect --out /dev/stdout >> log.txt replaced log.txt (the link's target) and lost what it held."""
+    import subprocess
+
+    log = tmp_path / "log.txt"
+    log.write_text("previous line\n")
+    code = "from pathlib import Path; from charlm.checkpoint import write_atomic; write_atomic((Path('/dev/stdout'), b'page\\n'))"
+    with open(log, "a") as out:
+        assert subprocess.run([sys.executable, "-c", code], stdout=out).returncode == 0
+    assert log.read_text() == "previous line\npage\n"
+
+
+def test_a_reader_asking_whether_a_folder_is_in_use_never_blocks_a_training_from_starting(tmp_path):
+    """in_use() holds a shared lock for a moment; a training starting just then was refused as if another held the folder."""
+    pytest.importorskip("fcntl")
+    import threading
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    stop = threading.Event()
+
+    def reader():  # a poller, as generate or serve on the folder would be, asking every millisecond
+        while not stop.wait(0.001):
+            ckpt_io.in_use(folder)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for _ in range(3000):
+            ckpt_io.lock_run(folder)
+            ckpt_io.release_run_locks()
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_a_pipe_in_a_checkpoint_is_missing_not_waited_on(tiny_ckpt, tmp_path):
+    bad = _copy(tiny_ckpt, tmp_path / "bad")
+    (bad / "model.safetensors").unlink()
+    os.mkfifo(bad / "model.safetensors")
+    with pytest.raises(CharlmError, match="model.safetensors is missing"):
+        load(bad)
 
 
 def test_atomic_writes_go_through_links_and_into_pipes(tmp_path):

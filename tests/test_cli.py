@@ -508,13 +508,22 @@ def test_a_training_text_changed_since_is_not_compared_against(capsys, tmp_path)
         one_line_error(*run_cli(capsys, *args)[::2], f"{corpus} is no longer the text {run / 'best'} was trained on")
 
 
-def test_a_pipe_as_the_training_text_is_refused(capsys, tmp_path):
+def test_a_pipe_as_the_training_text_is_refused(capsys, tmp_path, corpus):
     """Training from /dev/stdin worked, but --resume, --check-copy and --bigram then waited for stdin again."""
+    import threading
+
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
+    # a writer, so that a run that read the pipe after all would train (and fail this test) rather than wait for ever
+    threading.Thread(target=lambda: fifo.write_bytes(Path(corpus).read_bytes()), daemon=True).start()
     one_line_error(*run_cli(capsys, "train", "--data", fifo, "--out", tmp_path / "run", *TINY)[::2],
-                   f"--data {fifo} is not a regular file (a pipe or a device)")
+                   f"--data {fifo} is not a regular file (a pipe, a device or a stream)")
+    # /dev/stdin names a stream even when it leads to a file (charlm train --data /dev/stdin < lyrics.txt)
+    one_line_error(*run_cli(capsys, "train", "--data", "/dev/stdin", "--out", tmp_path / "run", *TINY)[::2],
+                   "--data /dev/stdin is not a regular file")
     assert not (tmp_path / "run").exists()
+    with open(fifo, "rb") as f:  # let the writer go
+        f.read()
 
 
 def test_a_path_that_is_not_utf8_is_refused_before_training(capsys, corpus, tmp_path):

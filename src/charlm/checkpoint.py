@@ -9,10 +9,13 @@ file is caught on loading.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +112,14 @@ def lock_run(out: str | os.PathLike) -> None:
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for wait in (0.0, 0.05, 0.1, 0.2):  # a reader's in_use() holds a shared lock for a moment: not a training
+            time.sleep(wait)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if wait == 0.2:
+                    raise
     except BlockingIOError:
         os.close(fd)
         raise CharlmError(f"{out} is in use by another `charlm train` that is still running; "
@@ -194,21 +204,46 @@ def write_atomic(*files: tuple[Path, bytes]) -> None:
                 tmp.unlink()
     for path, data in direct:
         try:
-            with open(path, "wb") as f:
-                f.write(data)
+            fd = _own_fd(path)
+            if fd is None:  # a pipe or a device; appending, as opening a redirected stream's file anew would empty it
+                with open(path, "ab") as f:
+                    f.write(data)
+                continue
+            for stream in (sys.stdout, sys.stderr):  # what was printed before comes first
+                with contextlib.suppress(AttributeError, ValueError, OSError):
+                    stream.flush()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
         except OSError as e:
             raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
 
 
+def _own_fd(path: Path) -> int | None:
+    """The descriptor of this process's that ``path`` names (/dev/stdout, /dev/fd/3, /proc/self/fd/1), if it names one."""
+    import re
+
+    m = re.fullmatch(rf"/dev/(stdin|stdout|stderr)|/dev/fd/(\d+)|/proc/(?:self|{os.getpid()})/fd/(\d+)", os.path.abspath(path))
+    if m is None:
+        return None
+    return ("stdin", "stdout", "stderr").index(m[1]) if m[1] else int(m[2] or m[3])
+
+
+def names_a_stream(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of the system's names for an open stream (/dev/stdout, /dev/fd/1, /proc/self/fd/0),
+    which may lead to a regular file now (a redirection) but is no name for it."""
+    return os.path.abspath(path).startswith(("/dev/", "/proc/"))
+
+
 def _not_a_file(path: Path) -> bool:
-    """Whether ``path`` (its link followed) is there and is something other than a file or a folder: a pipe, a device."""
+    """Whether ``path`` is written into rather than replaced: a pipe, a device, or a stream's name (its link followed)."""
     import stat
 
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
-    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+    return names_a_stream(path) or (not stat.S_ISREG(mode) and not stat.S_ISDIR(mode))
 
 
 def _file_mode() -> int:
@@ -303,8 +338,14 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
     the next) is read again, so a reader never sees that as damage.
     """
     for attempt in range(5):
-        p = resolve(path, prefer)
-        first = _read_meta(p)
+        try:
+            p = resolve(path, prefer)
+            first = _read_meta(p)
+        except CharlmError:  # where a save takes two renames, there is a moment without the folder: wait it out (0.1 s)
+            if attempt == 4:
+                raise
+            time.sleep(0.025)
+            continue
         try:
             return _load(p, first, with_trainer, with_weights)
         except CharlmError:
@@ -359,6 +400,8 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
         f = p / name
         if name not in meta["sha256"]:
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE} has no checksum for {name})")
+        if not f.is_file():  # nor a pipe, whose reading would wait for ever
+            raise CharlmError(f"{p}: {name} is missing")
         try:
             data[name] = f.read_bytes()
         except (FileNotFoundError, IsADirectoryError):

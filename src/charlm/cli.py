@@ -231,9 +231,10 @@ def _train(args: argparse.Namespace) -> int:
         # kept absolute: --resume, --check-copy, --bigram and serve read them again from anywhere
         train_cfg = dataclasses.replace(train_cfg, **{k: os.path.abspath(getattr(train_cfg, k)) for k in ("data", "init_from")
                                                       if getattr(train_cfg, k)})
-        if train_cfg.data and os.path.exists(train_cfg.data) and not os.path.isfile(train_cfg.data) and not os.path.isdir(train_cfg.data):
-            raise CharlmError(f"--data {train_cfg.data} is not a regular file (a pipe or a device): the training text is read again "
-                              f"later (--resume, --check-copy, --bigram, serve); save it to a file and give that")
+        if train_cfg.data and os.path.exists(train_cfg.data) and (
+                ckpt_io.names_a_stream(train_cfg.data) or not (os.path.isfile(train_cfg.data) or os.path.isdir(train_cfg.data))):
+            raise CharlmError(f"--data {train_cfg.data} is not a regular file (a pipe, a device or a stream): the training text is "
+                              f"read again later (--resume, --check-copy, --bigram, serve); save it to a file and give that")
         model_fields = {k: v for k, v in values.items() if k in field_names(ModelConfig)}
         # validate before reading the corpus: the pre-trained model's architecture, or the one asked for
         base = (_load_base(train_cfg, given(args, ModelConfig), given(args, TrainConfig)) if train_cfg.init_from

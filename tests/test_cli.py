@@ -531,8 +531,10 @@ def test_a_path_that_is_not_utf8_is_refused_before_training(capsys, corpus, tmp_
     odd = os.fsdecode(bytes(tmp_path) + b"/lat\xe9.txt")
     Path(odd).write_bytes(Path(corpus).read_bytes())
     one_line_error(*run_cli(capsys, "train", "--data", odd, "--out", tmp_path / "run", *TINY)[::2],
-                   f"data: the path {tmp_path}/lat\\xe9.txt is not valid UTF-8")
-    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", odd + ".run", *TINY)[::2], "out: the path")
+                   f"data: {tmp_path}/lat\\xe9.txt is not valid UTF-8, and a checkpoint stores it as text; rename it")
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", odd + ".run", *TINY)[::2], "out: ")
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "run", *TINY[:-2], "--prefixes",
+                            os.fsdecode(b"\xe5\x88"))[::2], "prefixes: \\xe5\\x88 is not valid UTF-8")
     assert not (tmp_path / "run").exists()
 
 

@@ -52,6 +52,11 @@ def _check_types(cfg) -> None:
             "tuple": isinstance(v, (tuple, list)) and all(isinstance(x, str) for x in v),
         }[kind]
         _check(ok, f"{f.name} must be {_TYPES[f.type]}, got {v!r}")
+        for text in [v] if kind == "str" else v if kind == "tuple" else []:  # stored as JSON text: a byte that is not
+            # UTF-8 (a path or prefix typed in another encoding: surrogateescape) failed the first save, after an epoch
+            _check(not any("\udc80" <= c <= "\udcff" for c in text),
+                   f"{f.name}: {text.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')} is not valid UTF-8, "
+                   f"and a checkpoint stores it as text" + ("; rename it" if f.name in ("data", "out", "init_from") else ""))
 
 
 def _check_finite(cfg) -> None:
@@ -160,11 +165,6 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check(not (self.cuda_graph and self.device == "cpu"), "cuda_graph needs a CUDA GPU, but device is cpu; leave --cuda-graph out")
-        for name in ("data", "out", "init_from"):  # stored as text in checkpoint.json: a byte that is not UTF-8 failed the first save
-            path = getattr(self, name)
-            _check(not any("\udc80" <= c <= "\udcff" for c in path),
-                   f"{name}: the path {path.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')} is not "
-                   f"valid UTF-8, and a checkpoint stores paths as text; rename it")
         _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         _check(self.limit_chars >= 0, f"limit_chars must be >= 0, got {self.limit_chars}")
         _check(self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq}")

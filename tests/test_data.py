@@ -59,6 +59,27 @@ def test_a_wrong_encoding_that_decodes_is_named(tmp_path, recwarn):
     assert not [w for w in recwarn if issubclass(w.category, CharlmWarning)]
 
 
+def test_a_folder_gets_one_note_and_encodings_are_known_by_their_codec(tmp_path):
+    from charlm.errors import CharlmWarning
+
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    for i in range(5):
+        (songs / f"{i}.txt").write_bytes(f"第{i}首 分开的时候我说不分开\n".encode("utf-8"))
+    with pytest.warns(CharlmWarning) as notes:
+        read_text(songs, "latin-1")
+    assert len(notes) == 1 and "5 of its 5 .txt files were read as latin-1 as asked; 0.txt, for one: it is valid UTF-8" in str(notes[0].message)
+    f = songs / "0.txt"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_text(f, "u8") == read_text(f, "UTF_8") == read_text(f)  # other names of utf-8: nothing to say
+    f.write_bytes(b"caf\x81 " * 10)
+    with pytest.raises(CharlmError, match=r"as windows-1252; try --encoding gb18030 or big5 \(Chinese\) or the file's"):
+        read_text(f, "windows-1252")  # cp1252 by another name: not suggested again
+
+
 def test_decoding_errors_suggest_another_encoding_than_the_one_given(tmp_path):
     f = tmp_path / "t.txt"
     f.write_bytes("分开的时候".encode("utf-8"))

@@ -65,10 +65,14 @@ def _common(c: str) -> bool:
     return (c.isascii() and (c.isprintable() or c.isspace())) or "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff00" <= c <= "\uffef"
 
 
-def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False) -> str:
+def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints: list | None = None) -> str:
+    """``raw`` decoded; a likely wrong encoding is a warning, or goes into ``hints`` (a folder's files: one warning)."""
     if not raw:
         raise CharlmError(f"{path}: the file is empty")
-    name = encoding.lower().replace("-", "").replace("_", "")
+    try:  # the codec's own name: u8 is utf-8, windows-1252 is cp1252
+        name = codecs.lookup(encoding).name.replace("-", "").replace("_", "")
+    except LookupError:
+        raise CharlmError(f"unknown encoding {encoding!r}") from None
     if b"\x00" in raw[:8192] and not name.startswith(("utf16", "utf32")):
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark
             raise CharlmError(f"{path}: looks like UTF-16 text (a byte-order mark, NUL bytes); try --encoding utf-16")
@@ -82,13 +86,14 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False) -> st
         raise CharlmError(f"{path}: no byte-order mark, so the byte order of {encoding} is unknown; {hint}")
     try:
         text = raw.decode(encoding)
-    except LookupError:
-        raise CharlmError(f"unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as e:
         hint = _decoding_hint(raw, name)
         raise CharlmError(f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; {hint}") from None
     if hint := _other_encoding(raw, name, len(text) == len(raw)):
-        warnings.warn(f"{path} was read as {encoding} as asked, but {hint}", CharlmWarning, stacklevel=2)
+        if hints is None:
+            warnings.warn(f"{path} was read as {encoding} as asked, but {hint}", CharlmWarning, stacklevel=2)
+        else:
+            hints.append((path, hint))
     if text.startswith("\ufeff"):
         text = text[1:]
     if not text.strip() and not blank_ok:
@@ -153,10 +158,16 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
         if not files:
             raise CharlmError(f"{p}: the folder holds no .txt files")
         raws = [(f, f.read_bytes()) for f in files]
-        texts = [_decode(f, raw, encoding, blank_ok=True) for f, raw in raws if raw]
+        hints: list[tuple[Path, str]] = []
+        texts = [_decode(f, raw, encoding, blank_ok=True, hints=hints) for f, raw in raws if raw]
         texts = [t for t in texts if t.strip()]  # an empty or blank file adds nothing: passed over
         if not texts:
             raise CharlmError(f"{p}: every .txt file in the folder is empty or blank")
+        if hints:  # one note for the folder, not one per song
+            first, hint = hints[0][0].relative_to(p), hints[0][1]
+            said = (f"{len(hints)} of its {len(raws)} .txt files were read as {encoding} as asked; {first}, for one: {hint}"
+                    if len(hints) > 1 else f"{first} was read as {encoding} as asked, but {hint}")
+            warnings.warn(f"{p}: {said}", CharlmWarning, stacklevel=2)
         return "".join(t if t.endswith("\n") else t + "\n" for t in texts)
     try:
         raw = p.read_bytes()

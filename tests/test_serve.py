@@ -153,8 +153,28 @@ def test_copy_check_without_the_training_text_is_422_before_writing(tmp_path):
             r = c.post(path, json={"length": 10, "check_copy": True})
             assert r.status_code == 422 and r.json()["error"].startswith("check_copy: the training text is not where the server runs"), r.text
         assert c.post("/v1/generate", json={"length": 10}).status_code == 200  # the rest works
-    (tmp_path / "corpus.txt").write_bytes(b"")  # there, but not readable as the training text: the text is kept all the same
+    (tmp_path / "corpus.txt").write_bytes(b"")  # there, but not the training text: said at once too
     with serve.running(serve.create_app(tmp_path / "run")) as base, httpx.Client(base_url=base, timeout=60) as c:
+        assert c.get("/v1/model").json()["copy_check"] is False
+        r = c.post("/v1/generate", json={"length": 10, "check_copy": True})
+        assert r.status_code == 422 and "the copy check cannot use the training text here" in r.json()["error"], r.text
+
+
+def test_a_training_text_changed_before_or_while_serving(tmp_path):
+    from .conftest import LYRIC, train_tiny
+
+    train_tiny(tmp_path, epochs=1)
+    corpus = tmp_path / "corpus.txt"
+    original = corpus.read_bytes()
+    corpus.write_text(LYRIC[::-1] * 40, encoding="utf-8")  # the same characters in another order: a changed text
+    with serve.running(serve.create_app(tmp_path / "run")) as base, httpx.Client(base_url=base, timeout=60) as c:
+        assert c.get("/v1/model").json()["copy_check"] is False  # it used to say true, then fail
+        r = c.post("/v1/generate", json={"length": 10, "check_copy": True})
+        assert r.status_code == 422 and "is no longer the text" in r.json()["error"]
+    corpus.write_bytes(original)
+    with serve.running(serve.create_app(tmp_path / "run")) as base, httpx.Client(base_url=base, timeout=60) as c:
+        assert c.get("/v1/model").json()["copy_check"] is True
+        corpus.write_bytes(b"")  # emptied after the start, before the index was built: the text is kept all the same
         body = c.post("/v1/generate", json={"length": 10, "check_copy": True}).json()
         assert len(body["samples"][0]) >= 10 and "copies" not in body and "the file is empty" in body["copy_check_error"]
 

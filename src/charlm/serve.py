@@ -163,7 +163,7 @@ class ModelInfo(BaseModel):
     has_newline: bool = Field(description="whether the model writes line breaks (lines and acrostics need them)")
     language: Literal["zh", "en"] = Field(description="zh when most of the vocabulary is CJK ideographs: the page's language")
     default_prefix: str = Field(description="where a generation without a prefix starts")
-    copy_check: bool = Field(description="whether the training text is readable here, so that check_copy can work")
+    copy_check: bool = Field(description="whether check_copy works here: the training text was found, readable and unchanged at the start")
     parameters: int = Field(description="the model's parameter count")
     device: str = Field(description="where the model runs (cpu, cuda:0)")
     metrics: list[dict] = Field(description="one object per validation of the training, as metrics.jsonl")
@@ -352,11 +352,22 @@ class _Server:
         self._copy_lock = threading.Lock()
         self._copy_index: CopyIndex | None = None
         self._copy_note = ""  # a pre-training text left out of the index, and why
+        self._copy_problem = self._training_text_problem()  # read once at the start: /v1/model says whether check_copy works
+
+    def _training_text_problem(self) -> str | None:
+        """Why the copy check cannot work here (the training text missing, unreadable, or changed since), or None."""
+        data = self.ckpt.train_config.data
+        if data and not Path(data).exists():
+            return f"the training text is not where the server runs ({_short(data)})"
+        try:
+            training_text(self.ckpt)
+        except CharlmError as e:
+            return f"the copy check cannot use the training text here: {e}"
+        return None
 
     def copy_check_possible(self) -> bool:
-        """Whether the training text is where the checkpoint says (the bundled lyrics always are)."""
-        data = self.ckpt.train_config.data
-        return not data or Path(data).exists()
+        """Whether the training text was there, readable and unchanged when the server started (the bundled lyrics always are)."""
+        return self._copy_problem is None
 
     def copy_index(self) -> CopyIndex:
         """The copy check's index of the training text, built on first use (in a thread: seconds for millions of characters)."""
@@ -367,7 +378,7 @@ class _Server:
                     self._copy_index = CopyIndex([training_text(self.ckpt)] + [t for _, t in pre])
                     self._copy_note = "; ".join(notes)
                 except CharlmError as e:
-                    raise _Invalid("check_copy", f"the training text cannot be read where the server runs: {e}") from None
+                    raise _Invalid("check_copy", f"the copy check cannot use the training text here: {e}") from None
             return self._copy_index
 
     async def copies(self, req, gen: _Generation, texts: list[str]) -> dict:
@@ -436,8 +447,8 @@ class _Server:
         # --length is bounded by its Field; --lines and --acrostic are bounded here, by characters.
         cap = self.limits.max_length if (req.lines or req.acrostic) else None
         gen = _Generation(self.model, self.vocab, req, self.limits.time_limit, cap, self.default_prefix, self.ckpt.train_config.newlines)
-        if req.check_copy and not self.copy_check_possible():
-            raise _Invalid("check_copy", f"the training text is not where the server runs ({_short(self.ckpt.train_config.data)})")
+        if req.check_copy and self._copy_problem:
+            raise _Invalid("check_copy", self._copy_problem)
         return gen
 
     async def chunks(self, gen: _Generation, request: Request, interval: float):

@@ -1,5 +1,6 @@
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +44,16 @@ def test_following_long_matches_gives_the_same_lengths(text, data, crowd):
     index = Following(text)
     index.CROWD = crowd
     assert index.match_lengths(sample) == brute_lengths(text, sample)
+
+
+@pytest.mark.parametrize("text, sample", [
+    ("\uffff".join(["a" * 33 + "b", "a" * 40 + "c", "a" * 35]), "a" * 45 + "c"),  # places whose matches end at different lengths
+    ("ab" * 300, "ab" * 80 + "x" + "ba" * 40),  # a periodic text: a crowd of places
+    ("\n".join(["分开的时候我说不分开你说我们还会再见不分开的是我们的爱快乐的日子在心里面"] * 70), "我说不分开你说我们还会再见不分开的是我们的爱快乐的日子在心里面分开的时候我说不分开你说我们还会"),
+])
+@pytest.mark.parametrize("index", [SuffixArray, Following])
+def test_long_matches_on_hard_texts(text, sample, index):
+    assert index(text).match_lengths(sample) == brute_lengths(text, sample)
 
 
 def test_a_long_copy_followed_by_new_text_is_not_searched_from_every_start():

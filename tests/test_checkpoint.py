@@ -3,6 +3,8 @@ import json
 import os
 import shutil
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,7 +133,6 @@ def test_a_reader_never_sees_a_checkpoint_being_replaced_as_damage(tiny_ckpt, tm
     """generate or serve reading best/ while the training replaces it: the JSON of one and a tensor file of the next
     failed the checksum (a user's loop: 58 of 4,084 loads); and what is loaded is one whole checkpoint.  Without an
     atomic exchange (two renames), the moment without the folder is waited out too."""
-    import threading
 
     if not exchange:
         monkeypatch.setattr(ckpt_io, "_exchange", lambda a, b: False)
@@ -180,7 +181,6 @@ def test_a_stream_name_is_written_into_not_replaced(tmp_path):
 def test_a_reader_asking_whether_a_folder_is_in_use_never_blocks_a_training_from_starting(tmp_path):
     """in_use() holds a shared lock for a moment; a training starting just then was refused as if another held the folder."""
     pytest.importorskip("fcntl")
-    import threading
 
     folder = tmp_path / "run"
     folder.mkdir()
@@ -201,6 +201,46 @@ def test_a_reader_asking_whether_a_folder_is_in_use_never_blocks_a_training_from
         t.join()
 
 
+def test_only_real_stream_names_count_as_streams(tmp_path):
+    """Anything under /dev/ counted: a corpus in /dev/shm was refused, and files there were appended to, not replaced."""
+    (tmp_path / "to_stdin").symlink_to("/dev/stdin")
+    for stream in ("/dev/stdin", "/dev/stdout", "/dev/fd/3", "/proc/self/fd/0", tmp_path / "to_stdin"):
+        assert ckpt_io.names_a_stream(stream), stream
+    for plain in ("/dev/shm/lyrics.txt", "/dev/shm/run/metrics.jsonl", tmp_path / "lyrics.txt", "/proc/cpuinfo"):
+        assert not ckpt_io.names_a_stream(plain), plain
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        f = Path(f"/dev/shm/charlm-test-{os.getpid()}.txt")
+        try:
+            for data in (b"first", b"second"):
+                ckpt_io.write_atomic((f, data))
+            assert f.read_bytes() == b"second"  # replaced, not appended to
+        finally:
+            f.unlink(missing_ok=True)
+
+
+def test_a_run_folder_read_while_best_is_moved_aside_waits_for_it(tiny_run, tmp_path, monkeypatch):
+    """Where a save takes two renames, best/ is missing for a moment: a load took last/ instead, silently."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "best").rename(run / ".best.old-1")
+    timer = threading.Timer(0.03, lambda: (run / ".best.old-1").rename(run / "best"))
+    timer.start()
+    try:
+        assert load(run, with_trainer=False).path == run / "best"
+    finally:
+        timer.join()
+
+
+def test_a_closed_pipe_under_a_stream_name_ends_quietly(monkeypatch):
+    """inspect --out /dev/stdout | true: a closed pipe, as elsewhere, not an error."""
+    def closed(fd, data):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(os, "write", closed)
+    with pytest.raises(BrokenPipeError):
+        ckpt_io.write_atomic((Path("/dev/stdout"), b"page"))
+
+
 def test_a_pipe_in_a_checkpoint_is_missing_not_waited_on(tiny_ckpt, tmp_path):
     bad = _copy(tiny_ckpt, tmp_path / "bad")
     (bad / "model.safetensors").unlink()
@@ -211,7 +251,6 @@ def test_a_pipe_in_a_checkpoint_is_missing_not_waited_on(tiny_ckpt, tmp_path):
 
 def test_atomic_writes_go_through_links_and_into_pipes(tmp_path):
     """inspect --out link.html replaced the link with a file; --out a FIFO replaced the FIFO, and its reader got nothing."""
-    import threading
 
     (tmp_path / "reports").mkdir()
     target, link, fifo = tmp_path / "reports" / "real.html", tmp_path / "link.html", tmp_path / "fifo"

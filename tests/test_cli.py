@@ -535,6 +535,8 @@ def test_a_path_that_is_not_utf8_is_refused_before_training(capsys, corpus, tmp_
     one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", odd + ".run", *TINY)[::2], "out: ")
     one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "run", *TINY[:-2], "--prefixes",
                             os.fsdecode(b"\xe5\x88"))[::2], "prefixes: \\xe5\\x88 is not valid UTF-8")
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "run", *TINY[:-2], "--prefixes",
+                            "\ud83d")[::2], "prefixes: \\ud83d is not valid UTF-8")  # a lone surrogate from a library caller
     assert not (tmp_path / "run").exists()
 
 

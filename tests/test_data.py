@@ -80,6 +80,27 @@ def test_a_folder_gets_one_note_and_encodings_are_known_by_their_codec(tmp_path)
         read_text(f, "windows-1252")  # cp1252 by another name: not suggested again
 
 
+def test_hints_name_real_encodings_and_an_unreadable_file_in_a_folder_is_one_line(tmp_path, monkeypatch):
+    f = tmp_path / "u.txt"
+    f.write_bytes("Romeo: a line\n".encode("utf-16-le"))
+    with pytest.raises(CharlmError, match="suggest --encoding utf-16-le$"):  # not "u16-le", which does not exist
+        read_text(f, "u16")
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    (songs / "a.txt").write_text("分开\n", encoding="utf-8")
+    (songs / "b.txt").write_text("不分开\n", encoding="utf-8")
+    real = type(songs).read_bytes
+
+    def unreadable(self):
+        if self.name == "b.txt":
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(type(songs), "read_bytes", unreadable)
+    with pytest.raises(CharlmError, match=r"b\.txt: cannot read \(Permission denied\)"):
+        read_text(songs)
+
+
 def test_decoding_errors_suggest_another_encoding_than_the_one_given(tmp_path):
     f = tmp_path / "t.txt"
     f.write_bytes("分开的时候".encode("utf-8"))

@@ -160,6 +160,17 @@ def test_copy_check_without_the_training_text_is_422_before_writing(tmp_path):
         assert r.status_code == 422 and "the copy check cannot use the training text here" in r.json()["error"], r.text
 
 
+def test_the_training_text_is_read_once(tiny_ckpt, monkeypatch):
+    calls = []
+    real = serve.training_text
+    monkeypatch.setattr(serve, "training_text", lambda ckpt: calls.append(1) or real(ckpt))
+    with serve.running(serve.create_app(tiny_ckpt)) as base, httpx.Client(base_url=base, timeout=60) as c:
+        assert c.get("/v1/model").json()["copy_check"] is True
+        for _ in range(2):
+            assert "copies" in c.post("/v1/generate", json={"length": 5, "check_copy": True}).json()
+    assert len(calls) == 1  # at the start, checked; the index is built from that same text
+
+
 def test_a_training_text_changed_before_or_while_serving(tmp_path):
     from .conftest import LYRIC, train_tiny
 
@@ -174,9 +185,9 @@ def test_a_training_text_changed_before_or_while_serving(tmp_path):
     corpus.write_bytes(original)
     with serve.running(serve.create_app(tmp_path / "run")) as base, httpx.Client(base_url=base, timeout=60) as c:
         assert c.get("/v1/model").json()["copy_check"] is True
-        corpus.write_bytes(b"")  # emptied after the start, before the index was built: the text is kept all the same
+        corpus.write_bytes(b"")  # emptied after the start: the text read and checked then is the one compared against
         body = c.post("/v1/generate", json={"length": 10, "check_copy": True}).json()
-        assert len(body["samples"][0]) >= 10 and "copies" not in body and "the file is empty" in body["copy_check_error"]
+        assert len(body["copies"]) == 1 and "copy_check_error" not in body
 
 
 def test_score_matches_evaluate(client, tiny_ckpt):

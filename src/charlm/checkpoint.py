@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -215,24 +216,35 @@ def write_atomic(*files: tuple[Path, bytes]) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+        except BrokenPipeError:  # the reader went away (--out /dev/stdout | head): quietly, as a closed pipe ends a command
+            raise
         except OSError as e:
             raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
 
 
 def _own_fd(path: Path) -> int | None:
     """The descriptor of this process's that ``path`` names (/dev/stdout, /dev/fd/3, /proc/self/fd/1), if it names one."""
-    import re
-
-    m = re.fullmatch(rf"/dev/(stdin|stdout|stderr)|/dev/fd/(\d+)|/proc/(?:self|{os.getpid()})/fd/(\d+)", os.path.abspath(path))
-    if m is None:
+    p = os.path.abspath(path)
+    m = _STREAM.fullmatch(p)
+    if m is None or (m[3] and not p.startswith(("/proc/self/", f"/proc/{os.getpid()}/"))):
         return None
     return ("stdin", "stdout", "stderr").index(m[1]) if m[1] else int(m[2] or m[3])
 
 
+_STREAM = re.compile(r"/dev/(stdin|stdout|stderr)|/dev/fd/(\d+)|/proc/(?:self|\d+)/fd/(\d+)")
+
+
 def names_a_stream(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is one of the system's names for an open stream (/dev/stdout, /dev/fd/1, /proc/self/fd/0),
-    which may lead to a regular file now (a redirection) but is no name for it."""
-    return os.path.abspath(path).startswith(("/dev/", "/proc/"))
+    """Whether ``path`` is, or links to, one of the system's names for an open stream (/dev/stdin, /dev/fd/1,
+    /proc/self/fd/0), which may lead to a regular file now (a redirection) but is no name for it."""
+    p = os.path.abspath(path)
+    for _ in range(40):  # each link of a chain, as a link to /dev/stdin is a stream too
+        if _STREAM.fullmatch(p):
+            return True
+        if not os.path.islink(p):
+            return False
+        p = os.path.abspath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return False
 
 
 def _not_a_file(path: Path) -> bool:
@@ -319,6 +331,9 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
     if (p / META_FILE).is_file():
         return p
     order = ("best", "last") if prefer == "best" else ("last", "best")
+    if not (p / order[0] / META_FILE).is_file() and next(p.glob(f".{order[0]}.old-*"), None):
+        # a save that takes two renames has moved it aside for a moment: load() waits, rather than take the other one
+        raise CharlmError(f"{p / order[0]}: being replaced")
     for sub in order:
         if (p / sub / META_FILE).is_file():
             return p / sub

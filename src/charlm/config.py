@@ -54,9 +54,17 @@ def _check_types(cfg) -> None:
         _check(ok, f"{f.name} must be {_TYPES[f.type]}, got {v!r}")
         for text in [v] if kind == "str" else v if kind == "tuple" else []:  # stored as JSON text: a byte that is not
             # UTF-8 (a path or prefix typed in another encoding: surrogateescape) failed the first save, after an epoch
-            _check(not any("\udc80" <= c <= "\udcff" for c in text),
-                   f"{f.name}: {text.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')} is not valid UTF-8, "
-                   f"and a checkpoint stores it as text" + ("; rename it" if f.name in ("data", "out", "init_from") else ""))
+            if any("\ud800" <= c <= "\udfff" for c in text):
+                _check(False, f"{f.name}: {_shown(text)} is not valid UTF-8, and a checkpoint stores it as text"
+                              + ("; rename it" if f.name in ("data", "out", "init_from") else ""))
+
+
+def _shown(text: str) -> str:
+    """A text with surrogates, printable: the bytes a file name held (\\xe9), or the lone surrogate (\\ud83d)."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _check_finite(cfg) -> None:

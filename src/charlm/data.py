@@ -70,9 +70,10 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
     if not raw:
         raise CharlmError(f"{path}: the file is empty")
     try:  # the codec's own name: u8 is utf-8, windows-1252 is cp1252
-        name = codecs.lookup(encoding).name.replace("-", "").replace("_", "")
+        codec = codecs.lookup(encoding).name
     except LookupError:
         raise CharlmError(f"unknown encoding {encoding!r}") from None
+    name = codec.replace("-", "").replace("_", "")
     if b"\x00" in raw[:8192] and not name.startswith(("utf16", "utf32")):
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark
             raise CharlmError(f"{path}: looks like UTF-16 text (a byte-order mark, NUL bytes); try --encoding utf-16")
@@ -82,8 +83,8 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
     if name in _BOMS and not raw.startswith(_BOMS[name]):
         # without a byte-order mark Python's codec assumes little-endian and decodes anything to something
         order = _utf16_order(raw) if name == "utf16" else None
-        hint = f"its NUL bytes suggest --encoding {encoding}-{order}" if order else f"say --encoding {encoding}-le or {encoding}-be, if it is {encoding} at all"
-        raise CharlmError(f"{path}: no byte-order mark, so the byte order of {encoding} is unknown; {hint}")
+        hint = f"its NUL bytes suggest --encoding {codec}-{order}" if order else f"say --encoding {codec}-le or {codec}-be, if it is {codec} at all"
+        raise CharlmError(f"{path}: no byte-order mark, so the byte order of {codec} is unknown; {hint}")
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
@@ -157,7 +158,12 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
         files = sorted(f for f in p.rglob("*.txt") if f.is_file())
         if not files:
             raise CharlmError(f"{p}: the folder holds no .txt files")
-        raws = [(f, f.read_bytes()) for f in files]
+        raws = []
+        for f in files:
+            try:
+                raws.append((f, f.read_bytes()))
+            except OSError as e:
+                raise CharlmError(f"{f}: cannot read ({e.strerror or e})") from None
         hints: list[tuple[Path, str]] = []
         texts = [_decode(f, raw, encoding, blank_ok=True, hints=hints) for f, raw in raws if raw]
         texts = [t for t in texts if t.strip()]  # an empty or blank file adds nothing: passed over

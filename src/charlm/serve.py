@@ -352,7 +352,8 @@ class _Server:
         self._copy_lock = threading.Lock()
         self._copy_index: CopyIndex | None = None
         self._copy_note = ""  # a pre-training text left out of the index, and why
-        self._copy_problem = self._training_text_problem()  # read once at the start: /v1/model says whether check_copy works
+        self._train_text: str | None = None  # read at the start, kept for the index (built on the first check_copy)
+        self._copy_problem = self._training_text_problem()  # so /v1/model says whether check_copy works
 
     def _training_text_problem(self) -> str | None:
         """Why the copy check cannot work here (the training text missing, unreadable, or changed since), or None."""
@@ -360,7 +361,7 @@ class _Server:
         if data and not Path(data).exists():
             return f"the training text is not where the server runs ({_short(data)})"
         try:
-            training_text(self.ckpt)
+            self._train_text = training_text(self.ckpt)
         except CharlmError as e:
             return f"the copy check cannot use the training text here: {e}"
         return None
@@ -375,7 +376,8 @@ class _Server:
             if self._copy_index is None:
                 try:
                     pre, notes = pretraining_texts(self.ckpt)  # a fine-tuned model may repeat its pre-training text too
-                    self._copy_index = CopyIndex([training_text(self.ckpt)] + [t for _, t in pre])
+                    text, self._train_text = self._train_text, None  # the copy in the index is the one kept
+                    self._copy_index = CopyIndex([text if text is not None else training_text(self.ckpt)] + [t for _, t in pre])
                     self._copy_note = "; ".join(notes)
                 except CharlmError as e:
                     raise _Invalid("check_copy", f"the copy check cannot use the training text here: {e}") from None

@@ -222,6 +222,9 @@ def write_atomic(*files: tuple[Path, bytes]) -> None:
             raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
 
 
+_STREAM = re.compile(r"/dev/(stdin|stdout|stderr)|/dev/fd/(\d+)|/proc/(?:self|\d+)/fd/(\d+)")
+
+
 def _own_fd(path: Path) -> int | None:
     """The descriptor of this process's that ``path`` names (/dev/stdout, /dev/fd/3, /proc/self/fd/1), if it names one."""
     p = os.path.abspath(path)
@@ -229,9 +232,6 @@ def _own_fd(path: Path) -> int | None:
     if m is None or (m[3] and not p.startswith(("/proc/self/", f"/proc/{os.getpid()}/"))):
         return None
     return ("stdin", "stdout", "stderr").index(m[1]) if m[1] else int(m[2] or m[3])
-
-
-_STREAM = re.compile(r"/dev/(stdin|stdout|stderr)|/dev/fd/(\d+)|/proc/(?:self|\d+)/fd/(\d+)")
 
 
 def names_a_stream(path: str | os.PathLike) -> bool:

@@ -131,7 +131,6 @@ class GenerateResponse(BaseModel):
     elapsed_s: float = Field(description="seconds spent generating, time waiting for a worker not counted")
     time_limit_s: float = Field(description="the server's --time-limit, in seconds")
     copies: list[CopyReportOut] | None = Field(None, description="with check_copy: one report per sample")
-    copy_check_error: str | None = Field(None, description="with check_copy, when the training text could not be read after all")
     copy_check_note: str | None = Field(None, description="with check_copy, a pre-training text (--init-from) that could not be "
                                                           "read, so the check covers the fine-tuning text only")
 
@@ -371,31 +370,22 @@ class _Server:
         return self._copy_problem is None
 
     def copy_index(self) -> CopyIndex:
-        """The copy check's index of the training text, built on first use (in a thread: seconds for millions of characters)."""
+        """The copy check's index, built on first use (in a thread: seconds for millions of characters) from the training
+        text read and checked at the start (a request for a copy check gets its 422 before, when that failed)."""
         with self._copy_lock:
             if self._copy_index is None:
-                try:
-                    pre, notes = pretraining_texts(self.ckpt)  # a fine-tuned model may repeat its pre-training text too
-                    text, self._train_text = self._train_text, None  # the copy in the index is the one kept
-                    self._copy_index = CopyIndex([text if text is not None else training_text(self.ckpt)] + [t for _, t in pre])
-                    self._copy_note = "; ".join(notes)
-                except CharlmError as e:
-                    raise _Invalid("check_copy", f"the copy check cannot use the training text here: {e}") from None
+                pre, notes = pretraining_texts(self.ckpt)  # a fine-tuned model may repeat its pre-training text too
+                text, self._train_text = self._train_text, None  # the copy in the index is the one kept
+                self._copy_index = CopyIndex([text] + [t for _, t in pre])
+                self._copy_note = "; ".join(notes)
             return self._copy_index
 
     async def copies(self, req, gen: _Generation, texts: list[str]) -> dict:
-        """``{"copies": [report per sample]}`` when the request asked for it, else nothing: of what the model wrote, not the prefix.
-
-        If the training text cannot be read after all (it is there, checked before, but unreadable), the
-        text is kept and ``copy_check_error`` says why.
-        """
+        """``{"copies": [report per sample]}`` when the request asked for it, else nothing: of what the model wrote, not the prefix."""
         if not req.check_copy:
             return {}
         skip = len(gen.shown_prefix)
-        try:
-            reports = await anyio.to_thread.run_sync(lambda: [self.copy_index().check(t[skip:].strip("\n")) for t in texts])
-        except _Invalid as e:
-            return {"copy_check_error": e.message}
+        reports = await anyio.to_thread.run_sync(lambda: [self.copy_index().check(t[skip:].strip("\n")) for t in texts])
         return {"copies": [dataclasses.asdict(r) for r in reports], **({"copy_check_note": self._copy_note} if self._copy_note else {})}
 
     def limiter(self) -> anyio.CapacityLimiter:

@@ -251,6 +251,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert all(torch.isfinite(w).all() for w in kept.weights.values())
 
 
+def test_a_nan_validation_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    train_tiny(tmp_path, epochs=1)
+    before = (tmp_path / "run" / "last" / ckpt_io.META_FILE).read_bytes()
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: (float("nan"), 1))
+    good = ckpt_io.load(tmp_path / "run", prefer="last")
+    cfg = dataclasses.replace(good.train_config, epochs=2)
+    t = Trainer(good.model_config, cfg, load_corpus(cfg, vocab=good.vocab), resume=good, log=lambda *_: None)
+    with pytest.raises(CharlmError, match=r"the validation loss is NaN or infinite at epoch 2: training diverged; stopped, "
+                                          r"the last good checkpoint is .*last") as e:
+        t.fit()
+    assert e.value.exit_code == 1
+    assert (tmp_path / "run" / "last" / ckpt_io.META_FILE).read_bytes() == before
+
+
 def test_cosine_schedule_reaches_min_lr(tmp_path):
     train_tiny(tmp_path, epochs=3, schedule="cosine", lr=1e-2, min_lr=1e-4)
     recs = _metrics(tmp_path / "run")

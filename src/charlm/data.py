@@ -102,16 +102,20 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
     return text
 
 
+def _valid_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def _decoding_hint(raw: bytes, name: str) -> str:
     """What to try for a file that did not decode as ``name`` (normalised: lower case, no dashes)."""
     if other := {"utf16le": "utf-16-be", "utf16be": "utf-16-le"}.get(name):  # the other byte order first
         return f"try --encoding {other}"
-    if name not in ("utf8", "utf8sig"):
-        try:
-            raw.decode("utf-8")
-            return "the file is valid UTF-8: leave out --encoding"
-        except UnicodeDecodeError:
-            pass
+    if name not in ("utf8", "utf8sig") and _valid_utf8(raw):
+        return "the file is valid UTF-8: leave out --encoding"
     tries = [f"{' or '.join(left)} ({lang})" for names, lang in ((("gb18030", "big5"), "Chinese"), (("cp1252",), "Western European"))
              if (left := [x for x in names if x != name])]
     return f"try --encoding {', '.join(tries)} or the file's real encoding"
@@ -126,11 +130,8 @@ def _other_encoding(raw: bytes, name: str, one_byte_a_char: bool) -> str | None:
     """
     if name in ("utf8", "utf8sig") or raw.isascii():
         return None
-    try:
-        raw.decode("utf-8")
+    if _valid_utf8(raw):
         return "it is valid UTF-8, which text in other encodings almost never is; if its characters look wrong, leave out --encoding"
-    except UnicodeDecodeError:
-        pass
     head = raw[: 1 << 20]
     high = len(head) - len(re.sub(rb"[\x80-\xff]", b"", head))
     if not one_byte_a_char or high < 16 or high < 0.3 * len(head):

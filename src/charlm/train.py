@@ -534,13 +534,16 @@ class Trainer:
     def _check_finite(self, bad_step: torch.Tensor) -> None:
         step = int(bad_step)
         if step >= 0:
-            last = self.out / "last"
-            kept = f"the last good checkpoint is {last}" if (last / ckpt_io.META_FILE).exists() else "no checkpoint was written yet"
             raise CharlmError(
-                f"the loss became NaN or infinite at step {step + 1} (epoch {self.epoch + 1}); stopped, {kept}; "
+                f"the loss became NaN or infinite at step {step + 1} (epoch {self.epoch + 1}); stopped, {self._kept()}; "
                 f"try a lower --lr or a --grad-clip",
                 exit_code=1,
             )
+
+    def _kept(self) -> str:
+        """What a run stopped by a NaN loss leaves (its checkpoints are not overwritten by the diverged weights)."""
+        last = self.out / "last"
+        return f"the last good checkpoint is {last}" if (last / ckpt_io.META_FILE).exists() else "no checkpoint was written yet"
 
     def _end_epoch(self) -> bool:
         """The epoch's end: the state is reset; validation (unless ``--eval-every`` spaces it out); True to stop."""
@@ -561,15 +564,12 @@ class Trainer:
         val_loss = self._val_loss()  # the same on every process
         self.pending = None
         train_loss, val_loss = self.dist.from_main(train_loss, val_loss)  # so that all take the same decisions below
+        epoch = self.epoch if at_epoch_end else round(self.epoch + self.batch / self.n_batches, 3)
         if not all(math.isfinite(x) for x in (train_loss, val_loss) if x is not None):  # diverged: keep the last good checkpoints
-            last = self.out / "last"
-            kept = f"the last good checkpoint is {last}" if (last / ckpt_io.META_FILE).exists() else "no checkpoint was written"
             raise CharlmError(f"the {'validation' if val_loss is not None and not math.isfinite(val_loss) else 'training'} loss is "
-                              f"NaN or infinite at epoch {self.epoch if at_epoch_end else round(self.epoch + self.batch / self.n_batches, 3)}: "
-                              f"training diverged; stopped, {kept}; try a lower --lr "
+                              f"NaN or infinite at epoch {epoch}: training diverged; stopped, {self._kept()}; try a lower --lr "
                               f"or a --grad-clip", exit_code=1)
         chars_per_s = tokens / max(1e-9, self.elapsed)
-        epoch = self.epoch if at_epoch_end else round(self.epoch + self.batch / self.n_batches, 3)
         rec = {
             "epoch": epoch, "step": self.step,
             "train_loss": train_loss, "train_ppl": ppl(train_loss),

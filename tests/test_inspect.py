@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -312,3 +313,15 @@ def test_short_texts_say_what_they_lack(tiny_ckpt, tmp_path, capsys):
     assert "nan" not in (tmp_path / "one.html").read_text(encoding="utf-8").split("<script")[0]
     assert main(["inspect", str(tiny_ckpt), "--text", "分开的时候", "--out", str(tmp_path / "short.html")]) == 0
     assert "note: the text is too short to look for units (it has 5 characters" in capsys.readouterr().out
+
+
+def test_a_page_written_to_stdout_is_the_page_alone(tiny_ckpt, tmp_path):
+    """``--out /dev/stdout > page.html``: the summary line goes to stderr, not after the page's </html>."""
+    env = {**os.environ, "PYTHONPATH": str(Path(inspector.__file__).parents[1])}
+    page = tmp_path / "page.html"
+    with open(page, "wb") as f:
+        r = subprocess.run([sys.executable, "-m", "charlm", "inspect", str(tiny_ckpt), "--text", "分开的时候", "--out", "/dev/stdout"],
+                           stdout=f, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert page.read_text(encoding="utf-8").rstrip().endswith("</html>")
+    assert "/dev/stdout" in r.stderr  # the summary names where the page went

@@ -555,9 +555,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspector import inspect_checkpoint
 
-    print(inspect_checkpoint(args.checkpoint, text=args.text, file=args.file, encoding=args.encoding,
-                             out=args.out, png=args.png, layer=args.layer, units=args.units))
+    summary = inspect_checkpoint(args.checkpoint, text=args.text, file=args.file, encoding=args.encoding,
+                                 out=args.out, png=args.png, layer=args.layer, units=args.units)
+    # the summary goes to stderr when stdout is where the page (or picture) went: --out /dev/stdout > page.html
+    print(summary, file=sys.stderr if any(p and _is_stdout(p) for p in (args.out, args.png)) else sys.stdout)
     return 0
+
+
+def _is_stdout(path: str) -> bool:
+    """Whether ``path`` is the file, pipe or terminal this process's standard output writes to."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such file, or a stdout with no descriptor
+        return False
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "inspect": cmd_inspect}

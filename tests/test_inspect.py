@@ -325,3 +325,113 @@ def test_a_page_written_to_stdout_is_the_page_alone(tiny_ckpt, tmp_path):
     assert r.returncode == 0, r.stderr
     assert page.read_text(encoding="utf-8").rstrip().endswith("</html>")
     assert "/dev/stdout" in r.stderr  # the summary names where the page went
+
+
+def test_a_finding_must_beat_an_untrained_model_and_drift_is_not_a_repeat():
+    text = "一二三四五\n六七八\n九十一二\n三四五六七\n一二三四五\n六七八\n"  # the last two lines repeat the first two
+    feats = inspector.line_features(text, list(range(len(text))))
+    n = len(text)
+    rng = np.random.default_rng(1)
+    noise = lambda: rng.normal(0, 0.05, (n, 4))  # noqa: E731
+    acts = {q: noise() for q in ("input", "forget", "output", "cell")}
+    acts["input"][:, 0] += feats["line_break"][1]  # unit 0 reacts to line breaks (|r| near 1)
+    acts["cell"][:, 1] += np.arange(n) / n  # unit 1 drifts along the text: "repeated" grows with it here
+    found, _ = inspector.find_units(acts, feats)
+    assert ("line_break", 0) in {(f.feature, f.unit) for f in found}
+    assert ("read_so_far", 1) in {(f.feature, f.unit) for f in found}
+    assert ("repeated", 1) not in {(f.feature, f.unit) for f in found}  # drift explains it at least as well
+    # An untrained layer with a unit that follows line breaks as closely: no finding, and a note that says why.
+    untrained = {q: noise() for q in acts}
+    untrained["forget"][:, 3] -= 2 * feats["line_break"][1]
+    found, notes = inspector.find_units(acts, feats, untrained)
+    assert "line_break" not in {f.feature for f in found}
+    assert any(x.startswith("no unit follows reading a line break more closely than a unit of an untrained model does") for x in notes)
+    # ... and a weaker one: the finding stands, with the bar it passed
+    untrained["forget"][:, 3] = noise()[:, 0] + 0.1 * feats["line_break"][1]
+    found, _ = inspector.find_units(acts, feats, untrained)
+    fu = next(f for f in found if f.feature == "line_break")
+    assert fu.unit == 0 and abs(fu.r) > 0.9 and 0.4 < fu.untrained < abs(fu.r)
+
+
+def test_line_features_say_what_the_model_read():
+    raw = "一二三\n四五六"  # no line break after the last line
+    feats = inspector.line_features(raw, list(range(len(raw))))
+    assert feats["line_end"][1].tolist() == [0, 0, 1, 0, 0, 0, 0]  # 六 is last in the text, but no line break comes next
+    assert feats["read_so_far"][1].tolist() == list(range(7))
+    assert "reads as a space" in inspector.line_features(raw, list(range(7)), newlines="space")["line_break"][0]
+    assert inspector.show_char("\u3000") != inspector.show_char(" ")  # a full-width space is not an ordinary one
+
+
+def test_memory_is_the_geometric_mean_of_the_forget_gate():
+    f = np.array([[0.5, 1.0, 0.9], [0.5, 1.0, 0.4], [0.5, 1.0, 0.9]])
+    kept, half = inspector.memory(f)
+    np.testing.assert_allclose(kept, [0.5, 1.0, (0.9 * 0.4 * 0.9) ** (1 / 3)])
+    assert half[0] == pytest.approx(1.0) and math.isinf(half[1])
+    assert kept[2] ** half[2] == pytest.approx(0.5)  # half of the cell is left after that many characters
+
+
+def test_ranks_are_the_places_of_each_character_among_the_models_guesses(tiny_ckpt):
+    model, vocab, _ = load_model(tiny_ckpt)
+    text = TEXT.replace("\\n", "\n")
+    rep = inspector.analyse(model, vocab, str(tiny_ckpt), text)
+    ids = vocab.encode(text)
+    with torch.no_grad():
+        probs = model(torch.tensor(ids)[None])[0][0].softmax(-1)
+    assert rep.rank[0] == 0
+    for k in range(1, len(ids)):
+        order = probs[k - 1].argsort(descending=True).tolist()
+        assert rep.rank[k] == order.index(ids[k]) + 1 or probs[k - 1][order[rep.rank[k] - 1]] == probs[k - 1][ids[k]]
+    assert (rep.rank[1:] == 1).any() and (rep.rank[1:] > 1).any()
+
+
+def test_untrained_model_leaves_the_random_streams_alone(tiny_ckpt):
+    model, _, _ = load_model(tiny_ckpt)
+    torch.manual_seed(5)
+    a = inspector.untrained_like(model)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(3), after)
+    b = inspector.untrained_like(model)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # the same bar each time
+    assert not torch.equal(a.rnn.weight_hh_l0, model.rnn.weight_hh_l0)
+
+
+NODE = shutil.which("node")
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+def test_the_pages_step_shows_the_lstms_own_numbers(report, tiny_ckpt, tmp_path):
+    """The page's script, run by node with a bare document: a hover's step has the model's values, c = f*c_prev + i*g holds
+    to the digits shown, and a character's tip gives its rank and what the model expected there."""
+    html = report.read_text(encoding="utf-8")
+    data = page_data(html)
+    script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
+    stub = ("var listeners = [], none = { forEach: function () {} };\n"
+            "var window = { innerWidth: 1000, innerHeight: 800 };\n"
+            "var document = { body: { dataset: {} }, querySelectorAll: function () { return none; },\n"
+            "  getElementById: function (id) { return id === 'report-data' ? { textContent: " + json.dumps(json.dumps(data)) + " }\n"
+            "    : { value: 'surprisal', addEventListener: function () {}, style: {} }; } };\n"
+            "var atob = function (s) { return Buffer.from(s, 'base64').toString('binary'); };\n")
+    probe = ("\nvar C = window.charlm, out = [];\n"
+             "for (var k = 0; k < C.data.n; k++) out.push(C.step(1, k));\n"
+             "console.log(JSON.stringify({ steps: out, tip: C.charTip(2), value: C.value('forget', 1, 3) }));\n")
+    (tmp_path / "page.js").write_text(stub + script + probe, encoding="utf-8")
+    r = subprocess.run([NODE, str(tmp_path / "page.js")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    model, vocab, _ = load_model(tiny_ckpt)
+    rep = inspector.analyse(model, vocab, str(tiny_ckpt), TEXT.replace("\\n", "\n") + "xyz")  # as the page's fixture made it
+    u = data["units"][1]
+    assert got["value"] == pytest.approx(float(rep.acts["forget"][3, u]), abs=1e-6)  # exact values, not 8-bit levels
+    num = lambda s: float(s.replace("\u2212", "-"))  # noqa: E731
+    for k, step in enumerate(got["steps"]):
+        vals = dict(re.findall(r"([ifgo]) = (\S+)", step.split("\n")[0]))
+        for name, q in (("i", "input"), ("f", "forget"), ("g", "candidate"), ("o", "output")):
+            assert num(vals[name]) == pytest.approx(float(rep.acts[q][k, u]), abs=6e-4)
+        line = step.split("\n")[1]
+        f, before, i, g, c = (num(x) for x in re.findall(r"\u2212?\d+\.\d{3}", line.split("=", 1)[1]))
+        assert c == pytest.approx(float(rep.acts["cell"][k, u]), abs=6e-4)
+        assert before == pytest.approx(float(rep.acts["cell"][k - 1, u]) if k else 0.0, abs=6e-4)
+        assert f * before + i * g == pytest.approx(c, abs=0.01)
+    assert f"rank {rep.rank[2]} of {len(vocab)} in what the model expected here" in got["tip"]
+    assert "it expected here:" in got["tip"] and "after it, it expects:" in got["tip"]

@@ -6,7 +6,9 @@ the cell state of a handful of units, as heatmaps over the text.  The gate activ
 come from :class:`charlm.cells.ScratchLSTM` loaded with the checkpoint's weights: the
 same parameters as ``nn.LSTM``, with every gate kept.  A few units are found
 automatically by correlating their activations with things a reader can see (the
-position in the line, line breaks, repeated lines).
+position in the line, line breaks, repeated lines), each held against what the units
+of an untrained model of the same shape reach on the same text; and each unit's
+forget gate gives how long its cell keeps what it holds.
 
 The HTML page is one self-contained file (inline CSS, JS and data; no network), the PNG
 a static version of the same heatmaps.  Both are written atomically.
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cells import ScratchLSTM
+from .cells import GATE_NAMES, ScratchLSTM
 from .checkpoint import write_atomic
 from .errors import CharlmError
 from .vocab import UNK
@@ -39,12 +41,15 @@ MAX_UNITS = 64
 DEFAULT_UNITS = 16
 TOP_K = 5
 MIN_CHARS_FOR_UNITS = 20  # fewer characters make correlations meaningless
-FOLLOWS = 0.4  # |r| from which a unit is said to follow a feature
+FOLLOWS = 0.4  # |r| from which a unit is said to follow a feature (if no unit of the untrained model does as well)
+UNTRAINED_SEED = 0  # the untrained model the findings are held against: charlm's initialisation, this seed
 PNG_COLS = 60
 PNG_MAX_CHARS = 240
 HTML_COLS = 60
 # (key in the ScratchLSTM gate dict, label); the heatmaps, in this order
 SHOWN = (("input", "input gate"), ("forget", "forget gate"), ("output", "output gate"), ("cell", "cell state"))
+# every quantity of a step, as the page's hover shows them (the heatmaps draw SHOWN)
+LABELS = {**dict(SHOWN), "candidate": "candidate", "hidden": "hidden state"}
 CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK JP", "Source Han Sans SC", "Source Han Sans CN",
                 "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "Noto Serif CJK SC", "AR PL UMing CN",
                 "SimHei", "Microsoft YaHei", "PingFang SC", "Hiragino Sans GB", "Heiti SC", "Arial Unicode MS")
@@ -60,6 +65,7 @@ class FoundUnit:
     unit: int
     quantity: str  # a key of SHOWN
     r: float
+    untrained: float  # the largest |r| with the same feature among the units of an untrained model of the same shape
 
 
 @dataclass
@@ -76,8 +82,9 @@ class Report:
     read_as: list[str | None]  # per character of raw: the token the model read, or None (skipped)
     positions: list[int]  # index into raw of each character read
     bits: np.ndarray  # (n,) surprisal of each character read; nan for the first
+    rank: np.ndarray  # (n,) each character's place among the model's guesses before it (1: its first guess); 0 for the first
     top: list[list[tuple[str, float]]]  # (n,) the TOP_K most likely next characters after each
-    acts: dict[str, np.ndarray]  # quantity -> (n, hidden)
+    acts: dict[str, np.ndarray]  # cells.GATE_NAMES' quantity -> (n, hidden)
     units: list[int]
     found: list[FoundUnit]
     notes: list[str] = field(default_factory=list)
@@ -100,6 +107,29 @@ class Report:
     @property
     def size_text(self) -> str:
         return f"{self.n:,} character{'s' if self.n != 1 else ''}"
+
+    @property
+    def memory_text(self) -> str:
+        """How long the layer's cells keep what they hold, in words (the median unit and the longest-keeping one)."""
+        kept, half = memory(self.acts["forget"])
+        u = int(np.argmax(kept))
+        return (f"the median unit keeps {np.median(kept):.2f} of its cell per character (half of it is gone after "
+                f"{_chars(float(np.median(half)))}); the longest-keeping, unit {u}, keeps {kept[u]:.2f} ({_chars(float(half[u]))})")
+
+
+def memory(forget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, from its forget gate over the text (n, hidden): the share of the cell kept per character (the geometric
+    mean of f, as what is left after t characters with nothing written is f_1 * ... * f_t), and the characters after
+    which half is left (ln 2 / -mean ln f; inf for a gate saturated at 1)."""
+    if not len(forget):
+        return np.ones(forget.shape[1]), np.full(forget.shape[1], np.inf)
+    log_kept = np.log(np.clip(forget.astype(np.float64), 1e-30, 1.0)).mean(axis=0)
+    with np.errstate(divide="ignore"):
+        return np.exp(log_kept), np.where(log_kept < 0, math.log(2) / -log_kept, np.inf)
+
+
+def _chars(x: float) -> str:
+    return "never (f = 1)" if math.isinf(x) else f"{x:.1f} character{'' if f'{x:.1f}' == '1.0' else 's'}"
 
 
 # --- reading the input -------------------------------------------------------------
@@ -166,26 +196,33 @@ def run_scratch(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, 
     return logits[0], [{name: v[0] for name, v in layer.items()} for layer in gates]
 
 
-def predictions(logits: torch.Tensor, ids: torch.Tensor, vocab, k: int = TOP_K) -> tuple[np.ndarray, list[list[tuple[str, float]]]]:
-    """Surprisal in bits of each character given the ones before (nan for the first), and the top k after each."""
+def predictions(logits: torch.Tensor, ids: torch.Tensor, vocab, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, float]]]]:
+    """Surprisal in bits of each character given the ones before (nan for the first), its rank among the model's
+    guesses there (1: the most likely; 0 for the first), and the top k after each."""
     logp = F.log_softmax(logits.float(), dim=-1).cpu()  # (n, vocab)
     ids = ids.cpu()
     bits = torch.full((ids.numel(),), float("nan"))
+    rank = torch.zeros(ids.numel(), dtype=torch.long)
     if ids.numel() > 1:
-        bits[1:] = -logp[:-1].gather(1, ids[1:, None])[:, 0] / math.log(2)
+        actual = logp[:-1].gather(1, ids[1:, None])  # (n-1, 1)
+        bits[1:] = -actual[:, 0] / math.log(2)
+        rank[1:] = 1 + (logp[:-1] > actual).sum(dim=1)
     p, idx = logp.exp().topk(min(k, logp.shape[1]), dim=-1)
     top = [[(vocab.itos[j], float(q)) for j, q in zip(row_i.tolist(), row_p.tolist())] for row_i, row_p in zip(idx, p)]
-    return bits.numpy(), top
+    return bits.numpy(), rank.numpy(), top
 
 
 # --- finding units ------------------------------------------------------------------------
 
 
-def line_features(raw: str, positions: list[int]) -> dict[str, tuple[str, np.ndarray]]:
+def line_features(raw: str, positions: list[int], newlines: str = "keep") -> dict[str, tuple[str, np.ndarray]]:
     """Things a reader sees at each character read: name -> (description, values (n,)).
 
     Over the characters read only: one skipped (outside the vocabulary) is not part of any line,
-    so the character before it can still be the last of its line.
+    so the character before it can still be the last of its line.  The last, ``read_so_far``,
+    is how far into the text a character is: a unit still drifting from the zero start state
+    follows it, and any feature that grows along the text (as "repeated" does when the repeats
+    come last) along with it.
     """
     raw = "".join(raw[p] for p in positions)
     positions = list(range(len(raw)))
@@ -203,12 +240,13 @@ def line_features(raw: str, positions: list[int]) -> dict[str, tuple[str, np.nda
     pos = np.array(positions)
     ln = np.array([line_of[p] for p in positions])
     is_break = np.array([raw[p] == "\n" for p in positions], dtype=float)
-    last = np.array([raw[p] != "\n" and (p + 1 == len(raw) or raw[p + 1] == "\n") for p in positions], dtype=float)
+    last = np.array([raw[p] != "\n" and p + 1 < len(raw) and raw[p + 1] == "\n" for p in positions], dtype=float)
     return {
         "position": ("position within the line (characters since it began)", (pos - np.array(starts)[ln]).astype(float)),
-        "line_break": ("reading a line break", is_break),
+        "line_break": ("reading a line break" + (" (which this model reads as a space)" if newlines == "space" else ""), is_break),
         "line_end": ("the last character of a line (a line break comes next)", last),
         "repeated": ("inside a line that already appeared above (a repeated line or chorus)", np.array([repeated[i] for i in ln], dtype=float)),
+        "read_so_far": ("how far into the text (characters read so far: drift from the zero start state)", pos.astype(float)),
     }
 
 
@@ -220,29 +258,69 @@ def correlations(acts: np.ndarray, feature: np.ndarray) -> np.ndarray:
     return np.where(denom > 1e-12, (a * f[:, None]).sum(axis=0) / np.maximum(denom, 1e-12), 0.0)
 
 
-def find_units(acts: dict[str, np.ndarray], features: dict[str, tuple[str, np.ndarray]], per_feature: int = 2) -> tuple[list[FoundUnit], list[str]]:
-    """Up to ``per_feature`` units per feature with |r| >= FOLLOWS, and a note for each feature that has none."""
+def _candidates(acts: dict[str, np.ndarray], f: np.ndarray, drift: np.ndarray | None) -> list[tuple[float, float, str, int]]:
+    """(|r|, r, quantity, unit) of every shown quantity of every unit with the feature ``f``, largest |r| first; with
+    ``drift``, leaving out the units that follow how far into the text they are at least as closely (their r is the drift's)."""
+    out = []
+    for q, _ in SHOWN:
+        rs = correlations(acts[q], f)
+        ok = np.ones_like(rs, dtype=bool) if drift is None else np.abs(correlations(acts[q], drift)) < np.abs(rs)
+        out += [(abs(r), r, q, u) for u, r in enumerate(rs) if ok[u]]
+    return sorted(out, reverse=True)
+
+
+def find_units(acts: dict[str, np.ndarray], features: dict[str, tuple[str, np.ndarray]], untrained: dict[str, np.ndarray] | None = None,
+               per_feature: int = 2) -> tuple[list[FoundUnit], list[str]]:
+    """Up to ``per_feature`` units per feature with |r| >= FOLLOWS and above the largest |r| any unit of ``untrained``
+    (the same layer of an untrained model, on the same text) reaches, and a note for each feature that has none.
+
+    A gate sees the character just read, so even an untrained unit can follow "reading a line break";
+    only what goes beyond that is the training's.  A unit that follows ``read_so_far`` (drift from the
+    zero start) at least as closely as another feature does not count for that feature.
+    """
     n = next(iter(acts.values())).shape[0]
     if n < MIN_CHARS_FOR_UNITS:
         return [], [f"the text is too short to look for units (it has {n} character{'s' if n != 1 else ''}; give at least {MIN_CHARS_FOR_UNITS})"]
     found, notes = [], []
+    drift = features["read_so_far"][1] if "read_so_far" in features else None
     for name, (desc, f) in features.items():
         binary = set(np.unique(f)) <= {0.0, 1.0}
-        if f.std() == 0 or (binary and min(f.sum(), n - f.sum()) < 2):
+        if f.std() == 0:
+            notes.append(f"not looked for: {desc} (the same at every character of this text)")
+            continue
+        if binary and min(f.sum(), n - f.sum()) < 2:
             notes.append(f"not looked for: {desc} (too few such places in this text)")
             continue
-        cands = sorted(((abs(r), r, q, u) for q, _ in SHOWN for u, r in enumerate(correlations(acts[q], f))), reverse=True)
+        against = None if name == "read_so_far" else drift
+        cands = _candidates(acts, f, against)
+        base = _candidates(untrained, f, against)[0][0] if untrained is not None else 0.0
         picked: list[int] = []
         for a, r, q, u in cands:
-            if a < FOLLOWS or len(picked) == per_feature:
+            if a < FOLLOWS or a <= base or len(picked) == per_feature:
                 break
             if u not in picked:
                 picked.append(u)
-                found.append(FoundUnit(name, desc, u, q, float(r)))
-        if not picked:
-            _, r, q, u = cands[0]
-            notes.append(f"no unit follows {desc} closely (best: unit {u}, {dict(SHOWN)[q]}, r = {r:+.2f})")
+                found.append(FoundUnit(name, desc, u, q, float(r), base))
+        if picked:
+            continue
+        if not cands:
+            notes.append(f"no unit follows {desc} more closely than how far into the text it is")
+            continue
+        _, r, q, u = cands[0]
+        best = f"best: unit {u}, {dict(SHOWN)[q]}, r = {r:+.2f}"
+        if abs(r) >= FOLLOWS:  # as close as FOLLOWS asks, but no closer than an untrained model's
+            notes.append(f"no unit follows {desc} more closely than a unit of an untrained model does ({best}; untrained: |r| = {base:.2f})")
+        else:
+            notes.append(f"no unit follows {desc} closely ({best})")
     return found, notes
+
+
+def untrained_like(model):
+    """A model of the same configuration as ``model``, as charlm initialises one (seed UNTRAINED_SEED), in eval mode;
+    the global random streams are left as they were."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        return type(model)(model.cfg).to(model.decoder.weight.device).eval()
 
 
 def default_units(acts: dict[str, np.ndarray], found: list[FoundUnit], k: int = DEFAULT_UNITS) -> list[int]:
@@ -283,9 +361,13 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
         notes.append("this model was trained with line breaks replaced by spaces, so it reads them as spaces")
     ids = torch.tensor([vocab.stoi[read_as[p]] for p in positions], dtype=torch.long, device=model.decoder.weight.device)
     logits, gates = run_scratch(model, ids)
-    bits, top = predictions(logits, ids, vocab)
+    bits, rank, top = predictions(logits, ids, vocab)
     acts = {name: v.cpu().numpy() for name, v in gates[layer].items()}
-    found, unit_notes = find_units(acts, line_features(raw, positions))
+    features = line_features(raw, positions, newlines)
+    untrained = None
+    if len(positions) >= MIN_CHARS_FOR_UNITS:  # the bar the findings must pass: the same layer, untrained, same text
+        untrained = {name: v.cpu().numpy() for name, v in run_scratch(untrained_like(model), ids)[1][layer].items()}
+    found, unit_notes = find_units(acts, features, untrained)
     if units is None:
         units = default_units(acts, found)
     desc = f"{cfg.cell} {cfg.num_layers}×{cfg.hidden_size}, vocabulary {cfg.vocab_size:,}"
@@ -294,8 +376,8 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
         notes.append(f"this model has a copy attention over the last {cfg.copy_window:,} characters read: the surprisal and the "
                      f"top-5 are the whole model's (the LSTM's prediction mixed with what the attention copies from earlier in "
                      f"the text, so a repeated line can be cheap without the LSTM's help); the gates and cell state are the LSTM's alone")
-    return Report(checkpoint, desc, layer, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, raw, read_as, positions, bits, top, acts, units, found,
-                  notes=notes, unit_notes=unit_notes)
+    return Report(checkpoint, desc, layer, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, raw, read_as, positions, bits, rank, top, acts,
+                  units, found, notes=notes, unit_notes=unit_notes)
 
 
 # --- drawing --------------------------------------------------------------------------------------
@@ -306,15 +388,15 @@ RDBU = ("#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a5
 
 def show_char(ch: str) -> str:
     """A character as it can be seen: line breaks, spaces (also the full-width one) and tabs get a visible sign."""
-    return {"\n": "↵", " ": "␣", "\u3000": "␣", "\t": "⇥"}.get(ch, ch)
+    return {"\n": "↵", " ": "␣", "\u3000": "⬚", "\t": "⇥"}.get(ch, ch)
 
 
 def shown_values(report: Report, q: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """What a heatmap draws: (values (units, n), the scale of each unit, the colour range).
 
-    Gates are drawn as they are, in [0, 1].  Cell states range from near 0 to tens, and a
-    few drifting units would wash out all others on a shared scale, so each unit's row is
-    divided by its own largest |c| and drawn in [-1, 1].
+    Gates are drawn as they are, in [0, 1].  Cell states are not bounded (a few units reach
+    several units or more), and those few would wash out all others on a shared scale, so each
+    unit's row is divided by its own largest |c| and drawn in [-1, 1].
     """
     a = report.acts[q][:, report.units].T  # (units, n)
     if q != "cell":
@@ -323,10 +405,12 @@ def shown_values(report: Report, q: str) -> tuple[np.ndarray, np.ndarray, tuple[
     return a / scale[:, None], scale, (-1.0, 1.0)
 
 
-def _quantized(report: Report, q: str) -> dict:
-    a, scale, (lo, hi) = shown_values(report, q)
-    b = np.clip(np.rint((a - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
-    return {"lo": lo, "hi": hi, "scales": [round(float(x), 4) for x in scale], "b64": base64.b64encode(b.tobytes()).decode("ascii")}
+def _values(report: Report, q: str) -> dict:
+    """One quantity of the shown units for the page: its values (units, n) exactly, as little-endian float32 in base64
+    (hovers show them to three decimals), and each unit's largest |value|, which a cell state's colours are divided by."""
+    a = np.ascontiguousarray(report.acts[q][:, report.units].T, dtype="<f4")
+    scale = shown_values(report, "cell")[1] if q == "cell" else np.ones(len(report.units))
+    return {"key": q, "label": LABELS[q], "scales": [round(float(x), 4) for x in scale], "b64": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
 def _json_for_script(obj) -> str:
@@ -435,7 +519,7 @@ canvas.hm { display:block; margin:0 0 6px; image-rendering:pixelated; cursor:cro
 details summary { cursor:pointer; color:var(--soft); }
 """
 
-JS = """
+JS = r"""
 (function () {
   var D = JSON.parse(document.getElementById('report-data').textContent);
   var CW = 16, CH = 11;
@@ -450,15 +534,49 @@ JS = """
     return out;
   }
   var LUT = { gate: lut(D.viridis), cell: lut(D.rdbu) };
-  var Q = {};
-  D.quantities.forEach(function (q) {
-    var bin = atob(q.b64), bytes = new Uint8Array(bin.length);
-    for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    Q[q.key] = { bytes: bytes, lo: q.lo, hi: q.hi, scales: q.scales, label: q.label, lut: q.key === 'cell' ? LUT.cell : LUT.gate };
+  var n = D.n, U = D.units.length, Q = {};
+  D.quantities.forEach(function (q) {  // float32, little-endian, (units, n)
+    var bin = atob(q.b64), view = new DataView(new ArrayBuffer(bin.length)), v = new Float32Array(bin.length / 4);
+    for (var i = 0; i < bin.length; i++) view.setUint8(i, bin.charCodeAt(i));
+    for (var j = 0; j < v.length; j++) v[j] = view.getFloat32(4 * j, true);
+    Q[q.key] = { v: v, scales: q.scales, label: q.label, lut: q.key === 'cell' ? LUT.cell : LUT.gate };
   });
-  var n = D.n, U = D.units.length;
-  function shown(q, u, k) { var b = Q[q].bytes[u * n + k]; return Q[q].lo + b / 255 * (Q[q].hi - Q[q].lo); }
-  function value(q, u, k) { return shown(q, u, k) * Q[q].scales[u]; }
+  function value(q, u, k) { return Q[q].v[u * n + k]; }
+  function level(q, u, k) {  // 0..255 along the colour scale: a gate as it is, a cell state divided by its unit's largest |c|
+    var x = value(q, u, k), t = q === 'cell' ? (x / Q.cell.scales[u] + 1) / 2 : x;
+    return Math.max(0, Math.min(255, Math.round(t * 255)));
+  }
+  function num(x) { return (x < 0 ? '\u2212' : '') + Math.abs(x).toFixed(3); }
+  function par(x) { return x < 0 ? '(' + num(x) + ')' : num(x); }
+  function step(u, k) {  // the LSTM's update of unit u at character k, with this text's numbers
+    var i = value('input', u, k), f = value('forget', u, k), g = value('candidate', u, k), o = value('output', u, k);
+    var c = value('cell', u, k), h = value('hidden', u, k), before = k > 0 ? value('cell', u, k - 1) : 0;
+    return ['i = ' + num(i) + '   f = ' + num(f) + '   g = ' + num(g) + '   o = ' + num(o),
+            'c = f\u00b7c\u208b\u2081 + i\u00b7g = ' + num(f) + '\u00d7' + par(before) + ' + ' + num(i) + '\u00d7' + par(g) + ' = ' + num(c) +
+              (k ? '' : '   (c\u208b\u2081 = 0: the zero start)'),
+            'h = o\u00b7tanh(c) = ' + num(o) + '\u00d7tanh(' + num(c) + ') = ' + num(h)].join('\n');
+  }
+  function guesses(t) { return t.map(function (g) { return '   ' + g[0] + '   ' + (g[1] * 100).toFixed(1) + '%'; }); }
+  var sel = document.getElementById('colour-by');
+  function charTip(k) {
+    var b = D.bits[k], lines = ['\u201c' + D.chars[k] + '\u201d  #' + (k + 1)];
+    if (b === null) lines.push('first character: nothing before it to predict it from');
+    else {
+      lines.push('surprisal ' + b.toFixed(2) + ' bits: rank ' + D.rank[k] + ' of ' + D.vocab + ' in what the model expected here' +
+                 (D.unk.indexOf(k) >= 0 ? '\n(read as <unk>: the surprisal of <unk>, not of this character)' : ''));
+      lines.push('it expected here:');
+      lines = lines.concat(guesses(D.top[k - 1]));
+    }
+    lines.push('after it, it expects:');
+    lines = lines.concat(guesses(D.top[k]));
+    var v = sel ? sel.value : 'surprisal';
+    if (v !== 'surprisal') {
+      var q = v.split(':')[0], unit = +v.split(':')[1];
+      lines.push('', Q[q].label + ' of unit ' + unit + ': ' + num(value(q, D.units.indexOf(unit), k)), step(D.units.indexOf(unit), k));
+    }
+    return lines.join('\n');
+  }
+  window.charlm = { data: D, value: value, step: step, charTip: charTip };  // for the browser's console
   var tip = document.getElementById('tip');
   function showTip(e, text) {
     tip.textContent = text; tip.style.display = 'block';
@@ -468,54 +586,53 @@ JS = """
     tip.style.left = x + 'px'; tip.style.top = y + 'px';
   }
   function hideTip() { tip.style.display = 'none'; }
-  function charTip(k) {
-    var b = D.bits[k], lines = ['“' + D.chars[k] + '”  #' + (k + 1)];
-    lines.push(b === null ? 'first character: nothing before it to predict it from' : 'surprisal ' + b.toFixed(2) + ' bits');
-    lines.push('next, the model expects:');
-    D.top[k].forEach(function (t) { lines.push('   ' + t[0] + '   ' + (t[1] * 100).toFixed(1) + '%'); });
-    return lines.join('\\n');
-  }
   document.querySelectorAll('[data-k]').forEach(function (el) {
     el.addEventListener('mousemove', function (e) { showTip(e, charTip(+el.dataset.k)); });
     el.addEventListener('mouseleave', hideTip);
   });
   document.querySelectorAll('canvas.hm').forEach(function (cv) {
-    var q = Q[cv.dataset.q], s0 = +cv.dataset.start, cols = +cv.dataset.cols;
+    var key = cv.dataset.q, q = Q[key], s0 = +cv.dataset.start, cols = +cv.dataset.cols;
     var dpr = window.devicePixelRatio || 1;
     cv.width = cols * CW * dpr; cv.height = U * CH * dpr;
     cv.style.width = cols * CW + 'px'; cv.style.height = U * CH + 'px';
     var ctx = cv.getContext('2d');
     ctx.scale(dpr, dpr);
     for (var u = 0; u < U; u++) for (var t = 0; t < cols; t++) {
-      ctx.fillStyle = q.lut[q.bytes[u * n + s0 + t]];
+      ctx.fillStyle = q.lut[level(key, u, s0 + t)];
       ctx.fillRect(t * CW, u * CH, CW, CH);
     }
     cv.addEventListener('mousemove', function (e) {
       var r = cv.getBoundingClientRect(), t = Math.floor((e.clientX - r.left) / CW), u = Math.floor((e.clientY - r.top) / CH);
       if (t < 0 || t >= cols || u < 0 || u >= U) return hideTip();
-      var k = s0 + t, x = value(cv.dataset.q, u, k);
-      showTip(e, q.label + ', unit ' + D.units[u] + '\\nat “' + D.chars[k] + '” (#' + (k + 1) + '): ' + x.toFixed(2) +
-                 (cv.dataset.q === 'cell' ? '\\n(largest |c| of this unit here: ' + Q.cell.scales[u].toFixed(2) + ')' : ''));
+      var k = s0 + t;
+      showTip(e, q.label + ', unit ' + D.units[u] + ', at \u201c' + D.chars[k] + '\u201d (#' + (k + 1) + '): ' + num(value(key, u, k)) + '\n' + step(u, k) +
+                 (key === 'cell' ? '\n(the row is drawn \u00f7 this unit\'s largest |c| here, ' + Q.cell.scales[u].toFixed(2) + ')' : ''));
     });
     cv.addEventListener('mouseleave', hideTip);
   });
-  var sel = document.getElementById('colour-by');
+  var SURPRISAL = 'white: expected; deep orange: surprising (12 bits or more). Hover a character for its rank and the guesses around it.';
   function colour() {
     var v = sel.value, spans = document.querySelectorAll('#text [data-k]');
     var legend = document.getElementById('text-legend');
     if (v === 'surprisal') {
-      spans.forEach(function (el) { var b = D.bits[+el.dataset.k]; el.style.background = b === null ? 'transparent' : 'rgba(232,93,36,' + (Math.min(b, 12) / 12 * 0.85).toFixed(3) + ')'; });
-      legend.textContent = 'white: expected; deep orange: surprising (12 bits or more). Hover a character for its top-5.';
+      spans.forEach(function (el) {
+        var b = D.bits[+el.dataset.k];
+        el.style.background = b === null ? 'transparent' : 'rgba(232,93,36,' + (Math.min(b, 12) / 12 * 0.85).toFixed(3) + ')';
+        el.style.color = '';
+      });
+      legend.textContent = SURPRISAL;
       return;
     }
     var parts = v.split(':'), q = parts[0], u = D.units.indexOf(+parts[1]);
-    spans.forEach(function (el) {
-      var k = +el.dataset.k, x = shown(q, u, k);
-      if (q === 'cell') { var a = Math.min(Math.abs(x), 1) * 0.85; el.style.background = (x >= 0 ? 'rgba(178,24,43,' : 'rgba(33,102,172,') + a.toFixed(3) + ')'; }
-      else el.style.background = 'rgba(33,145,140,' + (x * 0.85).toFixed(3) + ')';
+    spans.forEach(function (el) {  // the heatmaps' colours, with light ink on the dark ones
+      var b = level(q, u, +el.dataset.k);
+      el.style.background = Q[q].lut[b];
+      el.style.color = (q === 'cell' ? Math.abs(b - 127.5) > 90 : b < 110) ? '#fff' : '';
     });
-    legend.textContent = q === 'cell' ? 'cell state of unit ' + parts[1] + ': red positive, blue negative, white near 0.'
-                                      : Q[q].label + ' of unit ' + parts[1] + ': white closed (0), teal open (1).';
+    legend.textContent = (q === 'cell' ? 'cell state of unit ' + parts[1] + ' \u00f7 its largest |c| here (' + Q.cell.scales[u].toFixed(2) +
+                                          '): blue negative, white near 0, red positive, as in the heatmap.'
+                                        : Q[q].label + ' of unit ' + parts[1] + ': dark closed (0) \u2026 yellow open (1), as in the heatmaps.') +
+                         ' Hover a character for its value and the step that made it.';
   }
   sel.addEventListener('change', colour);
   document.querySelectorAll('button.show').forEach(function (b) {
@@ -542,10 +659,11 @@ def render_html(report: Report) -> str:
     data = {
         "n": n, "units": report.units, "chars": chars,
         "bits": [None if math.isnan(b) else round(float(b), 3) for b in report.bits],
+        "rank": report.rank.tolist(), "vocab": report.vocab_size,
+        "unk": [k for k, p in enumerate(report.positions) if report.read_as[p] == UNK],
         "top": [[[show_char(c) if len(c) == 1 else c, round(p, 4)] for c, p in t] for t in report.top],
         "viridis": VIRIDIS, "rdbu": RDBU,
-        "quantities": [{"key": q, "label": lbl, **_quantized(report, q)}
-                       for q, lbl in SHOWN],
+        "quantities": [_values(report, q) for q in GATE_NAMES],
     }
     lang = "zh" if any("\u4e00" <= c <= "\u9fff" for c in report.raw) else "en"  # the inspected text's language: its fonts
     out = [f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">',
@@ -565,7 +683,7 @@ def render_html(report: Report) -> str:
             f'<option value="{q}:{u}">{e(lbl)} · unit {u}{" ★" if u in found_units else ""}</option>' for u in report.units) + "</optgroup>")
     out += ['<section id="text-card"><h2>The text, as the model read it</h2>',
             f'<div class="controls"><label>colour by <select id="colour-by">{"".join(options)}</select></label>'
-            '<span id="text-legend" class="help">white: expected; deep orange: surprising (12 bits or more). Hover a character for its top-5.</span></div>',
+            '<span id="text-legend" class="help">white: expected; deep orange: surprising (12 bits or more). Hover a character for its rank and the guesses around it.</span></div>',
             f'<div id="text" class="text{" many" if report.raw.count(chr(10)) > 12 else ""}">{_text_spans(report)}</div>',
             '<p class="help">Surprisal is −log₂ p(character | everything before it): 1 bit is a coin flip, '
             f"{math.log2(max(2, report.vocab_size)):.1f} bits a blind guess over the whole vocabulary. "
@@ -577,7 +695,7 @@ def render_html(report: Report) -> str:
             f'<p class="help">Layer {report.layer}, {len(report.units)} units (rows; ★ found automatically, then the units whose output varies most) '
             "over the characters read (columns). A gate near 1 lets everything through, near 0 nothing: the input gate decides how much of the new "
             "candidate enters the cell, the forget gate how much of the old cell is kept, the output gate how much of the cell is shown. "
-            "Hover for values.</p>",
+            "Hover a square for the whole step of that unit at that character: c = f·c₋₁ + i·g and h = o·tanh(c), with this text's numbers.</p>",
             '<div class="controls">show ' + "".join(
                 f'<label><input type="checkbox" class="qtoggle" value="{q}" checked> {e(lbl)}</label>' for q, lbl in SHOWN) + "</div>",
             '<div class="legend">'
@@ -595,33 +713,53 @@ def render_html(report: Report) -> str:
         out.append("</div>")
     out.append("<noscript><p>The heatmaps are drawn by the page's inline script; allow scripts to see them (the PNG has them too).</p></noscript></section>")
 
+    # How long each unit keeps its cell.
+    kept, half = memory(report.acts["forget"])
+    out += ['<section><h2>How long the cells remember</h2>',
+            '<p class="help">The forget gate f is the share of a unit\'s cell kept from one character to the next: after t characters '
+            "with nothing new written, f₁·f₂·…·f_t of it is left. Over this text, " + e(report.memory_text) + ". A unit that keeps "
+            "0.5 per character has forgotten 99.9% of a line's start ten characters later; what the model carries further "
+            "is rewritten as it goes, or lives in the few units that keep more.</p>",
+            '<table><tr><th>unit</th><th>kept per character (geometric mean of f)</th><th>half of it gone after</th></tr>']
+    for u in report.units:
+        out.append(f'<tr><td class="num">{"★" if u in found_units else ""}{u}</td><td class="num">{kept[u]:.3f}</td><td class="num">{e(_chars(float(half[u])))}</td></tr>')
+    out.append("</table></section>")
+
     # Units found automatically.
     out.append('<section><h2>Units that follow something you can see</h2>')
+    bar = ("A unit is listed when |r| ≥ " f"{FOLLOWS} and above the largest |r| any unit of an untrained model of the same shape "
+           "reaches on this text (charlm's initialisation, seed 0): a gate sees the character just read, so even untrained units "
+           "react to line breaks, and only what goes beyond them is the training's. A unit that follows how far into the text it is "
+           "(drift from the zero start state) at least as closely is not listed for another feature.")
     if report.found:
         out.append('<p class="help">Correlation r of a unit\'s activation with a feature of the text, over every character read '
-                   '(±1: in lockstep; 0: unrelated). Grey: the feature; orange: the unit. ★ marks these units in the heatmaps.</p>')
-        out.append("<table><tr><th>unit</th><th>signal</th><th>follows</th><th>r</th><th></th></tr>")
+                   f'(±1: in lockstep; 0: unrelated). {e(bar)} Grey: the feature; orange: the unit. ★ marks these units in the heatmaps.</p>')
+        out.append("<table><tr><th>unit</th><th>signal</th><th>follows</th><th>r</th><th>untrained: best |r|</th><th></th></tr>")
         for fu in report.found:
             out.append(f'<tr><td class="num">{fu.unit}</td><td>{e(label[fu.quantity])}</td><td>{e(fu.description)}</td>'
-                       f'<td class="num">{fu.r:+.2f}</td><td>{_colour_button(fu, report.units)}</td></tr>'
-                       f'<tr><td></td><td colspan="4">{_sparkline(report, fu, features)}</td></tr>')
+                       f'<td class="num">{fu.r:+.2f}</td><td class="num">{fu.untrained:.2f}</td><td>{_colour_button(fu, report.units)}</td></tr>'
+                       f'<tr><td></td><td colspan="5">{_sparkline(report, fu, features)}</td></tr>')
         out.append("</table>")
     else:
-        out.append('<p class="help">No unit of this layer follows the position in the line, line breaks or repeated lines closely (|r| ≥ '
-                   f"{FOLLOWS}) in this text.</p>")
+        out.append('<p class="help">No unit of this layer follows the position in the line, line breaks, repeated lines or how far into '
+                   f"the text it is closely in this text. {e(bar)}</p>")
     if report.unit_notes:
         out.append('<ul class="help">' + "".join(f"<li>{e(x)}</li>" for x in report.unit_notes) + "</ul>")
     out.append("</section>")
 
     # Per-character table.
-    out.append(f'<section><details{" open" if n <= 120 else ""}><summary><h2 style="display:inline">Every character: surprisal and the five most likely next</h2></summary>')
-    out.append('<table style="margin-top:10px"><tr><th>#</th><th>character</th><th>surprisal</th><th>after it, the model expects</th></tr>')
+    out.append(f'<section><details{" open" if n <= 120 else ""}><summary><h2 style="display:inline">Every character: its surprisal, '
+               "and what the model expected in its place</h2></summary>")
+    out.append('<table style="margin-top:10px"><tr><th>#</th><th>character</th><th>surprisal</th><th>rank</th>'
+               "<th>what the model expected here (its five most likely)</th></tr>")
     for k in range(n):
         b = report.bits[k]
-        out.append(f'<tr><td class="num">{k + 1}</td><td class="big">{e(chars[k])}</td><td class="num">{"—" if math.isnan(b) else f"{b:.2f} bits"}</td>'
-                   f"<td>{e(_fmt_top(report.top[k]))}</td></tr>")
-    out.append("</table></details></section>")
-    out.append(f'<p class="help">Made by <code>charlm inspect</code>. ↵ is a line break, ␣ a space.</p></main><div id="tip"></div>'
+        unk = " (as &lt;unk&gt;)" if report.read_as[report.positions[k]] == UNK else ""
+        out.append(f'<tr><td class="num">{k + 1}</td><td class="big">{e(chars[k])}</td><td class="num">{"—" if math.isnan(b) else f"{b:.2f} bits{unk}"}</td>'
+                   f'<td class="num">{"—" if not k else f"{report.rank[k]:,}"}</td><td>{"—" if not k else e(_fmt_top(report.top[k - 1]))}</td></tr>')
+    out.append(f'</table><p class="help">Rank 1: the model\'s first guess; {report.vocab_size:,}: its last. After the last character '
+               f"it expects {e(_fmt_top(report.top[-1]))}.</p></details></section>")
+    out.append(f'<p class="help">Made by <code>charlm inspect</code>. ↵ is a line break, ␣ a space, ⬚ a full-width space.</p></main><div id="tip"></div>'
                f'<script type="application/json" id="report-data">{_json_for_script(data)}</script><script>{JS}</script></body></html>')
     return "\n".join(out)
 
@@ -766,7 +904,8 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
     lines = [f"report: {out}" + (f" and {png}" if png else "") +
              f" ({report.size_text}, layer {report.layer}, units {','.join(map(str, report.units))}; {report.mean_text})"]
     for fu in report.found:
-        lines.append(f"unit {fu.unit} ({dict(SHOWN)[fu.quantity]}) follows {fu.description}: r = {fu.r:+.2f}")
+        lines.append(f"unit {fu.unit} ({dict(SHOWN)[fu.quantity]}) follows {fu.description}: r = {fu.r:+.2f} (untrained model's best: |r| = {fu.untrained:.2f})")
+    lines.append(f"memory: {report.memory_text}")
     lines += [f"note: {x}" for x in report.notes + report.unit_notes]
     if png and report.n > PNG_MAX_CHARS:
         lines.append(f"note: the PNG shows the first {PNG_MAX_CHARS} of the {report.n:,} characters; the HTML report has all")

@@ -399,26 +399,31 @@ def test_untrained_model_leaves_the_random_streams_alone(tiny_ckpt):
 NODE = shutil.which("node")
 
 
+def run_page_script(html: str, tmp_path: Path, probe: str):
+    """Run the page's script in node with a bare document, then ``probe`` (which prints JSON); what it printed."""
+    data = page_data(html)
+    script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
+    stub = ("var none = { forEach: function () {} };\n"
+            "var window = { innerWidth: 1000, innerHeight: 800 };\n"
+            "var document = { body: { dataset: {} }, querySelectorAll: function () { return none; },\n"
+            "  getElementById: function (id) { return id === 'report-data' ? { textContent: " + json.dumps(json.dumps(data)) + " }\n"
+            "    : { value: 'surprisal', addEventListener: function () {}, style: {} }; } };\n"
+            "var atob = function (s) { return Buffer.from(s, 'base64').toString('binary'); };\n")
+    (tmp_path / "page.js").write_text(stub + script + "\n" + probe, encoding="utf-8")
+    r = subprocess.run([NODE, str(tmp_path / "page.js")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
 @pytest.mark.skipif(NODE is None, reason="node is not installed")
 def test_the_pages_step_shows_the_lstms_own_numbers(report, tiny_ckpt, tmp_path):
     """The page's script, run by node with a bare document: a hover's step has the model's values, c = f*c_prev + i*g holds
     to the digits shown, and a character's tip gives its rank and what the model expected there."""
     html = report.read_text(encoding="utf-8")
     data = page_data(html)
-    script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
-    stub = ("var listeners = [], none = { forEach: function () {} };\n"
-            "var window = { innerWidth: 1000, innerHeight: 800 };\n"
-            "var document = { body: { dataset: {} }, querySelectorAll: function () { return none; },\n"
-            "  getElementById: function (id) { return id === 'report-data' ? { textContent: " + json.dumps(json.dumps(data)) + " }\n"
-            "    : { value: 'surprisal', addEventListener: function () {}, style: {} }; } };\n"
-            "var atob = function (s) { return Buffer.from(s, 'base64').toString('binary'); };\n")
-    probe = ("\nvar C = window.charlm, out = [];\n"
-             "for (var k = 0; k < C.data.n; k++) out.push(C.step(1, k));\n"
-             "console.log(JSON.stringify({ steps: out, tip: C.charTip(2), value: C.value('forget', 1, 3) }));\n")
-    (tmp_path / "page.js").write_text(stub + script + probe, encoding="utf-8")
-    r = subprocess.run([NODE, str(tmp_path / "page.js")], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout)
+    got = run_page_script(html, tmp_path, "var C = window.charlm, out = [];\n"
+                          "for (var k = 0; k < C.data.n; k++) out.push(C.step(1, k));\n"
+                          "console.log(JSON.stringify({ steps: out, tip: C.charTip(2), value: C.value('forget', 1, 3) }));\n")
     model, vocab, _ = load_model(tiny_ckpt)
     rep = inspector.analyse(model, vocab, str(tiny_ckpt), TEXT.replace("\\n", "\n") + "xyz")  # as the page's fixture made it
     u = data["units"][1]
@@ -435,3 +440,36 @@ def test_the_pages_step_shows_the_lstms_own_numbers(report, tiny_ckpt, tmp_path)
         assert f * before + i * g == pytest.approx(c, abs=0.01)
     assert f"rank {rep.rank[2]} of {len(vocab)} in what the model expected here" in got["tip"]
     assert "it expected here:" in got["tip"] and "after it, it expects:" in got["tip"]
+
+
+def test_a_copy_model_shows_what_was_copied_and_what_the_lstm_alone_would_spend(tmp_path):
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.vocab import Vocab
+
+    text = TEXT.replace("\\n", "\n")
+    vocab = Vocab.build(text)
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=12, copy_window=16)).eval()
+    rep = inspector.analyse(model, vocab, "model", text)
+    ids = torch.tensor(vocab.encode(text))
+    with torch.no_grad():  # the LSTM without the attention: the decoder's own distribution
+        lstm = model.decoder(model.rnn(model.embedding(ids[None]))[0])[0].log_softmax(-1)
+    np.testing.assert_allclose(rep.lstm_bits[1:], -lstm[:-1].gather(1, ids[1:, None])[:, 0].numpy() / math.log(2), rtol=1e-4)
+    assert math.isnan(rep.copied[0]) and rep.copied[1] == 0 and rep.copy_from[1] == -1  # after one character no key is made yet
+    assert ((rep.copied[2:] > 0) & (rep.copied[2:] < 1)).all()
+    # the whole model's probability = g * the LSTM's + what the keys put on that character: between the two bounds
+    whole, alone, copied = 2.0 ** -rep.bits[1:], 2.0 ** -rep.lstm_bits[1:], rep.copied[1:]
+    assert ((whole - (1 - copied) * alone) > -1e-5).all() and ((whole - (1 - copied) * alone) < copied + 1e-5).all()
+    k = np.arange(len(ids))
+    assert ((rep.copy_from[2:] >= 1) & (rep.copy_from[2:] < k[2:])).all()  # an earlier character (one that followed a key)
+    assert "the copy attention gave" in rep.copy_text and f"{rep.mean_bits:.2f}" in rep.copy_text
+    page = inspector.render_html(rep)
+    data = page_data(page)
+    assert data["copied"][0] is None and len(data["lstm_bits"]) == data["n"] and "<th>copied</th>" in page
+    if NODE:  # the hover says the same
+        k = int(np.argmax(rep.copied[2:])) + 2
+        tip = run_page_script(page, tmp_path, f"console.log(JSON.stringify(window.charlm.charTip({k})));")
+        src = rep.copy_from[k]
+        assert f"copied: {rep.copied[k] * 100:.1f}% of the probability, most for #{src + 1} “{inspector.show_char(text[src])}”" in tip
+        assert f"the LSTM alone: {rep.lstm_bits[k]:.2f} bits" in tip

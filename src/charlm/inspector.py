@@ -89,6 +89,11 @@ class Report:
     found: list[FoundUnit]
     notes: list[str] = field(default_factory=list)
     unit_notes: list[str] = field(default_factory=list)
+    # with a copy attention, per character read (as bits): the LSTM's own surprisal, the share of the probability the
+    # attention gave to copying, and the earlier character its strongest key pointed at (-1: none); else None
+    lstm_bits: np.ndarray | None = None
+    copied: np.ndarray | None = None
+    copy_from: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -107,6 +112,15 @@ class Report:
     @property
     def size_text(self) -> str:
         return f"{self.n:,} character{'s' if self.n != 1 else ''}"
+
+    @property
+    def copy_text(self) -> str:
+        """What the copy attention did over the text, in words ('' without one)."""
+        if self.copied is None or np.isnan(self.copied).all():
+            return ""
+        lstm = self.lstm_bits[~np.isnan(self.lstm_bits)].mean()
+        return (f"the copy attention gave {np.nanmean(self.copied):.0%} of the probability to copying, on average; the LSTM alone "
+                f"would have spent {lstm:.2f} bits/char against the whole model's {self.mean_bits:.2f}")
 
     @property
     def memory_text(self) -> str:
@@ -178,8 +192,10 @@ def parse_units(spec: str | None, hidden_size: int) -> list[int] | None:
 
 
 @torch.no_grad()
-def run_scratch(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    """Logits (n, vocab) after each of ``ids`` (n,), and every layer's gates (each (n, hidden)).
+def run_scratch(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]], dict[str, torch.Tensor] | None]:
+    """Logits (n, vocab) after each of ``ids`` (n,), every layer's gates (each (n, hidden)), and with a copy attention
+    what it did after each character: ``lstm`` the LSTM's own logits (n, vocab), ``sentinel`` the LSTM's share g (n,),
+    ``keys`` each earlier character's share (n, n - 1; column m: the key left after character m, pointing at m + 1).
 
     The model's LSTM weights are copied into a :class:`ScratchLSTM`, which has the same
     parameter names as ``nn.LSTM``, computes the same outputs and keeps every gate.  (It is
@@ -191,9 +207,13 @@ def run_scratch(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, 
     x = model.embedding(ids[None]).float()  # (1, n, width); eval mode: no dropout
     y, _, gates = scratch.to(x.device).eval()(x, return_gates=True)  # (1, n, hidden)
     logits = model.decoder(y)
+    copy = None
     if model.copy is not None:  # the copy attention's mixture, from an empty memory as the model itself would start
-        logits, _ = model.copy(logits, y, ids[None], model.split_state(model.init_state(1, ids.device))[1])
-    return logits[0], [{name: v[0] for name, v in layer.items()} for layer in gates]
+        memory = model.split_state(model.init_state(1, ids.device))[1]
+        share = model.copy.shares(y, ids[None], memory)[0][0]  # (n, 1 + window + n - 1): the sentinel, the memory, the text
+        copy = {"lstm": logits[0], "sentinel": share[:, 0], "keys": share[:, 1 + model.copy.window :]}
+        logits, _ = model.copy(logits, y, ids[None], memory)
+    return logits[0], [{name: v[0] for name, v in layer.items()} for layer in gates], copy
 
 
 def predictions(logits: torch.Tensor, ids: torch.Tensor, vocab, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, float]]]]:
@@ -360,8 +380,18 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     if newlines == "space" and "\n" in raw:
         notes.append("this model was trained with line breaks replaced by spaces, so it reads them as spaces")
     ids = torch.tensor([vocab.stoi[read_as[p]] for p in positions], dtype=torch.long, device=model.decoder.weight.device)
-    logits, gates = run_scratch(model, ids)
+    logits, gates, copy = run_scratch(model, ids)
     bits, rank, top = predictions(logits, ids, vocab)
+    lstm_bits = copied = copy_from = None
+    if copy is not None:  # character k is predicted after k - 1: its shares are row k - 1's
+        lstm_bits = predictions(copy["lstm"], ids, vocab)[0]
+        copied = np.full(len(ids), np.nan)
+        copied[1:] = 1 - copy["sentinel"][:-1].double().cpu().numpy()
+        copy_from = np.full(len(ids), -1)
+        if len(ids) > 2:
+            keys = copy["keys"][:-1].cpu()  # (n - 1, n - 1)
+            share, m = keys.max(dim=1)
+            copy_from[1:] = torch.where(share > 0, m + 1, -1).numpy()
     acts = {name: v.cpu().numpy() for name, v in gates[layer].items()}
     features = line_features(raw, positions, newlines)
     untrained = None
@@ -375,9 +405,10 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
         desc += f", copy attention over {cfg.copy_window:,} characters"
         notes.append(f"this model has a copy attention over the last {cfg.copy_window:,} characters read: the surprisal and the "
                      f"top-5 are the whole model's (the LSTM's prediction mixed with what the attention copies from earlier in "
-                     f"the text, so a repeated line can be cheap without the LSTM's help); the gates and cell state are the LSTM's alone")
+                     f"the text, so a repeated line can be cheap without the LSTM's help); the gates and cell state are the LSTM's alone. "
+                     f"Per character, the page gives the share copied, where from, and what the LSTM alone would have spent")
     return Report(checkpoint, desc, layer, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, raw, read_as, positions, bits, rank, top, acts,
-                  units, found, notes=notes, unit_notes=unit_notes)
+                  units, found, notes=notes, unit_notes=unit_notes, lstm_bits=lstm_bits, copied=copied, copy_from=copy_from)
 
 
 # --- drawing --------------------------------------------------------------------------------------
@@ -564,6 +595,9 @@ JS = r"""
     else {
       lines.push('surprisal ' + b.toFixed(2) + ' bits: rank ' + D.rank[k] + ' of ' + D.vocab + ' in what the model expected here' +
                  (D.unk.indexOf(k) >= 0 ? '\n(read as <unk>: the surprisal of <unk>, not of this character)' : ''));
+      if (D.copied) lines.push('copied: ' + (D.copied[k] * 100).toFixed(1) + '% of the probability' +
+                               (D.copy_from[k] >= 0 ? ', most for #' + (D.copy_from[k] + 1) + ' “' + D.chars[D.copy_from[k]] + '”, which followed a context like this one' : '') +
+                               '\nthe LSTM alone: ' + D.lstm_bits[k].toFixed(2) + ' bits');
       lines.push('it expected here:');
       lines = lines.concat(guesses(D.top[k - 1]));
     }
@@ -661,6 +695,10 @@ def render_html(report: Report) -> str:
         "bits": [None if math.isnan(b) else round(float(b), 3) for b in report.bits],
         "rank": report.rank.tolist(), "vocab": report.vocab_size,
         "unk": [k for k, p in enumerate(report.positions) if report.read_as[p] == UNK],
+        **({} if report.copied is None else {
+            "copied": [None if math.isnan(x) else round(float(x), 4) for x in report.copied],
+            "lstm_bits": [None if math.isnan(b) else round(float(b), 3) for b in report.lstm_bits],
+            "copy_from": report.copy_from.tolist()}),
         "top": [[[show_char(c) if len(c) == 1 else c, round(p, 4)] for c, p in t] for t in report.top],
         "viridis": VIRIDIS, "rdbu": RDBU,
         "quantities": [_values(report, q) for q in GATE_NAMES],
@@ -750,13 +788,21 @@ def render_html(report: Report) -> str:
     # Per-character table.
     out.append(f'<section><details{" open" if n <= 120 else ""}><summary><h2 style="display:inline">Every character: its surprisal, '
                "and what the model expected in its place</h2></summary>")
+    copy_cols = report.copied is not None
     out.append('<table style="margin-top:10px"><tr><th>#</th><th>character</th><th>surprisal</th><th>rank</th>'
-               "<th>what the model expected here (its five most likely)</th></tr>")
+               + ("<th>copied</th><th>the LSTM alone</th>" if copy_cols else "")
+               + "<th>what the model expected here (its five most likely)</th></tr>")
     for k in range(n):
         b = report.bits[k]
         unk = " (as &lt;unk&gt;)" if report.read_as[report.positions[k]] == UNK else ""
+        extra = ""
+        if copy_cols:
+            src = report.copy_from[k]
+            where = f" (most: #{src + 1} {e(chars[src])})" if k and src >= 0 else ""
+            extra = (f'<td class="num">{"—" if not k else f"{report.copied[k]:.0%}{where}"}</td>'
+                     f'<td class="num">{"—" if not k else f"{report.lstm_bits[k]:.2f} bits"}</td>')
         out.append(f'<tr><td class="num">{k + 1}</td><td class="big">{e(chars[k])}</td><td class="num">{"—" if math.isnan(b) else f"{b:.2f} bits{unk}"}</td>'
-                   f'<td class="num">{"—" if not k else f"{report.rank[k]:,}"}</td><td>{"—" if not k else e(_fmt_top(report.top[k - 1]))}</td></tr>')
+                   f'<td class="num">{"—" if not k else f"{report.rank[k]:,}"}</td>{extra}<td>{"—" if not k else e(_fmt_top(report.top[k - 1]))}</td></tr>')
     out.append(f'</table><p class="help">Rank 1: the model\'s first guess; {report.vocab_size:,}: its last. After the last character '
                f"it expects {e(_fmt_top(report.top[-1]))}.</p></details></section>")
     out.append(f'<p class="help">Made by <code>charlm inspect</code>. ↵ is a line break, ␣ a space, ⬚ a full-width space.</p></main><div id="tip"></div>'
@@ -906,6 +952,8 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
     for fu in report.found:
         lines.append(f"unit {fu.unit} ({dict(SHOWN)[fu.quantity]}) follows {fu.description}: r = {fu.r:+.2f} (untrained model's best: |r| = {fu.untrained:.2f})")
     lines.append(f"memory: {report.memory_text}")
+    if report.copy_text:
+        lines.append(f"copy: {report.copy_text}")
     lines += [f"note: {x}" for x in report.notes + report.unit_notes]
     if png and report.n > PNG_MAX_CHARS:
         lines.append(f"note: the PNG shows the first {PNG_MAX_CHARS} of the {report.n:,} characters; the HTML report has all")

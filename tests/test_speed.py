@@ -32,15 +32,18 @@ CPU = torch.device("cpu")
 # --- flags ----------------------------------------------------------------------------
 
 
-def test_precision_and_cuda_graph_flags_are_validated():
+def test_precision_and_cuda_graph_flags_are_validated(monkeypatch):
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
         TrainConfig(precision="fp64")
     with pytest.raises(ValueError, match="cuda_graph needs a CUDA GPU"):
         TrainConfig(cuda_graph=True, device="cpu")
     with pytest.raises(CharlmError, match="--cuda-graph needs a CUDA GPU"):
         check_speed_flags(TrainConfig(cuda_graph=True, device="auto"), CPU)
-    with pytest.raises(CharlmError, match="fp16 needs a CUDA GPU"):
-        check_speed_flags(TrainConfig(precision="fp16"), CPU)
+    for bf16_here in (True, False):  # the error offers bf16 only where this CPU could run it
+        monkeypatch.setattr(step_mod, "cpu_has_bf16", lambda: bf16_here)
+        with pytest.raises(CharlmError, match="fp16 needs a CUDA GPU.*on cpu use " + ("bf16 or fp32" if bf16_here else r"fp32 \(this CPU lacks")):
+            check_speed_flags(TrainConfig(precision="fp16"), CPU)
+    monkeypatch.undo()
     with pytest.raises(CharlmError, match="do not go together"):
         check_speed_flags(TrainConfig(precision="fp16", cuda_graph=True), torch.device("cuda"))
     if step_mod.cpu_has_bf16():

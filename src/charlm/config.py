@@ -160,7 +160,7 @@ class TrainConfig:
     sample_greedy: bool = field(default=False, metadata=_help("training samples take the most likely character, as the seed does"))
     seed: int = field(default=0, metadata=_help("random seed for initialisation, batching and dropout"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N"))
-    precision: str = field(default="fp32", metadata=_help("arithmetic of the training step: fp32, or autocast to bf16 (GPU or CPU) or fp16 (GPU, with a gradient scaler)", choices=PRECISIONS))
+    precision: str = field(default="fp32", metadata=_help("arithmetic of the training step: fp32, or autocast to bf16 (GPU, or a CPU with bfloat16 instructions: AVX512-BF16 or AMX) or fp16 (GPU, with a gradient scaler)", choices=PRECISIONS))
     cuda_graph: bool = field(default=False, metadata=_help("capture the whole training step in one CUDA graph and replay it (GPU only; fp32 or bf16)"))
     out: str = field(default="runs/charlm", metadata=_help("output folder for checkpoints, metrics and plots"))
 

@@ -3,7 +3,7 @@
 The same step runs three ways, chosen by ``TrainConfig``:
 
 * eagerly in fp32 (the reference, and the only way on the CPU with ``--precision fp32``);
-* under autocast, ``--precision bf16`` (GPU or CPU) or ``fp16`` (GPU only, with a gradient
+* under autocast, ``--precision bf16`` (GPU, or a CPU with bfloat16 instructions) or ``fp16`` (GPU only, with a gradient
   scaler so that small gradients do not flush to zero);
 * captured whole in one CUDA graph, ``--cuda-graph``: forward, loss, backward,
   ``clip_grad_norm_`` and ``optimizer.step`` replayed as one launch.  At the seed's size a
@@ -69,7 +69,8 @@ def check_speed_flags(cfg, device: torch.device, world_size: int = 1) -> None:
     if cfg.cuda_graph and device.type != "cuda":
         raise CharlmError(f"--cuda-graph needs a CUDA GPU, but this run is on {device.type}; leave --cuda-graph out")
     if cfg.precision == "fp16" and device.type != "cuda":
-        raise CharlmError(f"--precision fp16 needs a CUDA GPU (it trains with a gradient scaler); on {device.type} use bf16 or fp32")
+        other = "bf16 or fp32" if device.type != "cpu" or cpu_has_bf16() else "fp32 (this CPU lacks bfloat16 instructions for bf16)"
+        raise CharlmError(f"--precision fp16 needs a CUDA GPU (it trains with a gradient scaler); on {device.type} use {other}")
     if cfg.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise CharlmError("--precision bf16: this GPU has no bfloat16 support; use fp16 or fp32")
     if cfg.precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():

@@ -468,8 +468,10 @@ def test_a_copy_model_shows_what_was_copied_and_what_the_lstm_alone_would_spend(
     data = page_data(page)
     assert data["copied"][0] is None and len(data["lstm_bits"]) == data["n"] and "<th>copied</th>" in page
     if NODE:  # the hover says the same
-        k = int(np.argmax(rep.copied[2:])) + 2
-        tip = run_page_script(page, tmp_path, f"console.log(JSON.stringify(window.charlm.charTip({k})));")
-        src = rep.copy_from[k]
-        assert f"copied: {rep.copied[k] * 100:.1f}% of the probability, most for #{src + 1} “{inspector.show_char(text[src])}”" in tip
-        assert f"the LSTM alone: {rep.lstm_bits[k]:.2f} bits" in tip
+        hi, lo = int(np.argmax(rep.copied[2:])) + 2, int(np.argmin(rep.copied[2:])) + 2
+        assert rep.copied[hi] >= inspector.COPY_SOURCE > rep.copied[lo]
+        tips = run_page_script(page, tmp_path, f"console.log(JSON.stringify([window.charlm.charTip({hi}), window.charlm.charTip({lo})]));")
+        src = rep.copy_from[hi]
+        assert f"copied: {rep.copied[hi] * 100:.1f}% of the probability, most for #{src + 1} “{inspector.show_char(text[src])}”" in tips[0]
+        assert f"the LSTM alone: {rep.lstm_bits[hi]:.2f} bits" in tips[0]
+        assert f"copied: {rep.copied[lo] * 100:.1f}% of the probability\n" in tips[1]  # too little to say where from

@@ -42,6 +42,7 @@ DEFAULT_UNITS = 16
 TOP_K = 5
 MIN_CHARS_FOR_UNITS = 20  # fewer characters make correlations meaningless
 FOLLOWS = 0.4  # |r| from which a unit is said to follow a feature (if no unit of the untrained model does as well)
+COPY_SOURCE = 0.1  # the share copied from which the page names where the strongest key points
 UNTRAINED_SEED = 0  # the untrained model the findings are held against: charlm's initialisation, this seed
 PNG_COLS = 60
 PNG_MAX_CHARS = 240
@@ -596,7 +597,7 @@ JS = r"""
       lines.push('surprisal ' + b.toFixed(2) + ' bits: rank ' + D.rank[k] + ' of ' + D.vocab + ' in what the model expected here' +
                  (D.unk.indexOf(k) >= 0 ? '\n(read as <unk>: the surprisal of <unk>, not of this character)' : ''));
       if (D.copied) lines.push('copied: ' + (D.copied[k] * 100).toFixed(1) + '% of the probability' +
-                               (D.copy_from[k] >= 0 ? ', most for #' + (D.copy_from[k] + 1) + ' “' + D.chars[D.copy_from[k]] + '”, which followed a context like this one' : '') +
+                               (D.copy_from[k] >= 0 && D.copied[k] >= D.copy_source ? ', most for #' + (D.copy_from[k] + 1) + ' “' + D.chars[D.copy_from[k]] + '”, which followed a context like this one' : '') +
                                '\nthe LSTM alone: ' + D.lstm_bits[k].toFixed(2) + ' bits');
       lines.push('it expected here:');
       lines = lines.concat(guesses(D.top[k - 1]));
@@ -698,7 +699,7 @@ def render_html(report: Report) -> str:
         **({} if report.copied is None else {
             "copied": [None if math.isnan(x) else round(float(x), 4) for x in report.copied],
             "lstm_bits": [None if math.isnan(b) else round(float(b), 3) for b in report.lstm_bits],
-            "copy_from": report.copy_from.tolist()}),
+            "copy_from": report.copy_from.tolist(), "copy_source": COPY_SOURCE}),
         "top": [[[show_char(c) if len(c) == 1 else c, round(p, 4)] for c, p in t] for t in report.top],
         "viridis": VIRIDIS, "rdbu": RDBU,
         "quantities": [_values(report, q) for q in GATE_NAMES],
@@ -798,7 +799,7 @@ def render_html(report: Report) -> str:
         extra = ""
         if copy_cols:
             src = report.copy_from[k]
-            where = f" (most: #{src + 1} {e(chars[src])})" if k and src >= 0 else ""
+            where = f" (most: #{src + 1} {e(chars[src])})" if k and src >= 0 and report.copied[k] >= COPY_SOURCE else ""
             extra = (f'<td class="num">{"—" if not k else f"{report.copied[k]:.0%}{where}"}</td>'
                      f'<td class="num">{"—" if not k else f"{report.lstm_bits[k]:.2f} bits"}</td>')
         out.append(f'<tr><td class="num">{k + 1}</td><td class="big">{e(chars[k])}</td><td class="num">{"—" if math.isnan(b) else f"{b:.2f} bits{unk}"}</td>'

@@ -244,3 +244,21 @@ def test_too_short_corpus_names_the_minimum():
     with pytest.raises(CharlmError, match="at least 1152"):
         check_enough(1000, 32, 35, "consecutive")
     check_enough(1152, 32, 35, "consecutive")
+
+
+def test_a_byte_order_mark_is_not_a_character(tmp_path):
+    p = tmp_path / "notepad.txt"
+    p.write_bytes("\ufeff分开的时候\n".encode("utf-8"))  # a UTF-8 file as Notepad saves it
+    assert read_text(str(p)) == "分开的时候\n"
+
+
+def test_random_batch_orders_differ_across_seeds_and_epochs():
+    """(seed, epoch) pairs that a sum would confuse — seed 1 epoch 0 and seed 0 epoch 1 — get different orders."""
+    ids = torch.arange(1000)
+
+    def first(seed, epoch):
+        return next(batches(ids, 4, 10, "random", seed=seed, epoch=epoch))[0][:, 0].tolist()
+
+    orders = [first(0, 1), first(1, 0), first(2, 0), first(0, 2)]
+    assert len({tuple(o) for o in orders}) == len(orders)
+    assert first(1, 0) == first(1, 0)  # and the same pair, the same order (a resumed run replays it)

@@ -140,7 +140,32 @@ def _hang(tmp: Path, how: str) -> int:
                  "--hidden-size", "32", "--device", "cpu", "--epochs", "1", "--out", str(tmp / "hang"), "--dist-timeout", "3"])
 
 
+def _agree(tmp: Path) -> int:
+    """Rank r got signal (SIGINT, SIGTERM)[r] and counts 1000 - r training characters: print what they agree on."""
+    dist = distributed.setup(torch.device("cpu"), timeout=60)
+    agreed = dist.agree_signal((signal.SIGINT, signal.SIGTERM)[dist.rank])
+    try:
+        dist.check_same(train_chars=1000 - dist.rank)
+        refused = ""
+    except distributed.DistributedError as e:
+        refused = str(e)
+    print(json.dumps({"signal": agreed, "refused": refused}))
+    distributed.teardown()
+    return 0
+
+
 # --- the tests -------------------------------------------------------------------------------------
+
+
+def test_processes_agree_on_one_signal_and_refuse_different_corpora(tmp_path):
+    procs = _start("agree", tmp_path)
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=WORKER_TIMEOUT)
+        assert p.returncode == 0, err
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert [o["signal"] for o in outs] == [signal.SIGTERM] * 2  # the same stop everywhere (exit 143), not a sum of two
+    assert all("disagree about the run (train_chars: " in o["refused"] for o in outs)
 
 
 def test_two_processes_train_as_one_and_resume_exactly(tmp_path):
@@ -230,4 +255,4 @@ def test_batch_size_must_split_evenly(tmp_path, monkeypatch, capsys):
 
 if __name__ == "__main__":  # a process of the two-process runs above
     mode, tmp = sys.argv[1], Path(sys.argv[2])
-    sys.exit(_train_runs(tmp) if mode == "train" else _hang(tmp, sys.argv[3]))
+    sys.exit(_train_runs(tmp) if mode == "train" else _agree(tmp) if mode == "agree" else _hang(tmp, sys.argv[3]))

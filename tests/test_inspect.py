@@ -18,6 +18,7 @@ import torch
 from charlm import inspector
 from charlm.checkpoint import load_model
 from charlm.cli import main
+from charlm.errors import CharlmError
 from charlm.train import evaluate
 
 from .conftest import train_tiny
@@ -475,3 +476,33 @@ def test_a_copy_model_shows_what_was_copied_and_what_the_lstm_alone_would_spend(
         assert f"copied: {rep.copied[hi] * 100:.1f}% of the probability, most for #{src + 1} “{inspector.show_char(text[src])}”" in tips[0]
         assert f"the LSTM alone: {rep.lstm_bits[hi]:.2f} bits" in tips[0]
         assert f"copied: {rep.copied[lo] * 100:.1f}% of the probability\n" in tips[1]  # too little to say where from
+
+
+def test_unit_choice_layer_and_cell_scale():
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.vocab import Vocab
+
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(0, 1, (40, 6)) * np.array([0.1, 3.0, 0.5, 2.0, 1.0, 0.2])
+    assert inspector.default_units({"hidden": hidden}, [], k=6) == [1, 3, 4, 2, 5, 0]  # most varying first
+    with pytest.raises(CharlmError, match="unit 32 does not exist: the layer has units 0 to 31"):
+        inspector.parse_units("0,32", 32)
+    # a feature two quantities of one unit follow: the two units listed are different ones
+    text = "一二三四五\n六七八\n一二三四五\n九十一二三四\n六七八\n"
+    feats = inspector.line_features(text, list(range(len(text))))
+    acts = {q: rng.uniform(0, 1, (len(text), 4)) for q in ("input", "forget", "output", "cell")}
+    acts["cell"][:, 0] = acts["input"][:, 0] = feats["position"][1]
+    acts["forget"][:, 2] = feats["position"][1] + rng.normal(0, 1, len(text))
+    picked = [f.unit for f in inspector.find_units(acts, feats)[0] if f.feature == "position"]
+    assert picked[0] == 0 and len(picked) == 2 and picked[1] != 0
+    # without --layer, the last layer; each cell row divided by its own largest |c|, negative ones too
+    text = TEXT.replace("\\n", "\n")
+    vocab = Vocab.build(text)
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=12, num_layers=2)).eval()
+    rep = inspector.analyse(model, vocab, "model", text)
+    assert rep.layer == 1
+    rep.acts["cell"][:, rep.units[0]] = -np.linspace(0.5, 4.0, rep.n)  # a unit whose cell is all negative
+    shown, scale, _ = inspector.shown_values(rep, "cell")
+    assert np.abs(shown).max() <= 1 + 1e-6 and shown[0].min() == pytest.approx(-1.0) and scale[0] == pytest.approx(4.0)

@@ -220,3 +220,45 @@ def test_training_loss_from_the_targets_equals_cross_entropy_of_the_output(windo
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     for a, b in zip(s1, s2):
         torch.testing.assert_close(a, b)
+
+
+def test_weight_drop_drops_the_recurrent_weights_only():
+    """One step from a zero state does not use W_hh (it multiplies h0 = 0): with only W_hh dropped, train mode
+    gives the eval output there, and not at later steps."""
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=20, embedding_size=8, hidden_size=8, weight_drop=0.5))
+    x = torch.randint(0, 20, (4, 6))
+    m.eval()
+    ev, _ = m(x)
+    m.train()
+    tr, _ = m(x)
+    assert torch.allclose(ev[:, 0], tr[:, 0]) and not torch.allclose(ev[:, 1:], tr[:, 1:])
+
+
+def test_embedding_dropout_is_unbiased():
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=20, embedding_size=8, hidden_size=8, embed_dropout=0.3))
+    tokens = torch.arange(20)[None]
+    with torch.no_grad():
+        m.eval()
+        plain = m._embed(tokens)
+        m.train()
+        draws = torch.stack([m._embed(tokens) for _ in range(4000)])
+    assert (draws == 0).float().mean() == pytest.approx(0.3, abs=0.02)  # whole characters dropped at the rate asked
+    assert float((draws.mean(0) / plain).median()) == pytest.approx(1.0, abs=0.03)  # and the rest scaled up to match
+
+
+@pytest.mark.parametrize("embedding_size", [8, 0])
+def test_label_smoothing_changes_the_training_loss(embedding_size):
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=25, embedding_size=embedding_size, hidden_size=12, tie_weights=False))
+    x, y = torch.randint(0, 25, (3, 20)), torch.randint(0, 25, (3, 20))
+    torch.set_grad_enabled(False)
+    try:
+        logits, _ = m(x)
+        losses = {ls: m(x, targets=y, label_smoothing=ls)[0] for ls in (0.0, 0.1, 0.5)}
+    finally:
+        torch.set_grad_enabled(True)
+    for ls, loss in losses.items():
+        want = F.cross_entropy(logits.reshape(-1, 25), y.reshape(-1), label_smoothing=ls)
+        assert float(loss) == pytest.approx(float(want), rel=1e-5)

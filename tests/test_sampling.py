@@ -136,3 +136,41 @@ def test_the_configs_seed_seeds_sampling_without_a_generator(tiny_ckpt):
     assert sample_text(model, vocab, "分开", cfg) == sample_text(model, vocab, "分开", cfg)
     with pytest.raises(CharlmError, match="'Z'"):  # not a KeyError
         sample_text(model, vocab, "分Z", cfg)
+
+
+@pytest.mark.parametrize("max_line_length", [6, 50])
+def test_an_acrostic_is_written_from_what_is_shown(tiny_ckpt, max_line_length):
+    """The model reads the line heads and the line breaks it is made to write, not what it drew there: each other
+    character of a greedy acrostic is the model's first choice after the text shown before it."""
+    model, vocab, _ = load_model(tiny_ckpt)
+    text = sample_text(model, vocab, "", SampleConfig(greedy=True, max_line_length=max_line_length), acrostic="分你不快")[0]
+    assert [line[0] for line in text.rstrip("\n").split("\n")] == list("分你不快")
+    with torch.no_grad():
+        logits = model(torch.tensor([vocab.encode("\n" + text)]))[0][0]  # a sample from "" starts at a line's start
+    best = [vocab.itos[i] for i in logits.argmax(-1).tolist()]
+    col, free = 0, 0
+    for k, ch in enumerate(text):
+        forced = col == 0 or col >= max_line_length  # a head, or a line break put in at the longest line
+        if not forced:
+            assert best[k] == ch, (k, text)
+            free += 1
+        col = 0 if ch == "\n" else col + 1
+    assert free >= 8
+
+
+def test_sampling_leaves_the_model_in_the_mode_it_was_in_and_seed_0_is_a_seed(tiny_ckpt):
+    model, vocab, _ = load_model(tiny_ckpt)
+    model.train()  # a user's own training loop, printing a sample now and then
+    first = sample_text(model, vocab, "分开", SampleConfig(length=20, seed=0))
+    assert model.training
+    assert sample_text(model, vocab, "分开", SampleConfig(length=20, seed=0)) == first  # seed 0 seeds, as any other
+
+
+def test_an_acrostic_head_outside_the_vocabulary_is_an_error_even_with_unk(tmp_path):
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1, unk=True, min_freq=2)
+    model, vocab, _ = load_model(tmp_path / "run" / "best")
+    assert vocab.unk
+    with pytest.raises(CharlmError, match="acrostic"):
+        sample_text(model, vocab, "", SampleConfig(seed=1), acrostic="龘分")  # no line starts with <unk>

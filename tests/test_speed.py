@@ -39,6 +39,8 @@ def test_precision_and_cuda_graph_flags_are_validated(monkeypatch):
         TrainConfig(cuda_graph=True, device="cpu")
     with pytest.raises(CharlmError, match="--cuda-graph needs a CUDA GPU"):
         check_speed_flags(TrainConfig(cuda_graph=True, device="auto"), CPU)
+    with pytest.raises(CharlmError, match="--cuda-graph is for one process"):
+        check_speed_flags(TrainConfig(cuda_graph=True), torch.device("cuda"), world_size=2)
     for bf16_here in (True, False):  # the error offers bf16 only where this CPU could run it
         monkeypatch.setattr(step_mod, "cpu_has_bf16", lambda: bf16_here)
         with pytest.raises(CharlmError, match="fp16 needs a CUDA GPU.*on cpu use " + ("bf16 or fp32" if bf16_here else r"fp32 \(this CPU lacks")):
@@ -157,7 +159,9 @@ def test_one_hot_fast_path_equals_the_model(tmp_path):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("model_kw", [dict(embedding_size=16), dict(embedding_size=0, dropout=0.2), dict(embedding_size=0, num_layers=2)])
+@pytest.mark.parametrize("model_kw", [dict(embedding_size=16), dict(embedding_size=0, dropout=0.2), dict(embedding_size=0, num_layers=2),
+                                      dict(embedding_size=0, embed_dropout=0.5, tie_weights=False),
+                                      dict(embedding_size=0, weight_drop=0.5, tie_weights=False), dict(embedding_size=0, copy_window=8)])
 def test_one_hot_fast_path_only_where_it_is_exact(model_kw):
     model = CharLM(ModelConfig(vocab_size=20, hidden_size=8, **model_kw))
     assert one_hot_forward(model, TrainConfig(device="cpu"), CPU) is None
@@ -430,3 +434,18 @@ def test_trainer_uses_the_step_function(tmp_path):
     t = train_tiny(tmp_path, epochs=1)
     assert isinstance(t._step_fn, TrainStep) and t._step_fn.forward is t.model
     assert isinstance(t.optimizer.param_groups[0]["lr"], float)
+
+
+def test_fp16_clips_the_unscaled_gradients():
+    """Under fp16 the gradients are unscaled before clipping: an update is --grad-clip long, not that divided by the
+    loss scale (the step is built directly, as fp16 is refused on the CPU; the scratch cell runs fp16 here)."""
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=25, embedding_size=8, hidden_size=8, tie_weights=False, cell="scratch"))
+    params = [p for p in m.parameters() if p.requires_grad]
+    cfg = dataclasses.replace(TrainConfig(), precision="fp16", grad_clip=1e-3, optimizer="sgd", lr=1.0)
+    step = TrainStep(m, m, params, torch.optim.SGD(params, lr=1.0), cfg, CPU)
+    x, y = torch.randint(0, 25, (4, 16)), torch.randint(0, 25, (4, 16))
+    before = torch.cat([p.detach().flatten().clone() for p in params])
+    step(x, y, None)
+    after = torch.cat([p.detach().flatten() for p in params])
+    assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-3)

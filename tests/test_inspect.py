@@ -506,3 +506,13 @@ def test_unit_choice_layer_and_cell_scale():
     rep.acts["cell"][:, rep.units[0]] = -np.linspace(0.5, 4.0, rep.n)  # a unit whose cell is all negative
     shown, scale, _ = inspector.shown_values(rep, "cell")
     assert np.abs(shown).max() <= 1 + 1e-6 and shown[0].min() == pytest.approx(-1.0) and scale[0] == pytest.approx(4.0)
+
+
+def test_an_untrained_layer_whose_units_all_drift_sets_no_bar():
+    n = 30
+    feats = {"position": ("position", np.arange(n, dtype=float) % 7), "read_so_far": ("drift", np.arange(n, dtype=float))}
+    acts = {q: np.zeros((n, 2)) for q in ("input", "forget", "output", "cell")}
+    acts["cell"][:, 0] = feats["position"][1]
+    untrained = {q: np.tile(np.arange(n, dtype=float)[:, None], (1, 2)) for q in acts}  # every unit follows the drift alone
+    found, _ = inspector.find_units(acts, feats, untrained)
+    assert [(f.feature, f.unit, f.untrained) for f in found if f.feature == "position"] == [("position", 0, 0.0)]

@@ -314,7 +314,8 @@ def find_units(acts: dict[str, np.ndarray], features: dict[str, tuple[str, np.nd
             continue
         against = None if name == "read_so_far" else drift
         cands = _candidates(acts, f, against)
-        base = _candidates(untrained, f, against)[0][0] if untrained is not None else 0.0
+        bar = _candidates(untrained, f, against) if untrained is not None else []
+        base = bar[0][0] if bar else 0.0  # none: every untrained unit follows the drift at least as closely
         picked: list[int] = []
         for a, r, q, u in cands:
             if a < FOLLOWS or a <= base or len(picked) == per_feature:
@@ -780,8 +781,8 @@ def render_html(report: Report) -> str:
                        f'<tr><td></td><td colspan="5">{_sparkline(report, fu, features)}</td></tr>')
         out.append("</table>")
     else:
-        out.append('<p class="help">No unit of this layer follows the position in the line, line breaks, repeated lines or how far into '
-                   f"the text it is closely in this text. {e(bar)}</p>")
+        out.append('<p class="help">In this text no unit of this layer follows the position in the line, line breaks, repeated lines '
+                   f"or how far into the text it is closely enough. {e(bar)}</p>")
     if report.unit_notes:
         out.append('<ul class="help">' + "".join(f"<li>{e(x)}</li>" for x in report.unit_notes) + "</ul>")
     out.append("</section>")

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -174,3 +175,14 @@ def test_an_acrostic_head_outside_the_vocabulary_is_an_error_even_with_unk(tmp_p
     assert vocab.unk
     with pytest.raises(CharlmError, match="acrostic"):
         sample_text(model, vocab, "", SampleConfig(seed=1), acrostic="龘分")  # no line starts with <unk>
+
+
+def test_top_p_on_exact_ties_keeps_no_more_than_reaches_p():
+    logits = torch.zeros(4)  # four characters of probability 0.25 each: 0.5 is reached by two, 0.75 by three
+    assert torch.isfinite(top_p_filter(logits, 0.5)).sum() == 2
+    assert torch.isfinite(top_p_filter(logits, 0.75)).sum() == 3
+    assert torch.isfinite(top_p_filter(logits, 0.7)).sum() == 3
+    from charlm import numpy_sampling  # the one-sample path on the CPU cuts the same nucleus
+
+    drawn = {numpy_sampling._choose(np.zeros((1, 4), np.float32), SampleConfig(top_p=0.5), iter([u])) for u in np.linspace(0.01, 0.99, 50)}
+    assert drawn == {0, 1}

@@ -452,6 +452,9 @@ def test_a_copy_model_shows_what_was_copied_and_what_the_lstm_alone_would_spend(
     vocab = Vocab.build(text)
     torch.manual_seed(0)
     model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=12, copy_window=16)).eval()
+    with torch.no_grad():  # an attention sharp enough that some keys stand out and others do not
+        model.copy.query.weight.mul_(30.0)
+        model.copy.sentinel_bias.fill_(0.0)
     rep = inspector.analyse(model, vocab, "model", text)
     ids = torch.tensor(vocab.encode(text))
     with torch.no_grad():  # the LSTM without the attention: the decoder's own distribution
@@ -462,20 +465,25 @@ def test_a_copy_model_shows_what_was_copied_and_what_the_lstm_alone_would_spend(
     # the whole model's probability = g * the LSTM's + what the keys put on that character: between the two bounds
     whole, alone, copied = 2.0 ** -rep.bits[1:], 2.0 ** -rep.lstm_bits[1:], rep.copied[1:]
     assert ((whole - (1 - copied) * alone) > -1e-5).all() and ((whole - (1 - copied) * alone) < copied + 1e-5).all()
-    k = np.arange(len(ids))
-    assert ((rep.copy_from[2:] >= 1) & (rep.copy_from[2:] < k[2:])).all()  # an earlier character (one that followed a key)
+    with torch.no_grad():  # where each step's strongest key points, when it holds at least COPY_SOURCE
+        y = model.rnn(model.embedding(ids[None]))[0]
+        keys = model.copy.shares(y, ids[None], model.split_state(model.init_state(1))[1])[0][0, :, 1 + model.copy.window :]
+    for k in range(2, len(ids)):
+        share, m = keys[k - 1].max(dim=0)
+        assert rep.copy_from[k] == (int(m) + 1 if share >= inspector.COPY_SOURCE else -1)
+        assert rep.copy_from[k] < k  # an earlier character, one that followed a key
+    assert (rep.copy_from[2:] >= 0).any() and (rep.copy_from[2:] == -1).any()
     assert "the copy attention gave" in rep.copy_text and f"{rep.mean_bits:.2f}" in rep.copy_text
     page = inspector.render_html(rep)
     data = page_data(page)
     assert data["copied"][0] is None and len(data["lstm_bits"]) == data["n"] and "<th>copied</th>" in page
     if NODE:  # the hover says the same
-        hi, lo = int(np.argmax(rep.copied[2:])) + 2, int(np.argmin(rep.copied[2:])) + 2
-        assert rep.copied[hi] >= inspector.COPY_SOURCE > rep.copied[lo]
+        hi, lo = int(np.argmax(rep.copy_from[2:] >= 0)) + 2, int(np.argmax(rep.copy_from[2:] < 0)) + 2
         tips = run_page_script(page, tmp_path, f"console.log(JSON.stringify([window.charlm.charTip({hi}), window.charlm.charTip({lo})]));")
         src = rep.copy_from[hi]
         assert f"copied: {rep.copied[hi] * 100:.1f}% of the probability, most for #{src + 1} “{inspector.show_char(text[src])}”" in tips[0]
         assert f"the LSTM alone: {rep.lstm_bits[hi]:.2f} bits" in tips[0]
-        assert f"copied: {rep.copied[lo] * 100:.1f}% of the probability\n" in tips[1]  # too little to say where from
+        assert f"copied: {rep.copied[lo] * 100:.1f}% of the probability\n" in tips[1]  # spread too thin to say where from
 
 
 def test_unit_choice_layer_and_cell_scale():
@@ -508,11 +516,30 @@ def test_unit_choice_layer_and_cell_scale():
     assert np.abs(shown).max() <= 1 + 1e-6 and shown[0].min() == pytest.approx(-1.0) and scale[0] == pytest.approx(4.0)
 
 
-def test_an_untrained_layer_whose_units_all_drift_sets_no_bar():
-    n = 30
-    feats = {"position": ("position", np.arange(n, dtype=float) % 7), "read_so_far": ("drift", np.arange(n, dtype=float))}
-    acts = {q: np.zeros((n, 2)) for q in ("input", "forget", "output", "cell")}
-    acts["cell"][:, 0] = feats["position"][1]
-    untrained = {q: np.tile(np.arange(n, dtype=float)[:, None], (1, 2)) for q in acts}  # every unit follows the drift alone
-    found, _ = inspector.find_units(acts, feats, untrained)
-    assert [(f.feature, f.unit, f.untrained) for f in found if f.feature == "position"] == [("position", 0, 0.0)]
+def test_a_text_of_one_line_has_no_separate_drift_and_its_findings_stand():
+    """In one line the position in it is how far into the text: one feature (both made every unit drift, and the
+    untrained model's bar an IndexError)."""
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.vocab import Vocab
+
+    text = "我不要再想你 我不要再想你 不想你不想你 我不要再想你\n"
+    feats = inspector.line_features(text, list(range(len(text))))
+    assert "read_so_far" not in feats and "read_so_far" in inspector.line_features(text + "你", list(range(len(text) + 1)))
+    vocab = Vocab.build(text)
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=12)).eval()
+    rep = inspector.analyse(model, vocab, "model", text)  # a page, and no drift feature in it
+    assert "read_so_far" not in {f.feature for f in rep.found} and not any("how far into the text" in x for x in rep.unit_notes)
+    # The bar is the largest |r| of any untrained unit, one that drifts too.
+    text = "一二三四五\n六七八\n九十一二\n三四五六七\n一二三\n"
+    feats = inspector.line_features(text, list(range(len(text))))
+    n, position, drift = len(text), feats["position"][1], feats["read_so_far"][1]
+    rng = np.random.default_rng(2)
+    acts = {q: rng.normal(0, 0.05, (n, 3)) for q in ("input", "forget", "output", "cell")}
+    acts["cell"][:, 0] += position
+    untrained = {q: rng.normal(0, 0.05, (n, 3)) for q in acts}
+    untrained["input"][:, 1] += 0.6 * position / position.max() + drift / n  # follows the position, and the drift more
+    bar = max(abs(r) for q in acts for r in inspector.correlations(untrained[q], position))
+    fu = next(f for f in inspector.find_units(acts, feats, untrained)[0] if f.feature == "position")
+    assert fu.unit == 0 and fu.untrained == pytest.approx(bar) and bar > 0.4

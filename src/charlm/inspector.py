@@ -42,7 +42,7 @@ DEFAULT_UNITS = 16
 TOP_K = 5
 MIN_CHARS_FOR_UNITS = 20  # fewer characters make correlations meaningless
 FOLLOWS = 0.4  # |r| from which a unit is said to follow a feature (if no unit of the untrained model does as well)
-COPY_SOURCE = 0.1  # the share copied from which the page names where the strongest key points
+COPY_SOURCE = 0.1  # the share of the strongest key from which the page names the character it points at
 UNTRAINED_SEED = 0  # the untrained model the findings are held against: charlm's initialisation, this seed
 PNG_COLS = 60
 PNG_MAX_CHARS = 240
@@ -91,7 +91,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     unit_notes: list[str] = field(default_factory=list)
     # with a copy attention, per character read (as bits): the LSTM's own surprisal, the share of the probability the
-    # attention gave to copying, and the earlier character its strongest key pointed at (-1: none); else None
+    # attention gave to copying, and the earlier character its strongest key pointed at (-1: none, or a key under
+    # COPY_SOURCE: attention spread thin points nowhere in particular); else None
     lstm_bits: np.ndarray | None = None
     copied: np.ndarray | None = None
     copy_from: np.ndarray | None = None
@@ -241,7 +242,8 @@ def line_features(raw: str, positions: list[int], newlines: str = "keep") -> dic
 
     Over the characters read only: one skipped (outside the vocabulary) is not part of any line,
     so the character before it can still be the last of its line.  The last, ``read_so_far``,
-    is how far into the text a character is: a unit still drifting from the zero start state
+    is how far into the text a character is (left out for a text of one line, where it is the
+    position in the line): a unit still drifting from the zero start state
     follows it, and any feature that grows along the text (as "repeated" does when the repeats
     come last) along with it.
     """
@@ -262,13 +264,16 @@ def line_features(raw: str, positions: list[int], newlines: str = "keep") -> dic
     ln = np.array([line_of[p] for p in positions])
     is_break = np.array([raw[p] == "\n" for p in positions], dtype=float)
     last = np.array([raw[p] != "\n" and p + 1 < len(raw) and raw[p + 1] == "\n" for p in positions], dtype=float)
-    return {
-        "position": ("position within the line (characters since it began)", (pos - np.array(starts)[ln]).astype(float)),
+    position = (pos - np.array(starts)[ln]).astype(float)
+    features = {
+        "position": ("position within the line (characters since it began)", position),
         "line_break": ("reading a line break" + (" (which this model reads as a space)" if newlines == "space" else ""), is_break),
         "line_end": ("the last character of a line (a line break comes next)", last),
         "repeated": ("inside a line that already appeared above (a repeated line or chorus)", np.array([repeated[i] for i in ln], dtype=float)),
-        "read_so_far": ("how far into the text (characters read so far: drift from the zero start state)", pos.astype(float)),
     }
+    if not np.array_equal(position, pos):  # in one line the position in it is how far into the text: one feature, not two
+        features["read_so_far"] = ("how far into the text (characters read so far: drift from the zero start state)", pos.astype(float))
+    return features
 
 
 def correlations(acts: np.ndarray, feature: np.ndarray) -> np.ndarray:
@@ -314,8 +319,7 @@ def find_units(acts: dict[str, np.ndarray], features: dict[str, tuple[str, np.nd
             continue
         against = None if name == "read_so_far" else drift
         cands = _candidates(acts, f, against)
-        bar = _candidates(untrained, f, against) if untrained is not None else []
-        base = bar[0][0] if bar else 0.0  # none: every untrained unit follows the drift at least as closely
+        base = _candidates(untrained, f, None)[0][0] if untrained is not None else 0.0  # the largest |r| of any untrained unit
         picked: list[int] = []
         for a, r, q, u in cands:
             if a < FOLLOWS or a <= base or len(picked) == per_feature:
@@ -393,7 +397,7 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
         if len(ids) > 2:
             keys = copy["keys"][:-1].cpu()  # (n - 1, n - 1)
             share, m = keys.max(dim=1)
-            copy_from[1:] = torch.where(share > 0, m + 1, -1).numpy()
+            copy_from[1:] = torch.where(share >= COPY_SOURCE, m + 1, -1).numpy()
     acts = {name: v.cpu().numpy() for name, v in gates[layer].items()}
     features = line_features(raw, positions, newlines)
     untrained = None
@@ -598,7 +602,7 @@ JS = r"""
       lines.push('surprisal ' + b.toFixed(2) + ' bits: rank ' + D.rank[k] + ' of ' + D.vocab + ' in what the model expected here' +
                  (D.unk.indexOf(k) >= 0 ? '\n(read as <unk>: the surprisal of <unk>, not of this character)' : ''));
       if (D.copied) lines.push('copied: ' + (D.copied[k] * 100).toFixed(1) + '% of the probability' +
-                               (D.copy_from[k] >= 0 && D.copied[k] >= D.copy_source ? ', most for #' + (D.copy_from[k] + 1) + ' “' + D.chars[D.copy_from[k]] + '”, which followed a context like this one' : '') +
+                               (D.copy_from[k] >= 0 ? ', most for #' + (D.copy_from[k] + 1) + ' “' + D.chars[D.copy_from[k]] + '”, which followed a context like this one' : '') +
                                '\nthe LSTM alone: ' + D.lstm_bits[k].toFixed(2) + ' bits');
       lines.push('it expected here:');
       lines = lines.concat(guesses(D.top[k - 1]));
@@ -700,7 +704,7 @@ def render_html(report: Report) -> str:
         **({} if report.copied is None else {
             "copied": [None if math.isnan(x) else round(float(x), 4) for x in report.copied],
             "lstm_bits": [None if math.isnan(b) else round(float(b), 3) for b in report.lstm_bits],
-            "copy_from": report.copy_from.tolist(), "copy_source": COPY_SOURCE}),
+            "copy_from": report.copy_from.tolist()}),
         "top": [[[show_char(c) if len(c) == 1 else c, round(p, 4)] for c, p in t] for t in report.top],
         "viridis": VIRIDIS, "rdbu": RDBU,
         "quantities": [_values(report, q) for q in GATE_NAMES],
@@ -800,7 +804,7 @@ def render_html(report: Report) -> str:
         extra = ""
         if copy_cols:
             src = report.copy_from[k]
-            where = f" (most: #{src + 1} {e(chars[src])})" if k and src >= 0 and report.copied[k] >= COPY_SOURCE else ""
+            where = f" (most: #{src + 1} {e(chars[src])})" if k and src >= 0 else ""
             extra = (f'<td class="num">{"—" if not k else f"{report.copied[k]:.0%}{where}"}</td>'
                      f'<td class="num">{"—" if not k else f"{report.lstm_bits[k]:.2f} bits"}</td>')
         out.append(f'<tr><td class="num">{k + 1}</td><td class="big">{e(chars[k])}</td><td class="num">{"—" if math.isnan(b) else f"{b:.2f} bits{unk}"}</td>'

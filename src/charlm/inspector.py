@@ -198,6 +198,21 @@ def run_scratch(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, 
     """Logits (n, vocab) after each of ``ids`` (n,), every layer's gates (each (n, hidden)), and with a copy attention
     what it did after each character: ``lstm`` the LSTM's own logits (n, vocab), ``sentinel`` the LSTM's share g (n,),
     ``keys`` each earlier character's share (n, n - 1; column m: the key left after character m, pointing at m + 1).
+    The gates are :func:`lstm_gates`'."""
+    y, gates = lstm_gates(model, ids)
+    logits = model.decoder(y)
+    copy = None
+    if model.copy is not None:  # the copy attention's mixture, from an empty memory as the model itself would start
+        memory = model.split_state(model.init_state(1, ids.device))[1]
+        share = model.copy.shares(y, ids[None], memory)[0][0]  # (n, 1 + window + n - 1): the sentinel, the memory, the text
+        copy = {"lstm": logits[0], "sentinel": share[:, 0], "keys": share[:, 1 + model.copy.window :]}
+        logits, _ = model.copy(logits, y, ids[None], memory)
+    return logits[0], gates, copy
+
+
+@torch.no_grad()
+def lstm_gates(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """The LSTM's output (1, n, hidden) over ``ids`` (n,), and every layer's gates (each (n, hidden)).
 
     The model's LSTM weights are copied into a :class:`ScratchLSTM`, which has the same
     parameter names as ``nn.LSTM``, computes the same outputs and keeps every gate.  (It is
@@ -208,14 +223,7 @@ def run_scratch(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, 
     scratch.load_state_dict(model.rnn.state_dict())
     x = model.embedding(ids[None]).float()  # (1, n, width); eval mode: no dropout
     y, _, gates = scratch.to(x.device).eval()(x, return_gates=True)  # (1, n, hidden)
-    logits = model.decoder(y)
-    copy = None
-    if model.copy is not None:  # the copy attention's mixture, from an empty memory as the model itself would start
-        memory = model.split_state(model.init_state(1, ids.device))[1]
-        share = model.copy.shares(y, ids[None], memory)[0][0]  # (n, 1 + window + n - 1): the sentinel, the memory, the text
-        copy = {"lstm": logits[0], "sentinel": share[:, 0], "keys": share[:, 1 + model.copy.window :]}
-        logits, _ = model.copy(logits, y, ids[None], memory)
-    return logits[0], [{name: v[0] for name, v in layer.items()} for layer in gates], copy
+    return y, [{name: v[0] for name, v in layer.items()} for layer in gates]
 
 
 def predictions(logits: torch.Tensor, ids: torch.Tensor, vocab, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, float]]]]:
@@ -284,14 +292,13 @@ def correlations(acts: np.ndarray, feature: np.ndarray) -> np.ndarray:
     return np.where(denom > 1e-12, (a * f[:, None]).sum(axis=0) / np.maximum(denom, 1e-12), 0.0)
 
 
-def _candidates(acts: dict[str, np.ndarray], f: np.ndarray, drift: np.ndarray | None) -> list[tuple[float, float, str, int]]:
+def _candidates(acts: dict[str, np.ndarray], f: np.ndarray, drift: dict[str, np.ndarray] | None) -> list[tuple[float, float, str, int]]:
     """(|r|, r, quantity, unit) of every shown quantity of every unit with the feature ``f``, largest |r| first; with
-    ``drift``, leaving out the units that follow how far into the text they are at least as closely (their r is the drift's)."""
+    ``drift`` (each quantity's |r| with how far into the text), leaving out the units that follow that at least as closely."""
     out = []
     for q, _ in SHOWN:
         rs = correlations(acts[q], f)
-        ok = np.ones_like(rs, dtype=bool) if drift is None else np.abs(correlations(acts[q], drift)) < np.abs(rs)
-        out += [(abs(r), r, q, u) for u, r in enumerate(rs) if ok[u]]
+        out += [(abs(r), r, q, u) for u, r in enumerate(rs) if drift is None or drift[q][u] < abs(r)]
     return sorted(out, reverse=True)
 
 
@@ -308,7 +315,9 @@ def find_units(acts: dict[str, np.ndarray], features: dict[str, tuple[str, np.nd
     if n < MIN_CHARS_FOR_UNITS:
         return [], [f"the text is too short to look for units (it has {n} character{'s' if n != 1 else ''}; give at least {MIN_CHARS_FOR_UNITS})"]
     found, notes = [], []
-    drift = features["read_so_far"][1] if "read_so_far" in features else None
+    drift = None  # each quantity's |r| with how far into the text, for the features that are not that
+    if "read_so_far" in features:
+        drift = {q: np.abs(correlations(acts[q], features["read_so_far"][1])) for q, _ in SHOWN}
     for name, (desc, f) in features.items():
         binary = set(np.unique(f)) <= {0.0, 1.0}
         if f.std() == 0:
@@ -402,7 +411,7 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     features = line_features(raw, positions, newlines)
     untrained = None
     if len(positions) >= MIN_CHARS_FOR_UNITS:  # the bar the findings must pass: the same layer, untrained, same text
-        untrained = {name: v.cpu().numpy() for name, v in run_scratch(untrained_like(model), ids)[1][layer].items()}
+        untrained = {name: v.cpu().numpy() for name, v in lstm_gates(untrained_like(model), ids)[1][layer].items()}
     found, unit_notes = find_units(acts, features, untrained)
     if units is None:
         units = default_units(acts, found)

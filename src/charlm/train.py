@@ -632,8 +632,6 @@ class Trainer:
         ckpt_io.write_atomic((self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.metrics).encode()))
 
 
-
-
 def plot_metrics(metrics: list[dict], path: Path) -> Path | None:
     """Training and validation perplexity per epoch, as a PNG."""
     if not metrics:

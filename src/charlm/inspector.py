@@ -124,10 +124,15 @@ class Report:
         return (f"the copy attention gave {np.nanmean(self.copied):.0%} of the probability to copying, on average; the LSTM alone "
                 f"would have spent {lstm:.2f} bits/char against the whole model's {self.mean_bits:.2f}")
 
+    @functools.cached_property
+    def memory(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per unit of the layer: the share of its cell kept per character, and the characters until half is gone."""
+        return memory(self.acts["forget"])
+
     @property
     def memory_text(self) -> str:
         """How long the layer's cells keep what they hold, in words (the median unit and the longest-keeping one)."""
-        kept, half = memory(self.acts["forget"])
+        kept, half = self.memory
         u = int(np.argmax(kept))
         return (f"the median unit keeps {np.median(kept):.2f} of its cell per character (half of it is gone after "
                 f"{_chars(float(np.median(half)))}); the longest-keeping, unit {u}, keeps {kept[u]:.2f} ({_chars(float(half[u]))})")
@@ -767,7 +772,7 @@ def render_html(report: Report) -> str:
     out.append("<noscript><p>The heatmaps are drawn by the page's inline script; allow scripts to see them (the PNG has them too).</p></noscript></section>")
 
     # How long each unit keeps its cell.
-    kept, half = memory(report.acts["forget"])
+    kept, half = report.memory
     out += ['<section><h2>How long the cells remember</h2>',
             '<p class="help">The forget gate f is the share of a unit\'s cell kept from one character to the next: after t characters '
             "with nothing new written, f₁·f₂·…·f_t of it is left. Over this text, " + e(report.memory_text) + ". A unit that keeps "

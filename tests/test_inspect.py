@@ -46,6 +46,17 @@ def report(tiny_ckpt, tmp_path_factory) -> Path:
 def page_data(html: str) -> dict:
     return json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1))
 
+def random_model(text: str, **kw):
+    """An untrained CharLM (embedding 8, hidden 12, seed 0; ``kw`` into its config) and the vocabulary of ``text``."""
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.vocab import Vocab
+
+    vocab = Vocab.build(text)
+    torch.manual_seed(0)
+    return CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=12, **kw)).eval(), vocab
+
+
 
 def test_writes_html_and_png(report, capsys):
     html = report.read_text(encoding="utf-8")
@@ -100,14 +111,8 @@ def test_surprisal_agrees_with_eval_and_gates_with_the_model(tiny_ckpt):
 
 @pytest.mark.parametrize("layer", [0, 1])
 def test_a_deeper_model_shows_the_layer_asked_for_and_a_copy_model_its_whole_surprisal(layer):
-    from charlm.config import ModelConfig
-    from charlm.model import CharLM
-    from charlm.vocab import Vocab
-
     text = TEXT.replace("\\n", "\n")
-    vocab = Vocab.build(text)
-    torch.manual_seed(0)
-    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=12, num_layers=2, copy_window=16)).eval()
+    model, vocab = random_model(text, num_layers=2, copy_window=16)
     rep = inspector.analyse(model, vocab, "model", text, layer=layer)
     ids = torch.tensor(vocab.encode(text))
     loss, n = evaluate(model, ids)  # the whole model: the LSTM's prediction mixed with the copy attention's
@@ -444,14 +449,8 @@ def test_the_pages_step_shows_the_lstms_own_numbers(report, tiny_ckpt, tmp_path)
 
 
 def test_a_copy_model_shows_what_was_copied_and_what_the_lstm_alone_would_spend(tmp_path):
-    from charlm.config import ModelConfig
-    from charlm.model import CharLM
-    from charlm.vocab import Vocab
-
     text = TEXT.replace("\\n", "\n")
-    vocab = Vocab.build(text)
-    torch.manual_seed(0)
-    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=12, copy_window=16)).eval()
+    model, vocab = random_model(text, copy_window=16)
     with torch.no_grad():  # an attention sharp enough that some keys stand out and others do not
         model.copy.query.weight.mul_(30.0)
         model.copy.sentinel_bias.fill_(0.0)
@@ -487,10 +486,6 @@ def test_a_copy_model_shows_what_was_copied_and_what_the_lstm_alone_would_spend(
 
 
 def test_unit_choice_layer_and_cell_scale():
-    from charlm.config import ModelConfig
-    from charlm.model import CharLM
-    from charlm.vocab import Vocab
-
     rng = np.random.default_rng(0)
     hidden = rng.normal(0, 1, (40, 6)) * np.array([0.1, 3.0, 0.5, 2.0, 1.0, 0.2])
     assert inspector.default_units({"hidden": hidden}, [], k=6) == [1, 3, 4, 2, 5, 0]  # most varying first
@@ -506,9 +501,7 @@ def test_unit_choice_layer_and_cell_scale():
     assert picked[0] == 0 and len(picked) == 2 and picked[1] != 0
     # without --layer, the last layer; each cell row divided by its own largest |c|, negative ones too
     text = TEXT.replace("\\n", "\n")
-    vocab = Vocab.build(text)
-    torch.manual_seed(0)
-    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=12, num_layers=2)).eval()
+    model, vocab = random_model(text, num_layers=2)
     rep = inspector.analyse(model, vocab, "model", text)
     assert rep.layer == 1
     rep.acts["cell"][:, rep.units[0]] = -np.linspace(0.5, 4.0, rep.n)  # a unit whose cell is all negative
@@ -519,16 +512,10 @@ def test_unit_choice_layer_and_cell_scale():
 def test_a_text_of_one_line_has_no_separate_drift_and_its_findings_stand():
     """In one line the position in it is how far into the text: one feature (both made every unit drift, and the
     untrained model's bar an IndexError)."""
-    from charlm.config import ModelConfig
-    from charlm.model import CharLM
-    from charlm.vocab import Vocab
-
     text = "我不要再想你 我不要再想你 不想你不想你 我不要再想你\n"
     feats = inspector.line_features(text, list(range(len(text))))
     assert "read_so_far" not in feats and "read_so_far" in inspector.line_features(text + "你", list(range(len(text) + 1)))
-    vocab = Vocab.build(text)
-    torch.manual_seed(0)
-    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=12)).eval()
+    model, vocab = random_model(text)
     rep = inspector.analyse(model, vocab, "model", text)  # a page, and no drift feature in it
     assert "read_so_far" not in {f.feature for f in rep.found} and not any("how far into the text" in x for x in rep.unit_notes)
     # The bar is the largest |r| of any untrained unit, one that drifts too.

@@ -158,6 +158,11 @@ def test_finds_units_that_follow_visible_features():
         (["--text", "分开", "--units", " , "], "--units names no unit"),
         (["--text", "分开", "--units", ""], "--units names no unit"),
         ([], "exactly one of --text or --file"),
+        (["--text", "分开", "--context", ""], "the context (--context) is empty"),
+        (["--text", "分开", "--context", "分" * (inspector.MAX_CONTEXT + 1)], "inspect reads at most 2,000 of it"),
+        (["--text", "分开", "--context", "你", "--context-file", "c.txt"], "one of --context or --context-file, not both"),
+        (["--text", "分开", "--context-file", "no-such.txt"], "no-such.txt"),
+        (["--text", "xyz", "--context", "分开"], "no character of the text is in the model's vocabulary"),
     ],
 )
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tiny_ckpt, tmp_path, capsys, args, message):
@@ -530,3 +535,68 @@ def test_a_text_of_one_line_has_no_separate_drift_and_its_findings_stand():
     bar = max(abs(r) for q in acts for r in inspector.correlations(untrained[q], position))
     fu = next(f for f in inspector.find_units(acts, feats, untrained)[0] if f.feature == "position")
     assert fu.unit == 0 and fu.untrained == pytest.approx(bar) and bar > 0.4
+
+
+def test_a_context_is_read_first_and_only_the_text_is_shown(tiny_ckpt, tmp_path):
+    """--context: the text starts from the state the context left, and each figure shown is the one the model computes
+    reading context and text as one stream; a line the context began goes on, one it held is a repeat."""
+    lines = TEXT.replace("\\n", "\n")
+    context, text = lines[:14], lines[14:]  # the context ends inside the line 你说我们还会再见
+    model, vocab, _ = load_model(tiny_ckpt)
+    whole = inspector.analyse(model, vocab, "model", context + text)
+    rep = inspector.analyse(model, vocab, "model", text, context=context)
+    c = len(context)
+    assert rep.context_read == c and rep.n == len(text) and rep.raw == text and rep.positions == list(range(len(text)))
+    assert not math.isnan(rep.bits[0])  # the first character shown has something before it
+    np.testing.assert_allclose(rep.bits, whole.bits[c:], rtol=1e-5)
+    assert rep.rank.tolist() == whole.rank[c:].tolist() and rep.top == whole.top[c:] and rep.top_before == whole.top[c - 1]
+    for q in rep.acts:
+        np.testing.assert_allclose(rep.acts[q], whole.acts[q][c:], atol=1e-6)
+    np.testing.assert_allclose(rep.cell_before, whole.acts["cell"][c - 1], atol=1e-6)
+    loss, n = evaluate(model, torch.tensor(vocab.encode(context + text)))  # the context's bits and the text's add up to eval's
+    ctx_loss, m = evaluate(model, torch.tensor(vocab.encode(context)))
+    assert np.sum(rep.bits) == pytest.approx((loss * n - ctx_loss * m) / math.log(2), rel=1e-4)
+    assert rep.features["position"][1][:4].tolist() == [3, 4, 5, 6]  # the line the context began (你说我) goes on
+    assert rep.features["repeated"][1][-12:].tolist() == [0] + [1] * 11  # the last line (and its break) repeats the context's first
+    assert "read_so_far" in rep.features
+    # a text inside one line has no drift feature beside the position, though the context has lines
+    assert "read_so_far" not in inspector.line_features(context + "不分开的是", list(range(c + 5)), start=c)
+    page = inspector.render_html(rep)
+    data = page_data(page)
+    assert data["bits"][0] == pytest.approx(rep.bits[0], abs=1e-3) and "after 14 of context" in page
+    assert "The model first read 14 characters of context" in page and "<td>—</td>" not in page
+    if NODE:  # a hover on the first character: its step starts from the context's cell, its tip says what was expected
+        u = 2
+        got = run_page_script(page, tmp_path, f"console.log(JSON.stringify([window.charlm.step({u}, 0), window.charlm.charTip(0)]));")
+        assert "the state the context left" in got[0]
+        before = float(re.findall(r"\u2212?\d+\.\d{3}", got[0].split("\n")[1].split("=", 1)[1])[1].replace("\u2212", "-"))
+        assert before == pytest.approx(float(rep.cell_before[data["units"][u]]), abs=6e-4)
+        assert f"rank {rep.rank[0]} of {len(vocab)}" in got[1] and "it expected here:" in got[1]
+    # from the command line, the context from a file: the same page
+    (tmp_path / "ctx.txt").write_text(context, encoding="utf-8")
+    out = tmp_path / "r.html"
+    assert main(["inspect", str(tiny_ckpt), "--text", text.replace("\n", "\\n"), "--context-file", str(tmp_path / "ctx.txt"), "--out", str(out)]) == 0
+    assert page_data(out.read_text(encoding="utf-8"))["bits"] == data["bits"]
+
+
+def test_a_copy_from_the_context_is_said_to_be_from_the_context(tmp_path):
+    text = TEXT.replace("\\n", "\n")
+    model, vocab = random_model(text, copy_window=16)
+    with torch.no_grad():  # an attention sharp enough that keys in the context, in the text and neither stand out
+        model.copy.query.weight.mul_(100.0)
+        model.copy.sentinel_bias.fill_(0.0)
+    context, shown = text[:23], text[23:]  # the last line repeats the context's first
+    whole = inspector.analyse(model, vocab, "model", context + shown)
+    rep = inspector.analyse(model, vocab, "model", shown, context=context)
+    c = len(context)
+    expected = np.where(whole.copy_from[c:] >= c, whole.copy_from[c:] - c, np.where(whole.copy_from[c:] >= 0, inspector.IN_CONTEXT, -1))
+    assert rep.copy_from.tolist() == expected.tolist()
+    assert {-1, inspector.IN_CONTEXT} < set(rep.copy_from.tolist()) and (rep.copy_from >= 0).any()
+    np.testing.assert_allclose(rep.copied, whole.copied[c:], rtol=1e-5)
+    np.testing.assert_allclose(rep.lstm_bits, whole.lstm_bits[c:], rtol=1e-5)
+    page = inspector.render_html(rep)
+    assert "(most: from the context)" in page
+    if NODE:
+        k = int(np.argmax(rep.copy_from == inspector.IN_CONTEXT))
+        tip = run_page_script(page, tmp_path, f"console.log(JSON.stringify(window.charlm.charTip({k})));")
+        assert "most for a character of the context read first" in tip

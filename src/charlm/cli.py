@@ -143,7 +143,10 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     n.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint); cell lstm or scratch")
     n.add_argument("--text", default=None, help="the text to inspect (\\n stands for a line break); at most 2,000 characters")
     n.add_argument("--file", "--text-file", dest="file", default=None, help="read the text from this file (or the .txt files of a folder) instead")
-    n.add_argument("--encoding", default="utf-8", help="text encoding of --file (default: utf-8)")
+    n.add_argument("--context", default=None, help="text the model reads first, not shown (\\n stands for a line break): the inspected "
+                   "text then starts from the state it left instead of the zero state; at most 2,000 characters")
+    n.add_argument("--context-file", default=None, help="read the context from this file (or the .txt files of a folder) instead")
+    n.add_argument("--encoding", default="utf-8", help="text encoding of --file and --context-file (default: utf-8)")
     n.add_argument("--out", default="inspect.html", help="the HTML report to write (default: inspect.html)")
     n.add_argument("--png", default=None, help="also write the heatmaps as this PNG")
     n.add_argument("--layer", type=int, default=None, help="layer to show, from 0 (default: the last)")
@@ -556,7 +559,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspector import inspect_checkpoint
 
     summary = inspect_checkpoint(args.checkpoint, text=args.text, file=args.file, encoding=args.encoding,
-                                 out=args.out, png=args.png, layer=args.layer, units=args.units)
+                                 out=args.out, png=args.png, layer=args.layer, units=args.units,
+                                 context=args.context, context_file=args.context_file)
     # the summary goes to stderr when stdout is where the page (or picture) went: --out /dev/stdout > page.html
     print(summary, file=sys.stderr if any(p and _is_stdout(p) for p in (args.out, args.png)) else sys.stdout)
     return 0

@@ -43,6 +43,8 @@ TOP_K = 5
 MIN_CHARS_FOR_UNITS = 20  # fewer characters make correlations meaningless
 FOLLOWS = 0.4  # |r| from which a unit is said to follow a feature (if no unit of the untrained model does as well)
 COPY_SOURCE = 0.1  # the share of the strongest key from which the page names the character it points at
+IN_CONTEXT = -2  # Report.copy_from: the strongest key points into the context read first (-1: at nothing in particular)
+MAX_CONTEXT = 2000  # characters of --context; the copy attention's shares grow with the square of all characters read
 UNTRAINED_SEED = 0  # the untrained model the findings are held against: charlm's initialisation, this seed
 PNG_COLS = 60
 PNG_MAX_CHARS = 240
@@ -96,10 +98,21 @@ class Report:
     lstm_bits: np.ndarray | None = None
     copied: np.ndarray | None = None
     copy_from: np.ndarray | None = None
+    # with a context read first and not shown (inspect --context): how many of its characters the model read, what it
+    # expected after them (for the first character shown), and the shown layer's cell state then (hidden,); else 0, None
+    context_read: int = 0
+    top_before: list[tuple[str, float]] | None = None
+    cell_before: np.ndarray | None = None
+    features: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)  # line_features over the characters shown
 
     @property
     def n(self) -> int:
         return len(self.positions)
+
+    def expected(self, k: int) -> list[tuple[str, float]] | None:
+        """What the model expected in the place of the k-th character shown (None for the first of a text read from the
+        zero state: nothing came before it)."""
+        return self.top[k - 1] if k else self.top_before
 
     @property
     def mean_bits(self) -> float:
@@ -158,17 +171,35 @@ def _chars(x: float) -> str:
 
 def read_input(text: str | None, file: str | None, encoding: str = "utf-8") -> str:
     """The text to inspect, from ``--text`` (where ``\\n`` stands for a line break) or ``--file``."""
-    from .data import read_text
-
     if (text is None) == (not file):
         raise CharlmError("give the text to inspect with exactly one of --text or --file")
-    raw = text.replace("\\n", "\n") if text is not None else read_text(file, encoding)
-    raw = raw.replace("\r\n", "\n").replace("\r", "\n")
+    raw = _read(text, file, encoding)
     if not raw:
         raise CharlmError("the text to inspect is empty")
     if len(raw) > MAX_CHARS:
         raise CharlmError(f"the text has {len(raw):,} characters; inspect reads at most {MAX_CHARS:,} (heatmaps of more are unreadable)")
     return raw
+
+
+def read_context(text: str | None, file: str | None, encoding: str = "utf-8") -> str:
+    """The context read before the text and not shown, from ``--context`` or ``--context-file`` ('' without either)."""
+    if text is not None and file:
+        raise CharlmError("give the context with one of --context or --context-file, not both")
+    if text is None and not file:
+        return ""
+    raw = _read(text, file, encoding)
+    if not raw:
+        raise CharlmError(f"the context ({'--context' if text is not None else '--context-file ' + file}) is empty: leave it out to start from the zero state")
+    if len(raw) > MAX_CONTEXT:
+        raise CharlmError(f"the context has {len(raw):,} characters; inspect reads at most {MAX_CONTEXT:,} of it: give its last part")
+    return raw
+
+
+def _read(text: str | None, file: str | None, encoding: str) -> str:
+    from .data import read_text
+
+    raw = text.replace("\\n", "\n") if text is not None else read_text(file, encoding)
+    return raw.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def parse_units(spec: str | None, hidden_size: int) -> list[int] | None:
@@ -250,13 +281,15 @@ def predictions(logits: torch.Tensor, ids: torch.Tensor, vocab, k: int = TOP_K) 
 # --- finding units ------------------------------------------------------------------------
 
 
-def line_features(raw: str, positions: list[int], newlines: str = "keep") -> dict[str, tuple[str, np.ndarray]]:
-    """Things a reader sees at each character read: name -> (description, values (n,)).
+def line_features(raw: str, positions: list[int], newlines: str = "keep", start: int = 0) -> dict[str, tuple[str, np.ndarray]]:
+    """Things a reader sees at each character read: name -> (description, values (n - start,)), for the characters read
+    from the ``start``-th on (those before it are a context read first and not shown: a line it began goes on, and a line
+    it held is a repeat).
 
     Over the characters read only: one skipped (outside the vocabulary) is not part of any line,
     so the character before it can still be the last of its line.  The last, ``read_so_far``,
-    is how far into the text a character is (left out for a text of one line, where it is the
-    position in the line): a unit still drifting from the zero start state
+    is how far into the text a character is (left out when the characters shown lie in one line, where it is the
+    position in the line up to a constant): a unit still drifting from the zero start state
     follows it, and any feature that grows along the text (as "repeated" does when the repeats
     come last) along with it.
     """
@@ -273,10 +306,10 @@ def line_features(raw: str, positions: list[int], newlines: str = "keep") -> dic
         key = line.strip()
         repeated.append(len(key) >= 2 and key in seen)
         seen.add(key)
-    pos = np.array(positions)
-    ln = np.array([line_of[p] for p in positions])
-    is_break = np.array([raw[p] == "\n" for p in positions], dtype=float)
-    last = np.array([raw[p] != "\n" and p + 1 < len(raw) and raw[p + 1] == "\n" for p in positions], dtype=float)
+    pos = np.array(positions[start:])
+    ln = np.array([line_of[p] for p in pos], dtype=int)
+    is_break = np.array([raw[p] == "\n" for p in pos], dtype=float)
+    last = np.array([raw[p] != "\n" and p + 1 < len(raw) and raw[p + 1] == "\n" for p in pos], dtype=float)
     position = (pos - np.array(starts)[ln]).astype(float)
     features = {
         "position": ("position within the line (characters since it began)", position),
@@ -284,7 +317,7 @@ def line_features(raw: str, positions: list[int], newlines: str = "keep") -> dic
         "line_end": ("the last character of a line (a line break comes next)", last),
         "repeated": ("inside a line that already appeared above (a repeated line or chorus)", np.array([repeated[i] for i in ln], dtype=float)),
     }
-    if not np.array_equal(position, pos):  # in one line the position in it is how far into the text: one feature, not two
+    if len(set((pos - position).tolist())) > 1:  # in one line the position in it is how far into the text: one feature, not two
         features["read_so_far"] = ("how far into the text (characters read so far: drift from the zero start state)", pos.astype(float))
     return features
 
@@ -374,8 +407,10 @@ def default_units(acts: dict[str, np.ndarray], found: list[FoundUnit], k: int = 
     return units
 
 
-def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, units: list[int] | None = None, newlines: str = "keep") -> Report:
-    """Run the model over ``raw`` and gather what the report shows."""
+def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, units: list[int] | None = None, newlines: str = "keep",
+            context: str = "") -> Report:
+    """Run the model over ``raw`` and gather what the report shows; with a ``context``, the model reads it first
+    (from the zero state, as the text would have been), and only the text is shown."""
     from .data import normalize
 
     cfg = model.cfg
@@ -385,38 +420,48 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
         layer = cfg.num_layers - 1
     if not 0 <= layer < cfg.num_layers:
         raise CharlmError(f"--layer {layer} does not exist: the model has layers 0 to {cfg.num_layers - 1}")
-    text = normalize(raw, newlines)  # what the model reads: same length as raw
+    whole = context + raw
+    text = normalize(whole, newlines)  # what the model reads: same length as whole
     read_as = [ch if ch in vocab else (UNK if vocab.unk else None) for ch in text]
     positions = [i for i, t in enumerate(read_as) if t is not None]
-    if not positions:
+    c = sum(p < len(context) for p in positions)  # characters of the context read
+    if c == len(positions):
         raise CharlmError("no character of the text is in the model's vocabulary")
     notes = []
-    outside = [raw[i] for i, ch in enumerate(text) if ch not in vocab]
-    if outside:
-        unknown, count = list(dict.fromkeys(outside)), len(outside)
-        shown = " ".join(show_char(c) for c in unknown[:20]) + ("…" if len(unknown) > 20 else "")
-        how = "read as <unk>" if vocab.unk else "skipped (shown struck through)"
-        notes.append(f"{count} character{'s' if count != 1 else ''} outside the model's vocabulary {how}: {shown}")
-    if newlines == "space" and "\n" in raw:
+    for part, what in ((range(len(context)), " of the context"), (range(len(context), len(whole)), " of the text" if context else "")):
+        outside = [whole[i] for i in part if text[i] not in vocab]
+        if outside:
+            unknown, count = list(dict.fromkeys(outside)), len(outside)
+            shown = " ".join(show_char(ch) for ch in unknown[:20]) + ("…" if len(unknown) > 20 else "")
+            how = "read as <unk>" if vocab.unk else "skipped" + ("" if what == " of the context" else " (shown struck through)")
+            notes.append(f"{count} character{'s' if count != 1 else ''}{what} outside the model's vocabulary {how}: {shown}")
+    if newlines == "space" and "\n" in whole:
         notes.append("this model was trained with line breaks replaced by spaces, so it reads them as spaces")
+    if context:
+        notes.append(f"the model read {c:,} character{'s' if c != 1 else ''} of context first (not shown): the text starts from "
+                     "the state they left, not from the zero state")
     ids = torch.tensor([vocab.stoi[read_as[p]] for p in positions], dtype=torch.long, device=model.decoder.weight.device)
     logits, gates, copy = run_scratch(model, ids)
     bits, rank, top = predictions(logits, ids, vocab)
     lstm_bits = copied = copy_from = None
     if copy is not None:  # character k is predicted after k - 1: its shares are row k - 1's
-        lstm_bits = predictions(copy["lstm"], ids, vocab)[0]
+        lstm_bits = predictions(copy["lstm"], ids, vocab)[0][c:]
         copied = np.full(len(ids), np.nan)
         copied[1:] = 1 - copy["sentinel"][:-1].double().cpu().numpy()
+        copied = copied[c:]
         copy_from = np.full(len(ids), -1)
         if len(ids) > 2:
             keys = copy["keys"][:-1].cpu()  # (n - 1, n - 1)
             share, m = keys.max(dim=1)
-            copy_from[1:] = torch.where(share >= COPY_SOURCE, m + 1, -1).numpy()
-    acts = {name: v.cpu().numpy() for name, v in gates[layer].items()}
-    features = line_features(raw, positions, newlines)
+            src = m + 1 - c  # in the characters shown; below 0: in the context
+            copy_from[1:] = torch.where(share < COPY_SOURCE, -1, torch.where(src < 0, IN_CONTEXT, src)).numpy()
+        copy_from = copy_from[c:]
+    acts = {name: v[c:].cpu().numpy() for name, v in gates[layer].items()}
+    cell_before = gates[layer]["cell"][c - 1].cpu().numpy() if c else None
+    features = line_features(whole, positions, newlines, start=c)
     untrained = None
-    if len(positions) >= MIN_CHARS_FOR_UNITS:  # the bar the findings must pass: the same layer, untrained, same text
-        untrained = {name: v.cpu().numpy() for name, v in lstm_gates(untrained_like(model), ids)[1][layer].items()}
+    if len(positions) - c >= MIN_CHARS_FOR_UNITS:  # the bar the findings must pass: the same layer, untrained, same text
+        untrained = {name: v[c:].cpu().numpy() for name, v in lstm_gates(untrained_like(model), ids)[1][layer].items()}
     found, unit_notes = find_units(acts, features, untrained)
     if units is None:
         units = default_units(acts, found)
@@ -427,8 +472,10 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
                      f"top-5 are the whole model's (the LSTM's prediction mixed with what the attention copies from earlier in "
                      f"the text, so a repeated line can be cheap without the LSTM's help); the gates and cell state are the LSTM's alone. "
                      f"Per character, the page gives the share copied, where from, and what the LSTM alone would have spent")
-    return Report(checkpoint, desc, layer, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, raw, read_as, positions, bits, rank, top, acts,
-                  units, found, notes=notes, unit_notes=unit_notes, lstm_bits=lstm_bits, copied=copied, copy_from=copy_from)
+    return Report(checkpoint, desc, layer, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, raw, read_as[len(context):],
+                  [p - len(context) for p in positions[c:]], bits[c:], rank[c:], top[c:], acts, units, found, notes=notes,
+                  unit_notes=unit_notes, lstm_bits=lstm_bits, copied=copied, copy_from=copy_from, context_read=c,
+                  top_before=top[c - 1] if c else None, cell_before=cell_before, features=features)
 
 
 # --- drawing --------------------------------------------------------------------------------------
@@ -462,6 +509,10 @@ def _values(report: Report, q: str) -> dict:
     a = np.ascontiguousarray(report.acts[q][:, report.units].T, dtype="<f4")
     scale = shown_values(report, "cell")[1] if q == "cell" else np.ones(len(report.units))
     return {"key": q, "label": LABELS[q], "scales": [round(float(x), 4) for x in scale], "b64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def _top_for_script(top: list[tuple[str, float]]) -> list:
+    return [[show_char(c) if len(c) == 1 else c, round(p, 4)] for c, p in top]
 
 
 def _json_for_script(obj) -> str:
@@ -601,10 +652,11 @@ JS = r"""
   function par(x) { return x < 0 ? '(' + num(x) + ')' : num(x); }
   function step(u, k) {  // the LSTM's update of unit u at character k, with this text's numbers
     var i = value('input', u, k), f = value('forget', u, k), g = value('candidate', u, k), o = value('output', u, k);
-    var c = value('cell', u, k), h = value('hidden', u, k), before = k > 0 ? value('cell', u, k - 1) : 0;
+    var c = value('cell', u, k), h = value('hidden', u, k);
+    var before = k > 0 ? value('cell', u, k - 1) : D.cell_before ? D.cell_before[u] : 0;
     return ['i = ' + num(i) + '   f = ' + num(f) + '   g = ' + num(g) + '   o = ' + num(o),
             'c = f\u00b7c\u208b\u2081 + i\u00b7g = ' + num(f) + '\u00d7' + par(before) + ' + ' + num(i) + '\u00d7' + par(g) + ' = ' + num(c) +
-              (k ? '' : '   (c\u208b\u2081 = 0: the zero start)'),
+              (k ? '' : D.cell_before ? '   (c\u208b\u2081: the state the context left)' : '   (c\u208b\u2081 = 0: the zero start)'),
             'h = o\u00b7tanh(c) = ' + num(o) + '\u00d7tanh(' + num(c) + ') = ' + num(h)].join('\n');
   }
   function guesses(t) { return t.map(function (g) { return '   ' + g[0] + '   ' + (g[1] * 100).toFixed(1) + '%'; }); }
@@ -616,10 +668,11 @@ JS = r"""
       lines.push('surprisal ' + b.toFixed(2) + ' bits: rank ' + D.rank[k] + ' of ' + D.vocab + ' in what the model expected here' +
                  (D.unk.indexOf(k) >= 0 ? '\n(read as <unk>: the surprisal of <unk>, not of this character)' : ''));
       if (D.copied) lines.push('copied: ' + (D.copied[k] * 100).toFixed(1) + '% of the probability' +
-                               (D.copy_from[k] >= 0 ? ', most for #' + (D.copy_from[k] + 1) + ' “' + D.chars[D.copy_from[k]] + '”, which followed a context like this one' : '') +
+                               (D.copy_from[k] >= 0 ? ', most for #' + (D.copy_from[k] + 1) + ' “' + D.chars[D.copy_from[k]] + '”, which followed a context like this one' :
+                                D.copy_from[k] === -2 ? ', most for a character of the context read first' : '') +
                                '\nthe LSTM alone: ' + D.lstm_bits[k].toFixed(2) + ' bits');
       lines.push('it expected here:');
-      lines = lines.concat(guesses(D.top[k - 1]));
+      lines = lines.concat(guesses(k ? D.top[k - 1] : D.top_before));
     }
     lines.push('after it, it expects:');
     lines = lines.concat(guesses(D.top[k]));
@@ -707,7 +760,7 @@ def render_html(report: Report) -> str:
     e = html.escape
     n = report.n
     label = dict(SHOWN)
-    features = line_features(report.raw, report.positions)
+    features = report.features or line_features(report.raw, report.positions)
     found_units = {f.unit for f in report.found}
     chars = [show_char(report.raw[p]) for p in report.positions]
     data = {
@@ -719,7 +772,9 @@ def render_html(report: Report) -> str:
             "copied": [None if math.isnan(x) else round(float(x), 4) for x in report.copied],
             "lstm_bits": [None if math.isnan(b) else round(float(b), 3) for b in report.lstm_bits],
             "copy_from": report.copy_from.tolist()}),
-        "top": [[[show_char(c) if len(c) == 1 else c, round(p, 4)] for c, p in t] for t in report.top],
+        "top": [_top_for_script(t) for t in report.top],
+        "top_before": None if report.top_before is None else _top_for_script(report.top_before),
+        "cell_before": None if report.cell_before is None else [round(float(report.cell_before[u]), 6) for u in report.units],
         "viridis": VIRIDIS, "rdbu": RDBU,
         "quantities": [_values(report, q) for q in GATE_NAMES],
     }
@@ -730,7 +785,7 @@ def render_html(report: Report) -> str:
            f"<style>{CSS}</style></head><body><main>",
            "<h1>Inside the LSTM</h1>",
            f'<div class="meta">checkpoint <code>{e(report.checkpoint)}</code> · {e(report.model)} · layer {report.layer} of {report.num_layers} · '
-           f"{report.size_text} read · {report.mean_text}</div>"]
+           f"{report.size_text} read{f' after {report.context_read:,} of context' if report.context_read else ''} · {report.mean_text}</div>"]
     if report.notes:
         out.append('<section class="notes"><ul>' + "".join(f"<li>{e(x)}</li>" for x in report.notes) + "</ul></section>")
 
@@ -745,8 +800,12 @@ def render_html(report: Report) -> str:
             f'<div id="text" class="text{" many" if report.raw.count(chr(10)) > 12 else ""}">{_text_spans(report)}</div>',
             '<p class="help">Surprisal is −log₂ p(character | everything before it): 1 bit is a coin flip, '
             f"{math.log2(max(2, report.vocab_size)):.1f} bits a blind guess over the whole vocabulary. "
-            "The first character has no surprisal: nothing comes before it. The model reads the text from a fresh "
-            "(zero) state, as at the start of a text, so its first few characters cost more than they would inside a song.</p></section>"]
+            + (f"The model first read {report.context_read:,} characters of context, not shown here, and reads the text from the state "
+               "they left, so the first character has a surprisal too." if report.top_before is not None else
+               "The first character has no surprisal: nothing comes before it. The model reads the text from a fresh "
+               "(zero) state, as at the start of a text, so its first few characters cost more than they would inside a song "
+               "(<code>--context</code> gives it something to read first).")
+            + "</p></section>"]
 
     # Heatmaps, wrapped like the text.
     out += ['<section><h2>Gates and cell state</h2>',
@@ -813,16 +872,16 @@ def render_html(report: Report) -> str:
                + ("<th>copied</th><th>the LSTM alone</th>" if copy_cols else "")
                + "<th>what the model expected here (its five most likely)</th></tr>")
     for k in range(n):
-        b = report.bits[k]
+        b, first = report.bits[k], report.expected(k) is None
         unk = " (as &lt;unk&gt;)" if report.read_as[report.positions[k]] == UNK else ""
         extra = ""
         if copy_cols:
             src = report.copy_from[k]
-            where = f" (most: #{src + 1} {e(chars[src])})" if k and src >= 0 else ""
-            extra = (f'<td class="num">{"—" if not k else f"{report.copied[k]:.0%}{where}"}</td>'
-                     f'<td class="num">{"—" if not k else f"{report.lstm_bits[k]:.2f} bits"}</td>')
+            where = f" (most: #{src + 1} {e(chars[src])})" if src >= 0 else " (most: from the context)" if src == IN_CONTEXT else ""
+            extra = (f'<td class="num">{"—" if first else f"{report.copied[k]:.0%}{where}"}</td>'
+                     f'<td class="num">{"—" if first else f"{report.lstm_bits[k]:.2f} bits"}</td>')
         out.append(f'<tr><td class="num">{k + 1}</td><td class="big">{e(chars[k])}</td><td class="num">{"—" if math.isnan(b) else f"{b:.2f} bits{unk}"}</td>'
-                   f'<td class="num">{"—" if not k else f"{report.rank[k]:,}"}</td>{extra}<td>{"—" if not k else e(_fmt_top(report.top[k - 1]))}</td></tr>')
+                   f'<td class="num">{"—" if first else f"{report.rank[k]:,}"}</td>{extra}<td>{"—" if first else e(_fmt_top(report.expected(k)))}</td></tr>')
     out.append(f'</table><p class="help">Rank 1: the model\'s first guess; {report.vocab_size:,}: its last. After the last character '
                f"it expects {e(_fmt_top(report.top[-1]))}.</p></details></section>")
     out.append(f'<p class="help">Made by <code>charlm inspect</code>. ↵ is a line break, ␣ a space, ⬚ a full-width space.</p></main><div id="tip"></div>'
@@ -891,6 +950,8 @@ def render_png(report: Report, log=None) -> bytes:
         fig = Figure(figsize=(W, Hgt), dpi=100)
         FigureCanvasAgg(fig)
         title = f"{'/'.join(Path(report.checkpoint).parts[-2:])} · {report.model} · layer {report.layer} · {report.mean_text}"
+        if report.context_read:
+            title += f" · after {report.context_read:,} characters of context"
         if report.n > n:
             title += f"  (first {n} of {report.n} characters; the HTML report has all)"
         fig.text(left / W, 1 - 0.3 / Hgt, "Inside the LSTM: surprisal, gates and cell state", fontsize=13, weight="bold")
@@ -908,7 +969,7 @@ def render_png(report: Report, log=None) -> bytes:
             c = min(cols, n - s)
             y += 0.3
             ax = axes(y, 0.2, c)
-            b = np.ma.masked_invalid(report.bits[s : s + c])[None, :]  # the first character has none: grey, not 0 bits
+            b = np.ma.masked_invalid(report.bits[s : s + c])[None, :]  # the first character has none without a context: grey, not 0 bits
             im_bits = ax.imshow(b, aspect="auto", cmap=oranges, vmin=0, vmax=12, interpolation="nearest")
             ax.set_yticks([0], ["bits"], fontsize=7)
             ax.xaxis.tick_top()
@@ -950,6 +1011,7 @@ def render_png(report: Report, log=None) -> bytes:
 
 def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | None = None, encoding: str = "utf-8",
                        out: str = "inspect.html", png: str | None = None, layer: int | None = None, units: str | None = None,
+                       context: str | None = None, context_file: str | None = None,
                        log=lambda msg: print(msg, file=sys.stderr)) -> str:
     """Write the HTML report (and the PNG, if asked) for ``checkpoint`` on a text; returns a summary to print."""
     from .checkpoint import check_writable, load_model
@@ -962,13 +1024,14 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
         if Path(png).resolve() == Path(out).resolve():
             raise CharlmError(f"--png and --out are the same file {png}; give the picture another name")
     raw = read_input(text, file, encoding)
+    before = read_context(context, context_file, encoding)
     model, vocab, ckpt = load_model(checkpoint, "cpu")
-    report = analyse(model, vocab, str(ckpt.path), raw, layer, parse_units(units, model.cfg.hidden_size), ckpt.train_config.newlines)
+    report = analyse(model, vocab, str(ckpt.path), raw, layer, parse_units(units, model.cfg.hidden_size), ckpt.train_config.newlines, before)
     page = render_html(report).encode("utf-8")
     image = render_png(report, log) if png else None  # everything is made before anything is written
     write_atomic((Path(out), page), *([(Path(png), image)] if image is not None else []))
     lines = [f"report: {out}" + (f" and {png}" if png else "") +
-             f" ({report.size_text}, layer {report.layer}, units {','.join(map(str, report.units))}; {report.mean_text})"]
+             f" ({report.size_text}{f' after {report.context_read:,} of context' if report.context_read else ''}, layer {report.layer}, units {','.join(map(str, report.units))}; {report.mean_text})"]
     for fu in report.found:
         lines.append(f"unit {fu.unit} ({dict(SHOWN)[fu.quantity]}) follows {fu.description}: r = {fu.r:+.2f} (untrained model's best: |r| = {fu.untrained:.2f})")
     lines.append(f"memory: {report.memory_text}")

@@ -168,13 +168,25 @@ def test_train_help_shows_the_default_presets_values(capsys):
     assert "(default: 512 from the jaychou preset; built in: 0)" in text  # --copy-window
 
 
+def test_training_samples_use_a_prefix_whole_or_not_at_all(capsys, corpus, tmp_path):
+    """A prefix with characters the vocabulary lacks is left out of the samples, with a note (they were dropped silently,
+    so "Hello" sampled from "o"), as `charlm generate` passes over it without --prefix."""
+    code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", tmp_path / "r", *TINY[:-2],
+                              "--prefixes", "Hello", "分开😀", "不分开")
+    assert code == 0
+    assert "note: the samples leave out --prefixes Hello 分开😀: the vocabulary lacks 'H' 'e' 'l' 'o' '😀'\n" in stdout
+    samples = [line for line in stdout.splitlines() if line.startswith(" - ")]
+    assert len(samples) == 1 and samples[0].startswith(" - 不分开")
+
+
 def test_prefix_defaults_to_what_the_model_knows(capsys, tmp_path):
     """An English model: no 分开 to start from, so no --prefix starts a line; an empty --prefix does the same."""
     f = tmp_path / "en.txt"
     f.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
     out = tmp_path / "en"
-    code, stdout, _ = run_cli(capsys, "train", "--data", f, "--epochs", 1, "--out", out, *TINY[:-2], "--sample-every", 1)
+    code, stdout, _ = run_cli(capsys, "train", "--data", f, "--epochs", 1, "--out", out, *TINY, "--sample-every", 1)
     assert code == 0 and "\n - " in stdout  # a sample was printed during training, from the start of a line
+    assert "note: the samples leave out --prefixes 分开: the vocabulary lacks '分' '开'; they start a line instead" in stdout
     for flags in ([], ["--prefix", ""]):
         code, stdout, err = run_cli(capsys, "generate", out, "--length", 12, "--seed", 1, *flags)
         assert code == 0 and len(stdout.rstrip("\n")) >= 1, err
@@ -417,6 +429,24 @@ def test_generate_says_the_seed_it_drew_and_that_seed_gives_the_text_again(capsy
     code, again, err = run_cli(capsys, "generate", tiny_run, "--length", 30, "--seed", seed)
     assert code == 0 and again == first and err == ""
     one_line_error(*run_cli(capsys, "generate", tiny_run, "--seed", 2**64)[::2], "seed must be -1 (random) or from 0 to")
+    code, greedy, err = run_cli(capsys, "generate", tiny_run, "--length", 30, "--greedy")  # the same with any seed: none said
+    assert code == 0 and greedy and err == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--cell", "LSTM"], "charlm train: error: argument --cell: invalid choice: 'LSTM'"),
+    (["generate", "run", "--lenght", "5"], "charlm generate: error: unrecognized arguments: --lenght 5 (did you mean --length?)"),
+    (["eval"], "charlm eval: error: the following arguments are required: checkpoint, file"),
+    ([], "charlm: error: give a command: train, generate, eval, serve, inspect"),
+    (["bogus"], "charlm: error: argument command: invalid choice: 'bogus'"),
+])
+def test_an_argument_error_is_one_line(capsys, argv, message):
+    """What was wrong and where the options are, in one line (argparse printed the whole usage first: 30 lines for train)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith(message), err
+    assert err.rstrip().endswith(f"(`{message.split(': error')[0]} --help` lists the options)")
 
 
 def test_lines_end_without_a_blank_line(capsys, tiny_run):

@@ -278,6 +278,42 @@ def test_plateau_schedule_lowers_the_rate(tmp_path, monkeypatch):
     assert lrs[0] == pytest.approx(1e-2) and lrs[-1] < lrs[0]
 
 
+def test_an_overflowed_perplexity_is_written_as_null_and_read_back(tmp_path, monkeypatch):
+    """A loss that stays finite while its exp overflows (the seed's lr 1e2): metrics.jsonl and checkpoint.json stay JSON
+    that any reader takes (null, not Python's Infinity), and a resume has the perplexity, and the plateau's state, back."""
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: (1e4, 10))
+    train_tiny(tmp_path, epochs=1, schedule="plateau")
+
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in a JSON file"))
+
+    run = tmp_path / "run"
+    rec = strict((run / "metrics.jsonl").read_text(encoding="utf-8"))
+    assert rec["val_loss"] == 1e4 and rec["val_ppl"] is None and rec["train_ppl"] > 1
+    for which in ("best", "last"):
+        assert strict((run / which / "checkpoint.json").read_text(encoding="utf-8"))["metrics"][0]["val_ppl"] is None
+    c = ckpt_io.load(run, prefer="last")
+    cfg = dataclasses.replace(c.train_config, epochs=2)
+    t = Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lambda *_: None)
+    assert t.metrics[0]["val_ppl"] == math.inf and t.metrics[0]["train_ppl"] == pytest.approx(rec["train_ppl"])
+    assert t.plateau.mode_worse == math.inf and t.plateau.best == 1e4
+    assert len(t.fit()) == 2
+
+
+def test_the_training_curve_says_what_the_objective_had_on(tmp_path):
+    """curves.png's training label: "dropout on" only with a dropout (the seed preset has none)."""
+    cfg = tiny_train_config(tmp_path)
+    corpus = load_corpus(cfg)
+
+    def label(cfg=cfg, **kw):
+        mcfg = ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32, **kw)
+        return Trainer(mcfg, cfg, corpus, log=lambda *_: None).curve_label
+
+    assert label() == "training (running mean)"
+    assert label(dropout=0.2) == label(embed_dropout=0.1) == label(weight_drop=0.1) == "training (running mean, dropout on)"
+    assert label(dataclasses.replace(cfg, label_smoothing=0.1), dropout=0.2) == "training (running mean, dropout on, label smoothing on)"
+
+
 def test_early_stopping(tmp_path, monkeypatch):
     vals = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
     monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: (next(vals), 10))

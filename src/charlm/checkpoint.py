@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -173,6 +174,18 @@ def release_run_locks() -> None:
         os.close(_run_locks.popitem()[1])
 
 
+def finite(x):
+    """``x`` with each inf or NaN float in it, however nested, made None: JSON has neither (Python's json writes
+    ``Infinity``, which other readers refuse), so a perplexity that overflowed is written as null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    return x
+
+
 def write_atomic(*files: tuple[Path, bytes]) -> None:
     """Write each ``(path, data)`` beside its final name, then rename them all into place.
 
@@ -289,7 +302,7 @@ def save(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
             "sha256": {MODEL_FILE: _sha256(tmp / MODEL_FILE), TRAINER_FILE: _sha256(tmp / TRAINER_FILE)},
         }
         with open(tmp / META_FILE, "w", encoding="utf-8") as f:
-            json.dump(meta, f, ensure_ascii=False, indent=1)
+            json.dump(finite(meta), f, ensure_ascii=False, indent=1, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         if not (path.exists() and _exchange(tmp, path)):  # the old one is now at tmp, removed below

@@ -77,7 +77,7 @@ def given(args: argparse.Namespace, cls) -> dict:
 
 def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     """The command line; ``train --help`` shows the values of ``preset`` beside the built-in defaults."""
-    p = argparse.ArgumentParser(prog="charlm", description="Character-level LSTM language models: train, generate, evaluate, "
+    p = _Parser(prog="charlm", description="Character-level LSTM language models: train, generate, evaluate, "
                                                                 "look inside (inspect) and serve.")
     p.add_argument("--version", action="version", version=f"charlm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -268,7 +268,7 @@ def _train(args: argparse.Namespace) -> int:
         metrics = trainer.fit()
     except TrainingInterrupted as e:
         if dist.is_main:
-            plot_metrics(trainer.metrics, trainer.out / "curves.png")  # the epochs so far, as a finished run has it
+            plot_metrics(trainer.metrics, trainer.out / "curves.png", trainer.curve_label)  # the epochs so far, as a finished run has it
             again = "torchrun <the same flags> -m charlm train --resume" if dist.enabled else "charlm train --resume"
             print(f"\ninterrupted: checkpoint written to {e.path}; continue with: {again} {_shell(trainer.out)}", file=sys.stderr)
         distributed.teardown()
@@ -276,12 +276,12 @@ def _train(args: argparse.Namespace) -> int:
     distributed.teardown()
     if not dist.is_main:  # rank 0 alone plots and reports
         return 0
-    plot = plot_metrics(metrics, trainer.out / "curves.png")
+    plot = plot_metrics(metrics, trainer.out / "curves.png", trainer.curve_label)
     best = min((m for m in metrics if m["val_loss"] is not None), key=lambda m: m["val_loss"], default=None)
     if best is not None:
         last = metrics[-1]
-        skipped = (f" over the {len(corpus.val_text) - trainer.val_skipped:,} held-out characters the vocabulary covers "
-                   f"({trainer.val_skipped:,} skipped)") if trainer.val_skipped else ""
+        skipped = (f" over {len(corpus.val_text) - trainer.val_skipped - 1:,} held-out characters scored "  # as eval says it: the first is read, not scored
+                   f"({trainer.val_skipped:,} outside the vocabulary skipped)") if trainer.val_skipped else ""
         print(f"held-out perplexity (last {train_cfg.val_fraction * 100:g}% of the corpus, not trained on){skipped}: "
               f"{last['val_ppl']:,.2f} after epoch {last['epoch']}; best {best['val_ppl']:,.2f} after epoch {best['epoch']} (saved as best/)")
         print(f"training perplexity after epoch {last['epoch']}: {last['train_ppl']:.3f}")
@@ -405,7 +405,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         import secrets
 
         cfg = dataclasses.replace(cfg, seed=secrets.randbelow(2**31))
-        print(f"seed {cfg.seed} (--seed {cfg.seed} gives this text again)", file=sys.stderr)
+        if not cfg.greedy:  # greedy text is the same with any seed
+            print(f"seed {cfg.seed} (--seed {cfg.seed} gives this text again)", file=sys.stderr)
     gen = make_generator(cfg.seed, device)
     out = sys.stdout
     texts = [""] * cfg.num_samples
@@ -574,11 +575,21 @@ def _is_stdout(path: str) -> bool:
         return False
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error in one line, what was wrong and where the options are (argparse's own prints the whole usage
+    first); the commands' parsers are of this class too."""
+
+    def error(self, message: str):
+        if message == "the following arguments are required: command":
+            message = f"give a command: {', '.join(COMMANDS)}"
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "inspect": cmd_inspect}
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """``parse_args``, but an unknown flag is reported with the command's own usage and the nearest real flags."""
+    """``parse_args``, but an unknown flag is reported with the command's name and the nearest real flags."""
     import difflib
 
     args, extra = parser.parse_known_args(argv)

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_fie
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .checkpoint import load_model
+from .checkpoint import finite, load_model
 from .config import MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
 from .copycheck import CopyIndex
 from .data import bptt_slices, normalize, pretraining_texts, training_text
@@ -199,19 +199,8 @@ class _Invalid(Exception):
         self.field, self.message = field, message
 
 
-def _finite(x):
-    """JSON has no inf or NaN: those become null, everywhere in a nested value."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
-
-
 def _sse(event: str, data: dict) -> str:
-    return f"event: {event}\ndata: {json.dumps(_finite(data), ensure_ascii=False)}\n\n"
+    return f"event: {event}\ndata: {json.dumps(finite(data), ensure_ascii=False)}\n\n"
 
 
 class _Generation:
@@ -543,7 +532,7 @@ def create_app(
         """The checkpoint's model and training configuration, vocabulary size, training metrics and this server's limits."""
         ck = srv.ckpt
         best = min((m for m in ck.metrics if m.get("val_loss") is not None), key=lambda m: m["val_loss"], default=None)
-        return _finite({
+        return finite({
             "checkpoint": _short(ck.path),  # names, not this machine's folders: the API may face the network
             "model_config": to_dict(ck.model_config),
             "train_config": {**to_dict(ck.train_config), **{k: _short(getattr(ck.train_config, k)) for k in ("data", "out", "init_from")}},
@@ -630,7 +619,7 @@ def create_app(
         for pos, b in zip(known[1:], bits.tolist()):
             per_char[pos] = round(b, 4)
         mean_bits = float(bits.mean())
-        return _finite({
+        return finite({
             "text": text,
             "characters": len(text),
             "scored": len(bits),

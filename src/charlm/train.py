@@ -28,7 +28,7 @@ from .data import Corpus, batches, bptt_slices, check_enough, fold, hash_ids, nu
 from .errors import CharlmError
 from .model import CharLM, detach, num_parameters, parts
 from .progress import Progress
-from .sampling import generate, make_generator
+from .sampling import generate, make_generator, show_chars
 from .step import TrainStep, check_speed_flags, physical_cores, prepare_optimizer
 
 EVAL_CHUNK = 512  # columns per evaluation step; the state is carried, so it changes only speed
@@ -321,9 +321,11 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt_io.join_state_dict(t["optimizer"], c.trainer_tensors))
         if self.scheduler and t.get("scheduler"):
             self.scheduler.load_state_dict({**t["scheduler"], "lr_lambdas": [None]})
-        if self.plateau and t.get("plateau"):
-            self.plateau.load_state_dict(t["plateau"])
-        self.metrics = list(c.metrics)
+        if self.plateau and t.get("plateau"):  # its "no loss yet" is inf, written as null (mode "min": inf is the worst)
+            self.plateau.load_state_dict({k: math.inf if v is None and k in ("best", "mode_worse") else v for k, v in t["plateau"].items()})
+        # a perplexity that overflowed (a diverging --lr) was written as null: from its loss again
+        self.metrics = [{**m, "train_ppl": ppl(m["train_loss"]), "val_ppl": None if m.get("val_loss") is None else ppl(m["val_loss"])}
+                        for m in c.metrics]
         self.epoch, self.batch, self.step = t["epoch"], t["batch"], t["step"]
         # the cosine spans the --epochs of the run that started it: a resume with more epochs goes on at the floor
         self.total_steps = t.get("schedule_steps", self.total_steps)
@@ -605,6 +607,13 @@ class Trainer:
             self.log(f"time limit: stopped after {took} of training (--max-minutes {cfg.max_minutes:g})")
         return stop or over_time
 
+    @property
+    def curve_label(self) -> str:
+        """What the training perplexity measures: a running mean over the epoch, with what the objective had on."""
+        m = self.model_cfg
+        on = [name for name, v in (("dropout", m.dropout or m.embed_dropout or m.weight_drop), ("label smoothing", self.cfg.label_smoothing)) if v]
+        return "training (running mean" + "".join(f", {x} on" for x in on) + ")"
+
     def _epoch_line(self, r: dict, improved: bool) -> str:
         val = ""
         if r["val_loss"] is not None:
@@ -618,7 +627,7 @@ class Trainer:
         cfg = self.cfg
         scfg = SampleConfig(length=cfg.sample_length, greedy=cfg.sample_greedy, temperature=0.8)
         vocab = self.corpus.vocab
-        starts = [(i, k) for i, k in enumerate("".join(c for c in p if c in vocab) for p in cfg.prefixes) if k]
+        starts = [(i, p) for i, p in enumerate(cfg.prefixes) if p and not vocab.unknown(p)]  # as generate's default
         # none of the prefixes fits this corpus (the lyrics' 分开 in English text): from the start of a line
         for i, known in starts or [(0, "" if "\n" in vocab else self.corpus.train_text[:1])]:
             # A private stream per (seed, epoch, prefix): training's own random streams are untouched, and two
@@ -629,11 +638,13 @@ class Trainer:
             self.log(" - " + text.replace("\n", " / "))
 
     def _write_metrics(self) -> None:
-        ckpt_io.write_atomic((self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.metrics).encode()))
+        lines = "".join(json.dumps(ckpt_io.finite(r), allow_nan=False) + "\n" for r in self.metrics)  # an overflowed perplexity: null
+        ckpt_io.write_atomic((self.out / "metrics.jsonl", lines.encode()))
 
 
-def plot_metrics(metrics: list[dict], path: Path) -> Path | None:
-    """Training and validation perplexity per epoch, as a PNG."""
+def plot_metrics(metrics: list[dict], path: Path, training: str = "training (running mean)") -> Path | None:
+    """Training and validation perplexity per epoch, as a PNG; ``training`` labels the training curve
+    (:attr:`Trainer.curve_label`)."""
     if not metrics:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -643,7 +654,7 @@ def plot_metrics(metrics: list[dict], path: Path) -> Path | None:
     fig = Figure(figsize=(6, 4), dpi=100)  # not pyplot: no backend switched, no figure left open in a notebook
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.plot(epochs, [m["train_ppl"] for m in metrics], label="training (running mean, dropout on)")
+    ax.plot(epochs, [m["train_ppl"] for m in metrics], label=training)
     if any(m["val_ppl"] is not None for m in metrics):
         ax.plot(epochs, [m["val_ppl"] for m in metrics], label="validation (held out)")
     ax.set_xlabel("epoch")
@@ -696,6 +707,11 @@ def describe(trainer: Trainer) -> str:
     if cfg.warmup_steps > trainer.total_steps and cfg.schedule != "plateau":
         warm_note = (f"\nnote: --warmup-steps {cfg.warmup_steps} is longer than the whole run ({trainer.total_steps} steps): "
                      f"the learning rate never reaches --lr {cfg.lr:g}")
+    left_out = [p for p in cfg.prefixes if p and c.vocab.unknown(p)]
+    if left_out:  # a prefix is used whole or not at all, as `charlm generate` does without --prefix
+        missing = list(dict.fromkeys(ch for p in left_out for ch in c.vocab.unknown(p)))
+        instead = "" if len(left_out) < len([p for p in cfg.prefixes if p]) else "; they start a line instead"
+        warm_note += f"\nnote: the samples leave out --prefixes {' '.join(left_out)}: the vocabulary lacks {show_chars(missing)}{instead}"
     val = f"validation {len(c.val_text):,}" + (f" ({trainer.val_skipped:,} outside the vocabulary, skipped when scoring)" if trainer.val_skipped else "")
     return (f"corpus: {c.total_chars:,} characters; training {len(c.train_text):,}, {val}\n"
             f"vocabulary: {len(c.vocab):,} character{'s' if len(c.vocab) != 1 else ''}; model: {trainer.model_cfg.cell} {trainer.model_cfg.num_layers}x{trainer.model_cfg.hidden_size}, "

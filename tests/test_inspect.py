@@ -600,3 +600,15 @@ def test_a_copy_from_the_context_is_said_to_be_from_the_context(tmp_path):
         k = int(np.argmax(rep.copy_from == inspector.IN_CONTEXT))
         tip = run_page_script(page, tmp_path, f"console.log(JSON.stringify(window.charlm.charTip({k})));")
         assert "most for a character of the context read first" in tip
+
+
+def test_a_half_life_longer_than_the_text_says_it_is_extrapolated():
+    model, vocab = random_model("分开")
+    with torch.no_grad():  # forget gates that keep most of the cell
+        model.rnn.bias_ih_l0[12:24] += 3.0
+    rep = inspector.analyse(model, vocab, "model", "分开")
+    kept, half = rep.memory
+    u = int(np.argmax(kept))
+    assert half[u] > 2 and f"unit {u}, keeps {kept[u]:.2f} ({half[u]:.1f} characters, beyond the 2 of this text: extrapolated)" in rep.memory_text
+    assert "extrapolated" in inspector.render_html(rep)
+    assert "extrapolated" not in inspector._chars(1.5, 2) and inspector._chars(math.inf, 2) == "never (f = 1)"

@@ -148,7 +148,7 @@ class Report:
         kept, half = self.memory
         u = int(np.argmax(kept))
         return (f"the median unit keeps {np.median(kept):.2f} of its cell per character (half of it is gone after "
-                f"{_chars(float(np.median(half)))}); the longest-keeping, unit {u}, keeps {kept[u]:.2f} ({_chars(float(half[u]))})")
+                f"{_chars(float(np.median(half)), self.n)}); the longest-keeping, unit {u}, keeps {kept[u]:.2f} ({_chars(float(half[u]), self.n)})")
 
 
 def memory(forget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,8 +162,11 @@ def memory(forget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.exp(log_kept), np.where(log_kept < 0, math.log(2) / -log_kept, np.inf)
 
 
-def _chars(x: float) -> str:
-    return "never (f = 1)" if math.isinf(x) else f"{x:.1f} character{'' if f'{x:.1f}' == '1.0' else 's'}"
+def _chars(x: float, n: int) -> str:
+    """A half-life in words; one longer than the ``n`` characters it was measured on says it is extrapolated."""
+    if math.isinf(x):
+        return "never (f = 1)"
+    return f"{x:.1f} character{'' if f'{x:.1f}' == '1.0' else 's'}" + (f", beyond the {n:,} of this text: extrapolated" if x > n else "")
 
 
 # --- reading the input -------------------------------------------------------------
@@ -839,7 +842,7 @@ def render_html(report: Report) -> str:
             "is rewritten as it goes, or lives in the few units that keep more.</p>",
             '<table><tr><th>unit</th><th>kept per character (geometric mean of f)</th><th>half of it gone after</th></tr>']
     for u in report.units:
-        out.append(f'<tr><td class="num">{"★" if u in found_units else ""}{u}</td><td class="num">{kept[u]:.3f}</td><td class="num">{e(_chars(float(half[u])))}</td></tr>')
+        out.append(f'<tr><td class="num">{"★" if u in found_units else ""}{u}</td><td class="num">{kept[u]:.3f}</td><td class="num">{e(_chars(float(half[u]), report.n))}</td></tr>')
     out.append("</table></section>")
 
     # Units found automatically.

@@ -174,7 +174,7 @@ def test_training_samples_use_a_prefix_whole_or_not_at_all(capsys, corpus, tmp_p
     code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", tmp_path / "r", *TINY[:-2],
                               "--prefixes", "Hello", "分开😀", "不分开")
     assert code == 0
-    assert "note: the samples leave out --prefixes Hello 分开😀: the vocabulary lacks 'H' 'e' 'l' 'o' '😀'\n" in stdout
+    assert "note: the samples leave out --prefixes 'Hello' '分开😀': the vocabulary lacks 'H' 'e' 'l' 'o' '😀'\n" in stdout
     samples = [line for line in stdout.splitlines() if line.startswith(" - ")]
     assert len(samples) == 1 and samples[0].startswith(" - 不分开")
 
@@ -186,7 +186,7 @@ def test_prefix_defaults_to_what_the_model_knows(capsys, tmp_path):
     out = tmp_path / "en"
     code, stdout, _ = run_cli(capsys, "train", "--data", f, "--epochs", 1, "--out", out, *TINY, "--sample-every", 1)
     assert code == 0 and "\n - " in stdout  # a sample was printed during training, from the start of a line
-    assert "note: the samples leave out --prefixes 分开: the vocabulary lacks '分' '开'; they start a line instead" in stdout
+    assert "note: the samples leave out --prefixes '分开': the vocabulary lacks '分' '开'; they begin a line instead" in stdout
     for flags in ([], ["--prefix", ""]):
         code, stdout, err = run_cli(capsys, "generate", out, "--length", 12, "--seed", 1, *flags)
         assert code == 0 and len(stdout.rstrip("\n")) >= 1, err
@@ -439,6 +439,7 @@ def test_generate_says_the_seed_it_drew_and_that_seed_gives_the_text_again(capsy
     (["eval"], "charlm eval: error: the following arguments are required: checkpoint, file"),
     ([], "charlm: error: give a command: train, generate, eval, serve, inspect"),
     (["bogus"], "charlm: error: argument command: invalid choice: 'bogus'"),
+    (["--foo", "inspect", "run"], "charlm: error: unrecognized arguments: --foo"),  # charlm's, not inspect's
 ])
 def test_an_argument_error_is_one_line(capsys, argv, message):
     """What was wrong and where the options are, in one line (argparse printed the whole usage first: 30 lines for train)."""

@@ -163,6 +163,7 @@ def test_finds_units_that_follow_visible_features():
         (["--text", "分开", "--context", "你", "--context-file", "c.txt"], "one of --context or --context-file, not both"),
         (["--text", "分开", "--context-file", "no-such.txt"], "no-such.txt"),
         (["--text", "xyz", "--context", "分开"], "no character of the text is in the model's vocabulary"),
+        (["--text", "分开", "--context", "xyz"], "no character of the context is in the model's vocabulary"),
     ],
 )
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tiny_ckpt, tmp_path, capsys, args, message):
@@ -596,6 +597,8 @@ def test_a_copy_from_the_context_is_said_to_be_from_the_context(tmp_path):
     np.testing.assert_allclose(rep.lstm_bits, whole.lstm_bits[c:], rtol=1e-5)
     page = inspector.render_html(rep)
     assert "(most: from the context)" in page
+    one = inspector.analyse(model, vocab, "model", shown, context=context[-1])  # one character of it: no "1 characters"
+    assert "the model read 1 character of context first" in one.notes[0] and "first read 1 character of context," in inspector.render_html(one)
     if NODE:
         k = int(np.argmax(rep.copy_from == inspector.IN_CONTEXT))
         tip = run_page_script(page, tmp_path, f"console.log(JSON.stringify(window.charlm.charTip({k})));")

@@ -472,3 +472,18 @@ def test_evaluate_takes_a_list_of_ids(tiny_ckpt):
     model, vocab, _ = load_model(tiny_ckpt)
     ids = vocab.encode("分开的时候我说不分开\n")
     assert evaluate(model, ids) == evaluate(model, torch.tensor(ids))
+
+
+def test_samples_without_a_usable_prefix_begin_as_generate_does(tmp_path):
+    """No prefix the vocabulary knows: a newline model's samples begin a line, a --newlines space model's begin after a
+    space (they began with the corpus's first character, against the note's "start a line")."""
+    for newlines, words, prefix in (("keep", "begin a line", ""), ("space", "begin after a space", "")):
+        cfg = tiny_train_config(tmp_path / newlines, newlines=newlines, prefixes=("Hello",))
+        corpus = load_corpus(cfg)
+        t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32), cfg, corpus, log=lambda *_: None)
+        assert t.sample_starts() == ([(0, prefix)], words)
+        assert f"'Hello': the vocabulary lacks 'H' 'e' 'l' 'o'; they {words} instead" in train_mod.describe(t)
+    cfg = tiny_train_config(tmp_path / "both", prefixes=("Hello", "分开", "不分开"))
+    corpus = load_corpus(cfg)
+    t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32), cfg, corpus, log=lambda *_: None)
+    assert t.sample_starts() == ([(1, "分开"), (2, "不分开")], "")

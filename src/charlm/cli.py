@@ -594,6 +594,9 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
     args, extra = parser.parse_known_args(argv)
     if extra:
+        given = sys.argv[1:] if argv is None else list(argv)
+        if args.command in given and set(extra) & set(given[: given.index(args.command)]):  # before the command: charlm's own options
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
         flags = [f for a in sub._actions for f in a.option_strings if f.startswith("--")]
         near = sorted({m for x in extra if x.startswith("-") for m in difflib.get_close_matches(x.split("=")[0], flags, n=2, cutoff=0.75)})

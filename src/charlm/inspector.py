@@ -126,7 +126,7 @@ class Report:
 
     @property
     def size_text(self) -> str:
-        return f"{self.n:,} character{'s' if self.n != 1 else ''}"
+        return _n_chars(self.n)
 
     @property
     def copy_text(self) -> str:
@@ -160,6 +160,10 @@ def memory(forget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     log_kept = np.log(np.clip(forget.astype(np.float64), 1e-30, 1.0)).mean(axis=0)
     with np.errstate(divide="ignore"):
         return np.exp(log_kept), np.where(log_kept < 0, math.log(2) / -log_kept, np.inf)
+
+
+def _n_chars(n: int) -> str:
+    return f"{n:,} character{'s' if n != 1 else ''}"
 
 
 def _chars(x: float, n: int) -> str:
@@ -430,6 +434,8 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     c = sum(p < len(context) for p in positions)  # characters of the context read
     if c == len(positions):
         raise CharlmError("no character of the text is in the model's vocabulary")
+    if context and not c:  # the text would start from the zero state all the same
+        raise CharlmError("no character of the context is in the model's vocabulary")
     notes = []
     for part, what in ((range(len(context)), " of the context"), (range(len(context), len(whole)), " of the text" if context else "")):
         outside = [whole[i] for i in part if text[i] not in vocab]
@@ -441,7 +447,7 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     if newlines == "space" and "\n" in whole:
         notes.append("this model was trained with line breaks replaced by spaces, so it reads them as spaces")
     if context:
-        notes.append(f"the model read {c:,} character{'s' if c != 1 else ''} of context first (not shown): the text starts from "
+        notes.append(f"the model read {_n_chars(c)} of context first (not shown): the text starts from "
                      "the state they left, not from the zero state")
     ids = torch.tensor([vocab.stoi[read_as[p]] for p in positions], dtype=torch.long, device=model.decoder.weight.device)
     logits, gates, copy = run_scratch(model, ids)
@@ -803,7 +809,7 @@ def render_html(report: Report) -> str:
             f'<div id="text" class="text{" many" if report.raw.count(chr(10)) > 12 else ""}">{_text_spans(report)}</div>',
             '<p class="help">Surprisal is −log₂ p(character | everything before it): 1 bit is a coin flip, '
             f"{math.log2(max(2, report.vocab_size)):.1f} bits a blind guess over the whole vocabulary. "
-            + (f"The model first read {report.context_read:,} characters of context, not shown here, and reads the text from the state "
+            + (f"The model first read {_n_chars(report.context_read)} of context, not shown here, and reads the text from the state "
                "they left, so the first character has a surprisal too." if report.top_before is not None else
                "The first character has no surprisal: nothing comes before it. The model reads the text from a fresh "
                "(zero) state, as at the start of a text, so its first few characters cost more than they would inside a song "
@@ -954,7 +960,7 @@ def render_png(report: Report, log=None) -> bytes:
         FigureCanvasAgg(fig)
         title = f"{'/'.join(Path(report.checkpoint).parts[-2:])} · {report.model} · layer {report.layer} · {report.mean_text}"
         if report.context_read:
-            title += f" · after {report.context_read:,} characters of context"
+            title += f" · after {_n_chars(report.context_read)} of context"
         if report.n > n:
             title += f"  (first {n} of {report.n} characters; the HTML report has all)"
         fig.text(left / W, 1 - 0.3 / Hgt, "Inside the LSTM: surprisal, gates and cell state", fontsize=13, weight="bold")

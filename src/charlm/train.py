@@ -621,15 +621,27 @@ class Trainer:
         return (f"epoch {r['epoch']}/{self.cfg.epochs}  train_loss {r['train_loss']:.4f}  train_ppl {r['train_ppl']:.3f}"
                 f"{val}  {r['chars_per_s']:,.0f} chars/s  lr {r['lr']:.2e}")
 
+    def sample_starts(self) -> tuple[list[tuple[int, str]], str]:
+        """The training samples' prefixes, each with its index in ``--prefixes`` (it seeds the sample's stream): those the
+        vocabulary knows whole, as generate's default; with none, a start of generate's own (the start of a line, or
+        of a word for a --newlines space model) or, without newline or space, the training text's first character.
+        Also how the samples begin then, in words ("" with a prefix)."""
+        vocab = self.corpus.vocab
+        starts = [(i, p) for i, p in enumerate(self.cfg.prefixes) if p and not vocab.unknown(p)]
+        if starts:
+            return starts, ""
+        if "\n" in vocab or " " in vocab:
+            return [(0, "")], "begin a line" if "\n" in vocab else "begin after a space"
+        first = self.corpus.train_text[:1]
+        return [(0, first)], f"begin with the training text's first character, {first!r},"
+
     def print_samples(self) -> None:
         if not self.dist.is_main:
             return
         cfg = self.cfg
         scfg = SampleConfig(length=cfg.sample_length, greedy=cfg.sample_greedy, temperature=0.8)
         vocab = self.corpus.vocab
-        starts = [(i, p) for i, p in enumerate(cfg.prefixes) if p and not vocab.unknown(p)]  # as generate's default
-        # none of the prefixes fits this corpus (the lyrics' 分开 in English text): from the start of a line
-        for i, known in starts or [(0, "" if "\n" in vocab else self.corpus.train_text[:1])]:
+        for i, known in self.sample_starts()[0]:
             # A private stream per (seed, epoch, prefix): training's own random streams are untouched, and two
             # prefixes do not share their draws (with the same draws their samples soon coincide).
             g = make_generator(cfg.seed + 1_000 * self.epoch + i, "cpu")
@@ -710,8 +722,9 @@ def describe(trainer: Trainer) -> str:
     left_out = [p for p in cfg.prefixes if p and c.vocab.unknown(p)]
     if left_out:  # a prefix is used whole or not at all, as `charlm generate` does without --prefix
         missing = list(dict.fromkeys(ch for p in left_out for ch in c.vocab.unknown(p)))
-        instead = "" if len(left_out) < len([p for p in cfg.prefixes if p]) else "; they start a line instead"
-        warm_note += f"\nnote: the samples leave out --prefixes {' '.join(left_out)}: the vocabulary lacks {show_chars(missing)}{instead}"
+        instead = trainer.sample_starts()[1]
+        warm_note += (f"\nnote: the samples leave out --prefixes {' '.join(map(repr, left_out))}: the vocabulary lacks "
+                      f"{show_chars(missing)}" + (f"; they {instead} instead" if instead else ""))
     val = f"validation {len(c.val_text):,}" + (f" ({trainer.val_skipped:,} outside the vocabulary, skipped when scoring)" if trainer.val_skipped else "")
     return (f"corpus: {c.total_chars:,} characters; training {len(c.train_text):,}, {val}\n"
             f"vocabulary: {len(c.vocab):,} character{'s' if len(c.vocab) != 1 else ''}; model: {trainer.model_cfg.cell} {trainer.model_cfg.num_layers}x{trainer.model_cfg.hidden_size}, "

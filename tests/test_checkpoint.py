@@ -102,7 +102,7 @@ def test_failed_write_leaves_the_old_checkpoint(tiny_ckpt, tmp_path, monkeypatch
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt_io, "save_file", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(CharlmError, match=f"cannot write the checkpoint {target}: disk full"):  # an error a caller can catch
         save(c, target)
     assert (target / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary folder left behind
@@ -289,3 +289,27 @@ def test_the_tensor_files_get_the_mode_of_the_json(tmp_path, tiny_ckpt):
     path = ckpt_io.save(ckpt_io.load(tiny_ckpt), tmp_path / "copy")
     modes = {f.name: stat.S_IMODE(os.stat(f).st_mode) for f in path.iterdir()}
     assert len(set(modes.values())) == 1, modes  # safetensors alone writes 0600: others could not read the weights
+
+
+def test_load_model_from_python_errors_and_random_stream(tiny_ckpt, tmp_path):
+    """A Python caller gets a CharlmError for a device it cannot have (torch's AssertionError before), its random
+    stream back untouched (the throwaway initial weights drew from it), and a clear refusal of a bad `prefer`."""
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    load_model(tiny_ckpt)
+    assert torch.equal(torch.get_rng_state(), before)
+    with pytest.raises(CharlmError, match="unknown device 'gpu'"):
+        load_model(tiny_ckpt, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(CharlmError, match="this PyTorch sees no CUDA GPU"):
+            load_model(tiny_ckpt, device="cuda")
+    with pytest.raises(ValueError, match="prefer must be 'best' or 'last'"):
+        load_model(tiny_ckpt.parent, prefer="bogus")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CharlmError, match="cannot write the checkpoint"):
+        save(load(tiny_ckpt), tmp_path / "afile" / "ck")
+    c = load(tiny_ckpt, with_trainer=False)
+    saved = save(dataclasses.replace(c, trainer={}), tmp_path / "bare")  # a model put together in Python: no trainer state
+    with pytest.raises(CharlmError, match="saved without a trainer's state"):
+        load(saved)
+    assert load(saved, with_trainer=False).model_config == c.model_config

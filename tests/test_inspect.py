@@ -615,3 +615,33 @@ def test_a_half_life_longer_than_the_text_says_it_is_extrapolated():
     assert half[u] > 2 and f"unit {u}, keeps {kept[u]:.2f} ({half[u]:.1f} characters, beyond the 2 of this text: extrapolated)" in rep.memory_text
     assert "extrapolated" in inspector.render_html(rep)
     assert "extrapolated" not in inspector._chars(1.5, 2) and inspector._chars(math.inf, 2) == "never (f = 1)"
+
+
+def test_analyse_checks_what_the_command_line_checks(tiny_ckpt):
+    """From Python too: Windows line endings are line breaks (they crashed), and the limits, units and newlines are
+    checked (units=[999] was numpy's IndexError; 2,400 characters went through)."""
+    model, vocab, _ = load_model(tiny_ckpt)
+    text = TEXT.replace("\\n", "\n")
+    rep = inspector.analyse(model, vocab, "m", text.replace("\n", "\r\n"), context="分开\r\n")
+    assert rep.raw == text and rep.bits.tolist() == inspector.analyse(model, vocab, "m", text, context="分开\n").bits.tolist()
+    for kw, message in (({"units": [999]}, "unit 999 does not exist"), ({"units": [-1]}, "unit -1 does not exist"),
+                        ({"units": []}, "no unit to show"), ({"units": "0,5"}, "units must be unit numbers")):
+        with pytest.raises(CharlmError, match=message):
+            inspector.analyse(model, vocab, "m", text, **kw)
+    assert inspector.analyse(model, vocab, "m", text, units=[3, 3, 1]).units == [3, 1]
+    with pytest.raises(CharlmError, match="the text to inspect is empty"):
+        inspector.analyse(model, vocab, "m", "")
+    with pytest.raises(CharlmError, match="inspect reads at most 2,000"):
+        inspector.analyse(model, vocab, "m", "分" * 2001)
+    with pytest.raises(CharlmError, match="inspect reads at most 2,000 of it"):
+        inspector.analyse(model, vocab, "m", text, context="分" * 2001)
+    with pytest.raises(ValueError, match="newlines must be 'keep' or 'space'"):
+        inspector.analyse(model, vocab, "m", text, newlines="bogus")
+
+
+def test_analyse_leaves_the_random_stream_alone(tiny_ckpt):
+    model, vocab, _ = load_model(tiny_ckpt)
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    inspector.analyse(model, vocab, "m", TEXT.replace("\\n", "\n"))
+    assert torch.equal(torch.get_rng_state(), before)

@@ -487,3 +487,53 @@ def test_samples_without_a_usable_prefix_begin_as_generate_does(tmp_path):
     corpus = load_corpus(cfg)
     t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32), cfg, corpus, log=lambda *_: None)
     assert t.sample_starts() == ([(1, "分开"), (2, "不分开")], "")
+
+
+def test_scoring_from_python_checks_its_ids_and_gives_per_character_bits(tiny_ckpt):
+    """evaluate/surprisal: ids out of the vocabulary, a 2-D or float tensor are CharlmErrors (torch's IndexError, or a
+    (2, 3) tensor read as one 6-character stream, before); surprisal reads in eval mode, agrees with evaluate, and is
+    empty for fewer than two characters."""
+    from charlm.checkpoint import load_model
+    from charlm.train import surprisal
+
+    model, vocab, _ = load_model(tiny_ckpt)
+    ids = vocab.encode("分开的时候我说不分开\n你说我们还会再见\n")
+    for bad, message in (([1, 2, 99999], "ids must be from 0 to"), (torch.zeros(2, 3, dtype=torch.long), "1-D integer tensor"),
+                         (torch.zeros(4), "1-D integer tensor"), (["a"], "sequence of whole numbers")):
+        for fn in (evaluate, surprisal):
+            with pytest.raises(CharlmError, match=message):
+                fn(model, bad)
+    model.train()  # dropout on: surprisal must not use it, nor change the mode
+    bits = surprisal(model, ids)
+    assert model.training and torch.equal(bits, surprisal(model, ids)) and bits.shape == (len(ids) - 1,)
+    loss, n = evaluate(model, ids)
+    assert n == len(ids) - 1 and float(bits.mean()) * math.log(2) == pytest.approx(loss, rel=1e-6)
+    assert surprisal(model, ids[:1]).shape == (0,) and surprisal(model, []).shape == (0,)
+
+
+def test_a_python_trainer_holds_its_folder_as_charlm_train_does(tmp_path):
+    """A folder another training is writing is refused (a Python Trainer with overwrite=True replaced it); the lock is
+    let go when fit() ends; an out that is a file, or cannot be made, is a CharlmError; log=None is silent."""
+    import fcntl
+    import os
+
+    cfg = tiny_train_config(tmp_path, epochs=1)
+    corpus = load_corpus(cfg)
+    mcfg = ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32)
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)  # what a running `charlm train` holds
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(CharlmError, match="is in use by another `charlm train`"):
+            Trainer(mcfg, cfg, corpus, log=None, overwrite=True).fit()
+    finally:
+        os.close(fd)
+    assert list(out.iterdir()) == []
+    Trainer(mcfg, cfg, corpus, log=None, overwrite=True).fit()
+    assert not ckpt_io.in_use(out) and (out / "best").is_dir()  # let go at the end
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CharlmError, match="is a file"):
+        Trainer(mcfg, dataclasses.replace(cfg, out=str(tmp_path / "afile")), corpus, log=None).fit()
+    train_mod.plot_metrics([{"epoch": 1, "train_ppl": 9.0, "val_ppl": None}], str(tmp_path / "c.png"))  # a str path
+    assert (tmp_path / "c.png").stat().st_size > 0

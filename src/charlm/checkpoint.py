@@ -97,8 +97,9 @@ def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> 
 _run_locks: dict[Path, int] = {}
 
 
-def lock_run(out: str | os.PathLike) -> None:
-    """Hold an exclusive lock on the run folder ``out`` (made if missing) until :func:`release_run_locks`.
+def lock_run(out: str | os.PathLike) -> bool:
+    """Hold an exclusive lock on the run folder ``out`` (made if missing) until :func:`release_run_locks` (or
+    :func:`unlock_run`); whether this call took it (False: held already, or no locks here).
 
     Two trainings writing one folder would interleave their checkpoints and metrics, and an
     ``--overwrite`` would delete a running one's files: the second is refused.  The lock is the
@@ -107,10 +108,10 @@ def lock_run(out: str | os.PathLike) -> None:
     try:
         import fcntl
     except ImportError:  # not on this platform: unlocked, as before
-        return
+        return False
     out = Path(out).resolve()
     if out in _run_locks:
-        return
+        return False
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out, os.O_RDONLY)
     try:
@@ -128,8 +129,16 @@ def lock_run(out: str | os.PathLike) -> None:
                           f"wait for it to end (or stop it), or give another --out") from None
     except OSError:  # a file system without locks (some network mounts): go on unlocked
         os.close(fd)
-        return
+        return False
     _run_locks[out] = fd
+    return True
+
+
+def unlock_run(out: str | os.PathLike) -> None:
+    """Let go of the run folder ``out``'s lock, if this process holds it."""
+    fd = _run_locks.pop(Path(out).resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def in_use(out: str | os.PathLike) -> bool:
@@ -279,8 +288,15 @@ def _file_mode() -> int:
 
 
 def save(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
-    """Write ``ckpt`` to the folder ``path`` atomically (a sibling temporary folder, then renames)."""
-    path = Path(path)
+    """Write ``ckpt`` to the folder ``path`` atomically (a sibling temporary folder, then renames); a folder that cannot
+    be written (or a full disk) is a :class:`CharlmError`."""
+    try:
+        return _save(ckpt, Path(path))
+    except OSError as e:
+        raise CharlmError(f"cannot write the checkpoint {path}: {e.strerror or e}", exit_code=1) from None
+
+
+def _save(ckpt: Checkpoint, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     old = path.parent / f".{path.name}.old-{os.getpid()}"
@@ -340,6 +356,8 @@ _renameat2 = None  # looked up on first use
 
 def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
     """A checkpoint folder from a path: the folder itself, or a run folder's ``best`` or ``last``."""
+    if prefer not in ("best", "last"):
+        raise ValueError(f"prefer must be 'best' or 'last', got {prefer!r}")
     p = Path(path)
     if (p / META_FILE).is_file():
         return p
@@ -413,6 +431,9 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
         raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: metrics must be a list of objects)")
     if with_trainer:  # what a resume reads first (the position in the run) is there and whole
         t = meta["trainer"]
+        if not t:  # saved without a trainer's state (a model put together in Python): weights and configs only
+            raise CharlmError(f"{p}: damaged checkpoint, or one saved without a trainer's state ({META_FILE}: trainer is empty), "
+                              "so it cannot be resumed; load_model() or load(..., with_trainer=False) reads its model")
         counts = ("epoch", "batch", "step", "since_best", "epoch_tokens")
         if not all(isinstance(t.get(k), int) and not isinstance(t.get(k), bool) and t[k] >= 0 for k in counts):
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer needs {', '.join(counts)} as whole numbers >= 0)")
@@ -462,8 +483,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", pref
     """(model in eval mode, vocab, checkpoint) for generation and evaluation."""
     from .model import CharLM
 
+    from .train import pick_device
+
+    device = pick_device(str(device))  # an unknown or missing one: a CharlmError, not torch's
     ckpt = load(path, prefer, with_trainer=False)
-    model = CharLM(ckpt.model_config)
+    with torch.random.fork_rng(devices=[]):  # the initial weights, replaced below, do not move the caller's random stream
+        model = CharLM(ckpt.model_config)
     try:
         missing, unexpected = model.load_state_dict(ckpt.weights, strict=False)
     except RuntimeError as e:

@@ -180,12 +180,7 @@ def read_input(text: str | None, file: str | None, encoding: str = "utf-8") -> s
     """The text to inspect, from ``--text`` (where ``\\n`` stands for a line break) or ``--file``."""
     if (text is None) == (not file):
         raise CharlmError("give the text to inspect with exactly one of --text or --file")
-    raw = _read(text, file, encoding)
-    if not raw:
-        raise CharlmError("the text to inspect is empty")
-    if len(raw) > MAX_CHARS:
-        raise CharlmError(f"the text has {len(raw):,} characters; inspect reads at most {MAX_CHARS:,} (heatmaps of more are unreadable)")
-    return raw
+    return _read(text, file, encoding)  # its length is analyse()'s to check
 
 
 def read_context(text: str | None, file: str | None, encoding: str = "utf-8") -> str:
@@ -197,16 +192,17 @@ def read_context(text: str | None, file: str | None, encoding: str = "utf-8") ->
     raw = _read(text, file, encoding)
     if not raw:
         raise CharlmError(f"the context ({'--context' if text is not None else '--context-file ' + file}) is empty: leave it out to start from the zero state")
-    if len(raw) > MAX_CONTEXT:
-        raise CharlmError(f"the context has {len(raw):,} characters; inspect reads at most {MAX_CONTEXT:,} of it: give its last part")
     return raw
 
 
 def _read(text: str | None, file: str | None, encoding: str) -> str:
     from .data import read_text
 
-    raw = text.replace("\\n", "\n") if text is not None else read_text(file, encoding)
-    return raw.replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\\n", "\n") if text is not None else read_text(file, encoding)
+
+
+def _lines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def parse_units(spec: str | None, hidden_size: int) -> list[int] | None:
@@ -222,14 +218,24 @@ def parse_units(spec: str | None, hidden_size: int) -> list[int] | None:
             u = int(part)
         except ValueError:
             raise CharlmError(f"--units takes unit numbers separated by commas, like 0,5,7; got {spec!r}") from None
-        if not 0 <= u < hidden_size:
-            raise CharlmError(f"unit {u} does not exist: the layer has units 0 to {hidden_size - 1}")
-        if u not in units:
-            units.append(u)
+        units.append(u)
     if not units:
         raise CharlmError(f"--units names no unit: give unit numbers separated by commas, like 0,5,7 (got {spec!r})")
+    return check_units(units, hidden_size)
+
+
+def check_units(units, hidden_size: int) -> list[int]:
+    """``units`` (unit numbers of a layer) without repeats, each checked against the layer's width; else a CharlmError."""
+    if isinstance(units, (str, bytes)) or not all(isinstance(u, (int, np.integer)) and not isinstance(u, bool) for u in units):
+        raise CharlmError(f"units must be unit numbers, like [0, 5, 7] (parse_units reads \"0,5,7\"); got {units!r}")
+    units = list(dict.fromkeys(int(u) for u in units))
+    for u in units:
+        if not 0 <= u < hidden_size:
+            raise CharlmError(f"unit {u} does not exist: the layer has units 0 to {hidden_size - 1}")
+    if not units:
+        raise CharlmError("no unit to show: give unit numbers, or none for the automatic choice")
     if len(units) > MAX_UNITS:
-        raise CharlmError(f"--units names {len(units)} units; at most {MAX_UNITS} fit in a readable heatmap")
+        raise CharlmError(f"{len(units)} units asked for; at most {MAX_UNITS} fit in a readable heatmap")
     return units
 
 
@@ -262,7 +268,8 @@ def lstm_gates(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, t
     also faster than ``nn.LSTM`` on the CPU for one long sequence of batch 1.)
     """
     cfg = model.cfg
-    scratch = ScratchLSTM(model.embedding.weight.shape[1], cfg.hidden_size, cfg.num_layers)
+    with torch.random.fork_rng(devices=[]):  # its initial weights, replaced at once, leave the caller's random stream alone
+        scratch = ScratchLSTM(model.embedding.weight.shape[1], cfg.hidden_size, cfg.num_layers)
     scratch.load_state_dict(model.rnn.state_dict())
     x = model.embedding(ids[None]).float()  # (1, n, width); eval mode: no dropout
     y, _, gates = scratch.to(x.device).eval()(x, return_gates=True)  # (1, n, hidden)
@@ -415,18 +422,30 @@ def default_units(acts: dict[str, np.ndarray], found: list[FoundUnit], k: int = 
 
 
 def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, units: list[int] | None = None, newlines: str = "keep",
-            context: str = "") -> Report:
+            context: str | None = "") -> Report:
     """Run the model over ``raw`` and gather what the report shows; with a ``context``, the model reads it first
-    (from the zero state, as the text would have been), and only the text is shown."""
+    (from the zero state, as the text would have been), and only the text is shown.  ``units``: a list of unit
+    numbers, or None for the automatic choice; ``newlines``: the checkpoint's (``keep`` or ``space``)."""
     from .data import normalize
 
     cfg = model.cfg
+    raw, context = _lines(raw), _lines(context or "")  # what analyse's positions index: \r\n would shorten it
+    if not raw:
+        raise CharlmError("the text to inspect is empty")
+    if len(raw) > MAX_CHARS:
+        raise CharlmError(f"the text has {len(raw):,} characters; inspect reads at most {MAX_CHARS:,} (heatmaps of more are unreadable)")
+    if len(context) > MAX_CONTEXT:
+        raise CharlmError(f"the context has {len(context):,} characters; inspect reads at most {MAX_CONTEXT:,} of it: give its last part")
+    if newlines not in ("keep", "space"):
+        raise ValueError(f"newlines must be 'keep' or 'space' (the checkpoint's train_config.newlines), got {newlines!r}")
     if not model.is_lstm:
         raise CharlmError(f"inspect shows LSTM gates; this checkpoint's cell is {cfg.cell} (train with --cell lstm or scratch)")
     if layer is None:
         layer = cfg.num_layers - 1
     if not 0 <= layer < cfg.num_layers:
         raise CharlmError(f"--layer {layer} does not exist: the model has layers 0 to {cfg.num_layers - 1}")
+    if units is not None:
+        units = check_units(units, cfg.hidden_size)
     whole = context + raw
     text = normalize(whole, newlines)  # what the model reads: same length as whole
     read_as = [ch if ch in vocab else (UNK if vocab.unk else None) for ch in text]

@@ -46,10 +46,10 @@ from . import __version__
 from .checkpoint import finite, load_model
 from .config import MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
 from .copycheck import CopyIndex
-from .data import bptt_slices, normalize, pretraining_texts, training_text
+from .data import normalize, pretraining_texts, training_text
 from .errors import CharlmError
 from .sampling import check_known, default_prefix, generate, make_generator, show_chars, unknown_chars
-from .train import EVAL_CHUNK, pick_device
+from .train import pick_device, surprisal
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -303,23 +303,6 @@ class _Generation:
     def summary(self) -> dict:
         return {"finish_reason": self.finish_reason, "seed": self.seed, "chars": self.chars,
                 "elapsed_s": round(self.elapsed, 4), "time_limit_s": self.time_limit}
-
-
-@torch.no_grad()
-def surprisal(model, ids: list[int], chunk: int = EVAL_CHUNK) -> torch.Tensor:
-    """Bits of surprise at each character after the first, the text read as one stream: (len(ids) - 1,).
-
-    The same convention as :func:`charlm.train.evaluate` with one row: the mean of these,
-    times ln 2, is its loss.
-    """
-    device = model.decoder.weight.device
-    x = torch.tensor(ids, dtype=torch.long, device=device)[None]  # (1, n)
-    out, state = [], None
-    for s, e in bptt_slices(x.shape[1], chunk, drop_last=False):  # the same cut as evaluate's
-        logits, state = model(x[:, s:e], state)  # (1, e - s, vocab)
-        logp = logits[0].float().log_softmax(-1)
-        out.append(-logp.gather(-1, x[0, s + 1 : e + 1, None])[:, 0])
-    return torch.cat(out).double().cpu() / math.log(2)
 
 
 class _Server:

@@ -78,8 +78,7 @@ def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_
     first is predicted from everything before it.  ``progress(characters read)`` is called
     after every chunk.
     """
-    if not torch.is_tensor(ids):
-        ids = torch.tensor(ids, dtype=torch.long)  # a list of ids, from vocab.encode
+    ids = _checked_ids(model, ids)
     was_training = model.training
     model.eval()
     rows = max(1, min(rows, ids.numel() // 2))
@@ -87,6 +86,44 @@ def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_
         return _score(model, fold(ids, rows).to(model.decoder.weight.device), chunk, progress=progress)  # (rows, L)
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def surprisal(model: CharLM, ids, chunk: int = EVAL_CHUNK) -> torch.Tensor:
+    """Bits of surprise at each character after the first, the text read as one stream: a float64 tensor
+    (len(ids) - 1,), on the CPU.
+
+    The same convention as :func:`evaluate`: the mean of these, times ln 2, is its loss.  The model is
+    read in eval mode (no dropout) and left in the mode it was in.
+    """
+    ids = _checked_ids(model, ids)
+    was_training = model.training
+    model.eval()
+    try:
+        x = ids.to(model.decoder.weight.device)[None]  # (1, n)
+        out, state = [torch.zeros(0, dtype=torch.float64)], None
+        for s, e in bptt_slices(x.shape[1], chunk, drop_last=False):  # the same cut as evaluate's
+            logits, state = model(x[:, s:e], state)  # (1, e - s, vocab)
+            logp = logits[0].float().log_softmax(-1)
+            out.append(-logp.gather(-1, x[0, s + 1 : e + 1, None])[:, 0].double().cpu())
+        return torch.cat(out) / math.log(2)
+    finally:
+        model.train(was_training)
+
+
+def _checked_ids(model: CharLM, ids) -> torch.Tensor:
+    """``ids`` (a list, from vocab.encode, or a tensor) as a 1-D long tensor of ids the model has; else a CharlmError."""
+    if not torch.is_tensor(ids):
+        try:
+            ids = torch.tensor(list(ids), dtype=torch.long)
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            raise CharlmError("ids must be a sequence of whole numbers (vocab.encode gives them)") from None
+    if ids.dim() != 1 or ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8, torch.int8):
+        raise CharlmError(f"ids must be one text's ids, a 1-D integer tensor; got {ids.dim()}-D {ids.dtype}")
+    n = model.cfg.vocab_size
+    if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < n):
+        raise CharlmError(f"ids must be from 0 to {n - 1}, the model's vocabulary; got {int(ids.min())} to {int(ids.max())}")
+    return ids.long()
 
 
 def _score(model: CharLM, data: torch.Tensor, chunk: int, adapt=None, progress=None) -> tuple[float, int]:
@@ -128,8 +165,7 @@ def evaluate_dynamic(model: CharLM, ids: torch.Tensor, lr: float, chunk: int = D
     """
     import copy
 
-    if not torch.is_tensor(ids):
-        ids = torch.tensor(ids, dtype=torch.long)  # a list of ids, from vocab.encode
+    ids = _checked_ids(model, ids)
     model = copy.deepcopy(model).eval()  # no dropout: the scores are the model's own
     model.requires_grad_(True)
     if model.cfg.embedding_size == 0:
@@ -205,7 +241,7 @@ class Trainer:
         self.cfg, self.corpus = cfg, corpus
         # a new run, or a resume continued into another folder: the run that folder holds is cleared by fit()
         self.overwrite = overwrite and (resume is None or Path(cfg.out).resolve() != Path(resume.path).resolve().parent)
-        self.log = log if self.dist.is_main else (lambda *_: None)  # rank 0 alone logs
+        self.log = log if self.dist.is_main and log is not None else (lambda *_: None)  # rank 0 alone logs; log=None: silent
         self.out = Path(cfg.out)
         self.device = self.dist.device if self.dist.device is not None else pick_device(cfg.device)
         distributed.check_batch_size(cfg.batch_size, self.dist.world_size)
@@ -390,20 +426,26 @@ class Trainer:
     def fit(self) -> list[dict]:
         """Train to ``cfg.epochs`` (or early stop); returns the per-epoch metrics."""
         self._signal = None  # a Trainer stopped by Ctrl-C goes on from where it stopped when fit() is called again
-        if self.dist.is_main:
-            if self.overwrite:  # the old run's best/, metrics and plot must not outlive it beside the new one
-                ckpt_io.clear_run(self.out)
-                self.overwrite = False
-            self.out.mkdir(parents=True, exist_ok=True)
-            self._write_metrics()
         threads = torch.get_num_threads()  # lowered to the physical cores for training (see _train_step), then given back
-        handlers = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                handlers[sig] = signal.signal(sig, self._on_signal)
-            except ValueError:  # not the main thread: no signal handling
-                pass
+        handlers, locked = {}, False
         try:
+            if self.dist.is_main:
+                ckpt_io.check_writable(self.out, "out", folder=True)
+                try:
+                    self.out.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise CharlmError(f"out {self.out} cannot be made: {e.strerror or e}") from None
+                # as `charlm train` does (it holds the lock already): a folder another training is writing is refused
+                locked = ckpt_io.lock_run(self.out)
+                if self.overwrite:  # the old run's best/, metrics and plot must not outlive it beside the new one
+                    ckpt_io.clear_run(self.out)
+                    self.overwrite = False
+                self._write_metrics()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    handlers[sig] = signal.signal(sig, self._on_signal)
+                except ValueError:  # not the main thread: no signal handling
+                    pass
             if self.pending is not None:  # the one the interruption cut short (a --max-minutes raised since: train on)
                 at_end, over = self.pending["at_epoch_end"], self.pending["over_time"] and self._over_time(0.0)
                 if self._validate(at_epoch_end=at_end, over_time=over):
@@ -415,6 +457,8 @@ class Trainer:
             for sig, h in handlers.items():
                 signal.signal(sig, h)
             torch.set_num_threads(threads)
+            if locked:  # taken here (a Python caller's run): let go, so that the finished folder can be used
+                ckpt_io.unlock_run(self.out)
         return self.metrics
 
     def _train_epoch(self) -> bool:
@@ -654,11 +698,12 @@ class Trainer:
         ckpt_io.write_atomic((self.out / "metrics.jsonl", lines.encode()))
 
 
-def plot_metrics(metrics: list[dict], path: Path, training: str = "training (running mean)") -> Path | None:
+def plot_metrics(metrics: list[dict], path: str | Path, training: str = "training (running mean)") -> Path | None:
     """Training and validation perplexity per epoch, as a PNG; ``training`` labels the training curve
     (:attr:`Trainer.curve_label`)."""
     if not metrics:
         return None
+    path = Path(path)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -732,5 +777,5 @@ def describe(trainer: Trainer) -> str:
             + unk_note + warm_note)
 
 
-__all__ = ["Trainer", "TrainingInterrupted", "evaluate", "evaluate_dynamic", "plot_metrics", "describe", "ppl", "pick_device",
+__all__ = ["Trainer", "TrainingInterrupted", "evaluate", "evaluate_dynamic", "surprisal", "plot_metrics", "describe", "ppl", "pick_device",
            "model_config_for"]

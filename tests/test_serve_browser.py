@@ -75,7 +75,7 @@ def test_page_streams_lyrics_from_a_prefix(tiny_ckpt, browser, tmp_path):
         browser.find_element(By.ID, "generate").click()
         wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
         assert "prefix" in browser.find_element(By.ID, "error").text and "☃" in browser.find_element(By.ID, "error").text
-        assert "remove them from the text" in browser.find_element(By.ID, "error").text  # not the API's "unknown": "skip"
+        assert "把这些字从开头里去掉" in browser.find_element(By.ID, "error").text  # not the API's "unknown": "skip"
 
         shot = tmp_path / "lyrics-page.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
@@ -104,6 +104,36 @@ def test_page_fits_the_servers_limits_and_its_copy_button_recovers(tiny_ckpt, br
         copy.click()  # twice within the 1.5 s of "已复制 ✓": the label still comes back
         time.sleep(2)
         assert copy.text.startswith("复制"), copy.text
+
+
+def test_page_double_click_legend_and_keyboard_checks(tiny_ckpt, browser):
+    """A double click writes (its second click was a Stop, so nothing came); the surprisal legend shows only under a
+    tinted text (a class's display undid its hidden attribute); Ctrl+Enter goes through the form's checks."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with serve.running(serve.create_app(tiny_ckpt)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: "LSTM" in d.find_element(By.ID, "model-info").text)
+        legend = browser.find_element(By.ID, "legend")
+        assert not legend.is_displayed()  # nothing written yet
+        ActionChains(browser).double_click(browser.find_element(By.ID, "generate")).perform()
+        wait.until(lambda d: "种子" in d.find_element(By.ID, "status").text)
+        assert "已停止" not in browser.find_element(By.ID, "status").text
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#lyrics .s") and legend.is_displayed())  # tinted: its legend
+        assert "困惑度" in legend.text
+        status = browser.find_element(By.ID, "status").text
+        lines = browser.find_element(By.ID, "lines")
+        lines.clear()
+        lines.send_keys("0")
+        browser.find_element(By.ID, "prefix").send_keys(Keys.CONTROL, Keys.ENTER)
+        assert browser.execute_script("return document.getElementById('lines').validity.valid") is False
+        assert browser.find_element(By.ID, "status").text == status and "busy" not in browser.find_element(By.TAG_NAME, "body").get_attribute("class")
+        assert browser.find_element(By.ID, "seed").get_attribute("max") == "9007199254740991"  # JavaScript's exact integers
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
 def test_the_page_speaks_english_for_a_model_of_english(tmp_path, browser):

@@ -469,7 +469,8 @@ def create_app(
     srv = _Server(checkpoint_path, limits, device, workers or os.cpu_count() or 1)
     GenerateRequest, ScoreRequest = _request_models(limits)
 
-    app = FastAPIOffline(  # FastAPI whose /docs and /redoc serve their scripts from here, not from a CDN
+    app = FastAPIOffline(  # FastAPI whose /docs serves its scripts from here, not from a CDN
+        redoc_url=None,  # ReDoc's bundle fetches its logo from its CDN all the same: one documentation page, offline
         title="charlm",
         version=__version__,
         summary="A character-level language model: write from a prefix, stream it, score any text.",

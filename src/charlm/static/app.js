@@ -17,6 +17,8 @@ let copyCheck = false;  // whether the server can check samples against the trai
 let copyLabel = copyButton.innerHTML;  // restored after "已复制 ✓", however often it is clicked (set again in English)
 let copyTimer = null;
 let controller = null;  // the running request, so Stop (or a new Generate) can abort it
+let startedAt = 0;  // when it began: a second click just after the first (a double click) is not a Stop
+let defaultPrefix = "";  // what the server starts from when the prefix box is empty (/v1/model)
 let text = "";
 
 // The page's words: Chinese for a model of Chinese text, English otherwise (/v1/model's language).
@@ -28,7 +30,8 @@ const WORDS = {
     score: (ppl, bits) => `困惑度 ${ppl} · ${bits} bits/字`, vocab: (n) => `${n} 个字`, params: (m) => `${m}M 参数`,
     best: (ppl, epoch) => `验证困惑度 ${ppl}（第 ${epoch} 轮）`, model: "模型", noModel: "读不到模型信息",
     reasons: { done: "", time_limit: "（到了时间上限，截断了）", max_length: "（到了长度上限，截断了）", disconnected: "（已停止）" },
-    unknownHint: "(remove them from the text)",
+    cutOff: "（中断了）", offline: "连不上服务器：它还在运行吗？",
+    unknownHint: "（把这些字从开头里去掉）",
   },
   en: {
     writing: "writing…", chars: (n) => `${n} characters`, seconds: (s) => `${s} s`, seed: (s) => `seed ${s}`,
@@ -37,6 +40,7 @@ const WORDS = {
     score: (ppl, bits) => `perplexity ${ppl} · ${bits} bits/char`, vocab: (n) => `${n} characters`, params: (m) => `${m}M parameters`,
     best: (ppl, epoch) => `validation perplexity ${ppl} (epoch ${epoch})`, model: "model", noModel: "cannot read the model's description",
     reasons: { done: "", time_limit: " (cut at the time limit)", max_length: " (cut at the length limit)", disconnected: " (stopped)" },
+    cutOff: " (cut off)", offline: "cannot reach the server: is it still running?",
     unknownHint: "(remove them from the text)",
   },
 };
@@ -141,7 +145,7 @@ async function errorMessage(response) {
 
 async function generate() {
   if (controller) {  // the button is Stop while a stream runs
-    controller.abort();
+    if (performance.now() - startedAt > 400) controller.abort();
     return;
   }
   showError("");
@@ -155,13 +159,14 @@ async function generate() {
   if (seed !== "") body.seed = Number(seed);
   if (copyCheck) body.check_copy = true;
   controller = new AbortController();
+  startedAt = performance.now();
   setBusy(true);
   lyrics.classList.add("streaming");
+  legend.hidden = true;  // the old text's perplexity is not the new one's
   const oldStatus = statusLine.textContent;
   statusLine.textContent = W.writing;
-  // On a phone the sheet is below the controls: bring it into view.
-  const sheetTop = lyrics.getBoundingClientRect().top;
-  if (sheetTop > window.innerHeight * 0.6) lyrics.closest(".sheet").scrollIntoView({ behavior: "smooth", block: "start" });
+  const prefixChars = [...(body.prefix || defaultPrefix)].length;  // the server's count leaves the prefix out: so does a stopped one's
+  let failed = false;  // the connection broke (the server stopped): not the user's Stop
   let summary = null;
   let textSeed = null;  // the seed of the new text (its first chunk says it), so that even a stopped one can be written again
   let fresh = null;  // the new text; the old one stays until the first characters arrive
@@ -176,10 +181,14 @@ async function generate() {
     for await (const { event, data } of events(response)) {
       if (event === "chunk") {
         if (data.seed !== undefined) textSeed = data.seed;
-        if (fresh === null) legend.hidden = true;
+        const first = fresh === null;
         fresh = (fresh || "") + data.samples[0];
         text = fresh;
         render(text);
+        // On a phone the sheet is below the controls: bring it into view, once it has grown to hold the text.
+        if (first && lyrics.getBoundingClientRect().top > window.innerHeight * 0.6) {
+          lyrics.closest(".sheet").scrollIntoView({ behavior: "smooth", block: "start" });
+        }
       } else if (event === "done") {
         summary = data;
       } else if (event === "error") {
@@ -187,7 +196,10 @@ async function generate() {
       }
     }
   } catch (err) {
-    if (err.name !== "AbortError") showError(err.message || String(err));
+    if (err.name === "TypeError") {  // fetch's "Failed to fetch", a stream's "network error": the server is gone
+      failed = true;
+      showError(W.offline);
+    } else if (err.name !== "AbortError") showError(err.message || String(err));
   } finally {
     controller = null;
     lyrics.classList.remove("streaming");
@@ -204,7 +216,8 @@ async function generate() {
       statusLine.title = `${W.copiedSpan(copy.span)}${share}`;
     }
   } else if (fresh) {
-    statusLine.textContent = `${W.chars([...fresh].length)}${textSeed !== null ? ` · ${W.seed(textSeed)}` : ""}${W.reasons.disconnected}`;
+    const chars = Math.max(0, [...fresh].length - prefixChars);
+    statusLine.textContent = `${W.chars(chars)}${textSeed !== null ? ` · ${W.seed(textSeed)}` : ""}${failed ? W.cutOff : W.reasons.disconnected}`;
     statusLine.title = "";
     if (textSeed !== null) statusLine.dataset.seed = textSeed;
     else delete statusLine.dataset.seed;  // not the seed of an earlier text
@@ -242,7 +255,8 @@ form.addEventListener("submit", (e) => {
 $("prefix").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
     e.preventDefault();
-    generate();
+    if (controller) generate();  // Stop
+    else form.requestSubmit();  // the form's own checks first, as a click on the button has them
   }
 });
 
@@ -288,6 +302,7 @@ async function loadModelInfo() {
     $("prefix").maxLength = lim.max_prefix;
     // The box starts with 分开; a model trained on other text starts from its own first prefix instead.
     if ($("prefix").value === $("prefix").defaultValue) $("prefix").value = info.default_prefix ?? $("prefix").value;
+    defaultPrefix = info.default_prefix ?? "";
     $("lines").max = lim.max_lines;
     if (Number($("lines").value) > lim.max_lines) $("lines").value = lim.max_lines;  // else the form refuses to send
   } catch {

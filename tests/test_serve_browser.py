@@ -133,6 +133,14 @@ def test_page_double_click_legend_and_keyboard_checks(tiny_ckpt, browser):
         assert browser.execute_script("return document.getElementById('lines').validity.valid") is False
         assert browser.find_element(By.ID, "status").text == status and "busy" not in browser.find_element(By.TAG_NAME, "body").get_attribute("class")
         assert browser.find_element(By.ID, "seed").get_attribute("max") == "9007199254740991"  # JavaScript's exact integers
+        # 藏头: a line per character, each starting with it; the prefix and the line count step aside
+        acrostic = browser.find_element(By.ID, "acrostic")
+        acrostic.send_keys("我你爱")
+        assert not browser.find_element(By.ID, "prefix").is_enabled() and not lines.is_enabled()
+        acrostic.send_keys(Keys.ENTER)
+        wait.until(lambda d: "种子" in d.find_element(By.ID, "status").text and d.find_element(By.ID, "status").text != status)
+        got = browser.find_element(By.ID, "lyrics").text.strip().splitlines()
+        assert [line[0] for line in got] == ["我", "你", "爱"], got
         assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 

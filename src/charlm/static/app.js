@@ -150,11 +150,11 @@ async function generate() {
   }
   showError("");
   const seed = $("seed").value.trim();
+  const acrostic = $("acrostic").value.trim();
   const body = {
-    prefix: $("prefix").value,
-    lines: Number($("lines").value) || 8,
     temperature: Number($("temperature").value),
     top_p: Number($("top-p").value),
+    ...(acrostic ? { acrostic } : { prefix: $("prefix").value, lines: Number($("lines").value) || 8 }),
   };
   if (seed !== "") body.seed = Number(seed);
   if (copyCheck) body.check_copy = true;
@@ -165,7 +165,7 @@ async function generate() {
   legend.hidden = true;  // the old text's perplexity is not the new one's
   const oldStatus = statusLine.textContent;
   statusLine.textContent = W.writing;
-  const prefixChars = [...(body.prefix || defaultPrefix)].length;  // the server's count leaves the prefix out: so does a stopped one's
+  const prefixChars = acrostic ? 0 : [...(body.prefix || defaultPrefix)].length;  // the server's count leaves the prefix out: so does a stopped one's
   let failed = false;  // the connection broke (the server stopped): not the user's Stop
   let summary = null;
   let textSeed = null;  // the seed of the new text (its first chunk says it), so that even a stopped one can be written again
@@ -251,6 +251,15 @@ form.addEventListener("submit", (e) => {
   generate();
 });
 
+// An acrostic writes one line per character, each starting with it: the prefix and the line count step aside.
+function acrosticMode() {
+  const on = $("acrostic").value.trim() !== "";
+  $("prefix").disabled = on;
+  $("lines").disabled = on;
+}
+$("acrostic").addEventListener("input", acrosticMode);
+acrosticMode();
+
 // Ctrl/Cmd+Enter in the prefix box generates.
 $("prefix").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
@@ -304,6 +313,8 @@ async function loadModelInfo() {
     if ($("prefix").value === $("prefix").defaultValue) $("prefix").value = info.default_prefix ?? $("prefix").value;
     defaultPrefix = info.default_prefix ?? "";
     $("lines").max = lim.max_lines;
+    $("acrostic").maxLength = lim.max_lines;  // a line per character
+    $("acrostic-field").hidden = !info.has_newline;  // a model trained without line breaks writes no lines
     if (Number($("lines").value) > lim.max_lines) $("lines").value = lim.max_lines;  // else the form refuses to send
   } catch {
     $("model-info").textContent = W.noModel;

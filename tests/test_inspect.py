@@ -625,10 +625,14 @@ def test_analyse_checks_what_the_command_line_checks(tiny_ckpt):
     rep = inspector.analyse(model, vocab, "m", text.replace("\n", "\r\n"), context="分开\r\n")
     assert rep.raw == text and rep.bits.tolist() == inspector.analyse(model, vocab, "m", text, context="分开\n").bits.tolist()
     for kw, message in (({"units": [999]}, "unit 999 does not exist"), ({"units": [-1]}, "unit -1 does not exist"),
-                        ({"units": []}, "no unit to show"), ({"units": "0,5"}, "units must be unit numbers")):
+                        ({"units": []}, "no unit to show"), ({"units": "0,5"}, "units must be unit numbers"),
+                        ({"units": 5}, "units must be unit numbers")):
         with pytest.raises(CharlmError, match=message):
             inspector.analyse(model, vocab, "m", text, **kw)
     assert inspector.analyse(model, vocab, "m", text, units=[3, 3, 1]).units == [3, 1]
+    assert inspector.analyse(model, vocab, "m", text, units=(u for u in (2, 4))).units == [2, 4]  # any iterable
+    with pytest.raises(CharlmError, match="must be strings"):
+        inspector.analyse(model, vocab, "m", None)
     with pytest.raises(CharlmError, match="the text to inspect is empty"):
         inspector.analyse(model, vocab, "m", "")
     with pytest.raises(CharlmError, match="inspect reads at most 2,000"):

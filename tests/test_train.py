@@ -499,7 +499,8 @@ def test_scoring_from_python_checks_its_ids_and_gives_per_character_bits(tiny_ck
     model, vocab, _ = load_model(tiny_ckpt)
     ids = vocab.encode("分开的时候我说不分开\n你说我们还会再见\n")
     for bad, message in (([1, 2, 99999], "ids must be from 0 to"), (torch.zeros(2, 3, dtype=torch.long), "1-D integer tensor"),
-                         (torch.zeros(4), "1-D integer tensor"), (["a"], "sequence of whole numbers")):
+                         (torch.zeros(4), "1-D integer tensor"), (["a"], "sequence of whole numbers"),
+                         ([1.5, 2.7, 3.2], "1-D integer tensor"), ([True, False], "1-D integer tensor")):  # not cut to 1, 2, 3
         for fn in (evaluate, surprisal):
             with pytest.raises(CharlmError, match=message):
                 fn(model, bad)
@@ -511,7 +512,7 @@ def test_scoring_from_python_checks_its_ids_and_gives_per_character_bits(tiny_ck
     assert surprisal(model, ids[:1]).shape == (0,) and surprisal(model, []).shape == (0,)
 
 
-def test_a_python_trainer_holds_its_folder_as_charlm_train_does(tmp_path):
+def test_a_python_trainer_holds_its_folder_as_charlm_train_does(tmp_path, capsys):
     """A folder another training is writing is refused (a Python Trainer with overwrite=True replaced it); the lock is
     let go when fit() ends; an out that is a file, or cannot be made, is a CharlmError; log=None is silent."""
     import fcntl
@@ -532,6 +533,7 @@ def test_a_python_trainer_holds_its_folder_as_charlm_train_does(tmp_path):
     assert list(out.iterdir()) == []
     Trainer(mcfg, cfg, corpus, log=None, overwrite=True).fit()
     assert not ckpt_io.in_use(out) and (out / "best").is_dir()  # let go at the end
+    assert capsys.readouterr().out == ""  # log=None: nothing printed
     (tmp_path / "afile").write_text("x")
     with pytest.raises(CharlmError, match="is a file"):
         Trainer(mcfg, dataclasses.replace(cfg, out=str(tmp_path / "afile")), corpus, log=None).fit()

@@ -294,6 +294,8 @@ def save(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
         return _save(ckpt, Path(path))
     except OSError as e:
         raise CharlmError(f"cannot write the checkpoint {path}: {e.strerror or e}", exit_code=1) from None
+    except SafetensorError as e:  # safetensors reports its own write's failures (a full disk) so, not as an OSError
+        raise CharlmError(f"cannot write the checkpoint {path}: {e}", exit_code=1) from None
 
 
 def _save(ckpt: Checkpoint, path: Path) -> Path:

@@ -226,8 +226,10 @@ def parse_units(spec: str | None, hidden_size: int) -> list[int] | None:
 
 def check_units(units, hidden_size: int) -> list[int]:
     """``units`` (unit numbers of a layer) without repeats, each checked against the layer's width; else a CharlmError."""
-    if isinstance(units, (str, bytes)) or not all(isinstance(u, (int, np.integer)) and not isinstance(u, bool) for u in units):
-        raise CharlmError(f"units must be unit numbers, like [0, 5, 7] (parse_units reads \"0,5,7\"); got {units!r}")
+    given = units
+    units = list(units) if not isinstance(units, (str, bytes)) and hasattr(units, "__iter__") else None
+    if units is None or not all(isinstance(u, (int, np.integer)) and not isinstance(u, bool) for u in units):
+        raise CharlmError(f"units must be unit numbers, like [0, 5, 7] (parse_units reads \"0,5,7\"); got {given!r}")
     units = list(dict.fromkeys(int(u) for u in units))
     for u in units:
         if not 0 <= u < hidden_size:
@@ -429,6 +431,8 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     from .data import normalize
 
     cfg = model.cfg
+    if not isinstance(raw, str) or not isinstance(context or "", str):
+        raise CharlmError(f"the text and the context must be strings; got {type(raw).__name__} and {type(context).__name__}")
     raw, context = _lines(raw), _lines(context or "")  # what analyse's positions index: \r\n would shorten it
     if not raw:
         raise CharlmError("the text to inspect is empty")

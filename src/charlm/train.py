@@ -55,8 +55,12 @@ def pick_device(name: str) -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise CharlmError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):  # mps, xpu, ...: charlm is written and tested for these two
+        raise CharlmError(f"device {name!r}: charlm runs on auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CharlmError(f"device {name!r} asked for, but this PyTorch sees no CUDA GPU")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CharlmError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
@@ -115,7 +119,8 @@ def _checked_ids(model: CharLM, ids) -> torch.Tensor:
     """``ids`` (a list, from vocab.encode, or a tensor) as a 1-D long tensor of ids the model has; else a CharlmError."""
     if not torch.is_tensor(ids):
         try:
-            ids = torch.tensor(list(ids), dtype=torch.long)
+            ids = list(ids)
+            ids = torch.as_tensor(ids) if ids else torch.zeros(0, dtype=torch.long)  # floats stay floats: refused below
         except (TypeError, ValueError, RuntimeError, OverflowError):
             raise CharlmError("ids must be a sequence of whole numbers (vocab.encode gives them)") from None
     if ids.dim() != 1 or ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8, torch.int8):

@@ -18,7 +18,6 @@ let copyLabel = copyButton.innerHTML;  // restored after "已复制 ✓", howeve
 let copyTimer = null;
 let controller = null;  // the running request, so Stop (or a new Generate) can abort it
 let startedAt = 0;  // when it began: a second click just after the first (a double click) is not a Stop
-let defaultPrefix = "";  // what the server starts from when the prefix box is empty (/v1/model)
 let text = "";
 
 // The page's words: Chinese for a model of Chinese text, English otherwise (/v1/model's language).
@@ -31,7 +30,7 @@ const WORDS = {
     best: (ppl, epoch) => `验证困惑度 ${ppl}（第 ${epoch} 轮）`, model: "模型", noModel: "读不到模型信息",
     reasons: { done: "", time_limit: "（到了时间上限，截断了）", max_length: "（到了长度上限，截断了）", disconnected: "（已停止）" },
     cutOff: "（中断了）", offline: "连不上服务器：它还在运行吗？",
-    unknownHint: "（把这些字从开头里去掉）",
+    unknownHint: "（把这些字去掉）",
   },
   en: {
     writing: "writing…", chars: (n) => `${n} characters`, seconds: (s) => `${s} s`, seed: (s) => `seed ${s}`,
@@ -41,7 +40,7 @@ const WORDS = {
     best: (ppl, epoch) => `validation perplexity ${ppl} (epoch ${epoch})`, model: "model", noModel: "cannot read the model's description",
     reasons: { done: "", time_limit: " (cut at the time limit)", max_length: " (cut at the length limit)", disconnected: " (stopped)" },
     cutOff: " (cut off)", offline: "cannot reach the server: is it still running?",
-    unknownHint: "(remove them from the text)",
+    unknownHint: "(remove them)",
   },
 };
 let W = WORDS.zh;
@@ -162,10 +161,9 @@ async function generate() {
   startedAt = performance.now();
   setBusy(true);
   lyrics.classList.add("streaming");
-  legend.hidden = true;  // the old text's perplexity is not the new one's
   const oldStatus = statusLine.textContent;
   statusLine.textContent = W.writing;
-  const prefixChars = acrostic ? 0 : [...(body.prefix || defaultPrefix)].length;  // the server's count leaves the prefix out: so does a stopped one's
+  const prefixChars = acrostic ? 0 : [...body.prefix].length;  // the server's count leaves the prefix out: so does a stopped one's
   let failed = false;  // the connection broke (the server stopped): not the user's Stop
   let summary = null;
   let textSeed = null;  // the seed of the new text (its first chunk says it), so that even a stopped one can be written again
@@ -182,6 +180,7 @@ async function generate() {
       if (event === "chunk") {
         if (data.seed !== undefined) textSeed = data.seed;
         const first = fresh === null;
+        if (first) legend.hidden = true;  // the old text's perplexity is not the new one's
         fresh = (fresh || "") + data.samples[0];
         text = fresh;
         render(text);
@@ -311,7 +310,6 @@ async function loadModelInfo() {
     $("prefix").maxLength = lim.max_prefix;
     // The box starts with 分开; a model trained on other text starts from its own first prefix instead.
     if ($("prefix").value === $("prefix").defaultValue) $("prefix").value = info.default_prefix ?? $("prefix").value;
-    defaultPrefix = info.default_prefix ?? "";
     $("lines").max = lim.max_lines;
     $("acrostic").maxLength = lim.max_lines;  // a line per character
     $("acrostic-field").hidden = !info.has_newline;  // a model trained without line breaks writes no lines

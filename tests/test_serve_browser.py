@@ -128,6 +128,16 @@ def test_page_double_click_legend_and_keyboard_checks(tiny_ckpt, browser):
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#lyrics .s") and legend.is_displayed())  # tinted: its legend
         assert "困惑度" in legend.text
         status = browser.find_element(By.ID, "status").text
+        tint = browser.find_element(By.ID, "tint")  # the tint follows its box, for the text already shown
+        tint.click()
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#lyrics .s") and not legend.is_displayed())
+        tint.click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#lyrics .s") and legend.is_displayed())
+        status_line = browser.find_element(By.ID, "status")  # its seed can be reused, and it says so
+        assert "种子" in status_line.get_attribute("title")
+        status_line.click()
+        assert browser.find_element(By.ID, "seed").get_attribute("value") == status.split("种子 ")[1].split()[0]
+        browser.find_element(By.ID, "seed").clear()
         lines = browser.find_element(By.ID, "lines")
         lines.clear()
         lines.send_keys("0")

@@ -29,7 +29,7 @@ const WORDS = {
     score: (ppl, bits) => `困惑度 ${ppl} · ${bits} bits/字`, vocab: (n) => `${n} 个字`, params: (m) => `${m}M 参数`,
     best: (ppl, epoch) => `验证困惑度 ${ppl}（第 ${epoch} 轮）`, model: "模型", noModel: "读不到模型信息",
     reasons: { done: "", time_limit: "（到了时间上限，截断了）", max_length: "（到了长度上限，截断了）", disconnected: "（已停止）" },
-    cutOff: "（中断了）", offline: "连不上服务器：它还在运行吗？",
+    cutOff: "（中断了）", offline: "连不上服务器：它还在运行吗？", reuseSeed: "点这里：把种子填进“种子”框，可再写出同样的",
     unknownHint: "（把这些字去掉）",
   },
   en: {
@@ -39,7 +39,7 @@ const WORDS = {
     score: (ppl, bits) => `perplexity ${ppl} · ${bits} bits/char`, vocab: (n) => `${n} characters`, params: (m) => `${m}M parameters`,
     best: (ppl, epoch) => `validation perplexity ${ppl} (epoch ${epoch})`, model: "model", noModel: "cannot read the model's description",
     reasons: { done: "", time_limit: " (cut at the time limit)", max_length: " (cut at the length limit)", disconnected: " (stopped)" },
-    cutOff: " (cut off)", offline: "cannot reach the server: is it still running?",
+    cutOff: " (cut off)", offline: "cannot reach the server: is it still running?", reuseSeed: "click: put this seed in the seed box, to write the same again",
     unknownHint: "(remove them)",
   },
 };
@@ -207,17 +207,17 @@ async function generate() {
   if (summary) {
     statusLine.textContent = `${W.chars(summary.chars)} · ${W.seconds(summary.elapsed_s.toFixed(2))} · ${W.seed(summary.seed)}${W.reasons[summary.finish_reason] || ""}`;
     statusLine.dataset.seed = summary.seed;
-    statusLine.title = "";
+    statusLine.title = W.reuseSeed;
     const copy = summary.copies && summary.copies[0];
     if (copy) {  // how much of it is copied from the training text: new lyrics, or recited ones?
       statusLine.textContent += ` · ${W.copied(copy.longest)}`;
       const share = copy.ngram_share == null ? "" : ` · ${W.grams(copy.n, Math.round(copy.ngram_share * 100))}`;
-      statusLine.title = `${W.copiedSpan(copy.span)}${share}`;
+      statusLine.title = `${W.copiedSpan(copy.span)}${share}\n${W.reuseSeed}`;
     }
   } else if (fresh) {
     const chars = Math.max(0, [...fresh].length - prefixChars);
     statusLine.textContent = `${W.chars(chars)}${textSeed !== null ? ` · ${W.seed(textSeed)}` : ""}${failed ? W.cutOff : W.reasons.disconnected}`;
-    statusLine.title = "";
+    statusLine.title = textSeed !== null ? W.reuseSeed : "";
     if (textSeed !== null) statusLine.dataset.seed = textSeed;
     else delete statusLine.dataset.seed;  // not the seed of an earlier text
   } else {
@@ -265,6 +265,16 @@ $("prefix").addEventListener("keydown", (e) => {
     e.preventDefault();
     if (controller) generate();  // Stop
     else form.requestSubmit();  // the form's own checks first, as a click on the button has them
+  }
+});
+
+// The tint follows its box: off shows the plain text, on tints the text already there.
+$("tint").addEventListener("change", () => {
+  if (controller || !text) return;  // a text being written is tinted when it is done
+  if ($("tint").checked) tint(text);
+  else {
+    render(text);
+    legend.hidden = true;
   }
 });
 

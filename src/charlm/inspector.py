@@ -367,7 +367,7 @@ def find_units(acts: dict[str, np.ndarray], features: dict[str, tuple[str, np.nd
     """
     n = next(iter(acts.values())).shape[0]
     if n < MIN_CHARS_FOR_UNITS:
-        return [], [f"the text is too short to look for units (it has {n} character{'s' if n != 1 else ''}; give at least {MIN_CHARS_FOR_UNITS})"]
+        return [], [f"the text is too short to look for units (it has {_n_chars(n)}; give at least {MIN_CHARS_FOR_UNITS})"]
     found, notes = [], []
     drift = None  # each quantity's |r| with how far into the text, for the features that are not that
     if "read_so_far" in features:
@@ -466,7 +466,7 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
             unknown, count = list(dict.fromkeys(outside)), len(outside)
             shown = " ".join(show_char(ch) for ch in unknown[:20]) + ("…" if len(unknown) > 20 else "")
             how = "read as <unk>" if vocab.unk else "skipped" + ("" if what == " of the context" else " (shown struck through)")
-            notes.append(f"{count} character{'s' if count != 1 else ''}{what} outside the model's vocabulary {how}: {shown}")
+            notes.append(f"{_n_chars(count)}{what} outside the model's vocabulary {how}: {shown}")
     if newlines == "space" and "\n" in whole:
         notes.append("this model was trained with line breaks replaced by spaces, so it reads them as spaces")
     if context:
@@ -701,7 +701,7 @@ JS = r"""
                  (D.unk.indexOf(k) >= 0 ? '\n(read as <unk>: the surprisal of <unk>, not of this character)' : ''));
       if (D.copied) lines.push('copied: ' + (D.copied[k] * 100).toFixed(1) + '% of the probability' +
                                (D.copy_from[k] >= 0 ? ', most for #' + (D.copy_from[k] + 1) + ' “' + D.chars[D.copy_from[k]] + '”, which followed a context like this one' :
-                                D.copy_from[k] === -2 ? ', most for a character of the context read first' : '') +
+                                D.copy_from[k] === D.in_context ? ', most for a character of the context read first' : '') +
                                '\nthe LSTM alone: ' + D.lstm_bits[k].toFixed(2) + ' bits');
       lines.push('it expected here:');
       lines = lines.concat(guesses(k ? D.top[k - 1] : D.top_before));
@@ -803,7 +803,7 @@ def render_html(report: Report) -> str:
         **({} if report.copied is None else {
             "copied": [None if math.isnan(x) else round(float(x), 4) for x in report.copied],
             "lstm_bits": [None if math.isnan(b) else round(float(b), 3) for b in report.lstm_bits],
-            "copy_from": report.copy_from.tolist()}),
+            "copy_from": report.copy_from.tolist(), "in_context": IN_CONTEXT}),
         "top": [_top_for_script(t) for t in report.top],
         "top_before": None if report.top_before is None else _top_for_script(report.top_before),
         "cell_before": None if report.cell_before is None else [round(float(report.cell_before[u]), 6) for u in report.units],

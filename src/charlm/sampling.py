@@ -78,9 +78,14 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.searchsorted(cdf, v).squeeze(-1)
 
 
+def known_prefixes(vocab: Vocab, prefixes) -> list[tuple[int, str]]:
+    """Each of a run's ``prefixes`` the vocabulary knows whole, with its place among them; an empty one is none."""
+    return [(i, p) for i, p in enumerate(prefixes) if p and not vocab.unknown(p)]
+
+
 def default_prefix(vocab: Vocab, prefixes) -> str:
     """The first of a run's ``prefixes`` the vocabulary knows whole (分开 for the lyrics), else "": the start of a line."""
-    return next((p for p in prefixes if p and not vocab.unknown(p)), "")
+    return next((p for _, p in known_prefixes(vocab, prefixes)), "")
 
 
 def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exact: bool = False) -> str:

@@ -28,7 +28,7 @@ from .data import Corpus, batches, bptt_slices, check_enough, fold, hash_ids, nu
 from .errors import CharlmError
 from .model import CharLM, detach, num_parameters, parts
 from .progress import Progress
-from .sampling import generate, make_generator, show_chars
+from .sampling import generate, known_prefixes, make_generator, show_chars
 from .step import TrainStep, check_speed_flags, physical_cores, prepare_optimizer
 
 EVAL_CHUNK = 512  # columns per evaluation step; the state is carried, so it changes only speed
@@ -676,7 +676,7 @@ class Trainer:
         of a word for a --newlines space model) or, without newline or space, the training text's first character.
         Also how the samples begin then, in words ("" with a prefix)."""
         vocab = self.corpus.vocab
-        starts = [(i, p) for i, p in enumerate(self.cfg.prefixes) if p and not vocab.unknown(p)]
+        starts = known_prefixes(vocab, self.cfg.prefixes)
         if starts:
             return starts, ""
         if "\n" in vocab or " " in vocab:

@@ -471,7 +471,7 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
         notes.append("this model was trained with line breaks replaced by spaces, so it reads them as spaces")
     if context:
         notes.append(f"the model read {_n_chars(c)} of context first (not shown): the text starts from "
-                     "the state they left, not from the zero state")
+                     f"the state {'it' if c == 1 else 'they'} left, not from the zero state")
     ids = torch.tensor([vocab.stoi[read_as[p]] for p in positions], dtype=torch.long, device=model.decoder.weight.device)
     logits, gates, copy = run_scratch(model, ids)
     bits, rank, top = predictions(logits, ids, vocab)

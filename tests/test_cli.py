@@ -734,3 +734,38 @@ def test_a_failed_resume_into_a_new_folder_makes_no_folder(capsys, tmp_path):
 
 def test_help_for_an_unknown_preset_is_the_unknown_preset_error(capsys):
     one_line_error(*run_cli(capsys, "train", "--preset", "nosuch", "--help")[::2], "unknown preset 'nosuch'; known presets:")
+
+
+DOCS = ["README.md", "BENCHMARKS.md", "docs/lstm.md", "docs/zh.md"]
+
+
+def _documented_commands(text: str) -> list[str]:
+    """Every `charlm CMD ...` of a document: the lines of its ```sh blocks (comments cut) and its inline code."""
+    found = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            m = re.search(r"(?:^|\s)(?:\.venv/bin/)?charlm ([a-z].*)$", line.split(" #")[0])
+            if m:
+                found.append(m.group(1))
+    return found + re.findall(r"`(?:\.venv/bin/)?charlm ([a-z][^`]*)`", text)
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_documented_commands_use_real_commands_and_flags(doc):
+    """The docs' examples cannot drift from the CLI: each `charlm CMD --flag` they show is a command with that flag."""
+    import argparse
+
+    from charlm.cli import build_parser
+
+    subs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    flags = {name: {f for a in sub._actions for f in a.option_strings} for name, sub in subs.items()}
+    commands = _documented_commands((Path(__file__).parents[1] / doc).read_text(encoding="utf-8"))
+    assert commands, f"{doc} shows no charlm command"
+    wrong = []
+    for command in commands:
+        words = re.sub(r"[\[\]|]", " ", command).split()
+        if words[0] not in flags:
+            wrong.append(f"{command!r}: no command {words[0]}")
+            continue
+        wrong += [f"{command!r}: {words[0]} has no {w}" for w in words[1:] if w.startswith("--") and w.split("=")[0] not in flags[words[0]]]
+    assert not wrong, wrong

@@ -1,3 +1,4 @@
+import codecs
 import hashlib
 
 import pytest
@@ -262,3 +263,60 @@ def test_random_batch_orders_differ_across_seeds_and_epochs():
     orders = [first(0, 1), first(1, 0), first(2, 0), first(0, 2)]
     assert len({tuple(o) for o in orders}) == len(orders)
     assert first(1, 0) == first(1, 0)  # and the same pair, the same order (a resumed run replays it)
+
+
+def test_chinese_in_the_wrong_chinese_codec_is_named(tmp_path, recwarn):
+    """GB18030 decodes Big5 bytes too, to other characters: the hint names the codec the bytes read as Chinese in."""
+    from charlm.errors import CharlmWarning
+
+    lyrics, f = read_text()[:2000], tmp_path / "t.txt"
+    f.write_bytes(lyrics.encode("big5", errors="ignore"))
+    with pytest.raises(CharlmError, match="as utf-8; its bytes read as Chinese text in big5: try --encoding big5$"):
+        read_text(f)
+    with pytest.warns(CharlmWarning, match=r"read as gb18030 as asked, but only \d+% of its non-ASCII characters are Chinese ones in gb18030, "
+                      "while its bytes read as Chinese text in big5; if its characters look wrong, try --encoding big5$"):
+        read_text(f, "gb18030")
+    f.write_bytes("我哋今日去飲茶，佢話好好食嘅。\n".encode("big5hkscs") * 20)  # Cantonese: characters Big5 lacks
+    with pytest.raises(CharlmError, match="as big5; its bytes read as Chinese text in big5hkscs: try --encoding big5hkscs$"):
+        read_text(f, "big5")
+    assert read_text(f, "big5hkscs").startswith("我哋今日")
+    recwarn.clear()
+    f.write_bytes(lyrics.encode("gb18030"))
+    assert read_text(f, "gb18030") == lyrics  # read as written: nothing to say
+    assert not [w for w in recwarn if issubclass(w.category, CharlmWarning)]
+
+
+@pytest.mark.parametrize("codec", ["rot13", "base64", "hex"])
+def test_a_codec_that_is_not_a_text_encoding_is_an_error(tmp_path, codec):
+    f = tmp_path / "t.txt"
+    f.write_text("分开\n", encoding="utf-8")
+    with pytest.raises(CharlmError, match=f"^'{codec}' is not an encoding of text$"):
+        read_text(f, codec)
+
+
+def test_encoding_hints_past_the_first_lines(tmp_path):
+    """A NUL byte makes a file binary wherever it is; UTF-16 of one line, or a UTF-8 file given a UTF-16 codec, is named."""
+    lyrics, f = read_text()[:3000], tmp_path / "t.txt"
+    f.write_bytes(lyrics.encode() * 3 + b"\x00" + lyrics.encode())  # the NUL past the first 8 KiB
+    with pytest.raises(CharlmError, match=rf"binary file \(a NUL byte at offset {len(lyrics.encode()) * 3:,}\), not text$"):
+        read_text(f)
+    f.write_bytes(lyrics.replace("\n", "").encode("utf-16-le"))  # no line break to tell the byte order by
+    with pytest.raises(CharlmError, match="UTF-16 text without a byte-order mark.*--encoding utf-16-le$"):
+        read_text(f)
+    f.write_bytes(codecs.BOM_UTF8 + lyrics.encode())
+    with pytest.raises(CharlmError, match="the file is valid UTF-8, not utf-16: leave out --encoding$"):
+        read_text(f, "utf-16")
+
+
+def test_a_folder_in_two_encodings_is_named(tmp_path):
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    (songs / "a.txt").write_text("分开的时候\n", encoding="utf-8")
+    (songs / "b.txt").write_bytes("我说不分开\n".encode("gb18030"))
+    (songs / "c.txt").write_text("plain ASCII reads as either\n", encoding="ascii")
+    msg = r"songs: its \.txt files are in more than one encoding: a\.txt is UTF-8 and b\.txt is not; .*iconv -f gb18030 -t utf-8"
+    for encoding in ("utf-8", "gb18030"):  # whichever is given, the other file fails: the message says why
+        with pytest.raises(CharlmError, match=msg):
+            read_text(songs, encoding)
+    (songs / "a.txt").write_bytes("分开的时候\n".encode("gb18030"))
+    assert read_text(songs, "gb18030") == "分开的时候\n我说不分开\nplain ASCII reads as either\n"  # one encoding again: read

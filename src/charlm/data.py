@@ -46,23 +46,52 @@ def bundled_corpus() -> Path:
 _BOMS = {"utf16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE), "utf32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)}
 
 
-def _utf16_order(raw: bytes) -> str | None:
+def _utf16_order(raw: bytes, lines: bool = True) -> str | None:
     """'le' or 'be' if the start of ``raw`` reads as UTF-16 text in that byte order, else None.
 
     Read in its own order, UTF-16 text has line breaks and is almost all ASCII, CJK characters and
     CJK or full-width punctuation; read in the other order, the same bytes give code points from all
-    over.  (Plain ASCII bytes read as UTF-16 give CJK characters too, but never a line break.)
+    over.  (Plain ASCII bytes read as UTF-16 give CJK characters too, but never a line break.)  With
+    ``lines=False`` (for bytes known to hold NULs, so not plain ASCII) a text of one line will do, if
+    only one order reads as text.
     """
     head = raw[: min(len(raw), 8192) // 2 * 2]
+    orders = []
     for order in ("le", "be"):
         text = head.decode(f"utf-16-{order}", errors="replace")
-        if "\n" in text and sum(_common(c) for c in text) >= 0.9 * len(text):
-            return order
-    return None
+        if ("\n" in text or not lines) and sum(_common(c) for c in text) >= 0.9 * len(text):
+            orders.append(order)
+    return orders[0] if orders and (lines or len(orders) == 1) else None
 
 
 def _common(c: str) -> bool:
     return (c.isascii() and (c.isprintable() or c.isspace())) or "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff00" <= c <= "\uffef"
+
+
+_CHINESE_CODECS = ("gb18030", "big5", "big5hkscs")  # what Chinese text is in, when not UTF-8 (gb18030 reads GBK and GB2312 too)
+_READ_AS_CHINESE = {"gb18030", "gbk", "gb2312", "big5", "big5hkscs", "cp950", "cp936"}  # codec names, normalised
+
+
+def _chinese_share(text: str) -> float:
+    """The share of CJK ideographs among the first megabyte's non-ASCII characters (0 if there are none)."""
+    chars = [c for c in text[: 1 << 20] if not c.isascii()]
+    return sum("\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" for c in chars) / len(chars) if chars else 0.0
+
+
+def _reads_as_chinese(raw: bytes, skip: str = "") -> list[str]:
+    """The Chinese codecs other than ``skip`` (normalised) that decode all of ``raw`` to mostly Chinese characters,
+    the most Chinese first (big5hkscs only where big5 fails: it reads Big5 as well)."""
+    found = []
+    for codec in _CHINESE_CODECS:
+        if codec == skip or (codec == "big5hkscs" and "big5" in dict(found)):
+            continue
+        try:
+            share = _chinese_share(raw.decode(codec))
+        except UnicodeDecodeError:
+            continue
+        if share >= 0.5:
+            found.append((codec, share))
+    return [codec for codec, _ in sorted(found, key=lambda x: -x[1])]
 
 
 def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints: list | None = None) -> str:
@@ -74,13 +103,16 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
     except LookupError:
         raise CharlmError(f"unknown encoding {encoding!r}") from None
     name = codec.replace("-", "").replace("_", "")
-    if b"\x00" in raw[:8192] and not name.startswith(("utf16", "utf32")):
+    nul = raw.find(b"\x00")
+    if nul >= 0 and not name.startswith(("utf16", "utf32")):
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark
             raise CharlmError(f"{path}: looks like UTF-16 text (a byte-order mark, NUL bytes); try --encoding utf-16")
-        if order := _utf16_order(raw):
+        if order := _utf16_order(raw) or _utf16_order(raw, lines=False):
             raise CharlmError(f"{path}: looks like UTF-16 text without a byte-order mark (NUL bytes every other byte); try --encoding utf-16-{order}")
-        raise CharlmError(f"{path}: looks like a binary file (it contains NUL bytes), not text")
+        raise CharlmError(f"{path}: looks like a binary file (a NUL byte at offset {nul:,}), not text")
     if name in _BOMS and not raw.startswith(_BOMS[name]):
+        if raw.startswith(codecs.BOM_UTF8) or (not raw.isascii() and _valid_utf8(raw)):
+            raise CharlmError(f"{path}: the file is valid UTF-8, not {codec}: leave out --encoding")
         # without a byte-order mark Python's codec assumes little-endian and decodes anything to something
         order = _utf16_order(raw) if name == "utf16" else None
         hint = f"its NUL bytes suggest --encoding {codec}-{order}" if order else f"say --encoding {codec}-le or {codec}-be, if it is {codec} at all"
@@ -90,7 +122,9 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
     except UnicodeDecodeError as e:
         hint = _decoding_hint(raw, name)
         raise CharlmError(f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; {hint}") from None
-    if hint := _other_encoding(raw, name, len(text) == len(raw)):
+    except LookupError:  # a codec of bytes to bytes or text to text (base64, hex, rot13): not a text encoding
+        raise CharlmError(f"{encoding!r} is not an encoding of text") from None
+    if hint := _other_encoding(raw, name, text):
         if hints is None:
             warnings.warn(f"{path} was read as {encoding} as asked, but {hint}", CharlmWarning, stacklevel=2)
         else:
@@ -116,33 +150,38 @@ def _decoding_hint(raw: bytes, name: str) -> str:
         return f"try --encoding {other}"
     if name not in ("utf8", "utf8sig") and _valid_utf8(raw):
         return "the file is valid UTF-8: leave out --encoding"
+    if chinese := _reads_as_chinese(raw, name):
+        return f"its bytes read as Chinese text in {' and '.join(chinese)}: try --encoding {chinese[0]}"
     tries = [f"{' or '.join(left)} ({lang})" for names, lang in ((("gb18030", "big5"), "Chinese"), (("cp1252",), "Western European"))
              if (left := [x for x in names if x != name])]
     return f"try --encoding {', '.join(tries)} or the file's real encoding"
 
 
-def _other_encoding(raw: bytes, name: str, one_byte_a_char: bool) -> str | None:
+def _other_encoding(raw: bytes, name: str, text: str) -> str | None:
     """Why a file that decoded as asked is likely in another encoding (mojibake otherwise trains in silence), or None.
 
     Valid UTF-8 with non-ASCII bytes is almost never anything else.  Chinese in GB18030 or Big5 read with a
     one-byte code page (latin-1, cp1252) decodes too, but most of its bytes are above 0x7f, where accented
-    letters are a few in a hundred in Western text.
+    letters are a few in a hundred in Western text.  Big5 read as GB18030 (or the reverse, where it decodes)
+    gives characters, but far fewer of them Chinese ones than the right codec does.
     """
     if name in ("utf8", "utf8sig") or raw.isascii():
         return None
     if _valid_utf8(raw):
         return "it is valid UTF-8, which text in other encodings almost never is; if its characters look wrong, leave out --encoding"
+    if name in _READ_AS_CHINESE:
+        share = _chinese_share(text)
+        if share < 0.5 and (chinese := _reads_as_chinese(raw, name)):
+            return (f"only {share:.0%} of its non-ASCII characters are Chinese ones in {name}, while its bytes read as Chinese "
+                    f"text in {chinese[0]}; if its characters look wrong, try --encoding {chinese[0]}")
+        return None
+    one_byte_a_char = len(text) == len(raw)
     head = raw[: 1 << 20]
     high = len(head) - len(re.sub(rb"[\x80-\xff]", b"", head))
     if not one_byte_a_char or high < 16 or high < 0.3 * len(head):
         return None
-    for other in ("gb18030", "big5"):
-        try:
-            chars = [c for c in raw.decode(other)[: 1 << 20] if not c.isascii()]
-        except UnicodeDecodeError:
-            continue
-        if sum("\u4e00" <= c <= "\u9fff" for c in chars) >= 0.5 * len(chars):
-            return f"its bytes read as Chinese text in {other}; if its characters look wrong, try --encoding {other}"
+    if chinese := _reads_as_chinese(raw):
+        return f"its bytes read as Chinese text in {chinese[0]}; if its characters look wrong, try --encoding {chinese[0]}"
     return None
 
 
@@ -166,7 +205,11 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
             except OSError as e:
                 raise CharlmError(f"{f}: cannot read ({e.strerror or e})") from None
         hints: list[tuple[Path, str]] = []
-        texts = [_decode(f, raw, encoding, blank_ok=True, hints=hints) for f, raw in raws if raw]
+        try:
+            texts = [_decode(f, raw, encoding, blank_ok=True, hints=hints) for f, raw in raws if raw]
+        except CharlmError:
+            _check_one_encoding(p, raws)  # the folder's files in UTF-8 and in another encoding: no --encoding reads them all
+            raise
         texts = [t for t in texts if t.strip()]  # an empty or blank file adds nothing: passed over
         if not texts:
             raise CharlmError(f"{p}: every .txt file in the folder is empty or blank")
@@ -181,6 +224,20 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
     except OSError as e:
         raise CharlmError(f"{p}: cannot read ({e.strerror})") from None
     return _decode(p, raw, encoding)
+
+
+def _check_one_encoding(folder: Path, raws: list[tuple[Path, bytes]]) -> None:
+    """A CharlmError if some of a folder's files are UTF-8 and others not (plain ASCII reads as either)."""
+    utf8 = [f for f, raw in raws if not raw.isascii() and _valid_utf8(raw)]
+    other = [f for f, raw in raws if not _valid_utf8(raw)]
+    if utf8 and other:
+        def many(files):
+            return f"{files[0].relative_to(folder)} is" if len(files) == 1 else f"{len(files)} ({files[0].relative_to(folder)}, …) are"
+
+        chinese = _reads_as_chinese(dict(raws)[other[0]])
+        how = f" (iconv -f {chinese[0]} -t utf-8, for {other[0].relative_to(folder)})" if chinese else ""
+        raise CharlmError(f"{folder}: its .txt files are in more than one encoding: {many(utf8)} UTF-8 and {many(other)} not; "
+                          f"a folder is read in one --encoding, so convert the others to UTF-8{how}")
 
 
 def normalize(text: str, newlines: str = "keep") -> str:

@@ -1,3 +1,5 @@
+import unicodedata
+
 import numpy as np
 import pytest
 import torch
@@ -186,3 +188,59 @@ def test_top_p_on_exact_ties_keeps_no_more_than_reaches_p():
 
     drawn = {numpy_sampling._choose(np.zeros((1, 4), np.float32), SampleConfig(top_p=0.5), iter([u])) for u in np.linspace(0.01, 0.99, 50)}
     assert drawn == {0, 1}
+
+
+@pytest.mark.parametrize("head", ["👨\u200d👩\u200d👧", "e\u0301", "❤\ufe0f", "🇨🇳"])
+def test_an_acrostic_head_is_a_character_as_a_reader_sees_it(head):
+    """An emoji of several code points or a letter with a combining accent heads one line whole: no line may start
+    with a joiner, a variation selector or an accent on its own."""
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.vocab import Vocab
+
+    vocab = Vocab.build("分开的时候\n我说不分开\n" + head + "e\u0301\n")
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=16, copy_window=0))
+    for n in (1, 3):  # one sample (the numpy path) and a batch (torch's)
+        for text in sample_text(model, vocab, "", SampleConfig(seed=1, num_samples=n, max_line_length=8), acrostic=head + "分" + head):
+            lines = text.rstrip("\n").split("\n")
+            assert len(lines) == 3 and all(line.startswith(h) for line, h in zip(lines, [head, "分", head])), text
+            assert not any(unicodedata.category(line[0]) in ("Mn", "Cf") for line in lines), text
+
+
+def test_an_acrostic_without_a_place_to_start_names_what_to_give(tmp_path, capsys):
+    """A model of one long line (no newline, no space) has nowhere to start an acrostic's first line: --style-prefix
+    is what works (--prefix does not go with --acrostic); an acrostic of spaces only is said to be that."""
+    from charlm.cli import main
+    from charlm.config import ModelConfig, TrainConfig
+    from charlm.data import corpus_from_text
+    from charlm.train import Trainer
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), epochs=1, batch_size=2, num_steps=8, device="cpu", prefixes=())
+    corpus = corpus_from_text("分开的时候我说不分开" * 30, cfg)
+    Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=16, copy_window=0), cfg, corpus, log=None).fit()
+    assert main(["generate", str(tmp_path / "run"), "--acrostic", "分开", "--seed", "1"]) == 2
+    assert "nothing to start an acrostic's first line after: the model has neither a newline nor a space; give --style-prefix" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "run"), "--acrostic", "分开", "--style-prefix", "我说", "--seed", "1"]) == 0
+    assert main(["generate", str(tmp_path / "run"), "--acrostic", " \u3000 ", "--seed", "1"]) == 2
+    assert "the acrostic is only spaces" in capsys.readouterr().err
+
+
+def test_a_prefix_is_read_in_the_unicode_form_the_vocabulary_holds():
+    """é typed as one code point (NFC) is the same text as e + U+0301 (NFD), which a corpus may hold: either is read."""
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.vocab import Vocab
+
+    torch.manual_seed(0)
+    for corpus_form, typed_form in (("NFD", "NFC"), ("NFC", "NFD")):
+        vocab = Vocab.build(unicodedata.normalize(corpus_form, "café au lait\nné à Noël\n"))
+        model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=16, copy_window=0))
+        typed = unicodedata.normalize(typed_form, "né")
+        assert check_known(vocab, typed, "prefix") == unicodedata.normalize(corpus_form, "né")
+        text = sample_text(model, vocab, typed, SampleConfig(seed=1, length=5))[0]
+        assert unicodedata.normalize("NFC", text).startswith("né")
+        assert sample_text(model, vocab, "", SampleConfig(seed=1), acrostic=unicodedata.normalize(typed_form, "éN"))
+    vocab = Vocab.build("cafe\n")
+    with pytest.raises(CharlmError, match=r"does not know: '\u0301' \(U\+0301\)"):  # an accent alone is named by its code point
+        check_known(vocab, "cafe\u0301", "prefix")

@@ -550,3 +550,8 @@ def test_echoes_of_raw_bodies_and_long_keys_are_bounded_and_greedy_takes_no_temp
     assert r.status_code == 422 and len(r.content) < 3000
     r = client.post("/v1/generate", json={"greedy": True, "temperature": 0.5})
     assert r.status_code == 422 and r.json()["error"].startswith("temperature: greedy takes the most likely character")
+
+
+def test_an_acrostic_of_spaces_is_said_to_be_one(client):
+    r = client.post("/v1/generate", json={"acrostic": " \u3000 "})
+    assert r.status_code == 422 and r.json()["error"] == "acrostic: the acrostic is only spaces: give the characters its lines start with"

@@ -389,16 +389,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     given_style = normalize(args.style_prefix, newlines)
     prefix = check_known(vocab, given_prefix, "prefix", args.unknown)
     style = check_known(vocab, given_style, "style prefix", args.unknown)
+    if args.acrostic and not args.acrostic.split():
+        raise CharlmError("the acrostic is only spaces: give the characters its lines start with")
     acrostic = check_known(vocab, "".join(args.acrostic.split()), "acrostic", args.unknown, exact=True)  # no line starts with <unk> or a space
     if not prefix and given_prefix and not acrostic:
         raise CharlmError("no character of the prefix is in the model's vocabulary")
     if args.acrostic and not acrostic:
         raise CharlmError("no character of the acrostic is in the model's vocabulary")
     if args.unknown == "skip":  # dropped, but not in silence
-        from .sampling import show_chars, unknown_chars
+        from .sampling import show_chars, unknown_chars, vocab_form
 
         for what, text, exact in (("prefix", given_prefix, False), ("style prefix", given_style, False), ("acrostic", args.acrostic, True)):
-            if dropped := [c for c in unknown_chars(vocab, text, exact) if not c.isspace() or what != "acrostic"]:
+            if dropped := [c for c in unknown_chars(vocab, vocab_form(vocab, text, exact), exact) if not c.isspace() or what != "acrostic"]:
                 print(f"note: skipped in the {what}, outside the vocabulary: {show_chars(dropped)}", file=sys.stderr)
     index = _copy_index(ckpt) if args.check_copy else None
     if cfg.seed < 0:  # draw the seed here and say it, so that a sample worth keeping can be made again

@@ -8,9 +8,11 @@ CPU is stepped and drawn in numpy (:mod:`charlm.numpy_sampling`), with the same 
 
 from __future__ import annotations
 
+import unicodedata
 import warnings
 from collections.abc import Iterator
 
+import regex
 import torch
 from torch import nn
 
@@ -91,8 +93,10 @@ def default_prefix(vocab: Vocab, prefixes) -> str:
 def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exact: bool = False) -> str:
     """``text`` itself, or without the characters ``vocab`` lacks when ``unknown='skip'``; else a one-line error.
 
-    ``exact``: ``<unk>`` does not stand in for a character (an acrostic's lines start with real ones).
+    ``exact``: ``<unk>`` does not stand in for a character (an acrostic's lines start with real ones).  The text is read
+    in the Unicode form the vocabulary knows best (:func:`vocab_form`).
     """
+    text = vocab_form(vocab, text, exact)
     missing = unknown_chars(vocab, text, exact)
     if not missing:
         return text
@@ -101,13 +105,36 @@ def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exac
     raise CharlmError(f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)} (use --unknown skip to drop them)")
 
 
+def vocab_form(vocab: Vocab, text: str, exact: bool = False) -> str:
+    """``text`` in the Unicode normal form (NFC or NFD) of which the vocabulary knows the most characters: an é typed as
+    one code point reads as the e + U+0301 a corpus may hold, and the reverse (the same text to a reader); else itself."""
+    best, fewest = text, len(unknown_chars(vocab, text, exact))
+    for form in ("NFC", "NFD") if fewest else ():
+        other = unicodedata.normalize(form, text)
+        if (n := len(unknown_chars(vocab, other, exact))) < fewest:
+            best, fewest = other, n
+    return best
+
+
 def unknown_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
     """The distinct characters of ``text`` the vocabulary cannot encode (with ``exact``, that it does not hold itself)."""
     return list(dict.fromkeys(c for c in text if c not in vocab)) if exact else vocab.unknown(text)
 
 
+def acrostic_heads(acrostic: str) -> list[str]:
+    """The heads of an acrostic's lines: its characters as a reader sees them (grapheme clusters), so that an emoji of
+    several code points (👨‍👩‍👧) or a letter with a combining accent heads one line, not one line per code point."""
+    return regex.findall(r"\X", acrostic)
+
+
+# A model trained without line breaks or spaces (one long line of characters) has nowhere to start a text or a line from.
+START_NOWHERE = "nothing to start {what} after: the model has neither a newline nor a space; give {give}"
+
+
 def show_chars(chars: list[str]) -> str:
-    return " ".join(repr(c) for c in chars[:20]) + (" ..." if len(chars) > 20 else "")
+    """Characters quoted for a message; an accent or other combining mark (invisible alone) with its code point too."""
+    shown = (repr(c) + (f" (U+{ord(c):04X})" if unicodedata.category(c).startswith("M") else "") for c in chars[:20])
+    return " ".join(shown) + (" ..." if len(chars) > 20 else "")
 
 
 def make_generator(seed: int, device) -> torch.Generator:
@@ -139,8 +166,8 @@ def generate(
     Without a ``generator``, ``cfg.seed`` seeds one (the same seed gives the same text as
     ``charlm generate --seed``); with neither, torch's global random stream is used.
     """
-    for what, text, exact in (("prefix", prefix, False), ("style prefix", style_prefix, False), ("acrostic", acrostic, True)):
-        check_known(vocab, text, what, exact=exact)
+    prefix, style_prefix, acrostic = (check_known(vocab, text, what, exact=exact) for what, text, exact in  # (in the vocabulary's Unicode form)
+                                      (("prefix", prefix, False), ("style prefix", style_prefix, False), ("acrostic", acrostic, True)))
     if generator is None and cfg.seed >= 0:
         generator = make_generator(cfg.seed, model.decoder.weight.device)
     was_training = model.training
@@ -155,7 +182,7 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     device = model.decoder.weight.device
     n = cfg.num_samples
     newline = vocab.stoi.get("\n")
-    heads = [vocab.stoi[c] for c in acrostic]
+    heads = [[vocab.stoi[c] for c in head] for head in acrostic_heads(acrostic)]
     if heads:
         # An acrostic starts at the beginning of a line: its first head is the first character.
         context = style_prefix + ("\n" if newline is not None else "")
@@ -165,7 +192,8 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     if not context:  # nothing given: start where a line starts, or a word (text trained with --newlines space)
         context = "\n" if newline is not None else " " if " " in vocab.stoi else ""
         if not context:
-            raise CharlmError("the prefix is empty and the model has neither a newline nor a space to start from; give --prefix")
+            raise CharlmError(START_NOWHERE.format(what="an acrostic's first line" if heads else "the text",
+                                                   give="--style-prefix" if heads else "--prefix or --style-prefix"))
 
     ids = torch.tensor(vocab.encode(context), device=device).expand(n, -1)  # (n, len)
     logits, state = model(ids, None)  # the whole context is read once
@@ -192,15 +220,15 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
         return
     # --lines or --acrostic: per sample, its line's length, its lines so far, whether it is done.
     line_len, lines_done, done = [0] * n, [0] * n, [False] * n
-    at_line_start = [bool(heads)] * n
+    forced = [list(heads[0]) if heads else [] for _ in range(n)]  # what a sample must write next: its line's head
     wanted = len(heads) if heads else cfg.lines
     space, wrap_from = vocab.stoi.get(" "), cfg.max_line_length * 3 // 4
     for i in range(max_chars):
         drawn = sampler.draw()
         ids = list(drawn)
         for j in range(n):
-            if at_line_start[j]:  # an acrostic line starts with its own character
-                ids[j] = heads[min(lines_done[j], len(heads) - 1)]
+            if forced[j]:  # an acrostic line starts with its own character (an emoji of several code points: all of them)
+                ids[j] = forced[j].pop(0)
             if line_len[j] >= cfg.max_line_length and (newline if newline is not None else space) is not None:
                 # a line that runs too long is ended, so that --lines and --acrostic always finish: with a line break
                 # the model reads, or (no newlines in its vocabulary) a space, shown as the break
@@ -215,7 +243,8 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
         for j in range(n):
             lines_done[j] += is_break[j] and not done[j]
             line_len[j] = 0 if is_break[j] else line_len[j] + 1
-            at_line_start[j] = is_break[j] and bool(heads)
+            if is_break[j] and heads:
+                forced[j] = list(heads[min(lines_done[j], len(heads) - 1)])
             done[j] = done[j] or lines_done[j] >= wanted
         if i == max_chars - 1 or all(done):
             return

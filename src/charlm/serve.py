@@ -48,7 +48,7 @@ from .config import MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
 from .copycheck import CopyIndex
 from .data import normalize, pretraining_texts, training_text
 from .errors import CharlmError
-from .sampling import check_known, default_prefix, generate, make_generator, show_chars, unknown_chars
+from .sampling import START_NOWHERE, check_known, default_prefix, generate, make_generator, show_chars, unknown_chars, vocab_form
 from .train import pick_device, surprisal
 
 STATIC = Path(__file__).parent / "static"
@@ -221,13 +221,16 @@ class _Generation:
         given = normalize(req.prefix, newlines) if req.prefix is not None else "" if req.acrostic else default
         prefix = self._known(vocab, given, "prefix", req.unknown)
         style = self._known(vocab, normalize(req.style_prefix, newlines), "style_prefix", req.unknown)
+        if req.acrostic and not req.acrostic.split():
+            raise _Invalid("acrostic", "the acrostic is only spaces: give the characters its lines start with")
         acrostic = self._known(vocab, "".join(req.acrostic.split()), "acrostic", req.unknown, exact=True)  # no line starts with <unk> or a space
         if not prefix and given and not acrostic:
             raise _Invalid("prefix", "no character of the prefix is in the model's vocabulary")
         if req.acrostic and not acrostic:
             raise _Invalid("acrostic", "no character of the acrostic is in the model's vocabulary")
         if not (style + prefix) and "\n" not in vocab and " " not in vocab:
-            raise _Invalid("prefix", "the prefix is empty and the model has neither a newline nor a space to start from: give a prefix or a style_prefix")
+            raise _Invalid("acrostic" if acrostic else "prefix", START_NOWHERE.format(
+                what="an acrostic's first line", give="a style_prefix" if acrostic else "a prefix or a style_prefix"))
         self.seed = req.seed if req.seed >= 0 else secrets.randbelow(2**31)  # short, and exact in JavaScript
         cfg = SampleConfig(length=req.length, lines=req.lines, greedy=req.greedy, temperature=req.temperature,
                            top_k=req.top_k, top_p=req.top_p, num_samples=req.num_samples, seed=self.seed)
@@ -249,7 +252,7 @@ class _Generation:
         try:
             return check_known(vocab, text, field.replace("_", " "), unknown, exact)
         except CharlmError:
-            shown = show_chars(unknown_chars(vocab, text, exact))
+            shown = show_chars(unknown_chars(vocab, vocab_form(vocab, text, exact), exact))
             raise _Invalid(field, f"characters the model's vocabulary does not know: {shown} "
                                   '(remove them, or send "unknown": "skip" to drop them)') from None
 

@@ -164,6 +164,8 @@ def test_finds_units_that_follow_visible_features():
         (["--text", "分开", "--context-file", "no-such.txt"], "no-such.txt"),
         (["--text", "xyz", "--context", "分开"], "no character of the text is in the model's vocabulary"),
         (["--text", "分开", "--context", "xyz"], "no character of the context is in the model's vocabulary"),
+        (["--text", "分\udcff开"], "--text '分\\xff开' is not valid UTF-8"),  # a byte of another encoding, as Python passes argv
+        (["--text", "分开", "--context", "\udcc4\udce3"], "--context '\\xc4\\xe3' is not valid UTF-8"),
     ],
 )
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tiny_ckpt, tmp_path, capsys, args, message):
@@ -372,6 +374,15 @@ def test_line_features_say_what_the_model_read():
     assert feats["read_so_far"][1].tolist() == list(range(7))
     assert "reads as a space" in inspector.line_features(raw, list(range(7)), newlines="space")["line_break"][0]
     assert inspector.show_char("\u3000") != inspector.show_char(" ")  # a full-width space is not an ordinary one
+
+
+def test_every_character_shown_can_be_seen():
+    """A heatmap column or a text cell per code point: one with no glyph of its own would be an empty, unhoverable cell."""
+    shown = {c: inspector.show_char(c) for c in "分a😀\u200d\ufe0f\u0301\x07\u2028\u00a0\ue01c"}
+    assert shown["分"] == "分" and shown["a"] == "a" and shown["😀"] == "😀"
+    assert shown["\u200d"] == "⟨200D⟩" and shown["\ufe0f"] == "⟨FE0F⟩" and shown["\x07"] == "⟨0007⟩" and shown["\ue01c"] == "⟨E01C⟩"
+    assert shown["\u0301"] == "◌\u0301"  # an accent alone, on a dotted circle
+    assert shown["\u2028"] == "⟨2028⟩" and shown["\u00a0"] == "⟨00A0⟩"
 
 
 def test_memory_is_the_geometric_mean_of_the_forget_gate():

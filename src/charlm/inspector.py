@@ -23,6 +23,7 @@ import io
 import json
 import math
 import sys
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,7 +181,7 @@ def read_input(text: str | None, file: str | None, encoding: str = "utf-8") -> s
     """The text to inspect, from ``--text`` (where ``\\n`` stands for a line break) or ``--file``."""
     if (text is None) == (not file):
         raise CharlmError("give the text to inspect with exactly one of --text or --file")
-    return _read(text, file, encoding)  # its length is analyse()'s to check
+    return _read(text, file, encoding, "--text")  # its length is analyse()'s to check
 
 
 def read_context(text: str | None, file: str | None, encoding: str = "utf-8") -> str:
@@ -189,15 +190,18 @@ def read_context(text: str | None, file: str | None, encoding: str = "utf-8") ->
         raise CharlmError("give the context with one of --context or --context-file, not both")
     if text is None and not file:
         return ""
-    raw = _read(text, file, encoding)
+    raw = _read(text, file, encoding, "--context")
     if not raw:
         raise CharlmError(f"the context ({'--context' if text is not None else '--context-file ' + file}) is empty: leave it out to start from the zero state")
     return raw
 
 
-def _read(text: str | None, file: str | None, encoding: str) -> str:
+def _read(text: str | None, file: str | None, encoding: str, flag: str) -> str:
+    from .config import _shown
     from .data import read_text
 
+    if text is not None and any("\ud800" <= c <= "\udfff" for c in text):  # bytes of another encoding, as the shell passed them
+        raise CharlmError(f"{flag} '{_shown(text)[:60]}' is not valid UTF-8 (type it in UTF-8, or give a file and its --encoding)")
     return text.replace("\\n", "\n") if text is not None else read_text(file, encoding)
 
 
@@ -517,8 +521,15 @@ RDBU = ("#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a5
 
 
 def show_char(ch: str) -> str:
-    """A character as it can be seen: line breaks, spaces (also the full-width one) and tabs get a visible sign."""
-    return {"\n": "↵", " ": "␣", "\u3000": "⬚", "\t": "⇥"}.get(ch, ch)
+    """A character as it can be seen: line breaks, spaces (also the full-width one) and tabs get a visible sign; an accent
+    alone sits on a dotted circle (◌́), and a character with no glyph of its own (a joiner, a variation selector, a
+    control, another space) shows its code point."""
+    if sign := {"\n": "↵", " ": "␣", "\u3000": "⬚", "\t": "⇥"}.get(ch):
+        return sign
+    kind, selector = unicodedata.category(ch), unicodedata.name(ch, "").startswith("VARIATION SELECTOR")
+    if kind in ("Mn", "Me") and not selector:
+        return "◌" + ch
+    return f"⟨{ord(ch):04X}⟩" if kind[0] in "CZ" or selector else ch
 
 
 def shown_values(report: Report, q: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:

@@ -555,3 +555,16 @@ def test_echoes_of_raw_bodies_and_long_keys_are_bounded_and_greedy_takes_no_temp
 def test_an_acrostic_of_spaces_is_said_to_be_one(client):
     r = client.post("/v1/generate", json={"acrostic": " \u3000 "})
     assert r.status_code == 422 and r.json()["error"] == "acrostic: the acrostic is only spaces: give the characters its lines start with"
+
+
+def test_characters_skipped_are_named_as_the_cli_notes_them(client):
+    """With unknown: skip, what was dropped is in the answer (charlm generate prints a note); without skips, nothing."""
+    r = client.post("/v1/generate", json={"prefix": "分\u200bΩ开", "style_prefix": "Ω你", "unknown": "skip", "seed": 1, "length": 4})
+    assert r.status_code == 200 and r.json()["samples"][0].startswith("分开")
+    assert r.json()["skipped"] == {"prefix": ["\u200b", "Ω"], "style_prefix": ["Ω"]}
+    r = client.post("/v1/generate", json={"acrostic": "分 Ω", "unknown": "skip", "seed": 1})
+    assert r.status_code == 200 and r.json()["skipped"] == {"acrostic": ["Ω"]}  # its space is nobody's head: not a skip
+    with client.stream("POST", "/v1/generate/stream", json={"prefix": "分Ω", "unknown": "skip", "seed": 1, "length": 4}) as s:
+        done = [line for line in s.iter_lines() if line.startswith("data:")][-1]
+    assert json.loads(done[5:])["skipped"] == {"prefix": ["Ω"]}
+    assert client.post("/v1/generate", json={"prefix": "分开", "seed": 1, "length": 4}).json()["skipped"] == {}

@@ -397,10 +397,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.acrostic and not acrostic:
         raise CharlmError("no character of the acrostic is in the model's vocabulary")
     if args.unknown == "skip":  # dropped, but not in silence
-        from .sampling import show_chars, unknown_chars, vocab_form
+        from .sampling import dropped_chars, show_chars
 
         for what, text, exact in (("prefix", given_prefix, False), ("style prefix", given_style, False), ("acrostic", args.acrostic, True)):
-            if dropped := [c for c in unknown_chars(vocab, vocab_form(vocab, text, exact), exact) if not c.isspace() or what != "acrostic"]:
+            if dropped := dropped_chars(vocab, text, exact):
                 print(f"note: skipped in the {what}, outside the vocabulary: {show_chars(dropped)}", file=sys.stderr)
     index = _copy_index(ckpt) if args.check_copy else None
     if cfg.seed < 0:  # draw the seed here and say it, so that a sample worth keeping can be made again

@@ -116,6 +116,12 @@ def vocab_form(vocab: Vocab, text: str, exact: bool = False) -> str:
     return best
 
 
+def dropped_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
+    """The distinct characters :func:`check_known` drops from ``text`` with ``unknown='skip'`` (with ``exact``, an
+    acrostic's: its spaces are not counted, being nobody's head)."""
+    return [c for c in unknown_chars(vocab, vocab_form(vocab, text, exact), exact) if not (exact and c.isspace())]
+
+
 def unknown_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
     """The distinct characters of ``text`` the vocabulary cannot encode (with ``exact``, that it does not hold itself)."""
     return list(dict.fromkeys(c for c in text if c not in vocab)) if exact else vocab.unknown(text)

@@ -48,7 +48,8 @@ from .config import MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
 from .copycheck import CopyIndex
 from .data import normalize, pretraining_texts, training_text
 from .errors import CharlmError
-from .sampling import START_NOWHERE, check_known, default_prefix, generate, make_generator, show_chars, unknown_chars, vocab_form
+from .sampling import (START_NOWHERE, check_known, default_prefix, dropped_chars, generate, make_generator, show_chars, unknown_chars,
+                       vocab_form)
 from .train import pick_device, surprisal
 
 STATIC = Path(__file__).parent / "static"
@@ -130,6 +131,8 @@ class GenerateResponse(BaseModel):
     chars: int = Field(description="characters generated per sample, the prefix not counted (with several samples, the longest's)")
     elapsed_s: float = Field(description="seconds spent generating, time waiting for a worker not counted")
     time_limit_s: float = Field(description="the server's --time-limit, in seconds")
+    skipped: dict[str, list[str]] = Field(description="with unknown: skip, the characters dropped from prefix, style_prefix "
+                                                      "and acrostic as outside the vocabulary, by field (a field with none left out)")
     copies: list[CopyReportOut] | None = Field(None, description="with check_copy: one report per sample")
     copy_check_note: str | None = Field(None, description="with check_copy, a pre-training text (--init-from) that could not be "
                                                           "read, so the check covers the fine-tuning text only")
@@ -220,7 +223,8 @@ class _Generation:
             raise _Invalid("prefix", "prefix and acrostic do not go together: each line of an acrostic starts with its own character")
         given = normalize(req.prefix, newlines) if req.prefix is not None else "" if req.acrostic else default
         prefix = self._known(vocab, given, "prefix", req.unknown)
-        style = self._known(vocab, normalize(req.style_prefix, newlines), "style_prefix", req.unknown)
+        given_style = normalize(req.style_prefix, newlines)
+        style = self._known(vocab, given_style, "style_prefix", req.unknown)
         if req.acrostic and not req.acrostic.split():
             raise _Invalid("acrostic", "the acrostic is only spaces: give the characters its lines start with")
         acrostic = self._known(vocab, "".join(req.acrostic.split()), "acrostic", req.unknown, exact=True)  # no line starts with <unk> or a space
@@ -231,6 +235,9 @@ class _Generation:
         if not (style + prefix) and "\n" not in vocab and " " not in vocab:
             raise _Invalid("acrostic" if acrostic else "prefix", START_NOWHERE.format(
                 what="an acrostic's first line", give="a style_prefix" if acrostic else "a prefix or a style_prefix"))
+        self.skipped = {} if req.unknown != "skip" else {  # dropped, but not in silence (as `charlm generate` notes)
+            field: d for field, text, exact in (("prefix", given, False), ("style_prefix", given_style, False), ("acrostic", req.acrostic, True))
+            if (d := dropped_chars(vocab, text, exact))}
         self.seed = req.seed if req.seed >= 0 else secrets.randbelow(2**31)  # short, and exact in JavaScript
         cfg = SampleConfig(length=req.length, lines=req.lines, greedy=req.greedy, temperature=req.temperature,
                            top_k=req.top_k, top_p=req.top_p, num_samples=req.num_samples, seed=self.seed)
@@ -305,7 +312,7 @@ class _Generation:
 
     def summary(self) -> dict:
         return {"finish_reason": self.finish_reason, "seed": self.seed, "chars": self.chars,
-                "elapsed_s": round(self.elapsed, 4), "time_limit_s": self.time_limit}
+                "elapsed_s": round(self.elapsed, 4), "time_limit_s": self.time_limit, "skipped": self.skipped}
 
 
 class _Server:

@@ -244,3 +244,13 @@ def test_a_prefix_is_read_in_the_unicode_form_the_vocabulary_holds():
     vocab = Vocab.build("cafe\n")
     with pytest.raises(CharlmError, match=r"does not know: '\u0301' \(U\+0301\)"):  # an accent alone is named by its code point
         check_known(vocab, "cafe\u0301", "prefix")
+
+
+def test_a_prefix_counts_toward_its_lines_length(tiny_ckpt):
+    """--max-line-length ends a line after that many characters: those of the prefix on that line count too."""
+    model, vocab, _ = load_model(tiny_ckpt)
+    for seed in range(5):
+        text = sample_text(model, vocab, "分开的时候我说不", SampleConfig(seed=seed, lines=2, max_line_length=10, temperature=2.0))[0]
+        assert all(len(line) <= 10 for line in text.split("\n")), text
+        text = sample_text(model, vocab, "你说\n分开的时候", SampleConfig(seed=seed, lines=2, max_line_length=8, temperature=2.0))[0]
+        assert all(len(line) <= 8 for line in text.split("\n")), text

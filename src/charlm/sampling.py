@@ -225,7 +225,7 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
                 sampler.step(ids)
         return
     # --lines or --acrostic: per sample, its line's length, its lines so far, whether it is done.
-    line_len, lines_done, done = [0] * n, [0] * n, [False] * n
+    line_len, lines_done, done = [len(prefix.rsplit("\n", 1)[-1])] * n, [0] * n, [False] * n  # the prefix's last line counts
     forced = [list(heads[0]) if heads else [] for _ in range(n)]  # what a sample must write next: its line's head
     wanted = len(heads) if heads else cfg.lines
     space, wrap_from = vocab.stoi.get(" "), cfg.max_line_length * 3 // 4

@@ -317,3 +317,69 @@ def test_load_model_from_python_errors_and_random_stream(tiny_ckpt, tmp_path):
     with pytest.raises(CharlmError, match="saved without a trainer's state"):
         load(saved)
     assert load(saved, with_trainer=False).model_config == c.model_config
+
+
+class _Killed(BaseException):
+    """A kill -9 in a test: nothing after it runs (the lock goes with the process, as fit() lets it go here)."""
+
+
+def test_a_kill_between_the_two_saves_of_a_validation_leaves_best_right_after_the_resume(tmp_path, monkeypatch, capsys):
+    """best/ is saved before last/: killed between them, the resume redoes that validation from last/ and saves both.
+    (The other way round, last/ recorded the new best loss that best/ never got, and nothing saved best/ again.)"""
+    from charlm.cli import main
+    from charlm.train import Trainer
+
+    from .test_cli import LYRIC, TINY
+
+    (tmp_path / "c.txt").write_text(LYRIC * 40, encoding="utf-8")
+    args = ["train", "--data", str(tmp_path / "c.txt"), *TINY, "--epochs", "3", "--sample-every", "0"]
+    real, calls = Trainer.save, []
+
+    def counting(self, name):
+        calls.append(name)
+        return real(self, name)
+
+    monkeypatch.setattr(Trainer, "save", counting)
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    whole = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert whole[-1]["val_loss"] == min(m["val_loss"] for m in whole)  # the last validation is the best: both are saved
+    n = len(calls)
+
+    def killed_before_the_last_save(self, name):
+        path = real(self, name)
+        if len(calls.append(name) or calls) == 2 * n - 1:  # between the last validation's two saves
+            raise _Killed
+        return path
+
+    monkeypatch.setattr(Trainer, "save", killed_before_the_last_save)
+    with pytest.raises(_Killed):
+        main([*args, "--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(Trainer, "save", real)
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    for name in ("best", "last"):
+        meta = json.loads((tmp_path / "cut" / name / "checkpoint.json").read_text())
+        assert meta["trainer"]["best_val"] == whole[-1]["val_loss"] and meta["trainer"]["step"] == whole[-1]["step"], name
+
+
+def test_a_checkpoint_a_killed_save_moved_aside_is_read_and_put_back(tmp_path, capsys):
+    """Where a save takes two renames, a kill between them leaves last/ missing and both copies hidden: readers read the
+    complete new one where it lies, and the next training of the folder puts it back and removes the leftovers."""
+    from charlm.cli import main
+
+    from .test_cli import LYRIC, TINY
+
+    (tmp_path / "c.txt").write_text(LYRIC * 40, encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "c.txt"), *TINY, "--epochs", "2", "--sample-every", "0", "--out", str(out)]) == 0
+    last = json.loads((out / "last" / "checkpoint.json").read_text())
+    shutil.copytree(out / "last", out / ".last.tmp-999999")  # the new copy, complete
+    (out / "last").rename(out / ".last.old-999999")  # the old one, moved aside; then the kill
+    shutil.copytree(out / "best", out / ".best.tmp-888888")  # another kill's copy, while it was being written
+    (out / ".metrics.jsonl.tmp-777777").write_text("{}\n")
+    assert ckpt_io.resolve(out, prefer="last") == out / ".last.tmp-999999"  # no training holds the folder: not "being replaced"
+    assert ckpt_io.load(out, prefer="last").trainer == last["trainer"]
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "3"]) == 0
+    assert "resuming " + str(out / "last") in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["best", "curves.png", "last", "metrics.jsonl"]
+    assert json.loads((out / "last" / "checkpoint.json").read_text())["trainer"]["epoch"] == last["trainer"]["epoch"] + 1

@@ -131,6 +131,7 @@ def lock_run(out: str | os.PathLike) -> bool:
         os.close(fd)
         return False
     _run_locks[out] = fd
+    tidy_run(out)  # no save of another process is under way in it now: what a killed one left is put right
     return True
 
 
@@ -175,6 +176,39 @@ def clear_run(out: Path) -> None:
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+def _leftovers(out: Path, name: str, kind: str) -> list[Path]:
+    """What saves of ``name`` left beside it: ``kind`` tmp (a copy being written, or the old one after an exchange) or
+    old (the checkpoint moved aside between two renames), each named by the saving process's id."""
+    return sorted(out.glob(f".{name}.{kind}-*"))
+
+
+def stranded(out: Path, name: str) -> Path | None:
+    """Where the checkpoint ``out/name`` lies when a save was killed between its two renames (``name`` missing): the new
+    copy, complete (its checkpoint.json, written last, is there), else the old one; None when nothing is stranded."""
+    if (out / name).exists():
+        return None
+    for old in reversed(_leftovers(out, name, "old")):
+        for found in (out / f".{name}.tmp-{old.name.rsplit('-', 1)[1]}", old):
+            if (found / META_FILE).is_file():
+                return found
+    return None
+
+
+def tidy_run(out: str | os.PathLike) -> None:
+    """Put right what killed saves left in the run folder ``out`` (call it holding the run's lock): a checkpoint moved
+    aside goes back under its name, and temporary copies (each the size of a checkpoint) are removed."""
+    out = Path(out)
+    for name in ("best", "last"):
+        if (found := stranded(out, name)) is not None:
+            os.replace(found, out / name)
+    for name in RUN_FILES:
+        for leftover in _leftovers(out, name, "tmp") + (_leftovers(out, name, "old") if name in ("best", "last") else []):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def release_run_locks() -> None:
@@ -365,8 +399,10 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
         return p
     order = ("best", "last") if prefer == "best" else ("last", "best")
     if not (p / order[0] / META_FILE).is_file() and next(p.glob(f".{order[0]}.old-*"), None):
-        # a save that takes two renames has moved it aside for a moment: load() waits, rather than take the other one
-        raise CharlmError(f"{p / order[0]}: being replaced")
+        if in_use(p):  # a save that takes two renames has moved it aside for a moment: load() waits, rather than take the other one
+            raise CharlmError(f"{p / order[0]}: being replaced")
+        if (found := stranded(p, order[0])) is not None:  # that save was killed: read it where it lies (train puts it back)
+            return found
     for sub in order:
         if (p / sub / META_FILE).is_file():
             return p / sub
@@ -491,14 +527,24 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", pref
     ckpt = load(path, prefer, with_trainer=False)
     with torch.random.fork_rng(devices=[]):  # the initial weights, replaced below, do not move the caller's random stream
         model = CharLM(ckpt.model_config)
-    try:
-        missing, unexpected = model.load_state_dict(ckpt.weights, strict=False)
-    except RuntimeError as e:
-        raise CharlmError(f"{ckpt.path}: weights do not fit the model config ({str(e).splitlines()[0]})") from None
-    missing = [m for m in missing if not (ckpt.model_config.tie_weights and m == "decoder.weight")]
-    if missing or unexpected:
-        raise CharlmError(f"{ckpt.path}: weights do not fit the model config (missing {missing}, unexpected {unexpected})")
+    load_weights(model, ckpt.weights, ckpt.path)
     return model.to(device).eval(), ckpt.vocab, ckpt
+
+
+def load_weights(model, weights: dict[str, torch.Tensor], where) -> None:
+    """``weights`` into ``model``: each of its tensors, of its shape (a tied decoder's weight is the embedding's);
+    else a one-line CharlmError naming the first that does not fit (``where`` says whose weights they are)."""
+    own = model.state_dict()
+    tied = getattr(getattr(model, "cfg", None), "tie_weights", False)
+    missing = [k for k in own if k not in weights and not (tied and k == "decoder.weight")]
+    unexpected = [k for k in weights if k not in own]
+    if missing or unexpected:
+        raise CharlmError(f"{where}: weights do not fit the model config (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    for k, v in weights.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CharlmError(f"{where}: weights do not fit the model config ({k} is {list(v.shape)} there, "
+                              f"{list(own[k].shape)} in the model)")
+    model.load_state_dict(weights, strict=False)
 
 
 # --- optimizer state as plain data -------------------------------------------------

@@ -220,6 +220,8 @@ def _train(args: argparse.Namespace) -> int:
         ckpt_io.check_writable(train_cfg.out, "--out", folder=True)
         if not rank and Path(train_cfg.out).is_dir():  # a folder still to be made is locked once the run starts, below
             ckpt_io.lock_run(train_cfg.out)
+        if resume.path.name.startswith(".") and not resume.path.exists():  # read where a killed save left it: put back since
+            resume.path = resume.path.parent / "last"
         model_cfg = resume.model_config
         corpus = load_corpus(train_cfg, vocab=resume.vocab)
         t, pending = resume.trainer, resume.trainer.get("pending_validation")  # counted as the progress lines count

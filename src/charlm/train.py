@@ -26,7 +26,7 @@ from . import distributed
 from .config import ModelConfig, SampleConfig, TrainConfig
 from .data import Corpus, batches, bptt_slices, check_enough, fold, hash_ids, num_batches
 from .errors import CharlmError
-from .model import CharLM, detach, num_parameters, parts
+from .model import EMPTY, CharLM, detach, num_parameters, parts
 from .progress import Progress
 from .sampling import generate, known_prefixes, make_generator, show_chars
 from .step import TrainStep, check_speed_flags, physical_cores, prepare_optimizer
@@ -274,7 +274,7 @@ class Trainer:
         self.model_cfg = model_cfg
         self.model = CharLM(model_cfg).to(self.device)
         if init_weights is not None and resume is None:
-            self.model.load_state_dict(init_weights, strict=not model_cfg.tie_weights)
+            ckpt_io.load_weights(self.model, init_weights, f"{cfg.init_from or 'init_weights'}")
         if resume is None and self.dist.rank > 0:  # the same initial weights everywhere, then a dropout stream per process
             torch.manual_seed(distributed.rank_seed(cfg.seed, self.dist.rank))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -356,10 +356,10 @@ class Trainer:
         t = c.trainer
         if t.get("train_hash") != hash_ids(self.train_ids):
             raise CharlmError(f"{c.path}: the training text differs from the one this checkpoint was trained on; cannot resume")
-        missing, unexpected = self.model.load_state_dict(c.weights, strict=False)
-        if [m for m in missing if m != "decoder.weight"] or unexpected:
-            raise CharlmError(f"{c.path}: weights do not fit the model config")
+        ckpt_io.load_weights(self.model, c.weights, c.path)
+        self._check_counts(t)
         self.optimizer.load_state_dict(ckpt_io.join_state_dict(t["optimizer"], c.trainer_tensors))
+        self._check_optimizer()
         if self.scheduler and t.get("scheduler"):
             self.scheduler.load_state_dict({**t["scheduler"], "lr_lambdas": [None]})
         if self.plateau and t.get("plateau"):  # its "no loss yet" is inf, written as null (mode "min": inf is the worst)
@@ -377,12 +377,53 @@ class Trainer:
         self.loss_sum = c.trainer_tensors["epoch.loss_sum"].to(self.device, torch.float64).reshape(())
         if "carried.h" in c.trainer_tensors:
             carried = tuple(c.trainer_tensors[f"carried.{n}"].to(self.device) for n in self.model.state_names())
+            self._check_carried(carried)
             self.state = carried if len(carried) > 1 else carried[0]
         _restore_rng(c.trainer_tensors, t.get("python_rng"))
         self._scaler_state = t.get("grad_scaler")
         self.pending = t.get("pending_validation")
         if self.dist.world_size > 1:
             self._restore_share(c)
+
+    def _check_counts(self, t: dict) -> None:
+        """The training state's counts and clocks are what they say (a hand-edited checkpoint.json fails here, not
+        in the middle of training); else a ValueError."""
+        for k in ("epoch", "batch", "step", "epoch_tokens", "since_best", "schedule_steps"):
+            v = t.get(k, 0)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{k} is {v!r}, not a count")
+        if t["batch"] > self.n_batches:
+            raise ValueError(f"batch {t['batch']} is past the end of an epoch ({self.n_batches} batches)")
+        for k in ("elapsed", "train_seconds", "best_val"):
+            v = t.get(k, 0.0)
+            if not (v is None and k == "best_val") and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                raise ValueError(f"{k} is {v!r}, not a number")
+        for name, state in (("scheduler", t.get("scheduler")), ("plateau", t.get("plateau"))):
+            bad = [k for k, v in (state or {}).items() if k in ("last_epoch", "_step_count", "num_bad_epochs", "cooldown_counter", "best")
+                   and not (isinstance(v, (int, float)) and not isinstance(v, bool) or (v is None and k == "best"))]
+            if bad:
+                raise ValueError(f"the {name}'s {bad[0]} is {state[bad[0]]!r}, not a number")
+
+    def _check_optimizer(self) -> None:
+        """Each of the optimizer's moments has its weight's shape: the fused step reads them unchecked (out of bounds)."""
+        for group in self.optimizer.param_groups:
+            if bad := [k for k, v in group.items() if k != "params" and isinstance(v, str)]:
+                raise ValueError(f"the optimizer's {bad[0]} is {group[bad[0]]!r}, not a number")
+            for p in group["params"]:
+                for k, v in self.optimizer.state.get(p, {}).items():
+                    if torch.is_tensor(v) and v.dim() > 0 and v.shape != p.shape:
+                        raise ValueError(f"the optimizer's {k} for a weight of shape {list(p.shape)} is {list(v.shape)}")
+
+    def _check_carried(self, carried: tuple) -> None:
+        """The carried state has the shapes this model and batch size give it, and its copy memory known ids."""
+        expected = self.model.init_state(self.cfg.batch_size, torch.device("cpu"))
+        for name, have, want in zip(self.model.state_names(), carried, expected if isinstance(expected, tuple) else (expected,)):
+            if have.shape != want.shape or have.dtype != want.dtype:
+                raise ValueError(f"the carried {name} is {list(have.shape)} {have.dtype}, not {list(want.shape)} {want.dtype}")
+        if self.model.copy is not None:
+            ids = carried[-1]
+            if bool(((ids < 0) & (ids != EMPTY)).any() or (ids >= self.model_cfg.vocab_size).any()):
+                raise ValueError("the carried copy memory holds ids outside the vocabulary")
 
     def _grad_scaler_state(self) -> dict | None:
         scaler = getattr(getattr(self, "_step_fn", None), "scaler", None)
@@ -641,9 +682,9 @@ class Trainer:
         self.loss_sum.zero_()
         if self.dist.is_main:
             self._write_metrics()
-        self.save("last")
-        if improved:
+        if improved:  # best/ first: a kill between the two leaves last/ behind, and the resume saves both again
             self.save("best")
+        self.save("last")
         self.log(self._epoch_line(rec, improved))
         last = self.epoch >= cfg.epochs or over_time
         stop = cfg.early_stop > 0 and self.since_best >= cfg.early_stop and not last

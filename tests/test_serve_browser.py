@@ -190,3 +190,27 @@ def test_the_page_speaks_english_for_a_model_of_english(tmp_path, browser):
         wait.until(lambda d: d.find_element(By.ID, "status").text != status and "busy" not in d.find_element(By.TAG_NAME, "body").get_attribute("class"))
         assert [line[0] for line in browser.find_element(By.ID, "lyrics").text.strip().splitlines()] == ["R", "J"]
         assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_page_limits_count_characters_as_the_server_does(tiny_ckpt, browser):
+    """maxlength counts UTF-16 units, so 𠀀 or an emoji counted twice: the page counts code points (an acrostic's heads
+    as a reader sees them), as the server does, and says when a box holds too many."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with serve.running(serve.create_app(tiny_ckpt, max_prefix=10, max_lines=3)) as url:
+        browser.get(url + "/")
+        WebDriverWait(browser, 30).until(lambda d: "LSTM" in d.find_element(By.ID, "model-info").text)
+        valid = "return [arguments[0].checkValidity(), arguments[0].validationMessage, arguments[0].value];"
+        prefix, acrostic = browser.find_element(By.ID, "prefix"), browser.find_element(By.ID, "acrostic")
+        prefix.clear()
+        prefix.send_keys("分开" + "😀" * 8)  # 10 characters, 18 UTF-16 units
+        assert browser.execute_script(valid, prefix)[::2] == [True, "分开" + "😀" * 8]
+        prefix.send_keys("😀")
+        ok, message, _ = browser.execute_script(valid, prefix)
+        assert not ok and message == "最多 10 个字"
+        browser.execute_script("arguments[0].value = ''; arguments[0].dispatchEvent(new Event('input'))", prefix)
+        acrostic.send_keys("👨\u200d👩\u200d👧 分 开")  # three heads, the first of five code points
+        assert browser.execute_script(valid, acrostic)[0]
+        acrostic.send_keys("快")
+        assert browser.execute_script(valid, acrostic)[:2] == [False, "最多 3 个字"]

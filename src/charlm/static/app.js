@@ -30,7 +30,7 @@ const WORDS = {
     best: (ppl, epoch) => `验证困惑度 ${ppl}（第 ${epoch} 轮）`, model: "模型", noModel: "读不到模型信息",
     reasons: { done: "", time_limit: "（到了时间上限，截断了）", max_length: "（到了长度上限，截断了）", disconnected: "（已停止）" },
     cutOff: "（中断了）", offline: "连不上服务器：它还在运行吗？", reuseSeed: "点这里：把种子填进“种子”框，可再写出同样的",
-    unknownHint: "（把这些字去掉）",
+    unknownHint: "（把这些字去掉）", tooLong: (n) => `最多 ${n} 个字`,
   },
   en: {
     writing: "writing…", chars: (n) => `${n} characters`, seconds: (s) => `${s} s`, seed: (s) => `seed ${s}`,
@@ -40,7 +40,7 @@ const WORDS = {
     best: (ppl, epoch) => `validation perplexity ${ppl} (epoch ${epoch})`, model: "model", noModel: "cannot read the model's description",
     reasons: { done: "", time_limit: " (cut at the time limit)", max_length: " (cut at the length limit)", disconnected: " (stopped)" },
     cutOff: " (cut off)", offline: "cannot reach the server: is it still running?", reuseSeed: "click: put this seed in the seed box, to write the same again",
-    unknownHint: "(remove them)",
+    unknownHint: "(remove them)", tooLong: (n) => `at most ${n} characters`,
   },
 };
 let W = WORDS.zh;
@@ -300,6 +300,19 @@ copyButton.addEventListener("click", async () => {
   copyTimer = setTimeout(() => { copyButton.innerHTML = copyLabel; }, 1500);
 });
 
+// Limits in characters as the server counts them, not in the UTF-16 units of maxlength (an emoji, or a rare
+// character such as 𠀀, is two of those): code points; an acrostic's heads as a reader sees them, spaces left out.
+const codePoints = (s) => [...s].length;
+const heads = (s) => {
+  const t = s.replace(/\s+/g, "");
+  return typeof Intl.Segmenter === "function" ? [...new Intl.Segmenter().segment(t)].length : codePoints(t);
+};
+function limit(input, count, max) {
+  const check = () => input.setCustomValidity(count(input.value) > max ? W.tooLong(max) : "");
+  input.addEventListener("input", check);
+  check();
+}
+
 async function loadModelInfo() {
   try {
     const info = await (await fetch("/v1/model")).json();
@@ -317,11 +330,11 @@ async function loadModelInfo() {
     uniformBits = Math.max(4, Math.log2(info.vocab_size));
     copyCheck = info.copy_check === true;
     const lim = info.limits;
-    $("prefix").maxLength = lim.max_prefix;
+    limit($("prefix"), codePoints, lim.max_prefix);
     // The box starts with 分开; a model trained on other text starts from its own first prefix instead.
     if ($("prefix").value === $("prefix").defaultValue) $("prefix").value = info.default_prefix ?? $("prefix").value;
     $("lines").max = lim.max_lines;
-    $("acrostic").maxLength = lim.max_lines;  // a line per character
+    limit($("acrostic"), heads, lim.max_lines);  // a line per character
     $("acrostic-field").hidden = !info.has_newline;  // a model trained without line breaks writes no lines
     if (Number($("lines").value) > lim.max_lines) $("lines").value = lim.max_lines;  // else the form refuses to send
   } catch {

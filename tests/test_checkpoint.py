@@ -11,6 +11,8 @@ import torch
 
 from charlm import checkpoint as ckpt_io
 from charlm.checkpoint import load, load_model, save
+from charlm.config import ModelConfig
+from charlm.data import load_corpus
 from charlm.errors import CharlmError
 
 
@@ -383,3 +385,39 @@ def test_a_checkpoint_a_killed_save_moved_aside_is_read_and_put_back(tmp_path, c
     assert "resuming " + str(out / "last") in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["best", "curves.png", "last", "metrics.jsonl"]
     assert json.loads((out / "last" / "checkpoint.json").read_text())["trainer"]["epoch"] == last["trainer"]["epoch"] + 1
+
+
+def test_the_newest_copy_killed_saves_left_is_put_back(tiny_run, tmp_path):
+    """Two killed saves (a process id says nothing of age: ids wrap) left copies of last/: the newer one goes back."""
+    import time
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    older, newer = run / f".last.old-{2**22 - 5}", run / f".last.old-{2**22 - 40}"  # (no such processes)
+    shutil.copytree(run / "last", older)
+    (run / "last").rename(newer)
+    meta = json.loads((newer / "checkpoint.json").read_text())
+    os.utime(older / "checkpoint.json", ns=(time.time_ns() - 10**10,) * 2)
+    shutil.copytree(run / "best", run / ".best.tmp-1")  # process 1 runs: its save may be under way, not to be touched
+    assert ckpt_io.stranded(run, "last") == newer
+    assert ckpt_io.lock_run(run)
+    try:
+        assert sorted(p.name for p in run.iterdir()) == sorted([".best.tmp-1", *(p.name for p in tiny_run.iterdir())])
+        assert json.loads((run / "last" / "checkpoint.json").read_text()) == meta
+    finally:
+        ckpt_io.unlock_run(run)
+
+
+def test_a_carried_state_saved_in_half_precision_is_resumable(tmp_path):
+    """Under --precision bf16/fp16's autocast the copy memory's keys (and on a GPU h and c) are half precision."""
+    from charlm.train import Trainer
+
+    from .conftest import tiny_train_config
+
+    cfg = tiny_train_config(tmp_path)
+    corpus = load_corpus(cfg)
+    trainer = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32, copy_window=8), cfg, corpus, log=None)
+    state = trainer.model.init_state(cfg.batch_size)
+    trainer._check_carried(tuple(s.to(torch.bfloat16) if s.is_floating_point() else s for s in state))
+    with pytest.raises(ValueError, match="the carried copy_x is"):
+        trainer._check_carried(tuple(s.float() for s in state))  # the ids must stay ids

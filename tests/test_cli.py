@@ -786,10 +786,13 @@ DOCS = ["README.md", "BENCHMARKS.md", "docs/lstm.md", "docs/zh.md"]
 
 
 def _documented_commands(text: str) -> list[str]:
-    """Every `charlm CMD ...` of a document: the lines of its ```sh blocks (comments cut) and its inline code."""
+    """Every `charlm CMD ...` of a document: the lines of its ```sh blocks (comments cut), the ``$`` lines of its
+    ```console blocks, and its inline code."""
     found = []
-    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+    for kind, block in re.findall(r"```(sh|console)\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
+            if kind == "console" and not line.startswith("$ "):  # a console block's output lines are not commands
+                continue
             m = re.search(r"(?:^|\s)(?:\.venv/bin/)?charlm ([a-z].*)$", line.split(" #")[0])
             if m:
                 found.append(m.group(1))

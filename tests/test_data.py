@@ -320,3 +320,23 @@ def test_a_folder_in_two_encodings_is_named(tmp_path):
             read_text(songs, encoding)
     (songs / "a.txt").write_bytes("分开的时候\n".encode("gb18030"))
     assert read_text(songs, "gb18030") == "分开的时候\n我说不分开\nplain ASCII reads as either\n"  # one encoding again: read
+
+
+def test_damaged_utf8_and_other_scripts_in_gb18030_are_not_called_another_encoding(tmp_path, recwarn):
+    """A UTF-8 file with one bad byte is damaged, not GB18030 (whose decoder reads nearly anything): the hint says so,
+    in a folder too; pinyin, Russian or kana in GB18030 are not Chinese characters, but are read as written, silently."""
+    from charlm.errors import CharlmWarning
+
+    lyrics = read_text()[:1000]
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    (songs / "a.txt").write_text(lyrics, encoding="utf-8")
+    (songs / "b.txt").write_bytes(lyrics.encode()[:999] + b"\xff" + lyrics.encode()[999:])
+    for where in (songs, songs / "b.txt"):
+        with pytest.raises(CharlmError, match="b.txt: cannot decode byte 999 .*the rest of the file is UTF-8, so it looks damaged there"):
+            read_text(where)
+    f = tmp_path / "t.txt"
+    for text in ("fēn kāi de shí hou wǒ shuō bù fēn kāi\n" * 20, "Расставаясь, я сказал: не расставаться\n" * 20, "わかれるときにわかれないといった\n" * 20):
+        f.write_bytes(text.encode("gb18030"))
+        assert read_text(f, "gb18030") == text
+    assert not [w for w in recwarn if issubclass(w.category, CharlmWarning)]

@@ -254,3 +254,19 @@ def test_a_prefix_counts_toward_its_lines_length(tiny_ckpt):
         assert all(len(line) <= 10 for line in text.split("\n")), text
         text = sample_text(model, vocab, "你说\n分开的时候", SampleConfig(seed=seed, lines=2, max_line_length=8, temperature=2.0))[0]
         assert all(len(line) <= 8 for line in text.split("\n")), text
+
+
+def test_a_long_acrostic_head_is_written_whole_and_unicode_forms_count_with_unk():
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.sampling import vocab_form
+    from charlm.vocab import Vocab
+
+    head = "👨\u200d👩\u200d👧"
+    vocab = Vocab.build("分开的时候\n我说不分开\n" + head + "\n")
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=16, copy_window=0))
+    text = sample_text(model, vocab, "", SampleConfig(seed=1, max_line_length=2), acrostic=head + "分")[0]
+    assert [line[: len(head)] for line in text.split("\n")][:1] == [head] and text.split("\n")[1].startswith("分"), text
+    unk = Vocab.build(unicodedata.normalize("NFD", "café\nné\n"), unk=True)  # <unk> would stand for é (U+00E9): not held
+    assert vocab_form(unk, "né") == unicodedata.normalize("NFD", "né")

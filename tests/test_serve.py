@@ -568,3 +568,19 @@ def test_characters_skipped_are_named_as_the_cli_notes_them(client):
         done = [line for line in s.iter_lines() if line.startswith("data:")][-1]
     assert json.loads(done[5:])["skipped"] == {"prefix": ["Ω"]}
     assert client.post("/v1/generate", json={"prefix": "分开", "seed": 1, "length": 4}).json()["skipped"] == {}
+
+
+def test_a_model_with_nowhere_to_start_says_so_for_a_text_and_for_an_acrostic(tmp_path):
+    from charlm.config import ModelConfig, TrainConfig
+    from charlm.data import corpus_from_text
+    from charlm.train import Trainer
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), epochs=1, batch_size=2, num_steps=8, device="cpu", prefixes=())
+    corpus = corpus_from_text("分开的时候我说不分开" * 30, cfg)
+    Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=16, copy_window=0), cfg, corpus, log=None).fit()
+    with serve.running(serve.create_app(tmp_path / "run")) as base, httpx.Client(base_url=base, timeout=60) as c:
+        r = c.post("/v1/generate", json={"prefix": "", "length": 5})
+        assert r.status_code == 422 and r.json()["error"].startswith("prefix: nothing to start the text after")
+        r = c.post("/v1/generate", json={"acrostic": "分开"})
+        assert r.status_code == 422 and r.json()["error"] == ("acrostic: nothing to start an acrostic's first line after: the model has "
+                                                              "neither a newline nor a space; give a style_prefix")

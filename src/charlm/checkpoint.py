@@ -179,36 +179,48 @@ def clear_run(out: Path) -> None:
 
 
 def _leftovers(out: Path, name: str, kind: str) -> list[Path]:
-    """What saves of ``name`` left beside it: ``kind`` tmp (a copy being written, or the old one after an exchange) or
-    old (the checkpoint moved aside between two renames), each named by the saving process's id."""
-    return sorted(out.glob(f".{name}.{kind}-*"))
+    """What saves of ``name`` that were killed left beside it: ``kind`` tmp (a copy being written, or the old one after an
+    exchange) or old (the checkpoint moved aside between two renames), each named by its saving process's id, of a
+    process no longer running (a live one may be saving now, without the lock: ``checkpoint.save`` called directly)."""
+    return [p for p in out.glob(f".{name}.{kind}-*") if not _running(p.name.rsplit("-", 1)[1])]
+
+
+def _running(pid: str) -> bool:
+    """Whether the process ``pid`` (another than this one) runs on this machine; when unsure, yes."""
+    try:
+        return int(pid) != os.getpid() and (os.kill(int(pid), 0) or True)
+    except ProcessLookupError:
+        return False
+    except ValueError:  # not a process id: not a save's name
+        return True
+    except OSError:  # PermissionError: it runs, as another user
+        return True
 
 
 def stranded(out: Path, name: str) -> Path | None:
-    """Where the checkpoint ``out/name`` lies when a save was killed between its two renames (``name`` missing): the new
-    copy, complete (its checkpoint.json, written last, is there), else the old one; None when nothing is stranded."""
+    """Where the checkpoint ``out/name`` lies when a save was killed between its two renames (``name`` missing): the
+    newest complete copy a killed save left (checkpoint.json, written last, is there); None when nothing is stranded."""
     if (out / name).exists():
         return None
-    for old in reversed(_leftovers(out, name, "old")):
-        for found in (out / f".{name}.tmp-{old.name.rsplit('-', 1)[1]}", old):
-            if (found / META_FILE).is_file():
-                return found
-    return None
+    found = [p for p in _leftovers(out, name, "tmp") + _leftovers(out, name, "old") if (p / META_FILE).is_file()]
+    return max(found, key=lambda p: (p / META_FILE).stat().st_mtime_ns, default=None)
 
 
 def tidy_run(out: str | os.PathLike) -> None:
     """Put right what killed saves left in the run folder ``out`` (call it holding the run's lock): a checkpoint moved
-    aside goes back under its name, and temporary copies (each the size of a checkpoint) are removed."""
+    aside goes back under its name, and temporary copies (each the size of a checkpoint) are removed.  Best effort:
+    what cannot be moved or removed stays (a reader still finds a stranded checkpoint)."""
     out = Path(out)
-    for name in ("best", "last"):
-        if (found := stranded(out, name)) is not None:
-            os.replace(found, out / name)
-    for name in RUN_FILES:
-        for leftover in _leftovers(out, name, "tmp") + (_leftovers(out, name, "old") if name in ("best", "last") else []):
-            if leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        for name in ("best", "last"):
+            if (found := stranded(out, name)) is not None:
+                os.replace(found, out / name)
+        for name in RUN_FILES:
+            for leftover in _leftovers(out, name, "tmp") + (_leftovers(out, name, "old") if name in ("best", "last") else []):
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
 
 
 def release_run_locks() -> None:
@@ -360,7 +372,12 @@ def _save(ckpt: Checkpoint, path: Path) -> Path:
         if not (path.exists() and _exchange(tmp, path)):  # the old one is now at tmp, removed below
             if path.exists():  # no atomic exchange here: two renames, with a moment of no checkpoint between them
                 os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if old.exists():  # the old one back, rather than none (the finally below removes what is left)
+                    os.replace(old, path)
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
@@ -399,10 +416,10 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
         return p
     order = ("best", "last") if prefer == "best" else ("last", "best")
     if not (p / order[0] / META_FILE).is_file() and next(p.glob(f".{order[0]}.old-*"), None):
-        if in_use(p):  # a save that takes two renames has moved it aside for a moment: load() waits, rather than take the other one
-            raise CharlmError(f"{p / order[0]}: being replaced")
-        if (found := stranded(p, order[0])) is not None:  # that save was killed: read it where it lies (train puts it back)
-            return found
+        if (found := stranded(p, order[0])) is not None and not in_use(p):  # its save was killed: read it where it lies
+            return found  # (the next training of the folder puts it back)
+        # a save that takes two renames has moved it aside for a moment: load() waits, rather than take the other one
+        raise CharlmError(f"{p / order[0]}: being replaced")
     for sub in order:
         if (p / sub / META_FILE).is_file():
             return p / sub

@@ -94,6 +94,10 @@ def _reads_as_chinese(raw: bytes, skip: str = "") -> list[str]:
     return [codec for codec, _ in sorted(found, key=lambda x: -x[1])]
 
 
+class _Undecodable(CharlmError):
+    """Bytes that the encoding asked for does not decode."""
+
+
 def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints: list | None = None) -> str:
     """``raw`` decoded; a likely wrong encoding is a warning, or goes into ``hints`` (a folder's files: one warning)."""
     if not raw:
@@ -121,7 +125,7 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
         hint = _decoding_hint(raw, name)
-        raise CharlmError(f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; {hint}") from None
+        raise _Undecodable(f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; {hint}") from None
     except LookupError:  # a codec of bytes to bytes or text to text (base64, hex, rot13): not a text encoding
         raise CharlmError(f"{encoding!r} is not an encoding of text") from None
     if hint := _other_encoding(raw, name, text):
@@ -144,12 +148,22 @@ def _valid_utf8(raw: bytes) -> bool:
         return False
 
 
+def _mostly_utf8(raw: bytes) -> bool:
+    """Whether ``raw`` is UTF-8 but for a few bytes (a damaged file: under 1 in 100 of its non-ASCII characters are
+    not).  Text in another encoding read as UTF-8 fails nearly everywhere."""
+    text = raw.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    return 0 < bad <= 0.01 * sum(not c.isascii() for c in text)
+
+
 def _decoding_hint(raw: bytes, name: str) -> str:
     """What to try for a file that did not decode as ``name`` (normalised: lower case, no dashes)."""
     if other := {"utf16le": "utf-16-be", "utf16be": "utf-16-le"}.get(name):  # the other byte order first
         return f"try --encoding {other}"
     if name not in ("utf8", "utf8sig") and _valid_utf8(raw):
         return "the file is valid UTF-8: leave out --encoding"
+    if name in ("utf8", "utf8sig") and _mostly_utf8(raw):
+        return "the rest of the file is UTF-8, so it looks damaged there: mend or remove the bytes that are not"
     if chinese := _reads_as_chinese(raw, name):
         return f"its bytes read as Chinese text in {' and '.join(chinese)}: try --encoding {chinese[0]}"
     tries = [f"{' or '.join(left)} ({lang})" for names, lang in ((("gb18030", "big5"), "Chinese"), (("cp1252",), "Western European"))
@@ -170,8 +184,10 @@ def _other_encoding(raw: bytes, name: str, text: str) -> str | None:
     if _valid_utf8(raw):
         return "it is valid UTF-8, which text in other encodings almost never is; if its characters look wrong, leave out --encoding"
     if name in _READ_AS_CHINESE:
-        share = _chinese_share(text)
-        if share < 0.5 and (chinese := _reads_as_chinese(raw, name)):
+        # Big5 read as GB18030 gives characters of its private use area, where GB18030 puts the codes it does not assign
+        # (Russian, kana or pinyin in GB18030 are not Chinese characters either, but have none of those)
+        share, private = _chinese_share(text), sum("\ue000" <= c <= "\uf8ff" for c in text[: 1 << 20])
+        if share < 0.5 and private and (chinese := _reads_as_chinese(raw, name)):
             return (f"only {share:.0%} of its non-ASCII characters are Chinese ones in {name}, while its bytes read as Chinese "
                     f"text in {chinese[0]}; if its characters look wrong, try --encoding {chinese[0]}")
         return None
@@ -207,7 +223,7 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
         hints: list[tuple[Path, str]] = []
         try:
             texts = [_decode(f, raw, encoding, blank_ok=True, hints=hints) for f, raw in raws if raw]
-        except CharlmError:
+        except _Undecodable:
             _check_one_encoding(p, raws)  # the folder's files in UTF-8 and in another encoding: no --encoding reads them all
             raise
         texts = [t for t in texts if t.strip()]  # an empty or blank file adds nothing: passed over
@@ -230,7 +246,7 @@ def _check_one_encoding(folder: Path, raws: list[tuple[Path, bytes]]) -> None:
     """A CharlmError if some of a folder's files are UTF-8 and others not (plain ASCII reads as either)."""
     utf8 = [f for f, raw in raws if not raw.isascii() and _valid_utf8(raw)]
     other = [f for f, raw in raws if not _valid_utf8(raw)]
-    if utf8 and other:
+    if utf8 and other and not any(_mostly_utf8(raw) or b"\x00" in raw for f, raw in raws if f in other):  # not damaged UTF-8
         def many(files):
             return f"{files[0].relative_to(folder)} is" if len(files) == 1 else f"{len(files)} ({files[0].relative_to(folder)}, …) are"
 

@@ -96,7 +96,7 @@ def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exac
     ``exact``: ``<unk>`` does not stand in for a character (an acrostic's lines start with real ones).  The text is read
     in the Unicode form the vocabulary knows best (:func:`vocab_form`).
     """
-    text = vocab_form(vocab, text, exact)
+    text = vocab_form(vocab, text)
     missing = unknown_chars(vocab, text, exact)
     if not missing:
         return text
@@ -105,13 +105,13 @@ def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exac
     raise CharlmError(f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)} (use --unknown skip to drop them)")
 
 
-def vocab_form(vocab: Vocab, text: str, exact: bool = False) -> str:
+def vocab_form(vocab: Vocab, text: str) -> str:
     """``text`` in the Unicode normal form (NFC or NFD) of which the vocabulary knows the most characters: an é typed as
     one code point reads as the e + U+0301 a corpus may hold, and the reverse (the same text to a reader); else itself."""
-    best, fewest = text, len(unknown_chars(vocab, text, exact))
+    best, fewest = text, len(unknown_chars(vocab, text, exact=True))  # (a character <unk> would stand for counts: not held)
     for form in ("NFC", "NFD") if fewest else ():
         other = unicodedata.normalize(form, text)
-        if (n := len(unknown_chars(vocab, other, exact))) < fewest:
+        if (n := len(unknown_chars(vocab, other, exact=True))) < fewest:
             best, fewest = other, n
     return best
 
@@ -119,7 +119,7 @@ def vocab_form(vocab: Vocab, text: str, exact: bool = False) -> str:
 def dropped_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
     """The distinct characters :func:`check_known` drops from ``text`` with ``unknown='skip'`` (with ``exact``, an
     acrostic's: its spaces are not counted, being nobody's head)."""
-    return [c for c in unknown_chars(vocab, vocab_form(vocab, text, exact), exact) if not (exact and c.isspace())]
+    return [c for c in unknown_chars(vocab, vocab_form(vocab, text), exact) if not (exact and c.isspace())]
 
 
 def unknown_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
@@ -204,7 +204,7 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     ids = torch.tensor(vocab.encode(context), device=device).expand(n, -1)  # (n, len)
     logits, state = model(ids, None)  # the whole context is read once
     if heads:
-        max_chars = len(heads) * (cfg.max_line_length + 1)
+        max_chars = sum(len(h) - 1 for h in heads) + len(heads) * (cfg.max_line_length + 1)  # a head's code points are written whole
     else:
         max_chars = cfg.lines * (cfg.max_line_length + 1) if cfg.lines else cfg.length  # a cut line adds its newline
     step = one_step(model, state, n * max_chars)
@@ -235,7 +235,7 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
         for j in range(n):
             if forced[j]:  # an acrostic line starts with its own character (an emoji of several code points: all of them)
                 ids[j] = forced[j].pop(0)
-            if line_len[j] >= cfg.max_line_length and (newline if newline is not None else space) is not None:
+            elif line_len[j] >= cfg.max_line_length and (newline if newline is not None else space) is not None:
                 # a line that runs too long is ended, so that --lines and --acrostic always finish: with a line break
                 # the model reads, or (no newlines in its vocabulary) a space, shown as the break
                 ids[j] = newline if newline is not None else space

@@ -234,7 +234,7 @@ class _Generation:
             raise _Invalid("acrostic", "no character of the acrostic is in the model's vocabulary")
         if not (style + prefix) and "\n" not in vocab and " " not in vocab:
             raise _Invalid("acrostic" if acrostic else "prefix", START_NOWHERE.format(
-                what="an acrostic's first line", give="a style_prefix" if acrostic else "a prefix or a style_prefix"))
+                what="an acrostic's first line" if acrostic else "the text", give="a style_prefix" if acrostic else "a prefix or a style_prefix"))
         self.skipped = {} if req.unknown != "skip" else {  # dropped, but not in silence (as `charlm generate` notes)
             field: d for field, text, exact in (("prefix", given, False), ("style_prefix", given_style, False), ("acrostic", req.acrostic, True))
             if (d := dropped_chars(vocab, text, exact))}
@@ -259,7 +259,7 @@ class _Generation:
         try:
             return check_known(vocab, text, field.replace("_", " "), unknown, exact)
         except CharlmError:
-            shown = show_chars(unknown_chars(vocab, vocab_form(vocab, text, exact), exact))
+            shown = show_chars(unknown_chars(vocab, vocab_form(vocab, text), exact))
             raise _Invalid(field, f"characters the model's vocabulary does not know: {shown} "
                                   '(remove them, or send "unknown": "skip" to drop them)') from None
 

@@ -418,7 +418,8 @@ class Trainer:
         """The carried state has the shapes this model and batch size give it, and its copy memory known ids."""
         expected = self.model.init_state(self.cfg.batch_size, torch.device("cpu"))
         for name, have, want in zip(self.model.state_names(), carried, expected if isinstance(expected, tuple) else (expected,)):
-            if have.shape != want.shape or have.dtype != want.dtype:
+            # (a float part may be half precision: saved under --precision bf16/fp16's autocast)
+            if have.shape != want.shape or have.dtype.is_floating_point != want.dtype.is_floating_point:
                 raise ValueError(f"the carried {name} is {list(have.shape)} {have.dtype}, not {list(want.shape)} {want.dtype}")
         if self.model.copy is not None:
             ids = carried[-1]

@@ -88,9 +88,12 @@ def test_vocabulary_mismatch_is_refused(tiny_ckpt, tmp_path):
         load_model(bad)
 
 
-def test_missing_checkpoint(tmp_path):
-    with pytest.raises(CharlmError, match="no such checkpoint"):
+def test_missing_checkpoint(tmp_path, tiny_run):
+    with pytest.raises(CharlmError, match="no such checkpoint folder$"):
         load_model(tmp_path / "nothing")
+    shutil.copytree(tiny_run, tmp_path / "runs" / "demo")  # a mistyped run name: the runs beside it are named
+    with pytest.raises(CharlmError, match=r"runs/jaychou: no such checkpoint folder; the run in .*runs/ is demo$"):
+        load_model(tmp_path / "runs" / "jaychou")
     with pytest.raises(CharlmError, match="not a charlm checkpoint"):
         load_model(tmp_path)
 

@@ -424,7 +424,11 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
         if (p / sub / META_FILE).is_file():
             return p / sub
     if not p.exists():
-        raise CharlmError(f"{p}: no such checkpoint folder")
+        runs = sorted(q.name for q in p.parent.iterdir() if q.is_dir() and holds_run(q)) if p.parent.is_dir() else []
+        where = "here" if str(p.parent) == "." else f"in {p.parent}/"
+        near = (f"; the run {where} is {runs[0]}" if len(runs) == 1 else
+                f"; the runs {where} are {', '.join(runs[:8])}{' …' if len(runs) > 8 else ''}" if runs else "")
+        raise CharlmError(f"{p}: no such checkpoint folder{near}")
     if p.is_dir() and in_use(p):
         raise CharlmError(f"{p}: no checkpoint yet; the `charlm train` still writing this folder saves one at "
                           f"each validation (or epoch end)")

@@ -400,7 +400,8 @@ def test_the_newest_copy_killed_saves_left_is_put_back(tiny_run, tmp_path):
     shutil.copytree(run / "last", older)
     (run / "last").rename(newer)
     meta = json.loads((newer / "checkpoint.json").read_text())
-    os.utime(older / "checkpoint.json", ns=(time.time_ns() - 10**10,) * 2)
+    os.utime(older / "checkpoint.json", ns=(time.time_ns() - 10**10,) * 2)  # written 10 s before the other
+    os.utime(newer / "checkpoint.json", ns=(time.time_ns(),) * 2)
     shutil.copytree(run / "best", run / ".best.tmp-1")  # process 1 runs: its save may be under way, not to be touched
     assert ckpt_io.stranded(run, "last") == newer
     assert ckpt_io.lock_run(run)

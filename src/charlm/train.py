@@ -419,7 +419,8 @@ class Trainer:
         expected = self.model.init_state(self.cfg.batch_size, torch.device("cpu"))
         for name, have, want in zip(self.model.state_names(), carried, expected if isinstance(expected, tuple) else (expected,)):
             # (a float part may be half precision: saved under --precision bf16/fp16's autocast)
-            if have.shape != want.shape or have.dtype.is_floating_point != want.dtype.is_floating_point:
+            floats = (torch.float32, torch.bfloat16, torch.float16)
+            if have.shape != want.shape or (have.dtype not in floats if want.dtype.is_floating_point else have.dtype != want.dtype):
                 raise ValueError(f"the carried {name} is {list(have.shape)} {have.dtype}, not {list(want.shape)} {want.dtype}")
         if self.model.copy is not None:
             ids = carried[-1]

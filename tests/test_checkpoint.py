@@ -425,3 +425,28 @@ def test_a_carried_state_saved_in_half_precision_is_resumable(tmp_path):
     trainer._check_carried(tuple(s.to(torch.bfloat16) if s.is_floating_point() else s for s in state))
     with pytest.raises(ValueError, match="the carried copy_x is"):
         trainer._check_carried(tuple(s.float() for s in state))  # the ids must stay ids
+
+
+def test_a_copy_left_by_a_process_id_now_reused_is_still_read_and_put_back(tiny_run, tmp_path, monkeypatch):
+    """After a kill -9 the saving process's id may belong to another process: a save's two renames take microseconds,
+    so a copy still aside a moment later is read, and put back, whatever the id says (here 1: a process that runs)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    meta = json.loads((run / "last" / "checkpoint.json").read_text())
+    (run / "last").rename(run / ".last.old-1")
+    assert load(run, prefer="last").trainer == meta["trainer"]
+    assert ckpt_io.lock_run(run)
+    try:
+        assert (run / "last" / "checkpoint.json").is_file() and not (run / ".last.old-1").exists()
+    finally:
+        ckpt_io.unlock_run(run)
+    real = Path.iterdir
+
+    def unlistable(self):
+        if self == tmp_path:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", unlistable)  # a folder this user may not list: the plain message
+    with pytest.raises(CharlmError, match="nothing: no such checkpoint folder$"):
+        load(tmp_path / "nothing")

@@ -318,6 +318,10 @@ def test_a_folder_in_two_encodings_is_named(tmp_path):
     for encoding in ("utf-8", "gb18030"):  # whichever is given, the other file fails: the message says why
         with pytest.raises(CharlmError, match=msg):
             read_text(songs, encoding)
+    (songs / "d.txt").write_bytes("我说".encode() + b"\xff" + "不分开\n".encode() * 200)  # damaged UTF-8 beside them: still mixed
+    with pytest.raises(CharlmError, match=msg):
+        read_text(songs)
+    (songs / "d.txt").unlink()
     (songs / "a.txt").write_bytes("分开的时候\n".encode("gb18030"))
     assert read_text(songs, "gb18030") == "分开的时候\n我说不分开\nplain ASCII reads as either\n"  # one encoding again: read
 

@@ -178,11 +178,12 @@ def clear_run(out: Path) -> None:
             path.unlink()
 
 
-def _leftovers(out: Path, name: str, kind: str) -> list[Path]:
+def _leftovers(out: Path, name: str, kind: str, trust_pids: bool = True) -> list[Path]:
     """What saves of ``name`` that were killed left beside it: ``kind`` tmp (a copy being written, or the old one after an
     exchange) or old (the checkpoint moved aside between two renames), each named by its saving process's id, of a
-    process no longer running (a live one may be saving now, without the lock: ``checkpoint.save`` called directly)."""
-    return [p for p in out.glob(f".{name}.{kind}-*") if not _running(p.name.rsplit("-", 1)[1])]
+    process no longer running (a live one may be saving now, without the lock: ``checkpoint.save`` called directly).
+    ``trust_pids=False``: whatever the ids say (a process id is reused, and a save's two renames take microseconds)."""
+    return [p for p in out.glob(f".{name}.{kind}-*") if not (trust_pids and _running(p.name.rsplit("-", 1)[1]))]
 
 
 def _running(pid: str) -> bool:
@@ -197,12 +198,12 @@ def _running(pid: str) -> bool:
         return True
 
 
-def stranded(out: Path, name: str) -> Path | None:
+def stranded(out: Path, name: str, trust_pids: bool = True) -> Path | None:
     """Where the checkpoint ``out/name`` lies when a save was killed between its two renames (``name`` missing): the
     newest complete copy a killed save left (checkpoint.json, written last, is there); None when nothing is stranded."""
     if (out / name).exists():
         return None
-    found = [p for p in _leftovers(out, name, "tmp") + _leftovers(out, name, "old") if (p / META_FILE).is_file()]
+    found = [p for kind in ("tmp", "old") for p in _leftovers(out, name, kind, trust_pids) if (p / META_FILE).is_file()]
     return max(found, key=lambda p: (p / META_FILE).stat().st_mtime_ns, default=None)
 
 
@@ -213,7 +214,11 @@ def tidy_run(out: str | os.PathLike) -> None:
     out = Path(out)
     with contextlib.suppress(OSError):
         for name in ("best", "last"):
-            if (found := stranded(out, name)) is not None:
+            found = stranded(out, name)
+            if found is None and not (out / name).exists() and next(out.glob(f".{name}.*-*"), None):
+                time.sleep(0.1)  # a live save's second rename comes within microseconds; still missing: its id was reused
+                found = stranded(out, name, trust_pids=False)
+            if found is not None:
                 os.replace(found, out / name)
         for name in RUN_FILES:
             for leftover in _leftovers(out, name, "tmp") + (_leftovers(out, name, "old") if name in ("best", "last") else []):
@@ -407,7 +412,7 @@ def _exchange(a: Path, b: Path) -> bool:
 _renameat2 = None  # looked up on first use
 
 
-def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
+def resolve(path: str | os.PathLike, prefer: str = "best", trust_pids: bool = True) -> Path:
     """A checkpoint folder from a path: the folder itself, or a run folder's ``best`` or ``last``."""
     if prefer not in ("best", "last"):
         raise ValueError(f"prefer must be 'best' or 'last', got {prefer!r}")
@@ -416,7 +421,7 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
         return p
     order = ("best", "last") if prefer == "best" else ("last", "best")
     if not (p / order[0] / META_FILE).is_file() and next(p.glob(f".{order[0]}.old-*"), None):
-        if (found := stranded(p, order[0])) is not None and not in_use(p):  # its save was killed: read it where it lies
+        if (found := stranded(p, order[0], trust_pids)) is not None and not in_use(p):  # its save was killed: read it where it lies
             return found  # (the next training of the folder puts it back)
         # a save that takes two renames has moved it aside for a moment: load() waits, rather than take the other one
         raise CharlmError(f"{p / order[0]}: being replaced")
@@ -424,7 +429,10 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
         if (p / sub / META_FILE).is_file():
             return p / sub
     if not p.exists():
-        runs = sorted(q.name for q in p.parent.iterdir() if q.is_dir() and holds_run(q)) if p.parent.is_dir() else []
+        try:
+            runs = sorted(q.name for q in p.parent.iterdir() if q.is_dir() and holds_run(q))
+        except OSError:  # no such folder either, or not one this user may list
+            runs = []
         where = "here" if str(p.parent) == "." else f"in {p.parent}/"
         near = (f"; the run {where} is {runs[0]}" if len(runs) == 1 else
                 f"; the runs {where} are {', '.join(runs[:8])}{' …' if len(runs) > 8 else ''}" if runs else "")
@@ -444,7 +452,7 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
     """
     for attempt in range(5):
         try:
-            p = resolve(path, prefer)
+            p = resolve(path, prefer, trust_pids=attempt < 4)  # moved aside 0.1 s on: not by a live save's renames
             first = _read_meta(p)
         except CharlmError:  # where a save takes two renames, there is a moment without the folder: wait it out (0.1 s)
             if attempt == 4:

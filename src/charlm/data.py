@@ -245,8 +245,8 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
 def _check_one_encoding(folder: Path, raws: list[tuple[Path, bytes]]) -> None:
     """A CharlmError if some of a folder's files are UTF-8 and others not (plain ASCII reads as either)."""
     utf8 = [f for f, raw in raws if not raw.isascii() and _valid_utf8(raw)]
-    other = [f for f, raw in raws if not _valid_utf8(raw)]
-    if utf8 and other and not any(_mostly_utf8(raw) or b"\x00" in raw for f, raw in raws if f in other):  # not damaged UTF-8
+    other = [f for f, raw in raws if not _valid_utf8(raw) and not _mostly_utf8(raw) and b"\x00" not in raw]  # not damaged UTF-8
+    if utf8 and other:
         def many(files):
             return f"{files[0].relative_to(folder)} is" if len(files) == 1 else f"{len(files)} ({files[0].relative_to(folder)}, …) are"
 

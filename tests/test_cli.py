@@ -661,6 +661,19 @@ def test_a_tampered_training_state_is_a_one_line_error_on_resume(capsys, tiny_ru
         one_line_error(*run_cli(capsys, "train", "--resume", run, "--epochs", 9)[::2], "damaged checkpoint")
 
 
+def _rewrite_tensors(ckpt, name: str, change) -> None:
+    """The tensor file ``name`` of the checkpoint folder ``ckpt`` replaced by ``change(its tensors)``, its checksum made to match."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    tensors_file, meta_file = ckpt / name, ckpt / "checkpoint.json"
+    save_file({k: v.contiguous() for k, v in change(load_file(tensors_file)).items()}, str(tensors_file))
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta["sha256"][name] = hashlib.sha256(tensors_file.read_bytes()).hexdigest()
+    meta_file.write_text(json.dumps(meta), encoding="utf-8")
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda t: {**t, "optim.0.1.1": t["optim.0.1.1"][:-8]}, "the optimizer's exp_avg for a weight of shape"),  # read out of bounds: a crash
     (lambda t: {**t, "carried.h": torch.zeros(1, 2, 32), "carried.c": torch.zeros(1, 2, 32)}, "the carried h is [1, 2, 32]"),
@@ -668,39 +681,25 @@ def test_a_tampered_training_state_is_a_one_line_error_on_resume(capsys, tiny_ru
 ])
 def test_training_tensors_of_other_shapes_are_a_one_line_error_on_resume(capsys, tiny_run, tmp_path, change, message):
     """trainer.safetensors written by something else (its checksum made to match): refused before any step reads it."""
-    import hashlib
     import shutil
-
-    from safetensors.torch import load_file, save_file
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    tensors_file, meta_file = run / "last" / "trainer.safetensors", run / "last" / "checkpoint.json"
-    save_file({k: v.contiguous() for k, v in change(load_file(tensors_file)).items()}, str(tensors_file))
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    meta["sha256"]["trainer.safetensors"] = hashlib.sha256(tensors_file.read_bytes()).hexdigest()
-    meta_file.write_text(json.dumps(meta), encoding="utf-8")
+    _rewrite_tensors(run / "last", "trainer.safetensors", change)
     one_line_error(*run_cli(capsys, "train", "--resume", run, "--epochs", 9)[::2], message)
 
 
 def test_weights_to_start_from_that_do_not_fit_are_a_one_line_error(capsys, tiny_run, corpus, tmp_path):
     """--init-from checks the weights as generate does: of another shape, or a name missing (a tied model's decoder
     bias was once passed over: strict loading was off for tied models)."""
-    import hashlib
     import shutil
-
-    from safetensors.torch import load_file, save_file
 
     for change, message in ((lambda w: {**w, "rnn.weight_ih_l0": w["rnn.weight_ih_l0"][:64]}, "rnn.weight_ih_l0 is [64, 16] there, [128, 16] in the model"),
                             (lambda w: {("decoder.biqs" if k == "decoder.bias" else k): v for k, v in w.items()}, "missing ['decoder.bias'], unexpected ['decoder.biqs']")):
         run = tmp_path / "base"
         shutil.rmtree(run, ignore_errors=True)
         shutil.copytree(tiny_run, run)
-        weights_file, meta_file = run / "best" / "model.safetensors", run / "best" / "checkpoint.json"
-        save_file({k: v.contiguous() for k, v in change(load_file(weights_file)).items()}, str(weights_file))
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        meta["sha256"]["model.safetensors"] = hashlib.sha256(weights_file.read_bytes()).hexdigest()
-        meta_file.write_text(json.dumps(meta), encoding="utf-8")
+        _rewrite_tensors(run / "best", "model.safetensors", change)
         for cmd in (["train", "--init-from", run / "best", "--data", corpus, "--out", tmp_path / "ft", "--epochs", 1, "--device", "cpu"],
                     ["generate", run / "best", "--length", 5]):
             one_line_error(*run_cli(capsys, *cmd)[::2], message)

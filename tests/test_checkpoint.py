@@ -450,3 +450,142 @@ def test_a_copy_left_by_a_process_id_now_reused_is_still_read_and_put_back(tiny_
     monkeypatch.setattr(Path, "iterdir", unlistable)  # a folder this user may not list: the plain message
     with pytest.raises(CharlmError, match="nothing: no such checkpoint folder$"):
         load(tmp_path / "nothing")
+
+
+def test_copies_named_by_this_processs_own_id_are_left_over_from_a_kill(tiny_run, tmp_path):
+    """A killed training's process id may be the new one's: a copy under that id is no save under way, and is removed."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(run / "best", run / f".best.tmp-{os.getpid()}")
+    assert ckpt_io.lock_run(run)
+    try:
+        assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in tiny_run.iterdir())
+    finally:
+        ckpt_io.unlock_run(run)
+
+
+def test_a_copy_of_a_process_this_user_may_not_signal_is_left_alone(tiny_run, tmp_path, monkeypatch):
+    """os.kill(pid, 0) raising PermissionError: the process runs, as another user; its save may be under way."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(run / "best", run / ".best.tmp-424242")
+
+    def denied(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(ckpt_io.os, "kill", denied)
+    assert ckpt_io.lock_run(run)
+    try:
+        assert (run / ".best.tmp-424242" / "checkpoint.json").is_file()
+    finally:
+        ckpt_io.unlock_run(run)
+
+
+def test_an_incomplete_copy_beside_a_stranded_one_is_passed_over(tiny_run, tmp_path):
+    """A copy a killed save was still writing (no checkpoint.json yet) is neither read nor put back."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    meta = json.loads((run / "last" / "checkpoint.json").read_text())
+    dead = 2**22 - 5  # no such process
+    (run / "last").rename(run / f".last.old-{dead}")
+    (run / f".last.tmp-{dead}").mkdir()
+    (run / f".last.tmp-{dead}" / "model.safetensors").write_bytes(b"")
+    assert ckpt_io.stranded(run, "last") == run / f".last.old-{dead}"
+    assert load(run, prefer="last").trainer == meta["trainer"]
+    assert ckpt_io.lock_run(run)
+    try:
+        assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in tiny_run.iterdir())
+        assert json.loads((run / "last" / "checkpoint.json").read_text()) == meta
+    finally:
+        ckpt_io.unlock_run(run)
+
+
+def test_a_checkpoint_moved_aside_in_a_folder_a_training_holds_is_being_replaced(tiny_run, tmp_path):
+    """The training holding the folder is saving: what it moved aside is not read where it lies."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert ckpt_io.lock_run(run)
+    try:
+        (run / "last").rename(run / f".last.old-{os.getpid()}")
+        with pytest.raises(CharlmError, match="being replaced"):
+            ckpt_io.resolve(run, prefer="last")
+    finally:
+        ckpt_io.unlock_run(run)
+
+
+def test_a_failed_second_rename_puts_the_old_checkpoint_back(tiny_ckpt, tmp_path, monkeypatch):
+    c = load(tiny_ckpt)
+    target = save(c, tmp_path / "ck")
+    before = (target / "checkpoint.json").read_bytes()
+    monkeypatch.setattr(ckpt_io, "_exchange", lambda a, b: False)  # two renames
+    real = os.replace
+
+    def failing(src, dst):
+        if Path(src).name.startswith(".ck.tmp-"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(ckpt_io.os, "replace", failing)
+    with pytest.raises(CharlmError, match="No space left on device"):
+        save(dataclasses.replace(c, metrics=c.metrics + [{"epoch": 99}]), target)
+    assert (target / "checkpoint.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_the_tidying_waits_for_a_live_saves_second_rename(tiny_run, tmp_path):
+    """A save under way (process 1 runs; no lock: checkpoint.save called directly) between its two renames: the
+    tidying waits a moment rather than put a copy back under it."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    new, old = run / ".last.tmp-1", run / ".last.old-1"
+    shutil.copytree(run / "last", new)
+    (run / "last").rename(old)
+    errors = []
+
+    def second_rename():
+        try:
+            os.replace(new, run / "last")
+            shutil.rmtree(old)
+        except OSError as e:
+            errors.append(e)
+
+    timer = threading.Timer(0.01, second_rename)
+    timer.start()
+    try:
+        assert ckpt_io.lock_run(run)
+        ckpt_io.unlock_run(run)
+    finally:
+        timer.join()
+    assert not errors and sorted(p.name for p in run.iterdir()) == sorted(p.name for p in tiny_run.iterdir())
+
+
+def test_an_untied_models_decoder_weight_is_not_passed_over():
+    from charlm.model import CharLM
+
+    model = CharLM(ModelConfig(vocab_size=10, embedding_size=8, hidden_size=16, tie_weights=False))
+    weights = {k: v for k, v in model.state_dict().items() if k != "decoder.weight"}
+    with pytest.raises(CharlmError, match=r"w: weights do not fit the model config \(missing \['decoder.weight'\]"):
+        ckpt_io.load_weights(model, weights, "w")
+
+
+def test_only_run_folders_are_named_beside_a_missing_one(tmp_path, tiny_run):
+    shutil.copytree(tiny_run, tmp_path / "runs" / "demo")
+    (tmp_path / "runs" / "notes").mkdir()  # a folder, but no run
+    with pytest.raises(CharlmError, match=r"runs/jaychou: no such checkpoint folder; the run in .*runs/ is demo$"):
+        load_model(tmp_path / "runs" / "jaychou")
+
+
+def test_a_carried_copy_memory_with_ids_past_the_vocabulary_is_refused(tmp_path):
+    from charlm.train import Trainer
+
+    from .conftest import tiny_train_config
+
+    cfg = tiny_train_config(tmp_path)
+    corpus = load_corpus(cfg)
+    trainer = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32, copy_window=8), cfg, corpus, log=None)
+    state = trainer.model.init_state(cfg.batch_size)
+    trainer._check_carried(state)
+    ids = state[-1].clone()
+    ids[0, 0] = len(corpus.vocab)  # one past the last id
+    with pytest.raises(ValueError, match="the carried copy memory holds ids outside the vocabulary"):
+        trainer._check_carried((*state[:-1], ids))

@@ -817,3 +817,39 @@ def test_documented_commands_use_real_commands_and_flags(doc):
             continue
         wrong += [f"{command!r}: {words[0]} has no {w}" for w in words[1:] if w.startswith("--") and w.split("=")[0] not in flags[words[0]]]
     assert not wrong, wrong
+
+
+def test_a_tampered_schedule_or_optimizer_setting_is_a_one_line_error_on_resume(capsys, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--schedule", "cosine", "--out", run, *TINY)[0] == 0
+    meta_file = run / "last" / "checkpoint.json"
+    text = meta_file.read_text(encoding="utf-8")
+    t = json.loads(text)["trainer"]
+    for changed, message in (
+            (json.dumps({**json.loads(text), "trainer": {**t, "schedule_steps": -1}}), "schedule_steps is -1, not a count"),
+            (json.dumps({**json.loads(text), "trainer": {**t, "scheduler": {**t["scheduler"], "last_epoch": "x"}}}),
+             "the scheduler's last_epoch is 'x', not a number"),
+            (re.sub(r'"lr",(\s*)[0-9.e-]+', r'"lr",\1"x"', text, count=1), "the optimizer's lr is 'x', not a number")):
+        assert changed != text
+        meta_file.write_text(changed, encoding="utf-8")
+        one_line_error(*run_cli(capsys, "train", "--resume", run, "--epochs", 3)[::2], message)
+
+
+def test_a_stop_right_after_an_epochs_last_batch_resumes(capsys, corpus, tmp_path, monkeypatch):
+    """Stopped (Ctrl-C, SIGTERM) after the last batch of an epoch, before its end: last/ holds batch == n_batches."""
+    from charlm.train import Trainer
+
+    real = Trainer._stop_signal
+
+    def stop_at_the_last_batch(self):
+        if self.batch == self.n_batches:
+            self._signal = signal.SIGTERM
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "_stop_signal", stop_at_the_last_batch)
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 2, "--out", run, *TINY)[0] == 128 + signal.SIGTERM
+    assert json.loads((run / "last" / "checkpoint.json").read_text(encoding="utf-8"))["trainer"]["batch"] > 0
+    monkeypatch.setattr(Trainer, "_stop_signal", real)
+    code, out, err = run_cli(capsys, "train", "--resume", run)
+    assert code == 0, err

@@ -344,3 +344,36 @@ def test_damaged_utf8_and_other_scripts_in_gb18030_are_not_called_another_encodi
         f.write_bytes(text.encode("gb18030"))
         assert read_text(f, "gb18030") == text
     assert not [w for w in recwarn if issubclass(w.category, CharlmWarning)]
+
+
+def test_chinese_hints_count_extension_a_and_name_the_most_chinese_codec_first(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_bytes(("".join(chr(0x3400 + i) for i in range(0, 400, 7)) + "\n").encode("gb18030") * 5)  # CJK Extension A
+    with pytest.raises(CharlmError, match="as utf-8; its bytes read as Chinese text in gb18030: try --encoding gb18030$"):
+        read_text(f)
+    # Big5 whose bytes read as GB18030 too: 7 in 10 characters Chinese there (the rest kana), all of them in Big5
+    f.write_bytes(("万丌与丏丮丱丳不丐丑\n" * 30).encode("big5"))
+    with pytest.raises(CharlmError, match="read as Chinese text in big5 and gb18030: try --encoding big5$"):
+        read_text(f)
+
+
+def test_a_utf8_file_with_a_paragraph_in_another_encoding_is_not_called_damaged(tmp_path):
+    """Damaged means under 1 in 100 of the non-ASCII characters do not decode; here about 1 in 8 do not."""
+    lyrics, f = read_text()[:1000], tmp_path / "t.txt"
+    f.write_bytes(lyrics.encode() + lyrics[:100].encode("gb18030"))
+    with pytest.raises(CharlmError, match="as utf-8; try --encoding gb18030") as e:
+        read_text(f)
+    assert "damaged" not in str(e.value)
+
+
+def test_a_folder_in_one_other_encoding_or_with_a_binary_file_is_not_called_mixed(tmp_path):
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    (songs / "a.txt").write_bytes("分开的时候\n".encode("gb18030"))
+    (songs / "b.txt").write_bytes("我说不分开\n".encode("gb18030"))
+    with pytest.raises(CharlmError, match=r"a\.txt: cannot decode byte 0 .* as utf-8; its bytes read as Chinese text in gb18030"):
+        read_text(songs)  # every file in GB18030: no UTF-8 one to be mixed with
+    (songs / "a.txt").write_text("分开的时候\n", encoding="utf-8")
+    (songs / "c.txt").write_bytes(b"\x00\x01\xff\xfe" * 10)  # binary, not text in another encoding
+    with pytest.raises(CharlmError, match=r"more than one encoding: a\.txt is UTF-8 and b\.txt is not; "):
+        read_text(songs)

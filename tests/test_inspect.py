@@ -660,3 +660,7 @@ def test_analyse_leaves_the_random_stream_alone(tiny_ckpt):
     before = torch.get_rng_state()
     inspector.analyse(model, vocab, "m", TEXT.replace("\\n", "\n"))
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_an_enclosing_mark_alone_sits_on_a_dotted_circle():
+    assert inspector.show_char("\u20dd") == "◌\u20dd" and inspector.show_char("\u20e3") == "◌\u20e3"  # category Me

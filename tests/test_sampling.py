@@ -270,3 +270,10 @@ def test_a_long_acrostic_head_is_written_whole_and_unicode_forms_count_with_unk(
     assert [line[: len(head)] for line in text.split("\n")][:1] == [head] and text.split("\n")[1].startswith("分"), text
     unk = Vocab.build(unicodedata.normalize("NFD", "café\nné\n"), unk=True)  # <unk> would stand for é (U+00E9): not held
     assert vocab_form(unk, "né") == unicodedata.normalize("NFD", "né")
+
+
+def test_only_the_prefixs_last_line_counts_toward_its_lines_length(tiny_ckpt):
+    """A prefix of two lines: its first line's characters do not cut the second short."""
+    model, vocab, _ = load_model(tiny_ckpt)
+    text = sample_text(model, vocab, "你说我们还会再见\n分", SampleConfig(greedy=True, lines=2, max_line_length=4))[0]
+    assert len(text.split("\n")[1]) > 1, text  # (counted from the whole prefix: cut after 分)

@@ -510,6 +510,16 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's best_val, elapsed and train_seconds must be numbers)")
         if pending is not None and not (isinstance(pending, dict) and all(isinstance(pending.get(k), bool) for k in ("at_epoch_end", "over_time"))):
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's pending_validation is {str(pending)[:60]})")
+        steps = t.get("schedule_steps", 0)
+        if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
+            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's schedule_steps is {steps!r}, not a count)")
+        for name in ("scheduler", "plateau"):  # what the schedules add to and compare, as they step
+            state = t.get(name) or {}
+            if not isinstance(state, dict):
+                raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: the trainer's {name} is {str(state)[:60]})")
+            for k in ("last_epoch", "_step_count", "num_bad_epochs", "cooldown_counter", "best"):
+                if k in state and not (number(state[k]) or (state[k] is None and k == "best")):
+                    raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: the {name}'s {k} is {state[k]!r}, not a number)")
     files = ([MODEL_FILE] if with_weights else []) + ([TRAINER_FILE] if with_trainer else [])
     data = {}
     for name in files:  # read once: the bytes checked are the bytes loaded

@@ -277,3 +277,39 @@ def test_only_the_prefixs_last_line_counts_toward_its_lines_length(tiny_ckpt):
     model, vocab, _ = load_model(tiny_ckpt)
     text = sample_text(model, vocab, "你说我们还会再见\n分", SampleConfig(greedy=True, lines=2, max_line_length=4))[0]
     assert len(text.split("\n")[1]) > 1, text  # (counted from the whole prefix: cut after 分)
+
+
+def test_read_inputs_checks_a_request_as_generate_does_and_names_the_field():
+    """One set of checks for `charlm generate` and the server: each refusal names its field, as the caller spells it."""
+    from charlm.sampling import InputError, read_inputs
+    from charlm.vocab import Vocab
+
+    vocab = Vocab.build("分开的时候\n我说不分开\n")
+    flag = lambda f: "--" + f.replace("_", "-")  # noqa: E731 (as the command line spells a field)
+    got = read_inputs(vocab, None, "我说\r\n", " 分 开 ", default="分开")
+    assert (got.prefix, got.style_prefix, got.acrostic, got.skipped) == ("", "我说\n", "分开", {})  # an acrostic has no prefix
+    assert read_inputs(vocab, None, default="分开").prefix == "分开"  # no prefix given: the run's default
+    got = read_inputs(vocab, "分Z开", "Q我", unknown="skip")
+    assert (got.prefix, got.style_prefix, got.skipped) == ("分开", "我", {"prefix": ["Z"], "style_prefix": ["Q"]})
+    got = read_inputs(vocab, "", acrostic="分Y开", unknown="skip")
+    assert (got.acrostic, got.skipped) == ("分开", {"acrostic": ["Y"]})
+    refusals = [
+        (dict(prefix="分开", acrostic="我"), flag, "prefix", "--prefix and --acrostic do not go together"),
+        (dict(prefix=None, acrostic="   "), str, "acrostic", "the acrostic is only spaces"),
+        (dict(prefix="ZZ", unknown="skip"), str, "prefix", "no character of the prefix is in the model's vocabulary"),
+        (dict(prefix=None, acrostic="YZ", unknown="skip"), str, "acrostic", "no character of the acrostic"),
+        (dict(prefix=None, style_prefix="分Q"), flag, "style_prefix", "the style prefix has characters the model's vocabulary "
+                                                                      r"does not know: 'Q' \(use --unknown skip"),
+    ]
+    for kwargs, name, field, message in refusals:
+        with pytest.raises(InputError, match=message) as e:
+            read_inputs(vocab, **kwargs, name=name)
+        assert e.value.field == field
+    nowhere = Vocab.build("分开的时候我说不分开")  # neither a newline nor a space
+    with pytest.raises(InputError, match="give --style-prefix$") as e:
+        read_inputs(nowhere, None, acrostic="分", name=flag)
+    assert e.value.field == "acrostic"
+    with pytest.raises(InputError, match="give prefix or style_prefix$") as e:
+        read_inputs(nowhere, "")
+    assert e.value.field == "prefix"
+    assert read_inputs(nowhere, None, "分开", acrostic="我").style_prefix == "分开"  # a style prefix is a place to start

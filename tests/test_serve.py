@@ -498,7 +498,7 @@ def test_types_are_strict_and_lines_and_length_do_not_mix(client):
         assert r.status_code == 422 and r.json()["error"].startswith(f"{next(iter(bad))}: ")
     assert client.post("/v1/generate", json={"prefix": "分开", "temperature": 1, "length": 3}).status_code == 200  # an integer is a number
     r = client.post("/v1/generate", json={"prefix": "分开", "lines": 2, "length": 5})
-    assert r.status_code == 422 and "lines and length do not go together" in r.json()["error"]
+    assert r.status_code == 422 and "lines: length and lines do not go together" in r.json()["error"]
 
 
 def test_the_default_length_keeps_to_the_servers_limit_and_prefix_line_ends_are_read_as_newlines(tiny_ckpt):
@@ -583,4 +583,4 @@ def test_a_model_with_nowhere_to_start_says_so_for_a_text_and_for_an_acrostic(tm
         assert r.status_code == 422 and r.json()["error"].startswith("prefix: nothing to start the text after")
         r = c.post("/v1/generate", json={"acrostic": "分开"})
         assert r.status_code == 422 and r.json()["error"] == ("acrostic: nothing to start an acrostic's first line after: the model has "
-                                                              "neither a newline nor a space; give a style_prefix")
+                                                              "neither a newline nor a space; give style_prefix")

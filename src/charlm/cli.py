@@ -32,6 +32,11 @@ RESUMABLE_OVERRIDES = {"epochs", "device", "out", "sample_every", "early_stop", 
 ALIASES = {"data": ("--corpus",)}
 
 
+def _flag(field: str) -> str:
+    """A config field as its command-line flag: top_k is --top-k."""
+    return "--" + field.replace("_", "-")
+
+
 def _flag_type(f: dataclasses.Field):
     t = f.type if not isinstance(f.type, str) else eval(f.type, {"tuple": tuple})  # noqa: S307 - our own annotations
     if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
@@ -57,7 +62,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = froz
     for f in dataclasses.fields(cls):
         if f.name in skip or f.metadata.get("cli") is False:
             continue
-        flags = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, ())]
+        flags = [_flag(f.name), *ALIASES.get(f.name, ())]
         t = _flag_type(f)
         default = f"default: {f.metadata.get('default_text', _shown(f.default))}"
         if f.name in values and values[f.name] != f.default:
@@ -206,7 +211,7 @@ def _train(args: argparse.Namespace) -> int:
         same = {k for k, v in typed.items() if k in stored and stored[k] == v}
         changed = sorted(set(overrides) - RESUMABLE_OVERRIDES - same)  # a flag that repeats the run's own value changes nothing
         if changed:
-            raise CharlmError(f"cannot change {', '.join('--' + c.replace('_', '-') for c in changed)} when resuming; only {', '.join(sorted('--' + c.replace('_', '-') for c in RESUMABLE_OVERRIDES))}")
+            raise CharlmError(f"cannot change {', '.join(map(_flag, changed))} when resuming; only {', '.join(sorted(map(_flag, RESUMABLE_OVERRIDES)))}")
         overrides = {k: v for k, v in overrides.items() if k not in same or k in RESUMABLE_OVERRIDES}
         out = overrides.pop("out", str(resume.path.parent))
         train_cfg = dataclasses.replace(resume.train_config, **overrides, out=out)
@@ -348,7 +353,7 @@ def _load_base(train_cfg, flags: dict, given_train: dict):
                           "(the corpus's new characters get rows of their own) or pre-train with --unk")
     fixed = {k: v for k, v in flags.items() if k not in TUNABLE and getattr(base.model_config, k) != v}
     if fixed:
-        raise CharlmError(f"--init-from keeps the pre-trained architecture; cannot change {', '.join('--' + k.replace('_', '-') for k in sorted(fixed))}")
+        raise CharlmError(f"--init-from keeps the pre-trained architecture; cannot change {', '.join(map(_flag, sorted(fixed)))}")
     return base
 
 
@@ -370,40 +375,19 @@ def _sample_config(args) -> SampleConfig:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .data import normalize
-    from .sampling import check_known, default_prefix, generate, make_generator
+    from .sampling import check_options, default_prefix, generate, make_generator, read_inputs, show_chars
     from .train import pick_device
 
     cfg = _sample_config(args)
-    ignored = [f"--{k.replace('_', '-')}" for k in ("temperature", "top_k", "top_p") if k in given(args, SampleConfig)]
-    if cfg.greedy and ignored:
-        raise CharlmError(f"--greedy takes the most likely character every time, so {' and '.join(ignored)} would do nothing; give one or the other")
-    if cfg.lines and "length" in given(args, SampleConfig):
-        raise CharlmError("--length and --lines do not go together: --lines stops after that many lines (give one of them)")
-    if args.prefix is not None and args.acrostic:
-        raise CharlmError("--prefix and --acrostic do not go together: each line of an acrostic starts with its own "
-                          "character (--style-prefix sets the mood without being printed)")
+    check_options(cfg, given(args, SampleConfig), _flag)
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
-    newlines = ckpt.train_config.newlines  # line ends as the model read them in training (\r\n as \n; spaces, if so trained)
-    given_prefix = (normalize(args.prefix, newlines) if args.prefix is not None else "" if args.acrostic
-                    else default_prefix(vocab, ckpt.train_config.prefixes))
-    given_style = normalize(args.style_prefix, newlines)
-    prefix = check_known(vocab, given_prefix, "prefix", args.unknown)
-    style = check_known(vocab, given_style, "style prefix", args.unknown)
-    if args.acrostic and not args.acrostic.split():
-        raise CharlmError("the acrostic is only spaces: give the characters its lines start with")
-    acrostic = check_known(vocab, "".join(args.acrostic.split()), "acrostic", args.unknown, exact=True)  # no line starts with <unk> or a space
-    if not prefix and given_prefix and not acrostic:
-        raise CharlmError("no character of the prefix is in the model's vocabulary")
-    if args.acrostic and not acrostic:
-        raise CharlmError("no character of the acrostic is in the model's vocabulary")
-    if args.unknown == "skip":  # dropped, but not in silence
-        from .sampling import dropped_chars, show_chars
-
-        for what, text, exact in (("prefix", given_prefix, False), ("style prefix", given_style, False), ("acrostic", args.acrostic, True)):
-            if dropped := dropped_chars(vocab, text, exact):
-                print(f"note: skipped in the {what}, outside the vocabulary: {show_chars(dropped)}", file=sys.stderr)
+    # line ends as the model read them in training (\r\n as \n; spaces, if so trained)
+    inputs = read_inputs(vocab, args.prefix, args.style_prefix, args.acrostic, unknown=args.unknown, name=_flag,
+                         default=default_prefix(vocab, ckpt.train_config.prefixes), newlines=ckpt.train_config.newlines)
+    prefix = inputs.prefix
+    for field, dropped in inputs.skipped.items():  # dropped, but not in silence
+        print(f"note: skipped in the {field.replace('_', ' ')}, outside the vocabulary: {show_chars(dropped)}", file=sys.stderr)
     index = _copy_index(ckpt) if args.check_copy else None
     if cfg.seed < 0:  # draw the seed here and say it, so that a sample worth keeping can be made again
         import secrets
@@ -415,7 +399,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = sys.stdout
     texts = [""] * cfg.num_samples
     try:
-        for step in generate(model, vocab, prefix, cfg, style_prefix=style, acrostic=acrostic, generator=gen):
+        for step in generate(model, vocab, prefix, cfg, style_prefix=inputs.style_prefix, acrostic=inputs.acrostic, generator=gen):
             texts = [a + b for a, b in zip(texts, step)]
             if cfg.num_samples == 1:  # one sample streams as it is made
                 out.write(step[0])

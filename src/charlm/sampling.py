@@ -8,9 +8,10 @@ CPU is stepped and drawn in numpy (:mod:`charlm.numpy_sampling`), with the same 
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import regex
 import torch
@@ -90,11 +91,12 @@ def default_prefix(vocab: Vocab, prefixes) -> str:
     return next((p for _, p in known_prefixes(vocab, prefixes)), "")
 
 
-def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exact: bool = False) -> str:
-    """``text`` itself, or without the characters ``vocab`` lacks when ``unknown='skip'``; else a one-line error.
+def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exact: bool = False,
+                hint: str = "use --unknown skip to drop them") -> str:
+    """``text`` itself, or without the characters ``vocab`` lacks when ``unknown='skip'``; else an :class:`InputError`.
 
     ``exact``: ``<unk>`` does not stand in for a character (an acrostic's lines start with real ones).  The text is read
-    in the Unicode form the vocabulary knows best (:func:`vocab_form`).
+    in the Unicode form the vocabulary knows best (:func:`vocab_form`).  ``hint`` ends the error: how to skip them.
     """
     text = vocab_form(vocab, text)
     missing = unknown_chars(vocab, text, exact)
@@ -102,7 +104,7 @@ def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exac
         return text
     if unknown == "skip":
         return "".join(c for c in text if c in vocab)
-    raise CharlmError(f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)} (use --unknown skip to drop them)")
+    raise InputError(what.replace(" ", "_"), f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)} ({hint})")
 
 
 def vocab_form(vocab: Vocab, text: str) -> str:
@@ -125,6 +127,70 @@ def dropped_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
 def unknown_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
     """The distinct characters of ``text`` the vocabulary cannot encode (with ``exact``, that it does not hold itself)."""
     return list(dict.fromkeys(c for c in text if c not in vocab)) if exact else vocab.unknown(text)
+
+
+class InputError(CharlmError):
+    """What generation was given and cannot take, and the field it was given in (``style_prefix``: the command line's
+    ``--style-prefix``), for the server to name."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def check_options(cfg: SampleConfig, given: Collection[str], name: Callable[[str], str] = str) -> None:
+    """Refuse sampling options that would do nothing together.  ``given``: the fields the user set; ``name`` writes a
+    field as the user did (``lambda f: "--" + f.replace("_", "-")`` on the command line)."""
+    ignored = [k for k in ("temperature", "top_k", "top_p") if k in given]
+    if cfg.greedy and ignored:
+        raise InputError(ignored[0], f"{name('greedy')} takes the most likely character every time, so "
+                                     f"{' and '.join(map(name, ignored))} would do nothing; give one or the other")
+    if cfg.lines and "length" in given:
+        raise InputError("lines", f"{name('length')} and {name('lines')} do not go together: {name('lines')} stops after "
+                                  "that many lines (give one of them)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """The texts generation reads (:func:`read_inputs`), each in the model's vocabulary."""
+
+    prefix: str
+    style_prefix: str
+    acrostic: str  # its spaces taken out: no line starts with one
+    skipped: dict[str, list[str]]  # field: the characters unknown="skip" dropped from it (a field with none left out)
+
+
+def read_inputs(vocab: Vocab, prefix: str | None, style_prefix: str = "", acrostic: str = "", *, unknown: str = "error",
+                default: str = "", newlines: str = "keep", name: Callable[[str], str] = str,
+                hint: str = "use --unknown skip to drop them") -> Inputs:
+    """A prefix (None: ``default``, a run's first known prefix), style prefix and acrostic as :func:`generate` takes
+    them, or an :class:`InputError` naming the field: the same checks for `charlm generate` and the server.
+
+    Newlines are read as the model read them in training (``newlines``); ``unknown`` is ``"error"`` or ``"skip"``;
+    ``name`` writes a field as the user did and ``hint`` says how to skip unknown characters (:func:`check_options`).
+    """
+    from .data import normalize
+
+    if prefix and acrostic:
+        raise InputError("prefix", f"{name('prefix')} and {name('acrostic')} do not go together: each line of an acrostic "
+                                   f"starts with its own character ({name('style_prefix')} sets the mood without being printed)")
+    given = normalize(prefix, newlines) if prefix is not None else "" if acrostic else default
+    given_style = normalize(style_prefix, newlines)
+    if acrostic and not acrostic.split():
+        raise InputError("acrostic", "the acrostic is only spaces: give the characters its lines start with")
+    texts = {"prefix": (given, False), "style_prefix": (given_style, False), "acrostic": ("".join(acrostic.split()), True)}
+    known = {field: check_known(vocab, text, field.replace("_", " "), unknown, exact, hint) for field, (text, exact) in texts.items()}
+    for field in ("prefix", "acrostic"):
+        if texts[field][0] and not known[field]:
+            raise InputError(field, f"no character of the {field} is in the model's vocabulary")
+    if not (known["style_prefix"] + known["prefix"]) and "\n" not in vocab and " " not in vocab:
+        heads = bool(known["acrostic"])
+        raise InputError("acrostic" if heads else "prefix", START_NOWHERE.format(
+            what="an acrostic's first line" if heads else "the text",
+            give=name("style_prefix") if heads else f"{name('prefix')} or {name('style_prefix')}"))
+    skipped = {} if unknown != "skip" else {
+        field: d for field, (text, exact) in texts.items() if (d := dropped_chars(vocab, text, exact))}
+    return Inputs(known["prefix"], known["style_prefix"], known["acrostic"], skipped)
 
 
 def acrostic_heads(acrostic: str) -> list[str]:

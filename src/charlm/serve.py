@@ -48,12 +48,12 @@ from .config import MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
 from .copycheck import CopyIndex
 from .data import normalize, pretraining_texts, training_text
 from .errors import CharlmError
-from .sampling import (START_NOWHERE, check_known, default_prefix, dropped_chars, generate, make_generator, show_chars, unknown_chars,
-                       vocab_form)
+from .sampling import InputError, check_known, check_options, default_prefix, generate, make_generator, read_inputs
 from .train import pick_device, surprisal
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SKIP_HINT = 'remove them, or send "unknown": "skip" to drop them'  # how a request skips unknown characters
 
 
 class Limits(BaseModel):
@@ -194,14 +194,6 @@ class _Busy(Exception):
         super().__init__(f"busy: every worker is busy and {queue}; try again shortly")
 
 
-class _Invalid(Exception):
-    """A request that passed the schema but not the model (unknown characters): a 422 naming the field."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field, self.message = field, message
-
-
 def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(finite(data), ensure_ascii=False)}\n\n"
 
@@ -214,54 +206,25 @@ class _Generation:
     """
 
     def __init__(self, model, vocab, req, time_limit: float, max_chars: int | None, default: str = "", newlines: str = "keep"):
-        ignored = [k for k in ("temperature", "top_k", "top_p") if k in req.model_fields_set]
-        if req.greedy and ignored:
-            raise _Invalid(ignored[0], f"greedy takes the most likely character every time, so {' and '.join(ignored)} would do nothing")
-        if req.lines and "length" in req.model_fields_set:
-            raise _Invalid("lines", "lines and length do not go together: lines stops after that many lines (give one of them)")
-        if req.prefix and req.acrostic:
-            raise _Invalid("prefix", "prefix and acrostic do not go together: each line of an acrostic starts with its own character")
-        given = normalize(req.prefix, newlines) if req.prefix is not None else "" if req.acrostic else default
-        prefix = self._known(vocab, given, "prefix", req.unknown)
-        given_style = normalize(req.style_prefix, newlines)
-        style = self._known(vocab, given_style, "style_prefix", req.unknown)
-        if req.acrostic and not req.acrostic.split():
-            raise _Invalid("acrostic", "the acrostic is only spaces: give the characters its lines start with")
-        acrostic = self._known(vocab, "".join(req.acrostic.split()), "acrostic", req.unknown, exact=True)  # no line starts with <unk> or a space
-        if not prefix and given and not acrostic:
-            raise _Invalid("prefix", "no character of the prefix is in the model's vocabulary")
-        if req.acrostic and not acrostic:
-            raise _Invalid("acrostic", "no character of the acrostic is in the model's vocabulary")
-        if not (style + prefix) and "\n" not in vocab and " " not in vocab:
-            raise _Invalid("acrostic" if acrostic else "prefix", START_NOWHERE.format(
-                what="an acrostic's first line" if acrostic else "the text", give="a style_prefix" if acrostic else "a prefix or a style_prefix"))
-        self.skipped = {} if req.unknown != "skip" else {  # dropped, but not in silence (as `charlm generate` notes)
-            field: d for field, text, exact in (("prefix", given, False), ("style_prefix", given_style, False), ("acrostic", req.acrostic, True))
-            if (d := dropped_chars(vocab, text, exact))}
         self.seed = req.seed if req.seed >= 0 else secrets.randbelow(2**31)  # short, and exact in JavaScript
         cfg = SampleConfig(length=req.length, lines=req.lines, greedy=req.greedy, temperature=req.temperature,
                            top_k=req.top_k, top_p=req.top_p, num_samples=req.num_samples, seed=self.seed)
+        check_options(cfg, req.model_fields_set)  # the checks of `charlm generate`
+        inputs = read_inputs(vocab, req.prefix, req.style_prefix, req.acrostic, unknown=req.unknown, default=default,
+                             newlines=newlines, hint=SKIP_HINT)
+        self.skipped = inputs.skipped  # dropped, but not in silence (as `charlm generate` notes)
         device = model.decoder.weight.device
         # The same call as `charlm generate`, so the same seed gives the same text.
-        self._steps = generate(model, vocab, prefix, cfg, style_prefix=style, acrostic=acrostic,
+        self._steps = generate(model, vocab, inputs.prefix, cfg, style_prefix=inputs.style_prefix, acrostic=inputs.acrostic,
                                generator=make_generator(cfg.seed, device))
-        self._prefix_pending = bool(prefix) and not acrostic
-        self.shown_prefix = prefix if self._prefix_pending else ""  # the samples start with it
+        self._prefix_pending = bool(inputs.prefix)  # (never with an acrostic)
+        self.shown_prefix = inputs.prefix  # the samples start with it
         self.n = cfg.num_samples
         self.time_limit, self.max_chars = time_limit, max_chars
         self.chars = 0  # generated per sample, the prefix not counted
         self.finish_reason: str | None = None
         self.started: float | None = None  # the first step, not the request: time waiting for a worker is free
         self.cancelled = threading.Event()
-
-    @staticmethod
-    def _known(vocab, text: str, field: str, unknown: str, exact: bool = False) -> str:
-        try:
-            return check_known(vocab, text, field.replace("_", " "), unknown, exact)
-        except CharlmError:
-            shown = show_chars(unknown_chars(vocab, vocab_form(vocab, text), exact))
-            raise _Invalid(field, f"characters the model's vocabulary does not know: {shown} "
-                                  '(remove them, or send "unknown": "skip" to drop them)') from None
 
     @property
     def elapsed(self) -> float:
@@ -422,7 +385,7 @@ class _Server:
         cap = self.limits.max_length if (req.lines or req.acrostic) else None
         gen = _Generation(self.model, self.vocab, req, self.limits.time_limit, cap, self.default_prefix, self.ckpt.train_config.newlines)
         if req.check_copy and self._copy_problem:
-            raise _Invalid("check_copy", self._copy_problem)
+            raise InputError("check_copy", self._copy_problem)
         return gen
 
     async def chunks(self, gen: _Generation, request: Request, interval: float):
@@ -432,11 +395,8 @@ class _Server:
                 while True:
                     if await request.is_disconnected():
                         gen.cancelled.set()
-                    try:
-                        # The place in line is held already: its thread never waits (one per place).
-                        chunk = await anyio.to_thread.run_sync(gen.next_chunk, interval, limiter=self._threads)
-                    except CharlmError as e:  # raised by generate() on its first step (an empty context)
-                        raise _Invalid("prefix", str(e)) from None
+                    # The place in line is held already: its thread never waits (one per place).
+                    chunk = await anyio.to_thread.run_sync(gen.next_chunk, interval, limiter=self._threads)
                     if chunk is None:
                         break
                     yield chunk
@@ -510,10 +470,10 @@ def create_app(
     async def _busy(request: Request, exc: _Busy):
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
-    @app.exception_handler(_Invalid)
-    async def _invalid_input(request: Request, exc: _Invalid):
-        detail = [{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}]
-        return JSONResponse({"error": f"{exc.field}: {exc.message}", "detail": detail}, status_code=422)
+    @app.exception_handler(InputError)
+    async def _invalid_input(request: Request, exc: InputError):
+        detail = [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]
+        return JSONResponse({"error": f"{exc.field}: {exc}", "detail": detail}, status_code=422)
 
     @app.get("/healthz", tags=["service"], response_model=Health)
     async def healthz() -> dict:
@@ -603,10 +563,10 @@ def create_app(
         """
         text = normalize(req.text, srv.ckpt.train_config.newlines)
         if req.unknown == "error":
-            _Generation._known(srv.vocab, text, "text", "error")
+            check_known(srv.vocab, text, "text", hint=SKIP_HINT)
         known = [i for i, c in enumerate(text) if srv.vocab.unk or c in srv.vocab]
         if len(known) < 2:
-            raise _Invalid("text", "needs at least two characters the model knows")
+            raise InputError("text", "needs at least two characters the model knows")
         ids = srv.vocab.encode("".join(text[i] for i in known))
         bits = await srv.in_worker(surprisal, srv.model, ids)
         per_char: list[float | None] = [None] * len(text)

@@ -489,7 +489,59 @@ def test_bodies_and_echoes_are_bounded(client):
     deep = '{"prefix": ' + "[" * 100_000 + "]" * 100_000 + "}"
     r = client.post("/v1/generate", content=deep, headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"].startswith("body: malformed JSON")
-    assert client.get("/nowhere").status_code == 404  # other HTTP errors stay as they were
+    many = json.dumps({f"k{i}": 0 for i in range(20_000)})  # 20,000 faults in one body: named up to 20, the rest counted
+    r = client.post("/v1/generate", content=many, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and len(r.content) < 5000 and len(r.json()["detail"]) == 20
+    assert r.json()["error"].startswith("k0: Extra inputs are not permitted; k1: ") and r.json()["error"].endswith("; and 19,980 more")
+
+
+def test_every_http_error_has_the_error_field_and_head_and_caching_work(client):
+    r = client.get("/nowhere")
+    assert r.status_code == 404 and r.json()["error"] == "Not Found"
+    r = client.get("/v1/generate")
+    assert r.status_code == 405 and r.json()["error"] == "Method Not Allowed" and r.headers["allow"] == "POST"
+    for path in ("/healthz", "/", "/v1/model", "/static/app.js"):  # an uptime check's HEAD: the GET's answer without its body
+        head, get = client.head(path), client.get(path)
+        assert head.status_code == 200 and head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+    for path in ("/", "/static/app.js"):  # the page is checked on each load: a page open across an upgrade gets the new script
+        page = client.get(path)
+        assert page.headers["cache-control"] == "no-cache"
+    assert client.get("/static/app.js", headers={"if-none-match": page.headers["etag"]}).status_code == 304
+
+
+def test_a_body_too_large_for_a_client_waiting_to_send_it_is_refused_before_it_is_sent(url):
+    """Content-Length over the limit with Expect: 100-continue: a 413 at once, not a "100 Continue" inviting the upload."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 50000000\r\nExpect: 100-continue\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):  # (the server closes the connection after it)
+            answer += chunk
+        answer = answer.decode()
+    assert answer.startswith("HTTP/1.1 413") and "larger than this server takes" in answer
+
+
+def test_a_server_told_to_stop_ends_its_generations_and_takes_no_more(tiny_ckpt):
+    app = serve.create_app(tiny_ckpt, workers=1, max_length=300_000)
+    srv = app.state.server
+    with serve.running(app) as base, httpx.Client(base_url=base, timeout=60) as c:
+        with c.stream("POST", "/v1/generate/stream", json={"length": 300_000, "seed": 1}) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("event: chunk")
+            srv.stop()  # as the server's shutdown does first, on SIGTERM or Ctrl-C
+            events = sse("\n".join(lines).split("\n\n", 1)[1])  # (after the first chunk's data)
+        assert events[-1][0] == "done" and events[-1][1]["finish_reason"] == "shutdown" and events[-1][1]["chars"] < 300_000
+        r = c.post("/v1/generate", json={"length": 5})
+        assert r.status_code == 503 and r.json()["error"] == "the server is shutting down"
+        assert c.post("/v1/score", json={"text": "分开"}).status_code == 503
+    fresh = serve.create_app(tiny_ckpt)
+    with serve.running(fresh):
+        assert not fresh.state.server.stopping.is_set()
+    assert fresh.state.server.stopping.is_set()  # uvicorn's shutdown stopped it first
 
 
 def test_types_are_strict_and_lines_and_length_do_not_mix(client):

@@ -53,6 +53,7 @@ from .train import pick_device, surprisal
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_ERRORS = 20  # a 422 names at most this many of a request's faults, and counts the rest
 SKIP_HINT = 'remove them, or send "unknown": "skip" to drop them'  # how a request skips unknown characters
 
 
@@ -124,9 +125,10 @@ class CopyReportOut(BaseModel):
 
 class GenerateResponse(BaseModel):
     samples: list[str] = Field(description="one text per sample, starting with the prefix (an acrostic's start with its first line)")
-    finish_reason: Literal["done", "time_limit", "max_length", "disconnected"] = Field(
+    finish_reason: Literal["done", "time_limit", "max_length", "disconnected", "shutdown"] = Field(
         description="why it stopped: done, time_limit (the server's --time-limit), max_length (lines or an acrostic reached "
-                    "the server's --max-length characters), disconnected (the client went away: nobody reads this answer)")
+                    "the server's --max-length characters), disconnected (the client went away: nobody reads this answer), "
+                    "shutdown (the server was stopped while it wrote)")
     seed: int = Field(description="the seed used: send it again for the same text")
     chars: int = Field(description="characters generated per sample, the prefix not counted (with several samples, the longest's)")
     elapsed_s: float = Field(description="seconds spent generating, time waiting for a worker not counted")
@@ -181,17 +183,17 @@ class ErrorResponse(BaseModel):
 ERRORS = {
     413: {"model": ErrorResponse, "description": "the body is larger than the server takes (`limits.max_body` of /v1/model)"},
     422: {"model": ErrorResponse, "description": "a bad request: `error` names the field"},
-    503: {"model": ErrorResponse, "description": "every worker is busy and `limits.max_waiting` requests wait already; "
-                                                 "try again (Retry-After: 1)"},
+    503: {"model": ErrorResponse, "description": "every worker is busy and `limits.max_waiting` requests wait already "
+                                                 "(try again: Retry-After: 1), or the server is shutting down"},
 }
 
 
 class _Busy(Exception):
-    """Every worker is busy and ``max_waiting`` requests wait already: a 503, to try again shortly."""
+    """Every worker is busy and ``max_waiting`` requests wait already, or the server is stopping: a 503."""
 
-    def __init__(self, waiting: int):
+    def __init__(self, waiting: int, stopping: bool = False):
         queue = f"{waiting} request{'s' if waiting != 1 else ''} wait already" if waiting else "this server keeps no queue (--max-waiting 0)"
-        super().__init__(f"busy: every worker is busy and {queue}; try again shortly")
+        super().__init__("the server is shutting down" if stopping else f"busy: every worker is busy and {queue}; try again shortly")
 
 
 def _sse(event: str, data: dict) -> str:
@@ -205,7 +207,8 @@ class _Generation:
     ``interval`` seconds, so the caller can stream it and check on the client in between.
     """
 
-    def __init__(self, model, vocab, req, time_limit: float, max_chars: int | None, default: str = "", newlines: str = "keep"):
+    def __init__(self, model, vocab, req, time_limit: float, max_chars: int | None, default: str = "", newlines: str = "keep",
+                 stopping: threading.Event | None = None):
         self.seed = req.seed if req.seed >= 0 else secrets.randbelow(2**31)  # short, and exact in JavaScript
         cfg = SampleConfig(length=req.length, lines=req.lines, greedy=req.greedy, temperature=req.temperature,
                            top_k=req.top_k, top_p=req.top_p, num_samples=req.num_samples, seed=self.seed)
@@ -225,6 +228,7 @@ class _Generation:
         self.finish_reason: str | None = None
         self.started: float | None = None  # the first step, not the request: time waiting for a worker is free
         self.cancelled = threading.Event()
+        self.stopping = stopping or threading.Event()  # the server's: set when it shuts down
 
     @property
     def elapsed(self) -> float:
@@ -243,6 +247,9 @@ class _Generation:
             while True:
                 if self.cancelled.is_set():
                     self.finish(reason="disconnected")
+                    break
+                if self.stopping.is_set():
+                    self.finish(reason="shutdown")
                     break
                 if self.max_chars is not None and self.chars >= self.max_chars:
                     self.finish(reason="max_length")
@@ -292,6 +299,7 @@ class _Server:
         self.waiting = 0  # generations and scorings waiting for a worker
         self.served = 0
         self.disconnected = 0
+        self.stopping = threading.Event()  # set by stop(): generations end, and nothing new starts
         self._loop = self._limiter = self._threads = None
         self._copy_lock = threading.Lock()
         self._copy_index: CopyIndex | None = None
@@ -354,6 +362,8 @@ class _Server:
         If none is free and ``max_waiting`` requests wait already, :class:`_Busy` (a 503) at once.
         """
         limiter = self.limiter()
+        if self.stopping.is_set():
+            raise _Busy(self.waiting, stopping=True)
         if limiter.available_tokens < 1 and self.waiting >= self.limits.max_waiting:
             raise _Busy(self.waiting)
         self.waiting += 1
@@ -361,6 +371,9 @@ class _Server:
             await limiter.acquire_on_behalf_of(owner)  # on behalf of the owner: a stream is consumed by another task
         finally:
             self.waiting -= 1
+        if self.stopping.is_set():  # it stopped while this one waited: the queue is not run first
+            limiter.release_on_behalf_of(owner)
+            raise _Busy(self.waiting, stopping=True)
         self.active += 1
         try:
             yield
@@ -368,6 +381,11 @@ class _Server:
             limiter.release_on_behalf_of(owner)
             self.active -= 1
             self.served += 1
+
+    def stop(self) -> None:
+        """Shutting down: running generations end at their next step (``finish_reason`` shutdown), waiting and new
+        requests are answered 503, so that the server exits in moments instead of working through its queue."""
+        self.stopping.set()
 
     async def in_worker(self, fn, *args):
         """``fn(*args)`` in a thread, once a worker is free."""
@@ -383,7 +401,8 @@ class _Server:
         """
         # --length is bounded by its Field; --lines and --acrostic are bounded here, by characters.
         cap = self.limits.max_length if (req.lines or req.acrostic) else None
-        gen = _Generation(self.model, self.vocab, req, self.limits.time_limit, cap, self.default_prefix, self.ckpt.train_config.newlines)
+        gen = _Generation(self.model, self.vocab, req, self.limits.time_limit, cap, self.default_prefix, self.ckpt.train_config.newlines,
+                          self.stopping)
         if req.check_copy and self._copy_problem:
             raise InputError("check_copy", self._copy_problem)
         return gen
@@ -447,13 +466,17 @@ def create_app(
     )
     app.state.server = srv
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body)
+    app.add_middleware(_HeadAsGet)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
         detail = [{**d, "loc": _echo(list(d.get("loc", ())), room=60), **({"input": _echo(d["input"])} if "input" in d else {})}
-                  for d in exc.errors()]
+                  for d in errors[:MAX_ERRORS]]  # 30,000 unknown keys are not answered 30,000 times
         detail = _encodable(jsonable_encoder(detail))  # a lone surrogate could not be sent
         error = "; ".join(_describe(d) for d in detail)
+        if len(errors) > MAX_ERRORS:
+            error += f"; and {len(errors) - MAX_ERRORS:,} more"
         if any(d.get("loc") in (["body"], ("body",)) for d in detail) and "json" not in request.headers.get("content-type", ""):
             error += " (send the body as JSON, with the header Content-Type: application/json)"
         return JSONResponse({"error": error, "detail": detail}, status_code=422)
@@ -464,7 +487,10 @@ def create_app(
             # json.loads gave up on it without a JSONDecodeError
             error = "body: malformed JSON (it cannot be parsed: not UTF-8, nested too deeply, or a number too long)"
             return JSONResponse({"error": error, "detail": [{"loc": ["body"], "msg": error, "type": "json_invalid"}]}, status_code=422)
-        return await http_exception_handler(request, exc)
+        if exc.status_code < 400:  # no body (a 304)
+            return await http_exception_handler(request, exc)
+        headers = getattr(exc, "headers", None)  # a 405's Allow
+        return JSONResponse({"error": str(exc.detail), "detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(_Busy)
     async def _busy(request: Request, exc: _Busy):
@@ -504,7 +530,7 @@ def create_app(
 
     @app.post("/v1/generate", tags=["generate"], response_model=GenerateResponse, response_model_exclude_unset=True, responses=ERRORS)
     async def generate_json(req: GenerateRequest, request: Request) -> dict:
-        """Write ``num_samples`` texts from ``prefix``; ``finish_reason`` says why they stopped (done, time_limit, max_length, disconnected).
+        """Write ``num_samples`` texts from ``prefix``; ``finish_reason`` says why they stopped (done, time_limit, max_length, shutdown).
 
         With ``check_copy``, ``copies`` holds a copy report per sample: ``longest`` and ``span``, the longest
         piece found verbatim in the training text, and ``ngram_share``, the share of its ``n``-grams seen there.
@@ -586,9 +612,9 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     async def index():
-        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", _Static(directory=STATIC), name="static")
     return app
 
 
@@ -624,6 +650,29 @@ def _echo(value, room: int = 200, depth: int = 4):
     return value
 
 
+class _HeadAsGet:
+    """ASGI middleware: HEAD is answered as GET, whose body the server leaves out (uvicorn reads the method from its
+    own copy of the request), so that an uptime check's HEAD /healthz is a 200, not a 405."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
+class _Static(StaticFiles):
+    """The page's files, checked with the server on each load (by ETag: a 304 when unchanged), so that a page
+    kept open across an upgrade of charlm gets the new script."""
+
+    def file_response(self, *args, **kwargs):
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 class _BodyLimit:
     """ASGI middleware: a request body over ``max_bytes`` is answered 413 before the app reads any of it.
 
@@ -639,7 +688,9 @@ class _BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(scope, receive, send, more=True)
+            # a client that waits for "100 Continue" first is answered without it, and sends nothing
+            waits = dict(scope["headers"]).get(b"expect", b"").lower() == b"100-continue"
+            return await self._refuse(scope, receive, send, more=not waits)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -717,13 +768,25 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def _uvicorn(app: FastAPI, log_level: str):
+    """A uvicorn server for ``app`` that, when told to stop, first stops the app's generations (:meth:`_Server.stop`):
+    it exits in moments, not after its queue has run.  Forwarded-for headers are not believed: on a shared machine
+    any local user could write a false address into the log."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            app.state.server.stop()
+            await super().shutdown(sockets)
+
+    return Server(uvicorn.Config(app, log_level=log_level, lifespan="off", proxy_headers=False, timeout_graceful_shutdown=10))
+
+
 @contextlib.contextmanager
 def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve ``app`` from a background thread while the block runs; yields its base URL (port 0 = any free port)."""
-    import uvicorn
-
     sock = bind(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = _uvicorn(app, "warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -742,8 +805,6 @@ def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[st
 
 def serve(checkpoint_path, host: str = "127.0.0.1", port: int = 8000, threads: int = 1, log_level: str = "info", **app_kw) -> int:
     """Load the model, bind ``host:port`` and serve until interrupted (``charlm serve``)."""
-    import uvicorn
-
     if threads < 1:
         raise CharlmError(f"--threads must be >= 1, got {threads}")
     app = create_app(checkpoint_path, **app_kw)
@@ -755,7 +816,7 @@ def serve(checkpoint_path, host: str = "127.0.0.1", port: int = 8000, threads: i
     print(f"charlm: serving {srv.ckpt.path} on {url}  (page: {url}/  API docs: {url}/docs)", flush=True)
     if host not in LOOPBACK:
         print(f"charlm: warning: listening on {host}, reachable from other machines; there is no authentication", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="off"))
+    server = _uvicorn(app, log_level)
     try:
         server.run(sockets=[sock])
     finally:

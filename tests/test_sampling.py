@@ -313,3 +313,27 @@ def test_read_inputs_checks_a_request_as_generate_does_and_names_the_field():
         read_inputs(nowhere, "")
     assert e.value.field == "prefix"
     assert read_inputs(nowhere, None, "分开", acrostic="我").style_prefix == "分开"  # a style prefix is a place to start
+
+
+def test_a_long_prefix_is_read_in_pieces_with_the_same_text(monkeypatch):
+    """A copy attention over a prefix read whole costs memory with the square of its length (120,000 characters asked
+    for 58 GB): it is read a piece at a time, the state carried, and writes what reading it whole would."""
+    from charlm import sampling
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.vocab import Vocab
+
+    torch.manual_seed(0)
+    text = "分开的时候我说不分开\n你说我们还会再见\n" * 120
+    vocab = Vocab.build(text)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=16, copy_window=64))
+    read = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda ids, state=None: (read.append(ids.shape[1]), forward(ids, state))[1])
+    cfg = SampleConfig(length=40, seed=3, temperature=0.7)
+    pieces = sample_text(model, vocab, text, cfg)[0]
+    assert max(read) <= sampling.CONTEXT_CHUNK and sum(read) >= len(text)
+    monkeypatch.setattr(sampling, "CONTEXT_CHUNK", 10**9)
+    read.clear()
+    whole = sample_text(model, vocab, text, cfg)[0]
+    assert max(read) == len(text) and whole == pieces

@@ -200,6 +200,7 @@ def acrostic_heads(acrostic: str) -> list[str]:
 
 
 # A model trained without line breaks or spaces (one long line of characters) has nowhere to start a text or a line from.
+CONTEXT_CHUNK = 512  # characters of a prefix read per model call: the copy attention's scores grow with its square
 START_NOWHERE = "nothing to start {what} after: the model has neither a newline nor a space; give {give}"
 
 
@@ -268,7 +269,9 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
                                                    give="--style-prefix" if heads else "--prefix or --style-prefix"))
 
     ids = torch.tensor(vocab.encode(context), device=device).expand(n, -1)  # (n, len)
-    logits, state = model(ids, None)  # the whole context is read once
+    state = None
+    for s in range(0, ids.shape[1], CONTEXT_CHUNK):  # the context is read once, a piece at a time, its state carried
+        logits, state = model(ids[:, s : s + CONTEXT_CHUNK], state)
     if heads:
         max_chars = sum(len(h) - 1 for h in heads) + len(heads) * (cfg.max_line_length + 1)  # a head's code points are written whole
     else:

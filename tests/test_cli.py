@@ -853,3 +853,11 @@ def test_a_stop_right_after_an_epochs_last_batch_resumes(capsys, corpus, tmp_pat
     monkeypatch.setattr(Trainer, "_stop_signal", real)
     code, out, err = run_cli(capsys, "train", "--resume", run)
     assert code == 0, err
+
+
+def test_a_prefix_line_already_at_max_line_length_is_said_to_end_at_once(capsys, tiny_run):
+    code, out, err = run_cli(capsys, "generate", tiny_run, "--prefix", "分开的时候我说不分开", "--lines", 1, "--max-line-length", 8, "--seed", 1)
+    assert code == 0 and out == "分开的时候我说不分开\n"  # nothing written: the line was ended at once
+    assert "the prefix's last line is 10 characters already, at --max-line-length 8: it is ended at once" in err
+    code, out, err = run_cli(capsys, "generate", tiny_run, "--prefix", "分开\n的时候", "--lines", 1, "--max-line-length", 8, "--seed", 1)
+    assert code == 0 and "prefix's last line" not in err  # its last line is 3 characters

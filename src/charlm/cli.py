@@ -388,6 +388,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prefix = inputs.prefix
     for field, dropped in inputs.skipped.items():  # dropped, but not in silence
         print(f"note: skipped in the {field.replace('_', ' ')}, outside the vocabulary: {show_chars(dropped)}", file=sys.stderr)
+    if cfg.lines and (last := len(prefix.rsplit("\n", 1)[-1])) >= cfg.max_line_length:
+        print(f"note: the prefix's last line is {last} characters already, at --max-line-length {cfg.max_line_length}: it is "
+              f"ended at once (a larger --max-line-length lets the model go on with it)", file=sys.stderr)
     index = _copy_index(ckpt) if args.check_copy else None
     if cfg.seed < 0:  # draw the seed here and say it, so that a sample worth keeping can be made again
         import secrets

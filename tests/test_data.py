@@ -7,7 +7,7 @@ import torch
 from charlm.config import SEED_MAX, TrainConfig
 from charlm.data import (batches, bptt_slices, bundled_corpus, check_enough, load_corpus, min_chars, normalize,
                          num_batches, read_text, split)
-from charlm.errors import CharlmError
+from charlm.errors import CharlmError, CharlmWarning
 
 
 def test_bundled_lyrics_are_shipped_unchanged():
@@ -18,13 +18,15 @@ def test_bundled_lyrics_are_shipped_unchanged():
 def test_folder_of_text_files(tmp_path):
     (tmp_path / "b.txt").write_text("第二", encoding="utf-8")
     (tmp_path / "a.txt").write_text("第一\n", encoding="utf-8")
-    (tmp_path / "skip.bin").write_bytes(b"\x00\x01")
     assert read_text(tmp_path) == "第一\n第二\n"
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "empty.txt").write_bytes(b"")  # an empty file in a folder is passed over
     assert read_text(tmp_path) == "第一\n第二\n"
     (tmp_path / "blank.txt").write_bytes(b"\n  \n")  # a blank file too
     assert read_text(tmp_path) == "第一\n第二\n"
+    (tmp_path / "skip.bin").write_bytes(b"\x00\x01")  # not .txt: left out, and said so
+    with pytest.warns(CharlmWarning, match=r"4 \.txt files read \(1 other file left out, not \.txt or hidden: skip\.bin\)"):
+        assert read_text(tmp_path) == "第一\n第二\n"
     (tmp_path / "only").mkdir()
     (tmp_path / "only" / "e.txt").write_bytes(b"")
     (tmp_path / "only" / "f.txt").write_bytes(b"\n")
@@ -42,8 +44,6 @@ def test_other_encodings(tmp_path):
 
 def test_a_wrong_encoding_that_decodes_is_named(tmp_path, recwarn):
     """latin-1 decodes any bytes: Chinese or UTF-8 read so would train on mojibake, so a note says what the file likely is."""
-    from charlm.errors import CharlmWarning
-
     lyrics, f = read_text()[:2000], tmp_path / "t.txt"
     cases = [("gb18030", "latin-1", "its bytes read as Chinese text in gb18030; .*try --encoding gb18030$"),
              ("big5", "cp1252", "its bytes read as Chinese text in big5; .*try --encoding big5$"),
@@ -377,3 +377,24 @@ def test_a_folder_in_one_other_encoding_or_with_a_binary_file_is_not_called_mixe
     (songs / "c.txt").write_bytes(b"\x00\x01\xff\xfe" * 10)  # binary, not text in another encoding
     with pytest.raises(CharlmError, match=r"more than one encoding: a\.txt is UTF-8 and b\.txt is not; "):
         read_text(songs)
+
+
+def test_a_folder_says_what_it_left_out_and_hidden_copies_are_not_read(tmp_path):
+    """Only .txt files are a folder's text: the others are named, not silently passed over, and hidden files
+    (Jupyter's .ipynb_checkpoints hold a second copy of each text) are not read twice."""
+    (tmp_path / "song.txt").write_text("分开的时候\n", encoding="utf-8")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "song-checkpoint.txt").write_text("分开的时候\n", encoding="utf-8")
+    (tmp_path / "code").mkdir()
+    for name in ("a.py", "b.py", "c.py", ".notes.txt"):
+        (tmp_path / "code" / name).write_text("x = 1\n", encoding="utf-8")
+    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(5 other files left out, not \.txt or hidden: "
+                                           r"\.ipynb_checkpoints/song-checkpoint\.txt, code/\.notes\.txt, code/a\.py, …\)"):
+        assert read_text(tmp_path) == "分开的时候\n"
+    with pytest.raises(CharlmError, match=r"no \.txt file to read in the folder \(4 other files left out, not \.txt or "
+                                          r"hidden: \.notes\.txt, a\.py, b\.py, …\); give a single file as --data"):
+        read_text(tmp_path / "code")
+    (tmp_path / "code" / ".notes.txt").unlink()
+    (tmp_path / "code" / "d.txt").write_text("y\n", encoding="utf-8")
+    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(3 other files left out, not \.txt or hidden: a\.py, b\.py, c\.py\)$"):
+        read_text(tmp_path / "code")

@@ -211,9 +211,13 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
     if not p.exists():
         raise CharlmError(f"{p}: no such file or folder")
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*.txt") if f.is_file())
+        files, others = _folder_files(p)
         if not files:
-            raise CharlmError(f"{p}: the folder holds no .txt files")
+            raise CharlmError(f"{p}: no .txt file to read in the folder{_left_out(p, others)}; give a single file as --data "
+                              "(cat several into one), or name them .txt")
+        if others:
+            warnings.warn(f"{p}: {len(files)} .txt file{'s' if len(files) != 1 else ''} read{_left_out(p, others)}",
+                          CharlmWarning, stacklevel=2)
         raws = []
         for f in files:
             try:
@@ -240,6 +244,24 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
     except OSError as e:
         raise CharlmError(f"{p}: cannot read ({e.strerror})") from None
     return _decode(p, raw, encoding)
+
+
+def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """A folder's corpus, its ``.txt`` files at any depth (sorted), and the files left out: others, and hidden ones
+    (a name, or a folder on the way, starting with a dot: .git, .ipynb_checkpoints' copies of the same text)."""
+    files, others = [], []
+    for f in sorted(f for f in folder.rglob("*") if f.is_file()):
+        hidden = any(part.startswith(".") for part in f.relative_to(folder).parts)
+        (files if f.name.endswith(".txt") and not hidden else others).append(f)
+    return files, others
+
+
+def _left_out(folder: Path, others: list[Path]) -> str:
+    """`` (3 other files left out, not .txt or hidden: a.py, b.py, .c.txt)``, or nothing."""
+    if not others:
+        return ""
+    named = ", ".join(str(f.relative_to(folder)) for f in others[:3]) + (", …" if len(others) > 3 else "")
+    return f" ({len(others)} other file{'s' if len(others) != 1 else ''} left out, not .txt or hidden: {named})"
 
 
 def _check_one_encoding(folder: Path, raws: list[tuple[Path, bytes]]) -> None:

@@ -383,7 +383,7 @@ def test_english_text_without_newlines(capsys, tmp_path):
     assert code == 0 and len(stdout.rstrip("\n")) == 20
     code, stdout, _ = run_cli(capsys, "generate", out, "--acrostic", "R J", "--seed", 1)  # spaces in an acrostic start no line
     assert code == 0 and [line[0] for line in stdout.splitlines()] == ["R", "J"]
-    one_line_error(*run_cli(capsys, "generate", out, "--acrostic", "  ")[::2], "the acrostic is only spaces")
+    one_line_error(*run_cli(capsys, "generate", out, "--acrostic", "  ")[::2], "the acrostic is only whitespace")
     # the copy report quotes English in plain quotes, not Chinese brackets
     code, _, err = run_cli(capsys, "generate", out, "--prefix", "ROMEO:", "--length", 20, "--seed", 1, "--check-copy")
     assert code == 0 and "characters \"" in err and "「" not in err

@@ -133,3 +133,10 @@ def test_shown_line_breaks_of_a_text_without_newlines_read_as_the_model_wrote_th
     assert CopyIndex("xx the quick brownfox jumps xx").check("the quick\nbrownfox jumps").longest == 24  # the break was a space
     assert CopyIndex("xxthequickbrownfoxjumpsxx").check("thequickbr\nownfoxjumps").longest == 21  # only put in for showing
     assert CopyIndex("a line\nanother\n").check("line\nanother").longest == 12  # a text with newlines: as they are
+
+
+def test_a_report_shows_the_spans_line_breaks_and_tabs():
+    index = CopyIndex(["def f(x):\n\treturn x\n"])
+    report = index.check("def f(x):\n\treturn y")
+    assert report.longest == len("def f(x):\n\treturn ") and "\n" not in report.line()
+    assert "「def f(x):⏎⇥return 」" in report.line()

@@ -223,7 +223,7 @@ def test_an_acrostic_without_a_place_to_start_names_what_to_give(tmp_path, capsy
     assert "nothing to start an acrostic's first line after: the model has neither a newline nor a space; give --style-prefix" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "run"), "--acrostic", "分开", "--style-prefix", "我说", "--seed", "1"]) == 0
     assert main(["generate", str(tmp_path / "run"), "--acrostic", " \u3000 ", "--seed", "1"]) == 2
-    assert "the acrostic is only spaces" in capsys.readouterr().err
+    assert "the acrostic is only whitespace" in capsys.readouterr().err
 
 
 def test_a_prefix_is_read_in_the_unicode_form_the_vocabulary_holds():
@@ -295,7 +295,7 @@ def test_read_inputs_checks_a_request_as_generate_does_and_names_the_field():
     assert (got.acrostic, got.skipped) == ("分开", {"acrostic": ["Y"]})
     refusals = [
         (dict(prefix="分开", acrostic="我"), flag, "prefix", "--prefix and --acrostic do not go together"),
-        (dict(prefix=None, acrostic="   "), str, "acrostic", "the acrostic is only spaces"),
+        (dict(prefix=None, acrostic="   "), str, "acrostic", "the acrostic is only whitespace"),
         (dict(prefix="ZZ", unknown="skip"), str, "prefix", "no character of the prefix is in the model's vocabulary"),
         (dict(prefix=None, acrostic="YZ", unknown="skip"), str, "acrostic", "no character of the acrostic"),
         (dict(prefix=None, style_prefix="分Q"), flag, "style_prefix", "the style prefix has characters the model's vocabulary "

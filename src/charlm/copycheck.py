@@ -144,7 +144,7 @@ class CopyReport:
 
     def line(self) -> str:
         share = "n/a" if self.ngram_share is None else f"{self.ngram_share:.0%}"
-        span = self.span.replace("\n", "⏎")  # one line of report, whatever the span holds
+        span = self.span.replace("\n", "⏎").replace("\t", "⇥")  # one line of report, its blanks seen, whatever the span holds
         quoted = f"「{span}」" if any(not c.isascii() for c in span) else f'"{span}"'  # Chinese brackets for Chinese text
         return f"copy check: longest span also in the training text {self.longest} character{'s' if self.longest != 1 else ''} {quoted}; {self.n}-grams seen in training: {share}"
 

@@ -927,7 +927,7 @@ def render_html(report: Report) -> str:
                    f'<td class="num">{"—" if first else f"{report.rank[k]:,}"}</td>{extra}<td>{"—" if first else e(_fmt_top(report.expected(k)))}</td></tr>')
     out.append(f'</table><p class="help">Rank 1: the model\'s first guess; {report.vocab_size:,}: its last. After the last character '
                f"it expects {e(_fmt_top(report.top[-1]))}.</p></details></section>")
-    out.append(f'<p class="help">Made by <code>charlm inspect</code>. ↵ is a line break, ␣ a space, ⬚ a full-width space.</p></main><div id="tip"></div>'
+    out.append(f'<p class="help">Made by <code>charlm inspect</code>. ↵ is a line break, ␣ a space, ⬚ a full-width space, ⇥ a tab.</p></main><div id="tip"></div>'
                f'<script type="application/json" id="report-data">{_json_for_script(data)}</script><script>{JS}</script></body></html>')
     return "\n".join(out)
 

@@ -177,7 +177,7 @@ def read_inputs(vocab: Vocab, prefix: str | None, style_prefix: str = "", acrost
     given = normalize(prefix, newlines) if prefix is not None else "" if acrostic else default
     given_style = normalize(style_prefix, newlines)
     if acrostic and not acrostic.split():
-        raise InputError("acrostic", "the acrostic is only spaces: give the characters its lines start with")
+        raise InputError("acrostic", "the acrostic is only whitespace: give the characters its lines start with")
     texts = {"prefix": (given, False), "style_prefix": (given_style, False), "acrostic": ("".join(acrostic.split()), True)}
     known = {field: check_known(vocab, text, field.replace("_", " "), unknown, exact, hint) for field, (text, exact) in texts.items()}
     for field in ("prefix", "acrostic"):

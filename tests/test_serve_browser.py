@@ -77,6 +77,11 @@ def test_page_streams_lyrics_from_a_prefix(tiny_ckpt, browser, tmp_path):
         assert "prefix" in browser.find_element(By.ID, "error").text and "☃" in browser.find_element(By.ID, "error").text
         assert "把这些字去掉" in browser.find_element(By.ID, "error").text  # not the API's "unknown": "skip"
 
+        # A line's spaces and tabs are shown as written (code, or lyrics set out with spaces), not collapsed into one.
+        shown = browser.execute_script("const p = document.createElement('p'); p.textContent = '  if x:\\t y  z';"
+                                       "document.getElementById('lyrics').append(p); const t = p.innerText; p.remove(); return t")
+        assert shown == "  if x:\t y  z"
+
         shot = tmp_path / "lyrics-page.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         print(f"screenshot: {shot}")

@@ -135,6 +135,26 @@ def test_a_checkpoint_is_replaced_whole(tiny_ckpt, tmp_path, monkeypatch, atomic
         assert (tmp_path / "a" / "x").read_text() == "b" and (tmp_path / "b" / "x").read_text() == "a"
 
 
+def test_off_linux_a_checkpoint_is_replaced_by_two_renames_and_pids_are_not_signalled(tiny_ckpt, tmp_path, monkeypatch):
+    """On Windows, ctypes.CDLL(None) is a TypeError (cpython#83424): every save after the first crashed looking for
+    renameat2.  And os.kill(pid, 0) there sends Ctrl-C (signal 0 is CTRL_C_EVENT): a process is taken as running."""
+    import ctypes
+
+    def windows_cdll(name, *args, **kwargs):
+        raise TypeError("argument of type 'NoneType' is not iterable")
+
+    monkeypatch.setattr(ckpt_io, "_renameat2", None)
+    monkeypatch.setattr(ctypes, "CDLL", windows_cdll)
+    monkeypatch.setattr(sys, "platform", "win32")
+    c = load(tiny_ckpt)
+    target = save(c, tmp_path / "ck")
+    save(dataclasses.replace(c, metrics=c.metrics + [{"epoch": 99}]), target)
+    assert load(target).metrics[-1] == {"epoch": 99} and ckpt_io._renameat2 is False
+    monkeypatch.setattr(os, "name", "nt")
+    monkeypatch.setattr(os, "kill", lambda *a: pytest.fail("os.kill called on Windows"))
+    assert ckpt_io._running("999999") and not ckpt_io._running(str(os.getpid()))
+
+
 @pytest.mark.parametrize("exchange", [True, False])
 def test_a_reader_never_sees_a_checkpoint_being_replaced_as_damage(tiny_ckpt, tmp_path, monkeypatch, exchange):
     """generate or serve reading best/ while the training replaces it: the JSON of one and a tensor file of the next

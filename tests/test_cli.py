@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from charlm.checkpoint import load_model
-from charlm.cli import main
+from charlm.cli import _usable_streams, main
 from charlm.train import evaluate
 
 from .conftest import LYRIC
@@ -504,6 +504,13 @@ def test_closed_and_narrow_outputs(capsys, tiny_run, monkeypatch):
     narrow.flush()
     assert narrow.buffer.getvalue().decode("ascii") == text.encode("ascii", "backslashreplace").decode("ascii")
     assert "cannot write Chinese characters, so they are written as \\u escapes" in sys.stderr.getvalue()
+    gbk = io.TextIOWrapper(io.BytesIO(), encoding="gbk")  # a Chinese Windows console: Chinese, but no emoji
+    monkeypatch.setattr(sys, "stdout", gbk)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    _usable_streams()
+    print("分开😀", end="")
+    gbk.flush()
+    assert gbk.buffer.getvalue().decode("gbk") == "分开\\U0001f600" and "escapes" not in sys.stderr.getvalue()
 
 
 @pytest.mark.parametrize("both", [False, True])

@@ -188,6 +188,8 @@ def _leftovers(out: Path, name: str, kind: str, trust_pids: bool = True) -> list
 
 def _running(pid: str) -> bool:
     """Whether the process ``pid`` (another than this one) runs on this machine; when unsure, yes."""
+    if os.name == "nt":  # os.kill(pid, 0) is no question there: signal 0 is CTRL_C_EVENT, sent to the process
+        return pid != str(os.getpid())  # so: unsure, but for this process's own
     try:
         return int(pid) != os.getpid() and (os.kill(int(pid), 0) or True)
     except ProcessLookupError:
@@ -397,12 +399,14 @@ def _exchange(a: Path, b: Path) -> bool:
     """
     global _renameat2
     if _renameat2 is None:
-        try:
-            import ctypes
+        _renameat2 = False
+        if sys.platform.startswith("linux"):  # (elsewhere there is none; on Windows CDLL(None) is a TypeError)
+            try:
+                import ctypes
 
-            _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-        except (OSError, AttributeError):  # not Linux, or a C library without it
-            _renameat2 = False
+                _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+            except (OSError, AttributeError):  # a C library without it
+                pass
     if not _renameat2:
         return False
     at_fdcwd, rename_exchange = -100, 2

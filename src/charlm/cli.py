@@ -166,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     world, rank, local_rank = distributed.from_env()
     try:
-        with (open(os.devnull, "w") as null, contextlib.redirect_stdout(null if rank else _OutputGone(sys.stdout)),
+        with (open(os.devnull, "w", encoding="utf-8") as null, contextlib.redirect_stdout(null if rank else _OutputGone(sys.stdout)),
               contextlib.redirect_stderr(_OutputGone(sys.stderr))):
             try:
                 code = _train(args)  # rank 0 alone prints
@@ -304,9 +304,11 @@ def _train(args: argparse.Namespace) -> int:
 def _shell(path) -> str:
     """A path as a command to paste should have it: quoted if need be, and not taken for a flag."""
     import shlex
+    import subprocess
 
     path = str(path)
-    return shlex.quote(f"./{path}" if path.startswith("-") else path)
+    path = f".{os.sep}{path}" if path.startswith("-") else path
+    return subprocess.list2cmdline([path]) if os.name == "nt" else shlex.quote(path)  # cmd.exe quotes with "
 
 
 def _check_work_left(resume, cfg) -> None:
@@ -627,13 +629,20 @@ def _usable_streams() -> None:
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+    import codecs
+
     narrow = []
     for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "utf-8"
         try:
-            "分开".encode(getattr(stream, "encoding", None) or "utf-8")
+            chinese, every = bool("分开".encode(encoding)), codecs.lookup(encoding).name.startswith("utf")
         except (UnicodeEncodeError, LookupError):
-            if hasattr(stream, "reconfigure"):
-                stream.reconfigure(errors="backslashreplace")
+            chinese = every = False
+        # GBK (a Chinese Windows console, or a file there) writes 分开 but not an emoji a model may write: what an
+        # encoding cannot write is escaped, not an error half-way through a text
+        if not every and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+            if not chinese:
                 narrow.append(stream.encoding)
     if narrow:
         print(f"note: the output's encoding ({narrow[0]}) cannot write Chinese characters, so they are written as \\u escapes; "

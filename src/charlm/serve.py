@@ -752,7 +752,8 @@ def bind(host: str, port: int) -> socket.socket:
         raise CharlmError(f"cannot listen on {host}:{port}: {e.strerror}") from None
     family, _, _, _, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if os.name != "nt":  # (on Windows it would let a second server take a port in use, as socket.create_server knows)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(addr)
         sock.listen(128)

@@ -471,7 +471,8 @@ class Trainer:
                     ckpt_io.clear_run(self.out)
                     self.overwrite = False
                 self._write_metrics()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            # (on Windows, Ctrl-Break is SIGBREAK; TerminateProcess, as taskkill /F, cannot be caught)
+            for sig in (signal.SIGINT, signal.SIGTERM, *filter(None, [getattr(signal, "SIGBREAK", None)])):
                 try:
                     handlers[sig] = signal.signal(sig, self._on_signal)
                 except ValueError:  # not the main thread: no signal handling

@@ -528,20 +528,37 @@ def test_a_body_too_large_for_a_client_waiting_to_send_it_is_refused_before_it_i
 def test_a_server_told_to_stop_ends_its_generations_and_takes_no_more(tiny_ckpt):
     app = serve.create_app(tiny_ckpt, workers=1, max_length=300_000)
     srv = app.state.server
-    with serve.running(app) as base, httpx.Client(base_url=base, timeout=60) as c:
+    with serve.running(app) as base, httpx.Client(base_url=base, timeout=60) as c, ThreadPoolExecutor(1) as pool:
         with c.stream("POST", "/v1/generate/stream", json={"length": 300_000, "seed": 1}) as r:
             lines = r.iter_lines()
-            assert next(lines).startswith("event: chunk")
+            assert next(lines).startswith("event: chunk")  # it holds the one worker
+            waiting = pool.submit(c.post, "/v1/generate", json={"length": 5})
+            deadline = time.monotonic() + 30
+            while c.get("/healthz").json()["waiting"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
             srv.stop()  # as the server's shutdown does first, on SIGTERM or Ctrl-C
             events = sse("\n".join(lines).split("\n\n", 1)[1])  # (after the first chunk's data)
         assert events[-1][0] == "done" and events[-1][1]["finish_reason"] == "shutdown" and events[-1][1]["chars"] < 300_000
+        r = waiting.result()  # it waited for the worker: answered, not run
+        assert r.status_code == 503 and r.json()["error"] == "the server is shutting down"
         r = c.post("/v1/generate", json={"length": 5})
         assert r.status_code == 503 and r.json()["error"] == "the server is shutting down"
         assert c.post("/v1/score", json={"text": "分开"}).status_code == 503
+        assert c.get("/healthz").json() | {"served": 0} == {"status": "ok", "active": 0, "waiting": 0, "served": 0, "disconnected": 0}
     fresh = serve.create_app(tiny_ckpt)
-    with serve.running(fresh):
-        assert not fresh.state.server.stopping.is_set()
-    assert fresh.state.server.stopping.is_set()  # uvicorn's shutdown stopped it first
+    for _ in range(2):  # served, shut down by uvicorn (which stops the app first), and served again
+        with serve.running(fresh) as base:
+            assert not fresh.state.server.stopping.is_set()
+            assert httpx.post(base + "/v1/generate", json={"length": 5}, timeout=60).status_code == 200
+        assert fresh.state.server.stopping.is_set()
+
+
+def test_a_server_error_is_json_too(tiny_ckpt, monkeypatch):
+    app = serve.create_app(tiny_ckpt)
+    monkeypatch.setattr(app.state.server, "copy_check_possible", lambda: 1 / 0)  # a bug in /v1/model
+    with serve.running(app) as base:
+        r = httpx.get(base + "/v1/model", timeout=60)
+    assert r.status_code == 500 and r.json() == {"error": "internal error (ZeroDivisionError); the server's log has the details"}
 
 
 def test_types_are_strict_and_lines_and_length_do_not_mix(client):

@@ -492,6 +492,10 @@ def create_app(
         headers = getattr(exc, "headers", None)  # a 405's Allow
         return JSONResponse({"error": str(exc.detail), "detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
+    @app.exception_handler(Exception)
+    async def _failed(request: Request, exc: Exception):  # a bug: the log has its traceback, the client a JSON error still
+        return JSONResponse({"error": f"internal error ({exc.__class__.__name__}); the server's log has the details"}, status_code=500)
+
     @app.exception_handler(_Busy)
     async def _busy(request: Request, exc: _Busy):
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
@@ -530,7 +534,7 @@ def create_app(
 
     @app.post("/v1/generate", tags=["generate"], response_model=GenerateResponse, response_model_exclude_unset=True, responses=ERRORS)
     async def generate_json(req: GenerateRequest, request: Request) -> dict:
-        """Write ``num_samples`` texts from ``prefix``; ``finish_reason`` says why they stopped (done, time_limit, max_length, shutdown).
+        """Write ``num_samples`` texts from ``prefix``; ``finish_reason`` says why they stopped (done, time_limit, max_length, disconnected, shutdown).
 
         With ``check_copy``, ``copies`` holds a copy report per sample: ``longest`` and ``span``, the longest
         piece found verbatim in the training text, and ``ngram_share``, the share of its ``n``-grams seen there.
@@ -776,6 +780,10 @@ def _uvicorn(app: FastAPI, log_level: str):
     import uvicorn
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            app.state.server.stopping.clear()  # an app served again, after a shutdown, takes work again
+            await super().startup(sockets)
+
         async def shutdown(self, sockets=None):
             app.state.server.stop()
             await super().shutdown(sockets)

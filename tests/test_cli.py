@@ -868,3 +868,41 @@ def test_a_prefix_line_already_at_max_line_length_is_said_to_end_at_once(capsys,
     assert "the prefix's last line is 10 characters already, at --max-line-length 8: it is ended at once" in err
     code, out, err = run_cli(capsys, "generate", tiny_run, "--prefix", "分开\n的时候", "--lines", 1, "--max-line-length", 8, "--seed", 1)
     assert code == 0 and "prefix's last line" not in err  # its last line is 3 characters
+
+
+def test_the_long_prefix_line_note_of_a_model_without_newlines_or_spaces(capsys, tmp_path):
+    from charlm.config import ModelConfig, TrainConfig
+    from charlm.data import corpus_from_text
+    from charlm.train import Trainer
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), epochs=1, batch_size=2, num_steps=8, device="cpu", prefixes=())
+    corpus = corpus_from_text("分开的时候我说不分开" * 30, cfg)  # neither a newline nor a space: a line is cut, one more character on
+    Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=16, copy_window=0), cfg, corpus, log=None).fit()
+    code, out, err = run_cli(capsys, "generate", tmp_path / "run", "--prefix", "分开的时候我说不分开", "--lines", 1, "--max-line-length", 8, "--seed", 1)
+    assert code == 0 and len(out) == len("分开的时候我说不分开") + 2  # one character, then the cut
+    assert "it is ended after one more character" in err
+
+
+def test_a_run_trained_on_a_folders_hidden_files_before_they_were_left_out_still_resumes(capsys, tmp_path, monkeypatch):
+    """charlm read hidden .txt files until 2026-11-30: a run trained so is read as it was trained, not called changed."""
+    from charlm import data
+    from charlm.data import training_text
+    from charlm.errors import CharlmWarning
+
+    folder = tmp_path / "songs"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    (folder / "a.txt").write_text(LYRIC * 20, encoding="utf-8")
+    (folder / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text(LYRIC[::-1] * 20, encoding="utf-8")
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(data, "_folder_files", lambda f, hidden=False: (sorted(f.rglob("*.txt")), []))  # as it read them then
+        assert main(["train", "--data", str(folder), "--epochs", "1", "--out", str(run), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "read with its hidden .txt files, as" in err and "left out" not in err
+    with pytest.warns(CharlmWarning, match="read with its hidden .txt files"):
+        assert LYRIC[::-1] in training_text(load_model(run)[2])  # the copy check's text too
+    (folder / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("变了", encoding="utf-8")  # changed since: still an error
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", 3)
+    assert code == 2 and "the training text differs from the one this checkpoint was trained on" in err

@@ -25,7 +25,7 @@ def test_folder_of_text_files(tmp_path):
     (tmp_path / "blank.txt").write_bytes(b"\n  \n")  # a blank file too
     assert read_text(tmp_path) == "第一\n第二\n"
     (tmp_path / "skip.bin").write_bytes(b"\x00\x01")  # not .txt: left out, and said so
-    with pytest.warns(CharlmWarning, match=r"4 \.txt files read \(1 other file left out, not \.txt or hidden: skip\.bin\)"):
+    with pytest.warns(CharlmWarning, match=r"4 \.txt files read \(1 left out, not \.txt files or hidden: skip\.bin\)"):
         assert read_text(tmp_path) == "第一\n第二\n"
     (tmp_path / "only").mkdir()
     (tmp_path / "only" / "e.txt").write_bytes(b"")
@@ -388,13 +388,16 @@ def test_a_folder_says_what_it_left_out_and_hidden_copies_are_not_read(tmp_path)
     (tmp_path / "code").mkdir()
     for name in ("a.py", "b.py", "c.py", ".notes.txt"):
         (tmp_path / "code" / name).write_text("x = 1\n", encoding="utf-8")
-    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(5 other files left out, not \.txt or hidden: "
-                                           r"\.ipynb_checkpoints/song-checkpoint\.txt, code/\.notes\.txt, code/a\.py, …\)"):
+    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(5 left out, not \.txt files or hidden: "
+                                           r"\.ipynb_checkpoints/, code/\.notes\.txt, code/a\.py, …\)"):
         assert read_text(tmp_path) == "分开的时候\n"
-    with pytest.raises(CharlmError, match=r"no \.txt file to read in the folder \(4 other files left out, not \.txt or "
+    with pytest.raises(CharlmError, match=r"no \.txt file to read in the folder \(4 left out, not \.txt files or "
                                           r"hidden: \.notes\.txt, a\.py, b\.py, …\); give a single file as --data"):
         read_text(tmp_path / "code")
     (tmp_path / "code" / ".notes.txt").unlink()
-    (tmp_path / "code" / "d.txt").write_text("y\n", encoding="utf-8")
-    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(3 other files left out, not \.txt or hidden: a\.py, b\.py, c\.py\)$"):
-        read_text(tmp_path / "code")
+    (tmp_path / "code" / "D.TXT").write_text("y\n", encoding="utf-8")  # (a Windows name: .txt whatever its case)
+    (tmp_path / "code" / "linked").symlink_to(tmp_path / ".ipynb_checkpoints")  # a link to a folder is not followed
+    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(4 left out, not \.txt files or hidden: a\.py, b\.py, c\.py, …\)$"):
+        assert read_text(tmp_path / "code") == "y\n"
+    with pytest.warns(CharlmWarning, match=r"3 \.txt files read \(4 left out"):  # as charlm read folders until 2026-11-30
+        assert read_text(tmp_path, hidden=True) == "分开的时候\ny\n分开的时候\n"  # (.ipynb_checkpoints/ first)

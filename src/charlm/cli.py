@@ -195,7 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt_io
     from . import distributed
-    from .data import load_corpus
+    from .data import checkpoint_corpus, load_corpus
     from .train import Trainer, TrainingInterrupted, describe, model_config_for, pick_device, plot_metrics
 
     overrides = {**given(args, ModelConfig), **given(args, TrainConfig)}
@@ -228,7 +228,7 @@ def _train(args: argparse.Namespace) -> int:
         if resume.path.name.startswith(".") and not resume.path.exists():  # read where a killed save left it: put back since
             resume.path = resume.path.parent / "last"
         model_cfg = resume.model_config
-        corpus = load_corpus(train_cfg, vocab=resume.vocab)
+        corpus = checkpoint_corpus(resume, train_cfg)
         t, pending = resume.trainer, resume.trainer.get("pending_validation")  # counted as the progress lines count
         where = (f"after epoch {t['epoch']} of {train_cfg.epochs}" if pending and pending["at_epoch_end"]
                  else f"in epoch {t['epoch'] + 1} of {train_cfg.epochs}, after batch {t['batch']}")
@@ -391,8 +391,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for field, dropped in inputs.skipped.items():  # dropped, but not in silence
         print(f"note: skipped in the {field.replace('_', ' ')}, outside the vocabulary: {show_chars(dropped)}", file=sys.stderr)
     if cfg.lines and (last := len(prefix.rsplit("\n", 1)[-1])) >= cfg.max_line_length:
+        when = "at once" if "\n" in vocab or " " in vocab else "after one more character"  # (with nothing to end it on, a line is cut)
         print(f"note: the prefix's last line is {last} characters already, at --max-line-length {cfg.max_line_length}: it is "
-              f"ended at once (a larger --max-line-length lets the model go on with it)", file=sys.stderr)
+              f"ended {when} (a larger --max-line-length lets the model go on with it)", file=sys.stderr)
     index = _copy_index(ckpt) if args.check_copy else None
     if cfg.seed < 0:  # draw the seed here and say it, so that a sample worth keeping can be made again
         import secrets

@@ -201,8 +201,9 @@ def _other_encoding(raw: bytes, name: str, text: str) -> str | None:
     return None
 
 
-def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") -> str:
-    """The text of a file, or of every non-empty ``.txt`` file under a folder (sorted; each ends with a newline).
+def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hidden: bool = False) -> str:
+    """The text of a file, or of every non-empty ``.txt`` file under a folder (sorted; each ends with a newline), hidden
+    ones too with ``hidden`` (as charlm read folders until 2026-11-30).
 
     ``None`` or ``""`` reads the bundled lyrics.  Bytes that do not decode are an error
     naming the file and the offset, never dropped.
@@ -211,7 +212,7 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
     if not p.exists():
         raise CharlmError(f"{p}: no such file or folder")
     if p.is_dir():
-        files, others = _folder_files(p)
+        files, others = _folder_files(p, hidden)
         if not files:
             raise CharlmError(f"{p}: no .txt file to read in the folder{_left_out(p, others)}; give a single file as --data "
                               "(cat several into one), or name them .txt")
@@ -246,22 +247,28 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8") ->
     return _decode(p, raw, encoding)
 
 
-def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """A folder's corpus, its ``.txt`` files at any depth (sorted), and the files left out: others, and hidden ones
-    (a name, or a folder on the way, starting with a dot: .git, .ipynb_checkpoints' copies of the same text)."""
+def _folder_files(folder: Path, hidden: bool = False) -> tuple[list[Path], list[Path]]:
+    """A folder's corpus, its ``.txt`` files at any depth (sorted), and what is left out: other files, and hidden files
+    and folders (a name starting with a dot: .git, .ipynb_checkpoints with its copies of the same texts) and linked
+    folders, each named once (their files not looked at)."""
     files, others = [], []
-    for f in sorted(f for f in folder.rglob("*") if f.is_file()):
-        hidden = any(part.startswith(".") for part in f.relative_to(folder).parts)
-        (files if f.name.endswith(".txt") and not hidden else others).append(f)
-    return files, others
+    for root, dirs, names in os.walk(folder):  # (links to folders are not followed)
+        here = Path(root)
+        kept = [d for d in dirs if (hidden or not d.startswith(".")) and not (here / d).is_symlink()]
+        others += [here / d for d in dirs if d not in kept]
+        dirs[:] = kept
+        for name in names:
+            f = here / name
+            (files if name.lower().endswith(".txt") and (hidden or not name.startswith(".")) and f.is_file() else others).append(f)
+    return sorted(files), sorted(others)
 
 
 def _left_out(folder: Path, others: list[Path]) -> str:
-    """`` (3 other files left out, not .txt or hidden: a.py, b.py, .c.txt)``, or nothing."""
+    """`` (3 left out, not .txt files: a.py, b.py, .git/)``, or nothing."""
     if not others:
         return ""
-    named = ", ".join(str(f.relative_to(folder)) for f in others[:3]) + (", …" if len(others) > 3 else "")
-    return f" ({len(others)} other file{'s' if len(others) != 1 else ''} left out, not .txt or hidden: {named})"
+    named = ", ".join(str(f.relative_to(folder)) + ("/" if f.is_dir() else "") for f in others[:3]) + (", …" if len(others) > 3 else "")
+    return f" ({len(others):,} left out, not .txt files or hidden: {named})"
 
 
 def _check_one_encoding(folder: Path, raws: list[tuple[Path, bytes]]) -> None:
@@ -424,18 +431,44 @@ def training_text(ckpt) -> str:
 
     A file changed since the training is an error: a copy check or a bigram yardstick against other text would be wrong.
     """
-    text = load_corpus(ckpt.train_config, vocab=ckpt.vocab).train_text
+    corpus = checkpoint_corpus(ckpt)
+    if not _trained_on(ckpt, corpus):
+        source = ckpt.train_config.data or "the bundled lyrics"
+        raise CharlmError(f"{source} is no longer the text {ckpt.path} was trained on (its checksum differs): "
+                          f"it changed since, and comparing against it would be wrong; put the original back")
+    return corpus.train_text
+
+
+def checkpoint_corpus(ckpt, cfg=None) -> Corpus:
+    """The corpus of the checkpoint ``ckpt`` read again, by ``cfg`` (default: its own training config), in its vocabulary.
+
+    A folder that holds hidden .txt files, read by a charlm that still read them (until 2026-11-30), is read so again
+    when the checkpoint's checksum says that is how it was trained, so that the run can be resumed and checked.
+    """
+    cfg = cfg or ckpt.train_config
+    with warnings.catch_warnings(record=True) as notes:  # held back: a note that hidden files were left out may not hold
+        warnings.simplefilter("always")
+        corpus = load_corpus(cfg, vocab=ckpt.vocab)
+    if cfg.data and Path(cfg.data).is_dir() and not _trained_on(ckpt, corpus):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            older = _corpus(read_text(cfg.data, cfg.encoding, hidden=True), cfg, ckpt.vocab, cfg.data)
+        if _trained_on(ckpt, older):
+            warnings.warn(f"{cfg.data}: read with its hidden .txt files, as {ckpt.path} was trained (charlm now leaves "
+                          f"them out of a new training)", CharlmWarning, stacklevel=2)
+            return older
+    for note in notes:
+        warnings.warn(note.message, note.category, stacklevel=2)
+    return corpus
+
+
+def _trained_on(ckpt, corpus: Corpus) -> bool:
+    """Whether ``corpus``'s training text is the one ``ckpt`` was trained on (by its checksum; without one, yes)."""
     stored = ckpt.trainer.get("train_hash")
-    if stored:
-        try:
-            same = hash_ids(torch.tensor(ckpt.vocab.encode(text), dtype=torch.long)) == stored
-        except KeyError:  # a character the model never saw
-            same = False
-        if not same:
-            source = ckpt.train_config.data or "the bundled lyrics"
-            raise CharlmError(f"{source} is no longer the text {ckpt.path} was trained on (its checksum differs): "
-                              f"it changed since, and comparing against it would be wrong; put the original back")
-    return text
+    try:
+        return not stored or hash_ids(torch.tensor(ckpt.vocab.encode(corpus.train_text), dtype=torch.long)) == stored
+    except KeyError:  # a character the model never saw
+        return False
 
 
 def pretraining_texts(ckpt) -> tuple[list[tuple[str, str]], list[str]]:

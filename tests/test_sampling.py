@@ -295,7 +295,8 @@ def test_read_inputs_checks_a_request_as_generate_does_and_names_the_field():
     assert (got.acrostic, got.skipped) == ("分开", {"acrostic": ["Y"]})
     refusals = [
         (dict(prefix="分开", acrostic="我"), flag, "prefix", "--prefix and --acrostic do not go together"),
-        (dict(prefix=None, acrostic="   "), str, "acrostic", "the acrostic is only whitespace"),
+        (dict(prefix=None, acrostic=" \t "), str, "acrostic", "the acrostic is only whitespace"),
+        (dict(prefix=None, style_prefix="Q", acrostic="  "), str, "style_prefix", "does not know: 'Q'"),  # in the fields' order
         (dict(prefix="ZZ", unknown="skip"), str, "prefix", "no character of the prefix is in the model's vocabulary"),
         (dict(prefix=None, acrostic="YZ", unknown="skip"), str, "acrostic", "no character of the acrostic"),
         (dict(prefix=None, style_prefix="分Q"), flag, "style_prefix", "the style prefix has characters the model's vocabulary "

@@ -175,11 +175,13 @@ def read_inputs(vocab: Vocab, prefix: str | None, style_prefix: str = "", acrost
         raise InputError("prefix", f"{name('prefix')} and {name('acrostic')} do not go together: each line of an acrostic "
                                    f"starts with its own character ({name('style_prefix')} sets the mood without being printed)")
     given = normalize(prefix, newlines) if prefix is not None else "" if acrostic else default
-    given_style = normalize(style_prefix, newlines)
-    if acrostic and not acrostic.split():
-        raise InputError("acrostic", "the acrostic is only whitespace: give the characters its lines start with")
-    texts = {"prefix": (given, False), "style_prefix": (given_style, False), "acrostic": ("".join(acrostic.split()), True)}
-    known = {field: check_known(vocab, text, field.replace("_", " "), unknown, exact, hint) for field, (text, exact) in texts.items()}
+    texts = {"prefix": (given, False), "style_prefix": (normalize(style_prefix, newlines), False),
+             "acrostic": ("".join(acrostic.split()), True)}
+    known = {}
+    for field, (text, exact) in texts.items():
+        if field == "acrostic" and acrostic and not text:
+            raise InputError("acrostic", "the acrostic is only whitespace: give the characters its lines start with")
+        known[field] = check_known(vocab, text, field.replace("_", " "), unknown, exact, hint)
     for field in ("prefix", "acrostic"):
         if texts[field][0] and not known[field]:
             raise InputError(field, f"no character of the {field} is in the model's vocabulary")

@@ -150,7 +150,7 @@ def test_off_linux_a_checkpoint_is_replaced_by_two_renames_and_pids_are_not_sign
     target = save(c, tmp_path / "ck")
     save(dataclasses.replace(c, metrics=c.metrics + [{"epoch": 99}]), target)
     assert load(target).metrics[-1] == {"epoch": 99} and ckpt_io._renameat2 is False
-    monkeypatch.setattr(os, "name", "nt")
+    monkeypatch.setattr(ckpt_io, "WINDOWS", True)
     monkeypatch.setattr(os, "kill", lambda *a: pytest.fail("os.kill called on Windows"))
     assert ckpt_io._running("999999") and not ckpt_io._running(str(os.getpid()))
 

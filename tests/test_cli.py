@@ -511,6 +511,18 @@ def test_closed_and_narrow_outputs(capsys, tiny_run, monkeypatch):
     print("分开😀", end="")
     gbk.flush()
     assert gbk.buffer.getvalue().decode("gbk") == "分开\\U0001f600" and "escapes" not in sys.stderr.getvalue()
+    chosen = io.TextIOWrapper(io.BytesIO(), encoding="gbk", errors="replace")  # PYTHONIOENCODING=gbk:replace: as asked
+    monkeypatch.setattr(sys, "stdout", chosen)
+    _usable_streams()
+    assert chosen.errors == "replace"
+
+
+def test_a_resume_hint_is_quoted_for_the_shell_it_is_pasted_into():
+    from charlm.cli import _shell
+
+    assert (_shell("runs/a b"), _shell("-x"), _shell("runs/mine")) == ("'runs/a b'", "./-x", "runs/mine")
+    windows = [_shell(p, windows=True) for p in ("runs\\a&b", "runs\\a b", "C:\\runs\\mine")]  # cmd.exe: " quotes; & runs a command
+    assert windows == ['"runs\\a&b"', '"runs\\a b"', "C:\\runs\\mine"]
 
 
 @pytest.mark.parametrize("both", [False, True])
@@ -906,3 +918,12 @@ def test_a_run_trained_on_a_folders_hidden_files_before_they_were_left_out_still
     (folder / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("变了", encoding="utf-8")  # changed since: still an error
     code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", 3)
     assert code == 2 and "the training text differs from the one this checkpoint was trained on" in err
+    drafts = tmp_path / "drafts"  # its only .txt files hidden ones: read again as trained, not "no .txt file"
+    (drafts / ".old").mkdir(parents=True)
+    (drafts / ".old" / "a.txt").write_text(LYRIC * 20, encoding="utf-8")
+    with monkeypatch.context() as m:
+        m.setattr(data, "_folder_files", lambda f, hidden=False: (sorted(f.rglob("*.txt")), []))
+        assert main(["train", "--data", str(drafts), "--epochs", "1", "--out", str(tmp_path / "run2"), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "run2"), "--epochs", "2"]) == 0
+    assert "read with its hidden .txt files" in capsys.readouterr().err

@@ -395,9 +395,31 @@ def test_a_folder_says_what_it_left_out_and_hidden_copies_are_not_read(tmp_path)
                                           r"hidden: \.notes\.txt, a\.py, b\.py, …\); give a single file as --data"):
         read_text(tmp_path / "code")
     (tmp_path / "code" / ".notes.txt").unlink()
-    (tmp_path / "code" / "D.TXT").write_text("y\n", encoding="utf-8")  # (a Windows name: .txt whatever its case)
+    (tmp_path / "code" / "d.txt").write_text("y\n", encoding="utf-8")
+    (tmp_path / "code" / "E.TXT").write_text("z\n", encoding="utf-8")  # .txt here, where names have case; on Windows, read
     (tmp_path / "code" / "linked").symlink_to(tmp_path / ".ipynb_checkpoints")  # a link to a folder is not followed
-    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(4 left out, not \.txt files or hidden: a\.py, b\.py, c\.py, …\)$"):
+    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(5 left out, not \.txt files or hidden: E\.TXT, a\.py, b\.py, …\)$"):
         assert read_text(tmp_path / "code") == "y\n"
-    with pytest.warns(CharlmWarning, match=r"3 \.txt files read \(4 left out"):  # as charlm read folders until 2026-11-30
+    with pytest.warns(CharlmWarning, match=r"3 \.txt files read \(5 left out"):  # as charlm read folders until 2026-11-30
         assert read_text(tmp_path, hidden=True) == "分开的时候\ny\n分开的时候\n"  # (.ipynb_checkpoints/ first)
+
+
+def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.txt").write_text("分开\n", encoding="utf-8")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "b.txt").write_text("不分开\n", encoding="utf-8")
+    scandir = os.scandir
+
+    def denied(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(1 left out, not \.txt files or hidden: locked/\)"):
+        assert read_text(tmp_path) == "分开\n"
+    with pytest.raises(CharlmError, match=r"locked: cannot read the folder \(Permission denied\)"):
+        read_text(tmp_path / "locked")

@@ -95,6 +95,7 @@ def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> 
 
 
 _run_locks: dict[Path, int] = {}
+WINDOWS = os.name == "nt"
 
 
 def lock_run(out: str | os.PathLike) -> bool:
@@ -188,7 +189,7 @@ def _leftovers(out: Path, name: str, kind: str, trust_pids: bool = True) -> list
 
 def _running(pid: str) -> bool:
     """Whether the process ``pid`` (another than this one) runs on this machine; when unsure, yes."""
-    if os.name == "nt":  # os.kill(pid, 0) is no question there: signal 0 is CTRL_C_EVENT, sent to the process
+    if WINDOWS:  # os.kill(pid, 0) is no question there: signal 0 is CTRL_C_EVENT, sent to the process
         return pid != str(os.getpid())  # so: unsure, but for this process's own
     try:
         return int(pid) != os.getpid() and (os.kill(int(pid), 0) or True)

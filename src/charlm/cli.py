@@ -301,14 +301,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shell(path) -> str:
-    """A path as a command to paste should have it: quoted if need be, and not taken for a flag."""
+def _shell(path, windows: bool = os.name == "nt") -> str:
+    """A path as a command to paste should have it (in cmd.exe on Windows): quoted if need be, and not taken for a flag."""
+    import re
     import shlex
-    import subprocess
 
     path = str(path)
     path = f".{os.sep}{path}" if path.startswith("-") else path
-    return subprocess.list2cmdline([path]) if os.name == "nt" else shlex.quote(path)  # cmd.exe quotes with "
+    if windows:  # cmd.exe quotes with " (a Windows name holds none), and & ^ | < > ( ) are its own outside them
+        return f'"{path}"' if re.search(r"[^\w.:\\/-]", path) else path
+    return shlex.quote(path)
 
 
 def _check_work_left(resume, cfg) -> None:
@@ -641,7 +643,7 @@ def _usable_streams() -> None:
             chinese = every = False
         # GBK (a Chinese Windows console, or a file there) writes 分开 but not an emoji a model may write: what an
         # encoding cannot write is escaped, not an error half-way through a text
-        if not every and hasattr(stream, "reconfigure"):
+        if not every and getattr(stream, "errors", "strict") == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
             if not chinese:
                 narrow.append(stream.encoding)

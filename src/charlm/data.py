@@ -215,7 +215,7 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hi
         files, others = _folder_files(p, hidden)
         if not files:
             raise CharlmError(f"{p}: no .txt file to read in the folder{_left_out(p, others)}; give a single file as --data "
-                              "(cat several into one), or name them .txt")
+                              "(cat several into one), or keep the text in .txt files, not hidden ones")
         if others:
             warnings.warn(f"{p}: {len(files)} .txt file{'s' if len(files) != 1 else ''} read{_left_out(p, others)}",
                           CharlmWarning, stacklevel=2)
@@ -252,14 +252,21 @@ def _folder_files(folder: Path, hidden: bool = False) -> tuple[list[Path], list[
     and folders (a name starting with a dot: .git, .ipynb_checkpoints with its copies of the same texts) and linked
     folders, each named once (their files not looked at)."""
     files, others = [], []
-    for root, dirs, names in os.walk(folder):  # (links to folders are not followed)
+
+    def unreadable(e: OSError):  # a folder that cannot be listed is named, not passed over in silence
+        if Path(e.filename) == folder:
+            raise CharlmError(f"{folder}: cannot read the folder ({e.strerror or e})")
+        others.append(Path(e.filename))
+
+    for root, dirs, names in os.walk(folder, onerror=unreadable):  # (links to folders are not followed)
         here = Path(root)
         kept = [d for d in dirs if (hidden or not d.startswith(".")) and not (here / d).is_symlink()]
         others += [here / d for d in dirs if d not in kept]
         dirs[:] = kept
         for name in names:
             f = here / name
-            (files if name.lower().endswith(".txt") and (hidden or not name.startswith(".")) and f.is_file() else others).append(f)
+            txt = os.path.normcase(name).endswith(".txt")  # (.TXT too where names have no case, as on Windows)
+            (files if txt and (hidden or not name.startswith(".")) and f.is_file() else others).append(f)
     return sorted(files), sorted(others)
 
 
@@ -446,10 +453,16 @@ def checkpoint_corpus(ckpt, cfg=None) -> Corpus:
     when the checkpoint's checksum says that is how it was trained, so that the run can be resumed and checked.
     """
     cfg = cfg or ckpt.train_config
+    folder = bool(cfg.data) and cfg.data != IN_MEMORY and Path(cfg.data).is_dir()
     with warnings.catch_warnings(record=True) as notes:  # held back: a note that hidden files were left out may not hold
         warnings.simplefilter("always")
-        corpus = load_corpus(cfg, vocab=ckpt.vocab)
-    if cfg.data and Path(cfg.data).is_dir() and not _trained_on(ckpt, corpus):
+        try:
+            corpus = load_corpus(cfg, vocab=ckpt.vocab)
+        except CharlmError:
+            if not folder:
+                raise
+            corpus = None  # (its only .txt files are hidden ones)
+    if folder and (corpus is None or not _trained_on(ckpt, corpus)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             older = _corpus(read_text(cfg.data, cfg.encoding, hidden=True), cfg, ckpt.vocab, cfg.data)
@@ -457,6 +470,8 @@ def checkpoint_corpus(ckpt, cfg=None) -> Corpus:
             warnings.warn(f"{cfg.data}: read with its hidden .txt files, as {ckpt.path} was trained (charlm now leaves "
                           f"them out of a new training)", CharlmWarning, stacklevel=2)
             return older
+    if corpus is None:
+        return load_corpus(cfg, vocab=ckpt.vocab)  # its error
     for note in notes:
         warnings.warn(note.message, note.category, stacklevel=2)
     return corpus

@@ -76,6 +76,17 @@ def test_page_streams_lyrics_from_a_prefix(tiny_ckpt, browser, tmp_path):
         wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
         assert "prefix" in browser.find_element(By.ID, "error").text and "☃" in browser.find_element(By.ID, "error").text
         assert "把这些字去掉" in browser.find_element(By.ID, "error").text  # not the API's "unknown": "skip"
+        english = browser.find_element(By.CSS_SELECTOR, '#error span[lang="en"]')  # read in an English voice, the hint in Chinese
+        assert english.text.startswith("prefix: ") and "把这些字" not in english.text
+
+        # For a screen reader: every control has a name, and the status line is announced.
+        names = browser.execute_script(
+            "return [...document.querySelectorAll('input, button')].filter(e => e.offsetParent !== null)"
+            ".map(e => [e.id, (e.labels && e.labels.length ? [...e.labels].map(l => l.textContent).join(' ') : '')"
+            " + (e.getAttribute('aria-label') || '') + (e.tagName === 'BUTTON' ? e.textContent : '')])")
+        assert all(name.strip() for _, name in names), names
+        assert {"temperature", "top-p"} <= {i for i, _ in names}
+        assert browser.find_element(By.ID, "status").get_attribute("role") == "status"
 
         # A line's spaces and tabs are shown as written (code, or lyrics set out with spaces), not collapsed into one.
         shown = browser.execute_script("const p = document.createElement('p'); p.textContent = '  if x:\\t y  z';"
@@ -138,9 +149,9 @@ def test_page_double_click_legend_and_keyboard_checks(tiny_ckpt, browser):
         wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#lyrics .s") and not legend.is_displayed())
         tint.click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#lyrics .s") and legend.is_displayed())
-        status_line = browser.find_element(By.ID, "status")  # its seed can be reused, and it says so
-        assert "种子" in status_line.get_attribute("title")
-        status_line.click()
+        reuse = browser.find_element(By.ID, "reuse-seed")  # the text's seed can be reused, from the keyboard too
+        assert reuse.is_displayed() and "种子" in reuse.text
+        reuse.send_keys(Keys.ENTER)
         assert browser.find_element(By.ID, "seed").get_attribute("value") == status.split("种子 ")[1].split()[0]
         browser.find_element(By.ID, "seed").clear()
         lines = browser.find_element(By.ID, "lines")

@@ -8,6 +8,7 @@ const form = $("controls");
 const button = $("generate");
 const lyrics = $("lyrics");
 const statusLine = $("status");
+const reuseSeed = $("reuse-seed");
 const errorBox = $("error");
 const copyButton = $("copy");
 const legend = $("legend");
@@ -30,7 +31,7 @@ const WORDS = {
     best: (ppl, epoch) => `验证困惑度 ${ppl}（第 ${epoch} 轮）`, model: "模型", noModel: "读不到模型信息",
     reasons: { done: "", time_limit: "（到了时间上限，截断了）", max_length: "（到了长度上限，截断了）", disconnected: "（已停止）",
                shutdown: "（服务器关闭了，截断了）" },
-    cutOff: "（中断了）", offline: "连不上服务器：它还在运行吗？", reuseSeed: "点这里：把种子填进“种子”框，可再写出同样的",
+    cutOff: "（中断了）", offline: "连不上服务器：它还在运行吗？", reuseSeed: "把这个种子填进“种子”框，可再写出同样的",
     unknownHint: "（把这些字去掉）", tooLong: (n) => `最多 ${n} 个字`,
   },
   en: {
@@ -41,7 +42,7 @@ const WORDS = {
     best: (ppl, epoch) => `validation perplexity ${ppl} (epoch ${epoch})`, model: "model", noModel: "cannot read the model's description",
     reasons: { done: "", time_limit: " (cut at the time limit)", max_length: " (cut at the length limit)", disconnected: " (stopped)",
                shutdown: " (cut: the server was stopped)" },
-    cutOff: " (cut off)", offline: "cannot reach the server: is it still running?", reuseSeed: "click: put this seed in the seed box, to write the same again",
+    cutOff: " (cut off)", offline: "cannot reach the server: is it still running?", reuseSeed: "put this seed in the seed box, to write the same again",
     unknownHint: "(remove them)", tooLong: (n) => `at most ${n} characters`,
   },
 };
@@ -68,9 +69,26 @@ function setBusy(busy) {
   copyButton.disabled = busy || !text;
 }
 
-function showError(message) {
-  errorBox.textContent = message;
+function showError(message, fromServer = false) {
+  errorBox.textContent = "";
+  errorBox.removeAttribute("lang");
+  if (fromServer && W === WORDS.zh && message.endsWith(W.unknownHint)) {  // the server's English, then the page's hint
+    const english = document.createElement("span");
+    english.lang = "en";  // read in an English voice
+    english.textContent = message.slice(0, -W.unknownHint.length);
+    errorBox.append(english, W.unknownHint);
+  } else {
+    errorBox.textContent = message;
+    if (fromServer && W === WORDS.zh) errorBox.lang = "en";
+  }
   errorBox.hidden = !message;
+}
+
+function offerSeed(seed) {  // the seed of the text shown, to write it again: a button, for the keyboard too
+  if (seed === null || seed === undefined) delete statusLine.dataset.seed;
+  else statusLine.dataset.seed = seed;
+  reuseSeed.hidden = seed === null || seed === undefined;
+  reuseSeed.title = W.reuseSeed;
 }
 
 function render(plain) {
@@ -200,7 +218,7 @@ async function generate() {
     if (err.name === "TypeError") {  // fetch's "Failed to fetch", a stream's "network error": the server is gone
       failed = true;
       showError(W.offline);
-    } else if (err.name !== "AbortError") showError(err.message || String(err));
+    } else if (err.name !== "AbortError") showError(err.message || String(err), true);
   } finally {
     controller = null;
     lyrics.classList.remove("streaming");
@@ -208,20 +226,19 @@ async function generate() {
   }
   if (summary) {
     statusLine.textContent = `${W.chars(summary.chars)} · ${W.seconds(summary.elapsed_s.toFixed(2))} · ${W.seed(summary.seed)}${W.reasons[summary.finish_reason] || ""}`;
-    statusLine.dataset.seed = summary.seed;
-    statusLine.title = W.reuseSeed;
+    offerSeed(summary.seed);
+    statusLine.title = "";
     const copy = summary.copies && summary.copies[0];
     if (copy) {  // how much of it is copied from the training text: new lyrics, or recited ones?
       statusLine.textContent += ` · ${W.copied(copy.longest)}`;
       const share = copy.ngram_share == null ? "" : ` · ${W.grams(copy.n, Math.round(copy.ngram_share * 100))}`;
-      statusLine.title = `${W.copiedSpan(copy.span)}${share}\n${W.reuseSeed}`;
+      statusLine.title = `${W.copiedSpan(copy.span)}${share}`;
     }
   } else if (fresh) {
     const chars = Math.max(0, [...fresh].length - prefixChars);
     statusLine.textContent = `${W.chars(chars)}${textSeed !== null ? ` · ${W.seed(textSeed)}` : ""}${failed ? W.cutOff : W.reasons.disconnected}`;
-    statusLine.title = textSeed !== null ? W.reuseSeed : "";
-    if (textSeed !== null) statusLine.dataset.seed = textSeed;
-    else delete statusLine.dataset.seed;  // not the seed of an earlier text
+    statusLine.title = "";
+    offerSeed(textSeed);  // (none: not the seed of an earlier text)
   } else {
     statusLine.textContent = oldStatus;
   }
@@ -280,8 +297,8 @@ $("tint").addEventListener("change", () => {
   }
 });
 
-// Clicking the seed in the status line puts it in the seed box, to write the same again.
-statusLine.addEventListener("click", () => {
+// The seed of the text shown goes into the seed box, to write the same again.
+reuseSeed.addEventListener("click", () => {
   if (statusLine.dataset.seed) $("seed").value = statusLine.dataset.seed;
 });
 

@@ -60,7 +60,9 @@ def random_model(text: str, **kw):
 
 def test_writes_html_and_png(report, capsys):
     html = report.read_text(encoding="utf-8")
-    assert html.startswith('<!DOCTYPE html><html lang="zh">') and html.rstrip().endswith("</html>")  # Chinese text: Chinese fonts
+    assert html.startswith('<!DOCTYPE html><html lang="en">') and html.rstrip().endswith("</html>")  # English prose, read so
+    assert '<div id="text" class="text" lang="zh">' in html and '<td class="big" lang="zh">' in html  # Chinese text: its fonts, voice
+    assert html.count('<canvas class="hm" role="img" aria-label="') == html.count("<canvas")  # a screen reader is told what they are
     data = page_data(html)
     assert data["n"] == len(TEXT.replace("\\n", "\n"))  # xyz is not read
     assert len(data["bits"]) == len(data["top"]) == data["n"] and data["bits"][0] is None
@@ -428,7 +430,7 @@ def run_page_script(html: str, tmp_path: Path, probe: str):
     script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
     stub = ("var none = { forEach: function () {} };\n"
             "var window = { innerWidth: 1000, innerHeight: 800 };\n"
-            "var document = { body: { dataset: {} }, querySelectorAll: function () { return none; },\n"
+            "var document = { body: { dataset: {} }, querySelectorAll: function () { return none; }, addEventListener: function () {},\n"
             "  getElementById: function (id) { return id === 'report-data' ? { textContent: " + json.dumps(json.dumps(data)) + " }\n"
             "    : { value: 'surprisal', addEventListener: function () {}, style: {} }; } };\n"
             "var atob = function (s) { return Buffer.from(s, 'base64').toString('binary'); };\n")

@@ -636,9 +636,9 @@ section { background:var(--card); border:1px solid var(--line); border-radius:10
 .text { font-size:22px; line-height:1.9; letter-spacing:1px; word-break:break-all; }
 .text.many { font-size:18px; line-height:1.8; column-width:17em; column-gap:2.5em; column-rule:1px solid var(--line); }
 .ch { border-radius:3px; padding:1px 1px; cursor:default; }
-.ch.ws { color:#9aa4ae; font-size:14px; }
-.ch.skip { color:#9aa4ae; text-decoration:line-through; }
-.ch.unkread { outline:1px dashed #9aa4ae; }
+.ch.ws { color:#6e7781; font-size:14px; }
+.ch.skip { color:#6e7781; text-decoration:line-through; }
+.ch.unkread { outline:1px dashed #6e7781; }
 .ch:hover { outline:2px solid var(--ink); }
 .controls { display:flex; gap:18px; align-items:center; flex-wrap:wrap; margin:0 0 10px; font-size:14px; }
 select { font:inherit; padding:2px 6px; }
@@ -652,7 +652,7 @@ svg.spark { display:block; max-width:100%; height:auto; margin:2px 0 6px; }
 .seg { margin:0 0 22px; }
 .row { display:flex; align-items:flex-start; }
 .qlabel { width:104px; flex:none; font-size:12px; color:var(--soft); text-align:right; padding-right:6px; }
-.ulabels { width:30px; flex:none; font-size:9px; color:#8b949e; text-align:right; padding-right:4px; }
+.ulabels { width:30px; flex:none; font-size:9px; color:#656d76; text-align:right; padding-right:4px; }
 .ulabels div { height:11px; line-height:11px; } .ulabels div.found { color:var(--accent); font-weight:700; }
 .chars { display:flex; } .chars span { width:16px; flex:none; text-align:center; font-size:13px; line-height:20px; border-radius:2px; }
 canvas.hm { display:block; margin:0 0 6px; image-rendering:pixelated; cursor:crosshair; }
@@ -667,17 +667,24 @@ details summary { cursor:pointer; color:var(--soft); }
 JS = r"""
 (function () {
   var D = JSON.parse(document.getElementById('report-data').textContent);
-  var CW = 16, CH = 11;
+  var CW = 16, CH = 11, INK = hex('#1f2328');
   function hex(c) { return [parseInt(c.slice(1, 3), 16), parseInt(c.slice(3, 5), 16), parseInt(c.slice(5, 7), 16)]; }
   function lut(stops) {
-    var s = stops.map(hex), out = [];
+    var s = stops.map(hex), out = [], ink = [];
     for (var b = 0; b < 256; b++) {
       var t = b / 255 * (s.length - 1), i = Math.min(Math.floor(t), s.length - 2), f = t - i, c = [];
       for (var j = 0; j < 3; j++) c.push(Math.round(s[i][j] + (s[i + 1][j] - s[i][j]) * f));
       out.push('rgb(' + c.join(',') + ')');
+      ink.push(contrast(c, [255, 255, 255]) > contrast(c, INK) ? '#fff' : '');  // the ink that stands out more on it
     }
+    out.ink = ink;
     return out;
   }
+  function luminance(c) {
+    var l = c.map(function (v) { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2];
+  }
+  function contrast(a, b) { var x = luminance(a), y = luminance(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); }
   var LUT = { gate: lut(D.viridis), cell: lut(D.rdbu) };
   var n = D.n, U = D.units.length, Q = {};
   D.quantities.forEach(function (q) {  // float32, little-endian, (units, n)
@@ -736,6 +743,7 @@ JS = r"""
     tip.style.left = x + 'px'; tip.style.top = y + 'px';
   }
   function hideTip() { tip.style.display = 'none'; }
+  document.addEventListener('keydown', function (e) { if (e.key === 'Escape') hideTip(); });
   document.querySelectorAll('[data-k]').forEach(function (el) {
     el.addEventListener('mousemove', function (e) { showTip(e, charTip(+el.dataset.k)); });
     el.addEventListener('mouseleave', hideTip);
@@ -760,7 +768,7 @@ JS = r"""
     });
     cv.addEventListener('mouseleave', hideTip);
   });
-  var SURPRISAL = 'white: expected; deep orange: surprising (12 bits or more). Hover a character for its rank and the guesses around it.';
+  var SURPRISAL = 'white: expected; deep orange: surprising (12 bits or more). Hover a character for its rank and the guesses around it (the table at the end has them all).';
   function colour() {
     var v = sel.value, spans = document.querySelectorAll('#text [data-k]');
     var legend = document.getElementById('text-legend');
@@ -777,7 +785,7 @@ JS = r"""
     spans.forEach(function (el) {  // the heatmaps' colours, with light ink on the dark ones
       var b = level(q, u, +el.dataset.k);
       el.style.background = Q[q].lut[b];
-      el.style.color = (q === 'cell' ? Math.abs(b - 127.5) > 90 : b < 110) ? '#fff' : '';
+      el.style.color = Q[q].lut.ink[b];
     });
     legend.textContent = (q === 'cell' ? 'cell state of unit ' + parts[1] + ' \u00f7 its largest |c| here (' + Q.cell.scales[u].toFixed(2) +
                                           '): blue negative, white near 0, red positive, as in the heatmap.'
@@ -821,8 +829,9 @@ def render_html(report: Report) -> str:
         "viridis": VIRIDIS, "rdbu": RDBU,
         "quantities": [_values(report, q) for q in GATE_NAMES],
     }
-    lang = "zh" if any("\u4e00" <= c <= "\u9fff" for c in report.raw) else "en"  # the inspected text's language: its fonts
-    out = [f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">',
+    # The page is English; the inspected text's characters carry their own language (a Chinese voice, Chinese glyphs).
+    lang = "zh" if any("\u4e00" <= c <= "\u9fff" for c in report.raw) else "en"
+    out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>charlm inspect · {e(Path(report.checkpoint).name or report.checkpoint)}</title>",
            f"<style>{CSS}</style></head><body><main>",
@@ -839,8 +848,8 @@ def render_html(report: Report) -> str:
             f'<option value="{q}:{u}">{e(lbl)} · unit {u}{" ★" if u in found_units else ""}</option>' for u in report.units) + "</optgroup>")
     out += ['<section id="text-card"><h2>The text, as the model read it</h2>',
             f'<div class="controls"><label>colour by <select id="colour-by">{"".join(options)}</select></label>'
-            '<span id="text-legend" class="help">white: expected; deep orange: surprising (12 bits or more). Hover a character for its rank and the guesses around it.</span></div>',
-            f'<div id="text" class="text{" many" if report.raw.count(chr(10)) > 12 else ""}">{_text_spans(report)}</div>',
+            '<span id="text-legend" class="help">white: expected; deep orange: surprising (12 bits or more). Hover a character for its rank and the guesses around it (the table at the end has them all).</span></div>',
+            f'<div id="text" class="text{" many" if report.raw.count(chr(10)) > 12 else ""}" lang="{lang}">{_text_spans(report)}</div>',
             '<p class="help">Surprisal is −log₂ p(character | everything before it): 1 bit is a coin flip, '
             f"{math.log2(max(2, report.vocab_size)):.1f} bits a blind guess over the whole vocabulary. "
             + (f"The model first read {_n_chars(report.context_read)} of context, not shown here, and reads the text from the state "
@@ -866,10 +875,12 @@ def render_html(report: Report) -> str:
     for s in range(0, n, HTML_COLS):
         cols = min(HTML_COLS, n - s)
         head = "".join(f'<span data-k="{k}" style="background:{_surprisal_bg(report.bits[k])}">{e(chars[k])}</span>' for k in range(s, s + cols))
-        out.append(f'<div class="seg"><div class="row"><div class="qlabel">#{s + 1}–{s + cols}</div><div class="ulabels"></div><div class="chars">{head}</div></div>')
+        out.append(f'<div class="seg"><div class="row"><div class="qlabel">#{s + 1}–{s + cols}</div><div class="ulabels"></div><div class="chars" lang="{lang}">{head}</div></div>')
         for q, lbl in SHOWN:
+            about = f"{lbl} of {len(report.units)} units (rows) at characters {s + 1} to {s + cols} (columns); each value is shown on hover"
             out.append(f'<div class="row" data-q="{q}"><div class="qlabel">{e(lbl)}</div><div class="ulabels">{ulabels}</div>'
-                       f'<canvas class="hm" data-q="{q}" data-start="{s}" data-cols="{cols}" width="{cols * 16}" height="{len(report.units) * 11}"></canvas></div>')
+                       f'<canvas class="hm" role="img" aria-label="{e(about)}" data-q="{q}" data-start="{s}" data-cols="{cols}" '
+                       f'width="{cols * 16}" height="{len(report.units) * 11}"></canvas></div>')
         out.append("</div>")
     out.append("<noscript><p>The heatmaps are drawn by the page's inline script; allow scripts to see them (the PNG has them too).</p></noscript></section>")
 
@@ -923,11 +934,11 @@ def render_html(report: Report) -> str:
             where = f" (most: #{src + 1} {e(chars[src])})" if src >= 0 else " (most: from the context)" if src == IN_CONTEXT else ""
             extra = (f'<td class="num">{"—" if first else f"{report.copied[k]:.0%}{where}"}</td>'
                      f'<td class="num">{"—" if first else f"{report.lstm_bits[k]:.2f} bits"}</td>')
-        out.append(f'<tr><td class="num">{k + 1}</td><td class="big">{e(chars[k])}</td><td class="num">{"—" if math.isnan(b) else f"{b:.2f} bits{unk}"}</td>'
-                   f'<td class="num">{"—" if first else f"{report.rank[k]:,}"}</td>{extra}<td>{"—" if first else e(_fmt_top(report.expected(k)))}</td></tr>')
+        out.append(f'<tr><td class="num">{k + 1}</td><td class="big" lang="{lang}">{e(chars[k])}</td><td class="num">{"—" if math.isnan(b) else f"{b:.2f} bits{unk}"}</td>'
+                   f'<td class="num">{"—" if first else f"{report.rank[k]:,}"}</td>{extra}<td lang="{lang}">{"—" if first else e(_fmt_top(report.expected(k)))}</td></tr>')
     out.append(f'</table><p class="help">Rank 1: the model\'s first guess; {report.vocab_size:,}: its last. After the last character '
                f"it expects {e(_fmt_top(report.top[-1]))}.</p></details></section>")
-    out.append(f'<p class="help">Made by <code>charlm inspect</code>. ↵ is a line break, ␣ a space, ⬚ a full-width space, ⇥ a tab.</p></main><div id="tip"></div>'
+    out.append(f'<p class="help">Made by <code>charlm inspect</code>. ↵ is a line break, ␣ a space, ⬚ a full-width space, ⇥ a tab.</p></main><div id="tip" lang="{lang}"></div>'
                f'<script type="application/json" id="report-data">{_json_for_script(data)}</script><script>{JS}</script></body></html>')
     return "\n".join(out)
 

@@ -386,7 +386,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_options(cfg, given(args, SampleConfig), _flag)
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
-    # line ends as the model read them in training (\r\n as \n; spaces, if so trained)
+    # (newlines: line ends as the model read them in training, \r\n as \n; spaces, if so trained)
     inputs = read_inputs(vocab, args.prefix, args.style_prefix, args.acrostic, unknown=args.unknown, name=_flag,
                          default=default_prefix(vocab, ckpt.train_config.prefixes), newlines=ckpt.train_config.newlines)
     prefix = inputs.prefix
@@ -641,7 +641,7 @@ def _usable_streams() -> None:
             chinese, every = bool("分开".encode(encoding)), codecs.lookup(encoding).name.startswith("utf")
         except (UnicodeEncodeError, LookupError):
             chinese = every = False
-        # GBK (a Chinese Windows console, or a file there) writes 分开 but not an emoji a model may write: what an
+        # GBK (output to a file or pipe on a Chinese Windows) writes 分开 but not an emoji a model may write: what an
         # encoding cannot write is escaped, not an error half-way through a text
         if not every and getattr(stream, "errors", "strict") == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

@@ -201,8 +201,9 @@ def acrostic_heads(acrostic: str) -> list[str]:
     return regex.findall(r"\X", acrostic)
 
 
-# A model trained without line breaks or spaces (one long line of characters) has nowhere to start a text or a line from.
 CONTEXT_CHUNK = 512  # characters of a prefix read per model call: the copy attention's scores grow with its square
+
+# A model trained without line breaks or spaces (one long line of characters) has nowhere to start a text or a line from.
 START_NOWHERE = "nothing to start {what} after: the model has neither a newline nor a space; give {give}"
 
 

@@ -176,6 +176,16 @@ def test_page_double_click_legend_and_keyboard_checks(tiny_ckpt, browser):
         got = browser.find_element(By.ID, "lyrics").text.strip().splitlines()
         assert [line[0] for line in got] == ["我", "你", "爱"], got
         assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        # While a new text is on its way, the old text's seed is not offered; stopped before it came, it is again.
+        reuse = browser.find_element(By.ID, "reuse-seed")
+        assert reuse.is_displayed()
+        browser.execute_script("window.fetch = (url, opts) => new Promise((_, reject) => opts.signal.addEventListener("
+                               "'abort', () => reject(new DOMException('stopped', 'AbortError'))));")
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda d: not reuse.is_displayed())
+        time.sleep(0.5)  # (a Stop within 400 ms of the start is taken for a double click)
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda d: reuse.is_displayed() and "busy" not in d.find_element(By.TAG_NAME, "body").get_attribute("class"))
 
 
 def test_the_page_speaks_english_for_a_model_of_english(tmp_path, browser):

@@ -181,8 +181,9 @@ async function generate() {
   startedAt = performance.now();
   setBusy(true);
   lyrics.classList.add("streaming");
-  const oldStatus = statusLine.textContent;
+  const oldStatus = statusLine.textContent, oldSeed = statusLine.dataset.seed ?? null;
   statusLine.textContent = W.writing;
+  offerSeed(null);  // not the old text's seed while a new one is written
   const prefixChars = acrostic ? 0 : [...body.prefix].length;  // the server's count leaves the prefix out: so does a stopped one's
   let failed = false;  // the connection broke (the server stopped): not the user's Stop
   let summary = null;
@@ -239,8 +240,9 @@ async function generate() {
     statusLine.textContent = `${W.chars(chars)}${textSeed !== null ? ` · ${W.seed(textSeed)}` : ""}${failed ? W.cutOff : W.reasons.disconnected}`;
     statusLine.title = "";
     offerSeed(textSeed);  // (none: not the seed of an earlier text)
-  } else {
+  } else {  // nothing new came: the old text, its status and seed, stay
     statusLine.textContent = oldStatus;
+    offerSeed(oldSeed);
   }
   if (fresh && $("tint").checked) await tint(fresh);
 }

@@ -117,10 +117,10 @@ PRESETS: dict[str, dict] = {
     # A larger Tiny Shakespeare model for one big GPU (an H200 here), five minutes of training at most:
     #   charlm train --preset shakespeare-gpu-large --data ../shared/data/tinyshakespeare.txt
     # After the recipe the NOTES measured at 1.482 after 154 s and still improving (3x1024, dropout
-    # 0.5, AdamW 2e-3 cosine, batch 128x256, bf16: about 1.8M chars/s), with the cosine stretched
-    # over about 4.5 minutes, but not the same: the NOTES tied a 512 embedding to the output through
-    # a projection, which charlm has not (untied here), and this adds locked dropout, weight decay
-    # 0.1 and one CUDA graph.  An epoch takes about half a second at that
+    # 0.5, AdamW 2e-3 cosine, batch 128x256, bf16, one CUDA graph: about 1.8M chars/s), with the
+    # cosine stretched over about 4.5 minutes, but not the same: the NOTES tied a 512 embedding to
+    # the output through a projection, which charlm has not (untied here), and this adds locked
+    # dropout and weight decay 0.1.  An epoch takes about half a second at that
     # speed, so validation and checkpoints come every 500 steps instead of after each epoch.
     # Not yet measured: bench/gpu_quality.sh runs it, after shakespeare-gpu.
     "shakespeare-gpu-large": dict(

@@ -181,8 +181,9 @@ async function generate() {
   startedAt = performance.now();
   setBusy(true);
   lyrics.classList.add("streaming");
-  const oldStatus = statusLine.textContent, oldSeed = statusLine.dataset.seed ?? null;
+  const oldStatus = statusLine.textContent, oldTitle = statusLine.title, oldSeed = statusLine.dataset.seed ?? null;
   statusLine.textContent = W.writing;
+  statusLine.title = "";  // (the old text's copy check)
   offerSeed(null);  // not the old text's seed while a new one is written
   const prefixChars = acrostic ? 0 : [...body.prefix].length;  // the server's count leaves the prefix out: so does a stopped one's
   let failed = false;  // the connection broke (the server stopped): not the user's Stop
@@ -242,6 +243,7 @@ async function generate() {
     offerSeed(textSeed);  // (none: not the seed of an earlier text)
   } else {  // nothing new came: the old text, its status and seed, stay
     statusLine.textContent = oldStatus;
+    statusLine.title = oldTitle;
     offerSeed(oldSeed);
   }
   if (fresh && $("tint").checked) await tint(fresh);

@@ -394,6 +394,9 @@ def test_english_text_without_newlines(capsys, tmp_path):
     assert code == 0 and "copy check over 2 samples" in err and "sample 3" not in err
     assert "outside the vocabulary" not in stdout  # the markers (a Ctrl-C's "(cut short)" too) are not scored
     assert 'sample 2: copy check: longest span also in the training text 7 characters "ROMEO: "' in err  # not " ROMEO: ": its line end is no space
+    # a line already at --max-line-length ends at once on a space (shown as the break), as it would on a newline
+    code, stdout, err = run_cli(capsys, "generate", out, "--prefix", "ROMEO: But", "--lines", 1, "--max-line-length", 8, "--seed", 1)
+    assert code == 0 and stdout == "ROMEO: But\n" and "it is ended at once" in err, (stdout, err)
 
 
 def test_help_shows_the_named_presets_values(capsys):
@@ -927,3 +930,38 @@ def test_a_run_trained_on_a_folders_hidden_files_before_they_were_left_out_still
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "run2"), "--epochs", "2"]) == 0
     assert "read with its hidden .txt files" in capsys.readouterr().err
+
+
+def test_the_prefix_line_note_counts_the_last_line_from_its_full_length_and_only_with_lines(capsys, tiny_run):
+    # exactly at --max-line-length: ended at once, and said so
+    code, out, err = run_cli(capsys, "generate", tiny_run, "--prefix", "分开的时候我说不", "--lines", 1, "--max-line-length", 8, "--seed", 1)
+    assert code == 0 and out == "分开的时候我说不\n" and "the prefix's last line is 8 characters already" in err, (out, err)
+    # a long prefix whose last line is short: its earlier lines do not count
+    code, out, err = run_cli(capsys, "generate", tiny_run, "--prefix", "分开的时候我说不分开\n你", "--lines", 1, "--max-line-length", 8, "--seed", 1)
+    assert code == 0 and "prefix's last line" not in err
+    # without --lines no line is ended: nothing to say
+    code, out, err = run_cli(capsys, "generate", tiny_run, "--prefix", "分开的时候我说不分开", "--length", 3, "--max-line-length", 8, "--seed", 1)
+    assert code == 0 and "prefix's last line" not in err
+
+
+def test_a_skipped_style_prefix_character_is_noted_in_words(capsys, tiny_run):
+    code, out, err = run_cli(capsys, "generate", tiny_run, "--style-prefix", "分X开", "--unknown", "skip", "--length", 3, "--seed", 1)
+    assert code == 0 and "note: skipped in the style prefix, outside the vocabulary: 'X'" in err, err
+
+
+def test_a_utf8_output_is_left_strict():
+    """Only an encoding that cannot write everything escapes what it cannot: UTF-8 keeps its error handler."""
+    import io
+    import sys
+
+    from charlm import cli
+
+    for encoding in ("utf-8", "utf-16"):
+        out, err = io.TextIOWrapper(io.BytesIO(), encoding=encoding), io.StringIO()
+        real = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
+        try:
+            cli._usable_streams()
+        finally:
+            sys.stdout, sys.stderr = real
+        assert out.errors == "strict" and err.getvalue() == "", encoding

@@ -423,3 +423,53 @@ def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
         assert read_text(tmp_path) == "分开\n"
     with pytest.raises(CharlmError, match=r"locked: cannot read the folder \(Permission denied\)"):
         read_text(tmp_path / "locked")
+
+
+def test_left_out_counts_have_separators_and_txt_is_matched_as_the_file_system_matches_names(tmp_path, monkeypatch):
+    import ntpath
+    import os
+
+    (tmp_path / "a.txt").write_text("分开\n", encoding="utf-8")
+    for i in range(1000):
+        (tmp_path / f"{i:04}.py").touch()
+    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(1,000 left out, not \.txt files or hidden: 0000\.py, 0001\.py, 0002\.py, …\)"):
+        read_text(tmp_path)
+    names = tmp_path / "names"
+    names.mkdir()
+    (names / "a.txt").write_text("分开\n", encoding="utf-8")
+    (names / "B.TXT").write_text("不分开\n", encoding="utf-8")
+    monkeypatch.setattr(os.path, "normcase", ntpath.normcase)  # names without case, as on Windows: .TXT is .txt
+    assert read_text(names) == "不分开\n分开\n"
+
+
+def test_a_checkpoints_corpus_read_again_keeps_its_notes_and_its_errors(tmp_path):
+    """checkpoint_corpus holds back the notes of its first reading (they may not hold) and gives them once it keeps it;
+    a checkpoint without a checksum is taken as trained on its text; a folder of hidden files alone that was not
+    trained so is the usual error."""
+    import types
+
+    from charlm.data import checkpoint_corpus, hash_ids, training_text
+    from charlm.vocab import Vocab
+
+    from .conftest import LYRIC, tiny_train_config
+
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    (songs / "a.txt").write_text(LYRIC * 20, encoding="utf-8")
+    (songs / "notes.py").write_text("x = 1\n", encoding="utf-8")
+    cfg = tiny_train_config(tmp_path, data=str(songs))
+    ckpt = types.SimpleNamespace(train_config=cfg, vocab=Vocab.build(LYRIC), trainer={}, path=tmp_path / "run" / "best")
+    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(1 left out, not \.txt files or hidden: notes\.py\)"):
+        corpus = checkpoint_corpus(ckpt)
+    with pytest.warns(CharlmWarning, match="left out"):
+        assert training_text(ckpt) == corpus.train_text  # no checksum (an older run): taken as its text
+    ckpt.trainer = {"train_hash": hash_ids(torch.tensor(ckpt.vocab.encode(corpus.train_text)))}
+    with pytest.warns(CharlmWarning, match="left out"):
+        assert training_text(ckpt) == corpus.train_text
+    drafts = tmp_path / "drafts"
+    (drafts / ".old").mkdir(parents=True)
+    (drafts / ".old" / "a.txt").write_text(LYRIC * 20, encoding="utf-8")
+    other = types.SimpleNamespace(train_config=tiny_train_config(tmp_path, data=str(drafts)), vocab=ckpt.vocab,
+                                  trainer={"train_hash": "0" * 16}, path=tmp_path / "run" / "best")
+    with pytest.raises(CharlmError, match=r"no \.txt file to read in the folder \(1 left out, not \.txt files or hidden: \.old/\)"):
+        checkpoint_corpus(other)

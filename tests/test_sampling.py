@@ -338,3 +338,29 @@ def test_a_long_prefix_is_read_in_pieces_with_the_same_text(monkeypatch):
     read.clear()
     whole = sample_text(model, vocab, text, cfg)[0]
     assert max(read) == len(text) and whole == pieces
+
+
+def test_a_prefix_read_in_pieces_leaves_the_state_of_reading_it_whole(monkeypatch):
+    """Each piece of a long prefix starts from the state the one before left: the last piece's logits and state are
+    those of the prefix read whole (a sampled text alone hides a lost state: a random model forgets fast)."""
+    from charlm import sampling
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM, parts
+    from charlm.vocab import Vocab
+
+    torch.manual_seed(0)
+    text = "分开的时候我说不分开\n你说我们还会再见\n" * 6
+    vocab = Vocab.build(text)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=16, copy_window=16)).eval()
+    monkeypatch.setattr(sampling, "CONTEXT_CHUNK", 10)
+    calls, forward = [], model.forward
+    monkeypatch.setattr(model, "forward", lambda ids, state=None: (calls.append((ids, (out := forward(ids, state)))), out)[1])
+    next(sampling.generate(model, vocab, text, SampleConfig(length=1, seed=1)))  # the prefix comes once it is read
+    pieces = calls[: -(-len(text) // 10)]
+    ids = torch.tensor([vocab.encode(text)])
+    assert torch.equal(torch.cat([c[0] for c in pieces], 1), ids)
+    with torch.no_grad():
+        logits, state = forward(ids, None)
+    (last_logits, last_state) = pieces[-1][1]
+    assert torch.allclose(last_logits[:, -1], logits[:, -1], atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(parts(last_state), parts(state)))

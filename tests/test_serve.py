@@ -509,7 +509,8 @@ def test_every_http_error_has_the_error_field_and_head_and_caching_work(client):
     assert client.get("/static/app.js", headers={"if-none-match": page.headers["etag"]}).status_code == 304
 
 
-def test_a_body_too_large_for_a_client_waiting_to_send_it_is_refused_before_it_is_sent(url):
+@pytest.mark.parametrize("expect", [b"100-continue", b"100-Continue"])  # (a header's value has no case)
+def test_a_body_too_large_for_a_client_waiting_to_send_it_is_refused_before_it_is_sent(url, expect):
     """Content-Length over the limit with Expect: 100-continue: a 413 at once, not a "100 Continue" inviting the upload."""
     import socket
     from urllib.parse import urlsplit
@@ -517,7 +518,7 @@ def test_a_body_too_large_for_a_client_waiting_to_send_it_is_refused_before_it_i
     host, port = urlsplit(url).hostname, urlsplit(url).port
     with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 50000000\r\nExpect: 100-continue\r\n\r\n")
+                     b"Content-Length: 50000000\r\nExpect: " + expect + b"\r\n\r\n")
         answer = b""
         while chunk := sock.recv(4096):  # (the server closes the connection after it)
             answer += chunk
@@ -653,3 +654,70 @@ def test_a_model_with_nowhere_to_start_says_so_for_a_text_and_for_an_acrostic(tm
         r = c.post("/v1/generate", json={"acrostic": "分开"})
         assert r.status_code == 422 and r.json()["error"] == ("acrostic: nothing to start an acrostic's first line after: the model has "
                                                               "neither a newline nor a space; give style_prefix")
+
+
+def test_unknown_characters_are_refused_with_the_servers_own_hint(client):
+    """The hint says how a request skips them (the page swaps this very text for its own words), not the CLI's flag."""
+    hint = '(remove them, or send "unknown": "skip" to drop them)'
+    for path, body, field in (("/v1/generate", {"prefix": "分☃"}, "prefix"), ("/v1/generate", {"style_prefix": "☃"}, "style_prefix"),
+                              ("/v1/generate", {"acrostic": "☃"}, "acrostic"), ("/v1/score", {"text": "分开☃"}, "text")):
+        r = client.post(path, json=body)
+        assert r.status_code == 422 and r.json()["error"].startswith(f"{field}: ") and r.json()["error"].endswith(hint), r.json()
+        assert "--unknown" not in r.json()["error"]
+
+
+def test_faults_up_to_the_cap_are_all_named_and_only_more_are_counted(client):
+    for n, tail in ((20, None), (21, "; and 1 more")):
+        r = client.post("/v1/generate", json={f"k{i}": 0 for i in range(n)})
+        error = r.json()["error"]
+        assert r.status_code == 422 and len(r.json()["detail"]) == 20
+        assert error.endswith(tail) if tail else ("more" not in error and error.endswith("k19: Extra inputs are not permitted")), error
+
+
+def test_a_stopping_server_answers_new_requests_at_once_and_gives_back_the_waiting_ones_places(tiny_ckpt):
+    """After stop(), a new request is a 503 at once, not queued behind a busy worker; one that waited gives its worker's
+    place back when it is refused (else a server served again after a shutdown would have fewer workers, or none)."""
+    import anyio
+
+    srv = serve.create_app(tiny_ckpt, workers=1).state.server
+    results = []
+
+    async def request():
+        try:
+            async with srv.slot(object()):
+                results.append("ran")
+        except serve._Busy as e:
+            results.append(str(e))
+
+    async def main():
+        limiter, holder = srv.limiter(), object()
+        await limiter.acquire_on_behalf_of(holder)  # the one worker is busy
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(request)
+            with anyio.fail_after(5):
+                while srv.waiting < 1:
+                    await anyio.sleep(0.01)
+            srv.stop()
+            with anyio.fail_after(2), pytest.raises(serve._Busy, match="^the server is shutting down$"):
+                async with srv.slot(object()):
+                    pass
+            limiter.release_on_behalf_of(holder)
+        return limiter.borrowed_tokens
+
+    assert anyio.run(main) == 0 and results == ["the server is shutting down"]
+
+
+def test_forwarded_for_headers_are_not_believed_and_windows_does_not_share_a_port(tiny_ckpt, monkeypatch):
+    import os
+    import socket
+
+    app = serve.create_app(tiny_ckpt)
+    assert serve._uvicorn(app, "warning").config.proxy_headers is False  # any local user could forge an address in the log
+    sock = serve.bind("127.0.0.1", 0)
+    with sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)  # a restart does not wait out TIME_WAIT
+    with monkeypatch.context() as m:
+        m.setattr(os, "name", "nt")
+        sock = serve.bind("127.0.0.1", 0)
+    with sock:
+        assert not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)  # on Windows it lets a second server take the port

@@ -240,3 +240,87 @@ def test_page_limits_count_characters_as_the_server_does(tiny_ckpt, browser):
         assert browser.execute_script(valid, acrostic)[0]
         acrostic.send_keys("快")
         assert browser.execute_script(valid, acrostic)[:2] == [False, "最多 3 个字"]
+
+
+def test_page_status_and_errors_while_writing_and_after(tiny_ckpt, browser):
+    """The old text's copy-check tooltip is not the new text's (and is back if that one is stopped before it comes); a
+    cut by a shutdown is said in the page's words; the server's errors are read in English, the page's own not."""
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with serve.running(serve.create_app(tiny_ckpt)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: "LSTM" in d.find_element(By.ID, "model-info").text)
+        status, error, button = (browser.find_element(By.ID, i) for i in ("status", "error", "generate"))
+        busy = lambda d: "busy" in d.find_element(By.TAG_NAME, "body").get_attribute("class")  # noqa: E731
+        browser.execute_script("arguments[0].title = 'old copy check';"
+                               "window.realFetch = window.fetch; window.stream = null;"
+                               "window.fetch = (url, opts) => url !== '/v1/generate/stream' ? window.realFetch(url, opts) : window.stream(opts);"
+                               "window.stream = (opts) => new Promise((_, reject) => opts.signal.addEventListener("
+                               "'abort', () => reject(new DOMException('stopped', 'AbortError'))));", status)
+        button.click()
+        wait.until(busy)
+        assert status.get_attribute("title") == ""  # while the new text is on its way
+        time.sleep(0.5)  # (a Stop within 400 ms of the start is taken for a double click)
+        button.click()
+        wait.until(lambda d: not busy(d))
+        assert status.get_attribute("title") == "old copy check"  # nothing came: the old text's, back
+        sse = ('event: chunk\ndata: {"samples": ["分开了"], "seed": 7}\n\n'
+               'event: done\ndata: {"samples": ["分开了"], "chars": 1, "elapsed_s": 0.1, "seed": 7, "finish_reason": "shutdown"}\n\n')
+        browser.execute_script("window.stream = () => Promise.resolve(new Response(arguments[0], "
+                               "{status: 200, headers: {'Content-Type': 'text/event-stream'}}));", sse)
+        button.click()
+        wait.until(lambda d: "种子 7" in status.text)
+        assert status.text.endswith("（服务器关闭了，截断了）"), status.text
+        browser.execute_script("window.stream = () => Promise.resolve(new Response(JSON.stringify({error: 'prefix: too odd'}), "
+                               "{status: 422, headers: {'Content-Type': 'application/json'}}));")
+        button.click()
+        wait.until(lambda d: error.is_displayed() and not busy(d))
+        assert error.text == "prefix: too odd" and error.get_attribute("lang") == "en"  # the server's English
+        browser.execute_script("window.stream = () => Promise.reject(new TypeError('Failed to fetch'));")
+        button.click()
+        wait.until(lambda d: error.text != "prefix: too odd" and error.is_displayed() and not busy(d))
+        assert "服务器" in error.text and not browser.execute_script("return arguments[0].hasAttribute('lang')", error)  # the page's own Chinese
+
+
+def test_inspect_page_ink_stands_out_and_escape_hides_the_tip(tiny_ckpt, browser, tmp_path):
+    """The text coloured by a gate or a cell's state is written in white or black, whichever reads at 4.5:1 or
+    more on each colour; Escape hides the hover tip."""
+    import re
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from charlm.cli import main
+
+    page = tmp_path / "r.html"
+    assert main(["inspect", str(tiny_ckpt), "--text", "分开的时候我说不分开\n你说我们还会再见\n", "--out", str(page)]) == 0
+    browser.get(page.as_uri())
+
+    def luminance(rgb):
+        c = [v / 255 for v in rgb]
+        c = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    read = ("return [...document.querySelectorAll('#text [data-k]')].map(el => "
+            "[getComputedStyle(el).color, getComputedStyle(el).backgroundColor]);")
+    values = browser.execute_script("return [...document.querySelectorAll('#colour-by option')].map(o => o.value)"
+                                    ".filter(v => v !== 'surprisal');")
+    assert any(v.startswith("cell:") for v in values) and len(values) > 2
+    for value in values[:2] + [v for v in values if v.startswith("cell:")][:2]:
+        browser.execute_script("var s = document.getElementById('colour-by'); s.value = arguments[0];"
+                               "s.dispatchEvent(new Event('change'));", value)
+        for ink, bg in browser.execute_script(read):
+            ink, bg = (tuple(map(int, re.findall(r"\d+", c)[:3])) for c in (ink, bg))
+            assert ink in ((0, 0, 0), (255, 255, 255)), (value, ink, bg)
+            lo, hi = sorted((luminance(ink), luminance(bg)))
+            assert (hi + 0.05) / (lo + 0.05) >= 4.5, (value, ink, bg)
+    tip = browser.find_element(By.ID, "tip")
+    ActionChains(browser).move_to_element(browser.find_element(By.CSS_SELECTOR, "#text [data-k]")).perform()
+    assert tip.is_displayed()
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    assert not tip.is_displayed()

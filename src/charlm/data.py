@@ -454,14 +454,15 @@ def checkpoint_corpus(ckpt, cfg=None) -> Corpus:
     """
     cfg = cfg or ckpt.train_config
     folder = bool(cfg.data) and cfg.data != IN_MEMORY and Path(cfg.data).is_dir()
+    corpus, error = None, None
     with warnings.catch_warnings(record=True) as notes:  # held back: a note that hidden files were left out may not hold
         warnings.simplefilter("always")
         try:
             corpus = load_corpus(cfg, vocab=ckpt.vocab)
-        except CharlmError:
+        except CharlmError as e:
             if not folder:
                 raise
-            corpus = None  # (its only .txt files are hidden ones)
+            error = e  # (its only .txt files may be hidden ones)
     if folder and (corpus is None or not _trained_on(ckpt, corpus)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -470,8 +471,8 @@ def checkpoint_corpus(ckpt, cfg=None) -> Corpus:
             warnings.warn(f"{cfg.data}: read with its hidden .txt files, as {ckpt.path} was trained (charlm now leaves "
                           f"them out of a new training)", CharlmWarning, stacklevel=2)
             return older
-    if corpus is None:
-        return load_corpus(cfg, vocab=ckpt.vocab)  # its error
+    if error is not None:
+        raise error
     for note in notes:
         warnings.warn(note.message, note.category, stacklevel=2)
     return corpus

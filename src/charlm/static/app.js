@@ -85,9 +85,10 @@ function showError(message, fromServer = false) {
 }
 
 function offerSeed(seed) {  // the seed of the text shown, to write it again: a button, for the keyboard too
-  if (seed === null || seed === undefined) delete statusLine.dataset.seed;
+  const none = seed === null || seed === undefined;
+  if (none) delete statusLine.dataset.seed;
   else statusLine.dataset.seed = seed;
-  reuseSeed.hidden = seed === null || seed === undefined;
+  reuseSeed.hidden = none;
   reuseSeed.title = W.reuseSeed;
 }
 
@@ -229,7 +230,6 @@ async function generate() {
   if (summary) {
     statusLine.textContent = `${W.chars(summary.chars)} · ${W.seconds(summary.elapsed_s.toFixed(2))} · ${W.seed(summary.seed)}${W.reasons[summary.finish_reason] || ""}`;
     offerSeed(summary.seed);
-    statusLine.title = "";
     const copy = summary.copies && summary.copies[0];
     if (copy) {  // how much of it is copied from the training text: new lyrics, or recited ones?
       statusLine.textContent += ` · ${W.copied(copy.longest)}`;
@@ -239,7 +239,6 @@ async function generate() {
   } else if (fresh) {
     const chars = Math.max(0, [...fresh].length - prefixChars);
     statusLine.textContent = `${W.chars(chars)}${textSeed !== null ? ` · ${W.seed(textSeed)}` : ""}${failed ? W.cutOff : W.reasons.disconnected}`;
-    statusLine.title = "";
     offerSeed(textSeed);  // (none: not the seed of an earlier text)
   } else {  // nothing new came: the old text, its status and seed, stay
     statusLine.textContent = oldStatus;

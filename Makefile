@@ -10,14 +10,28 @@ DEMO_EPOCHS ?= 12
 
 .PHONY: demo test install clean bench
 
+# What .venv/.installed records: the torch asked for.  Another (make demo TORCH=...), or a .venv that lost its
+# Python, torch or charlm, installs again.
+WANTED := $(strip $(TORCH) $(TORCH_INDEX))
+ifneq ($(strip $(shell cat $(VENV)/.installed 2>/dev/null)),$(WANTED))
+.PHONY: $(VENV)/.installed
+else ifneq ($(shell $(PY) -c "import importlib.util as u; print(all(u.find_spec(m) for m in ('torch', 'charlm')))" 2>/dev/null),True)
+.PHONY: $(VENV)/.installed
+endif
+
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@# a .venv whose python runs is kept, whichever Python made it; one whose python does not (gone) is made anew
+	@if ! $(PY) -c "" 2>/dev/null; then \
+	  $(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 10))" 2>/dev/null || { echo "make: charlm needs Python 3.10 or later, and PYTHON=$(PYTHON) is $$($(PYTHON) --version 2>&1 | head -n 1); give another: make demo PYTHON=python3.12" >&2; exit 1; }; \
+	  echo "$(PYTHON) -m venv --clear $(VENV)"; $(PYTHON) -m venv --clear $(VENV) || exit 1; \
+	fi
+	@$(PY) -c "import sys; sys.exit(sys.version_info < (3, 10))" || { echo "make: $(VENV) holds Python $$($(PY) -c 'import platform; print(platform.python_version())'), and charlm needs 3.10 or later: make clean, then make demo PYTHON=python3.12" >&2; exit 1; }
 	$(PIP) install -q --upgrade pip
 	@# torch first, pinned, so that no resolver pulls another, multi-GB torch (override: make demo TORCH=torch;
 	@# PyTorch's CPU-only wheels: make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu)
 	$(PIP) install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	$(PIP) install -q -e ".[test]"
-	@touch $@
+	@echo "$(WANTED)" > $@
 
 install: $(VENV)/.installed
 
@@ -35,5 +49,5 @@ test: install
 bench: install
 	$(PY) bench/seed_speed.py
 
-clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+clean:  # the venv, the demo's run and build files; other runs under runs/ are kept
+	rm -rf $(VENV) $(DEMO_OUT) build dist *.egg-info src/*.egg-info

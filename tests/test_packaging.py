@@ -1,0 +1,60 @@
+"""What a user gets from `pip install charlm` (a wheel) or its sdist, and the Python versions charlm claims."""
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LEFT_OUT = (".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", ".benchdata")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The wheel's and the sdist's file names, built by setuptools from a copy of the tree (with a stray editor backup)."""
+    tree = tmp_path_factory.mktemp("tree") / "charlm"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(*LEFT_OUT))
+    (tree / "src/charlm/static/app.js~").write_text("an editor's backup", encoding="utf-8")
+    code = "from setuptools import build_meta as b; s = b.build_sdist('dist'); w = b.build_wheel('dist'); print('built', s, w)"
+    run = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    sdist, wheel = run.stdout.splitlines()[-1].split()[1:]  # (setuptools logs to stdout before)
+    with zipfile.ZipFile(tree / "dist" / wheel) as z:
+        wheel_files = z.namelist()
+        metadata = z.read(next(n for n in wheel_files if n.endswith(".dist-info/METADATA"))).decode()
+    with tarfile.open(tree / "dist" / sdist) as t:
+        sdist_files = [n.split("/", 1)[1] for n in t.getnames() if "/" in n]
+    return wheel_files, sdist_files, metadata
+
+
+def test_wheel_ships_the_corpus_with_its_notice_and_the_page_but_no_stray_file(built):
+    files, _, metadata = built
+    for name in ("charlm/corpus/jaychou_lyrics.txt", "charlm/corpus/NOTICE", "charlm/static/index.html",
+                 "charlm/static/app.js", "charlm/static/style.css", "charlm/cli.py"):
+        assert name in files
+    assert not any(n.endswith("~") or "/tests/" in n or n.startswith("tests/") for n in files)
+    assert any(n.endswith(".dist-info/licenses/src/charlm/corpus/NOTICE") for n in files)  # whose the lyrics are
+    assert "Requires-Dist: torch>=2.2" in metadata  # loose: pip must not be made to fetch another torch
+    assert "Requires-Dist: pydantic>=2" in metadata  # serve's ConfigDict and computed_field
+
+
+def test_sdist_holds_what_its_tests_need(built):
+    _, files, _ = built
+    tests = {n for n in files if n.startswith("tests/")}
+    assert {"tests/__init__.py", "tests/conftest.py", "tests/test_cli.py"} <= tests
+    for name in ("Makefile", "BENCHMARKS.md", "README.md", "docs/lstm.md", "docs/zh.md", "bench/load_test.py",
+                 ".ci/run", "LICENSE", "src/charlm/corpus/NOTICE"):
+        assert name in files, name
+    assert not any("__pycache__" in n or n.endswith("~") for n in files)
+
+
+def test_nothing_needs_a_newer_python_than_the_one_claimed():
+    """pyproject says >=3.10: vermin finds the newest syntax and standard library each file uses (CI has one Python)."""
+    claimed = next(line for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("requires-python"))
+    assert claimed == 'requires-python = ">=3.10"'
+    run = subprocess.run([sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())", "--no-tips", "-q", "--target=3.10-", "--violations",
+                          "--eval-annotations", "src/charlm", "tests", "bench"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr

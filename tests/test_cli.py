@@ -439,7 +439,7 @@ def test_generate_says_the_seed_it_drew_and_that_seed_gives_the_text_again(capsy
 @pytest.mark.parametrize("argv, message", [
     (["train", "--cell", "LSTM"], "charlm train: error: argument --cell: invalid choice: 'LSTM'"),
     (["generate", "run", "--lenght", "5"], "charlm generate: error: unrecognized arguments: --lenght 5 (did you mean --length?)"),
-    (["eval"], "charlm eval: error: the following arguments are required: checkpoint, file"),
+    (["eval"], "charlm eval: error: the following arguments are required: checkpoint"),
     ([], "charlm: error: give a command: train, generate, eval, serve, inspect"),
     (["bogus"], "charlm: error: argument command: invalid choice: 'bogus'"),
     (["--foo", "inspect", "run"], "charlm: error: unrecognized arguments: --foo"),  # charlm's, not inspect's
@@ -965,3 +965,90 @@ def test_a_utf8_output_is_left_strict():
         finally:
             sys.stdout, sys.stderr = real
         assert out.errors == "strict" and err.getvalue() == "", encoding
+
+
+def test_eval_without_a_file_scores_the_held_out_part_as_the_training_validated_it(capsys, tiny_run):
+    code, stdout, _ = run_cli(capsys, "eval", tiny_run, "--json")
+    report = json.loads(stdout)
+    best = min(json.loads(line)["val_loss"] for line in (tiny_run / "metrics.jsonl").read_text().splitlines())
+    assert code == 0 and report["loss"] == pytest.approx(best, rel=1e-6)
+    assert report["text"].startswith("the held-out part of ") and report["text"].endswith("(its last 10%), never trained on")
+    assert report["notes"] == ["the same text and figure as the training's validation, by which this checkpoint was chosen as the best"]
+    assert report["checkpoint"] == str(tiny_run / "best") and report["scoring"] == "static"
+    code, text, _ = run_cli(capsys, "eval", tiny_run)  # the plain report says the same
+    assert code == 0 and text.startswith("text: the held-out part of ") and f"loss: {report['loss']:.4f} nats/char" in text
+    assert f"model: {tiny_run / 'best'} (after epoch {report['epoch']:g}, step {report['step']:,}; vocabulary {report['vocabulary']:,})" in text
+    one_line_error(*run_cli(capsys, "eval", tiny_run, "--check-copy")[::2], "--check-copy needs a FILE of samples")
+
+
+def test_eval_without_a_file_needs_a_held_out_part_and_the_unchanged_training_text(capsys, tmp_path):
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path / "none", epochs=1, val_fraction=0.0)
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "none" / "run")[::2],
+                   f"give a FILE to score: {tmp_path / 'none' / 'run' / 'best'} was trained with nothing held out (--val-fraction 0)")
+    train_tiny(tmp_path / "changed", epochs=1)
+    (tmp_path / "changed" / "corpus.txt").write_text(LYRIC * 39 + "新的一行\n", encoding="utf-8")
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "changed" / "run")[::2],
+                   "scoring the held-out text needs the training text: ")
+
+
+def test_eval_reads_standard_input_given_as_a_dash(capsys, tiny_run, tmp_path, monkeypatch):
+    import io
+
+    text = "分开的时候我说不分开\n"
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    from_file = json.loads(run_cli(capsys, "eval", tiny_run, tmp_path / "t.txt", "--json")[1])
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode("gb18030")), encoding="gb18030"))
+    code, stdout, _ = run_cli(capsys, "eval", tiny_run, "-", "--encoding", "gb18030", "--json")
+    report = json.loads(stdout)
+    assert code == 0 and report["text"] == "standard input" and report["loss"] == from_file["loss"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe\xfa")))
+    one_line_error(*run_cli(capsys, "eval", tiny_run, "-")[::2], "<stdin>: cannot decode byte 0 (0xff) as utf-8")
+
+
+def test_eval_names_what_it_skipped_and_says_the_figure_covers_only_the_rest(capsys, tiny_run, tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("分开😀的时候XYZ我说不分开X\n", encoding="utf-8")
+    code, stdout, _ = run_cli(capsys, "eval", tiny_run, f)
+    assert code == 0 and "characters: 16 read, 10 scored, 5 outside the vocabulary skipped (X 😀 Y Z)" in stdout
+    assert ("note: the 5 characters outside it (31% of the text) are left out of the figure, and the character after each "
+            "is predicted across the gap: compare the figure only with figures over the same characters") in stdout
+    report = json.loads(run_cli(capsys, "eval", tiny_run, f, "--json")[1])
+    assert report["characters"] == {"read": 16, "scored": 10, "skipped": 5, "as_unk": 0, "outside_vocabulary": ["X", "😀", "Y", "Z"]}
+    f.write_text("XXXXXXXX分开\n", encoding="utf-8")
+    assert "note: most of the text is outside the vocabulary: the 8 characters outside it (73% of the text)" in run_cli(capsys, "eval", tiny_run, f)[1]
+    one_line_error(*run_cli(capsys, "eval", tiny_run, f, "--unknown", "error")[::2],
+                   f"{f}: 8 characters outside the model's vocabulary: 'X' (--unknown skip scores the rest)")
+    f.write_text("😀🎵分", encoding="utf-8")
+    one_line_error(*run_cli(capsys, "eval", tiny_run, f)[::2],
+                   f"{f}: too little to score: 1 of its 3 characters is in the model's vocabulary, and it takes two (outside it: '😀' '🎵')")
+
+
+def test_eval_says_when_unknown_characters_were_scored_as_unk_and_how_line_breaks_were_read(capsys, tmp_path):
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1, unk=True, newlines="space")
+    f = tmp_path / "t.txt"
+    f.write_text("分开的时候X我说不分开\n", encoding="utf-8")
+    code, stdout, _ = run_cli(capsys, "eval", tmp_path / "run", f)
+    assert code == 0 and "characters: 12 read, 11 scored, 1 outside the vocabulary read as <unk> (X)" in stdout
+    assert "; line breaks read as spaces, as it was trained)" in stdout.splitlines()[1]
+    assert ("note: the 1 character outside the vocabulary was read and scored as its one <unk>, easier to predict than "
+            "each character itself: compare the figure only with models of this vocabulary") in stdout
+
+
+def test_eval_says_when_the_file_is_the_one_the_model_was_trained_on(capsys, tiny_run):
+    code, stdout, _ = run_cli(capsys, "eval", tiny_run, tiny_run.parent / "corpus.txt")
+    assert code == 0 and ("note: this is the text the model was trained on, and its first 90% was trained on: the figure "
+                          f"mixes seen and unseen text; `charlm eval {tiny_run}` alone scores the held-out part") in stdout
+
+
+def test_eval_json_holds_the_copy_reports_and_nothing_else_is_on_stdout(capsys, tiny_run, tmp_path):
+    f = tmp_path / "samples.txt"
+    f.write_text("--- sample 1 ---\n分开的时候我说不分开\n--- sample 2 ---\n快乐的日子在心里面\n", encoding="utf-8")
+    code, stdout, err = run_cli(capsys, "eval", tiny_run, f, "--check-copy", "--json")
+    report = json.loads(stdout)
+    assert code == 0 and [c["longest"] for c in report["copies"]] == [10, 9] and "sample 1:" not in err
+    code, stdout, err = run_cli(capsys, "eval", tiny_run, f, "--check-copy")
+    assert code == 0 and "sample 1: " in err and "sample 2: " in err

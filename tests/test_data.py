@@ -392,7 +392,7 @@ def test_a_folder_says_what_it_left_out_and_hidden_copies_are_not_read(tmp_path)
                                            r"\.ipynb_checkpoints/, code/\.notes\.txt, code/a\.py, …\)"):
         assert read_text(tmp_path) == "分开的时候\n"
     with pytest.raises(CharlmError, match=r"no \.txt file to read in the folder \(4 left out, not \.txt files or "
-                                          r"hidden: \.notes\.txt, a\.py, b\.py, …\); give a single file as --data"):
+                                          r"hidden: \.notes\.txt, a\.py, b\.py, …\); give a single file"):
         read_text(tmp_path / "code")
     (tmp_path / "code" / ".notes.txt").unlink()
     (tmp_path / "code" / "d.txt").write_text("y\n", encoding="utf-8")

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from charlm.errors import CharlmError
 from charlm.vocab import UNK, Vocab
 
 
@@ -44,8 +45,10 @@ def test_without_unk_unknown_characters_are_reported_and_skippable():
     assert v.unknown("axbyx") == ["x", "y"]
     ids, skipped = v.encode_known("axbyx")
     assert v.decode(ids) == "ab" and skipped == 3
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError):  # as a dict's, and a one-line error naming the character
         v.encode("x")
+    with pytest.raises(CharlmError, match=r"^'x' is not in the vocabulary \(3 characters\); encode_known skips such characters$"):
+        v.encode("abx")
 
 
 def test_bundled_corpus_vocabulary_sizes_match_the_seed():

@@ -113,17 +113,22 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     add_config_flags(g, SampleConfig)
 
     e = sub.add_parser("eval", help="perplexity and bits per character of a text", description="Score a text: perplexity and bits per character, read as one stream.")
-    e.add_argument("checkpoint", help="checkpoint folder or run folder")
-    e.add_argument("file", help="text file (or folder of .txt files) to score")
+    e.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint)")
+    e.add_argument("file", nargs="?", help="text file (or folder of .txt files) to score, - for standard input "
+                                           "(default: the held-out part of the model's own training text)")
     e.add_argument("--encoding", default="utf-8", help="text encoding of FILE (default: utf-8)")
     e.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     e.add_argument("--dynamic", type=float, default=0.0, metavar="LR",
                    help="adaptive scoring (dynamic evaluation): after scoring each chunk of 64 characters, one SGD step of this "
-                        "learning rate on it; the checkpoint is not changed (default: 0, static)")
+                        "learning rate on it, its gradient norm clipped at 1; the checkpoint is not changed (default: 0, static)")
     e.add_argument("--bigram", action="store_true",
                    help="also score FILE with a bigram count model of the training text (which characters follow which), for scale")
     e.add_argument("--check-copy", action="store_true",
-                   help="FILE holds samples (split at blank lines or '--- sample N ---'): report each one's longest span found verbatim in the training text")
+                   help="FILE holds samples (split at blank lines or '--- sample N ---'): report each one's longest span found "
+                        "verbatim in the training text (on stderr; in the report with --json)")
+    e.add_argument("--unknown", choices=["skip", "error"], default="skip",
+                   help="characters outside the vocabulary: skip (score the rest, and say so) or error (default: skip)")
+    e.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
     s = sub.add_parser("serve", help="an HTTP API and a lyrics page over a model",
                        description="Serve a model over HTTP: the lyrics page at /, the API at /v1, its documentation at /docs.")
@@ -462,32 +467,42 @@ def _copy_index(ckpt, text: str | None = None):
     return CopyIndex(texts)
 
 
-def _report_copies(index, samples: list[str]) -> None:
+def _report_copies(index, samples: list[str], quiet: bool = False) -> list:
+    """Each sample's copy report (on stderr, unless ``quiet``: a JSON report holds them)."""
     import statistics
 
     reports = [index.check(s.strip("\n")) for s in samples]
+    if quiet:
+        return reports
     for i, r in enumerate(reports):
         print((f"sample {i + 1}: " if len(reports) > 1 else "") + r.line(), file=sys.stderr)
     if len(reports) > 1:
         longest = [r.longest for r in reports]
         print(f"copy check over {len(reports)} samples: longest copied span median {statistics.median(longest):g}, "
               f"max {max(longest)} characters", file=sys.stderr)
+    return reports
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import collections
+    import json
+
     import torch
 
     from .checkpoint import load_model
-    from .data import normalize, read_text
+    from .data import normalize
     from .progress import Progress
+    from .sampling import show_chars, vocab_form
     from .train import DYNAMIC_CHUNK, evaluate, evaluate_dynamic, pick_device
 
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
     if not 0 <= args.dynamic <= 10:
         raise CharlmError(f"--dynamic must be a learning rate from 0 to 10 (0.001 to 1 are the useful ones), got {args.dynamic}")
+    if args.file is None and args.check_copy:
+        raise CharlmError("--check-copy needs a FILE of samples to check (generate --num-samples N writes one)")
     newlines = ckpt.train_config.newlines
-    text = normalize(read_text(args.file, args.encoding))  # line ends as \n; newlines as the model reads them below
+    text, source, notes = _eval_text(args, ckpt)  # line ends as \n; newlines as the model reads them below
     needs = [flag for flag, on in (("--check-copy", args.check_copy), ("--bigram", args.bigram)) if on]
     train_text = _training_text(ckpt, needs[0]) if needs else None  # read once, before any scoring
     index = None
@@ -500,7 +515,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         text = re.sub(marker + r"\n?", "", text, flags=re.M)
         index = _copy_index(ckpt, train_text)  # before the scoring (as the training text is read): a missing one costs no wait
     text = normalize(text, newlines)
+    if (form := vocab_form(vocab, text)) != text:
+        notes.append("read in the Unicode form the vocabulary holds (accented letters composed or decomposed as in its "
+                     "training text), as generate reads a prefix")
+        text = form
+    outside = collections.Counter(c for c in text if c not in vocab)  # most frequent first
+    if outside and not vocab.unk and args.unknown == "error":
+        raise CharlmError(f"{source}: {_count(sum(outside.values()), 'character')} outside the model's vocabulary: "
+                          f"{show_chars(list(outside))} (--unknown skip scores the rest)")
     ids, skipped = vocab.encode_known(text)
+    if len(ids) < 2:
+        raise CharlmError(f"{source}: too little to score: {len(ids)} of its {len(text):,} characters "
+                          f"{'is' if len(ids) == 1 else 'are'} in the model's vocabulary, and it takes two"
+                          + (f" (outside it: {show_chars(list(outside))})" if outside else ""))
     bigram_ids = vocab.encode_known(train_text)[0] if args.bigram else None
     bar = Progress(len(ids), "scoring", "character")
     try:
@@ -516,29 +543,112 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           exit_code=1)
     if args.dynamic:
         how = (f"ADAPTIVE (dynamic evaluation): read once as one stream, the state carried, and after scoring each "
-               f"{DYNAMIC_CHUNK} characters one SGD step (lr {args.dynamic:g}) on them; not comparable with static figures")
+               f"{DYNAMIC_CHUNK} characters one SGD step (lr {args.dynamic:g}, gradient norm clipped at 1) on them; "
+               f"not comparable with static figures")
+        if n <= DYNAMIC_CHUNK:
+            how += "; the text is no longer than one chunk, so no update came before a score: the figure is the static one"
     else:
         how = "static: read once as one stream, the state carried, the model unchanged by the text"
-    print(f"file: {args.file}")
-    as_unk = sum(c not in vocab for c in text) if vocab.unk else 0  # outside the vocabulary, read as <unk> (and scored so)
-    print(f"characters: {len(text):,} read, {n:,} scored" + (f", {skipped:,} outside the vocabulary skipped" if skipped else "")
-          + (f", {as_unk:,} outside the vocabulary read as <unk>" if as_unk else ""))
-    if args.dynamic and n <= DYNAMIC_CHUNK:
-        how += "; the text is no longer than one chunk, so no update came before a score: the figure is the static one"
     if model.cfg.copy_window:
         how += f"; its copy attention looks back over up to {model.cfg.copy_window} characters of this text already read"
-    print(f"scoring: {how}")
-    print(f"loss: {loss:.4f} nats/char")
-    print(f"perplexity: {math.exp(loss) if loss < 700 else float('inf'):.3f}")
-    print(f"bits per character: {loss / math.log(2):.4f}")
+    as_unk = sum(outside.values()) if vocab.unk else 0  # read as <unk>, and scored so
+    if skipped:
+        share = skipped / len(text)
+        notes.append(f"{'most of the text is outside the vocabulary: ' if share > 0.5 else ''}the {_count(skipped, 'character')} "
+                     f"outside it ({share:.0%} of the text) {'are' if skipped > 1 else 'is'} left out of the figure, and the "
+                     f"character after each is predicted across the gap: compare the figure only with figures over the same characters")
+    if as_unk:
+        notes.append(f"the {_count(as_unk, 'character')} outside the vocabulary {'were' if as_unk > 1 else 'was'} read and "
+                     f"scored as its one <unk>, easier to predict than each character itself: compare the figure only with "
+                     f"models of this vocabulary")
+    report = {
+        "text": source,
+        "checkpoint": str(ckpt.path),
+        **_trained_so_far(ckpt),
+        "vocabulary": len(vocab),
+        "newlines": newlines,
+        "characters": {"read": len(text), "scored": n, "skipped": skipped, "as_unk": as_unk,
+                       "outside_vocabulary": [c for c, _ in outside.most_common()]},
+        "scoring": "adaptive" if args.dynamic else "static",
+        "how": how,
+        "loss": loss,
+        "perplexity": math.exp(loss) if loss < 700 else None,  # (JSON has no infinity)
+        "bits_per_character": loss / math.log(2),
+    }
     if bigram_ids is not None:
         from .baseline import bigram_loss
 
-        print(f"for scale: a bigram count model of the training text, on the same {n:,} characters: "
-              f"perplexity {math.exp(bigram_loss(bigram_ids, ids, len(vocab))):,.3f}")
+        report["bigram_perplexity"] = math.exp(bigram_loss(bigram_ids, ids, len(vocab)))
+    report["notes"] = notes
     if index is not None:
-        _report_copies(index, samples)
+        reports = _report_copies(index, samples, quiet=args.json)
+        report["copies"] = [dataclasses.asdict(r) for r in reports]
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        _print_eval(report)
     return 0
+
+
+def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
+    """The text ``charlm eval`` scores (line ends as \\n), what to call it, and notes on what it is: FILE, standard input
+    (``-``), or without FILE the held-out part of the model's own training text."""
+    from .data import IN_MEMORY, bundled_corpus, decode_text, heldout_text, normalize, read_text
+
+    cfg = ckpt.train_config
+    if args.file is None:
+        if not cfg.val_fraction:
+            raise CharlmError(f"give a FILE to score: {ckpt.path} was trained with nothing held out (--val-fraction 0)")
+        try:
+            text = heldout_text(ckpt)
+        except CharlmError as e:
+            raise CharlmError(f"scoring the held-out text needs the training text: {e}") from None
+        source = f"the held-out part of {cfg.data or 'the bundled lyrics'} (its last {cfg.val_fraction:.0%}), never trained on"
+        notes = ["the same text and figure as the training's validation"
+                 + (", by which this checkpoint was chosen as the best" if ckpt.path.name == "best" else "")]
+        return text, source, notes
+    if args.file == "-":
+        return normalize(decode_text(sys.stdin.buffer.read(), args.encoding)), "standard input", []
+    text, notes = normalize(read_text(args.file, args.encoding)), []
+    trained = Path(cfg.data) if cfg.data else bundled_corpus()
+    with contextlib.suppress(OSError):
+        if cfg.data != IN_MEMORY and trained.exists() and os.path.samefile(args.file, trained):
+            part = f"its first {1 - cfg.val_fraction:.0%}" if cfg.val_fraction else "all of it"
+            notes.append(f"this is the text the model was trained on, and {part} was trained on: the figure mixes seen and "
+                         f"unseen text" + (f"; `charlm eval {_shell(str(args.checkpoint))}` alone scores the held-out part"
+                                           if cfg.val_fraction else ""))
+    return text, str(args.file), notes
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _trained_so_far(ckpt) -> dict:
+    """The checkpoint's epoch and step (for a report that names the model it scored)."""
+    last = ckpt.metrics[-1] if ckpt.metrics else {}
+    return {"epoch": last.get("epoch", ckpt.trainer.get("epoch")), "step": last.get("step", ckpt.trainer.get("step"))}
+
+
+def _print_eval(report: dict) -> None:
+    ch = report["characters"]
+    print(f"{'file' if report['text'] != 'standard input' and not report['text'].startswith('the held-out') else 'text'}: {report['text']}")
+    trained = f"after epoch {report['epoch']:g}, step {report['step']:,}; " if None not in (report["epoch"], report["step"]) else ""
+    print(f"model: {report['checkpoint']} ({trained}vocabulary {report['vocabulary']:,}"
+          + ("; line breaks read as spaces, as it was trained" if report["newlines"] == "space" else "") + ")")
+    shown = " ".join(ch["outside_vocabulary"][:20]) + (" …" if len(ch["outside_vocabulary"]) > 20 else "")
+    print(f"characters: {ch['read']:,} read, {ch['scored']:,} scored"
+          + (f", {ch['skipped']:,} outside the vocabulary skipped ({shown})" if ch["skipped"] else "")
+          + (f", {ch['as_unk']:,} outside the vocabulary read as <unk> ({shown})" if ch["as_unk"] else ""))
+    print(f"scoring: {report['how']}")
+    print(f"loss: {report['loss']:.4f} nats/char")
+    print(f"perplexity: {report['perplexity'] if report['perplexity'] is not None else float('inf'):.3f}")
+    print(f"bits per character: {report['bits_per_character']:.4f}")
+    if "bigram_perplexity" in report:
+        print(f"for scale: a bigram count model of the training text, on the same {ch['scored']:,} characters: "
+              f"perplexity {report['bigram_perplexity']:,.3f}")
+    for note in report["notes"]:
+        print(f"note: {note}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

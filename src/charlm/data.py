@@ -201,6 +201,11 @@ def _other_encoding(raw: bytes, name: str, text: str) -> str | None:
     return None
 
 
+def decode_text(raw: bytes, encoding: str = "utf-8", name: str = "<stdin>") -> str:
+    """Bytes that came from elsewhere than a file (standard input), decoded and checked as a file's are."""
+    return _decode(Path(name), raw, encoding)
+
+
 def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hidden: bool = False) -> str:
     """The text of a file, or of every non-empty ``.txt`` file under a folder (sorted; each ends with a newline), hidden
     ones too with ``hidden`` (as charlm read folders until 2026-11-30).
@@ -214,7 +219,7 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hi
     if p.is_dir():
         files, others = _folder_files(p, hidden)
         if not files:
-            raise CharlmError(f"{p}: no .txt file to read in the folder{_left_out(p, others)}; give a single file as --data "
+            raise CharlmError(f"{p}: no .txt file to read in the folder{_left_out(p, others)}; give a single file "
                               "(cat several into one), or keep the text in .txt files, not hidden ones")
         if others:
             warnings.warn(f"{p}: {len(files)} .txt file{'s' if len(files) != 1 else ''} read{_left_out(p, others)}",
@@ -438,12 +443,22 @@ def training_text(ckpt) -> str:
 
     A file changed since the training is an error: a copy check or a bigram yardstick against other text would be wrong.
     """
+    return _unchanged_corpus(ckpt).train_text
+
+
+def heldout_text(ckpt) -> str:
+    """The held-out part of the text a checkpoint was trained on (what its validation loss was measured on), read again
+    as :func:`training_text` is; "" for a run with none (``--val-fraction 0``)."""
+    return _unchanged_corpus(ckpt).val_text
+
+
+def _unchanged_corpus(ckpt) -> Corpus:
     corpus = checkpoint_corpus(ckpt)
     if not _trained_on(ckpt, corpus):
         source = ckpt.train_config.data or "the bundled lyrics"
         raise CharlmError(f"{source} is no longer the text {ckpt.path} was trained on (its checksum differs): "
                           f"it changed since, and comparing against it would be wrong; put the original back")
-    return corpus.train_text
+    return corpus
 
 
 def checkpoint_corpus(ckpt, cfg=None) -> Corpus:

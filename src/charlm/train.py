@@ -30,6 +30,7 @@ from .model import EMPTY, CharLM, detach, num_parameters, parts
 from .progress import Progress
 from .sampling import generate, known_prefixes, make_generator, show_chars
 from .step import TrainStep, check_speed_flags, physical_cores, prepare_optimizer
+from .vocab import UnknownCharacter
 
 EVAL_CHUNK = 512  # columns per evaluation step; the state is carried, so it changes only speed
 
@@ -256,11 +257,11 @@ class Trainer:
             raise CharlmError(f"{self.out} already holds a training run; give another out, resume it, or overwrite it (overwrite=True, --overwrite)")
         try:
             self.train_ids = corpus.train_ids
-        except KeyError as e:
+        except UnknownCharacter as e:
             if resume is not None:
-                raise CharlmError(f"{resume.path}: the training text has a character the checkpoint's vocabulary lacks ({e}): "
+                raise CharlmError(f"{resume.path}: the training text has a character the checkpoint's vocabulary lacks ({e.char!r}): "
                                   f"the text changed since the run began; cannot resume") from None
-            raise CharlmError(f"the training text has a character its vocabulary lacks: {e} (build the vocabulary from the text, or with unk)") from None
+            raise CharlmError(f"the training text has a character its vocabulary lacks: {e.char!r} (build the vocabulary from the text, or with unk)") from None
         check_enough(self.train_ids.numel(), cfg.batch_size, cfg.num_steps, cfg.sampling)
         self.val_ids, self.val_skipped = corpus.val_ids()
         if self.val_ids.numel() < 2:

@@ -11,7 +11,20 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .errors import CharlmError
+
 UNK = "<unk>"
+
+
+class UnknownCharacter(CharlmError, KeyError):
+    """A character a vocabulary without ``<unk>`` cannot encode: a one-line error, and a KeyError as a dict's would be."""
+
+    def __init__(self, char: str, size: int):
+        super().__init__(f"{char!r} is not in the vocabulary ({size:,} characters); encode_known skips such characters")
+        self.char = char
+
+    def __str__(self) -> str:  # (a KeyError's would be the message's repr)
+        return self.args[0]
 
 
 @dataclass(frozen=True)
@@ -51,10 +64,13 @@ class Vocab:
         return list(dict.fromkeys(c for c in text if c not in self.stoi))
 
     def encode(self, text: str) -> list[int]:
-        """Ids for ``text``; unknown characters become ``<unk>`` (KeyError without one)."""
+        """Ids for ``text``; unknown characters become ``<unk>`` (:class:`UnknownCharacter` without one)."""
         if self.unk:
             return [self.stoi.get(c, 0) for c in text]
-        return [self.stoi[c] for c in text]
+        try:
+            return [self.stoi[c] for c in text]
+        except KeyError as e:
+            raise UnknownCharacter(e.args[0], len(self)) from None
 
     def encode_known(self, text: str) -> tuple[list[int], int]:
         """Ids for the characters this vocabulary covers, and how many were skipped."""

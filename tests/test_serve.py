@@ -211,6 +211,16 @@ def test_score_unknown_characters(client):
     assert r.status_code == 422 and "☃" in r.json()["error"] and r.json()["error"].startswith("text:")
     s = client.post("/v1/score", json={"text": "分开☃不分开", "unknown": "skip"}).json()
     assert s["skipped"] == 1 and s["surprisal"][2] is None and s["surprisal"][3] is not None
+    assert s["outside_vocabulary"] == ["☃"] and s["as_unk"] == 0 and s["scoring"] == "static"
+
+
+def test_score_says_what_a_model_with_unk_read_as_unk(tmp_path):
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1, unk=True)
+    with serve.running(serve.create_app(tmp_path / "run")) as base, httpx.Client(base_url=base, timeout=60) as c:
+        s = c.post("/v1/score", json={"text": "分开☃不分开☃"}).json()
+    assert s["skipped"] == 0 and s["as_unk"] == 2 and s["outside_vocabulary"] == ["☃"] and s["scored"] == 6
 
 
 def test_api_docs_load_nothing_from_outside(client):

@@ -48,7 +48,7 @@ from .config import MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
 from .copycheck import CopyIndex
 from .data import normalize, pretraining_texts, training_text
 from .errors import CharlmError
-from .sampling import InputError, check_known, check_options, default_prefix, generate, make_generator, read_inputs
+from .sampling import InputError, check_known, check_options, default_prefix, generate, make_generator, read_inputs, vocab_form
 from .train import pick_device, surprisal
 
 STATIC = Path(__file__).parent / "static"
@@ -144,7 +144,12 @@ class ScoreResponse(BaseModel):
     text: str = Field(description="the text as scored: line endings as \\n (as spaces, for a model trained so)")
     characters: int = Field(description="characters in text")
     scored: int = Field(description="characters with a surprisal: all known ones but the first")
-    skipped: int = Field(description="characters outside the vocabulary, skipped (with unknown: skip)")
+    skipped: int = Field(description="characters outside the vocabulary, skipped (with unknown: skip): the figures cover the rest")
+    as_unk: int = Field(description="characters outside the vocabulary read and scored as <unk> (a model trained with --unk): "
+                                    "easier to predict than the characters themselves, so compare only with models of this vocabulary")
+    outside_vocabulary: list[str] = Field(description="the distinct characters outside the vocabulary, in order of appearance")
+    scoring: Literal["static"] = Field(description="static: read once as one stream, the model unchanged by the text (a copy "
+                                                   "attention looks back over the text already read), as charlm eval without --dynamic")
     loss: float = Field(description="mean cross-entropy in nats per character")
     bits_per_char: float = Field(description="mean surprisal in bits per character (loss / ln 2)")
     perplexity: float | None = Field(description="2 ** bits_per_char (null if too large to write)")
@@ -591,10 +596,11 @@ def create_app(
         as ``text``); it is null for the first character, which nothing predicts, and for
         characters skipped as unknown.
         """
-        text = normalize(req.text, srv.ckpt.train_config.newlines)
+        text = vocab_form(srv.vocab, normalize(req.text, srv.ckpt.train_config.newlines))  # as charlm eval reads it
         if req.unknown == "error":
             check_known(srv.vocab, text, "text", hint=SKIP_HINT)
         known = [i for i, c in enumerate(text) if srv.vocab.unk or c in srv.vocab]
+        outside = list(dict.fromkeys(c for c in text if c not in srv.vocab))
         if len(known) < 2:
             raise InputError("text", "needs at least two characters the model knows")
         ids = srv.vocab.encode("".join(text[i] for i in known))
@@ -608,6 +614,9 @@ def create_app(
             "characters": len(text),
             "scored": len(bits),
             "skipped": len(text) - len(known),
+            "as_unk": sum(c not in srv.vocab for c in text) if srv.vocab.unk else 0,
+            "outside_vocabulary": outside,
+            "scoring": "static",
             "loss": mean_bits * math.log(2),
             "bits_per_char": mean_bits,
             "perplexity": 2.0 ** mean_bits if mean_bits < 1000 else float("inf"),

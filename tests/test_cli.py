@@ -1052,3 +1052,31 @@ def test_eval_json_holds_the_copy_reports_and_nothing_else_is_on_stdout(capsys, 
     assert code == 0 and [c["longest"] for c in report["copies"]] == [10, 9] and "sample 1:" not in err
     code, stdout, err = run_cli(capsys, "eval", tiny_run, f, "--check-copy")
     assert code == 0 and "sample 1: " in err and "sample 2: " in err
+
+
+def test_eval_each_line_scores_every_line_by_itself_after_a_line_break(capsys, tiny_run, tmp_path):
+    f = tmp_path / "lines.txt"
+    f.write_text("分开的时候我说不分开\n\n你说我们还会再见☃\n快乐的日子", encoding="utf-8")
+    code, stdout, _ = run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")
+    report = json.loads(stdout)
+    model, vocab, _ = load_model(tiny_run)
+    expected = [(1, "分开的时候我说不分开"), (3, "你说我们还会再见☃"), (4, "快乐的日子")]  # the blank line 2 is left out
+    assert code == 0 and [(r["line"], r["text"]) for r in report["lines"]] == expected
+    for row, (_, line) in zip(report["lines"], expected):  # from a fresh state, the line break before and after it read
+        loss, n = evaluate(model, torch.tensor(vocab.encode_known("\n" + line + "\n")[0]))
+        assert row["scored"] == n and row["loss"] == pytest.approx(loss, rel=1e-6)
+    assert report["lines"][1]["skipped"] == 1 and report["characters"]["scored"] == 11 + 9 + 6
+    pooled = sum(r["loss"] * r["scored"] for r in report["lines"]) / report["characters"]["scored"]
+    assert report["loss"] == pytest.approx(pooled) and report["how"].startswith("static, each line by itself")
+    code, stdout, _ = run_cli(capsys, "eval", tiny_run, f, "--each-line")
+    row = report["lines"][2]
+    assert code == 0 and f"   4       6  {row['bits_per_character']:9.4f}  {row['perplexity']:10.3f}  快乐的日子" in stdout.splitlines()
+    one_line_error(*run_cli(capsys, "eval", tiny_run, f, "--each-line", "--dynamic", "0.1")[::2],
+                   "--each-line scores each line by itself, and --dynamic reads the text as one: give one of them")
+    f.write_text("分\n开\n", encoding="utf-8")  # a line and its line breaks: 2 characters scored each
+    assert json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")[1])["characters"]["scored"] == 4
+    f.write_text("分开\n☃\n", encoding="utf-8")  # a line of nothing known has a row, not a figure
+    code, stdout, _ = run_cli(capsys, "eval", tiny_run, f, "--each-line")
+    assert code == 0 and "   2       0          -           -  ☃" in stdout.splitlines()
+    f.write_text("☃\n☃☃\n", encoding="utf-8")
+    one_line_error(*run_cli(capsys, "eval", tiny_run, f, "--each-line")[::2], "too little to score")

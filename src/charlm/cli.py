@@ -128,6 +128,9 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
                         "verbatim in the training text (on stderr; in the report with --json)")
     e.add_argument("--unknown", choices=["skip", "error"], default="skip",
                    help="characters outside the vocabulary: skip (score the rest, and say so) or error (default: skip)")
+    e.add_argument("--each-line", action="store_true",
+                   help="score each line by itself, from a fresh state after a line break, with the line break that ends it: "
+                        "a row per line (to rank candidate lines), and the figures over them all")
     e.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
     s = sub.add_parser("serve", help="an HTTP API and a lyrics page over a model",
@@ -501,6 +504,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CharlmError(f"--dynamic must be a learning rate from 0 to 10 (0.001 to 1 are the useful ones), got {args.dynamic}")
     if args.file is None and args.check_copy:
         raise CharlmError("--check-copy needs a FILE of samples to check (generate --num-samples N writes one)")
+    if args.each_line and (clash := next((f for f, on in (("--dynamic", args.dynamic), ("--bigram", args.bigram),
+                                                           ("--check-copy", args.check_copy)) if on), None)):
+        raise CharlmError(f"--each-line scores each line by itself, and {clash} reads the text as one: give one of them")
     newlines = ckpt.train_config.newlines
     text, source, notes = _eval_text(args, ckpt)  # line ends as \n; newlines as the model reads them below
     needs = [flag for flag, on in (("--check-copy", args.check_copy), ("--bigram", args.bigram)) if on]
@@ -514,11 +520,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         samples = [normalize(t.strip("\n"), newlines) for t in pieces if t.strip()]
         text = re.sub(marker + r"\n?", "", text, flags=re.M)
         index = _copy_index(ckpt, train_text)  # before the scoring (as the training text is read): a missing one costs no wait
-    text = normalize(text, newlines)
     if (form := vocab_form(vocab, text)) != text:
         notes.append("read in the Unicode form the vocabulary holds (accented letters composed or decomposed as in its "
                      "training text), as generate reads a prefix")
-        text = form
+    lines, text = form.split("\n"), normalize(form, newlines)
     outside = collections.Counter(c for c in text if c not in vocab)  # most frequent first
     if outside and not vocab.unk and args.unknown == "error":
         raise CharlmError(f"{source}: {_count(sum(outside.values()), 'character')} outside the model's vocabulary: "
@@ -529,9 +534,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           f"{'is' if len(ids) == 1 else 'are'} in the model's vocabulary, and it takes two"
                           + (f" (outside it: {show_chars(list(outside))})" if outside else ""))
     bigram_ids = vocab.encode_known(train_text)[0] if args.bigram else None
-    bar = Progress(len(ids), "scoring", "character")
+    bar = Progress(len(lines) if args.each_line else len(ids), "scoring", "line" if args.each_line else "character")
     try:
-        if args.dynamic:
+        if args.each_line:
+            rows = _score_lines(model, vocab, lines, newlines, bar.advance)
+            if not (n := sum(r["scored"] for r in rows)):
+                raise CharlmError(f"{source}: too little to score: no line has two characters the model knows")
+            loss = sum(r["loss"] * r["scored"] for r in rows if r["scored"]) / n
+        elif args.dynamic:
             loss, n = evaluate_dynamic(model, torch.tensor(ids, dtype=torch.long), args.dynamic, progress=bar.advance)
         else:
             loss, n = evaluate(model, torch.tensor(ids, dtype=torch.long), progress=bar.advance)
@@ -547,10 +557,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                f"not comparable with static figures")
         if n <= DYNAMIC_CHUNK:
             how += "; the text is no longer than one chunk, so no update came before a score: the figure is the static one"
+    elif args.each_line:
+        how = (f"static, each line by itself: read from a fresh state after a line break{' (a space)' if newlines == 'space' else ''}, "
+               f"its characters and the line break that ends it scored, the model unchanged by the text; the figures below "
+               f"are over all the lines' characters")
     else:
         how = "static: read once as one stream, the state carried, the model unchanged by the text"
     if model.cfg.copy_window:
-        how += f"; its copy attention looks back over up to {model.cfg.copy_window} characters of this text already read"
+        how += f"; its copy attention looks back over up to {model.cfg.copy_window} characters of {'the line' if args.each_line else 'this text'} already read"
     as_unk = sum(outside.values()) if vocab.unk else 0  # read as <unk>, and scored so
     if skipped:
         share = skipped / len(text)
@@ -580,6 +594,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         report["bigram_perplexity"] = math.exp(bigram_loss(bigram_ids, ids, len(vocab)))
     report["notes"] = notes
+    if args.each_line:
+        report["lines"] = rows
     if index is not None:
         reports = _report_copies(index, samples, quiet=args.json)
         report["copies"] = [dataclasses.asdict(r) for r in reports]
@@ -588,6 +604,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         _print_eval(report)
     return 0
+
+
+def _score_lines(model, vocab, lines: list[str], newlines: str, progress) -> list[dict]:
+    """``charlm eval --each-line``: each non-blank line scored by itself, from a fresh state after a line break, with the
+    line break that ends it (so a line that stops short costs too); one row per line, numbered from 1."""
+    import torch
+
+    from .train import evaluate
+
+    brk, rows = "\n" if newlines == "keep" else " ", []
+    for number, line in enumerate(lines, 1):
+        progress(1)
+        if not line.strip():
+            continue
+        ids, skipped = vocab.encode_known(brk + line + brk)
+        row = {"line": number, "text": line, "scored": 0, "skipped": skipped, "loss": None, "perplexity": None, "bits_per_character": None}
+        if len(ids) >= 2 and (vocab.unk or any(c in vocab for c in line)):  # (not a line break after nothing known)
+            loss, row["scored"] = evaluate(model, torch.tensor(ids, dtype=torch.long))
+            row.update(loss=loss, perplexity=math.exp(loss) if loss < 700 else None, bits_per_character=loss / math.log(2))
+        rows.append(row)
+    return rows
 
 
 def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
@@ -641,6 +678,11 @@ def _print_eval(report: dict) -> None:
           + (f", {ch['skipped']:,} outside the vocabulary skipped ({shown})" if ch["skipped"] else "")
           + (f", {ch['as_unk']:,} outside the vocabulary read as <unk> ({shown})" if ch["as_unk"] else ""))
     print(f"scoring: {report['how']}")
+    if "lines" in report:
+        print("line  scored  bits/char  perplexity  text")
+        for r in report["lines"]:
+            figures = f"{r['bits_per_character']:9.4f}  {r['perplexity'] or float('inf'):10.3f}" if r["scored"] else f"{'-':>9}  {'-':>10}"
+            print(f"{r['line']:4d}  {r['scored']:6,}  {figures}  {r['text']}")
     print(f"loss: {report['loss']:.4f} nats/char")
     print(f"perplexity: {report['perplexity'] if report['perplexity'] is not None else float('inf'):.3f}")
     print(f"bits per character: {report['bits_per_character']:.4f}")

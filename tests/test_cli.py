@@ -1080,3 +1080,14 @@ def test_eval_each_line_scores_every_line_by_itself_after_a_line_break(capsys, t
     assert code == 0 and "   2       0          -           -  ☃" in stdout.splitlines()
     f.write_text("☃\n☃☃\n", encoding="utf-8")
     one_line_error(*run_cli(capsys, "eval", tiny_run, f, "--each-line")[::2], "too little to score")
+
+
+def test_a_torch_built_for_numpy_1_beside_numpy_2_is_a_one_line_error(capsys, monkeypatch):
+    """torch 2.2 (which charlm allows) with NumPy 2 (which pip picks): every .numpy() raises; say what to install."""
+    from charlm import cli
+
+    def numpy_gone(args):
+        raise RuntimeError("Numpy is not available")
+
+    monkeypatch.setitem(cli.COMMANDS, "eval", numpy_gone)
+    one_line_error(*run_cli(capsys, "eval", "run", "t.txt")[::2], "(it was built for NumPy 1): pip install 'numpy<2'", expect_code=1)

@@ -600,7 +600,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         reports = _report_copies(index, samples, quiet=args.json)
         report["copies"] = [dataclasses.asdict(r) for r in reports]
     if args.json:
-        print(json.dumps(report, ensure_ascii=False))
+        from .checkpoint import finite
+
+        print(json.dumps(finite(report), ensure_ascii=False))  # (an infinite loss as null: JSON has no Infinity)
     else:
         _print_eval(report)
     return 0
@@ -873,6 +875,13 @@ def main(argv: list[str] | None = None) -> int:
         print("charlm: error: out of memory (a model, batch or number of samples too large for this machine)", file=sys.stderr)
         return 1
     except RuntimeError as e:  # torch's allocators say it in words
+        if "Numpy is not available" in str(e):  # a torch built for NumPy 1 (before 2.3) beside NumPy 2: .numpy() fails
+            import numpy
+            import torch
+
+            print(f"charlm: error: torch {torch.__version__} cannot use NumPy {numpy.__version__} (it was built for NumPy 1): "
+                  f"pip install 'numpy<2'", file=sys.stderr)
+            return 1
         if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
             raise
         print(f"charlm: error: out of memory ({str(e).splitlines()[0][:200]}); try smaller settings", file=sys.stderr)

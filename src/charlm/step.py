@@ -89,6 +89,13 @@ def autocast(device: torch.device, precision: str, cache: bool = True):
     return torch.autocast(device.type, dtype=DTYPES[precision], cache_enabled=cache)
 
 
+def make_grad_scaler(device: torch.device):
+    """fp16's gradient scaler: torch.amp.GradScaler (PyTorch >= 2.3), else the CUDA one of older PyTorch."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device.type)
+    return torch.cuda.amp.GradScaler()  # PyTorch 2.2: CUDA only (fp16 is refused on other devices anyway)
+
+
 class TrainStep:
     """``step(x, y, state) -> (loss, state)``: one update of ``params``; the loss (a 0-d fp32 tensor) and state come back detached.
 
@@ -104,7 +111,7 @@ class TrainStep:
         self.cfg, self.device = cfg, device
         self.use_graph = cfg.cuda_graph if graph is None else graph
         self.vocab_size = base.cfg.vocab_size
-        self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+        self.scaler = make_grad_scaler(device) if cfg.precision == "fp16" else None
         self.graph = None  # a torch.cuda.CUDAGraph, or on the CPU the body itself
         self.warm = 0
         self.forward = one_hot_forward(model, cfg, device) or model

@@ -202,9 +202,18 @@ def build_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.opt
                 opt = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
                 return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=cfg.cuda_graph, **fast)
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fast)
-        except RuntimeError:
+        except (RuntimeError, TypeError):  # TypeError: a PyTorch whose SGD has no fused (< 2.3)
             if "foreach" in fast:
                 raise
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping the kernels ``optimizer`` was built with (fused or foreach): the
+    saved ones are the saving PyTorch's (a fused CPU Adam needs torch 2.4 or later), which this one may lack."""
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for g, kept in zip(optimizer.param_groups, kernels):
+        g.update(kept)
 
 
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
@@ -360,7 +369,7 @@ class Trainer:
         ckpt_io.load_weights(self.model, c.weights, c.path)
         if t["batch"] > self.n_batches:  # (the counts' types were checked as the checkpoint was read)
             raise ValueError(f"batch {t['batch']} is past the end of an epoch ({self.n_batches} batches)")
-        self.optimizer.load_state_dict(ckpt_io.join_state_dict(t["optimizer"], c.trainer_tensors))
+        load_optimizer_state(self.optimizer, ckpt_io.join_state_dict(t["optimizer"], c.trainer_tensors))
         self._check_optimizer()
         if self.scheduler and t.get("scheduler"):
             self.scheduler.load_state_dict({**t["scheduler"], "lr_lambdas": [None]})

@@ -666,3 +666,24 @@ def test_analyse_leaves_the_random_stream_alone(tiny_ckpt):
 
 def test_an_enclosing_mark_alone_sits_on_a_dotted_circle():
     assert inspector.show_char("\u20dd") == "◌\u20dd" and inspector.show_char("\u20e3") == "◌\u20e3"  # category Me
+
+
+@pytest.mark.skipif(not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()),
+                    reason="needs Debian's chromium and chromium-driver")
+def test_page_fits_a_phone_screen(report, tmp_path, monkeypatch):
+    """At 320 CSS pixels (WCAG's reflow width) a wide heatmap or table scrolls in its own section, not the page."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download a browser or driver
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(arg)
+    opts.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": 320, "height": 800, "pixelRatio": 1}})
+    driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=opts)
+    try:
+        driver.get(report.as_uri())
+        assert driver.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]") == [320, 320]
+    finally:
+        driver.quit()

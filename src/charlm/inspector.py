@@ -630,7 +630,7 @@ body { margin:0; background:var(--bg); color:var(--ink);
 main { max-width:1160px; margin:0 auto; padding:24px 20px 60px; }
 h1 { font-size:24px; margin:0 0 4px; } h2 { font-size:18px; margin:0 0 10px; }
 .meta { color:var(--soft); font-size:13px; }
-section { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:16px 18px; margin:16px 0; }
+section { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:16px 18px; margin:16px 0; overflow-x:auto; }  /* a narrow screen scrolls a wide table or heatmap, not the page */
 .notes { background:#fff8e6; border-color:#f0d58a; } .notes li { margin:2px 0; }
 .help { color:var(--soft); font-size:13px; margin:6px 0 0; }
 .text { font-size:22px; line-height:1.9; letter-spacing:1px; word-break:break-all; }

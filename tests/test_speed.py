@@ -462,6 +462,22 @@ def test_fp16_clips_the_unscaled_gradients():
     assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-3)
 
 
+def test_a_graph_with_sgd_where_fused_sgd_is_missing_is_refused(monkeypatch):
+    """torch < 2.3 has no fused SGD; foreach SGD reads its rate as a number, so a captured graph would keep the first."""
+    real = torch.optim.SGD
+
+    def no_fused(*a, fused=None, **kw):
+        if fused:
+            raise TypeError("SGD.__init__() got an unexpected keyword argument 'fused'")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(torch.optim, "SGD", no_fused)
+    params = [torch.nn.Parameter(torch.randn(3, 3))]
+    with pytest.raises(CharlmError, match="--cuda-graph with --optimizer sgd needs fused SGD"):
+        build_optimizer(params, TrainConfig(optimizer="sgd", cuda_graph=True, device="auto"), CPU)
+    assert build_optimizer(params, TrainConfig(optimizer="sgd"), CPU).param_groups[0]["foreach"]  # without a graph: foreach
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_a_restored_optimizer_keeps_the_kernels_it_was_built_with(optimizer, monkeypatch):
     """A checkpoint saved with fused kernels (torch >= 2.4 has them on the CPU) resumes where only foreach exists."""

@@ -205,6 +205,9 @@ def build_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.opt
         except (RuntimeError, TypeError):  # TypeError: a PyTorch whose SGD has no fused (< 2.3)
             if "foreach" in fast:
                 raise
+            if cfg.optimizer == "sgd" and cfg.cuda_graph:  # foreach SGD reads its rate as a number: a graph would keep the first
+                raise CharlmError(f"--cuda-graph with --optimizer sgd needs fused SGD, which PyTorch {torch.__version__} does not "
+                                  "offer here (it came in 2.3); use --optimizer adam or adamw, or leave --cuda-graph out") from None
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:

@@ -1004,7 +1004,63 @@ def test_eval_reads_standard_input_given_as_a_dash(capsys, tiny_run, tmp_path, m
     report = json.loads(stdout)
     assert code == 0 and report["text"] == "standard input" and report["loss"] == from_file["loss"]
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe\xfa")))
-    one_line_error(*run_cli(capsys, "eval", tiny_run, "-")[::2], "<stdin>: cannot decode byte 0 (0xff) as utf-8")
+    one_line_error(*run_cli(capsys, "eval", tiny_run, "-")[::2], "standard input: cannot decode byte 0 (0xff) as utf-8")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    one_line_error(*run_cli(capsys, "eval", tiny_run, "-")[::2], "standard input: nothing came in (it is empty)")
+    monkeypatch.setattr(sys, "stdin", None)  # charlm eval run - <&-
+    one_line_error(*run_cli(capsys, "eval", tiny_run, "-")[::2], "- reads standard input, and there is none (it is closed)")
+
+
+def test_eval_of_a_last_checkpoint_written_between_validations_names_its_own_step(capsys, tmp_path):
+    """A training stopped part-way through an epoch writes last/ after its last validation: the report gives the
+    checkpoint's own epoch and step, and does not call its figure the validation's."""
+    from charlm.data import load_corpus
+    from charlm.config import ModelConfig
+    from charlm.train import Trainer, TrainingInterrupted
+
+    from .conftest import tiny_train_config
+
+    cfg = tiny_train_config(tmp_path, epochs=2)
+    corpus = load_corpus(cfg)
+    t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=8), cfg, corpus, log=lambda *_: None)
+    real, calls = t._train_step, []
+
+    def ctrl_c_in_the_second_epoch(model):  # Ctrl-C during the second epoch's third batch
+        step = real(model)
+
+        def counted(*a):
+            if len(calls) == t.n_batches + 2:
+                t._on_signal(signal.SIGINT, None)
+            calls.append(1)
+            return step(*a)
+
+        return counted
+
+    t._train_step = ctrl_c_in_the_second_epoch
+    with pytest.raises(TrainingInterrupted):
+        t.fit()
+    n = t.n_batches
+    code, stdout, _ = run_cli(capsys, "eval", tmp_path / "run" / "last", "--json")
+    report = json.loads(stdout)
+    assert code == 0 and (report["epoch"], report["step"]) == (round(1 + 3 / n, 3), n + 3)
+    assert report["notes"] == [f"the same text as the training's validation; this checkpoint was written at step {n + 3:,}, "
+                               f"after its last validation (step {n:,}), so the figure is its own"]
+    best = json.loads(run_cli(capsys, "eval", tmp_path / "run", "--json")[1])
+    assert (best["epoch"], best["step"]) == (1, n) and best["notes"][0].startswith("the same text and figure as the training's")
+
+
+def test_eval_json_is_json_where_the_output_cannot_write_every_character(capsys, tiny_run, tmp_path, monkeypatch):
+    """On a GBK stdout (a Chinese Windows' file or pipe) an emoji would be backslashreplace's \\U0001f600: not JSON."""
+    import io
+
+    f = tmp_path / "t.txt"
+    f.write_text("分开😀的时候\n", encoding="utf-8")
+    out = io.TextIOWrapper(io.BytesIO(), encoding="gbk")
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["eval", str(tiny_run), str(f), "--json"]) == 0
+    out.flush()
+    report = json.loads(out.buffer.getvalue().decode("gbk"))
+    assert report["characters"]["outside_vocabulary"] == ["😀"]
 
 
 def test_eval_names_what_it_skipped_and_says_the_figure_covers_only_the_rest(capsys, tiny_run, tmp_path):
@@ -1044,6 +1100,14 @@ def test_eval_says_when_the_file_is_the_one_the_model_was_trained_on(capsys, tin
                           f"mixes seen and unseen text; `charlm eval {tiny_run}` alone scores the held-out part") in stdout
 
 
+def test_eval_of_the_training_file_says_how_much_of_it_limit_chars_trained_on(capsys, tmp_path):
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1, limit_chars=300)
+    code, stdout, _ = run_cli(capsys, "eval", tmp_path / "run", tmp_path / "corpus.txt")
+    assert code == 0 and "note: this is the text the model was trained on, and at most its first 300 characters were trained on" in stdout
+
+
 def test_eval_json_holds_the_copy_reports_and_nothing_else_is_on_stdout(capsys, tiny_run, tmp_path):
     f = tmp_path / "samples.txt"
     f.write_text("--- sample 1 ---\n分开的时候我说不分开\n--- sample 2 ---\n快乐的日子在心里面\n", encoding="utf-8")
@@ -1078,8 +1142,19 @@ def test_eval_each_line_scores_every_line_by_itself_after_a_line_break(capsys, t
     f.write_text("分开\n☃\n", encoding="utf-8")  # a line of nothing known has a row, not a figure
     code, stdout, _ = run_cli(capsys, "eval", tiny_run, f, "--each-line")
     assert code == 0 and "   2       0          -           -  ☃" in stdout.splitlines()
+    f.write_text("分", encoding="utf-8")  # one known character: with the line breaks around it, enough
+    assert json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")[1])["characters"]["scored"] == 2
     f.write_text("☃\n☃☃\n", encoding="utf-8")
-    one_line_error(*run_cli(capsys, "eval", tiny_run, f, "--each-line")[::2], "too little to score")
+    one_line_error(*run_cli(capsys, "eval", tiny_run, f, "--each-line")[::2],
+                   "too little to score: no line holds a character the model knows (outside it: '☃')")
+
+
+def test_eval_each_line_of_the_held_out_text_needs_line_breaks(capsys, tmp_path):
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1, newlines="space")
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "run", "--each-line")[::2],
+                   "--each-line needs a FILE for this model: it reads line breaks as spaces")
 
 
 def test_a_torch_built_for_numpy_1_beside_numpy_2_is_a_one_line_error(capsys, monkeypatch):

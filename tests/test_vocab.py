@@ -49,6 +49,12 @@ def test_without_unk_unknown_characters_are_reported_and_skippable():
         v.encode("x")
     with pytest.raises(CharlmError, match=r"^'x' is not in the vocabulary \(3 characters\); encode_known skips such characters$"):
         v.encode("abx")
+    import pickle
+
+    with pytest.raises(CharlmError) as e:
+        v.encode("by")
+    again = pickle.loads(pickle.dumps(e.value))  # (as a worker process sends it back)
+    assert (type(again), again.char, str(again)) == (type(e.value), "y", str(e.value))
 
 
 def test_bundled_corpus_vocabulary_sizes_match_the_seed():

@@ -127,10 +127,11 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
                    help="FILE holds samples (split at blank lines or '--- sample N ---'): report each one's longest span found "
                         "verbatim in the training text (on stderr; in the report with --json)")
     e.add_argument("--unknown", choices=["skip", "error"], default="skip",
-                   help="characters outside the vocabulary: skip (score the rest, and say so) or error (default: skip)")
+                   help="characters outside the vocabulary: skip (score the rest, and say so) or error (default: skip); "
+                        "a model trained with --unk reads them as <unk> either way")
     e.add_argument("--each-line", action="store_true",
                    help="score each line by itself, from a fresh state after a line break, with the line break that ends it: "
-                        "a row per line (to rank candidate lines), and the figures over them all")
+                        "a row per non-blank line (to rank candidate lines), and the figures over them all")
     e.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
     s = sub.add_parser("serve", help="an HTTP API and a lyrics page over a model",
@@ -508,6 +509,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                                            ("--check-copy", args.check_copy)) if on), None)):
         raise CharlmError(f"--each-line scores each line by itself, and {clash} reads the text as one: give one of them")
     newlines = ckpt.train_config.newlines
+    if args.each_line and args.file is None and newlines == "space":
+        raise CharlmError("--each-line needs a FILE for this model: it reads line breaks as spaces, so its held-out text "
+                          "has no lines left to part")
     text, source, notes = _eval_text(args, ckpt)  # line ends as \n; newlines as the model reads them below
     needs = [flag for flag, on in (("--check-copy", args.check_copy), ("--bigram", args.bigram)) if on]
     train_text = _training_text(ckpt, needs[0]) if needs else None  # read once, before any scoring
@@ -529,7 +533,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CharlmError(f"{source}: {_count(sum(outside.values()), 'character')} outside the model's vocabulary: "
                           f"{show_chars(list(outside))} (--unknown skip scores the rest)")
     ids, skipped = vocab.encode_known(text)
-    if len(ids) < 2:
+    if len(ids) < 2 and not args.each_line:  # (a line is scored with the line breaks around it)
         raise CharlmError(f"{source}: too little to score: {len(ids)} of its {len(text):,} characters "
                           f"{'is' if len(ids) == 1 else 'are'} in the model's vocabulary, and it takes two"
                           + (f" (outside it: {show_chars(list(outside))})" if outside else ""))
@@ -539,7 +543,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.each_line:
             rows = _score_lines(model, vocab, lines, newlines, bar.advance)
             if not (n := sum(r["scored"] for r in rows)):
-                raise CharlmError(f"{source}: too little to score: no line has two characters the model knows")
+                raise CharlmError(f"{source}: too little to score: no line holds a character the model knows"
+                                  + (f" (outside it: {show_chars(list(outside))})" if outside else ""))
             loss = sum(r["loss"] * r["scored"] for r in rows if r["scored"]) / n
         elif args.dynamic:
             loss, n = evaluate_dynamic(model, torch.tensor(ids, dtype=torch.long), args.dynamic, progress=bar.advance)
@@ -602,7 +607,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         from .checkpoint import finite
 
-        print(json.dumps(finite(report), ensure_ascii=False))  # (an infinite loss as null: JSON has no Infinity)
+        import codecs
+
+        try:
+            utf = codecs.lookup(getattr(sys.stdout, "encoding", None) or "utf-8").name.startswith("utf")
+        except LookupError:
+            utf = False
+        # an infinite loss as null (JSON has no Infinity); \u escapes where the output's encoding (GBK) cannot write
+        # every character: its own escapes (backslashreplace's \U0001f600) are not JSON
+        print(json.dumps(finite(report), ensure_ascii=not utf))
     else:
         _print_eval(report)
     return 0
@@ -643,17 +656,27 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
         except CharlmError as e:
             raise CharlmError(f"scoring the held-out text needs the training text: {e}") from None
         source = f"the held-out part of {cfg.data or 'the bundled lyrics'} (its last {cfg.val_fraction:.0%}), never trained on"
-        notes = ["the same text and figure as the training's validation"
-                 + (", by which this checkpoint was chosen as the best" if ckpt.path.name == "best" else "")]
+        step = ckpt.trainer.get("step")
+        validated = [m["step"] for m in ckpt.metrics if m.get("val_loss") is not None]
+        if step in validated:
+            notes = ["the same text and figure as the training's validation"
+                     + (", by which this checkpoint was chosen as the best" if ckpt.path.name == "best" else "")]
+        else:  # a last/ written when a training stopped between validations
+            notes = ["the same text as the training's validation; this checkpoint was written at step "
+                     f"{step:,}, " + (f"after its last validation (step {validated[-1]:,})" if validated else "before any validation")
+                     + ", so the figure is its own"]
         return text, source, notes
     if args.file == "-":
+        if sys.stdin is None:
+            raise CharlmError("- reads standard input, and there is none (it is closed); give a FILE")
         return normalize(decode_text(sys.stdin.buffer.read(), args.encoding)), "standard input", []
     text, notes = normalize(read_text(args.file, args.encoding)), []
     trained = Path(cfg.data) if cfg.data else bundled_corpus()
     with contextlib.suppress(OSError):
         if cfg.data != IN_MEMORY and trained.exists() and os.path.samefile(args.file, trained):
-            part = f"its first {1 - cfg.val_fraction:.0%}" if cfg.val_fraction else "all of it"
-            notes.append(f"this is the text the model was trained on, and {part} was trained on: the figure mixes seen and "
+            part = (f"at most its first {cfg.limit_chars:,} characters were" if cfg.limit_chars  # (--limit-chars)
+                    else f"its first {1 - cfg.val_fraction:.0%} was" if cfg.val_fraction else "all of it was")
+            notes.append(f"this is the text the model was trained on, and {part} trained on: the figure mixes seen and "
                          f"unseen text" + (f"; `charlm eval {_shell(str(args.checkpoint))}` alone scores the held-out part"
                                            if cfg.val_fraction else ""))
     return text, str(args.file), notes
@@ -664,9 +687,18 @@ def _count(n: int, noun: str) -> str:
 
 
 def _trained_so_far(ckpt) -> dict:
-    """The checkpoint's epoch and step (for a report that names the model it scored)."""
-    last = ckpt.metrics[-1] if ckpt.metrics else {}
-    return {"epoch": last.get("epoch", ckpt.trainer.get("epoch")), "step": last.get("step", ckpt.trainer.get("step"))}
+    """The checkpoint's epoch (a fraction part-way through one) and step, as its trainer saved them (a last/ may be
+    newer than its last metrics row), for a report that names the model it scored."""
+    from .data import num_batches
+
+    t, cfg = ckpt.trainer, ckpt.train_config
+    epoch = t.get("epoch")
+    if epoch is not None and t.get("batch"):
+        try:  # as a validation part-way through an epoch numbers it
+            epoch = round(epoch + t["batch"] / num_batches(t["train_chars"], cfg.batch_size, cfg.num_steps, cfg.sampling), 3)
+        except (KeyError, TypeError, ZeroDivisionError):
+            epoch = None
+    return {"epoch": epoch, "step": t.get("step")}
 
 
 def _print_eval(report: dict) -> None:

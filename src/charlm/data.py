@@ -201,8 +201,10 @@ def _other_encoding(raw: bytes, name: str, text: str) -> str | None:
     return None
 
 
-def decode_text(raw: bytes, encoding: str = "utf-8", name: str = "<stdin>") -> str:
+def decode_text(raw: bytes, encoding: str = "utf-8", name: str = "standard input") -> str:
     """Bytes that came from elsewhere than a file (standard input), decoded and checked as a file's are."""
+    if not raw:
+        raise CharlmError(f"{name}: nothing came in (it is empty)")
     return _decode(Path(name), raw, encoding)
 
 

@@ -21,7 +21,10 @@ class UnknownCharacter(CharlmError, KeyError):
 
     def __init__(self, char: str, size: int):
         super().__init__(f"{char!r} is not in the vocabulary ({size:,} characters); encode_known skips such characters")
-        self.char = char
+        self.char, self.size = char, size
+
+    def __reduce__(self):  # (pickled across processes, as a DataLoader's worker sends its error)
+        return type(self), (self.char, self.size)
 
     def __str__(self) -> str:  # (a KeyError's would be the message's repr)
         return self.args[0]

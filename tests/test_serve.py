@@ -212,6 +212,8 @@ def test_score_unknown_characters(client):
     s = client.post("/v1/score", json={"text": "分开☃不分开", "unknown": "skip"}).json()
     assert s["skipped"] == 1 and s["surprisal"][2] is None and s["surprisal"][3] is not None
     assert s["outside_vocabulary"] == ["☃"] and s["as_unk"] == 0 and s["scoring"] == "static"
+    s = client.post("/v1/score", json={"text": "分开X☃不分开☃Y", "unknown": "skip"}).json()
+    assert s["outside_vocabulary"] == ["☃", "X", "Y"]  # most frequent first, then in order of appearance (as eval --json)
 
 
 def test_score_says_what_a_model_with_unk_read_as_unk(tmp_path):

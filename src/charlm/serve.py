@@ -17,6 +17,7 @@ generations run at once and the others wait in line.
 """
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -147,7 +148,8 @@ class ScoreResponse(BaseModel):
     skipped: int = Field(description="characters outside the vocabulary, skipped (with unknown: skip): the figures cover the rest")
     as_unk: int = Field(description="characters outside the vocabulary read and scored as <unk> (a model trained with --unk): "
                                     "easier to predict than the characters themselves, so compare only with models of this vocabulary")
-    outside_vocabulary: list[str] = Field(description="the distinct characters outside the vocabulary, in order of appearance")
+    outside_vocabulary: list[str] = Field(description="the distinct characters outside the vocabulary, most frequent first "
+                                             "(ties in order of appearance), as charlm eval --json lists them")
     scoring: Literal["static"] = Field(description="static: read once as one stream, the model unchanged by the text (a copy "
                                                    "attention looks back over the text already read), as charlm eval without --dynamic")
     loss: float = Field(description="mean cross-entropy in nats per character")
@@ -600,7 +602,7 @@ def create_app(
         if req.unknown == "error":
             check_known(srv.vocab, text, "text", hint=SKIP_HINT)
         known = [i for i, c in enumerate(text) if srv.vocab.unk or c in srv.vocab]
-        outside = list(dict.fromkeys(c for c in text if c not in srv.vocab))
+        outside = [c for c, _ in collections.Counter(c for c in text if c not in srv.vocab).most_common()]  # as eval's
         if len(known) < 2:
             raise InputError("text", "needs at least two characters the model knows")
         ids = srv.vocab.encode("".join(text[i] for i in known))

@@ -20,6 +20,7 @@ else ifneq ($(shell $(PY) -c "import importlib.util as u; print(all(u.find_spec(
 endif
 
 $(VENV)/.installed: pyproject.toml
+	@rm -f $@  # (an install that fails half-way leaves no record of the torch asked for: the next make installs again)
 	@# a .venv whose python runs is kept, whichever Python made it; one whose python does not (gone) is made anew
 	@if ! $(PY) -c "" 2>/dev/null; then \
 	  $(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 10))" 2>/dev/null || { echo "make: charlm needs Python 3.10 or later, and PYTHON=$(PYTHON) is $$($(PYTHON) --version 2>&1 | head -n 1); give another: make demo PYTHON=python3.12" >&2; exit 1; }; \

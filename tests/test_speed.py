@@ -462,6 +462,24 @@ def test_fp16_clips_the_unscaled_gradients():
     assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-3)
 
 
+def test_a_restored_fused_optimizer_has_its_step_counters_where_its_kernels_read_them():
+    """PyTorch places a restored Adam's step counter by the saving run's kernels: from a foreach run it stays as that
+    run kept it (a CPU tensor, in the default dtype), which a fused or capturable Adam on a GPU cannot read."""
+    params = [torch.nn.Parameter(torch.randn(3, 3))]
+    fused = build_optimizer(params, TrainConfig(optimizer="adam"), CPU)
+    if not fused.param_groups[0].get("fused"):
+        pytest.skip(f"PyTorch {torch.__version__} has no fused CPU Adam (torch >= 2.4 has)")
+    plain = torch.optim.Adam(params, foreach=True)
+    for opt in (fused, plain):
+        params[0].grad = torch.ones(3, 3)
+        opt.step()
+        opt.state[params[0]]["step"] = torch.tensor(1.0, dtype=torch.float64)  # as a float64 default dtype leaves it
+    step_mod.prepare_optimizer(fused, TrainConfig(optimizer="adam"), CPU)
+    step_mod.prepare_optimizer(plain, TrainConfig(optimizer="adam"), CPU)
+    assert fused.state[params[0]]["step"].dtype == torch.float32 and float(fused.state[params[0]]["step"]) == 1.0
+    assert plain.state[params[0]]["step"].dtype == torch.float64  # a foreach one reads any: left as it is
+
+
 def test_a_graph_with_sgd_where_fused_sgd_is_missing_is_refused(monkeypatch):
     """torch < 2.3 has no fused SGD; foreach SGD reads its rate as a number, so a captured graph would keep the first."""
     real = torch.optim.SGD
@@ -486,9 +504,10 @@ def test_a_restored_optimizer_keeps_the_kernels_it_was_built_with(optimizer, mon
     params = [torch.nn.Parameter(torch.randn(3, 3))]
     cfg = TrainConfig(optimizer=optimizer, lr=1e-2, momentum=0.9)  # (SGD keeps a state with momentum)
     saved = build_optimizer(params, cfg, CPU)  # fused here
+    if not saved.param_groups[0].get("fused"):
+        pytest.skip(f"PyTorch {torch.__version__} has no fused CPU {optimizer} to save a checkpoint with (torch >= 2.4 has)")
     params[0].grad = torch.ones(3, 3)
     saved.step()
-    assert saved.param_groups[0]["fused"]
     state = saved.state_dict()
     real = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
 

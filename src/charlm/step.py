@@ -325,13 +325,15 @@ class _Recurrence(torch.autograd.Function):
 
 
 def prepare_optimizer(optimizer: torch.optim.Optimizer, cfg, device: torch.device) -> None:
-    """Make a (possibly restored) optimizer fit this run: capturable for a CUDA graph, its step counters on the device."""
+    """Make a (possibly restored) optimizer fit this run: capturable for a CUDA graph, and the step counters of a
+    capturable or fused one on its parameters' device (PyTorch places a restored counter by the *saved* run's kernels:
+    a checkpoint from a foreach run keeps it on the CPU)."""
     for g in optimizer.param_groups:
         if "capturable" in g:  # Adam, AdamW; a checkpoint may come from a run with the other setting
             g["capturable"] = bool(cfg.cuda_graph)
-    if not cfg.cuda_graph:
-        return
-    for st in optimizer.state.values():
-        step = st.get("step")
-        if isinstance(step, torch.Tensor) and step.device != device:
-            st["step"] = step.to(device=device, dtype=torch.float32)
+        if not (g.get("capturable") or g.get("fused")):
+            continue
+        for p in g["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if isinstance(step, torch.Tensor) and (step.device != p.device or step.dtype != torch.float32):
+                optimizer.state[p]["step"] = step.to(device=p.device, dtype=torch.float32)

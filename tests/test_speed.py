@@ -91,11 +91,11 @@ def _reference_step(model, params, optimizer, cfg, x, y, state):
     return loss.detach(), detach(state)
 
 
-def _cpu_fused_adam() -> bool:
+def _cpu_fused_adam(opt=torch.optim.Adam) -> bool:
     try:
-        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], fused=True)
+        opt([torch.nn.Parameter(torch.zeros(1))], lr=0.1, fused=True)
         return True
-    except RuntimeError:  # torch < 2.4: fused kernels on CUDA only
+    except (RuntimeError, TypeError):  # torch < 2.4: fused kernels on CUDA only (< 2.3: SGD has none)
         return False
 
 
@@ -107,8 +107,9 @@ def test_graph_step_protocol_equals_the_plain_step(tmp_path, optimizer, model_kw
     state (written back into the buffers it is read from), an epoch boundary (state None)
     and the eager warm-up steps before capture.
     """
-    if optimizer != "sgd" and not _cpu_fused_adam():
-        pytest.skip("a capturable Adam on the CPU needs PyTorch's fused CPU kernels (torch >= 2.4)")
+    if not _cpu_fused_adam(torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam):
+        pytest.skip(f"a capturable Adam, or SGD whose rate a graph can refresh, on the CPU needs PyTorch's fused CPU "
+                    f"kernels (torch >= 2.4), not {torch.__version__}'s")
     cfg, corpus, model = _setup(tmp_path, model_kw, optimizer=optimizer, schedule="cosine", lr=1e-2, min_lr=1e-4, momentum=0.9,
                                 weight_decay=0.01, grad_clip=0.5)
     cfg = dataclasses.replace(cfg, cuda_graph=False)

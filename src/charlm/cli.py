@@ -658,7 +658,7 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
         source = f"the held-out part of {cfg.data or 'the bundled lyrics'} (its last {cfg.val_fraction:.0%}), never trained on"
         step = ckpt.trainer.get("step")
         validated = [m["step"] for m in ckpt.metrics if m.get("val_loss") is not None]
-        if step in validated:
+        if step is None or step in validated:
             notes = ["the same text and figure as the training's validation"
                      + (", by which this checkpoint was chosen as the best" if ckpt.path.name == "best" else "")]
         else:  # a last/ written when a training stopped between validations

@@ -1061,6 +1061,31 @@ def test_eval_json_is_json_where_the_output_cannot_write_every_character(capsys,
     out.flush()
     report = json.loads(out.buffer.getvalue().decode("gbk"))
     assert report["characters"]["outside_vocabulary"] == ["😀"]
+    odd = tmp_path / os.fsdecode(b"x\xff.txt")  # a file name that is not UTF-8 (a lone surrogate in Python)
+    odd.write_text("分开的时候\n", encoding="utf-8")
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # strict, as an en_US.UTF-8 locale's
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["eval", str(tiny_run), str(odd), "--json"]) == 0
+    out.flush()
+    assert json.loads(out.buffer.getvalue().decode("utf-8"))["text"] == str(odd)
+
+
+def test_eval_of_a_checkpoint_whose_counts_were_edited_names_what_it_knows(capsys, tiny_run, tmp_path):
+    import shutil
+
+    ckpt = tmp_path / "edited"
+    shutil.copytree(tiny_run / "last", ckpt)
+    meta = json.loads((ckpt / "checkpoint.json").read_text(encoding="utf-8"))
+    meta["trainer"]["step"] = "13"
+    for row in meta["metrics"]:
+        del row["step"]
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta), encoding="utf-8")
+    code, stdout, _ = run_cli(capsys, "eval", ckpt, "--json")
+    report = json.loads(stdout)
+    assert code == 0 and report["step"] is None and report["epoch"] == meta["trainer"]["epoch"]
+    assert report["notes"] == ["the same text as the training's validation"]
+    code, stdout, _ = run_cli(capsys, "eval", ckpt)
+    assert code == 0 and f"model: {ckpt} (after epoch {report['epoch']:g}; vocabulary " in stdout
 
 
 def test_eval_names_what_it_skipped_and_says_the_figure_covers_only_the_rest(capsys, tiny_run, tmp_path):

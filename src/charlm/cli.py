@@ -607,15 +607,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         from .checkpoint import finite
 
-        import codecs
-
-        try:
-            utf = codecs.lookup(getattr(sys.stdout, "encoding", None) or "utf-8").name.startswith("utf")
-        except LookupError:
-            utf = False
-        # an infinite loss as null (JSON has no Infinity); \u escapes where the output's encoding (GBK) cannot write
-        # every character: its own escapes (backslashreplace's \U0001f600) are not JSON
-        print(json.dumps(finite(report), ensure_ascii=not utf))
+        out = json.dumps(finite(report), ensure_ascii=False)  # an infinite loss as null: JSON has no Infinity
+        try:  # \u escapes where the output cannot write every character (an emoji in GBK, a file name that is not
+            out.encode(getattr(sys.stdout, "encoding", None) or "utf-8")  # UTF-8): the stream's own escapes are not JSON
+        except (UnicodeEncodeError, LookupError):
+            out = json.dumps(finite(report))
+        print(out)
     else:
         _print_eval(report)
     return 0
@@ -656,15 +653,19 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
         except CharlmError as e:
             raise CharlmError(f"scoring the held-out text needs the training text: {e}") from None
         source = f"the held-out part of {cfg.data or 'the bundled lyrics'} (its last {cfg.val_fraction:.0%}), never trained on"
-        step = ckpt.trainer.get("step")
-        validated = [m["step"] for m in ckpt.metrics if m.get("val_loss") is not None]
-        if step is None or step in validated:
+        step = _trained_so_far(ckpt)["step"]
+        validated = [m.get("step") for m in ckpt.metrics if isinstance(m, dict) and m.get("val_loss") is not None]
+        if step is not None and step in validated:
             notes = ["the same text and figure as the training's validation"
                      + (", by which this checkpoint was chosen as the best" if ckpt.path.name == "best" else "")]
-        else:  # a last/ written when a training stopped between validations
+        elif step is not None:  # a last/ written when a training stopped between validations
+            last = validated[-1] if validated and _count_of(validated[-1]) else None
             notes = ["the same text as the training's validation; this checkpoint was written at step "
-                     f"{step:,}, " + (f"after its last validation (step {validated[-1]:,})" if validated else "before any validation")
+                     f"{step:,}, " + (f"after its last validation (step {last:,})" if last is not None else
+                                      "after its last validation" if validated else "before any validation")
                      + ", so the figure is its own"]
+        else:  # (a checkpoint without its trainer's counts)
+            notes = ["the same text as the training's validation"]
         return text, source, notes
     if args.file == "-":
         if sys.stdin is None:
@@ -686,25 +687,34 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
+def _count_of(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
 def _trained_so_far(ckpt) -> dict:
     """The checkpoint's epoch (a fraction part-way through one) and step, as its trainer saved them (a last/ may be
-    newer than its last metrics row), for a report that names the model it scored."""
+    newer than its last metrics row), for a report that names the model it scored; None where not known (a
+    checkpoint whose counts are missing or were edited into something else)."""
     from .data import num_batches
 
-    t, cfg = ckpt.trainer, ckpt.train_config
-    epoch = t.get("epoch")
-    if epoch is not None and t.get("batch"):
+    t, cfg = ckpt.trainer if isinstance(ckpt.trainer, dict) else {}, ckpt.train_config
+    epoch, batch, step = (t.get(k) for k in ("epoch", "batch", "step"))
+    epoch = epoch if _count_of(epoch) else None
+    if epoch is not None and _count_of(batch) and batch:
         try:  # as a validation part-way through an epoch numbers it
-            epoch = round(epoch + t["batch"] / num_batches(t["train_chars"], cfg.batch_size, cfg.num_steps, cfg.sampling), 3)
-        except (KeyError, TypeError, ZeroDivisionError):
+            epoch = round(epoch + batch / num_batches(t["train_chars"], cfg.batch_size, cfg.num_steps, cfg.sampling), 3)
+            epoch = int(epoch) if epoch == int(epoch) else epoch  # (a last/ written after an epoch's last batch)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
             epoch = None
-    return {"epoch": epoch, "step": t.get("step")}
+    return {"epoch": epoch, "step": step if _count_of(step) else None}
 
 
 def _print_eval(report: dict) -> None:
     ch = report["characters"]
     print(f"{'file' if report['text'] != 'standard input' and not report['text'].startswith('the held-out') else 'text'}: {report['text']}")
-    trained = f"after epoch {report['epoch']:g}, step {report['step']:,}; " if None not in (report["epoch"], report["step"]) else ""
+    known = ([f"epoch {report['epoch']:g}"] if report["epoch"] is not None else []) + (
+        [f"step {report['step']:,}"] if report["step"] is not None else [])
+    trained = f"after {', '.join(known)}; " if known else ""
     print(f"model: {report['checkpoint']} ({trained}vocabulary {report['vocabulary']:,}"
           + ("; line breaks read as spaces, as it was trained" if report["newlines"] == "space" else "") + ")")
     shown = " ".join(ch["outside_vocabulary"][:20]) + (" …" if len(ch["outside_vocabulary"]) > 20 else "")

@@ -43,8 +43,10 @@ WORKER_TIMEOUT = 120
 def _config(tmp: Path, name: str) -> tuple[ModelConfig, TrainConfig]:
     tmp.mkdir(parents=True, exist_ok=True)
     corpus = tmp / "corpus.txt"
-    if not corpus.exists():
-        corpus.write_text(LINES * 25, encoding="utf-8")
+    if not corpus.exists():  # both ranks may get here at once: each writes its own file and puts it in place whole,
+        part = corpus.with_name(f"corpus.{os.getpid()}.part")  # so that neither reads the other's half-written one
+        part.write_text(LINES * 25, encoding="utf-8")
+        os.replace(part, corpus)
     kw = {**BASE, **RUNS[name.removesuffix("-cut")]}
     dropout = kw.pop("dropout", 0.0)
     cfg = TrainConfig(data=str(corpus), out=str(tmp / name), **kw)

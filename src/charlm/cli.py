@@ -590,9 +590,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        "outside_vocabulary": [c for c, _ in outside.most_common()]},
         "scoring": "adaptive" if args.dynamic else "static",
         "how": how,
-        "loss": loss,
-        "perplexity": math.exp(loss) if loss < 700 else None,  # (JSON has no infinity)
-        "bits_per_character": loss / math.log(2),
+        **_figures(loss),
     }
     if bigram_ids is not None:
         from .baseline import bigram_loss
@@ -634,7 +632,7 @@ def _score_lines(model, vocab, lines: list[str], newlines: str, progress) -> lis
         row = {"line": number, "text": line, "scored": 0, "skipped": skipped, "loss": None, "perplexity": None, "bits_per_character": None}
         if len(ids) >= 2 and (vocab.unk or any(c in vocab for c in line)):  # (not a line break after nothing known)
             loss, row["scored"] = evaluate(model, torch.tensor(ids, dtype=torch.long))
-            row.update(loss=loss, perplexity=math.exp(loss) if loss < 700 else None, bits_per_character=loss / math.log(2))
+            row.update(_figures(loss))
         rows.append(row)
     return rows
 
@@ -683,6 +681,14 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     return text, str(args.file), notes
 
 
+def _figures(loss: float) -> dict:
+    """A mean loss in nats per character, and the perplexity and bits per character it makes (an overflowed perplexity
+    is inf: null in --json, which writes the report through checkpoint.finite)."""
+    from .train import ppl
+
+    return {"loss": loss, "perplexity": ppl(loss), "bits_per_character": loss / math.log(2)}
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
@@ -725,10 +731,10 @@ def _print_eval(report: dict) -> None:
     if "lines" in report:
         print("line  scored  bits/char  perplexity  text")
         for r in report["lines"]:
-            figures = f"{r['bits_per_character']:9.4f}  {r['perplexity'] or float('inf'):10.3f}" if r["scored"] else f"{'-':>9}  {'-':>10}"
+            figures = f"{r['bits_per_character']:9.4f}  {r['perplexity']:10.3f}" if r["scored"] else f"{'-':>9}  {'-':>10}"
             print(f"{r['line']:4d}  {r['scored']:6,}  {figures}  {r['text']}")
     print(f"loss: {report['loss']:.4f} nats/char")
-    print(f"perplexity: {report['perplexity'] if report['perplexity'] is not None else float('inf'):.3f}")
+    print(f"perplexity: {report['perplexity']:.3f}")
     print(f"bits per character: {report['bits_per_character']:.4f}")
     if "bigram_perplexity" in report:
         print(f"for scale: a bigram count model of the training text, on the same {ch['scored']:,} characters: "

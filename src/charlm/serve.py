@@ -602,7 +602,7 @@ def create_app(
         if req.unknown == "error":
             check_known(srv.vocab, text, "text", hint=SKIP_HINT)
         known = [i for i, c in enumerate(text) if srv.vocab.unk or c in srv.vocab]
-        outside = [c for c, _ in collections.Counter(c for c in text if c not in srv.vocab).most_common()]  # as eval's
+        outside = collections.Counter(c for c in text if c not in srv.vocab)
         if len(known) < 2:
             raise InputError("text", "needs at least two characters the model knows")
         ids = srv.vocab.encode("".join(text[i] for i in known))
@@ -616,8 +616,8 @@ def create_app(
             "characters": len(text),
             "scored": len(bits),
             "skipped": len(text) - len(known),
-            "as_unk": sum(c not in srv.vocab for c in text) if srv.vocab.unk else 0,
-            "outside_vocabulary": outside,
+            "as_unk": sum(outside.values()) if srv.vocab.unk else 0,
+            "outside_vocabulary": [c for c, _ in outside.most_common()],  # as eval's
             "scoring": "static",
             "loss": mean_bits * math.log(2),
             "bits_per_char": mean_bits,

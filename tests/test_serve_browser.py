@@ -324,3 +324,60 @@ def test_inspect_page_ink_stands_out_and_escape_hides_the_tip(tiny_ckpt, browser
     assert tip.is_displayed()
     ActionChains(browser).send_keys(Keys.ESCAPE).perform()
     assert not tip.is_displayed()
+
+
+def test_inspect_page_by_keyboard_and_in_a_dark_scheme(tiny_ckpt, browser, tmp_path):
+    """The inspected text is one Tab stop; the arrow keys, Home and End move from character to character, each showing
+    its tip (the screen reader's description of it). Under a dark colour scheme the page is dark, and the ink on the
+    most surprising character's tint still reads at 4.5:1, as it does on the light page."""
+    import re
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from charlm.cli import main
+
+    page = tmp_path / "r.html"
+    assert main(["inspect", str(tiny_ckpt), "--text", "分开的时候我说不分开\n你说我们还会再见\n", "--out", str(page)]) == 0
+    browser.get(page.as_uri())
+    tip = browser.find_element(By.ID, "tip")
+    chars = browser.find_elements(By.CSS_SELECTOR, "#text [data-k]")
+    active = "return document.activeElement"
+    browser.find_element(By.ID, "colour-by").click()
+    ActionChains(browser).send_keys(Keys.ESCAPE, Keys.TAB).perform()
+    assert browser.execute_script(active) == chars[0] and tip.is_displayed() and "#1" in tip.text
+    ActionChains(browser).send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT).perform()
+    assert browser.execute_script(active) == chars[2] and tip.text.startswith("“的”  #3") and "surprisal" in tip.text
+    assert chars[2].get_attribute("aria-describedby") == "tip"
+    ActionChains(browser).send_keys(Keys.END).perform()
+    assert browser.execute_script(active) == chars[-1] and f"#{len(chars)}" in tip.text
+    ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()  # the end stays the end
+    assert browser.execute_script(active) == chars[-1]
+    ActionChains(browser).send_keys(Keys.TAB).perform()  # one stop: Tab leaves the text
+    assert browser.execute_script("return document.getElementById('text').contains(document.activeElement)") is False
+    assert not tip.is_displayed()
+    ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()  # back to the character it left
+    assert browser.execute_script(active) == chars[-1]
+
+    def rgba(css):
+        v = [float(x) for x in re.findall(r"[\d.]+", css)]
+        return v[:3], (v[3] if len(v) > 3 else 1.0)
+
+    def luminance(rgb):
+        c = [v / 255 for v in rgb]
+        c = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    most = ("var el = document.querySelector('#text [data-k]'); el.style.setProperty('--s', '1');"
+            "return [getComputedStyle(el).color, getComputedStyle(el).backgroundColor,"
+            " getComputedStyle(document.getElementById('text-card')).backgroundColor]")
+    for scheme in ("light", "dark"):
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+        ink, tint, card = browser.execute_script(most)
+        (ink, _), (tint, alpha), (card, _) = rgba(ink), rgba(tint), rgba(card)
+        assert 0.4 < alpha < 1, (scheme, alpha)
+        seen = [alpha * t + (1 - alpha) * c for t, c in zip(tint, card)]
+        lo, hi = sorted((luminance(ink), luminance(seen)))
+        assert (hi + 0.05) / (lo + 0.05) >= 4.5, (scheme, ink, seen)
+        assert (luminance(card) < 0.05) == (scheme == "dark"), (scheme, card)

@@ -575,10 +575,10 @@ def _colour_button(fu: FoundUnit, shown: list[int]) -> str:
     return f'<button class="show" data-value="{fu.quantity}:{fu.unit}">colour the text by it</button>'
 
 
-def _surprisal_bg(bits: float) -> str:
-    if math.isnan(bits):
-        return "transparent"
-    return f"rgba(232,93,36,{min(bits, 12.0) / 12.0 * 0.85:.3f})"
+def _surprisal_style(bits: float) -> str:
+    """The ``style`` of a character tinted by its surprisal: ``--s``, its share of 12 bits (the CSS makes the colour, for
+    a light or a dark page); none for the first character, which has no surprisal."""
+    return "" if math.isnan(bits) else f' style="--s:{min(bits, 12.0) / 12.0:.3f}"'
 
 
 def _text_spans(report: Report, start: int = 0, stop: int | None = None, breaks: bool = True) -> str:
@@ -592,7 +592,7 @@ def _text_spans(report: Report, start: int = 0, stop: int | None = None, breaks:
             cls = "ch ws" if ch in "\n \t\u3000" else "ch"
             if report.read_as[i] == UNK:
                 cls += " unkread"
-            out.append(f'<span class="{cls}" data-k="{k}" style="background:{_surprisal_bg(report.bits[k])}">{html.escape(show_char(ch))}</span>')
+            out.append(f'<span class="{cls}" data-k="{k}"{_surprisal_style(report.bits[k])}>{html.escape(show_char(ch))}</span>')
         else:
             out.append(f'<span class="ch skip" title="not in the model\'s vocabulary: skipped">{html.escape(show_char(ch))}</span>')
         if ch == "\n" and breaks:
@@ -617,12 +617,20 @@ def _sparkline(report: Report, fu: FoundUnit, features: dict, width: int = 900, 
     apts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ay))
     return (f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
             f'aria-label="unit {fu.unit} against {html.escape(fu.description)}">'
-            f'<polyline points="{fpts}" fill="none" stroke="#bbb" stroke-width="3"/>'
-            f'<polyline points="{apts}" fill="none" stroke="#c2410c" stroke-width="1.5"/></svg>')
+            f'<polyline class="feature" points="{fpts}"/>'
+            f'<polyline class="unit" points="{apts}"/></svg>')
 
 
 CSS = """
-:root { --ink:#1f2328; --soft:#57606a; --line:#d8dee4; --bg:#fbfaf7; --card:#fff; --accent:#c2410c; }
+:root { --ink:#1f2328; --soft:#57606a; --line:#d8dee4; --bg:#fbfaf7; --card:#fff; --accent:#c2410c; --button:#f6f8fa;
+  --note-bg:#fff8e6; --note-line:#f0d58a; --skip:#6e7781; --feature:#bbb;
+  --tint:232,93,36; --tint-most:.85; }  /* a surprising character's background: rgba(tint, its share of 12 bits × tint-most) */
+@media (prefers-color-scheme: dark) {  /* the colours of charlm serve's page; the heatmaps keep theirs */
+  :root { color-scheme:dark; --ink:#ece5da; --soft:#a59a8c; --line:#3a3530; --bg:#1b1917; --card:#262320; --accent:#e0694f;
+    --button:#2e2a26; --note-bg:#3a3020; --note-line:#6b5a2a; --skip:#9a9087; --feature:#6b645c;
+    --tint:255,120,60; --tint-most:.5; }  /* the darkest still leaves the ink 4.5:1 */
+  #tip { border:1px solid var(--line); }
+}
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--ink);
   font-family: "Noto Sans CJK SC","Source Han Sans SC","PingFang SC","Hiragino Sans GB","Microsoft YaHei","WenQuanYi Micro Hei",system-ui,sans-serif;
@@ -631,15 +639,17 @@ main { max-width:1160px; margin:0 auto; padding:24px 20px 60px; }
 h1 { font-size:24px; margin:0 0 4px; } h2 { font-size:18px; margin:0 0 10px; }
 .meta { color:var(--soft); font-size:13px; }
 section { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:16px 18px; margin:16px 0; overflow-x:auto; }  /* a narrow screen scrolls a wide table or heatmap, not the page */
-.notes { background:#fff8e6; border-color:#f0d58a; } .notes li { margin:2px 0; }
+.notes { background:var(--note-bg); border-color:var(--note-line); } .notes li { margin:2px 0; }
 .help { color:var(--soft); font-size:13px; margin:6px 0 0; }
 .text { font-size:22px; line-height:1.9; letter-spacing:1px; word-break:break-all; }
 .text.many { font-size:18px; line-height:1.8; column-width:17em; column-gap:2.5em; column-rule:1px solid var(--line); }
 .ch { border-radius:3px; padding:1px 1px; cursor:default; }
+[data-k] { background:rgba(var(--tint), calc(var(--s, 0) * var(--tint-most))); }  /* --s: the surprisal's share of 12 bits */
 .ch.ws { font-size:14px; }
-.ch.skip { color:#6e7781; text-decoration:line-through; }
-.ch.unkread { outline:1px dashed #6e7781; }
+.ch.skip { color:var(--skip); text-decoration:line-through; }
+.ch.unkread { outline:1px dashed var(--skip); }
 .ch:hover { outline:2px solid var(--ink); }
+.ch:focus { outline:2px solid var(--accent); outline-offset:1px; }
 .controls { display:flex; gap:18px; align-items:center; flex-wrap:wrap; margin:0 0 10px; font-size:14px; }
 select { font:inherit; padding:2px 6px; }
 table { border-collapse:collapse; font-size:14px; }
@@ -647,12 +657,13 @@ th, td { text-align:left; padding:4px 10px; border-bottom:1px solid var(--line);
 th { color:var(--soft); font-weight:600; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; }
 td.big { font-size:20px; }
-button.show { font:inherit; font-size:12px; padding:1px 8px; border:1px solid var(--line); border-radius:12px; background:#f6f8fa; cursor:pointer; }
+button.show { font:inherit; font-size:12px; padding:1px 8px; border:1px solid var(--line); border-radius:12px; background:var(--button); color:var(--ink); cursor:pointer; }
 svg.spark { display:block; max-width:100%; height:auto; margin:2px 0 6px; }
+svg.spark polyline { fill:none; } .spark .feature { stroke:var(--feature); stroke-width:3; } .spark .unit { stroke:var(--accent); stroke-width:1.5; }
 .seg { margin:0 0 22px; }
 .row { display:flex; align-items:flex-start; }
 .qlabel { width:104px; flex:none; font-size:12px; color:var(--soft); text-align:right; padding-right:6px; }
-.ulabels { width:30px; flex:none; font-size:9px; color:#656d76; text-align:right; padding-right:4px; }
+.ulabels { width:30px; flex:none; font-size:9px; color:var(--soft); text-align:right; padding-right:4px; }
 .ulabels div { height:11px; line-height:11px; } .ulabels div.found { color:var(--accent); font-weight:700; }
 .chars { display:flex; } .chars span { width:16px; flex:none; text-align:center; font-size:13px; line-height:20px; border-radius:2px; }
 canvas.hm { display:block; margin:0 0 6px; image-rendering:pixelated; cursor:crosshair; }
@@ -735,18 +746,40 @@ JS = r"""
   }
   window.charlm = { data: D, value: value, step: step, charTip: charTip };  // for the browser's console
   var tip = document.getElementById('tip');
-  function showTip(e, text) {
+  function showTip(e, text) {  // e: a mouse event, or an element's box (the tip goes below it)
     tip.textContent = text; tip.style.display = 'block';
-    var x = e.clientX + 14, y = e.clientY + 14, r = tip.getBoundingClientRect();
-    if (x + r.width > window.innerWidth - 8) x = e.clientX - r.width - 14;
-    if (y + r.height > window.innerHeight - 8) y = e.clientY - r.height - 14;
+    var ax = e.clientX !== undefined ? e.clientX : e.left, ay = e.clientY !== undefined ? e.clientY : e.bottom;
+    var x = ax + 14, y = ay + 14, r = tip.getBoundingClientRect();
+    if (x + r.width > window.innerWidth - 8) x = Math.max(8, ax - r.width - 14);
+    if (y + r.height > window.innerHeight - 8) y = Math.max(8, (e.top !== undefined ? e.top : ay) - r.height - 14);
     tip.style.left = x + 'px'; tip.style.top = y + 'px';
   }
   function hideTip() { tip.style.display = 'none'; }
   document.addEventListener('keydown', function (e) { if (e.key === 'Escape') hideTip(); });
   document.querySelectorAll('[data-k]').forEach(function (el) {
     el.addEventListener('mousemove', function (e) { showTip(e, charTip(+el.dataset.k)); });
-    el.addEventListener('mouseleave', hideTip);
+    el.addEventListener('mouseleave', function () { if (document.activeElement !== el) hideTip(); });
+  });
+  // The keyboard: the text is one stop of the Tab key, and the arrow keys (Home, End) move from character to character,
+  // each showing its tip as a hover does and giving it to a screen reader as the character's description.
+  var keys = Array.prototype.slice.call(document.querySelectorAll('#text [data-k]'));
+  function tipFor(el) { tip.textContent = charTip(+el.dataset.k); }
+  keys.forEach(function (el, i) {
+    el.tabIndex = i ? -1 : 0;
+    el.setAttribute('aria-describedby', 'tip');
+    el.addEventListener('focus', function () {
+      keys.forEach(function (o) { o.tabIndex = o === el ? 0 : -1; });
+      showTip(el.getBoundingClientRect(), charTip(+el.dataset.k));
+    });
+    el.addEventListener('blur', hideTip);
+    el.addEventListener('keydown', function (e) {
+      var to = { ArrowRight: i + 1, ArrowDown: i + 1, ArrowLeft: i - 1, ArrowUp: i - 1, Home: 0, End: keys.length - 1 }[e.key];
+      if (to === undefined) return;
+      e.preventDefault();
+      to = Math.max(0, Math.min(keys.length - 1, to));
+      tipFor(keys[to]);  // before the focus moves, so the description read out is the new character's
+      keys[to].focus();
+    });
   });
   document.querySelectorAll('canvas.hm').forEach(function (cv) {
     var key = cv.dataset.q, q = Q[key], s0 = +cv.dataset.start, cols = +cv.dataset.cols;
@@ -768,16 +801,12 @@ JS = r"""
     });
     cv.addEventListener('mouseleave', hideTip);
   });
-  var SURPRISAL = 'white: expected; deep orange: surprising (12 bits or more). Hover a character for its rank and the guesses around it (the table at the end has them all).';
+  var SURPRISAL = 'untinted: expected; deep orange: surprising (12 bits or more). Hover a character, or Tab to the text and move with the arrow keys, for its rank and the guesses around it (the table at the end has them all).';
   function colour() {
     var v = sel.value, spans = document.querySelectorAll('#text [data-k]');
     var legend = document.getElementById('text-legend');
     if (v === 'surprisal') {
-      spans.forEach(function (el) {
-        var b = D.bits[+el.dataset.k];
-        el.style.background = b === null ? 'transparent' : 'rgba(232,93,36,' + (Math.min(b, 12) / 12 * 0.85).toFixed(3) + ')';
-        el.style.color = '';
-      });
+      spans.forEach(function (el) { el.style.background = ''; el.style.color = ''; });  // back to the stylesheet's tint
       legend.textContent = SURPRISAL;
       return;
     }
@@ -790,7 +819,7 @@ JS = r"""
     legend.textContent = (q === 'cell' ? 'cell state of unit ' + parts[1] + ' \u00f7 its largest |c| here (' + Q.cell.scales[u].toFixed(2) +
                                           '): blue negative, white near 0, red positive, as in the heatmap.'
                                         : Q[q].label + ' of unit ' + parts[1] + ': dark closed (0) \u2026 yellow open (1), as in the heatmaps.') +
-                         ' Hover a character for its value and the step that made it.';
+                         ' Hover a character, or move to it with the arrow keys, for its value and the step that made it.';
   }
   sel.addEventListener('change', colour);
   document.querySelectorAll('button.show').forEach(function (b) {
@@ -848,7 +877,7 @@ def render_html(report: Report) -> str:
             f'<option value="{q}:{u}">{e(lbl)} · unit {u}{" ★" if u in found_units else ""}</option>' for u in report.units) + "</optgroup>")
     out += ['<section id="text-card"><h2>The text, as the model read it</h2>',
             f'<div class="controls"><label>colour by <select id="colour-by">{"".join(options)}</select></label>'
-            '<span id="text-legend" class="help">white: expected; deep orange: surprising (12 bits or more). Hover a character for its rank and the guesses around it (the table at the end has them all).</span></div>',
+            '<span id="text-legend" class="help">untinted: expected; deep orange: surprising (12 bits or more). Hover a character, or Tab to the text and move with the arrow keys, for its rank and the guesses around it (the table at the end has them all).</span></div>',
             f'<div id="text" class="text{" many" if report.raw.count(chr(10)) > 12 else ""}" lang="{lang}">{_text_spans(report)}</div>',
             '<p class="help">Surprisal is −log₂ p(character | everything before it): 1 bit is a coin flip, '
             f"{math.log2(max(2, report.vocab_size)):.1f} bits a blind guess over the whole vocabulary. "
@@ -874,7 +903,7 @@ def render_html(report: Report) -> str:
     ulabels = "".join(f'<div class="{"found" if u in found_units else ""}">{"★" if u in found_units else ""}{u}</div>' for u in report.units)
     for s in range(0, n, HTML_COLS):
         cols = min(HTML_COLS, n - s)
-        head = "".join(f'<span data-k="{k}" style="background:{_surprisal_bg(report.bits[k])}">{e(chars[k])}</span>' for k in range(s, s + cols))
+        head = "".join(f'<span data-k="{k}"{_surprisal_style(report.bits[k])}>{e(chars[k])}</span>' for k in range(s, s + cols))
         out.append(f'<div class="seg"><div class="row"><div class="qlabel">#{s + 1}–{s + cols}</div><div class="ulabels"></div><div class="chars" lang="{lang}">{head}</div></div>')
         for q, lbl in SHOWN:
             about = f"{lbl} of {len(report.units)} units (rows) at characters {s + 1} to {s + cols} (columns); each value is shown on hover"
@@ -938,7 +967,7 @@ def render_html(report: Report) -> str:
                    f'<td class="num">{"—" if first else f"{report.rank[k]:,}"}</td>{extra}<td lang="{lang}">{"—" if first else e(_fmt_top(report.expected(k)))}</td></tr>')
     out.append(f'</table><p class="help">Rank 1: the model\'s first guess; {report.vocab_size:,}: its last. After the last character '
                f"it expects {e(_fmt_top(report.top[-1]))}.</p></details></section>")
-    out.append(f'<p class="help">Made by <code>charlm inspect</code>. ↵ is a line break, ␣ a space, ⬚ a full-width space, ⇥ a tab.</p></main><div id="tip"></div>'
+    out.append(f'<p class="help">Made by <code>charlm inspect</code>. ↵ is a line break, ␣ a space, ⬚ a full-width space, ⇥ a tab.</p></main><div id="tip" role="tooltip"></div>'
                f'<script type="application/json" id="report-data">{_json_for_script(data)}</script><script>{JS}</script></body></html>')
     return "\n".join(out)
 

@@ -2,6 +2,7 @@ import dataclasses
 import json
 import math
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,6 +156,64 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, sampling, extra)
     resumed = _metrics(tmp_path / "b" / "run")
     for a, b in zip(full, resumed, strict=True):
         assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+
+
+def _worsening(monkeypatch):
+    """Validation losses that grow as the model learns (10 minus the real one): every validation after the first is
+    worse, so each counts towards an early stop and lowers a plateau schedule's rate."""
+    real = train_mod.evaluate
+
+    def worse(model, ids, **kw):
+        loss, n = real(model, ids, **kw)
+        return 10.0 - loss, n
+
+    monkeypatch.setattr(train_mod, "evaluate", worse)
+
+
+def _extended(tmp_path, first: int, then: int, **kw) -> Path:
+    """A run of ``first`` epochs, resumed with --epochs ``then`` (as ``charlm train --resume OUT --epochs then``)."""
+    train_tiny(tmp_path, epochs=first, **kw)
+    c = ckpt_io.load(tmp_path / "run", prefer="last")
+    cfg = dataclasses.replace(c.train_config, epochs=then)
+    Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lambda *_: None).fit()
+    return tmp_path / "run"
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = (ckpt_io.load(x, with_trainer=False).weights for x in (a, b))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_run_given_more_epochs_goes_on_as_one_given_them_from_the_start_with_eval_every(tmp_path, monkeypatch):
+    """The validation that closes a run between two --eval-every steps is reported and checkpointed, but does not
+    lower the plateau schedule's rate, count towards an early stop or restart the running training loss: 1 epoch
+    resumed to 3 is 3 in one run, with that one row more."""
+    _worsening(monkeypatch)
+    kw = dict(eval_every=7, schedule="plateau", plateau_patience=0, plateau_factor=0.5, early_stop=0)  # 22 batches an epoch
+    train_tiny(tmp_path / "a", epochs=3, **kw)
+    b = _extended(tmp_path / "b", 1, 3, **kw)
+    one, two = _metrics(tmp_path / "a" / "run"), _metrics(b)
+    closing = [m for m in two if m["step"] % 7]
+    assert [(m["epoch"], m["step"]) for m in closing] == [(1, 22), (3, 66)] and one[-1]["step"] == 66
+    assert [m for m in two if m["step"] != 22] == [{**m, **{k: n[k] for k in ("chars_per_s", "seconds", "train_seconds")}}
+                                                   for m, n in zip(one, [m for m in two if m["step"] != 22])]
+    assert len({m["lr"] for m in one}) > 3  # each validation but the first lowered the rate: the test can tell
+    assert _same_weights(tmp_path / "a" / "run" / "last", b / "last") and _same_weights(tmp_path / "a" / "run" / "best", b / "best")
+
+
+def test_an_early_stop_due_as_a_run_ended_stops_it_when_given_more_epochs(tmp_path, monkeypatch):
+    """The last epoch ends a run without an early stop's line; resumed with more epochs, the run stops there, as
+    one given them from the start did, and says how to train on."""
+    _worsening(monkeypatch)
+    train_tiny(tmp_path / "a", epochs=4, early_stop=1)
+    logs = []
+    train_tiny(tmp_path / "b", epochs=2, early_stop=1)
+    c = ckpt_io.load(tmp_path / "b" / "run", prefer="last")
+    cfg = dataclasses.replace(c.train_config, epochs=4)
+    Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=logs.append).fit()
+    assert [m["epoch"] for m in _metrics(tmp_path / "a" / "run")] == [1, 2] == [m["epoch"] for m in _metrics(tmp_path / "b" / "run")]
+    assert _same_weights(tmp_path / "a" / "run" / "last", tmp_path / "b" / "run" / "last")
+    assert any(line.startswith("early stop: no better validation loss for 1 validations") and "--early-stop 0" in line for line in logs)
 
 
 @pytest.mark.parametrize("eval_every,which,at_end", [

@@ -511,8 +511,8 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer needs {', '.join(counts)} as whole numbers >= 0)")
         number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
         pending = t.get("pending_validation")
-        if not (t.get("best_val") is None or number(t["best_val"])) or not all(number(t.get(k, 0)) for k in ("elapsed", "train_seconds")):
-            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's best_val, elapsed and train_seconds must be numbers)")
+        if not all(t.get(k) is None or number(t[k]) for k in ("best_val", "best_saved")) or not all(number(t.get(k, 0)) for k in ("elapsed", "train_seconds")):
+            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's best_val, best_saved, elapsed and train_seconds must be numbers)")
         if pending is not None and not (isinstance(pending, dict) and all(isinstance(pending.get(k), bool) for k in ("at_epoch_end", "over_time"))):
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's pending_validation is {str(pending)[:60]})")
         steps = t.get("schedule_steps", 0)

@@ -302,7 +302,8 @@ class Trainer:
         )
         self.metrics: list[dict] = []
         self.epoch, self.batch, self.step = 0, 0, 0
-        self.best_val, self.since_best = float("inf"), 0
+        self.best_val, self.since_best = float("inf"), 0  # over the validations that steer the run (see _validate)
+        self.best_saved = float("inf")  # the loss of the checkpoint in best/: the lowest of every validation's
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.tokens = 0
         self.elapsed = 0.0  # seconds of training steps since the last validation
@@ -348,6 +349,7 @@ class Trainer:
             "epoch": self.epoch, "batch": self.batch, "step": self.step, "schedule_steps": self.total_steps,
             "epoch_tokens": tokens, "elapsed": self.elapsed, "train_seconds": self.train_seconds,
             "best_val": None if math.isinf(self.best_val) else self.best_val, "since_best": self.since_best,
+            "best_saved": None if math.isinf(self.best_saved) else self.best_saved,
             "optimizer": opt_plain,
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"} if self.scheduler else None,
             "plateau": self.plateau.state_dict() if self.plateau else None,
@@ -388,6 +390,8 @@ class Trainer:
         self.train_seconds = t.get("train_seconds", 0.0)
         self.best_val = float("inf") if t["best_val"] is None else t["best_val"]
         self.since_best = t["since_best"]
+        saved = t.get("best_saved", t["best_val"])  # (a checkpoint from before best_saved: best/ held best_val's)
+        self.best_saved = float("inf") if saved is None else saved
         self.loss_sum = c.trainer_tensors["epoch.loss_sum"].to(self.device, torch.float64).reshape(())
         if "carried.h" in c.trainer_tensors:
             carried = tuple(c.trainer_tensors[f"carried.{n}"].to(self.device) for n in self.model.state_names())
@@ -494,6 +498,9 @@ class Trainer:
                 at_end, over = self.pending["at_epoch_end"], self.pending["over_time"] and self._over_time(0.0)
                 if self._validate(at_epoch_end=at_end, over_time=over):
                     return self.metrics
+            if self._early_stop_due():  # due as the last epoch ended (which ends a run anyway): a run given more epochs stops
+                self._log_early_stop(" (--early-stop 0, or a larger one, trains on)")
+                return self.metrics
             while self.epoch < self.cfg.epochs:
                 if self._train_epoch() or self._end_epoch():
                     break
@@ -646,8 +653,16 @@ class Trainer:
         return self._validate(at_epoch_end=True, over_time=self._over_time(0.0))
 
     def _validate(self, at_epoch_end: bool, over_time: bool = False) -> bool:
-        """Validation, metrics, schedule, checkpoints and samples; True to stop (early stop or ``--max-minutes``)."""
+        """Validation, metrics, schedule, checkpoints and samples; True to stop (early stop or ``--max-minutes``).
+
+        A validation on the run's own cadence (each epoch's end, or each ``--eval-every`` steps) steers the run: the
+        plateau schedule and the early stop count it, and the running training loss starts again after it.  One
+        that only closes the run off that cadence (its last epoch ending between two ``--eval-every`` steps, or the
+        ``--max-minutes`` limit) is reported and checkpointed (best/ too, when it is the lowest) but steers nothing,
+        so that a run resumed with more epochs or minutes goes on as one given them from the start.
+        """
         cfg = self.cfg
+        steers = self.step % cfg.eval_every == 0 if cfg.eval_every else at_epoch_end
         loss_sum, tokens = self.dist.total(self.loss_sum, self.tokens)  # over every process's rows
         train_loss = loss_sum / max(1, tokens)
         self.pending = {"at_epoch_end": at_epoch_end, "over_time": over_time}
@@ -668,16 +683,19 @@ class Trainer:
             "train_seconds": self.train_seconds,
         }
         self.metrics.append(rec)
-        if self.plateau is not None:
-            self.plateau.step(val_loss if val_loss is not None else train_loss)
         score = val_loss if val_loss is not None else train_loss
-        improved = score < self.best_val
+        if steers:
+            if self.plateau is not None:
+                self.plateau.step(score)
+            if score < self.best_val:
+                self.best_val, self.since_best = score, 0
+            else:
+                self.since_best += 1
+            self.tokens, self.elapsed = 0, 0.0
+            self.loss_sum.zero_()
+        improved = score < self.best_saved
         if improved:
-            self.best_val, self.since_best = score, 0
-        else:
-            self.since_best += 1
-        self.tokens, self.elapsed = 0, 0.0
-        self.loss_sum.zero_()
+            self.best_saved = score
         if self.dist.is_main:
             self._write_metrics()
         if improved:  # best/ first: a kill between the two leaves last/ behind, and the resume saves both again
@@ -685,15 +703,21 @@ class Trainer:
         self.save("last")
         self.log(self._epoch_line(rec, improved))
         last = self.epoch >= cfg.epochs or over_time
-        stop = cfg.early_stop > 0 and self.since_best >= cfg.early_stop and not last
+        stop = steers and self._early_stop_due() and not last
         if (cfg.sample_every and at_epoch_end and self.epoch % cfg.sample_every == 0) or last or stop:
             self.print_samples()
         if stop:
-            self.log(f"early stop: no better validation loss for {self.since_best} validations; best checkpoint: {self.out / 'best'}")
+            self._log_early_stop()
         if over_time:
             took = f"{self.train_seconds / 60:.1f} minutes" if self.train_seconds >= 60 else f"{self.train_seconds:.1f} seconds"
             self.log(f"time limit: stopped after {took} of training (--max-minutes {cfg.max_minutes:g})")
         return stop or over_time
+
+    def _early_stop_due(self) -> bool:
+        return self.cfg.early_stop > 0 and self.since_best >= self.cfg.early_stop
+
+    def _log_early_stop(self, hint: str = "") -> None:
+        self.log(f"early stop: no better validation loss for {self.since_best} validations; best checkpoint: {self.out / 'best'}{hint}")
 
     @property
     def curve_label(self) -> str:

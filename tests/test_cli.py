@@ -1,5 +1,6 @@
 """The command line as a user meets it: output, exit codes, and one-line errors for bad input."""
 
+import contextlib
 import json
 import math
 import os
@@ -1009,6 +1010,55 @@ def test_eval_reads_standard_input_given_as_a_dash(capsys, tiny_run, tmp_path, m
     one_line_error(*run_cli(capsys, "eval", tiny_run, "-")[::2], "standard input: nothing came in (it is empty)")
     monkeypatch.setattr(sys, "stdin", None)  # charlm eval run - <&-
     one_line_error(*run_cli(capsys, "eval", tiny_run, "-")[::2], "- reads standard input, and there is none (it is closed)")
+
+
+def test_eval_stops_reading_a_stream_of_binary_bytes_at_once(capsys, tiny_run, tmp_path, monkeypatch):
+    """/dev/zero as standard input, or a pipe of binary bytes as the FILE, is a binary file's one-line error after the
+    first chunk, not a read that fills the memory; a pipe of text (as <(…) gives) is read whole."""
+    import io
+    import threading
+
+    from charlm import data
+
+    class Zeros(io.RawIOBase):  # /dev/zero: it never ends
+        reads = 0
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            Zeros.reads += 1
+            assert Zeros.reads < 1000, "read on past the NUL bytes"
+            b[:] = bytes(len(b))
+            return len(b)
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(Zeros())))
+    one_line_error(*run_cli(capsys, "eval", tiny_run, "-")[::2], "standard input: looks like a binary file (a NUL byte at offset 0), not text")
+
+    def through_a_pipe(payload: bytes) -> tuple:
+        fifo = tmp_path / "fifo"
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo)
+        sent = []
+
+        def write():
+            with open(fifo, "wb") as f, contextlib.suppress(BrokenPipeError):
+                for i in range(0, len(payload), 1 << 16):
+                    f.write(payload[i:i + (1 << 16)])
+                    sent.append(i)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        result = run_cli(capsys, "eval", tiny_run, fifo)
+        writer.join(timeout=30)
+        return result, len(sent) << 16
+
+    (code, _, err), sent = through_a_pipe(bytes(16 * data.STREAM_CHUNK))
+    one_line_error(code, err, "fifo: looks like a binary file (a NUL byte at offset 0), not text")
+    assert sent <= 4 * data.STREAM_CHUNK  # the reading stopped (a pipe's buffer and a chunk or two were sent)
+    text = "分开的时候我说不分开\n" * 50
+    (code, stdout, _), _ = through_a_pipe(text.encode())
+    assert code == 0 and f"{len(text):,} read" in stdout
 
 
 def test_eval_of_a_last_checkpoint_written_between_validations_names_its_own_step(capsys, tmp_path):

@@ -640,7 +640,7 @@ def _score_lines(model, vocab, lines: list[str], newlines: str, progress) -> lis
 def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     """The text ``charlm eval`` scores (line ends as \\n), what to call it, and notes on what it is: FILE, standard input
     (``-``), or without FILE the held-out part of the model's own training text."""
-    from .data import IN_MEMORY, bundled_corpus, decode_text, heldout_text, normalize, read_text
+    from .data import IN_MEMORY, bundled_corpus, decode_text, heldout_text, normalize, read_stream, read_text
 
     cfg = ckpt.train_config
     if args.file is None:
@@ -668,7 +668,7 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     if args.file == "-":
         if sys.stdin is None:
             raise CharlmError("- reads standard input, and there is none (it is closed); give a FILE")
-        return normalize(decode_text(sys.stdin.buffer.read(), args.encoding)), "standard input", []
+        return normalize(decode_text(read_stream(sys.stdin.buffer, "standard input", args.encoding), args.encoding)), "standard input", []
     text, notes = normalize(read_text(args.file, args.encoding)), []
     trained = Path(cfg.data) if cfg.data else bundled_corpus()
     with contextlib.suppress(OSError):

@@ -98,15 +98,35 @@ class _Undecodable(CharlmError):
     """Bytes that the encoding asked for does not decode."""
 
 
+def _codec(encoding: str) -> tuple[str, str]:
+    """The codec's own name (u8 is utf-8, windows-1252 is cp1252), and the same without - and _."""
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise CharlmError(f"unknown encoding {encoding!r}") from None
+    return codec, codec.replace("-", "").replace("_", "")
+
+
+STREAM_CHUNK = 1 << 20
+
+
+def read_stream(f, name: str, encoding: str = "utf-8") -> bytes:
+    """All the bytes of a pipe, a device or standard input, a chunk at a time: a NUL byte, where the encoding has none,
+    stops the reading with the error a file holding it gets (/dev/zero and /dev/urandom never end)."""
+    wide = _codec(encoding)[1].startswith(("utf16", "utf32"))
+    chunks = []
+    while chunk := f.read(STREAM_CHUNK):
+        chunks.append(chunk)
+        if not wide and b"\x00" in chunk:
+            _decode(Path(name), b"".join(chunks), encoding)  # raises: a binary file, or UTF-16 read without --encoding
+    return b"".join(chunks)
+
+
 def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints: list | None = None) -> str:
     """``raw`` decoded; a likely wrong encoding is a warning, or goes into ``hints`` (a folder's files: one warning)."""
     if not raw:
         raise CharlmError(f"{path}: the file is empty")
-    try:  # the codec's own name: u8 is utf-8, windows-1252 is cp1252
-        codec = codecs.lookup(encoding).name
-    except LookupError:
-        raise CharlmError(f"unknown encoding {encoding!r}") from None
-    name = codec.replace("-", "").replace("_", "")
+    codec, name = _codec(encoding)
     nul = raw.find(b"\x00")
     if nul >= 0 and not name.startswith(("utf16", "utf32")):
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark
@@ -248,7 +268,11 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hi
             warnings.warn(f"{p}: {said}", CharlmWarning, stacklevel=2)
         return "".join(t if t.endswith("\n") else t + "\n" for t in texts)
     try:
-        raw = p.read_bytes()
+        if p.is_file():
+            raw = p.read_bytes()
+        else:  # a pipe (as <(…) gives) or a device
+            with open(p, "rb") as f:
+                raw = read_stream(f, str(p), encoding)
     except OSError as e:
         raise CharlmError(f"{p}: cannot read ({e.strerror})") from None
     return _decode(p, raw, encoding)

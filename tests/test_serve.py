@@ -337,6 +337,9 @@ def test_limits_are_configurable(tiny_ckpt):
         assert r["finish_reason"] == "max_length" and r["chars"] == 20
     with pytest.raises(ValueError, match="max_length"):
         serve.create_app(tiny_ckpt, max_length=0)
+    for never in (float("inf"), float("nan")):  # (an endless limit was taken, and /v1/model answered 500)
+        with pytest.raises(ValueError, match="time_limit: Input should be a finite number"):
+            serve.create_app(tiny_ckpt, time_limit=never)
 
 
 def test_parallel_requests_equal_sequential(client):

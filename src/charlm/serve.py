@@ -66,7 +66,7 @@ class Limits(BaseModel):
     max_lines: int = Field(100, ge=1, description="lines per sample")
     max_samples: int = Field(16, ge=1, le=4096, description="samples per request")
     max_text: int = Field(20000, ge=2, description="characters of a text to score")
-    time_limit: float = Field(30.0, gt=0, description="seconds a generation may run before it is cut")
+    time_limit: float = Field(30.0, gt=0, allow_inf_nan=False, description="seconds a generation may run before it is cut")
     max_waiting: int = Field(64, ge=0, description="requests waiting for a worker; more are answered 503 at once")
 
     @computed_field(description="bytes in a request body; a larger one is answered 413")

@@ -1241,3 +1241,22 @@ def test_a_torch_built_for_numpy_1_beside_numpy_2_is_a_one_line_error(capsys, mo
 
     monkeypatch.setitem(cli.COMMANDS, "eval", numpy_gone)
     one_line_error(*run_cli(capsys, "eval", "run", "t.txt")[::2], "(it was built for NumPy 1): pip install 'numpy<2'", expect_code=1)
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["train", "--resume", ""], "--resume"),  # (it trained the default preset afresh into runs/jaychou)
+    (["train", "--init-from", "", "--epochs", "1"], "--init-from"),  # (the same, with no pre-trained weights)
+    (["train", "--data", ""], "--data/--corpus"),
+    (["generate", ""], "checkpoint"),
+    (["eval", "RUN", ""], "file"),  # (it scored the bundled lyrics)
+    (["inspect", "RUN", "--text", "分开", "--png", ""], "--png"),  # (it wrote no picture, and said nothing)
+    (["inspect", "RUN", "--context-file", "", "--text", "分开"], "--context-file"),
+])
+def test_an_empty_path_is_refused_not_taken_for_the_default(capsys, tiny_run, tmp_path, monkeypatch, argv, flag):
+    """An empty path, as an unset shell variable gives ("$RUN"), names the flag; it used to stand for its default."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main([str(tiny_run) if a == "RUN" else a for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"charlm {argv[0]}: error: argument {flag}: is empty: give a path") and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written

@@ -51,6 +51,17 @@ def _shown(value) -> str:
     return '""' if value == "" else str(value)
 
 
+def _path(value: str) -> str:
+    """A path given on the command line: an empty one (an unset shell variable, as in --resume "$RUN") is an error, not
+    the default it would stand for (a config's "" is the bundled lyrics, or no --init-from)."""
+    if not value:
+        raise argparse.ArgumentTypeError("is empty: give a path")
+    return value
+
+
+PATH_FIELDS = {"data", "out", "init_from"}
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset(), preset: str | None = None) -> None:
     """One ``--field-name`` flag per dataclass field, defaulting to None so that only given flags override.
 
@@ -73,7 +84,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = froz
         elif t is tuple:
             group.add_argument(*flags, nargs="+", **kw)
         else:
-            group.add_argument(*flags, type=t, choices=f.metadata.get("choices"), **kw)
+            group.add_argument(*flags, type=_path if f.name in PATH_FIELDS else t, choices=f.metadata.get("choices"), **kw)
 
 
 def given(args: argparse.Namespace, cls) -> dict:
@@ -93,7 +104,7 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
                                    "shape (cell, sizes, layers, tied weights, copy window) is the pre-trained checkpoint's, "
                                    "whatever the defaults below say.")
     t.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})")
-    t.add_argument("--resume", default=None, metavar="DIR", help="continue a run exactly from its checkpoint (a run folder or a checkpoint folder)")
+    t.add_argument("--resume", type=_path, default=None, metavar="DIR", help="continue a run exactly from its checkpoint (a run folder or a checkpoint folder)")
     t.add_argument("--overwrite", action="store_true", help="train into an --out folder that already holds a run, replacing its checkpoints")
     t.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="under torchrun: how long a process waits for the others before the job ends with an error (default: 300)")
@@ -101,7 +112,7 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     add_config_flags(t, TrainConfig, preset=preset)
 
     g = sub.add_parser("generate", help="write text from a prefix", description="Generate text from a trained model; characters stream as they are made.")
-    g.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint)")
+    g.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint)")
     g.add_argument("--prefix", default=None, help="text the sample starts with (default: the first of the training run's "
                                                    "--prefixes the model knows, 分开 for the lyrics; else the start of a line)")
     g.add_argument("--style-prefix", default="", help="text read first to set the mood, not printed")
@@ -113,8 +124,8 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     add_config_flags(g, SampleConfig)
 
     e = sub.add_parser("eval", help="perplexity and bits per character of a text", description="Score a text: perplexity and bits per character, read as one stream.")
-    e.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint)")
-    e.add_argument("file", nargs="?", help="text file (or folder of .txt files) to score, - for standard input "
+    e.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint)")
+    e.add_argument("file", nargs="?", type=_path, help="text file (or folder of .txt files) to score, - for standard input "
                                            "(default: the held-out part of the model's own training text)")
     e.add_argument("--encoding", default="utf-8", help="text encoding of FILE (default: utf-8)")
     e.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
@@ -136,7 +147,7 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="an HTTP API and a lyrics page over a model",
                        description="Serve a model over HTTP: the lyrics page at /, the API at /v1, its documentation at /docs.")
-    s.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint)")
+    s.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
@@ -154,15 +165,15 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     n = sub.add_parser("inspect", help="look inside the LSTM: surprisal, top-5 predictions, gate heatmaps",
                        description="Write an HTML report (and optionally a PNG) of what an LSTM checkpoint does on a short text: "
                                    "surprisal and top-5 predictions per character, and input, forget and output gates and cell state of a few units.")
-    n.add_argument("checkpoint", help="checkpoint folder or run folder (its best/ checkpoint); cell lstm or scratch")
+    n.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint); cell lstm or scratch")
     n.add_argument("--text", default=None, help="the text to inspect (\\n stands for a line break); at most 2,000 characters")
-    n.add_argument("--file", "--text-file", dest="file", default=None, help="read the text from this file (or the .txt files of a folder) instead")
+    n.add_argument("--file", "--text-file", dest="file", type=_path, default=None, help="read the text from this file (or the .txt files of a folder) instead")
     n.add_argument("--context", default=None, help="text the model reads first, not shown (\\n stands for a line break): the inspected "
                    "text then starts from the state it left instead of the zero state; at most 2,000 characters")
-    n.add_argument("--context-file", default=None, help="read the context from this file (or the .txt files of a folder) instead")
+    n.add_argument("--context-file", type=_path, default=None, help="read the context from this file (or the .txt files of a folder) instead")
     n.add_argument("--encoding", default="utf-8", help="text encoding of --file and --context-file (default: utf-8)")
-    n.add_argument("--out", default="inspect.html", help="the HTML report to write (default: inspect.html)")
-    n.add_argument("--png", default=None, help="also write the heatmaps as this PNG")
+    n.add_argument("--out", type=_path, default="inspect.html", help="the HTML report to write (default: inspect.html)")
+    n.add_argument("--png", type=_path, default=None, help="also write the heatmaps as this PNG")
     n.add_argument("--layer", type=int, default=None, help="layer to show, from 0 (default: the last)")
     n.add_argument("--units", default=None, help="units to show, like 0,5,7 (default: units found automatically, then the most varied; 16 in all)")
     return p

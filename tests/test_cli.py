@@ -423,6 +423,11 @@ def test_eval_shows_progress_as_plain_lines_without_a_terminal(capsys, tiny_run,
     code, stdout, err = run_cli(capsys, "eval", tiny_run, f)
     assert code == 0 and "perplexity" in stdout
     assert f"scoring: {len(LYRIC) * 30:,} of {len(LYRIC) * 30:,} characters (100%)" in err.splitlines()
+    code, _, err = run_cli(capsys, "eval", tiny_run, f, "--each-line")  # a line at a time (it stayed at "1 of")
+    shown = [x for x in err.splitlines() if x.startswith("scoring: ")]
+    lines = int(shown[-1].split(" of ")[1].split()[0])
+    assert code == 0 and lines >= LYRIC.count("\n") * 30 and shown[-3:] == [
+        f"scoring: {n:,} of {lines:,} lines ({n / lines:.0%})" for n in (lines - 2, lines - 1, lines)]
 
 
 def test_generate_says_the_seed_it_drew_and_that_seed_gives_the_text_again(capsys, tiny_run):

@@ -636,7 +636,7 @@ def _score_lines(model, vocab, lines: list[str], newlines: str, progress) -> lis
 
     brk, rows = "\n" if newlines == "keep" else " ", []
     for number, line in enumerate(lines, 1):
-        progress(1)
+        progress(number)  # (a running count, as Progress.advance takes it)
         if not line.strip():
             continue
         ids, skipped = vocab.encode_known(brk + line + brk)

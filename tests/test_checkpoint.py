@@ -79,6 +79,34 @@ def test_truncated_json_is_refused(tiny_ckpt, tmp_path):
         load_model(bad)
 
 
+@pytest.mark.parametrize("text", ['{"metrics": ' + "[" * 100_000 + "]" * 100_000 + "}", '{"format": ' + "7" * 5000 + "}"])
+def test_json_past_pythons_limits_is_refused(tiny_ckpt, tmp_path, text):
+    """Nested deeper than Python's stack, or a number of 5,000 digits: the same one-line error as a truncated file."""
+    bad = _copy(tiny_ckpt, tmp_path / "bad")
+    (bad / "checkpoint.json").write_text(text, encoding="utf-8")
+    with pytest.raises(CharlmError, match=r"checkpoint.json: unreadable or truncated \((RecursionError|ValueError)\)"):
+        load_model(bad)
+
+
+def test_weights_that_are_not_finite_are_refused(tiny_ckpt, tmp_path):
+    """A checkpoint with a NaN among its weights (its checksum made to match) is refused as it is read: generate wrote
+    blank lines from it, and the server answered 500."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    bad = _copy(tiny_ckpt, tmp_path / "bad")
+    weights = load_file(bad / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, bad / "model.safetensors")
+    meta = json.loads((bad / "checkpoint.json").read_text(encoding="utf-8"))
+    meta["sha256"]["model.safetensors"] = hashlib.sha256((bad / "model.safetensors").read_bytes()).hexdigest()
+    (bad / "checkpoint.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(CharlmError, match=f"the weights are not finite \\(NaN or infinity in {name}\\)"):
+        load_model(bad)
+
+
 def test_vocabulary_mismatch_is_refused(tiny_ckpt, tmp_path):
     bad = _copy(tiny_ckpt, tmp_path / "bad")
     meta = json.loads((bad / "checkpoint.json").read_text(encoding="utf-8"))

@@ -652,6 +652,8 @@ def test_generate_reads_prefix_line_ends_as_newlines_and_refuses_length_with_lin
     ("model_config", None, "model_config is None"),
     ("train_config", [], "train_config is []"),
     ("metrics", [1, 2], "metrics must be a list of objects"),
+    ("metrics", [{"epoch": 1, "val_loss": "x"}], "metrics row 1's val_loss is 'x', not a number"),  # (serve answered 500)
+    ("metrics", [{"epoch": 1, "step": True}], "metrics row 1's step is 'True', not a number"),
     ("model_config.hidden_size", 32.0, "hidden_size must be a whole number, got 32.0"),
     ("model_config.copy_window", 10**12, "copy_window must be from 0 to"),
     ("train_config.prefixes", [1, 2], "prefixes must be a list of texts"),

@@ -486,7 +486,7 @@ def _read_meta(p: Path, missing_ok: bool = False) -> bytes | None:
 def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkpoint:
     try:
         meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # (not UTF-8, not JSON, nested past Python's stack, a 5,000-digit number)
         raise CharlmError(f"{p / META_FILE}: unreadable or truncated ({e.__class__.__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CharlmError(f"{p}: not a charlm checkpoint")
@@ -501,6 +501,11 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: {key} is {'missing' if key not in meta else repr(value)[:60]})")
     if not all(isinstance(m, dict) for m in meta.get("metrics", [])):
         raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: metrics must be a list of objects)")
+    for i, m in enumerate(meta.get("metrics", []), 1):  # what is read back: compared, printed, resumed from
+        for key in ("epoch", "step", "train_loss", "val_loss"):
+            value = m.get(key)  # (a validation loss is null without a split)
+            if key in m and (value is not None or key != "val_loss") and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: metrics row {i}'s {key} is {str(value)[:40]!r}, not a number)")
     if with_trainer:  # what a resume reads first (the position in the run) is there and whole
         t = meta["trainer"]
         if not t:  # saved without a trainer's state (a model put together in Python): weights and configs only
@@ -588,6 +593,8 @@ def load_weights(model, weights: dict[str, torch.Tensor], where) -> None:
         if tuple(v.shape) != tuple(own[k].shape):
             raise CharlmError(f"{where}: weights do not fit the model config ({k} is {list(v.shape)} there, "
                               f"{list(own[k].shape)} in the model)")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):  # (it wrote blank lines, and scored NaN)
+            raise CharlmError(f"{where}: the weights are not finite (NaN or infinity in {k}): a training run that diverged, or a damaged file")
     model.load_state_dict(weights, strict=False)
 
 

@@ -381,8 +381,8 @@ class Trainer:
         if self.plateau and t.get("plateau"):  # its "no loss yet" is inf, written as null (mode "min": inf is the worst)
             self.plateau.load_state_dict({k: math.inf if v is None and k in ("best", "mode_worse") else v for k, v in t["plateau"].items()})
         # a perplexity that overflowed (a diverging --lr) was written as null: from its loss again
-        self.metrics = [{**m, "train_ppl": ppl(m["train_loss"]), "val_ppl": None if m.get("val_loss") is None else ppl(m["val_loss"])}
-                        for m in c.metrics]
+        self.metrics = [{**m, **({"train_ppl": ppl(m["train_loss"])} if "train_loss" in m else {}),
+                         "val_ppl": None if m.get("val_loss") is None else ppl(m["val_loss"])} for m in c.metrics]
         self.epoch, self.batch, self.step = t["epoch"], t["batch"], t["step"]
         # the cosine spans the --epochs of the run that started it: a resume with more epochs goes on at the floor
         self.total_steps = t.get("schedule_steps", self.total_steps)

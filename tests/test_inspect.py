@@ -219,6 +219,28 @@ def test_a_picture_that_fails_to_write_leaves_no_page_and_names_the_file(tiny_ck
     assert list(tmp_path.iterdir()) == []  # not the page either, nor a temporary file
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_device_that_fails_to_take_the_picture_leaves_no_page(tiny_ckpt, tmp_path, capsys):
+    """--png /dev/full: the device is written before the page is renamed into place, so its failure leaves no page."""
+    assert main(["inspect", str(tiny_ckpt), "--text", "分开", "--out", str(tmp_path / "r.html"), "--png", "/dev/full"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "charlm: error: cannot write /dev/full: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_where_the_page_goes_is_named_not_the_temporary_file(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    """A rename that fails (here: a folder took the page's name after the checks) names the file asked for."""
+    real = inspector.write_atomic
+
+    def late_folder(*files):
+        (tmp_path / "r.html").mkdir()
+        return real(*files)
+
+    monkeypatch.setattr(inspector, "write_atomic", late_folder)
+    assert main(["inspect", str(tiny_ckpt), "--text", "分开", "--out", str(tmp_path / "r.html")]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"charlm: error: cannot write {tmp_path / 'r.html'}: Is a directory"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # the folder alone: no temporary file left
+
+
 def test_a_skipped_character_does_not_hide_a_line_end():
     """An unknown character at a line's end is skipped: the character before it ends the line the model read."""
     raw = "一二三四五X\n六七八\n"

@@ -102,7 +102,7 @@ def test_metrics_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", failing)
     c = ckpt_io.load(tmp_path / "run", prefer="last")
     cfg = dataclasses.replace(c.train_config, epochs=2)
-    with pytest.raises(OSError):
+    with pytest.raises(CharlmError, match=f"cannot write {metrics}: No space left on device"):
         Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lambda *_: None).fit()
     assert metrics.read_bytes() == before and not list(metrics.parent.glob(".metrics.jsonl*"))
 

@@ -255,7 +255,8 @@ def write_atomic(*files: tuple[Path, bytes]) -> None:
     Readers see the old file or the whole new one, and a failure (a full disk, a permission)
     before the renames changes none of the files; its error names the file asked for.  A symbolic
     link is written through (its target replaced, the link kept); a pipe or a device (a FIFO,
-    /dev/stdout to a terminal) is written into directly, as nothing can be renamed over it.
+    /dev/stdout to a terminal) is written into directly, as nothing can be renamed over it, before
+    the renames: one that fails (/dev/full) leaves none of the files written.
     """
     direct = [(path, data) for path, data in files if _not_a_file(path)]
     files = tuple((Path(os.path.realpath(path)) if path.is_symlink() else path, data) for path, data in files
@@ -273,29 +274,37 @@ def write_atomic(*files: tuple[Path, bytes]) -> None:
                     os.fsync(f.fileno())
             except OSError as e:
                 raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
+        for path, data in direct:  # before the renames: a device that fails (/dev/full) leaves no file of the set written
+            _write_direct(path, data)
         for (path, _), tmp in zip(files, tmps):
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as e:  # (a folder where the file goes): the name asked for, not the temporary one
+                raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
     finally:
         for tmp in tmps:
             if tmp.exists():
                 tmp.unlink()
-    for path, data in direct:
-        try:
-            fd = _own_fd(path)
-            if fd is None:  # a pipe or a device; appending, as opening a redirected stream's file anew would empty it
-                with open(path, "ab") as f:
-                    f.write(data)
-                continue
-            for stream in (sys.stdout, sys.stderr):  # what was printed before comes first
-                with contextlib.suppress(AttributeError, ValueError, OSError):
-                    stream.flush()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        except BrokenPipeError:  # the reader went away (--out /dev/stdout | head): quietly, as a closed pipe ends a command
-            raise
-        except OSError as e:
-            raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
+
+
+def _write_direct(path: Path, data: bytes) -> None:
+    """``data`` into a pipe or a device, or the stream a name such as /dev/stdout stands for."""
+    try:
+        fd = _own_fd(path)
+        if fd is None:  # a pipe or a device; appending, as opening a redirected stream's file anew would empty it
+            with open(path, "ab") as f:
+                f.write(data)
+            return
+        for stream in (sys.stdout, sys.stderr):  # what was printed before comes first
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.flush()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:  # the reader went away (--out /dev/stdout | head): quietly, as a closed pipe ends a command
+        raise
+    except OSError as e:
+        raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
 
 
 _STREAM = re.compile(r"/dev/(stdin|stdout|stderr)|/dev/fd/(\d+)|/proc/(?:self|\d+)/fd/(\d+)")

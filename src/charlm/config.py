@@ -22,6 +22,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 SEED_MAX = 2**63 - 1  # what a torch generator takes
 MIN_TEMPERATURE = 1e-3  # float32 logits divided by much less overflow; as low as this is greedy already
+MAX_TEMPERATURE = 100.0  # as high as this is a uniform draw already (and 1e39 overflows float32)
 
 
 def _help(text: str, **extra: Any) -> dict:
@@ -223,8 +224,9 @@ class SampleConfig:
         _check_types(self)
         _check(self.length >= 1, f"length must be >= 1, got {self.length}")
         _check(self.lines >= 0, f"lines must be >= 0, got {self.lines}")
-        _check(MIN_TEMPERATURE <= self.temperature < math.inf, f"temperature must be a number >= {MIN_TEMPERATURE:g}, got {self.temperature:g} "
-                                                   "(--greedy takes the most likely character every time)")
+        _check(MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,
+               f"temperature must be a number from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}, got {self.temperature:g} "
+               "(--greedy takes the most likely character every time)")
         _check(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         _check(1 <= self.num_samples <= 4096, f"num_samples must be from 1 to 4096, got {self.num_samples}")

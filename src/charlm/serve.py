@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .checkpoint import finite, load_model
-from .config import MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
+from .config import MAX_TEMPERATURE, MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
 from .copycheck import CopyIndex
 from .data import normalize, pretraining_texts, training_text
 from .errors import CharlmError
@@ -91,7 +91,7 @@ def _request_models(lim: Limits):
         length: int = Field(min(100, lim.max_length), ge=1, le=lim.max_length, description="characters to generate after the prefix")
         lines: int = Field(0, ge=0, le=lim.max_lines, description="stop after this many lines instead of a length (not with "
                                                                   "length); 0 = off")
-        temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=100, description="> 1 more surprising, < 1 more conservative")
+        temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="> 1 more surprising, < 1 more conservative")
         top_k: int | None = Field(None, ge=1, description="sample among the k most likely characters")
         top_p: float = Field(1.0, gt=0, le=1, description="nucleus: the smallest set whose probability reaches p")
         greedy: bool = Field(False, description="always take the most likely character")

@@ -152,6 +152,10 @@ def test_training_never_replaces_a_run_unless_told(capsys, corpus, tmp_path):
     (tmp_path / "afile").write_text("x")
     one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "afile", *TINY)[::2], "afile is a file; give a folder")
     one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "afile" / "sub", *TINY)[::2], "afile is a file")
+    for timeout in ("nan", "-1"):  # (taken, unused, by a run outside torchrun)
+        one_line_error(*run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "t", "--dist-timeout", timeout, *TINY)[::2],
+                       f"--dist-timeout must be a positive number of seconds, got {float(timeout)}")
+    assert not (tmp_path / "t").exists()
 
 
 def test_an_unknown_flag_names_the_nearest_real_one(capsys, tmp_path):

@@ -231,11 +231,11 @@ def setup(device: torch.device, timeout: float = DEFAULT_TIMEOUT) -> Dist:
     wait afterwards, gives up after ``timeout`` seconds, so a process that dies or hangs
     ends the job with an error instead of a silent hang.
     """
+    if not timeout > 0 or not math.isfinite(timeout):  # (refused in one process too: a typo shows before it matters)
+        raise CharlmError(f"--dist-timeout must be a positive number of seconds, got {timeout}")
     if not launched():
         return Dist(device=device)
     world, rank, local = from_env()
-    if not timeout > 0 or not math.isfinite(timeout):
-        raise CharlmError(f"--dist-timeout must be a positive number of seconds, got {timeout}")
     if device.type == "cuda":
         n = torch.cuda.device_count()
         if local >= n:

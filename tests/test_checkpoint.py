@@ -296,6 +296,17 @@ def test_a_closed_pipe_under_a_stream_name_ends_quietly(monkeypatch):
         ckpt_io.write_atomic((Path("/dev/stdout"), b"page"))
 
 
+def test_a_closed_pipe_still_leaves_the_other_files_written(tmp_path, monkeypatch):
+    """inspect --out /dev/stdout --png p.png | true: the reader that went away takes nothing from the picture."""
+    def closed(fd, data):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(os, "write", closed)
+    with pytest.raises(BrokenPipeError):
+        ckpt_io.write_atomic((Path("/dev/stdout"), b"page"), (tmp_path / "p.png", b"picture"))
+    assert [(f.name, f.read_bytes()) for f in tmp_path.iterdir()] == [("p.png", b"picture")]
+
+
 def test_a_pipe_in_a_checkpoint_is_missing_not_waited_on(tiny_ckpt, tmp_path):
     bad = _copy(tiny_ckpt, tmp_path / "bad")
     (bad / "model.safetensors").unlink()

@@ -473,3 +473,27 @@ def test_a_checkpoints_corpus_read_again_keeps_its_notes_and_its_errors(tmp_path
                                   trainer={"train_hash": "0" * 16}, path=tmp_path / "run" / "best")
     with pytest.raises(CharlmError, match=r"no \.txt file to read in the folder \(1 left out, not \.txt files or hidden: \.old/\)"):
         checkpoint_corpus(other)
+
+
+def test_a_stream_ends_at_the_end_it_reports_once():
+    """Text typed into `charlm eval RUN -` ends at one Ctrl-D: the terminal reports the end once, and a read after it
+    waits for another."""
+    import io
+
+    from charlm.data import read_stream
+
+    class Typed(io.RawIOBase):  # a terminal: a line, then the end (Ctrl-D), then it would wait for more
+        def __init__(self):
+            self.parts = ["分开的时候\n".encode(), b""]
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            assert self.parts, "read on after the end: a second Ctrl-D was needed"
+            part = self.parts.pop(0)
+            b[:len(part)] = part
+            return len(part)
+
+    assert read_stream(io.BufferedReader(Typed()), "standard input") == "分开的时候\n".encode()
+

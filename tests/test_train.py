@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import re
 import signal
 from pathlib import Path
 
@@ -213,7 +214,29 @@ def test_an_early_stop_due_as_a_run_ended_stops_it_when_given_more_epochs(tmp_pa
     Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=logs.append).fit()
     assert [m["epoch"] for m in _metrics(tmp_path / "a" / "run")] == [1, 2] == [m["epoch"] for m in _metrics(tmp_path / "b" / "run")]
     assert _same_weights(tmp_path / "a" / "run" / "last", tmp_path / "b" / "run" / "last")
-    assert any(line.startswith("early stop: no better validation loss for 1 validations") and "--early-stop 0" in line for line in logs)
+    assert any(re.match(r"early stop: no validation loss below \d\.\d{4} for 1 validations", line) and "--early-stop 0" in line for line in logs)
+
+    # a Ctrl-C while the last epoch's validation reads: the resume finishes it, and ends as the run would have, with
+    # no early stop's line (the last epoch ends the run; it said one was due, and that --early-stop 0 trains on)
+    real, box = train_mod.evaluate, {}
+
+    def cut_at_the_second(model, ids, **kw):
+        box["calls"] = box.get("calls", 0) + 1
+        if box["calls"] == 2:
+            box["trainer"]._signal = signal.SIGINT
+        return real(model, ids, **kw)
+
+    monkeypatch.setattr(train_mod, "evaluate", cut_at_the_second)
+    cfg = tiny_train_config(tmp_path / "c", epochs=2, early_stop=1)
+    corpus = load_corpus(cfg)
+    t = box["trainer"] = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32), cfg, corpus, log=lambda *_: None)
+    with pytest.raises(TrainingInterrupted):
+        t.fit()
+    c = ckpt_io.load(tmp_path / "c" / "run", prefer="last")
+    assert c.trainer["pending_validation"] == {"at_epoch_end": True, "over_time": False}
+    logs.clear()
+    Trainer(c.model_config, c.train_config, load_corpus(c.train_config, vocab=c.vocab), resume=c, log=logs.append).fit()
+    assert [m["epoch"] for m in _metrics(tmp_path / "c" / "run")] == [1, 2] and not any("early stop" in line for line in logs)
 
 
 @pytest.mark.parametrize("eval_every,which,at_end", [

@@ -274,13 +274,20 @@ def write_atomic(*files: tuple[Path, bytes]) -> None:
                     os.fsync(f.fileno())
             except OSError as e:
                 raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
+        gone = None  # a reader that went away (--out /dev/stdout | head) fails no file: they are still put in place
         for path, data in direct:  # before the renames: a device that fails (/dev/full) leaves no file of the set written
-            _write_direct(path, data)
+            try:
+                _write_direct(path, data)
+            except BrokenPipeError as e:
+                gone = e
+                break
         for (path, _), tmp in zip(files, tmps):
             try:
                 os.replace(tmp, path)
             except OSError as e:  # (a folder where the file goes): the name asked for, not the temporary one
                 raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
+        if gone is not None:
+            raise gone
     finally:
         for tmp in tmps:
             if tmp.exists():

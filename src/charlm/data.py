@@ -119,6 +119,8 @@ def read_stream(f, name: str, encoding: str = "utf-8") -> bytes:
         chunks.append(chunk)
         if not wide and b"\x00" in chunk:
             _decode(Path(name), b"".join(chunks), encoding)  # raises: a binary file, or UTF-16 read without --encoding
+        if len(chunk) < STREAM_CHUNK:  # a buffered read is short only at the end (one Ctrl-D ends typed text, not two)
+            break
     return b"".join(chunks)
 
 

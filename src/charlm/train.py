@@ -302,7 +302,7 @@ class Trainer:
         )
         self.metrics: list[dict] = []
         self.epoch, self.batch, self.step = 0, 0, 0
-        self.best_val, self.since_best = float("inf"), 0  # over the validations that steer the run (see _validate)
+        self.best_val, self.since_best = float("inf"), 0  # the best of the validations that steer the run, and how many since (_validate)
         self.best_saved = float("inf")  # the loss of the checkpoint in best/: the lowest of every validation's
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.tokens = 0
@@ -498,7 +498,7 @@ class Trainer:
                 at_end, over = self.pending["at_epoch_end"], self.pending["over_time"] and self._over_time(0.0)
                 if self._validate(at_epoch_end=at_end, over_time=over):
                     return self.metrics
-            if self._early_stop_due():  # due as the last epoch ended (which ends a run anyway): a run given more epochs stops
+            if self.epoch < self.cfg.epochs and self._early_stop_due():  # due as the last epoch ended: given more epochs, it stops
                 self._log_early_stop(" (--early-stop 0, or a larger one, trains on)")
                 return self.metrics
             while self.epoch < self.cfg.epochs:
@@ -717,7 +717,9 @@ class Trainer:
         return self.cfg.early_stop > 0 and self.since_best >= self.cfg.early_stop
 
     def _log_early_stop(self, hint: str = "") -> None:
-        self.log(f"early stop: no better validation loss for {self.since_best} validations; best checkpoint: {self.out / 'best'}{hint}")
+        what = "validation" if self.val_ids is not None else "training"
+        self.log(f"early stop: no {what} loss below {self.best_val:.4f} for {self.since_best} validations; "
+                 f"best checkpoint: {self.out / 'best'}{hint}")
 
     @property
     def curve_label(self) -> str:

@@ -359,6 +359,15 @@ def test_inspect_page_by_keyboard_and_in_a_dark_scheme(tiny_ckpt, browser, tmp_p
     assert not tip.is_displayed()
     ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()  # back to the character it left
     assert browser.execute_script(active) == chars[-1]
+    browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('mouseleave'))", chars[1])  # the pointer, as the page scrolls
+    assert tip.is_displayed() and f"#{len(chars)}" in tip.text  # the tip of the character the keys are on stays
+    ActionChains(browser).move_to_element(chars[3]).click().move_to_element(browser.find_element(By.TAG_NAME, "h1")).perform()
+    assert browser.execute_script(active) == chars[3] and not tip.is_displayed()  # a click's focus keeps no tip
+    button = browser.find_element(By.CSS_SELECTOR, "button.show")
+    browser.execute_script("arguments[0].scrollIntoView()", button)
+    button.click()
+    assert browser.execute_script("return document.activeElement.id") == "colour-by"  # the focus went with the view
+    browser.execute_script("var s = document.getElementById('colour-by'); s.value = 'surprisal'; s.dispatchEvent(new Event('change'));")
 
     def rgba(css):
         v = [float(x) for x in re.findall(r"[\d.]+", css)]

@@ -649,7 +649,7 @@ section { background:var(--card); border:1px solid var(--line); border-radius:10
 .ch.skip { color:var(--skip); text-decoration:line-through; }
 .ch.unkread { outline:1px dashed var(--skip); }
 .ch:hover { outline:2px solid var(--ink); }
-.ch:focus { outline:2px solid var(--accent); outline-offset:1px; }
+.ch:focus-visible { outline:2px solid var(--accent); outline-offset:1px; }
 .controls { display:flex; gap:18px; align-items:center; flex-wrap:wrap; margin:0 0 10px; font-size:14px; }
 select { font:inherit; padding:2px 6px; }
 table { border-collapse:collapse; font-size:14px; }
@@ -755,10 +755,18 @@ JS = r"""
     tip.style.left = x + 'px'; tip.style.top = y + 'px';
   }
   function hideTip() { tip.style.display = 'none'; }
+  function byKeys(el) {  // focused from the keyboard (a click focuses a character too, but shows no ring and keeps no tip)
+    try { return el.matches(':focus-visible'); } catch (err) { return true; }
+  }
+  function leave() {  // the pointer left a character or a heatmap: the tip of a character the keys are on comes back
+    var a = document.activeElement;
+    if (keys.indexOf(a) >= 0 && byKeys(a)) showTip(a.getBoundingClientRect(), charTip(+a.dataset.k));
+    else hideTip();
+  }
   document.addEventListener('keydown', function (e) { if (e.key === 'Escape') hideTip(); });
   document.querySelectorAll('[data-k]').forEach(function (el) {
     el.addEventListener('mousemove', function (e) { showTip(e, charTip(+el.dataset.k)); });
-    el.addEventListener('mouseleave', function () { if (document.activeElement !== el) hideTip(); });
+    el.addEventListener('mouseleave', leave);
   });
   // The keyboard: the text is one stop of the Tab key, and the arrow keys (Home, End) move from character to character,
   // each showing its tip as a hover does and giving it to a screen reader as the character's description.
@@ -769,7 +777,7 @@ JS = r"""
     el.setAttribute('aria-describedby', 'tip');
     el.addEventListener('focus', function () {
       keys.forEach(function (o) { o.tabIndex = o === el ? 0 : -1; });
-      showTip(el.getBoundingClientRect(), charTip(+el.dataset.k));
+      if (byKeys(el)) showTip(el.getBoundingClientRect(), charTip(+el.dataset.k));
     });
     el.addEventListener('blur', hideTip);
     el.addEventListener('keydown', function (e) {
@@ -799,7 +807,7 @@ JS = r"""
       showTip(e, q.label + ', unit ' + D.units[u] + ', at \u201c' + D.chars[k] + '\u201d (#' + (k + 1) + '): ' + num(value(key, u, k)) + '\n' + step(u, k) +
                  (key === 'cell' ? '\n(the row is drawn \u00f7 this unit\'s largest |c| here, ' + Q.cell.scales[u].toFixed(2) + ')' : ''));
     });
-    cv.addEventListener('mouseleave', hideTip);
+    cv.addEventListener('mouseleave', leave);
   });
   var SURPRISAL = 'untinted: expected; deep orange: surprising (12 bits or more). Hover a character, or Tab to the text and move with the arrow keys, for its rank and the guesses around it (the table at the end has them all).';
   function colour() {
@@ -823,7 +831,10 @@ JS = r"""
   }
   sel.addEventListener('change', colour);
   document.querySelectorAll('button.show').forEach(function (b) {
-    b.addEventListener('click', function () { sel.value = b.dataset.value; colour(); document.getElementById('text-card').scrollIntoView({ behavior: 'smooth' }); });
+    b.addEventListener('click', function () {  // the focus goes with the view (a keyboard's next Tab is from there)
+      sel.value = b.dataset.value; colour(); sel.focus({ preventScroll: true });
+      document.getElementById('text-card').scrollIntoView({ behavior: 'smooth' });
+    });
   });
   document.querySelectorAll('input.qtoggle').forEach(function (box) {
     box.addEventListener('change', function () {

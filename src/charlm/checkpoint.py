@@ -517,10 +517,11 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: {key} is {'missing' if key not in meta else repr(value)[:60]})")
     if not all(isinstance(m, dict) for m in meta.get("metrics", [])):
         raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: metrics must be a list of objects)")
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
     for i, m in enumerate(meta.get("metrics", []), 1):  # what is read back: compared, printed, resumed from
         for key in ("epoch", "step", "train_loss", "val_loss"):
             value = m.get(key)  # (a validation loss is null without a split)
-            if key in m and (value is not None or key != "val_loss") and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            if key in m and not (number(value) or (key == "val_loss" and value is None)):
                 raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: metrics row {i}'s {key} is {str(value)[:40]!r}, not a number)")
     if with_trainer:  # what a resume reads first (the position in the run) is there and whole
         t = meta["trainer"]
@@ -530,10 +531,9 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
         counts = ("epoch", "batch", "step", "since_best", "epoch_tokens")
         if not all(isinstance(t.get(k), int) and not isinstance(t.get(k), bool) and t[k] >= 0 for k in counts):
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer needs {', '.join(counts)} as whole numbers >= 0)")
-        number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
         pending = t.get("pending_validation")
-        if not all(t.get(k) is None or number(t[k]) for k in ("best_val", "best_saved")) or not all(number(t.get(k, 0)) for k in ("elapsed", "train_seconds")):
-            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's best_val, best_saved, elapsed and train_seconds must be numbers)")
+        if not (t.get("best_val") is None or number(t["best_val"])) or not all(number(t.get(k, 0)) for k in ("elapsed", "train_seconds")):
+            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's best_val, elapsed and train_seconds must be numbers)")
         if pending is not None and not (isinstance(pending, dict) and all(isinstance(pending.get(k), bool) for k in ("at_epoch_end", "over_time"))):
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's pending_validation is {str(pending)[:60]})")
         steps = t.get("schedule_steps", 0)

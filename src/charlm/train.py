@@ -303,7 +303,6 @@ class Trainer:
         self.metrics: list[dict] = []
         self.epoch, self.batch, self.step = 0, 0, 0
         self.best_val, self.since_best = float("inf"), 0  # the best of the validations that steer the run, and how many since (_validate)
-        self.best_saved = float("inf")  # the loss of the checkpoint in best/: the lowest of every validation's
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.tokens = 0
         self.elapsed = 0.0  # seconds of training steps since the last validation
@@ -349,7 +348,6 @@ class Trainer:
             "epoch": self.epoch, "batch": self.batch, "step": self.step, "schedule_steps": self.total_steps,
             "epoch_tokens": tokens, "elapsed": self.elapsed, "train_seconds": self.train_seconds,
             "best_val": None if math.isinf(self.best_val) else self.best_val, "since_best": self.since_best,
-            "best_saved": None if math.isinf(self.best_saved) else self.best_saved,
             "optimizer": opt_plain,
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"} if self.scheduler else None,
             "plateau": self.plateau.state_dict() if self.plateau else None,
@@ -390,8 +388,6 @@ class Trainer:
         self.train_seconds = t.get("train_seconds", 0.0)
         self.best_val = float("inf") if t["best_val"] is None else t["best_val"]
         self.since_best = t["since_best"]
-        saved = t.get("best_saved", t["best_val"])  # (a checkpoint from before best_saved: best/ held best_val's)
-        self.best_saved = float("inf") if saved is None else saved
         self.loss_sum = c.trainer_tensors["epoch.loss_sum"].to(self.device, torch.float64).reshape(())
         if "carried.h" in c.trainer_tensors:
             carried = tuple(c.trainer_tensors[f"carried.{n}"].to(self.device) for n in self.model.state_names())
@@ -682,8 +678,9 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"], "chars_per_s": chars_per_s, "seconds": self.elapsed,
             "train_seconds": self.train_seconds,
         }
-        self.metrics.append(rec)
         score = val_loss if val_loss is not None else train_loss
+        improved = score < self._lowest_so_far()  # best/ holds the lowest of every validation, steering or not
+        self.metrics.append(rec)
         if steers:
             if self.plateau is not None:
                 self.plateau.step(score)
@@ -693,9 +690,6 @@ class Trainer:
                 self.since_best += 1
             self.tokens, self.elapsed = 0, 0.0
             self.loss_sum.zero_()
-        improved = score < self.best_saved
-        if improved:
-            self.best_saved = score
         if self.dist.is_main:
             self._write_metrics()
         if improved:  # best/ first: a kill between the two leaves last/ behind, and the resume saves both again
@@ -712,6 +706,12 @@ class Trainer:
             took = f"{self.train_seconds / 60:.1f} minutes" if self.train_seconds >= 60 else f"{self.train_seconds:.1f} seconds"
             self.log(f"time limit: stopped after {took} of training (--max-minutes {cfg.max_minutes:g})")
         return stop or over_time
+
+    def _lowest_so_far(self) -> float:
+        """The loss of the checkpoint in best/: the lowest of the validations so far (each row's validation loss, or its
+        training loss without a held-out part)."""
+        scores = (m.get("val_loss") if m.get("val_loss") is not None else m.get("train_loss") for m in self.metrics)
+        return min((x for x in scores if x is not None), default=math.inf)
 
     def _early_stop_due(self) -> bool:
         return self.cfg.early_stop > 0 and self.since_best >= self.cfg.early_stop

@@ -809,7 +809,7 @@ JS = r"""
     });
     cv.addEventListener('mouseleave', leave);
   });
-  var SURPRISAL = 'untinted: expected; deep orange: surprising (12 bits or more). Hover a character, or Tab to the text and move with the arrow keys, for its rank and the guesses around it (the table at the end has them all).';
+  var SURPRISAL = document.getElementById('text-legend').textContent;  // the page's own, for going back to it
   function colour() {
     var v = sel.value, spans = document.querySelectorAll('#text [data-k]');
     var legend = document.getElementById('text-legend');

@@ -368,6 +368,8 @@ def test_load_model_from_python_errors_and_random_stream(tiny_ckpt, tmp_path):
         load_model(tiny_ckpt, device="gpu")
     with pytest.raises(CharlmError, match="device 'mps': charlm runs on auto, cpu, cuda or cuda:N"):  # torch's RuntimeError before
         load_model(tiny_ckpt, device="mps")
+    with pytest.raises(CharlmError, match="device 'cpu:1': the CPU takes no number; use cpu"):  # torch took it as the CPU
+        load_model(tiny_ckpt, device="cpu:1")
     if not torch.cuda.is_available():
         with pytest.raises(CharlmError, match="this PyTorch sees no CUDA GPU"):
             load_model(tiny_ckpt, device="cuda")

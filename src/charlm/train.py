@@ -58,6 +58,8 @@ def pick_device(name: str) -> torch.device:
         raise CharlmError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type not in ("cpu", "cuda"):  # mps, xpu, ...: charlm is written and tested for these two
         raise CharlmError(f"device {name!r}: charlm runs on auto, cpu, cuda or cuda:N")
+    if dev.type == "cpu" and dev.index is not None:  # torch would take cpu:1 as the one CPU: say so rather than pretend
+        raise CharlmError(f"device {name!r}: the CPU takes no number; use cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CharlmError(f"device {name!r} asked for, but this PyTorch sees no CUDA GPU")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

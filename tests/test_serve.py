@@ -201,9 +201,9 @@ def test_score_matches_evaluate(client, tiny_ckpt):
     loss, n = evaluate(model, torch.tensor(vocab.encode(text)))
     assert s["scored"] == n == len(text) - 1
     assert s["loss"] == pytest.approx(loss, rel=1e-5)
-    assert s["bits_per_char"] == pytest.approx(loss / math.log(2), rel=1e-5)
+    assert s["bits_per_character"] == pytest.approx(loss / math.log(2), rel=1e-5)
     assert s["perplexity"] == pytest.approx(math.exp(loss), rel=1e-5)
-    assert sum(s["surprisal"][1:]) / n == pytest.approx(s["bits_per_char"], abs=1e-3)
+    assert sum(s["surprisal"][1:]) / n == pytest.approx(s["bits_per_character"], abs=1e-3)
 
 
 def test_score_unknown_characters(client):

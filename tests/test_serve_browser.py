@@ -61,6 +61,8 @@ def test_page_streams_lyrics_from_a_prefix(tiny_ckpt, browser, tmp_path):
         wait.until(lambda d: d.find_element(By.ID, "lyrics").text.startswith("不分开"))
         wait.until(lambda d: "busy" not in d.find_element(By.TAG_NAME, "body").get_attribute("class"))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#lyrics .s"))
+        wait.until(lambda d: "bits/字" in d.find_element(By.ID, "score-summary").text)  # /v1/score's figures, read by name
+        assert browser.find_element(By.ID, "score-summary").text.startswith("困惑度 ")
         text = browser.find_element(By.ID, "lyrics").text
         assert text.startswith("不分开") and len(text.splitlines()) == 3, text
         status = browser.find_element(By.ID, "status")

@@ -153,8 +153,8 @@ class ScoreResponse(BaseModel):
     scoring: Literal["static"] = Field(description="static: read once as one stream, the model unchanged by the text (a copy "
                                                    "attention looks back over the text already read), as charlm eval without --dynamic")
     loss: float = Field(description="mean cross-entropy in nats per character")
-    bits_per_char: float = Field(description="mean surprisal in bits per character (loss / ln 2)")
-    perplexity: float | None = Field(description="2 ** bits_per_char (null if too large to write)")
+    bits_per_character: float = Field(description="mean surprisal in bits per character (loss / ln 2), as charlm eval --json names it")
+    perplexity: float | None = Field(description="2 ** bits_per_character (null if too large to write)")
     surprisal: list[float | None] = Field(description="bits per character of text; null for the first and for skipped ones")
 
 
@@ -620,7 +620,7 @@ def create_app(
             "outside_vocabulary": [c for c, _ in outside.most_common()],  # as eval's
             "scoring": "static",
             "loss": mean_bits * math.log(2),
-            "bits_per_char": mean_bits,
+            "bits_per_character": mean_bits,
             "perplexity": 2.0 ** mean_bits if mean_bits < 1000 else float("inf"),
             "surprisal": per_char,
         })

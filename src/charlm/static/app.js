@@ -260,7 +260,7 @@ async function tint(plain) {
     const score = await response.json();
     if (score.text !== plain || text !== plain) return;  // a newer text is showing
     renderTinted(plain, score.surprisal, uniformBits);
-    $("score-summary").textContent = W.score(score.perplexity == null ? "∞" : score.perplexity.toFixed(1), score.bits_per_char.toFixed(2));
+    $("score-summary").textContent = W.score(score.perplexity == null ? "∞" : score.perplexity.toFixed(1), score.bits_per_character.toFixed(2));
     legend.hidden = false;
   } catch {
     // tinting is a nicety: the plain text stays

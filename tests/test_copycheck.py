@@ -88,6 +88,20 @@ def test_a_match_never_runs_from_one_text_into_the_next():
     assert index.check("不分开的时候").longest == 5  # across texts only where the sample itself joins them
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(alphabet="ab\uffff", max_size=12), min_size=1, max_size=3), st.text(alphabet="ab\uffff", max_size=20))
+def test_several_texts_match_as_each_alone_whatever_characters_they_and_the_sample_hold(texts, sample):
+    """A sample (a file of them may hold anything) never matches through the mark between two texts, even one
+    holding the character that marks them; a text holding it itself matches it."""
+    index = CopyIndex(texts, n=2)
+    lengths = [max(brute_lengths(t, sample)[i] for t in texts) for i in range(len(sample))]
+    report = index.check(sample)
+    assert report.longest == max(lengths, default=0)
+    assert any(report.span in t for t in texts)
+    grams = lengths[: max(len(sample) - 1, 0)]
+    assert report.ngram_share == (sum(x >= 2 for x in grams) / len(grams) if grams else None)
+
+
 def test_fast_enough_for_every_sample():
     rng = random.Random(0)
     text = "".join(rng.choice("分开不的我你说爱在心里") for _ in range(60_000))

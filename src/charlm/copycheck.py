@@ -149,17 +149,17 @@ class CopyReport:
         return f"copy check: longest span also in the training text {self.longest} character{'s' if self.longest != 1 else ''} {quoted}; {self.n}-grams seen in training: {share}"
 
 
-SEPARATOR = "\uffff"  # a noncharacter: no sample holds it, so no match runs from one text into the next
-
-
 class CopyIndex:
     """Built once from the training text; :meth:`check` then costs one binary search per character of a sample."""
 
     def __init__(self, train_text: str | list[str], n: int = 8):
         """``train_text``: the text, or several (a fine-tuned model's and its pre-training's), none spanning into another."""
         self.n = n
+        self.separator = None
         if not isinstance(train_text, str):
-            train_text = SEPARATOR.join(train_text)
+            # between the texts, a character none holds: U+FFFF (a noncharacter) unless one does
+            self.separator = next(c for c in map(chr, range(0xFFFF, 0x110000)) if not any(c in t for t in train_text))
+            train_text = self.separator.join(train_text)
         self.index = SuffixArray(train_text)
         # A text without line breaks (trained with --newlines space): the breaks a sample is shown with stand for the
         # spaces the model wrote there, or, without spaces either, were only put in to show it in lines.
@@ -169,6 +169,11 @@ class CopyIndex:
         if self.breaks_as is not None:
             sample = sample.replace("\n", self.breaks_as)
         lengths = self.index.match_lengths(sample)
+        if self.separator is not None and self.separator in sample:  # (a file of samples may hold anything): no match
+            stop = len(sample)                                        # runs through it from one text into the next
+            for i in range(len(sample) - 1, -1, -1):
+                stop = i if sample[i] == self.separator else stop
+                lengths[i] = min(lengths[i], stop - i)
         if not lengths:
             return CopyReport(0, "", None, self.n)
         start = max(range(len(lengths)), key=lengths.__getitem__)

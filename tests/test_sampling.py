@@ -190,6 +190,18 @@ def test_top_p_on_exact_ties_keeps_no_more_than_reaches_p():
     assert drawn == {0, 1}
 
 
+@pytest.mark.parametrize("vocab_size", [4, 17, 64])
+def test_top_p_on_ties_keeps_the_same_nucleus_on_both_paths(vocab_size):
+    """The torch path (a batch, or a GPU) and the numpy path (one sample on the CPU) keep the same characters where
+    ties straddle top_p's cut, so a seed writes the same text on either: the lower ids, in both."""
+    from charlm import numpy_sampling
+
+    cfg = SampleConfig(top_p=0.25)
+    kept = torch.isfinite(top_p_filter(torch.zeros(vocab_size), cfg.top_p)).nonzero().flatten().tolist()
+    drawn = {numpy_sampling._choose(np.zeros((1, vocab_size), np.float32), cfg, iter([u])) for u in np.linspace(0.001, 0.999, 400)}
+    assert kept == sorted(drawn) == list(range(len(kept)))
+
+
 @pytest.mark.parametrize("head", ["👨\u200d👩\u200d👧", "e\u0301", "❤\ufe0f", "🇨🇳"])
 def test_an_acrostic_head_is_a_character_as_a_reader_sees_it(head):
     """An emoji of several code points or a letter with a combining accent heads one line whole: no line may start

@@ -47,7 +47,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
         raise ValueError(f"top_p must be in (0, 1], got {p}")
     if p >= 1:
         return logits
-    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    sorted_logits, order = torch.sort(logits, descending=True, stable=True, dim=-1)  # ties: the lower id first, as numpy_sampling
     cum = sorted_logits.softmax(-1).cumsum(-1)
     drop = cum - sorted_logits.softmax(-1) >= p  # the mass before this one already reaches p
     drop[..., 0] = False

@@ -854,6 +854,17 @@ def test_documented_commands_use_real_commands_and_flags(doc):
     assert not wrong, wrong
 
 
+@pytest.mark.parametrize("doc", [d for d in DOCS if "```python" in (Path(__file__).parents[1] / d).read_text(encoding="utf-8")])
+def test_documented_python_runs_as_written(doc, tmp_path):
+    """Each ```python block of the docs runs as it stands (in a folder of its own: README's trains one epoch into runs/)."""
+    import subprocess
+
+    blocks = re.findall(r"```python\n(.*?)```", (Path(__file__).parents[1] / doc).read_text(encoding="utf-8"), re.S)
+    for block in blocks:
+        run = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, f"{doc}:\n{block}\n{run.stderr[-2000:]}"
+
+
 def test_a_tampered_schedule_or_optimizer_setting_is_a_one_line_error_on_resume(capsys, corpus, tmp_path):
     run = tmp_path / "run"
     assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--schedule", "cosine", "--out", run, *TINY)[0] == 0

@@ -190,6 +190,23 @@ def test_top_p_on_exact_ties_keeps_no_more_than_reaches_p():
     assert drawn == {0, 1}
 
 
+@pytest.mark.parametrize("num_samples", [1, 3])  # the numpy path (one sample on the CPU) and torch's
+@pytest.mark.parametrize("greedy", [False, True])
+def test_a_model_with_unk_never_writes_it(num_samples, greedy):
+    """<unk> stands for no one character: a model trained with --unk writes the others, even where it likes <unk> best."""
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.vocab import UNK, Vocab
+
+    vocab = Vocab.build("分开的时候\n我说不分开\n", unk=True)
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=16, copy_window=0))
+    with torch.no_grad():
+        model.decoder.bias[vocab.stoi[UNK]] = 30.0  # <unk> all but certain at every step
+    texts = sample_text(model, vocab, "分开", SampleConfig(seed=1, length=200, num_samples=num_samples, greedy=greedy))
+    assert len(texts) == num_samples and all(len(t) == 202 and UNK not in t for t in texts), texts
+
+
 @pytest.mark.parametrize("vocab_size", [4, 17, 64])
 def test_top_p_on_ties_keeps_the_same_nucleus_on_both_paths(vocab_size):
     """The torch path (a batch, or a GPU) and the numpy path (one sample on the CPU) keep the same characters where

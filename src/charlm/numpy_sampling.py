@@ -41,14 +41,20 @@ class Sampler:
     the rest of the block drawn).
     """
 
-    def __init__(self, lean, logits: torch.Tensor, cfg: SampleConfig, generator: torch.Generator | None, steps: int):
+    def __init__(self, lean, logits: torch.Tensor, cfg: SampleConfig, generator: torch.Generator | None, steps: int,
+                 banned: int | None = None):
         self.net = _NumpyStep(lean)
         self.z = logits.detach().float().numpy()
         self.cfg = cfg
         self.uniforms = None if cfg.greedy else _uniforms(generator, steps)
+        self.banned = banned  # an id never drawn (<unk>), as the torch path
 
     def draw(self) -> list[int]:
-        return [_choose(self.z, self.cfg, self.uniforms)]
+        z = self.z
+        if self.banned is not None:
+            z = z.copy()
+            z[:, self.banned] = -np.inf
+        return [_choose(z, self.cfg, self.uniforms)]
 
     def step(self, ids: list[int]) -> None:
         self.z = self.net(ids[0])

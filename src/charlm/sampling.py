@@ -21,7 +21,7 @@ from . import numpy_sampling
 from .config import SampleConfig
 from .errors import CharlmError
 from .model import CopyRing
-from .vocab import Vocab
+from .vocab import UNK, Vocab
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -280,10 +280,11 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     else:
         max_chars = cfg.lines * (cfg.max_line_length + 1) if cfg.lines else cfg.length  # a cut line adds its newline
     step = one_step(model, state, n * max_chars)
+    unk = vocab.stoi[UNK] if vocab.unk else None  # a model trained with --unk never writes "<unk>": it stands for no one character
     if isinstance(step, _LeanStep) and numpy_sampling.fits(step, cfg):  # the CPU's fast path: the same characters
-        sampler = numpy_sampling.Sampler(step, logits[:, -1], cfg, generator, max_chars)
+        sampler = numpy_sampling.Sampler(step, logits[:, -1], cfg, generator, max_chars, unk)
     else:
-        sampler = _TorchSampler(step, logits[:, -1], cfg, generator)
+        sampler = _TorchSampler(step, logits[:, -1], cfg, generator, unk)
     if prefix:
         yield [prefix] * n
     itos = vocab.itos
@@ -332,13 +333,17 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
 class _TorchSampler:
     """``draw() -> ids`` (a list of n) from the last logits, ``step(ids)`` reads them: :func:`choose` and a step function."""
 
-    def __init__(self, step, logits: torch.Tensor, cfg: SampleConfig, generator):
-        self.fn, self.logits, self.cfg, self.generator = step, logits, cfg, generator
+    def __init__(self, step, logits: torch.Tensor, cfg: SampleConfig, generator, banned: int | None = None):
+        self.fn, self.logits, self.cfg, self.generator, self.banned = step, logits, cfg, generator, banned
         self.single = isinstance(step, _LeanStep) and logits.shape[0] == 1  # the lean step takes the id as an int too
         self.nxt = self.ids = None
 
     def draw(self) -> list[int]:
-        self.nxt = choose(self.logits, self.cfg, self.generator)
+        logits = self.logits
+        if self.banned is not None:  # (its probability goes to the others, as if it were not in the vocabulary)
+            logits = logits.clone()
+            logits[:, self.banned] = float("-inf")
+        self.nxt = choose(logits, self.cfg, self.generator)
         self.ids = self.nxt.tolist()  # the one read back per character, for streaming
         return self.ids
 

@@ -621,3 +621,32 @@ def test_a_python_trainer_holds_its_folder_as_charlm_train_does(tmp_path, capsys
         Trainer(mcfg, dataclasses.replace(cfg, out=str(tmp_path / "afile")), corpus, log=None).fit()
     train_mod.plot_metrics([{"epoch": 1, "train_ppl": 9.0, "val_ppl": None}], str(tmp_path / "c.png"))  # a str path
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("metrics", [
+    [{"epoch": 1, "train_ppl": 395.0, "val_ppl": 301.0}],  # one validation (one epoch, or a --max-minutes stop in the first)
+    [{"epoch": e, "train_ppl": 400.0 - 40 * e, "val_ppl": 300.0 - 20 * e} for e in range(1, 5)],
+    [{"epoch": e / 4, "train_ppl": 3.5 + 9 / e, "val_ppl": 4.2 + 8 / e} for e in range(1, 60)],  # validations within epochs
+    [{"epoch": e, "train_ppl": 2583.0 / e, "val_ppl": float("inf") if e == 1 else 2000.0 / e} for e in range(1, 17)],
+])
+def test_the_curves_show_each_validation_and_read_in_plain_numbers(metrics, tmp_path):
+    """Every validation is seen (a lone one was an invisible line of one point) and the perplexity axis has at least
+    two labels, written as numbers (300, not 3×10²)."""
+    import matplotlib.image
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    seen = {}
+    real_savefig = Figure.savefig
+
+    def keep_labels(fig, *a, **kw):
+        real_savefig(fig, *a, **kw)  # (drawn: the tick labels are set)
+        seen["labels"] = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Figure, "savefig", keep_labels)
+        train_mod.plot_metrics(metrics, tmp_path / "c.png")
+    assert len(seen["labels"]) >= 2 and all(re.fullmatch(r"[0-9][0-9,]*(\.[0-9]+)?", s) for s in seen["labels"]), seen
+    pixels = matplotlib.image.imread(tmp_path / "c.png")[..., :3]
+    orange = np.abs(pixels - np.array([1.0, 0.498, 0.055])).max(-1) < 0.08  # the validation curve's colour (C1)
+    assert orange[:, : pixels.shape[1] * 11 // 20].sum() > 20  # left of the legend (upper right): the points themselves

@@ -400,6 +400,12 @@ def test_english_text_without_newlines(capsys, tmp_path):
     assert code == 0 and "copy check over 2 samples" in err and "sample 3" not in err
     assert "outside the vocabulary" not in stdout  # the markers (a Ctrl-C's "(cut short)" too) are not scored
     assert 'sample 2: copy check: longest span also in the training text 7 characters "ROMEO: "' in err  # not " ROMEO: ": its line end is no space
+    # the same file scores the same with and without --check-copy: the markers are left out either way, and said so
+    plain = json.loads(run_cli(capsys, "eval", out, samples, "--json")[1])
+    checked = json.loads(run_cli(capsys, "eval", out, samples, "--json", "--check-copy")[1])
+    assert plain["loss"] == checked["loss"] and plain["characters"] == checked["characters"]
+    assert plain["characters"]["read"] == len("ROMEO: soft\n\nJULIET: Ay\nROMEO: light\n")
+    assert any("the 2 lines '--- sample N ---' that generate writes between samples are left out" in n for n in plain["notes"])
     # a line already at --max-line-length ends at once on a space (shown as the break), as it would on a newline
     code, stdout, err = run_cli(capsys, "generate", out, "--prefix", "ROMEO: But", "--lines", 1, "--max-line-length", 8, "--seed", 1)
     assert code == 0 and stdout == "ROMEO: But\n" and "it is ended at once" in err, (stdout, err)
@@ -1235,6 +1241,8 @@ def test_eval_each_line_scores_every_line_by_itself_after_a_line_break(capsys, t
     assert code == 0 and f"   4       6  {row['bits_per_character']:9.4f}  {row['perplexity']:10.3f}  快乐的日子" in stdout.splitlines()
     one_line_error(*run_cli(capsys, "eval", tiny_run, f, "--each-line", "--dynamic", "0.1")[::2],
                    "--each-line scores each line by itself, and --dynamic reads the text as one: give one of them")
+    one_line_error(*run_cli(capsys, "eval", tiny_run, f, "--each-line", "--check-copy")[::2],
+                   "--each-line scores each line by itself, and --check-copy checks each sample: give one of them")
     f.write_text("分\n开\n", encoding="utf-8")  # a line and its line breaks: 2 characters scored each
     assert json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")[1])["characters"]["scored"] == 4
     f.write_text("分开\n☃\n", encoding="utf-8")  # a line of nothing known has a row, not a figure

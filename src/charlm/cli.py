@@ -501,6 +501,7 @@ def _report_copies(index, samples: list[str], quiet: bool = False) -> list:
 def cmd_eval(args: argparse.Namespace) -> int:
     import collections
     import json
+    import re
 
     import torch
 
@@ -518,7 +519,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CharlmError("--check-copy needs a FILE of samples to check (generate --num-samples N writes one)")
     if args.each_line and (clash := next((f for f, on in (("--dynamic", args.dynamic), ("--bigram", args.bigram),
                                                            ("--check-copy", args.check_copy)) if on), None)):
-        raise CharlmError(f"--each-line scores each line by itself, and {clash} reads the text as one: give one of them")
+        raise CharlmError(f"--each-line scores each line by itself, and {clash} "
+                          + ("checks each sample" if clash == "--check-copy" else "reads the text as one") + ": give one of them")
     newlines = ckpt.train_config.newlines
     if args.each_line and args.file is None and newlines == "space":
         raise CharlmError("--each-line needs a FILE for this model: it reads line breaks as spaces, so its held-out text "
@@ -527,14 +529,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     needs = [flag for flag, on in (("--check-copy", args.check_copy), ("--bigram", args.bigram)) if on]
     train_text = _training_text(ckpt, needs[0]) if needs else None  # read once, before any scoring
     index = None
-    if args.check_copy:  # a file of samples, as generate writes them: its "--- sample N ---" lines are not text to score
-        import re
-
-        marker = r"^--- sample \d+(?: \(cut short\))? ---$"  # where generate's markers are, they alone part the samples (a play has blank lines)
-        pieces = re.split(marker if re.search(marker, text, flags=re.M) else r"\n\s*\n", text, flags=re.M)
+    # A file of samples, as generate --num-samples writes them: its "--- sample N ---" lines are not text to score, and
+    # where they are, they alone part the samples (a play has blank lines); with or without --check-copy, the same figure
+    marker = r"^--- sample \d+(?: \(cut short\))? ---$"
+    markers = len(re.findall(marker, text, flags=re.M))
+    if args.check_copy:
+        pieces = re.split(marker if markers else r"\n\s*\n", text, flags=re.M)
         samples = [normalize(t.strip("\n"), newlines) for t in pieces if t.strip()]
-        text = re.sub(marker + r"\n?", "", text, flags=re.M)
         index = _copy_index(ckpt, train_text)  # before the scoring (as the training text is read): a missing one costs no wait
+    if markers:
+        text = re.sub(marker + r"\n?", "", text, flags=re.M)
+        notes.append(f"the {_count(markers, 'line')} '--- sample N ---' that generate writes between samples "
+                     f"{'are' if markers > 1 else 'is'} left out: the figure is of the samples' text, read as one")
     if (form := vocab_form(vocab, text)) != text:
         notes.append("read in the Unicode form the vocabulary holds (accented letters composed or decomposed as in its "
                      "training text), as generate reads a prefix")

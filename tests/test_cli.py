@@ -196,6 +196,10 @@ def test_prefix_defaults_to_what_the_model_knows(capsys, tmp_path):
         code, stdout, err = run_cli(capsys, "generate", out, "--length", 12, "--seed", 1, *flags)
         assert code == 0 and len(stdout.rstrip("\n")) >= 1, err
     one_line_error(*run_cli(capsys, "generate", out, "--prefix", "the", "--acrostic", "tq")[::2], "--prefix and --acrostic do not go together")
+    one_line_error(*run_cli(capsys, "generate", out, "--acrostic", "tq", "--length", 10)[::2],
+                   "--length and --acrostic do not go together: an acrostic writes one line per character it is given")
+    one_line_error(*run_cli(capsys, "generate", out, "--acrostic", "tq", "--lines", 3)[::2], "--lines and --acrostic do not go together")
+    one_line_error(*run_cli(capsys, "generate", out, "--acrostic", "")[::2], "--acrostic is empty")  # was a plain generation
 
 
 def test_missing_corpus_and_unknown_preset(capsys, tmp_path):

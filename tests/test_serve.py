@@ -264,6 +264,8 @@ def test_model_info(client):
     ({"temp": 0.5}, "temp"),
     ({"prefix": "分开☃"}, "prefix"),
     ({"prefix": "分开", "acrostic": "你我"}, "prefix"),
+    ({"acrostic": "你我", "length": 50}, "length"),  # an acrostic's lines end it: the length was ignored
+    ({"acrostic": "你我", "lines": 3}, "lines"),
     ({"lines": 101}, "lines"),  # --max-lines
     ({"prefix": "☃☃", "unknown": "skip"}, "prefix"),  # nothing left of it
 ])

@@ -116,7 +116,7 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     g.add_argument("--prefix", default=None, help="text the sample starts with (default: the first of the training run's "
                                                    "--prefixes the model knows, 分开 for the lyrics; else the start of a line)")
     g.add_argument("--style-prefix", default="", help="text read first to set the mood, not printed")
-    g.add_argument("--acrostic", default="", help="藏头: one line per character, each starting with it")
+    g.add_argument("--acrostic", help="藏头: one line per character, each starting with it (not with --length or --lines)")
     g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     g.add_argument("--check-copy", action="store_true", help="report on stderr the longest span of what each sample wrote (the prefix not counted) found verbatim in the training text "
@@ -403,11 +403,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .train import pick_device
 
     cfg = _sample_config(args)
-    check_options(cfg, given(args, SampleConfig), _flag)
+    if args.acrostic == "":  # given, but empty (an unset shell variable): not silently a plain generation
+        raise CharlmError("--acrostic is empty: give the characters its lines start with")
+    check_options(cfg, given(args, SampleConfig), _flag, args.acrostic or "")
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
     # (newlines: line ends as the model read them in training, \r\n as \n; spaces, if so trained)
-    inputs = read_inputs(vocab, args.prefix, args.style_prefix, args.acrostic, unknown=args.unknown, name=_flag,
+    inputs = read_inputs(vocab, args.prefix, args.style_prefix, args.acrostic or "", unknown=args.unknown, name=_flag,
                          default=default_prefix(vocab, ckpt.train_config.prefixes), newlines=ckpt.train_config.newlines)
     prefix = inputs.prefix
     for field, dropped in inputs.skipped.items():  # dropped, but not in silence

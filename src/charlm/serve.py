@@ -219,7 +219,7 @@ class _Generation:
         self.seed = req.seed if req.seed >= 0 else secrets.randbelow(2**31)  # short, and exact in JavaScript
         cfg = SampleConfig(length=req.length, lines=req.lines, greedy=req.greedy, temperature=req.temperature,
                            top_k=req.top_k, top_p=req.top_p, num_samples=req.num_samples, seed=self.seed)
-        check_options(cfg, req.model_fields_set)  # the checks of `charlm generate`
+        check_options(cfg, req.model_fields_set, acrostic=req.acrostic)  # the checks of `charlm generate`
         inputs = read_inputs(vocab, req.prefix, req.style_prefix, req.acrostic, unknown=req.unknown, default=default,
                              newlines=newlines, hint=SKIP_HINT)
         self.skipped = inputs.skipped  # dropped, but not in silence (as `charlm generate` notes)

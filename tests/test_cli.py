@@ -222,9 +222,9 @@ def test_other_encodings_with_flag(capsys, tmp_path):
     (["--temperature", "nan"], "temperature must be a number from 0.001 to 100"),
     (["--temperature", "inf"], "temperature must be a number from 0.001 to 100"),
     (["--temperature", "1e39"], "temperature must be a number from 0.001 to 100"),  # (float32 overflowed: a warning)
-    (["--top-k", "0"], "top_k must be >= 1"),
-    (["--top-p", "0"], "top_p must be in (0, 1]"),
-    (["--top-p", "1.5"], "top_p must be in (0, 1]"),
+    (["--top-k", "0"], "--top-k must be >= 1"),
+    (["--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
     (["--length", "0"], "length must be >= 1"),
     (["--prefix", "分开XY"], "'X' 'Y'"),
 ])
@@ -777,11 +777,11 @@ def test_resume_into_a_folder_holding_another_run_needs_overwrite(capsys, corpus
 
 @pytest.mark.parametrize("flags, message", [
     (["--lr", "inf"], "lr must be a finite number, got inf"),
-    (["--weight-decay", "inf"], "weight_decay must be a finite number"),
-    (["--schedule", "cosine", "--min-lr", "1"], "min_lr (1) must not be above lr"),
-    (["--copy-window", "99999999999999999999"], "copy_window must be from 0 to"),
-    (["--hidden-size", "1000000000000", "--no-tie-weights"], "hidden_size must be from 1 to"),
-    (["--num-layers", "100000"], "num_layers must be from 1 to 64"),
+    (["--weight-decay", "inf"], "--weight-decay must be a finite number"),
+    (["--schedule", "cosine", "--min-lr", "1"], "--min-lr (1) must not be above --lr (0.01)"),
+    (["--copy-window", "99999999999999999999"], "--copy-window must be from 0 to"),
+    (["--hidden-size", "1000000000000", "--no-tie-weights"], "--hidden-size must be from 1 to"),
+    (["--num-layers", "100000"], "--num-layers must be from 1 to 64"),
     (["--preset", ""], "unknown preset ''"),
 ])
 def test_numbers_beyond_any_model_are_refused_before_anything_is_written(capsys, corpus, tmp_path, flags, message):
@@ -792,7 +792,7 @@ def test_numbers_beyond_any_model_are_refused_before_anything_is_written(capsys,
 
 def test_generate_and_eval_refuse_what_would_do_nothing_or_diverge(capsys, tiny_run, corpus):
     one_line_error(*run_cli(capsys, "generate", tiny_run, "--greedy", "--temperature", 0.5)[::2], "--temperature would do nothing")
-    one_line_error(*run_cli(capsys, "generate", tiny_run, "--num-samples", 10**12)[::2], "num_samples must be from 1 to 4096")
+    one_line_error(*run_cli(capsys, "generate", tiny_run, "--num-samples", 10**12)[::2], "--num-samples must be from 1 to 4096")
     one_line_error(*run_cli(capsys, "eval", tiny_run, corpus, "--dynamic", "1e300")[::2], "--dynamic must be a learning rate from 0 to 10")
 
 

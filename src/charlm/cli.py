@@ -87,6 +87,17 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = froz
             group.add_argument(*flags, type=_path if f.name in PATH_FIELDS else t, choices=f.metadata.get("choices"), **kw)
 
 
+def _as_flags(message: str) -> str:
+    """A config check's message (``top_k must be >= 1``, written for Python callers) with the fields it names as the
+    flags the user gave (``--top-k must be >= 1``): where it starts with one, and where one is shown with its value."""
+    import re
+
+    flagged = {f.name for cls in (ModelConfig, TrainConfig, SampleConfig) for f in dataclasses.fields(cls)
+               if f.metadata.get("cli") is not False}
+    return re.sub(r"^([a-z][a-z_]*)(?= must | needs | works | > | \(|:)|(?<=\s)([a-z][a-z_]*)(?= \([-0-9.])",
+                  lambda m: _flag(m.group(m.lastindex)) if m.group(m.lastindex) in flagged else m.group(0), message)
+
+
 def given(args: argparse.Namespace, cls) -> dict:
     return {k: v for k, v in vars(args).items() if k in field_names(cls) and v is not None}
 
@@ -931,7 +942,7 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(e.exit_code)
         return e.exit_code
     except ValueError as e:  # a config field out of range
-        print(f"charlm: error: {e}", file=sys.stderr)
+        print(f"charlm: error: {_as_flags(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ncharlm: interrupted", file=sys.stderr)

@@ -45,6 +45,23 @@ def one_line_error(code, err, pattern, expect_code=2):
     assert "Traceback" not in err
 
 
+def test_your_own_text_goes_to_a_folder_named_after_it_and_samples_from_a_line(capsys, corpus, tmp_path, monkeypatch):
+    """train --data without --out: runs/<the file's name>, not the bundled lyrics' runs/jaychou; and the lyrics'
+    prefixes (分开, 不分开) are not the samples' unless given. A preset made for a corpus keeps its own."""
+    monkeypatch.chdir(tmp_path)
+    tiny = [a for a in TINY if a not in ("--prefixes", "分开")]
+    code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, *tiny, "--sample-every", 1)
+    assert code == 0 and "note: writing to runs/lyrics (--out to name another folder)" in stdout
+    run = tmp_path / "runs" / "lyrics"
+    assert json.loads((run / "last" / "checkpoint.json").read_text(encoding="utf-8"))["train_config"]["prefixes"] == []
+    assert not (tmp_path / "runs" / "jaychou").exists() and "leave out --prefixes" not in stdout
+    code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, *TINY, "--out", "runs/x")
+    assert code == 0 and "note: writing to" not in stdout
+    assert json.loads((tmp_path / "runs/x/last/checkpoint.json").read_text(encoding="utf-8"))["train_config"]["prefixes"] == ["分开"]
+    code, stdout, _ = run_cli(capsys, "train", "--preset", "shakespeare-cpu", "--data", corpus, "--epochs", 1, *TINY, "--max-minutes", 0.01)
+    assert code == 0 and (tmp_path / "runs" / "shakespeare-cpu").is_dir()  # the preset's own folder
+
+
 def test_train_generate_eval(capsys, corpus, tmp_path):
     out = tmp_path / "run"
     code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 2, "--out", out, *TINY)

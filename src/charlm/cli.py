@@ -21,7 +21,7 @@ from pathlib import Path
 from . import __version__
 from .config import ModelConfig, SampleConfig, TrainConfig, field_names, to_dict
 from .errors import CharlmError, CharlmWarning
-from .presets import DEFAULT_PRESET, PRESETS, check_requires, get_preset
+from .presets import DEFAULT_PRESET, PRESETS, check_requires, get_preset, owns_its_data
 
 # Flags that may change on --resume without changing what the run computes.
 RESUMABLE_OVERRIDES = {"epochs", "device", "out", "sample_every", "early_stop", "sample_length", "prefixes", "cuda_graph",
@@ -268,6 +268,13 @@ def _train(args: argparse.Namespace) -> int:
         preset = DEFAULT_PRESET if args.preset is None else args.preset  # --preset '' is an unknown preset, not the default
         values = {**get_preset(preset), **overrides}
         check_requires(preset, values)
+        if overrides.get("data") and owns_its_data(preset):  # your own text: not into runs/jaychou, nor from 分开
+            name = Path(os.path.abspath(overrides["data"])).stem.lstrip(".") or "mine"
+            if "out" not in overrides:
+                values["out"] = f"runs/{name}"
+                print(f"note: writing to {values['out']} (--out to name another folder)", flush=True)
+            if "prefixes" not in overrides:
+                values["prefixes"] = ()  # the lyrics' 分开 and 不分开: its samples start a line (--prefixes to give some)
         train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
         # kept absolute: --resume, --check-copy, --bigram and serve read them again from anywhere
         train_cfg = dataclasses.replace(train_cfg, **{k: os.path.abspath(getattr(train_cfg, k)) for k in ("data", "init_from")

@@ -183,21 +183,27 @@ PRESETS["shakespeare-gpu"] = dict(PRESETS["shakespeare-cpu"], device="cuda", cud
 
 DEFAULT_PRESET = "jaychou"
 
-# Flags a preset cannot do without (where the corpus or the pre-trained model lives).
-REQUIRES: dict[str, tuple[str, ...]] = {
-    "songci": ("data",),
-    "jaychou-ft": ("init_from",),
-    "shakespeare-cpu": ("data",),
-    "shakespeare-gpu": ("data",),
-    "shakespeare-gpu-large": ("data",),
+# Flags a preset cannot do without (where the corpus or the pre-trained model lives), and what to give.
+_SHAKESPEARE = "FILE (Tiny Shakespeare: char-rnn's data/tinyshakespeare/input.txt; not bundled)"
+REQUIRES: dict[str, dict[str, str]] = {
+    "songci": {"data": "FILE (全宋词, one ci per line, from chinese-poetry's 宋词/ci.song.*.json; not bundled)"},
+    "jaychou-ft": {"init_from": "RUN (a model pre-trained with --preset songci)"},
+    "shakespeare-cpu": {"data": _SHAKESPEARE},
+    "shakespeare-gpu": {"data": _SHAKESPEARE},
+    "shakespeare-gpu-large": {"data": _SHAKESPEARE},
 }
 
 
 def check_requires(name: str, values: dict) -> None:
-    missing = [f for f in REQUIRES.get(name, ()) if not values.get(f)]
+    missing = [f for f in REQUIRES.get(name, {}) if not values.get(f)]
     if missing:
-        flags = " ".join(f"--{f.replace('_', '-')} ..." for f in missing)
+        flags = " and ".join(f"--{f.replace('_', '-')} {REQUIRES[name][f]}" for f in missing)
         raise CharlmError(f"preset {name!r} needs {flags}")
+
+
+def owns_its_data(name: str) -> bool:
+    """Whether the preset trains on the bundled lyrics unless told otherwise: its --out and --prefixes are theirs."""
+    return not PRESETS[name].get("data") and "data" not in REQUIRES.get(name, {})
 
 
 def get_preset(name: str) -> dict:

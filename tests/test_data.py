@@ -25,7 +25,8 @@ def test_folder_of_text_files(tmp_path):
     (tmp_path / "blank.txt").write_bytes(b"\n  \n")  # a blank file too
     assert read_text(tmp_path) == "第一\n第二\n"
     (tmp_path / "skip.bin").write_bytes(b"\x00\x01")  # not .txt: left out, and said so
-    with pytest.warns(CharlmWarning, match=r"4 \.txt files read \(1 left out, not \.txt files or hidden: skip\.bin\)"):
+    with pytest.warns(CharlmWarning, match=r"4 \.txt files read as one text, in name order: a\.txt, b\.txt, blank\.txt, sub/empty\.txt "
+                                           r"\(1 left out, not \.txt files or hidden: skip\.bin\)"):
         assert read_text(tmp_path) == "第一\n第二\n"
     (tmp_path / "only").mkdir()
     (tmp_path / "only" / "e.txt").write_bytes(b"")
@@ -69,7 +70,9 @@ def test_a_folder_gets_one_note_and_encodings_are_known_by_their_codec(tmp_path)
         (songs / f"{i}.txt").write_bytes(f"第{i}首 分开的时候我说不分开\n".encode("utf-8"))
     with pytest.warns(CharlmWarning) as notes:
         read_text(songs, "latin-1")
-    assert len(notes) == 1 and "5 of its 5 .txt files were read as latin-1 as asked; 0.txt, for one: it is valid UTF-8" in str(notes[0].message)
+    assert len(notes) == 1 and str(notes[0].message) == (
+        f"{songs}: 5 .txt files read as one text, in name order: 0.txt, 1.txt, 2.txt, 3.txt, …; "
+        f"5 of its 5 .txt files were read as latin-1 as asked; 0.txt, for one: it is valid UTF-8, which text in other encodings almost never is; if its characters look wrong, leave out --encoding")
     f = songs / "0.txt"
     import warnings
 
@@ -400,7 +403,7 @@ def test_a_folder_says_what_it_left_out_and_hidden_copies_are_not_read(tmp_path)
     (tmp_path / "code" / "linked").symlink_to(tmp_path / ".ipynb_checkpoints")  # a link to a folder is not followed
     with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(5 left out, not \.txt files or hidden: E\.TXT, a\.py, b\.py, …\)$"):
         assert read_text(tmp_path / "code") == "y\n"
-    with pytest.warns(CharlmWarning, match=r"3 \.txt files read \(5 left out"):  # as charlm read folders until 2026-11-30
+    with pytest.warns(CharlmWarning, match=r"3 \.txt files read as one text, in name order: \.ipynb_checkpoints/song-checkpoint\.txt, code/d\.txt, song\.txt \(5 left out"):  # as charlm read folders until 2026-11-30
         assert read_text(tmp_path, hidden=True) == "分开的时候\ny\n分开的时候\n"  # (.ipynb_checkpoints/ first)
 
 

@@ -245,9 +245,11 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hi
         if not files:
             raise CharlmError(f"{p}: no .txt file to read in the folder{_left_out(p, others)}; give a single file "
                               "(cat several into one), or keep the text in .txt files, not hidden ones")
-        if others:
-            warnings.warn(f"{p}: {len(files)} .txt file{'s' if len(files) != 1 else ''} read{_left_out(p, others)}",
-                          CharlmWarning, stacklevel=2)
+        said = []  # one note for the folder: which files make the one text (a corpus's README.txt or test split would
+        if others or len(files) > 1:  # be in it), and how they read
+            named = ", ".join(str(f.relative_to(p)) for f in files[:4]) + (", …" if len(files) > 4 else "")
+            said.append(f"{len(files)} .txt file{'s' if len(files) != 1 else ''} read"
+                        + (f" as one text, in name order: {named}" if len(files) > 1 else "") + _left_out(p, others))
         raws = []
         for f in files:
             try:
@@ -263,11 +265,12 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hi
         texts = [t for t in texts if t.strip()]  # an empty or blank file adds nothing: passed over
         if not texts:
             raise CharlmError(f"{p}: every .txt file in the folder is empty or blank")
-        if hints:  # one note for the folder, not one per song
+        if hints:  # not one note per song
             first, hint = hints[0][0].relative_to(p), hints[0][1]
-            said = (f"{len(hints)} of its {len(raws)} .txt files were read as {encoding} as asked; {first}, for one: {hint}"
-                    if len(hints) > 1 else f"{first} was read as {encoding} as asked, but {hint}")
-            warnings.warn(f"{p}: {said}", CharlmWarning, stacklevel=2)
+            said.append(f"{len(hints)} of its {len(raws)} .txt files were read as {encoding} as asked; {first}, for one: {hint}"
+                        if len(hints) > 1 else f"{first} was read as {encoding} as asked, but {hint}")
+        if said:
+            warnings.warn(f"{p}: {'; '.join(said)}", CharlmWarning, stacklevel=2)
         return "".join(t if t.endswith("\n") else t + "\n" for t in texts)
     try:
         if p.is_file():

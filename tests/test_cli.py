@@ -230,6 +230,14 @@ def test_other_encodings_with_flag(capsys, tmp_path):
     one_line_error(*run_cli(capsys, "train", "--data", f, "--out", tmp_path / "o", *TINY)[::2], "--encoding")
     code, stdout, _ = run_cli(capsys, "train", "--data", f, "--encoding", "gb18030", "--epochs", 1, "--out", tmp_path / "o", *TINY)
     assert code == 0 and "vocabulary: 25 characters" in stdout
+    # eval and inspect read a file in the encoding the run was trained in, unless told otherwise
+    held = tmp_path / "more.txt"
+    held.write_bytes("分开的时候我说不分开\n".encode("gb18030"))
+    report = json.loads(run_cli(capsys, "eval", tmp_path / "o", held, "--json")[1])
+    assert report["characters"]["read"] == 11 and report["characters"]["skipped"] == 0
+    code, _, err = run_cli(capsys, "inspect", tmp_path / "o", "--file", held, "--out", tmp_path / "r.html")
+    assert code == 0 and '"chars":["分","开","的","时","候"' in (tmp_path / "r.html").read_text(encoding="utf-8"), err
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "o", held, "--encoding", "utf-8")[::2], "cannot decode byte 0 (0xb7) as utf-8")
 
 
 @pytest.mark.parametrize("flags,pattern", [

@@ -1103,11 +1103,12 @@ def render_png(report: Report, log=None) -> bytes:
     return buf.getvalue()
 
 
-def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | None = None, encoding: str = "utf-8",
+def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | None = None, encoding: str | None = None,
                        out: str = "inspect.html", png: str | None = None, layer: int | None = None, units: str | None = None,
                        context: str | None = None, context_file: str | None = None,
                        log=lambda msg: print(msg, file=sys.stderr)) -> str:
-    """Write the HTML report (and the PNG, if asked) for ``checkpoint`` on a text; returns a summary to print."""
+    """Write the HTML report (and the PNG, if asked) for ``checkpoint`` on a text; returns a summary to print.
+    ``encoding``: of ``file`` and ``context_file`` (default: the one the model's training text was read in)."""
     from .checkpoint import check_writable, load_model
 
     check_writable(out, "--out")
@@ -1117,9 +1118,10 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
         check_writable(png, "--png")
         if Path(png).resolve() == Path(out).resolve():
             raise CharlmError(f"--png and --out are the same file {png}; give the picture another name")
+    model, vocab, ckpt = load_model(checkpoint, "cpu")
+    encoding = encoding or ckpt.train_config.encoding  # files in the encoding of the text the model was trained on, unless told
     raw = read_input(text, file, encoding)
     before = read_context(context, context_file, encoding)
-    model, vocab, ckpt = load_model(checkpoint, "cpu")
     report = analyse(model, vocab, str(ckpt.path), raw, layer, parse_units(units, model.cfg.hidden_size), ckpt.train_config.newlines, before)
     page = render_html(report).encode("utf-8")
     image = render_png(report, log) if png else None  # everything is made before anything is written

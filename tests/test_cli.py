@@ -62,6 +62,12 @@ def test_your_own_text_goes_to_a_folder_named_after_it_and_samples_from_a_line(c
     assert code == 0 and (tmp_path / "runs" / "shakespeare-cpu").is_dir()  # the preset's own folder
 
 
+def test_a_held_out_part_too_small_to_validate_is_said_so(capsys, corpus, tmp_path):
+    code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--val-fraction", 0.0001, "--epochs", 1, "--out", tmp_path / "r", *TINY)
+    assert code == 0 and "note: the held-out part (--val-fraction 0.0001) has too few characters the model can score" in stdout
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "r")[::2], "(its last 0.01%), never trained on: too little to score")
+
+
 def test_train_generate_eval(capsys, corpus, tmp_path):
     out = tmp_path / "run"
     code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 2, "--out", out, *TINY)

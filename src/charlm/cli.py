@@ -689,7 +689,8 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
             text = heldout_text(ckpt)
         except CharlmError as e:
             raise CharlmError(f"scoring the held-out text needs the training text: {e}") from None
-        source = f"the held-out part of {cfg.data or 'the bundled lyrics'} (its last {cfg.val_fraction:.0%}), never trained on"
+        share = f"{cfg.val_fraction:.0%}" if cfg.val_fraction >= 0.01 else f"{cfg.val_fraction * 100:.2g}%"  # (not 0%)
+        source = f"the held-out part of {cfg.data or 'the bundled lyrics'} (its last {share}), never trained on"
         step = _trained_so_far(ckpt)["step"]
         validated = [m.get("step") for m in ckpt.metrics if isinstance(m, dict) and m.get("val_loss") is not None]
         if step is not None and step in validated:

@@ -865,6 +865,10 @@ def describe(trainer: Trainer) -> str:
         warm_note += (f"\nnote: the samples leave out --prefixes {' '.join(map(repr, left_out))}: the vocabulary lacks "
                       f"{show_chars(missing)}" + (f"; they {instead} instead" if instead else ""))
     val = f"validation {len(c.val_text):,}" + (f" ({trainer.val_skipped:,} outside the vocabulary, skipped when scoring)" if trainer.val_skipped else "")
+    if cfg.val_fraction and trainer.val_ids is None:  # held out, but too little to score: said, not a run of null val_loss
+        warm_note += (f"\nnote: the held-out part (--val-fraction {cfg.val_fraction:g}) has "
+                      f"{'no character' if not len(c.val_text) else 'too few characters'} the model can score (it takes two): "
+                      f"nothing is validated, and best/ is the last checkpoint; give a larger --val-fraction, or 0 to hold nothing out")
     return (f"corpus: {c.total_chars:,} characters; training {len(c.train_text):,}, {val}\n"
             f"vocabulary: {len(c.vocab):,} character{'s' if len(c.vocab) != 1 else ''}; model: {trainer.model_cfg.cell} {trainer.model_cfg.num_layers}x{trainer.model_cfg.hidden_size}, "
             f"{num_parameters(trainer.model):,} parameters; {trainer.n_batches} batches of {trainer.cfg.batch_size}x{trainer.cfg.num_steps} per epoch; device {trainer.device}"

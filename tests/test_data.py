@@ -35,6 +35,20 @@ def test_folder_of_text_files(tmp_path):
         read_text(tmp_path / "only")
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "gb18030", "big5"])
+def test_a_file_cut_part_way_through_its_last_character_reads_without_it(tmp_path, encoding):
+    """`head -c N big.txt > small.txt` cuts a character in two as often as not: the rest is read, and the cut said."""
+    text = "分開的時候我說不分開\n"  # (traditional: Big5 has them)
+    whole = text.encode(encoding)
+    f = tmp_path / "cut.txt"
+    f.write_bytes(whole + "快".encode(encoding)[:-1])
+    with pytest.warns(CharlmWarning, match=r"cut.txt ends part-way through a character .*: its last (byte is|\d bytes are) left out"):
+        assert read_text(f, encoding) == text
+    f.write_bytes(whole[:5] + b"\xff" + whole[5:])  # bad bytes elsewhere: still an error naming where
+    with pytest.raises(CharlmError, match="cannot decode byte"):
+        read_text(f, "utf-8")
+
+
 def test_other_encodings(tmp_path):
     f = tmp_path / "gb.txt"
     f.write_bytes("分开的时候".encode("gb18030"))

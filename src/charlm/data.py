@@ -146,6 +146,13 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
+        if (e.reason in ("unexpected end of data", "incomplete multibyte sequence", "truncated data") and e.end == len(raw)
+                and e.start > 0 and _decodes(raw[: e.start], encoding) and (name.startswith("utf") or not _valid_utf8(raw))):
+            # cut part-way through its last character (as `head -c` cuts a file): that character left out, and said
+            cut = len(raw) - e.start
+            warnings.warn(f"{path} ends part-way through a character (as a file cut at a byte count does): its last "
+                          f"{f'{cut} bytes are' if cut > 1 else 'byte is'} left out", CharlmWarning, stacklevel=2)
+            return _decode(path, raw[: e.start], encoding, blank_ok, hints)
         hint = _decoding_hint(raw, name)
         raise _Undecodable(f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; {hint}") from None
     except LookupError:  # a codec of bytes to bytes or text to text (base64, hex, rot13): not a text encoding
@@ -160,6 +167,14 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
     if not text.strip() and not blank_ok:
         raise CharlmError(f"{path}: the file holds no text")
     return text
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _valid_utf8(raw: bytes) -> bool:

@@ -18,12 +18,15 @@ def test_bundled_lyrics_are_shipped_unchanged():
 def test_folder_of_text_files(tmp_path):
     (tmp_path / "b.txt").write_text("第二", encoding="utf-8")
     (tmp_path / "a.txt").write_text("第一\n", encoding="utf-8")
-    assert read_text(tmp_path) == "第一\n第二\n"
+    with pytest.warns(CharlmWarning, match=r"folder_of_text_files0: 2 \.txt files read as one text, in name order: a\.txt, b\.txt$"):
+        assert read_text(tmp_path) == "第一\n第二\n"
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "empty.txt").write_bytes(b"")  # an empty file in a folder is passed over
-    assert read_text(tmp_path) == "第一\n第二\n"
+    with pytest.warns(CharlmWarning, match="3 .txt files read"):
+        assert read_text(tmp_path) == "第一\n第二\n"
     (tmp_path / "blank.txt").write_bytes(b"\n  \n")  # a blank file too
-    assert read_text(tmp_path) == "第一\n第二\n"
+    with pytest.warns(CharlmWarning, match="4 .txt files read"):
+        assert read_text(tmp_path) == "第一\n第二\n"
     (tmp_path / "skip.bin").write_bytes(b"\x00\x01")  # not .txt: left out, and said so
     with pytest.warns(CharlmWarning, match=r"4 \.txt files read as one text, in name order: a\.txt, b\.txt, blank\.txt, sub/empty\.txt "
                                            r"\(1 left out, not \.txt files or hidden: skip\.bin\)"):
@@ -340,7 +343,8 @@ def test_a_folder_in_two_encodings_is_named(tmp_path):
         read_text(songs)
     (songs / "d.txt").unlink()
     (songs / "a.txt").write_bytes("分开的时候\n".encode("gb18030"))
-    assert read_text(songs, "gb18030") == "分开的时候\n我说不分开\nplain ASCII reads as either\n"  # one encoding again: read
+    with pytest.warns(CharlmWarning, match="3 .txt files read as one text, in name order: a.txt, b.txt, c.txt$"):
+        assert read_text(songs, "gb18030") == "分开的时候\n我说不分开\nplain ASCII reads as either\n"  # one encoding again: read
 
 
 def test_damaged_utf8_and_other_scripts_in_gb18030_are_not_called_another_encoding(tmp_path, recwarn):
@@ -456,7 +460,8 @@ def test_left_out_counts_have_separators_and_txt_is_matched_as_the_file_system_m
     (names / "a.txt").write_text("分开\n", encoding="utf-8")
     (names / "B.TXT").write_text("不分开\n", encoding="utf-8")
     monkeypatch.setattr(os.path, "normcase", ntpath.normcase)  # names without case, as on Windows: .TXT is .txt
-    assert read_text(names) == "不分开\n分开\n"
+    with pytest.warns(CharlmWarning, match="2 .txt files read as one text, in name order: B.TXT, a.txt$"):
+        assert read_text(names) == "不分开\n分开\n"
 
 
 def test_a_checkpoints_corpus_read_again_keeps_its_notes_and_its_errors(tmp_path):

@@ -167,7 +167,7 @@ class Health(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    checkpoint: str = Field(description="the checkpoint folder's last two path parts (run/best)")
+    checkpoint: str = Field(description="the checkpoint folder's last two path parts (…/run/best)")
     model_config_: dict = Field(alias="model_config", description="the model's configuration, as in the checkpoint (cell, sizes, ...)")
     train_config: dict = Field(description="the training configuration; data, out and init_from as their last two path parts")
     vocab_size: int = Field(description="characters in the vocabulary (with <unk> if the model has it)")
@@ -641,8 +641,10 @@ def _language(vocab) -> str:
 
 
 def _short(path) -> str:
-    """The last two parts of a path (``run/best``, ``corpora/lyrics.txt``); empty stays empty."""
-    return "/".join(Path(path).parts[-2:]) if path else ""
+    """The last two parts of a path, after ``…/`` where there were more (``…/run/best``, ``…/corpora/lyrics.txt``: not
+    read as a relative path); empty stays empty."""
+    parts = Path(path).parts if path else ()
+    return ("…/" if len(parts) > 2 else "") + "/".join(parts[-2:])
 
 
 def _echo(value, room: int = 200, depth: int = 4):

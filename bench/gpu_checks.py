@@ -100,8 +100,13 @@ def check_graph(device: str, smoke: bool, rtol: float) -> None:
             d_param = max(rel(a, b) for a, b in zip(pg, pe))
             d_grad = max(rel(a, b) for a, b in zip(gg, ge))
             worst = max(d_loss, d_state, d_param, d_grad)
-            report(name, worst <= rtol, f"{len(lg)} steps ({stepg.warm} eager warm-up); max relative difference: loss {d_loss:.1e}, "
-                   f"state {d_state:.1e}, parameters {d_param:.1e}, gradients {d_grad:.1e} (tolerance {rtol:g})")
+            # On the CPU (a smoke run) there is no graph: the static-buffer body runs eagerly, and it and the plain step
+            # are not bitwise the same there (1e-7 apart in fp32), which bf16's 8-bit mantissa makes 1e-3 after 8 steps.
+            # On a GPU they were identical (BENCHMARKS.md, 2026-11-30), so the tight tolerance stays for it.
+            tol = max(rtol, 1e-2) if dev.type == "cpu" and precision == "bf16" else rtol
+            report(name, worst <= tol, f"{len(lg)} steps ({stepg.warm} eager warm-up); max relative difference: loss {d_loss:.1e}, "
+                   f"state {d_state:.1e}, parameters {d_param:.1e}, gradients {d_grad:.1e} (tolerance {tol:g}"
+                   + (", bf16 on the CPU: no graph" if tol != rtol else "") + ")")
         except Exception as e:
             report(name, False, f"{type(e).__name__}: {e}")
             traceback.print_exc()

@@ -1,6 +1,7 @@
 """The command line as a user meets it: output, exit codes, and one-line errors for bad input."""
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -230,7 +231,7 @@ def test_missing_corpus_and_unknown_preset(capsys, tmp_path):
     one_line_error(*run_cli(capsys, "train", "--preset", "nope")[::2], "unknown preset 'nope'; known presets: jaychou, jaychou-ft, seed")
 
 
-def test_other_encodings_with_flag(capsys, tmp_path):
+def test_other_encodings_with_flag(capsys, tmp_path, monkeypatch):
     f = tmp_path / "gb.txt"
     f.write_bytes((LYRIC * 40).encode("gb18030"))
     one_line_error(*run_cli(capsys, "train", "--data", f, "--out", tmp_path / "o", *TINY)[::2], "--encoding")
@@ -244,6 +245,16 @@ def test_other_encodings_with_flag(capsys, tmp_path):
     code, _, err = run_cli(capsys, "inspect", tmp_path / "o", "--file", held, "--out", tmp_path / "r.html")
     assert code == 0 and '"chars":["分","开","的","时","候"' in (tmp_path / "r.html").read_text(encoding="utf-8"), err
     one_line_error(*run_cli(capsys, "eval", tmp_path / "o", held, "--encoding", "utf-8")[::2], "cannot decode byte 0 (0xb7) as utf-8")
+    assert "note: not UTF-8, so read as gb18030, as the model's training text was" in run_cli(capsys, "eval", tmp_path / "o", held)[2]
+    # what generate writes (UTF-8) is read as UTF-8, by eval, by eval - and by inspect
+    code, samples, _ = run_cli(capsys, "generate", tmp_path / "o", "--num-samples", 2, "--length", 30, "--seed", 1)
+    (tmp_path / "s.txt").write_text(samples, encoding="utf-8")
+    code, stdout, err = run_cli(capsys, "eval", tmp_path / "o", tmp_path / "s.txt", "--check-copy")
+    assert code == 0 and "note: not UTF-8" not in err, err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(samples.encode("utf-8")), encoding="utf-8"))
+    assert run_cli(capsys, "eval", tmp_path / "o", "-")[0] == 0
+    code, _, err = run_cli(capsys, "inspect", tmp_path / "o", "--file", tmp_path / "s.txt", "--out", tmp_path / "r2.html")
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("flags,pattern", [

@@ -138,8 +138,8 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     e.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint)")
     e.add_argument("file", nargs="?", type=_path, help="text file (or folder of .txt files) to score, - for standard input "
                                            "(default: the held-out part of the model's own training text)")
-    e.add_argument("--encoding", help="text encoding of FILE (default: the encoding the model's training text was read in, "
-                                      "utf-8 unless it was trained with --encoding)")
+    e.add_argument("--encoding", help="text encoding of FILE (default: utf-8, and for a file that is not, the encoding the "
+                                      "model's training text was read in)")
     e.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     e.add_argument("--dynamic", type=float, default=0.0, metavar="LR",
                    help="adaptive scoring (dynamic evaluation): after scoring each chunk of 64 characters, one SGD step of this "
@@ -183,8 +183,8 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     n.add_argument("--context", default=None, help="text the model reads first, not shown (\\n stands for a line break): the inspected "
                    "text then starts from the state it left instead of the zero state; at most 2,000 characters")
     n.add_argument("--context-file", type=_path, default=None, help="read the context from this file (or the .txt files of a folder) instead")
-    n.add_argument("--encoding", help="text encoding of --file and --context-file (default: the encoding the model's "
-                                      "training text was read in, utf-8 unless it was trained with --encoding)")
+    n.add_argument("--encoding", help="text encoding of --file and --context-file (default: utf-8, and for a file that is "
+                                      "not, the encoding the model's training text was read in)")
     n.add_argument("--out", type=_path, default="inspect.html", help="the HTML report to write (default: inspect.html)")
     n.add_argument("--png", type=_path, default=None, help="also write the heatmaps as this PNG")
     n.add_argument("--layer", type=int, default=None, help="layer to show, from 0 (default: the last)")
@@ -679,7 +679,7 @@ def _score_lines(model, vocab, lines: list[str], newlines: str, progress) -> lis
 def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     """The text ``charlm eval`` scores (line ends as \\n), what to call it, and notes on what it is: FILE, standard input
     (``-``), or without FILE the held-out part of the model's own training text."""
-    from .data import IN_MEMORY, bundled_corpus, decode_text, heldout_text, normalize, read_stream, read_text
+    from .data import IN_MEMORY, as_trained, bundled_corpus, decode_text, heldout_text, normalize, read_stream, read_text
 
     cfg = ckpt.train_config
     if args.file is None:
@@ -705,12 +705,12 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
         else:  # (a checkpoint without its trainer's counts)
             notes = ["the same text as the training's validation"]
         return text, source, notes
-    encoding = args.encoding or cfg.encoding  # the training text's, unless told: a run trained on GB18030 reads its kind
     if args.file == "-":
         if sys.stdin is None:
             raise CharlmError("- reads standard input, and there is none (it is closed); give a FILE")
-        return normalize(decode_text(read_stream(sys.stdin.buffer, "standard input", encoding), encoding)), "standard input", []
-    text, notes = normalize(read_text(args.file, encoding)), []
+        raw = read_stream(sys.stdin.buffer, "standard input", args.encoding or "utf-8")
+        return normalize(as_trained(lambda enc: decode_text(raw, enc), args.encoding, cfg.encoding)), "standard input", []
+    text, notes = normalize(as_trained(lambda enc: read_text(args.file, enc), args.encoding, cfg.encoding)), []
     trained = Path(cfg.data) if cfg.data else bundled_corpus()
     with contextlib.suppress(OSError):
         if cfg.data != IN_MEMORY and trained.exists() and os.path.samefile(args.file, trained):

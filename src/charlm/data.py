@@ -245,6 +245,25 @@ def decode_text(raw: bytes, encoding: str = "utf-8", name: str = "standard input
     return _decode(Path(name), raw, encoding)
 
 
+def as_trained(read, given: str | None, trained: str):
+    """``read(encoding)`` for a text a model is to score: in ``given`` where the user named one; else in UTF-8 (what
+    ``charlm generate`` writes), and where the bytes are not UTF-8, in ``trained``, the encoding the model's training
+    text was read in (a file of the same kind as it)."""
+    if given:
+        return read(given)
+    try:
+        return read("utf-8")
+    except _Undecodable:
+        if _codec(trained)[1].startswith("utf8"):
+            raise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CharlmWarning)  # (a hint that the bytes read as Chinese in it: they do)
+        text = read(trained)
+    warnings.warn(f"not UTF-8, so read as {trained}, as the model's training text was (--encoding to say otherwise)",
+                  CharlmWarning, stacklevel=2)
+    return text
+
+
 def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hidden: bool = False) -> str:
     """The text of a file, or of every non-empty ``.txt`` file under a folder (sorted; each ends with a newline), hidden
     ones too with ``hidden`` (as charlm read folders until 2026-11-30).

@@ -1108,8 +1108,10 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
                        context: str | None = None, context_file: str | None = None,
                        log=lambda msg: print(msg, file=sys.stderr)) -> str:
     """Write the HTML report (and the PNG, if asked) for ``checkpoint`` on a text; returns a summary to print.
-    ``encoding``: of ``file`` and ``context_file`` (default: the one the model's training text was read in)."""
+    ``encoding``: of ``file`` and ``context_file`` (default: UTF-8, or where they are not, the one the model's training
+    text was read in)."""
     from .checkpoint import check_writable, load_model
+    from .data import as_trained
 
     check_writable(out, "--out")
     if Path(out).suffix.lower() == ".png":
@@ -1119,9 +1121,10 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
         if Path(png).resolve() == Path(out).resolve():
             raise CharlmError(f"--png and --out are the same file {png}; give the picture another name")
     model, vocab, ckpt = load_model(checkpoint, "cpu")
-    encoding = encoding or ckpt.train_config.encoding  # files in the encoding of the text the model was trained on, unless told
-    raw = read_input(text, file, encoding)
-    before = read_context(context, context_file, encoding)
+    trained = ckpt.train_config.encoding  # files not in UTF-8 are read in the training text's encoding, unless told
+    raw = as_trained(lambda enc: read_input(text, file, enc), encoding, trained) if file else read_input(text, None)
+    before = (as_trained(lambda enc: read_context(context, context_file, enc), encoding, trained) if context_file
+              else read_context(context, None))
     report = analyse(model, vocab, str(ckpt.path), raw, layer, parse_units(units, model.cfg.hidden_size), ckpt.train_config.newlines, before)
     page = render_html(report).encode("utf-8")
     image = render_png(report, log) if png else None  # everything is made before anything is written

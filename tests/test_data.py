@@ -50,6 +50,19 @@ def test_a_file_cut_part_way_through_its_last_character_reads_without_it(tmp_pat
     f.write_bytes(whole[:5] + b"\xff" + whole[5:])  # bad bytes elsewhere: still an error naming where
     with pytest.raises(CharlmError, match="cannot decode byte"):
         read_text(f, "utf-8")
+    f.write_bytes("Le café".encode("cp1252"))  # ASCII but for a last byte: Latin-1's é, not a cut character
+    with pytest.raises(CharlmError, match=r"cannot decode byte 6 \(0xe9\) as utf-8; .*cp1252"):
+        read_text(f, "utf-8")
+    f.write_bytes("快".encode("utf-8")[:-1])  # nothing but a part of one
+    with pytest.raises(CharlmError, match="cannot decode byte 0"):
+        read_text(f, "utf-8")
+
+
+def test_a_cut_file_with_a_byte_order_mark_reads_without_its_last_character_too(tmp_path):
+    f = tmp_path / "cut.txt"
+    f.write_bytes(codecs.BOM_UTF8 + "分开的时候\n".encode("utf-8") + "快".encode("utf-8")[:1])
+    with pytest.warns(CharlmWarning, match="its last byte is left out"):
+        assert read_text(f, "utf-8-sig") == read_text(f, "utf-8") == "分开的时候\n"
 
 
 def test_other_encodings(tmp_path):

@@ -146,13 +146,15 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
-        if (e.reason in ("unexpected end of data", "incomplete multibyte sequence", "truncated data") and e.end == len(raw)
-                and e.start > 0 and _decodes(raw[: e.start], encoding) and (name.startswith("utf") or not _valid_utf8(raw))):
-            # cut part-way through its last character (as `head -c` cuts a file): that character left out, and said
-            cut = len(raw) - e.start
+        cut = len(e.object) - e.start  # (e.object: what the codec decoded, after a byte-order mark utf-8-sig skipped)
+        kept = raw[: len(raw) - cut]
+        if (e.reason in ("unexpected end of data", "incomplete multibyte sequence", "truncated data") and e.end == len(e.object)
+                and _decodes(kept, encoding) and not kept.isascii() and (name.startswith("utf") or not _valid_utf8(raw))):
+            # cut part-way through its last character (as `head -c` cuts a file): that character left out, and said; not
+            # where all before it is ASCII (a lone é of Latin-1 at the end is no cut UTF-8 character)
             warnings.warn(f"{path} ends part-way through a character (as a file cut at a byte count does): its last "
                           f"{f'{cut} bytes are' if cut > 1 else 'byte is'} left out", CharlmWarning, stacklevel=2)
-            return _decode(path, raw[: e.start], encoding, blank_ok, hints)
+            return _decode(path, kept, encoding, blank_ok, hints)
         hint = _decoding_hint(raw, name)
         raise _Undecodable(f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; {hint}") from None
     except LookupError:  # a codec of bytes to bytes or text to text (base64, hex, rot13): not a text encoding

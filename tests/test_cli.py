@@ -452,6 +452,8 @@ def test_english_text_without_newlines(capsys, tmp_path):
     assert plain["loss"] == checked["loss"] and plain["characters"] == checked["characters"]
     assert plain["characters"]["read"] == len("ROMEO: soft\n\nJULIET: Ay\nROMEO: light\n")
     assert any("the 2 lines '--- sample N ---' that generate writes between samples are left out" in n for n in plain["notes"])
+    rows = json.loads(run_cli(capsys, "eval", out, samples, "--json", "--each-line")[1])["lines"]
+    assert [r["line"] for r in rows] == [2, 4, 6]  # the file's own line numbers, the markers' lines not rows
     # a line already at --max-line-length ends at once on a space (shown as the break), as it would on a newline
     code, stdout, err = run_cli(capsys, "generate", out, "--prefix", "ROMEO: But", "--lines", 1, "--max-line-length", 8, "--seed", 1)
     assert code == 0 and stdout == "ROMEO: But\n" and "it is ended at once" in err, (stdout, err)

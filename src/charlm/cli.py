@@ -559,10 +559,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         pieces = re.split(marker if markers else r"\n\s*\n", text, flags=re.M)
         samples = [normalize(t.strip("\n"), newlines) for t in pieces if t.strip()]
         index = _copy_index(ckpt, train_text)  # before the scoring (as the training text is read): a missing one costs no wait
-    if markers:
-        text = re.sub(marker + r"\n?", "", text, flags=re.M)
+    if markers:  # (--each-line: emptied, so that the rows keep the file's line numbers; an empty line has no row)
+        text = re.sub(marker if args.each_line else marker + r"\n?", "", text, flags=re.M)
         notes.append(f"the {_count(markers, 'line')} '--- sample N ---' that generate writes between samples "
-                     f"{'are' if markers > 1 else 'is'} left out: the figure is of the samples' text, read as one")
+                     f"{'are' if markers > 1 else 'is'} left out: the figure is of the samples' text")
     if (form := vocab_form(vocab, text)) != text:
         notes.append("read in the Unicode form the vocabulary holds (accented letters composed or decomposed as in its "
                      "training text), as generate reads a prefix")

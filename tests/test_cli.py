@@ -63,6 +63,20 @@ def test_your_own_text_goes_to_a_folder_named_after_it_and_samples_from_a_line(c
     assert code == 0 and (tmp_path / "runs" / "shakespeare-cpu").is_dir()  # the preset's own folder
 
 
+def test_a_folder_run_names_its_files_once(capsys, tmp_path):
+    """Training says which files made the text; eval, --bigram and a resume read them again without saying it again."""
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    for i in range(2):
+        (songs / f"{i}.txt").write_text(LYRIC * 20, encoding="utf-8")
+    run = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "train", "--data", songs, "--epochs", 1, "--out", run, *TINY)
+    assert code == 0 and (stdout + err).count("2 .txt files read as one text, in name order: 0.txt, 1.txt") == 1
+    for argv in (["eval", run, "--bigram"], ["train", "--resume", run, "--epochs", 2]):
+        code, stdout, err = run_cli(capsys, *argv)
+        assert code == 0 and ".txt files read" not in stdout + err, (argv, err)
+
+
 def test_a_held_out_part_too_small_to_validate_is_said_so(capsys, corpus, tmp_path):
     code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--val-fraction", 0.0001, "--epochs", 1, "--out", tmp_path / "r", *TINY)
     assert code == 0 and "note: the held-out part (--val-fraction 0.0001) has too few characters the model can score" in stdout

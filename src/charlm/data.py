@@ -266,9 +266,11 @@ def as_trained(read, given: str | None, trained: str):
     return text
 
 
-def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hidden: bool = False) -> str:
+def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hidden: bool = False,
+              name_files: bool = True) -> str:
     """The text of a file, or of every non-empty ``.txt`` file under a folder (sorted; each ends with a newline), hidden
-    ones too with ``hidden`` (as charlm read folders until 2026-11-30).
+    ones too with ``hidden`` (as charlm read folders until 2026-11-30).  A folder's note names the files it read, with
+    ``name_files`` (not when a run's corpus is read again: the training said it).
 
     ``None`` or ``""`` reads the bundled lyrics.  Bytes that do not decode are an error
     naming the file and the offset, never dropped.
@@ -282,10 +284,10 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hi
             raise CharlmError(f"{p}: no .txt file to read in the folder{_left_out(p, others)}; give a single file "
                               "(cat several into one), or keep the text in .txt files, not hidden ones")
         said = []  # one note for the folder: which files make the one text (a corpus's README.txt or test split would
-        if others or len(files) > 1:  # be in it), and how they read
+        if others or (len(files) > 1 and name_files):  # be in it), and how they read
             named = ", ".join(str(f.relative_to(p)) for f in files[:4]) + (", …" if len(files) > 4 else "")
             said.append(f"{len(files)} .txt file{'s' if len(files) != 1 else ''} read"
-                        + (f" as one text, in name order: {named}" if len(files) > 1 else "") + _left_out(p, others))
+                        + (f" as one text, in name order: {named}" if len(files) > 1 and name_files else "") + _left_out(p, others))
         raws = []
         for f in files:
             try:
@@ -406,7 +408,7 @@ def load_corpus(cfg, vocab: Vocab | None = None) -> Corpus:
     if cfg.data == IN_MEMORY:
         raise CharlmError("this model was trained on a text given in memory (charlm.data.corpus_from_text), "
                           "which cannot be read again here")
-    return _corpus(read_text(cfg.data, cfg.encoding), cfg, vocab, cfg.data)
+    return _corpus(read_text(cfg.data, cfg.encoding, name_files=vocab is None), cfg, vocab, cfg.data)  # (vocab: read again)
 
 
 def corpus_from_text(text: str, cfg, vocab: Vocab | None = None) -> Corpus:
@@ -548,7 +550,7 @@ def checkpoint_corpus(ckpt, cfg=None) -> Corpus:
     if folder and (corpus is None or not _trained_on(ckpt, corpus)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            older = _corpus(read_text(cfg.data, cfg.encoding, hidden=True), cfg, ckpt.vocab, cfg.data)
+            older = _corpus(read_text(cfg.data, cfg.encoding, hidden=True, name_files=False), cfg, ckpt.vocab, cfg.data)
         if _trained_on(ckpt, older):
             warnings.warn(f"{cfg.data}: read with its hidden .txt files, as {ckpt.path} was trained (charlm now leaves "
                           f"them out of a new training)", CharlmWarning, stacklevel=2)

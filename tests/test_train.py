@@ -628,6 +628,9 @@ def test_a_python_trainer_holds_its_folder_as_charlm_train_does(tmp_path, capsys
     [{"epoch": e, "train_ppl": 400.0 - 40 * e, "val_ppl": 300.0 - 20 * e} for e in range(1, 5)],
     [{"epoch": e / 4, "train_ppl": 3.5 + 9 / e, "val_ppl": 4.2 + 8 / e} for e in range(1, 60)],  # validations within epochs
     [{"epoch": e, "train_ppl": 2583.0 / e, "val_ppl": float("inf") if e == 1 else 2000.0 / e} for e in range(1, 17)],
+    [{"epoch": e, "train_ppl": 79 + 0.1 * e, "val_ppl": 79.3 + 0.05 * e} for e in range(1, 6)],  # a narrow range: 79.2, 79.4
+    [{"epoch": e, "train_ppl": 1.0 + 0.01 * e, "val_ppl": 1.02 + 0.005 * e} for e in range(1, 6)],  # near 1
+    [{"epoch": 0.5, "train_ppl": 395.0, "val_ppl": 301.0}],  # one validation half-way through the first epoch
 ])
 def test_the_curves_show_each_validation_and_read_in_plain_numbers(metrics, tmp_path):
     """Every validation is seen (a lone one was an invisible line of one point) and the perplexity axis has at least
@@ -646,7 +649,17 @@ def test_the_curves_show_each_validation_and_read_in_plain_numbers(metrics, tmp_
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Figure, "savefig", keep_labels)
         train_mod.plot_metrics(metrics, tmp_path / "c.png")
-    assert len(seen["labels"]) >= 2 and all(re.fullmatch(r"[0-9][0-9,]*(\.[0-9]+)?", s) for s in seen["labels"]), seen
+    labels = seen["labels"]
+    assert len(labels) >= 2 and len(set(labels)) == len(labels), labels  # no two ticks with the same label
+    assert all(re.fullmatch(r"[0-9][0-9,]*(\.[0-9]+)?", s) for s in labels), labels
     pixels = matplotlib.image.imread(tmp_path / "c.png")[..., :3]
     orange = np.abs(pixels - np.array([1.0, 0.498, 0.055])).max(-1) < 0.08  # the validation curve's colour (C1)
-    assert orange[:, : pixels.shape[1] * 11 // 20].sum() > 20  # left of the legend (upper right): the points themselves
+    assert orange[pixels.shape[0] // 8 :].sum() > 20  # below the legend (above the plot): the points themselves
+
+
+
+def test_the_curves_of_a_run_that_overflowed_are_still_drawn(tmp_path):
+    inf = float("inf")
+    train_mod.plot_metrics([{"epoch": 1, "train_ppl": inf, "val_ppl": inf}, {"epoch": 2, "train_ppl": None, "val_ppl": None}],
+                           tmp_path / "c.png")  # (a diverged run: was a ValueError after training)
+    assert (tmp_path / "c.png").stat().st_size > 0

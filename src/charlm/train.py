@@ -782,7 +782,7 @@ def plot_metrics(metrics: list[dict], path: str | Path, training: str = "trainin
     epochs = [m["epoch"] for m in metrics]
     fig = Figure(figsize=(6, 4), dpi=100)  # not pyplot: no backend switched, no figure left open in a notebook
     FigureCanvasAgg(fig)
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
+    from matplotlib.ticker import MaxNLocator
 
     ax = fig.add_subplot()
     marker = "o" if len(metrics) <= 30 else None  # a point each (one validation alone is a point, not an invisible line)
@@ -793,31 +793,42 @@ def plot_metrics(metrics: list[dict], path: str | Path, training: str = "trainin
     if all(float(e).is_integer() for e in epochs):  # epoch 1, 2, 3 (validations part-way through one: fractions too)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(set(epochs)) == 1:  # one validation: its epoch in the middle, not a scale of hundredths around it
-        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        ax.set_xlim(max(0, epochs[0] - 1), epochs[0] + 1)
     ax.set_ylabel("perplexity")
-    ax.set_yscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:.3g}")  # 300, not 3×10²
-    low, high = ax.get_ylim()
-    units = [u * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-             for u in range(1, 10)] if 0 < low < high < math.inf else []
-    if not (0 < low < high < math.inf):  # (nothing finite to plot: matplotlib's own ticks)
-        pass
-    elif sum(low <= u <= high for u in units) < 3:  # less than from 200 to 400: evenly spaced values, 225, 250, ...
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
-        ax.yaxis.set_minor_locator(NullLocator())
-    else:  # 1, 2, 3, 5, 10, ... over a decade or more; each unit within one
-        major = (1.0, 2.0, 3.0, 5.0) if high / low >= 10 else tuple(map(float, range(1, 10)))
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=major))
-        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=[float(x) for x in range(1, 10) if x not in major] or None))
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    shown = [v for m in metrics for v in (m["train_ppl"], m["val_ppl"]) if v is not None and 0 < v < math.inf]
+    if not shown:  # (every perplexity overflowed: a diverged run)
+        ax.text(0.5, 0.5, "no finite perplexity to plot", transform=ax.transAxes, ha="center", va="center")
+    else:
+        _perplexity_axis(ax)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right", framealpha=0.9)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, frameon=False, borderaxespad=0)  # above: it covers no point
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     ckpt_io.write_atomic((path, buf.getvalue()))
     return path
+
+
+def _perplexity_axis(ax) -> None:
+    """A log scale labelled in plain numbers (300, not 3×10²): 1, 2, 3, 5, 10, ... over a decade or more; each unit
+    within one; evenly spaced values with the decimals their spacing needs (79.2, 79.4) where fewer units fall in it."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator, ScalarFormatter
+
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    units = [u * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1) for u in range(1, 10)]
+    if sum(low <= u <= high for u in units) < 3:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+        ax.yaxis.set_minor_locator(NullLocator())
+        plain = ScalarFormatter(useOffset=False)
+        plain.set_scientific(False)
+    else:
+        major = (1.0, 2.0, 3.0, 5.0) if high / low >= 10 else tuple(map(float, range(1, 10)))
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=major))
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=[float(x) for x in range(1, 10) if x not in major] or None))
+        plain = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:.3g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def model_config_for(cfg_values: dict, vocab_size: int) -> ModelConfig:

@@ -77,6 +77,12 @@ def test_a_folder_run_names_its_files_once(capsys, tmp_path):
         assert code == 0 and ".txt files read" not in stdout + err, (argv, err)
 
 
+def test_a_min_freq_that_leaves_only_unk_is_refused(capsys, corpus, tmp_path):
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, "--unk", "--min-freq", 10**6, "--out", tmp_path / "r", *TINY)[::2],
+                   "--min-freq 1000000 leaves no character in the vocabulary but <unk>: the training text's most frequent is there")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_held_out_part_too_small_to_validate_is_said_so(capsys, corpus, tmp_path):
     code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--val-fraction", 0.0001, "--epochs", 1, "--out", tmp_path / "r", *TINY)
     assert code == 0 and "note: the held-out part (--val-fraction 0.0001) has too few characters the model can score" in stdout

@@ -206,6 +206,16 @@ def test_a_model_with_unk_never_writes_it(num_samples, greedy):
     texts = sample_text(model, vocab, "分开", SampleConfig(seed=1, length=200, num_samples=num_samples, greedy=greedy))
     assert len(texts) == num_samples and all(len(t) == 202 and UNK not in t for t in texts), texts
 
+    lone = Vocab(("<unk>", " "), unk=True)  # <unk> and a space: the space, every time
+    only = CharLM(ModelConfig(vocab_size=2, embedding_size=8, hidden_size=16, copy_window=0))
+    with torch.no_grad():
+        only.decoder.bias[0] = 30.0
+    texts = sample_text(only, lone, " ", SampleConfig(seed=1, length=5, num_samples=num_samples, greedy=greedy))
+    assert texts == [" " * 6] * num_samples
+    alone = CharLM(ModelConfig(vocab_size=1, embedding_size=8, hidden_size=16, copy_window=0))  # (an old checkpoint's)
+    texts = sample_text(alone, Vocab((UNK,), unk=True), "x", SampleConfig(seed=1, length=2, num_samples=num_samples, greedy=greedy))
+    assert texts == ["x" + UNK * 2] * num_samples  # all there is to write: no crash
+
 
 @pytest.mark.parametrize("vocab_size", [4, 17, 64])
 def test_top_p_on_ties_keeps_the_same_nucleus_on_both_paths(vocab_size):

@@ -23,6 +23,7 @@ state is reset for every batch.
 from __future__ import annotations
 
 import codecs
+import collections
 import os
 import re
 import warnings
@@ -432,6 +433,10 @@ def _corpus(raw: str, cfg, vocab: Vocab | None, source: str) -> Corpus:
         chars = text if cfg.vocab_from == "all" else train_text
         # --min-freq counts the training part alone: held-out text must not decide how the training text is read
         vocab = Vocab.build(chars, min_freq=cfg.min_freq, unk=cfg.unk, counted_in=train_text)
+        if vocab.unk and len(vocab) == 1 and train_text:  # every character <unk>: nothing to learn, nothing to write
+            most = collections.Counter(train_text).most_common(1)[0][1]
+            raise CharlmError(f"--min-freq {cfg.min_freq} leaves no character in the vocabulary but <unk>: the training "
+                              f"text's most frequent is there {most:,} time{'s' if most != 1 else ''}; give a lower --min-freq")
     return Corpus(train_text, val_text, vocab, len(text), source)
 
 

@@ -283,7 +283,8 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     else:
         max_chars = cfg.lines * (cfg.max_line_length + 1) if cfg.lines else cfg.length  # a cut line adds its newline
     step = one_step(model, state, n * max_chars)
-    unk = vocab.stoi[UNK] if vocab.unk else None  # a model trained with --unk never writes "<unk>": it stands for no one character
+    # a model trained with --unk never writes "<unk>": it stands for no one character (unless it is all there is)
+    unk = vocab.stoi[UNK] if vocab.unk and len(vocab) > 1 else None
     if isinstance(step, _LeanStep) and numpy_sampling.fits(step, cfg):  # the CPU's fast path: the same characters
         sampler = numpy_sampling.Sampler(step, logits[:, -1], cfg, generator, max_chars, unk)
     else:

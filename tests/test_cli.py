@@ -77,6 +77,22 @@ def test_a_folder_run_names_its_files_once(capsys, tmp_path):
         assert code == 0 and ".txt files read" not in stdout + err, (argv, err)
 
 
+@pytest.mark.parametrize("message, shown", [
+    ("top_k must be >= 1, got 0", "--top-k must be >= 1, got 0"),
+    ("min_lr (1) must not be above lr (0.01): the cosine schedule falls from lr to min_lr (lower --min-lr too)",
+     "--min-lr (1) must not be above --lr (0.01): the cosine schedule falls from lr to min_lr (lower --min-lr too)"),
+    ("tie_weights needs embedding_size == hidden_size, got 8 and 16: add --no-tie-weights",
+     "--tie-weights needs --embedding-size == --hidden-size, got 8 and 16: add --no-tie-weights"),
+    ("data: '/tmp/my seed (1)\\udcff.txt' is not valid UTF-8", "--data: '/tmp/my seed (1)\\udcff.txt' is not valid UTF-8"),  # the path as given
+    ("vocab_size must be from 0 to 4,194,304, got -1", "vocab_size must be from 0 to 4,194,304, got -1"),  # no flag of that name
+    ("prefer must be 'best' or 'last', got 'x'", "prefer must be 'best' or 'last', got 'x'"),  # not a config field
+])
+def test_setting_errors_name_flags_on_the_command_line(message, shown):
+    from charlm.cli import _as_flags
+
+    assert _as_flags(message) == shown
+
+
 def test_a_min_freq_that_leaves_only_unk_is_refused(capsys, corpus, tmp_path):
     one_line_error(*run_cli(capsys, "train", "--data", corpus, "--unk", "--min-freq", 10**6, "--out", tmp_path / "r", *TINY)[::2],
                    "--min-freq 1000000 leaves no character in the vocabulary but <unk>: the training text's most frequent is there")

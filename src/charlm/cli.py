@@ -89,13 +89,23 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = froz
 
 def _as_flags(message: str) -> str:
     """A config check's message (``top_k must be >= 1``, written for Python callers) with the fields it names as the
-    flags the user gave (``--top-k must be >= 1``): where it starts with one, and where one is shown with its value."""
+    flags the user gave (``--top-k must be >= 1``): the one it starts with and, before any ``: `` (after which come
+    values and advice), those shown with a value or compared (``min_lr (1) must not be above lr (0.01)``)."""
     import re
 
     flagged = {f.name for cls in (ModelConfig, TrainConfig, SampleConfig) for f in dataclasses.fields(cls)
                if f.metadata.get("cli") is not False}
-    return re.sub(r"^([a-z][a-z_]*)(?= must | needs | works | > | \(|:)|(?<=\s)([a-z][a-z_]*)(?= \([-0-9.])",
-                  lambda m: _flag(m.group(m.lastindex)) if m.group(m.lastindex) in flagged else m.group(0), message)
+
+    lead = re.match(r"([a-z][a-z_]*)(?= must | needs | works | > | \(|:)", message)
+    if not lead or lead.group(1) not in flagged:
+        return message
+    rest = message[lead.end():]
+    if rest.startswith(":"):  # "data: '...' is not valid UTF-8": what follows is the user's value
+        return _flag(lead.group(1)) + rest
+    head, colon, tail = rest.partition(": ")
+    head = _flag(lead.group(1)) + re.sub(r"(?<![\w-])([a-z][a-z_]*)(?= \([-0-9.]| == )|(?<== )([a-z][a-z_]*)\b",
+                  lambda m: _flag(m.group(m.lastindex)) if m.group(m.lastindex) in flagged else m.group(0), head)
+    return head + colon + tail
 
 
 def given(args: argparse.Namespace, cls) -> dict:

@@ -61,6 +61,12 @@ def test_your_own_text_goes_to_a_folder_named_after_it_and_samples_from_a_line(c
     assert json.loads((tmp_path / "runs/x/last/checkpoint.json").read_text(encoding="utf-8"))["train_config"]["prefixes"] == ["分开"]
     code, stdout, _ = run_cli(capsys, "train", "--preset", "shakespeare-cpu", "--data", corpus, "--epochs", 1, *TINY, "--max-minutes", 0.01)
     assert code == 0 and (tmp_path / "runs" / "shakespeare-cpu").is_dir()  # the preset's own folder
+    code, stdout, err = run_cli(capsys, "train", "--data", tmp_path / "nosuch.txt", "--epochs", 1, *tiny)
+    assert code == 2 and "writing to" not in stdout  # said only once the text is read
+    from charlm.data import bundled_corpus  # the bundled lyrics named by their path: the default run, into runs/jaychou
+
+    code, stdout, _ = run_cli(capsys, "train", "--data", bundled_corpus(), "--epochs", 1, *tiny, "--limit-chars", 3000)
+    assert code == 0 and "writing to" not in stdout and (tmp_path / "runs" / "jaychou").is_dir()
 
 
 def test_a_folder_run_names_its_files_once(capsys, tmp_path):

@@ -108,6 +108,13 @@ def _as_flags(message: str) -> str:
     return head + colon + tail
 
 
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def given(args: argparse.Namespace, cls) -> dict:
     return {k: v for k, v in vars(args).items() if k in field_names(cls) and v is not None}
 
@@ -238,7 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt_io
     from . import distributed
-    from .data import checkpoint_corpus, load_corpus
+    from .data import bundled_corpus, checkpoint_corpus, load_corpus
     from .train import Trainer, TrainingInterrupted, describe, model_config_for, pick_device, plot_metrics
 
     overrides = {**given(args, ModelConfig), **given(args, TrainConfig)}
@@ -280,13 +287,13 @@ def _train(args: argparse.Namespace) -> int:
         preset = DEFAULT_PRESET if args.preset is None else args.preset  # --preset '' is an unknown preset, not the default
         values = {**get_preset(preset), **overrides}
         check_requires(preset, values)
-        if overrides.get("data") and owns_its_data(preset):  # your own text: not into runs/jaychou, nor from 分开
-            name = Path(os.path.abspath(overrides["data"])).stem.lstrip(".") or "mine"
+        own_out = None
+        if overrides.get("data") and owns_its_data(preset) and not _same_file(overrides["data"], bundled_corpus()):
+            # your own text: not into runs/jaychou, nor sampled from 分开 and 不分开 (the lyrics' own openings)
             if "out" not in overrides:
-                values["out"] = f"runs/{name}"
-                print(f"note: writing to {values['out']} (--out to name another folder)", flush=True)
+                own_out = values["out"] = f"runs/{Path(os.path.abspath(overrides['data'])).stem.lstrip('.') or 'mine'}"
             if "prefixes" not in overrides:
-                values["prefixes"] = ()  # the lyrics' 分开 and 不分开: its samples start a line (--prefixes to give some)
+                values["prefixes"] = ()  # its samples start a line (--prefixes to give some)
         train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
         # kept absolute: --resume, --check-copy, --bigram and serve read them again from anywhere
         train_cfg = dataclasses.replace(train_cfg, **{k: os.path.abspath(getattr(train_cfg, k)) for k in ("data", "init_from")
@@ -307,6 +314,8 @@ def _train(args: argparse.Namespace) -> int:
             print(f"note: {base.path} has <unk>, so the fine-tuned model has it too (as with --unk)", flush=True)
         _check_new_out(train_cfg.out, args.overwrite, locks=not rank)
         corpus = load_corpus(train_cfg)
+        if own_out:
+            print(f"note: writing to {_shell(own_out)} (--out to name another folder)", flush=True)
         if train_cfg.init_from:
             init_weights, model_cfg, corpus = _fine_tune_setup(base, corpus, model_fields)
         else:

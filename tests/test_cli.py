@@ -266,6 +266,8 @@ def test_prefix_defaults_to_what_the_model_knows(capsys, tmp_path):
                    "--length and --acrostic do not go together: an acrostic writes one line per character it is given")
     one_line_error(*run_cli(capsys, "generate", out, "--acrostic", "tq", "--lines", 3)[::2], "--lines and --acrostic do not go together")
     one_line_error(*run_cli(capsys, "generate", out, "--acrostic", "")[::2], "--acrostic is empty")  # was a plain generation
+    one_line_error(*run_cli(capsys, "generate", out, "--acrostic", " ", "--lines", 3)[::2], "the acrostic is only whitespace")
+    assert run_cli(capsys, "generate", out, "--acrostic", "tq", "--lines", 0, "--seed", 1)[0] == 0  # --lines 0 is off
 
 
 def test_missing_corpus_and_unknown_preset(capsys, tmp_path):

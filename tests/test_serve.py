@@ -266,6 +266,7 @@ def test_model_info(client):
     ({"prefix": "分开", "acrostic": "你我"}, "prefix"),
     ({"acrostic": "你我", "length": 50}, "length"),  # an acrostic's lines end it: the length was ignored
     ({"acrostic": "你我", "lines": 3}, "lines"),
+    ({"acrostic": "  ", "lines": 3}, "acrostic"),  # only whitespace: said so first
     ({"lines": 101}, "lines"),  # --max-lines
     ({"prefix": "☃☃", "unknown": "skip"}, "prefix"),  # nothing left of it
 ])

@@ -141,7 +141,7 @@ class InputError(CharlmError):
 def check_options(cfg: SampleConfig, given: Collection[str], name: Callable[[str], str] = str, acrostic: str = "") -> None:
     """Refuse sampling options that would do nothing together.  ``given``: the fields the user set; ``name`` writes a
     field as the user did (``lambda f: "--" + f.replace("_", "-")`` on the command line); ``acrostic``: the one asked for."""
-    if acrostic and (length := next((k for k in ("length", "lines") if k in given), None)):
+    if acrostic.strip() and (length := "length" if "length" in given else "lines" if cfg.lines else None):  # (lines 0: off)
         raise InputError(length, f"{name(length)} and {name('acrostic')} do not go together: an acrostic writes one line "
                                  "per character it is given (give one of them)")
     ignored = [k for k in ("temperature", "top_k", "top_p") if k in given]

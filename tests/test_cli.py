@@ -78,9 +78,12 @@ def test_a_folder_run_names_its_files_once(capsys, tmp_path):
     run = tmp_path / "run"
     code, stdout, err = run_cli(capsys, "train", "--data", songs, "--epochs", 1, "--out", run, *TINY)
     assert code == 0 and (stdout + err).count("2 .txt files read as one text, in name order: 0.txt, 1.txt") == 1
+    (songs / "README.md").write_text("about the songs\n", encoding="utf-8")  # left out, and said so: once
+    code, stdout, err = run_cli(capsys, "train", "--data", songs, "--epochs", 1, "--out", run, "--overwrite", *TINY)
+    assert code == 0 and (stdout + err).count("(1 left out, not .txt files or hidden: README.md)") == 1
     for argv in (["eval", run, "--bigram"], ["train", "--resume", run, "--epochs", 2]):
         code, stdout, err = run_cli(capsys, *argv)
-        assert code == 0 and ".txt files read" not in stdout + err, (argv, err)
+        assert code == 0 and ".txt files read" not in stdout + err and "left out, not .txt" not in stdout + err, (argv, err)
 
 
 @pytest.mark.parametrize("message, shown", [
@@ -299,6 +302,20 @@ def test_other_encodings_with_flag(capsys, tmp_path, monkeypatch):
     assert run_cli(capsys, "eval", tmp_path / "o", "-")[0] == 0
     code, _, err = run_cli(capsys, "inspect", tmp_path / "o", "--file", tmp_path / "s.txt", "--out", tmp_path / "r2.html")
     assert code == 0, err
+    cut = tmp_path / "cut.txt"  # the fallback's own notes are kept: a character cut at the end, say
+    cut.write_bytes(held.read_bytes() + "快".encode("gb18030")[:1])
+    err = run_cli(capsys, "eval", tmp_path / "o", cut)[2]
+    assert "note: not UTF-8, so read as gb18030" in err and "ends part-way through a character" in err
+
+
+def test_a_utf16_run_reads_its_kind_of_file_without_being_told(capsys, tmp_path, monkeypatch):
+    f = tmp_path / "u16.txt"
+    f.write_bytes((LYRIC * 40).encode("utf-16"))
+    assert run_cli(capsys, "train", "--data", f, "--encoding", "utf-16", "--epochs", 1, "--out", tmp_path / "o", *TINY)[0] == 0
+    code, stdout, err = run_cli(capsys, "eval", tmp_path / "o", f)
+    assert code == 0 and "note: not UTF-8, so read as utf-16" in err, err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(f.read_bytes()), encoding="utf-8"))
+    assert run_cli(capsys, "eval", tmp_path / "o", "-")[0] == 0
 
 
 @pytest.mark.parametrize("flags,pattern", [

@@ -631,10 +631,15 @@ def test_a_python_trainer_holds_its_folder_as_charlm_train_does(tmp_path, capsys
     [{"epoch": e, "train_ppl": 79 + 0.1 * e, "val_ppl": 79.3 + 0.05 * e} for e in range(1, 6)],  # a narrow range: 79.2, 79.4
     [{"epoch": e, "train_ppl": 1.0 + 0.01 * e, "val_ppl": 1.02 + 0.005 * e} for e in range(1, 6)],  # near 1
     [{"epoch": 0.5, "train_ppl": 395.0, "val_ppl": 301.0}],  # one validation half-way through the first epoch
+    [{"epoch": e, "train_ppl": v, "val_ppl": 1.1 * v} for e, v in enumerate([3000, 200, 50, 1e12, 1e20], 1)],  # diverging
+    [{"epoch": e, "train_ppl": 10.0 ** e, "val_ppl": 2 * 10.0 ** e} for e in range(1, 8)],  # seven decades
+    [{"epoch": e, "train_ppl": float("inf") if e != 40 else 300.0, "val_ppl": float("inf") if e != 40 else 350.0}
+     for e in range(1, 80)],  # one finite point among many overflowed ones
 ])
 def test_the_curves_show_each_validation_and_read_in_plain_numbers(metrics, tmp_path):
     """Every validation is seen (a lone one was an invisible line of one point) and the perplexity axis has at least
-    two labels, written as numbers (300, not 3×10²)."""
+    two labels, none repeated, written as numbers (300, not 3×10²; 1e12 past a million); the legend, above the plot,
+    leaves it the figure's width even with the default preset's long training label."""
     import matplotlib.image
     import numpy as np
     from matplotlib.figure import Figure
@@ -645,18 +650,18 @@ def test_the_curves_show_each_validation_and_read_in_plain_numbers(metrics, tmp_
     def keep_labels(fig, *a, **kw):
         real_savefig(fig, *a, **kw)  # (drawn: the tick labels are set)
         seen["labels"] = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+        seen["width"] = fig.axes[0].get_position().width
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Figure, "savefig", keep_labels)
-        train_mod.plot_metrics(metrics, tmp_path / "c.png")
+        train_mod.plot_metrics(metrics, tmp_path / "c.png", "training (running mean, dropout on, label smoothing on)")
+        assert seen["width"] > 0.75, seen["width"]  # (the axes' share of the figure's width)
     labels = seen["labels"]
     assert len(labels) >= 2 and len(set(labels)) == len(labels), labels  # no two ticks with the same label
-    assert all(re.fullmatch(r"[0-9][0-9,]*(\.[0-9]+)?", s) for s in labels), labels
+    assert all(re.fullmatch(r"[0-9][0-9,]*(\.[0-9]+)?|1e[0-9]+", s) for s in labels), labels
     pixels = matplotlib.image.imread(tmp_path / "c.png")[..., :3]
     orange = np.abs(pixels - np.array([1.0, 0.498, 0.055])).max(-1) < 0.08  # the validation curve's colour (C1)
-    assert orange[pixels.shape[0] // 8 :].sum() > 20  # below the legend (above the plot): the points themselves
-
-
+    assert orange[pixels.shape[0] // 6 :].sum() > 20  # below the legend (above the plot): the points themselves
 
 def test_the_curves_of_a_run_that_overflowed_are_still_drawn(tmp_path):
     inf = float("inf")

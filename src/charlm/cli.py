@@ -727,7 +727,7 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     if args.file == "-":
         if sys.stdin is None:
             raise CharlmError("- reads standard input, and there is none (it is closed); give a FILE")
-        raw = read_stream(sys.stdin.buffer, "standard input", args.encoding or "utf-8")
+        raw = read_stream(sys.stdin.buffer, "standard input", args.encoding or cfg.encoding)  # (NUL bytes: UTF-16's)
         return normalize(as_trained(lambda enc: decode_text(raw, enc), args.encoding, cfg.encoding)), "standard input", []
     text, notes = normalize(as_trained(lambda enc: read_text(args.file, enc), args.encoding, cfg.encoding)), []
     trained = Path(cfg.data) if cfg.data else bundled_corpus()

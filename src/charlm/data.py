@@ -150,9 +150,10 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
         cut = len(e.object) - e.start  # (e.object: what the codec decoded, after a byte-order mark utf-8-sig skipped)
         kept = raw[: len(raw) - cut]
         if (e.reason in ("unexpected end of data", "incomplete multibyte sequence", "truncated data") and e.end == len(e.object)
-                and _decodes(kept, encoding) and not kept.isascii() and (name.startswith("utf") or not _valid_utf8(raw))):
+                and kept and _decodes(kept, encoding) and (cut > 1 or not kept.isascii() or name.startswith(("utf16", "utf32")))
+                and (name.startswith("utf") or not _valid_utf8(raw))):
             # cut part-way through its last character (as `head -c` cuts a file): that character left out, and said; not
-            # where all before it is ASCII (a lone é of Latin-1 at the end is no cut UTF-8 character)
+            # one lone byte after nothing but ASCII (Latin-1's é ending "café" is no cut UTF-8 character)
             warnings.warn(f"{path} ends part-way through a character (as a file cut at a byte count does): its last "
                           f"{f'{cut} bytes are' if cut > 1 else 'byte is'} left out", CharlmWarning, stacklevel=2)
             return _decode(path, kept, encoding, blank_ok, hints)
@@ -256,12 +257,13 @@ def as_trained(read, given: str | None, trained: str):
         return read(given)
     try:
         return read("utf-8")
-    except _Undecodable:
+    except CharlmError as not_utf8:  # (undecodable, or UTF-16's NUL bytes; a missing file fails in both: said as UTF-8's)
         if _codec(trained)[1].startswith("utf8"):
             raise
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CharlmWarning)  # (a hint that the bytes read as Chinese in it: they do)
-        text = read(trained)
+        try:
+            text = read(trained)
+        except CharlmError:
+            raise not_utf8 from None
     warnings.warn(f"not UTF-8, so read as {trained}, as the model's training text was (--encoding to say otherwise)",
                   CharlmWarning, stacklevel=2)
     return text
@@ -285,10 +287,10 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hi
             raise CharlmError(f"{p}: no .txt file to read in the folder{_left_out(p, others)}; give a single file "
                               "(cat several into one), or keep the text in .txt files, not hidden ones")
         said = []  # one note for the folder: which files make the one text (a corpus's README.txt or test split would
-        if others or (len(files) > 1 and name_files):  # be in it), and how they read
+        if name_files and (others or len(files) > 1):  # be in it), and how they read
             named = ", ".join(str(f.relative_to(p)) for f in files[:4]) + (", …" if len(files) > 4 else "")
             said.append(f"{len(files)} .txt file{'s' if len(files) != 1 else ''} read"
-                        + (f" as one text, in name order: {named}" if len(files) > 1 and name_files else "") + _left_out(p, others))
+                        + (f" as one text, in name order: {named}" if len(files) > 1 else "") + _left_out(p, others))
         raws = []
         for f in files:
             try:

@@ -785,10 +785,16 @@ def plot_metrics(metrics: list[dict], path: str | Path, training: str = "trainin
     from matplotlib.ticker import MaxNLocator
 
     ax = fig.add_subplot()
-    marker = "o" if len(metrics) <= 30 else None  # a point each (one validation alone is a point, not an invisible line)
-    ax.plot(epochs, [m["train_ppl"] for m in metrics], label=training, marker=marker, markersize=3)
-    if any(m["val_ppl"] is not None for m in metrics):
-        ax.plot(epochs, [m["val_ppl"] for m in metrics], label="validation (held out)", marker=marker, markersize=3)
+    for key, label in (("train_ppl", training), ("val_ppl", "validation (held out)")):
+        ys = [m[key] for m in metrics]
+        if key == "val_ppl" and all(y is None for y in ys):
+            continue
+        line, = ax.plot(epochs, ys, label=label, marker="o" if len(ys) <= 30 else None, markersize=3)
+        # a point each; of many, those with no line to a neighbour (alone, or between overflowed ones) all the same
+        ok = [y is not None and 0 < y < math.inf for y in ys]
+        alone = [i for i in range(len(ys)) if ok[i] and not (i and ok[i - 1]) and not (i + 1 < len(ys) and ok[i + 1])]
+        if len(ys) > 30 and alone:
+            ax.plot([epochs[i] for i in alone], [ys[i] for i in alone], "o", markersize=3, color=line.get_color())
     ax.set_xlabel("epoch")
     if all(float(e).is_integer() for e in epochs):  # epoch 1, 2, 3 (validations part-way through one: fractions too)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -797,11 +803,16 @@ def plot_metrics(metrics: list[dict], path: str | Path, training: str = "trainin
     ax.set_ylabel("perplexity")
     shown = [v for m in metrics for v in (m["train_ppl"], m["val_ppl"]) if v is not None and 0 < v < math.inf]
     if not shown:  # (every perplexity overflowed: a diverged run)
-        ax.text(0.5, 0.5, "no finite perplexity to plot", transform=ax.transAxes, ha="center", va="center")
+        ax.text(0.5, 0.5, "no finite perplexity to plot (the run diverged)", transform=ax.transAxes, ha="center", va="center")
+        ax.set_yticks([])
+        if len(set(epochs)) > 1:
+            ax.set_xlim(min(epochs), max(epochs))
     else:
         _perplexity_axis(ax)
+        labels = [training, "validation (held out)"]  # above the plot, where it covers no point: side by side if they fit
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2 if sum(map(len, labels)) <= 60 else 1,
+                  frameon=False, borderaxespad=0)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, frameon=False, borderaxespad=0)  # above: it covers no point
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -816,17 +827,19 @@ def _perplexity_axis(ax) -> None:
 
     ax.set_yscale("log")
     low, high = ax.get_ylim()
+    decades = math.log10(high / low)
     units = [u * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1) for u in range(1, 10)]
     if sum(low <= u <= high for u in units) < 3:
         ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
         ax.yaxis.set_minor_locator(NullLocator())
         plain = ScalarFormatter(useOffset=False)
         plain.set_scientific(False)
-    else:
-        major = (1.0, 2.0, 3.0, 5.0) if high / low >= 10 else tuple(map(float, range(1, 10)))
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=major))
-        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=[float(x) for x in range(1, 10) if x not in major] or None))
-        plain = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:.3g}")
+    else:  # over a decade 1, 2, 3, 5, 10; over three 1, 10, 100; over many, every so many powers of ten
+        major = tuple(map(float, range(1, 10))) if decades < 1 else (1.0, 2.0, 3.0, 5.0) if decades < 3 else (1.0,)
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=major, numticks=8))
+        ax.yaxis.set_minor_locator(NullLocator() if decades >= 3 else
+                                   LogLocator(base=10, subs=[float(x) for x in range(1, 10) if x not in major] or None))
+        plain = FuncFormatter(lambda v, _: f"{v:.3g}" if v < 10 else f"{v:,.0f}" if v < 1e6 else f"{v:.0e}".replace("e+", "e"))
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(NullFormatter())
 

@@ -314,8 +314,14 @@ def test_a_utf16_run_reads_its_kind_of_file_without_being_told(capsys, tmp_path,
     assert run_cli(capsys, "train", "--data", f, "--encoding", "utf-16", "--epochs", 1, "--out", tmp_path / "o", *TINY)[0] == 0
     code, stdout, err = run_cli(capsys, "eval", tmp_path / "o", f)
     assert code == 0 and "note: not UTF-8, so read as utf-16" in err, err
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "o", "/dev/zero")[::2], "looks like a binary file")  # not read for ever
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\x00" * 100), encoding="utf-8"))
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "o", "-")[::2], "looks like a binary file")
+    # a pipe or standard input is read once, stopping at a NUL byte unless told the encoding has them
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(f.read_bytes()), encoding="utf-8"))
-    assert run_cli(capsys, "eval", tmp_path / "o", "-")[0] == 0
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "o", "-")[::2], "looks like UTF-16 text (a byte-order mark, NUL bytes); try --encoding utf-16")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(f.read_bytes()), encoding="utf-8"))
+    assert run_cli(capsys, "eval", tmp_path / "o", "-", "--encoding", "utf-16")[0] == 0
 
 
 @pytest.mark.parametrize("flags,pattern", [

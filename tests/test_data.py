@@ -1,5 +1,6 @@
 import codecs
 import hashlib
+import os
 
 import pytest
 import torch
@@ -70,6 +71,27 @@ def test_cut_files_in_other_shapes(tmp_path, raw, encoding, text):
 
     with pytest.warns(CharlmWarning, match="ends part-way through a character"):
         assert decode_text(raw, encoding) == text
+
+
+def test_a_pipe_to_score_is_read_once_and_decoded_either_way(tmp_path):
+    """A pipe's bytes come once: all of them (past the first chunk of a MiB) are decoded as UTF-8 or, failing that, in
+    the run's encoding; reading it again would find the rest alone."""
+    import threading
+
+    from charlm.data import STREAM_CHUNK, read_scored
+
+    line = "分开的时候我说不分开\n"
+    raw = line.encode("gb18030") * (STREAM_CHUNK // 20 + 1000)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=lambda: pipe.write_bytes(raw))
+    writer.start()
+    try:
+        with pytest.warns(CharlmWarning, match="not UTF-8, so read as gb18030"):
+            text = read_scored(pipe, None, "gb18030")
+    finally:
+        writer.join()
+    assert len(raw) > STREAM_CHUNK and text == line * (STREAM_CHUNK // 20 + 1000)
 
 
 def test_a_cut_file_with_a_byte_order_mark_reads_without_its_last_character_too(tmp_path):

@@ -658,7 +658,7 @@ def test_the_curves_show_each_validation_and_read_in_plain_numbers(metrics, tmp_
         assert seen["width"] > 0.75, seen["width"]  # (the axes' share of the figure's width)
     labels = seen["labels"]
     assert len(labels) >= 2 and len(set(labels)) == len(labels), labels  # no two ticks with the same label
-    assert all(re.fullmatch(r"[0-9][0-9,]*(\.[0-9]+)?|1e[0-9]+", s) for s in labels), labels
+    assert all(re.fullmatch(r"[0-9][0-9,]*(\.[0-9]+)?|[1-9]e[1-9][0-9]*", s) for s in labels), labels  # 1e7, not 1e07
     pixels = matplotlib.image.imread(tmp_path / "c.png")[..., :3]
     orange = np.abs(pixels - np.array([1.0, 0.498, 0.055])).max(-1) < 0.08  # the validation curve's colour (C1)
     assert orange[pixels.shape[0] // 6 :].sum() > 20  # below the legend (above the plot): the points themselves

@@ -698,7 +698,7 @@ def _score_lines(model, vocab, lines: list[str], newlines: str, progress) -> lis
 def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     """The text ``charlm eval`` scores (line ends as \\n), what to call it, and notes on what it is: FILE, standard input
     (``-``), or without FILE the held-out part of the model's own training text."""
-    from .data import IN_MEMORY, as_trained, bundled_corpus, decode_text, heldout_text, normalize, read_stream, read_text
+    from .data import IN_MEMORY, as_trained, bundled_corpus, decode_text, heldout_text, normalize, read_scored, read_stream
 
     cfg = ckpt.train_config
     if args.file is None:
@@ -727,9 +727,9 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     if args.file == "-":
         if sys.stdin is None:
             raise CharlmError("- reads standard input, and there is none (it is closed); give a FILE")
-        raw = read_stream(sys.stdin.buffer, "standard input", args.encoding or cfg.encoding)  # (NUL bytes: UTF-16's)
+        raw = read_stream(sys.stdin.buffer, "standard input", args.encoding or "utf-8")  # (read once; NUL stops it)
         return normalize(as_trained(lambda enc: decode_text(raw, enc), args.encoding, cfg.encoding)), "standard input", []
-    text, notes = normalize(as_trained(lambda enc: read_text(args.file, enc), args.encoding, cfg.encoding)), []
+    text, notes = normalize(read_scored(args.file, args.encoding, cfg.encoding)), []
     trained = Path(cfg.data) if cfg.data else bundled_corpus()
     with contextlib.suppress(OSError):
         if cfg.data != IN_MEMORY and trained.exists() and os.path.samefile(args.file, trained):

@@ -133,9 +133,9 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
     nul = raw.find(b"\x00")
     if nul >= 0 and not name.startswith(("utf16", "utf32")):
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark
-            raise CharlmError(f"{path}: looks like UTF-16 text (a byte-order mark, NUL bytes); try --encoding utf-16")
+            raise _Undecodable(f"{path}: looks like UTF-16 text (a byte-order mark, NUL bytes); try --encoding utf-16")
         if order := _utf16_order(raw) or _utf16_order(raw, lines=False):
-            raise CharlmError(f"{path}: looks like UTF-16 text without a byte-order mark (NUL bytes every other byte); try --encoding utf-16-{order}")
+            raise _Undecodable(f"{path}: looks like UTF-16 text without a byte-order mark (NUL bytes every other byte); try --encoding utf-16-{order}")
         raise CharlmError(f"{path}: looks like a binary file (a NUL byte at offset {nul:,}), not text")
     if name in _BOMS and not raw.startswith(_BOMS[name]):
         if raw.startswith(codecs.BOM_UTF8) or (not raw.isascii() and _valid_utf8(raw)):
@@ -251,22 +251,50 @@ def decode_text(raw: bytes, encoding: str = "utf-8", name: str = "standard input
 
 def as_trained(read, given: str | None, trained: str):
     """``read(encoding)`` for a text a model is to score: in ``given`` where the user named one; else in UTF-8 (what
-    ``charlm generate`` writes), and where the bytes are not UTF-8, in ``trained``, the encoding the model's training
-    text was read in (a file of the same kind as it)."""
+    ``charlm generate`` writes), and where the bytes do not decode so (or look like UTF-16), in ``trained``, the
+    encoding the model's training text was read in (a file of the same kind as it).  ``read`` must read the same
+    bytes each time (a stream is read once, before: :func:`read_scored`).  A binary file, a missing one or a folder
+    in mixed encodings is the UTF-8 reading's error; so is a text neither encoding reads."""
     if given:
         return read(given)
-    try:
-        return read("utf-8")
-    except CharlmError as not_utf8:  # (undecodable, or UTF-16's NUL bytes; a missing file fails in both: said as UTF-8's)
-        if _codec(trained)[1].startswith("utf8"):
-            raise
+    with warnings.catch_warnings(record=True) as notes:  # the UTF-8 reading's notes stand only if it stands
+        warnings.simplefilter("always")
+        try:
+            text = read("utf-8")
+        except _Undecodable as not_utf8:
+            if _codec(trained)[1].startswith("utf8"):
+                raise
+            failed = not_utf8
+        else:
+            failed = None
+    if failed is None:
+        for note in notes:
+            warnings.warn(note.message, note.category, stacklevel=2)
+        return text
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
         try:
             text = read(trained)
         except CharlmError:
-            raise not_utf8 from None
+            raise failed from None
     warnings.warn(f"not UTF-8, so read as {trained}, as the model's training text was (--encoding to say otherwise)",
                   CharlmWarning, stacklevel=2)
+    for note in notes:  # (a hint on how it reads is the run's encoding's, not one the user asked for)
+        warnings.warn(str(note.message).replace(f"as {trained} as asked", f"as {trained}"), note.category, stacklevel=2)
     return text
+
+
+def read_scored(path, given: str | None, trained: str) -> str:
+    """A file (or folder, or pipe) to score or inspect, read by :func:`as_trained`; a pipe or device is read once."""
+    p = Path(path)
+    if p.exists() and not (p.is_file() or p.is_dir()):  # its bytes come once: decoded here, both ways if need be
+        try:
+            with open(p, "rb") as f:
+                raw = read_stream(f, str(p), given or "utf-8")
+        except OSError as e:
+            raise CharlmError(f"{p}: cannot read ({e.strerror})") from None
+        return as_trained(lambda enc: _decode(p, raw, enc), given, trained)
+    return as_trained(lambda enc: read_text(path, enc), given, trained)
 
 
 def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hidden: bool = False,

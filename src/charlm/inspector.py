@@ -177,32 +177,33 @@ def _chars(x: float, n: int) -> str:
 # --- reading the input -------------------------------------------------------------
 
 
-def read_input(text: str | None, file: str | None, encoding: str = "utf-8") -> str:
-    """The text to inspect, from ``--text`` (where ``\\n`` stands for a line break) or ``--file``."""
+def read_input(text: str | None, file: str | None, encoding: str | None = None, trained: str = "utf-8") -> str:
+    """The text to inspect, from ``--text`` (where ``\\n`` stands for a line break) or ``--file`` (in ``encoding``; else
+    UTF-8, or where it is not, ``trained``, the model's training text's)."""
     if (text is None) == (not file):
         raise CharlmError("give the text to inspect with exactly one of --text or --file")
-    return _read(text, file, encoding, "--text")  # its length is analyse()'s to check
+    return _read(text, file, encoding, "--text", trained)  # its length is analyse()'s to check
 
 
-def read_context(text: str | None, file: str | None, encoding: str = "utf-8") -> str:
+def read_context(text: str | None, file: str | None, encoding: str | None = None, trained: str = "utf-8") -> str:
     """The context read before the text and not shown, from ``--context`` or ``--context-file`` ('' without either)."""
     if text is not None and file:
         raise CharlmError("give the context with one of --context or --context-file, not both")
     if text is None and not file:
         return ""
-    raw = _read(text, file, encoding, "--context")
+    raw = _read(text, file, encoding, "--context", trained)
     if not raw:
         raise CharlmError(f"the context ({'--context' if text is not None else '--context-file ' + file}) is empty: leave it out to start from the zero state")
     return raw
 
 
-def _read(text: str | None, file: str | None, encoding: str, flag: str) -> str:
+def _read(text: str | None, file: str | None, encoding: str | None, flag: str, trained: str) -> str:
     from .config import _shown
-    from .data import read_text
+    from .data import read_scored
 
     if text is not None and any("\ud800" <= c <= "\udfff" for c in text):  # bytes of another encoding, as the shell passed them
         raise CharlmError(f"{flag} '{_shown(text)[:60]}' is not valid UTF-8 (type it in UTF-8, or give a file and its --encoding)")
-    return text.replace("\\n", "\n") if text is not None else read_text(file, encoding)
+    return text.replace("\\n", "\n") if text is not None else read_scored(file, encoding, trained)
 
 
 def _lines(text: str) -> str:
@@ -1111,7 +1112,6 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
     ``encoding``: of ``file`` and ``context_file`` (default: UTF-8, or where they are not, the one the model's training
     text was read in)."""
     from .checkpoint import check_writable, load_model
-    from .data import as_trained
 
     check_writable(out, "--out")
     if Path(out).suffix.lower() == ".png":
@@ -1122,9 +1122,8 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
             raise CharlmError(f"--png and --out are the same file {png}; give the picture another name")
     model, vocab, ckpt = load_model(checkpoint, "cpu")
     trained = ckpt.train_config.encoding  # files not in UTF-8 are read in the training text's encoding, unless told
-    raw = as_trained(lambda enc: read_input(text, file, enc), encoding, trained) if file else read_input(text, None)
-    before = (as_trained(lambda enc: read_context(context, context_file, enc), encoding, trained) if context_file
-              else read_context(context, None))
+    raw = read_input(text, file, encoding, trained)
+    before = read_context(context, context_file, encoding, trained)
     report = analyse(model, vocab, str(ckpt.path), raw, layer, parse_units(units, model.cfg.hidden_size), ckpt.train_config.newlines, before)
     page = render_html(report).encode("utf-8")
     image = render_png(report, log) if png else None  # everything is made before anything is written

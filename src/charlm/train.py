@@ -839,9 +839,15 @@ def _perplexity_axis(ax) -> None:
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=major, numticks=8))
         ax.yaxis.set_minor_locator(NullLocator() if decades >= 3 else
                                    LogLocator(base=10, subs=[float(x) for x in range(1, 10) if x not in major] or None))
-        plain = FuncFormatter(lambda v, _: f"{v:.3g}" if v < 10 else f"{v:,.0f}" if v < 1e6 else f"{v:.0e}".replace("e+", "e"))
+        plain = FuncFormatter(lambda v, _: f"{v:.3g}" if v < 10 else f"{v:,.0f}" if v < 1e6 else _power_of_ten(v))
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _power_of_ten(v: float) -> str:
+    """1e7, 2e12: a large perplexity in as few characters as it takes."""
+    mantissa, exponent = f"{v:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def model_config_for(cfg_values: dict, vocab_size: int) -> ModelConfig:

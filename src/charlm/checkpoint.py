@@ -471,21 +471,35 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
     A checkpoint replaced by a running training while it is read (the JSON of one, a tensor file of
     the next) is read again, so a reader never sees that as damage.
     """
-    for attempt in range(5):
+    attempts = 5  # 0.1 s; while a save's old copy lies beside it (its two renames), up to 2 s on a busy machine
+    attempt = 0
+    while True:
+        last = attempt == attempts - 1
         try:
-            p = resolve(path, prefer, trust_pids=attempt < 4)  # moved aside 0.1 s on: not by a live save's renames
+            p = resolve(path, prefer, trust_pids=not last)  # moved aside that long: not by a live save's renames
             first = _read_meta(p)
-        except CharlmError:  # where a save takes two renames, there is a moment without the folder: wait it out (0.1 s)
-            if attempt == 4:
+        except CharlmError:  # where a save takes two renames, there is a moment without the folder: wait it out
+            if last and attempts == 5 and _moving(Path(path)):
+                attempts, last = 80, False
+            if last:
                 raise
             time.sleep(0.025)
+            attempt += 1
             continue
         try:
             return _load(p, first, with_trainer, with_weights)
         except CharlmError:
-            if attempt == 4 or _read_meta(p, missing_ok=True) == first:  # the same checkpoint all along: real damage
+            if last or _read_meta(p, missing_ok=True) == first:  # the same checkpoint all along: real damage
                 raise
-    raise AssertionError("unreachable")
+        attempt += 1
+
+
+def _moving(p: Path) -> bool:
+    """Whether a save is replacing the checkpoint ``p`` (or one in the run folder ``p``): its old copy lies aside."""
+    import glob
+
+    aside = next(p.parent.glob(f".{glob.escape(p.name)}.old-*"), None)
+    return aside is not None or (p.is_dir() and next(p.glob(".*.old-*"), None) is not None)
 
 
 def _read_meta(p: Path, missing_ok: bool = False) -> bytes | None:

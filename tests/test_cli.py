@@ -292,7 +292,7 @@ def test_other_encodings_with_flag(capsys, tmp_path, monkeypatch):
     code, _, err = run_cli(capsys, "inspect", tmp_path / "o", "--file", held, "--out", tmp_path / "r.html")
     assert code == 0 and '"chars":["分","开","的","时","候"' in (tmp_path / "r.html").read_text(encoding="utf-8"), err
     one_line_error(*run_cli(capsys, "eval", tmp_path / "o", held, "--encoding", "utf-8")[::2], "cannot decode byte 0 (0xb7) as utf-8")
-    assert "note: not UTF-8, so read as gb18030, as the model's training text was" in run_cli(capsys, "eval", tmp_path / "o", held)[2]
+    assert f"note: {held}: not UTF-8, so read as gb18030, as the model's training text was" in run_cli(capsys, "eval", tmp_path / "o", held)[2]
     # what generate writes (UTF-8) is read as UTF-8, by eval, by eval - and by inspect
     code, samples, _ = run_cli(capsys, "generate", tmp_path / "o", "--num-samples", 2, "--length", 30, "--seed", 1)
     (tmp_path / "s.txt").write_text(samples, encoding="utf-8")
@@ -305,7 +305,7 @@ def test_other_encodings_with_flag(capsys, tmp_path, monkeypatch):
     cut = tmp_path / "cut.txt"  # the fallback's own notes are kept: a character cut at the end, say
     cut.write_bytes(held.read_bytes() + "快".encode("gb18030")[:1])
     err = run_cli(capsys, "eval", tmp_path / "o", cut)[2]
-    assert "note: not UTF-8, so read as gb18030" in err and "ends part-way through a character" in err
+    assert f"note: {cut}: not UTF-8, so read as gb18030" in err and "ends part-way through a character" in err
 
 
 def test_a_utf16_run_reads_its_kind_of_file_without_being_told(capsys, tmp_path, monkeypatch):
@@ -313,7 +313,7 @@ def test_a_utf16_run_reads_its_kind_of_file_without_being_told(capsys, tmp_path,
     f.write_bytes((LYRIC * 40).encode("utf-16"))
     assert run_cli(capsys, "train", "--data", f, "--encoding", "utf-16", "--epochs", 1, "--out", tmp_path / "o", *TINY)[0] == 0
     code, stdout, err = run_cli(capsys, "eval", tmp_path / "o", f)
-    assert code == 0 and "note: not UTF-8, so read as utf-16" in err, err
+    assert code == 0 and f"note: {f}: not UTF-8, so read as utf-16" in err, err
     one_line_error(*run_cli(capsys, "eval", tmp_path / "o", "/dev/zero")[::2], "looks like a binary file")  # not read for ever
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\x00" * 100), encoding="utf-8"))
     one_line_error(*run_cli(capsys, "eval", tmp_path / "o", "-")[::2], "looks like a binary file")

@@ -94,6 +94,21 @@ def test_a_pipe_to_score_is_read_once_and_decoded_either_way(tmp_path):
     assert len(raw) > STREAM_CHUNK and text == line * (STREAM_CHUNK // 20 + 1000)
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32"])
+def test_a_wide_encodings_run_reads_its_own_kind_of_file(tmp_path, encoding):
+    """Cyrillic in UTF-16 without a byte-order mark, or any UTF-32, reads as "a binary file" to UTF-8: for a run trained
+    in that encoding it is its own kind of text; for any other run, still the binary-file error."""
+    from charlm.data import read_scored
+
+    text = "Мой дядя самых честных правил,\nКогда не в шутку занемог\n" * 3
+    f = tmp_path / "ru.txt"
+    f.write_bytes(text.encode(encoding))
+    with pytest.warns(CharlmWarning, match=f"not UTF-8, so read as {encoding}"):
+        assert read_scored(f, None, encoding) == text
+    with pytest.raises(CharlmError, match="looks like (a binary file|UTF-16 text)"):  # (UTF-32's mark begins as UTF-16's)
+        read_scored(f, None, "gb18030")
+
+
 def test_a_cut_file_with_a_byte_order_mark_reads_without_its_last_character_too(tmp_path):
     f = tmp_path / "cut.txt"
     f.write_bytes(codecs.BOM_UTF8 + "分开的时候\n".encode("utf-8") + "快".encode("utf-8")[:1])

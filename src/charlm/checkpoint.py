@@ -495,11 +495,15 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
 
 
 def _moving(p: Path) -> bool:
-    """Whether a save is replacing the checkpoint ``p`` (or one in the run folder ``p``): its old copy lies aside."""
+    """Whether a save is replacing the checkpoint ``p`` (or best/ or last/ in the run folder ``p``) now: its old copy
+    lies aside, named by the id of a process still running (this one's, a thread's save; not one a killed save left)."""
     import glob
 
-    aside = next(p.parent.glob(f".{glob.escape(p.name)}.old-*"), None)
-    return aside is not None or (p.is_dir() and next(p.glob(".*.old-*"), None) is not None)
+    asides = list(p.parent.glob(f".{glob.escape(p.name)}.old-*"))
+    if p.is_dir():
+        asides += [q for name in ("best", "last") for q in p.glob(f".{name}.old-*")]
+    pids = {q.name.rsplit("-", 1)[1] for q in asides}
+    return any(pid == str(os.getpid()) or _running(pid) for pid in pids)
 
 
 def _read_meta(p: Path, missing_ok: bool = False) -> bytes | None:

@@ -728,7 +728,7 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
         if sys.stdin is None:
             raise CharlmError("- reads standard input, and there is none (it is closed); give a FILE")
         raw = read_stream(sys.stdin.buffer, "standard input", args.encoding or "utf-8")  # (read once; NUL stops it)
-        return normalize(as_trained(lambda enc: decode_text(raw, enc), args.encoding, cfg.encoding)), "standard input", []
+        return normalize(as_trained(lambda enc: decode_text(raw, enc), args.encoding, cfg.encoding, "standard input")), "standard input", []
     text, notes = normalize(read_scored(args.file, args.encoding, cfg.encoding)), []
     trained = Path(cfg.data) if cfg.data else bundled_corpus()
     with contextlib.suppress(OSError):

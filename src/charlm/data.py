@@ -99,6 +99,10 @@ class _Undecodable(CharlmError):
     """Bytes that the encoding asked for does not decode."""
 
 
+class _Binary(CharlmError):
+    """NUL bytes, where the encoding asked for has none: a binary file, or text in a wide encoding (UTF-16, UTF-32)."""
+
+
 def _codec(encoding: str) -> tuple[str, str]:
     """The codec's own name (u8 is utf-8, windows-1252 is cp1252), and the same without - and _."""
     try:
@@ -136,7 +140,7 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
             raise _Undecodable(f"{path}: looks like UTF-16 text (a byte-order mark, NUL bytes); try --encoding utf-16")
         if order := _utf16_order(raw) or _utf16_order(raw, lines=False):
             raise _Undecodable(f"{path}: looks like UTF-16 text without a byte-order mark (NUL bytes every other byte); try --encoding utf-16-{order}")
-        raise CharlmError(f"{path}: looks like a binary file (a NUL byte at offset {nul:,}), not text")
+        raise _Binary(f"{path}: looks like a binary file (a NUL byte at offset {nul:,}), not text")
     if name in _BOMS and not raw.startswith(_BOMS[name]):
         if raw.startswith(codecs.BOM_UTF8) or (not raw.isascii() and _valid_utf8(raw)):
             raise CharlmError(f"{path}: the file is valid UTF-8, not {codec}: leave out --encoding")
@@ -249,7 +253,7 @@ def decode_text(raw: bytes, encoding: str = "utf-8", name: str = "standard input
     return _decode(Path(name), raw, encoding)
 
 
-def as_trained(read, given: str | None, trained: str):
+def as_trained(read, given: str | None, trained: str, name: str = ""):
     """``read(encoding)`` for a text a model is to score: in ``given`` where the user named one; else in UTF-8 (what
     ``charlm generate`` writes), and where the bytes do not decode so (or look like UTF-16), in ``trained``, the
     encoding the model's training text was read in (a file of the same kind as it).  ``read`` must read the same
@@ -259,10 +263,11 @@ def as_trained(read, given: str | None, trained: str):
         return read(given)
     with warnings.catch_warnings(record=True) as notes:  # the UTF-8 reading's notes stand only if it stands
         warnings.simplefilter("always")
+        wide = _codec(trained)[1].startswith(("utf16", "utf32"))  # NUL bytes are its text, not a binary file's
         try:
             text = read("utf-8")
-        except _Undecodable as not_utf8:
-            if _codec(trained)[1].startswith("utf8"):
+        except (_Undecodable, _Binary) as not_utf8:
+            if _codec(trained)[1].startswith("utf8") or (isinstance(not_utf8, _Binary) and not wide):
                 raise
             failed = not_utf8
         else:
@@ -277,8 +282,8 @@ def as_trained(read, given: str | None, trained: str):
             text = read(trained)
         except CharlmError:
             raise failed from None
-    warnings.warn(f"not UTF-8, so read as {trained}, as the model's training text was (--encoding to say otherwise)",
-                  CharlmWarning, stacklevel=2)
+    warnings.warn(f"{name + ': ' if name else ''}not UTF-8, so read as {trained}, as the model's training text was "
+                  f"(--encoding to say otherwise)", CharlmWarning, stacklevel=2)
     for note in notes:  # (a hint on how it reads is the run's encoding's, not one the user asked for)
         warnings.warn(str(note.message).replace(f"as {trained} as asked", f"as {trained}"), note.category, stacklevel=2)
     return text
@@ -293,8 +298,8 @@ def read_scored(path, given: str | None, trained: str) -> str:
                 raw = read_stream(f, str(p), given or "utf-8")
         except OSError as e:
             raise CharlmError(f"{p}: cannot read ({e.strerror})") from None
-        return as_trained(lambda enc: _decode(p, raw, enc), given, trained)
-    return as_trained(lambda enc: read_text(path, enc), given, trained)
+        return as_trained(lambda enc: _decode(p, raw, enc), given, trained, str(p))
+    return as_trained(lambda enc: read_text(path, enc), given, trained, str(path))
 
 
 def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hidden: bool = False,

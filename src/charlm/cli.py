@@ -730,14 +730,12 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
         raw = read_stream(sys.stdin.buffer, "standard input", args.encoding or "utf-8")  # (read once; NUL stops it)
         return normalize(as_trained(lambda enc: decode_text(raw, enc), args.encoding, cfg.encoding, "standard input")), "standard input", []
     text, notes = normalize(read_scored(args.file, args.encoding, cfg.encoding)), []
-    trained = Path(cfg.data) if cfg.data else bundled_corpus()
-    with contextlib.suppress(OSError):
-        if cfg.data != IN_MEMORY and trained.exists() and os.path.samefile(args.file, trained):
-            part = (f"at most its first {cfg.limit_chars:,} characters were" if cfg.limit_chars  # (--limit-chars)
-                    else f"its first {1 - cfg.val_fraction:.0%} was" if cfg.val_fraction else "all of it was")
-            notes.append(f"this is the text the model was trained on, and {part} trained on: the figure mixes seen and "
-                         f"unseen text" + (f"; `charlm eval {_shell(str(args.checkpoint))}` alone scores the held-out part"
-                                           if cfg.val_fraction else ""))
+    if cfg.data != IN_MEMORY and _same_file(args.file, cfg.data or bundled_corpus()):
+        part = (f"at most its first {cfg.limit_chars:,} characters were" if cfg.limit_chars  # (--limit-chars)
+                else f"its first {1 - cfg.val_fraction:.0%} was" if cfg.val_fraction else "all of it was")
+        notes.append(f"this is the text the model was trained on, and {part} trained on: the figure mixes seen and "
+                     f"unseen text" + (f"; `charlm eval {_shell(str(args.checkpoint))}` alone scores the held-out part"
+                                       if cfg.val_fraction else ""))
     return text, str(args.file), notes
 
 

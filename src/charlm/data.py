@@ -113,12 +113,13 @@ def _codec(encoding: str) -> tuple[str, str]:
 
 
 STREAM_CHUNK = 1 << 20
+WIDE = ("utf16", "utf32")  # codecs (as _codec names them) whose text holds NUL bytes
 
 
 def read_stream(f, name: str, encoding: str = "utf-8") -> bytes:
     """All the bytes of a pipe, a device or standard input, a chunk at a time: a NUL byte, where the encoding has none,
     stops the reading with the error a file holding it gets (/dev/zero and /dev/urandom never end)."""
-    wide = _codec(encoding)[1].startswith(("utf16", "utf32"))
+    wide = _codec(encoding)[1].startswith(WIDE)
     chunks = []
     while chunk := f.read(STREAM_CHUNK):
         chunks.append(chunk)
@@ -135,7 +136,7 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
         raise CharlmError(f"{path}: the file is empty")
     codec, name = _codec(encoding)
     nul = raw.find(b"\x00")
-    if nul >= 0 and not name.startswith(("utf16", "utf32")):
+    if nul >= 0 and not name.startswith(WIDE):
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark
             raise _Undecodable(f"{path}: looks like UTF-16 text (a byte-order mark, NUL bytes); try --encoding utf-16")
         if order := _utf16_order(raw) or _utf16_order(raw, lines=False):
@@ -154,7 +155,7 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
         cut = len(e.object) - e.start  # (e.object: what the codec decoded, after a byte-order mark utf-8-sig skipped)
         kept = raw[: len(raw) - cut]
         if (e.reason in ("unexpected end of data", "incomplete multibyte sequence", "truncated data") and e.end == len(e.object)
-                and kept and _decodes(kept, encoding) and (cut > 1 or not kept.isascii() or name.startswith(("utf16", "utf32")))
+                and kept and _decodes(kept, encoding) and (cut > 1 or not kept.isascii() or name.startswith(WIDE))
                 and (name.startswith("utf") or not _valid_utf8(raw))):
             # cut part-way through its last character (as `head -c` cuts a file): that character left out, and said; not
             # one lone byte after nothing but ASCII (Latin-1's é ending "café" is no cut UTF-8 character)
@@ -186,11 +187,7 @@ def _decodes(raw: bytes, encoding: str) -> bool:
 
 
 def _valid_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
+    return _decodes(raw, "utf-8")
 
 
 def _mostly_utf8(raw: bytes) -> bool:
@@ -261,13 +258,13 @@ def as_trained(read, given: str | None, trained: str, name: str = ""):
     in mixed encodings is the UTF-8 reading's error; so is a text neither encoding reads."""
     if given:
         return read(given)
+    kind = _codec(trained)[1]
     with warnings.catch_warnings(record=True) as notes:  # the UTF-8 reading's notes stand only if it stands
         warnings.simplefilter("always")
-        wide = _codec(trained)[1].startswith(("utf16", "utf32"))  # NUL bytes are its text, not a binary file's
         try:
             text = read("utf-8")
-        except (_Undecodable, _Binary) as not_utf8:
-            if _codec(trained)[1].startswith("utf8") or (isinstance(not_utf8, _Binary) and not wide):
+        except (_Undecodable, _Binary) as not_utf8:  # (NUL bytes are a wide encoding's text, not a binary file's)
+            if kind.startswith("utf8") or (isinstance(not_utf8, _Binary) and not kind.startswith(WIDE)):
                 raise
             failed = not_utf8
         else:
@@ -293,11 +290,7 @@ def read_scored(path, given: str | None, trained: str) -> str:
     """A file (or folder, or pipe) to score or inspect, read by :func:`as_trained`; a pipe or device is read once."""
     p = Path(path)
     if p.exists() and not (p.is_file() or p.is_dir()):  # its bytes come once: decoded here, both ways if need be
-        try:
-            with open(p, "rb") as f:
-                raw = read_stream(f, str(p), given or "utf-8")
-        except OSError as e:
-            raise CharlmError(f"{p}: cannot read ({e.strerror})") from None
+        raw = _read_bytes(p, given or "utf-8")
         return as_trained(lambda enc: _decode(p, raw, enc), given, trained, str(p))
     return as_trained(lambda enc: read_text(path, enc), given, trained, str(path))
 
@@ -346,15 +339,19 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hi
         if said:
             warnings.warn(f"{p}: {'; '.join(said)}", CharlmWarning, stacklevel=2)
         return "".join(t if t.endswith("\n") else t + "\n" for t in texts)
+    return _decode(p, _read_bytes(p, encoding), encoding)
+
+
+def _read_bytes(p: Path, encoding: str) -> bytes:
+    """A file's bytes, or a pipe's (as <(…) gives) or a device's, read once (:func:`read_stream`, by ``encoding``'s
+    NUL bytes)."""
     try:
         if p.is_file():
-            raw = p.read_bytes()
-        else:  # a pipe (as <(…) gives) or a device
-            with open(p, "rb") as f:
-                raw = read_stream(f, str(p), encoding)
+            return p.read_bytes()
+        with open(p, "rb") as f:
+            return read_stream(f, str(p), encoding)
     except OSError as e:
         raise CharlmError(f"{p}: cannot read ({e.strerror})") from None
-    return _decode(p, raw, encoding)
 
 
 def _folder_files(folder: Path, hidden: bool = False) -> tuple[list[Path], list[Path]]:

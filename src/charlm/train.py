@@ -785,6 +785,7 @@ def plot_metrics(metrics: list[dict], path: str | Path, training: str = "trainin
     from matplotlib.ticker import MaxNLocator
 
     ax = fig.add_subplot()
+    shown = False  # a finite perplexity, anywhere (a diverged run's are all null or inf)
     for key, label in (("train_ppl", training), ("val_ppl", "validation (held out)")):
         ys = [m[key] for m in metrics]
         if key == "val_ppl" and all(y is None for y in ys):
@@ -792,6 +793,7 @@ def plot_metrics(metrics: list[dict], path: str | Path, training: str = "trainin
         line, = ax.plot(epochs, ys, label=label, marker="o" if len(ys) <= 30 else None, markersize=3)
         # a point each; of many, those with no line to a neighbour (alone, or between overflowed ones) all the same
         ok = [y is not None and 0 < y < math.inf for y in ys]
+        shown = shown or any(ok)
         alone = [i for i in range(len(ys)) if ok[i] and not (i and ok[i - 1]) and not (i + 1 < len(ys) and ok[i + 1])]
         if len(ys) > 30 and alone:
             ax.plot([epochs[i] for i in alone], [ys[i] for i in alone], "o", markersize=3, color=line.get_color())
@@ -801,7 +803,6 @@ def plot_metrics(metrics: list[dict], path: str | Path, training: str = "trainin
     if len(set(epochs)) == 1:  # one validation: its epoch in the middle, not a scale of hundredths around it
         ax.set_xlim(max(0, epochs[0] - 1), epochs[0] + 1)
     ax.set_ylabel("perplexity")
-    shown = [v for m in metrics for v in (m["train_ppl"], m["val_ppl"]) if v is not None and 0 < v < math.inf]
     if not shown:  # (every perplexity overflowed: a diverged run)
         ax.text(0.5, 0.5, "no finite perplexity to plot (the run diverged)", transform=ax.transAxes, ha="center", va="center")
         ax.set_yticks([])

@@ -710,3 +710,17 @@ def test_page_fits_a_phone_screen(report, tmp_path, monkeypatch):
         assert driver.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]") == [320, 320]
     finally:
         driver.quit()
+
+
+def test_accents_typed_in_the_other_unicode_form_are_read_as_the_vocabulary_holds_them():
+    import unicodedata
+
+    composed = "le café est très bon\nla crème brûlée\n"  # é as one code point, as the corpus holds it
+    model, vocab = random_model(composed)
+    decomposed = unicodedata.normalize("NFD", composed)  # e + U+0301, as some keyboards and files write it
+    assert decomposed != composed
+    rep = inspector.analyse(model, vocab, "model", decomposed, context=unicodedata.normalize("NFD", "café\n"))
+    same = inspector.analyse(model, vocab, "model", composed, context="café\n")
+    assert rep.raw == composed and None not in rep.read_as  # nothing skipped: the accents are the vocabulary's é and è
+    np.testing.assert_allclose(rep.bits, same.bits, equal_nan=True)
+    assert any("Unicode form" in n for n in rep.notes) and not any("Unicode form" in n for n in same.notes)

@@ -434,11 +434,15 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     (from the zero state, as the text would have been), and only the text is shown.  ``units``: a list of unit
     numbers, or None for the automatic choice; ``newlines``: the checkpoint's (``keep`` or ``space``)."""
     from .data import normalize
+    from .sampling import vocab_form
 
     cfg = model.cfg
     if not isinstance(raw, str) or not isinstance(context or "", str):
         raise CharlmError(f"the text and the context must be strings; got {type(raw).__name__} and {type(context).__name__}")
     raw, context = _lines(raw), _lines(context or "")  # what analyse's positions index: \r\n would shorten it
+    # (é typed as one code point, or as e + U+0301, in the form the vocabulary holds: as eval and generate read it)
+    formed = vocab_form(vocab, raw), vocab_form(vocab, context)
+    reformed, (raw, context) = formed != (raw, context), formed
     if not raw:
         raise CharlmError("the text to inspect is empty")
     if len(raw) > MAX_CHARS:
@@ -464,7 +468,8 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
         raise CharlmError("no character of the text is in the model's vocabulary")
     if context and not c:  # the text would start from the zero state all the same
         raise CharlmError("no character of the context is in the model's vocabulary")
-    notes = []
+    notes = ["read in the Unicode form the vocabulary holds (accented letters composed or decomposed as in its "
+             "training text), as eval and generate read text"] if reformed else []
     for part, what in ((range(len(context)), " of the context"), (range(len(context), len(whole)), " of the text" if context else "")):
         outside = [whole[i] for i in part if text[i] not in vocab]
         if outside:

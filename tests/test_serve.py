@@ -340,6 +340,28 @@ def test_limits_are_configurable(tiny_ckpt):
         assert r["finish_reason"] == "max_length" and r["chars"] == 20
     with pytest.raises(ValueError, match="max_length"):
         serve.create_app(tiny_ckpt, max_length=0)
+
+
+def test_an_acrostic_is_held_to_max_lines_as_lines_are(tiny_ckpt):
+    with serve.running(serve.create_app(tiny_ckpt, max_lines=3)) as base, httpx.Client(base_url=base, timeout=60) as c:
+        assert c.post("/v1/generate", json={"lines": 4}).status_code == 422
+        r = c.post("/v1/generate", json={"acrostic": "分开我你"})  # four lines asked for (was written: 25 of them as well)
+        assert r.status_code == 422 and r.json()["error"] == ("acrostic: the acrostic asks for 4 lines (one per character); "
+                                                              "this server writes at most 3 (--max-lines)")
+        r = c.post("/v1/generate", json={"acrostic": "分 开我", "seed": 1})  # (its space is nobody's head)
+        assert r.status_code == 200 and r.json()["samples"][0].count("\n") == 3
+
+
+def test_a_sample_that_ends_exactly_at_the_length_cap_is_done_not_cut(tiny_ckpt):
+    ask = {"lines": 1, "seed": 3}
+    with serve.running(serve.create_app(tiny_ckpt)) as base, httpx.Client(base_url=base, timeout=60) as c:
+        whole = c.post("/v1/generate", json=ask).json()
+    assert whole["finish_reason"] == "done"
+    n = whole["chars"]
+    for cap, reason in ((n, "done"), (n - 1, "max_length")):
+        with serve.running(serve.create_app(tiny_ckpt, max_length=cap)) as base, httpx.Client(base_url=base, timeout=60) as c:
+            r = c.post("/v1/generate", json=ask).json()
+        assert r["finish_reason"] == reason and r["chars"] == cap and whole["samples"][0].startswith(r["samples"][0])
     for never in (float("inf"), float("nan")):  # (an endless limit was taken, and /v1/model answered 500)
         with pytest.raises(ValueError, match="time_limit: Input should be a finite number"):
             serve.create_app(tiny_ckpt, time_limit=never)

@@ -182,7 +182,7 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     s.add_argument("--max-prefix", type=int, default=1000, help="longest prefix, style prefix or acrostic, in characters (default: 1000)")
     s.add_argument("--max-length", type=int, default=2000, help="most characters generated per sample (default: 2000)")
-    s.add_argument("--max-lines", type=int, default=100, help="most lines per sample (default: 100)")
+    s.add_argument("--max-lines", type=int, default=100, help="most lines per sample, as lines or an acrostic's characters (default: 100)")
     s.add_argument("--max-samples", type=int, default=16, help="most samples per request (default: 16)")
     s.add_argument("--max-text", type=int, default=20000, help="longest text to score, in characters (default: 20000)")
     s.add_argument("--time-limit", type=float, default=30.0, help="seconds a generation may run before it is cut (default: 30)")

@@ -49,7 +49,7 @@ from .config import MAX_TEMPERATURE, MIN_TEMPERATURE, SEED_MAX, SampleConfig, to
 from .copycheck import CopyIndex
 from .data import normalize, pretraining_texts, training_text
 from .errors import CharlmError
-from .sampling import InputError, check_known, check_options, default_prefix, generate, make_generator, read_inputs, vocab_form
+from .sampling import InputError, acrostic_heads, check_known, check_options, default_prefix, generate, make_generator, read_inputs, vocab_form
 from .train import pick_device, surprisal
 
 STATIC = Path(__file__).parent / "static"
@@ -63,7 +63,7 @@ class Limits(BaseModel):
 
     max_prefix: int = Field(1000, ge=1, description="characters in a prefix, style prefix or acrostic")
     max_length: int = Field(2000, ge=1, description="characters generated per sample (also caps --lines)")
-    max_lines: int = Field(100, ge=1, description="lines per sample")
+    max_lines: int = Field(100, ge=1, description="lines per sample (lines, or an acrostic's characters)")
     max_samples: int = Field(16, ge=1, le=4096, description="samples per request")
     max_text: int = Field(20000, ge=2, description="characters of a text to score")
     time_limit: float = Field(30.0, gt=0, allow_inf_nan=False, description="seconds a generation may run before it is cut")
@@ -224,6 +224,7 @@ class _Generation:
         inputs = read_inputs(vocab, req.prefix, req.style_prefix, req.acrostic, unknown=req.unknown, default=default,
                              newlines=newlines, hint=SKIP_HINT)
         self.skipped = inputs.skipped  # dropped, but not in silence (as `charlm generate` notes)
+        self.lines = req.lines or len(acrostic_heads(inputs.acrostic))  # lines asked for: an acrostic's, one per head
         device = model.decoder.weight.device
         # The same call as `charlm generate`, so the same seed gives the same text.
         self._steps = generate(model, vocab, inputs.prefix, cfg, style_prefix=inputs.style_prefix, acrostic=inputs.acrostic,
@@ -259,8 +260,8 @@ class _Generation:
                 if self.stopping.is_set():
                     self.finish(reason="shutdown")
                     break
-                if self.max_chars is not None and self.chars >= self.max_chars:
-                    self.finish(reason="max_length")
+                if self.max_chars is not None and self.chars >= self.max_chars:  # (a text complete at the cap is done)
+                    self.finish(reason="done" if next(self._steps, None) is None else "max_length")
                     break
                 if self.elapsed > self.time_limit:
                     self.finish(reason="time_limit")
@@ -411,6 +412,9 @@ class _Server:
         cap = self.limits.max_length if (req.lines or req.acrostic) else None
         gen = _Generation(self.model, self.vocab, req, self.limits.time_limit, cap, self.default_prefix, self.ckpt.train_config.newlines,
                           self.stopping)
+        if req.acrostic and gen.lines > self.limits.max_lines:  # (req.lines is bounded by its Field)
+            raise InputError("acrostic", f"the acrostic asks for {gen.lines} lines (one per character); this server writes "
+                                         f"at most {self.limits.max_lines} (--max-lines)")
         if req.check_copy and self._copy_problem:
             raise InputError("check_copy", self._copy_problem)
         return gen

@@ -220,6 +220,25 @@ def test_the_page_speaks_english_for_a_model_of_english(tmp_path, browser):
         assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
+def test_page_tints_the_lines_of_a_model_trained_with_newlines_as_spaces(browser, tmp_path):
+    """The server reads a line break as such a model reads it, a space: the page still tints what it wrote (it showed
+    the plain text, its legend hidden, as the scored text was not the written one)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1, newlines="space")
+    with serve.running(serve.create_app(tmp_path / "run" / "best")) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: "LSTM" in d.find_element(By.ID, "model-info").text)
+        browser.find_element(By.ID, "generate").click()  # (the page asks for lines: they end in line breaks)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#lyrics .s") and d.find_element(By.ID, "legend").is_displayed())
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#lyrics p")) > 1  # lines, each tinted
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
 def test_page_limits_count_characters_as_the_server_does(tiny_ckpt, browser):
     """maxlength counts UTF-16 units, so 𠀀 or an emoji counted twice: the page counts code points (an acrostic's heads
     as a reader sees them), as the server does, and says when a box holds too many."""

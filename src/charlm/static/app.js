@@ -258,7 +258,10 @@ async function tint(plain) {
     });
     if (!response.ok) return;
     const score = await response.json();
-    if (score.text !== plain || text !== plain) return;  // a newer text is showing
+    if (text !== plain) return;  // a newer text is showing
+    // surprisal[i] is of score.text's i-th character: plain's, read as the model reads (a line break as a space for a
+    // model trained with --newlines space); a text the server read at another length cannot be tinted
+    if ([...score.text].length !== [...plain].length) return;
     renderTinted(plain, score.surprisal, uniformBits);
     $("score-summary").textContent = W.score(score.perplexity == null ? "∞" : score.perplexity.toFixed(1), score.bits_per_character.toFixed(2));
     legend.hidden = false;

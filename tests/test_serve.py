@@ -321,6 +321,8 @@ def test_model_info_names_no_folders_of_the_server(client, tiny_ckpt):
     text = client.get("/v1/model").text
     assert str(tiny_ckpt.parent.parent) not in text  # the API may face the network
     assert client.get("/v1/model").json()["checkpoint"] == f"…/{tiny_ckpt.parent.name}/{tiny_ckpt.name}"  # not a relative path
+    assert [serve._short(p) for p in ("/tmp/run", "/a/b/c", "run/best", "a/run/best", "")] == [
+        "/tmp/run", "…/b/c", "run/best", "…/run/best", ""]  # (/tmp/run was "…/tmp/run": cut where nothing was)
 
 
 @pytest.mark.parametrize("port", [-1, 65536, 99999])

@@ -648,8 +648,12 @@ def _language(vocab) -> str:
 def _short(path) -> str:
     """The last two parts of a path, after ``…/`` where there were more (``…/run/best``, ``…/corpora/lyrics.txt``: not
     read as a relative path); empty stays empty."""
-    parts = Path(path).parts if path else ()
-    return ("…/" if len(parts) > 2 else "") + "/".join(parts[-2:])
+    if not path:
+        return ""
+    path = Path(path)
+    if len(path.parts) - bool(path.anchor) <= 2:  # all of it (/tmp/run: its root is not a part to cut)
+        return path.as_posix()
+    return "…/" + "/".join(path.parts[-2:])
 
 
 def _echo(value, room: int = 200, depth: int = 4):

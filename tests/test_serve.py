@@ -354,6 +354,17 @@ def test_an_acrostic_is_held_to_max_lines_as_lines_are(tiny_ckpt):
         assert r.status_code == 200 and r.json()["samples"][0].count("\n") == 3
 
 
+def test_a_lines_request_sets_where_a_long_line_is_ended_as_generate_does(client, tiny_run, capsys):
+    ask = {"prefix": "分开", "lines": 3, "max_line_length": 4, "seed": 2}
+    r = client.post("/v1/generate", json=ask).json()
+    lines = r["samples"][0].split("\n")
+    assert len(lines) == 4 and lines[-1] == "" and all(len(line) <= 4 for line in lines)  # (the prefix counts on its line)
+    assert cli.main(["generate", str(tiny_run), "--prefix", "分开", "--lines", "3", "--max-line-length", "4", "--seed", "2"]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == r["samples"][0].rstrip("\n")
+    r = client.post("/v1/generate", json={**ask, "max_line_length": 0})
+    assert r.status_code == 422 and r.json()["error"].startswith("max_line_length: ")
+
+
 def test_a_sample_that_ends_exactly_at_the_length_cap_is_done_not_cut(tiny_ckpt):
     ask = {"lines": 1, "seed": 3}
     with serve.running(serve.create_app(tiny_ckpt)) as base, httpx.Client(base_url=base, timeout=60) as c:

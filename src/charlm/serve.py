@@ -91,6 +91,9 @@ def _request_models(lim: Limits):
         length: int = Field(min(100, lim.max_length), ge=1, le=lim.max_length, description="characters to generate after the prefix")
         lines: int = Field(0, ge=0, le=lim.max_lines, description="stop after this many lines instead of a length (not with "
                                                                   "length); 0 = off")
+        max_line_length: int = Field(64, ge=1, le=lim.max_length,
+                                     description="with lines or an acrostic: a line this long is ended there, so that "
+                                                 "a sample always finishes (64 suits lyrics; prose wants more)")
         temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="> 1 more surprising, < 1 more conservative")
         top_k: int | None = Field(None, ge=1, description="sample among the k most likely characters")
         top_p: float = Field(1.0, gt=0, le=1, description="nucleus: the smallest set whose probability reaches p")
@@ -218,7 +221,7 @@ class _Generation:
     def __init__(self, model, vocab, req, time_limit: float, max_chars: int | None, default: str = "", newlines: str = "keep",
                  stopping: threading.Event | None = None):
         self.seed = req.seed if req.seed >= 0 else secrets.randbelow(2**31)  # short, and exact in JavaScript
-        cfg = SampleConfig(length=req.length, lines=req.lines, greedy=req.greedy, temperature=req.temperature,
+        cfg = SampleConfig(length=req.length, lines=req.lines, max_line_length=req.max_line_length, greedy=req.greedy, temperature=req.temperature,
                            top_k=req.top_k, top_p=req.top_p, num_samples=req.num_samples, seed=self.seed)
         check_options(cfg, req.model_fields_set, acrostic=req.acrostic)  # the checks of `charlm generate`
         inputs = read_inputs(vocab, req.prefix, req.style_prefix, req.acrostic, unknown=req.unknown, default=default,

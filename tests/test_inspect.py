@@ -724,3 +724,13 @@ def test_accents_typed_in_the_other_unicode_form_are_read_as_the_vocabulary_hold
     assert rep.raw == composed and None not in rep.read_as  # nothing skipped: the accents are the vocabulary's é and è
     np.testing.assert_allclose(rep.bits, same.bits, equal_nan=True)
     assert any("Unicode form" in n for n in rep.notes) and not any("Unicode form" in n for n in same.notes)
+
+
+def test_the_picture_names_the_characters_it_leaves_out_and_explains_its_marks():
+    text = TEXT.replace("\\n", "\n")
+    model, vocab = random_model(text)
+    rep = inspector.analyse(model, vocab, "model", "Z" + text[:20] + "☃")
+    key = inspector.png_key(rep, rep.n)
+    assert "left out, outside the vocabulary: Z ☃" in key and "grey: a character nothing predicts" in key  # (was silent)
+    assert "left out" not in inspector.png_key(inspector.analyse(model, vocab, "model", text[:20]), 20)
+    assert inspector.render_png(rep).startswith(b"\x89PNG")

@@ -1020,6 +1020,17 @@ def _find_cjk_font() -> str | None:
     return sorted(added)[0] if added else None
 
 
+def png_key(report: Report, n: int) -> str:
+    """The PNG's key to what the HTML page explains on hover: the ★ units, the grey first cell, the characters left out
+    (struck through on the page; the picture has no column for them)."""
+    key = ["★ a unit found to follow something (the HTML report says what)"] if report.found else []
+    if np.isnan(report.bits[:n]).any():
+        key.append("grey: a character nothing predicts (the first)")
+    if skipped := list(dict.fromkeys(report.raw[i] for i, t in enumerate(report.read_as) if t is None)):
+        key.append("left out, outside the vocabulary: " + " ".join(show_char(ch) for ch in skipped[:12]) + ("…" if len(skipped) > 12 else ""))
+    return " · ".join(key)
+
+
 def render_png(report: Report, log=None) -> bytes:
     """A static version of the heatmaps (the first PNG_MAX_CHARS characters) as PNG bytes."""
     import matplotlib
@@ -1039,7 +1050,7 @@ def render_png(report: Report, log=None) -> bytes:
     left, right = 1.35, 0.35
     hm_h = max(U * uh, 0.5)
     seg_h = 0.3 + 0.2 + 0.1 + len(SHOWN) * (hm_h + 0.12) + 0.3  # labels, surprisal strip, heatmaps, labels
-    top_h, bottom_h = 0.75, 0.75
+    top_h, bottom_h = 0.95, 0.75
     segs = list(range(0, n, cols))
     bar_w = 2.0  # each of the three colour bars; their titles need about that much room
     W = max(left + cols * cw, left + 3 * (bar_w + 0.8)) + right  # a short text still leaves room for the titles
@@ -1056,6 +1067,7 @@ def render_png(report: Report, log=None) -> bytes:
             title += f"  (first {n} of {report.n} characters; the HTML report has all)"
         fig.text(left / W, 1 - 0.3 / Hgt, "Inside the LSTM: surprisal, gates and cell state", fontsize=13, weight="bold")
         fig.text(left / W, 1 - 0.55 / Hgt, title, fontsize=9, color="#57606a")
+        fig.text(left / W, 1 - 0.75 / Hgt, png_key(report, n), fontsize=8, color="#57606a")
         gate_norm, cell_norm = Normalize(0, 1), Normalize(-1, 1)
         oranges = matplotlib.colormaps["Oranges"].with_extremes(bad="#d0d7de")
         shown = {q: shown_values(report, q)[0] for q, _ in SHOWN}  # (units, n)

@@ -228,6 +228,41 @@ def test_decode_error_names_offset(tmp_path):
         read_text(f)
 
 
+def test_the_offset_named_counts_a_byte_order_mark_and_a_last_byte_no_character_starts_with_is_an_error(tmp_path, recwarn):
+    f = tmp_path / "bad.txt"
+    f.write_bytes(codecs.BOM_UTF8 + b"abc\xffdef")  # (utf-8-sig counted from after its mark: "byte 3 (0x61)")
+    with pytest.raises(CharlmError, match=r"bad\.txt: cannot decode byte 6 \(0xff\) as utf-8-sig"):
+        read_text(f, "utf-8-sig")
+    for encoding, good in (("gb18030", "分开的 abc"), ("big5", "分開 abc")):
+        f = tmp_path / f"{encoding}.txt"  # (a note said twice from one place is shown once)
+        f.write_bytes(good.encode(encoding) + b"\x80")  # no character of theirs starts with 0x80: not a cut one
+        with pytest.raises(CharlmError, match=rf"cannot decode byte {len(good.encode(encoding))} \(0x80\) as {encoding}"):
+            read_text(f, encoding)
+        f.write_bytes(good.encode(encoding) + "我".encode(encoding)[:1])  # a real character, cut: read without it
+        assert read_text(f, encoding) == good and "ends part-way through a character" in str(recwarn.pop(CharlmWarning).message)
+    f.write_bytes("分".encode("gb18030") + "\U00020000".encode("gb18030")[:2])  # four bytes a character: two of them
+    assert read_text(f, "gb18030") == "分"
+
+
+@pytest.mark.parametrize("raw", [b"hello world\x00", b"hello\x00world\nfoo"])
+def test_a_nul_in_ascii_text_is_binary_not_utf16(tmp_path, raw):
+    f = tmp_path / "x.txt"  # (was "looks like UTF-16 ... try --encoding utf-16-be", which read it as 桥汬漠...)
+    f.write_bytes(raw)
+    with pytest.raises(CharlmError, match=rf"looks like a binary file \(a NUL byte at offset {raw.index(0)}\)"):
+        read_text(f)
+    f.write_bytes("one line of ASCII".encode("utf-16-le"))  # a line of UTF-16: NULs every other byte, still named
+    with pytest.raises(CharlmError, match="UTF-16 text without a byte-order mark.*utf-16-le"):
+        read_text(f)
+
+
+@pytest.mark.parametrize("codec", ["idna", "punycode"])
+def test_a_codec_of_names_refusing_a_text_is_one_line_naming_the_file(tmp_path, codec):
+    f = tmp_path / "t.txt"
+    f.write_bytes(b"xn--a\n" if codec == "idna" else b"zzzz")
+    with pytest.raises(CharlmError, match=rf"^\S*t\.txt: cannot be read as {codec}: [^\n]*$"):
+        read_text(f, codec)
+
+
 @pytest.mark.parametrize("content,msg", [(b"", "empty"), (b"  \n ", "no text"), (b"ab\x00cd" * 10, "binary")])
 def test_bad_files(tmp_path, content, msg):
     f = tmp_path / "x.txt"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import itertools
 import os
 import re
 import warnings
@@ -57,6 +58,8 @@ def _utf16_order(raw: bytes, lines: bool = True) -> str | None:
     only one order reads as text.
     """
     head = raw[: min(len(raw), 8192) // 2 * 2]
+    if not lines and head.isascii() and head.count(0) < 0.4 * len(head):
+        return None  # ASCII text with a NUL or two in it (ASCII read as UTF-16, two bytes a character, gives CJK ones)
     orders = []
     for order in ("le", "be"):
         text = head.decode(f"utf-16-{order}", errors="replace")
@@ -156,16 +159,18 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
         kept = raw[: len(raw) - cut]
         if (e.reason in ("unexpected end of data", "incomplete multibyte sequence", "truncated data") and e.end == len(e.object)
                 and kept and _decodes(kept, encoding) and (cut > 1 or not kept.isascii() or name.startswith(WIDE))
-                and (name.startswith("utf") or not _valid_utf8(raw))):
+                and (name.startswith("utf") or (not _valid_utf8(raw) and _completes(raw[len(kept):], encoding)))):
             # cut part-way through its last character (as `head -c` cuts a file): that character left out, and said; not
             # one lone byte after nothing but ASCII (Latin-1's é ending "café" is no cut UTF-8 character)
             warnings.warn(f"{path} ends part-way through a character (as a file cut at a byte count does): its last "
                           f"{f'{cut} bytes are' if cut > 1 else 'byte is'} left out", CharlmWarning, stacklevel=2)
             return _decode(path, kept, encoding, blank_ok, hints)
-        hint = _decoding_hint(raw, name)
-        raise _Undecodable(f"{path}: cannot decode byte {e.start} (0x{raw[e.start]:02x}) as {encoding}; {hint}") from None
+        hint, at = _decoding_hint(raw, name), len(raw) - cut  # (the offset in the file, its byte-order mark counted)
+        raise _Undecodable(f"{path}: cannot decode byte {at} (0x{raw[at]:02x}) as {encoding}; {hint}") from None
     except LookupError:  # a codec of bytes to bytes or text to text (base64, hex, rot13): not a text encoding
         raise CharlmError(f"{encoding!r} is not an encoding of text") from None
+    except UnicodeError as e:  # a codec of names (idna, punycode) refusing what is not one
+        raise CharlmError(f"{path}: cannot be read as {encoding}: {str(e).splitlines()[0]}") from None
     if hint := _other_encoding(raw, name, text):
         if hints is None:
             warnings.warn(f"{path} was read as {encoding} as asked, but {hint}", CharlmWarning, stacklevel=2)
@@ -184,6 +189,13 @@ def _decodes(raw: bytes, encoding: str) -> bool:
         return True
     except UnicodeDecodeError:
         return False
+
+
+def _completes(tail: bytes, encoding: str) -> bool:
+    """Whether one or two more bytes make ``tail`` a character: GB18030's and Big5's codecs call any byte above 0x7f at
+    the end of the text an incomplete sequence, even one no character starts with (0x80, 0xff)."""
+    return any(_decodes(tail + bytes(more), encoding)
+               for n in (1, 2) for more in itertools.product(range(256), repeat=n))
 
 
 def _valid_utf8(raw: bytes) -> bool:

@@ -255,6 +255,14 @@ def test_a_nul_in_ascii_text_is_binary_not_utf16(tmp_path, raw):
         read_text(f)
 
 
+def test_the_offset_named_for_a_codec_of_names_is_the_files(tmp_path):
+    f = tmp_path / "n.txt"
+    for raw, at in ((b"ab\xffcd.efgh", 2), (b"x.ab\xffcd", 4)):  # idna reports the offset in the label it failed on
+        f.write_bytes(raw)
+        with pytest.raises(CharlmError, match=rf"cannot decode byte {at} \(0xff\) as idna"):
+            read_text(f, "idna")
+
+
 @pytest.mark.parametrize("codec", ["idna", "punycode"])
 def test_a_codec_of_names_refusing_a_text_is_one_line_naming_the_file(tmp_path, codec):
     f = tmp_path / "t.txt"

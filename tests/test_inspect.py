@@ -724,6 +724,8 @@ def test_accents_typed_in_the_other_unicode_form_are_read_as_the_vocabulary_hold
     assert rep.raw == composed and None not in rep.read_as  # nothing skipped: the accents are the vocabulary's é and è
     np.testing.assert_allclose(rep.bits, same.bits, equal_nan=True)
     assert any("Unicode form" in n for n in rep.notes) and not any("Unicode form" in n for n in same.notes)
+    near = ("le café " * 300)[: inspector.MAX_CHARS]  # the limit is on the text as given, not as decomposed
+    assert inspector.analyse(model, vocab, "model", unicodedata.normalize("NFC", near)).raw == near
 
 
 def test_the_picture_names_the_characters_it_leaves_out_and_explains_its_marks():
@@ -734,3 +736,9 @@ def test_the_picture_names_the_characters_it_leaves_out_and_explains_its_marks()
     assert "left out, outside the vocabulary: Z ☃" in key and "grey: a character nothing predicts" in key  # (was silent)
     assert "left out" not in inspector.png_key(inspector.analyse(model, vocab, "model", text[:20]), 20)
     assert inspector.render_png(rep).startswith(b"\x89PNG")
+    assert inspector.png_key(rep, 10).endswith("left out, outside the vocabulary: Z")  # ☃ comes after the 10 characters drawn
+    long = text * 3  # long enough to look for units: the ★ explained only where a row is marked
+    found = inspector.analyse(model, vocab, "model", long)
+    others = [u for u in range(model.cfg.hidden_size) if u not in {f.unit for f in found.found}][:3]
+    for rep, starred in ((found, bool(found.found)), (inspector.analyse(model, vocab, "model", long, units=others), False)):
+        assert ("★" in inspector.png_key(rep, rep.n)) == starred

@@ -340,6 +340,8 @@ def test_limits_are_configurable(tiny_ckpt):
         # --lines is bounded by characters too: cut at max_length, and it says so.
         r = c.post("/v1/generate", json={"lines": 50, "seed": 1}).json()
         assert r["finish_reason"] == "max_length" and r["chars"] == 20
+        spec = c.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]["properties"]["max_line_length"]
+        assert spec["default"] == spec["maximum"] == 20  # (its default was 64, past its own maximum)
     with pytest.raises(ValueError, match="max_length"):
         serve.create_app(tiny_ckpt, max_length=0)
 
@@ -366,7 +368,7 @@ def test_a_lines_request_sets_where_a_long_line_is_ended_as_generate_does(client
 
 
 def test_a_sample_that_ends_exactly_at_the_length_cap_is_done_not_cut(tiny_ckpt):
-    ask = {"lines": 1, "seed": 3}
+    ask = {"lines": 2, "seed": 3}  # (two lines: each shorter than the cap, which a server's longest line is held to)
     with serve.running(serve.create_app(tiny_ckpt)) as base, httpx.Client(base_url=base, timeout=60) as c:
         whole = c.post("/v1/generate", json=ask).json()
     assert whole["finish_reason"] == "done"

@@ -165,7 +165,8 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
             warnings.warn(f"{path} ends part-way through a character (as a file cut at a byte count does): its last "
                           f"{f'{cut} bytes are' if cut > 1 else 'byte is'} left out", CharlmWarning, stacklevel=2)
             return _decode(path, kept, encoding, blank_ok, hints)
-        hint, at = _decoding_hint(raw, name), len(raw) - cut  # (the offset in the file, its byte-order mark counted)
+        # the offset in the file: utf-8-sig's counts from after its byte-order mark, idna's in the label it failed on
+        hint, at = _decoding_hint(raw, name), e.start + (len(raw) - len(e.object) if raw.endswith(e.object) else 0)
         raise _Undecodable(f"{path}: cannot decode byte {at} (0x{raw[at]:02x}) as {encoding}; {hint}") from None
     except LookupError:  # a codec of bytes to bytes or text to text (base64, hex, rot13): not a text encoding
         raise CharlmError(f"{encoding!r} is not an encoding of text") from None

@@ -440,15 +440,15 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     if not isinstance(raw, str) or not isinstance(context or "", str):
         raise CharlmError(f"the text and the context must be strings; got {type(raw).__name__} and {type(context).__name__}")
     raw, context = _lines(raw), _lines(context or "")  # what analyse's positions index: \r\n would shorten it
-    # (é typed as one code point, or as e + U+0301, in the form the vocabulary holds: as eval and generate read it)
-    formed = vocab_form(vocab, raw), vocab_form(vocab, context)
-    reformed, (raw, context) = formed != (raw, context), formed
     if not raw:
         raise CharlmError("the text to inspect is empty")
     if len(raw) > MAX_CHARS:
         raise CharlmError(f"the text has {len(raw):,} characters; inspect reads at most {MAX_CHARS:,} (heatmaps of more are unreadable)")
     if len(context) > MAX_CONTEXT:
         raise CharlmError(f"the context has {len(context):,} characters; inspect reads at most {MAX_CONTEXT:,} of it: give its last part")
+    # (é typed as one code point, or as e + U+0301, in the form the vocabulary holds: as eval and generate read it)
+    formed = vocab_form(vocab, raw), vocab_form(vocab, context)
+    reformed, (raw, context) = formed != (raw, context), formed
     if newlines not in ("keep", "space"):
         raise ValueError(f"newlines must be 'keep' or 'space' (the checkpoint's train_config.newlines), got {newlines!r}")
     if not model.is_lstm:
@@ -1023,10 +1023,11 @@ def _find_cjk_font() -> str | None:
 def png_key(report: Report, n: int) -> str:
     """The PNG's key to what the HTML page explains on hover: the ★ units, the grey first cell, the characters left out
     (struck through on the page; the picture has no column for them)."""
-    key = ["★ a unit found to follow something (the HTML report says what)"] if report.found else []
+    key = ["★ a unit found to follow something (the HTML report says what)"] if {f.unit for f in report.found} & set(report.units) else []
     if np.isnan(report.bits[:n]).any():
         key.append("grey: a character nothing predicts (the first)")
-    if skipped := list(dict.fromkeys(report.raw[i] for i, t in enumerate(report.read_as) if t is None)):
+    drawn = report.raw if n == report.n else report.raw[: report.positions[n]]  # (the picture's first n characters read)
+    if skipped := list(dict.fromkeys(ch for ch, t in zip(drawn, report.read_as) if t is None)):
         key.append("left out, outside the vocabulary: " + " ".join(show_char(ch) for ch in skipped[:12]) + ("…" if len(skipped) > 12 else ""))
     return " · ".join(key)
 

@@ -91,7 +91,7 @@ def _request_models(lim: Limits):
         length: int = Field(min(100, lim.max_length), ge=1, le=lim.max_length, description="characters to generate after the prefix")
         lines: int = Field(0, ge=0, le=lim.max_lines, description="stop after this many lines instead of a length (not with "
                                                                   "length); 0 = off")
-        max_line_length: int = Field(64, ge=1, le=lim.max_length,
+        max_line_length: int = Field(min(64, lim.max_length), ge=1, le=lim.max_length,
                                      description="with lines or an acrostic: a line this long is ended there, so that "
                                                  "a sample always finishes (64 suits lyrics; prose wants more)")
         temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="> 1 more surprising, < 1 more conservative")

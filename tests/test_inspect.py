@@ -89,6 +89,8 @@ def test_page_loads_nothing_from_outside(report):
 def test_unknown_characters_are_shown_and_skipped(report):
     html = report.read_text(encoding="utf-8")
     assert "3 characters outside the model&#x27;s vocabulary skipped" in html
+    n = len(TEXT.replace("\\n", "\n"))  # all read but xyz: counted apart, as eval counts read = scored + skipped
+    assert f"{n} characters read, 3 skipped" in html
     assert all(f'class="ch skip" title="not in the model\'s vocabulary: skipped">{c}<' in html for c in "xyz")
 
 
@@ -348,7 +350,7 @@ def test_found_units_left_out_by_units_have_no_colour_button(report, tiny_ckpt, 
 def test_short_texts_say_what_they_lack(tiny_ckpt, tmp_path, capsys):
     assert main(["inspect", str(tiny_ckpt), "--text", "分", "--out", str(tmp_path / "one.html")]) == 0
     out = capsys.readouterr().out
-    assert "(1 character," in out and "nan" not in out and "no surprisal" in out
+    assert "(1 character read," in out and "nan" not in out and "no surprisal" in out
     assert "nan" not in (tmp_path / "one.html").read_text(encoding="utf-8").split("<script")[0]
     assert main(["inspect", str(tiny_ckpt), "--text", "分开的时候", "--out", str(tmp_path / "short.html")]) == 0
     assert "note: the text is too short to look for units (it has 5 characters" in capsys.readouterr().out

@@ -127,7 +127,9 @@ class Report:
 
     @property
     def size_text(self) -> str:
-        return _n_chars(self.n)
+        """The characters read, and those skipped beside them (eval's count: read = scored + skipped, as they differ)."""
+        skipped = sum(t is None for t in self.read_as)
+        return f"{_n_chars(self.n)} read" + (f", {skipped:,} skipped" if skipped else "")
 
     @property
     def copy_text(self) -> str:
@@ -883,7 +885,7 @@ def render_html(report: Report) -> str:
            f"<style>{CSS}</style></head><body><main>",
            "<h1>Inside the LSTM</h1>",
            f'<div class="meta">checkpoint <code>{e(report.checkpoint)}</code> · {e(report.model)} · layer {report.layer} of {report.num_layers} · '
-           f"{report.size_text} read{f' after {report.context_read:,} of context' if report.context_read else ''} · {report.mean_text}</div>"]
+           f"{report.size_text}{f' after {report.context_read:,} of context' if report.context_read else ''} · {report.mean_text}</div>"]
     if report.notes:
         out.append('<section class="notes"><ul>' + "".join(f"<li>{e(x)}</li>" for x in report.notes) + "</ul></section>")
 

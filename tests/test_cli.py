@@ -1022,6 +1022,14 @@ def test_a_stop_right_after_an_epochs_last_batch_resumes(capsys, corpus, tmp_pat
     assert code == 0, err
 
 
+def test_max_line_length_without_lines_or_an_acrostic_is_refused(capsys, tiny_run):
+    code, out, err = run_cli(capsys, "generate", tiny_run, "--length", 50, "--max-line-length", 30, "--seed", 1)
+    assert code == 2 and out == "" and err.strip() == ("charlm: error: --max-line-length ends the lines of --lines and "
+                                                      "--acrostic, and neither was given: it would do nothing")  # (was ignored)
+    code, out, err = run_cli(capsys, "generate", tiny_run, "--acrostic", "分开", "--max-line-length", 30, "--seed", 1)
+    assert code == 0 and out.count("\n") == 2
+
+
 def test_a_prefix_line_already_at_max_line_length_is_said_to_end_at_once(capsys, tiny_run):
     code, out, err = run_cli(capsys, "generate", tiny_run, "--prefix", "分开的时候我说不分开", "--lines", 1, "--max-line-length", 8, "--seed", 1)
     assert code == 0 and out == "分开的时候我说不分开\n"  # nothing written: the line was ended at once
@@ -1084,9 +1092,9 @@ def test_the_prefix_line_note_counts_the_last_line_from_its_full_length_and_only
     # a long prefix whose last line is short: its earlier lines do not count
     code, out, err = run_cli(capsys, "generate", tiny_run, "--prefix", "分开的时候我说不分开\n你", "--lines", 1, "--max-line-length", 8, "--seed", 1)
     assert code == 0 and "prefix's last line" not in err
-    # without --lines no line is ended: nothing to say
+    # without --lines no line is ended: --max-line-length is refused, not noted
     code, out, err = run_cli(capsys, "generate", tiny_run, "--prefix", "分开的时候我说不分开", "--length", 3, "--max-line-length", 8, "--seed", 1)
-    assert code == 0 and "prefix's last line" not in err
+    assert code == 2 and "prefix's last line" not in err and "--max-line-length ends the lines of --lines" in err
 
 
 def test_a_skipped_style_prefix_character_is_noted_in_words(capsys, tiny_run):

@@ -133,6 +133,27 @@ def test_lines_of_a_model_without_newlines_wrap_at_a_space():
         assert CopyIndex("xx" + text.replace("\n", " ") + "xx").check(text).longest == len(text)
 
 
+def test_long_lines_of_a_model_with_newlines_end_between_words():
+    """Prose runs past --max-line-length: from 3/4 of it on, a space the model draws ends the line (as a line break the
+    model reads), so a word is cut only where none came (was: every line cut at the length, mid-word)."""
+    from charlm.model import CharLM
+    from charlm.config import ModelConfig
+    from charlm.vocab import Vocab
+
+    vocab = Vocab.build("the cat sat on a mat by the door\n")
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=16)).eval()
+    with torch.no_grad():
+        model.decoder.bias[vocab.stoi[" "]] = 2.0  # words of a few letters,
+        model.decoder.bias[vocab.stoi["\n"]] = -1e4  # and never a line break of its own: paragraphs without end
+    for n in (1, 3):  # (one sample on the CPU goes the numpy way, several the torch way: the same rule)
+        for text in sample_text(model, vocab, "the ", SampleConfig(lines=6, max_line_length=20, seed=3, num_samples=n)):
+            lines = text.split("\n")
+            assert len(lines) == 7 and lines[-1] == ""
+            assert all(15 <= len(line) <= 20 and " " not in line[15:] for line in lines[:-1]), lines
+            assert sum(len(line) < 20 for line in lines[:-1]) >= 3, lines  # most ended at a space, not at 20
+
+
 def test_the_configs_seed_seeds_sampling_without_a_generator(tiny_ckpt):
     model, vocab, _ = load_model(tiny_ckpt)
     cfg = SampleConfig(length=30, temperature=0.9, seed=7)
@@ -153,7 +174,8 @@ def test_an_acrostic_is_written_from_what_is_shown(tiny_ckpt, max_line_length):
     best = [vocab.itos[i] for i in logits.argmax(-1).tolist()]
     col, free = 0, 0
     for k, ch in enumerate(text):
-        forced = col == 0 or col >= max_line_length  # a head, or a line break put in at the longest line
+        # a head, a line break put in at the longest line, or one written for a space drawn near it
+        forced = col == 0 or col >= max_line_length or (ch == "\n" and best[k] == " " and col >= max_line_length * 3 // 4)
         if not forced:
             assert best[k] == ch, (k, text)
             free += 1

@@ -365,6 +365,8 @@ def test_a_lines_request_sets_where_a_long_line_is_ended_as_generate_does(client
     assert capsys.readouterr().out.rstrip("\n") == r["samples"][0].rstrip("\n")
     r = client.post("/v1/generate", json={**ask, "max_line_length": 0})
     assert r.status_code == 422 and r.json()["error"].startswith("max_line_length: ")
+    r = client.post("/v1/generate", json={"length": 50, "max_line_length": 30})  # no lines to end: it would do nothing
+    assert r.status_code == 422 and r.json()["error"].startswith("max_line_length: ")
 
 
 def test_a_sample_that_ends_exactly_at_the_length_cap_is_done_not_cut(tiny_ckpt):

@@ -216,9 +216,10 @@ class SampleConfig:
     top_p: float = field(default=1.0, metadata=_help("sample from the smallest set whose probability reaches p (nucleus)"))
     num_samples: int = field(default=1, metadata=_help("independent samples, drawn as one batch"))
     seed: int = field(default=-1, metadata=_help("random seed; the same seed gives the same text; -1 = random"))
-    max_line_length: int = field(default=64, metadata=_help("--lines/--acrostic: end a line after this many characters, the prefix's "
-                                                                  "on its last line counted (a model without newlines: at a space from 3/4 "
-                                                                  "of this on, shown as the line break)"))
+    max_line_length: int = field(default=64, metadata=_help("--lines/--acrostic: end a line after this many characters at most, the "
+                                                                  "prefix's on its last line counted; from 3/4 of this on, a space the model "
+                                                                  "writes ends it, so that words stay whole (a model without newlines: shown "
+                                                                  "as the line break)"))
 
     def __post_init__(self) -> None:
         _check_types(self)

@@ -92,8 +92,9 @@ def _request_models(lim: Limits):
         lines: int = Field(0, ge=0, le=lim.max_lines, description="stop after this many lines instead of a length (not with "
                                                                   "length); 0 = off")
         max_line_length: int = Field(min(64, lim.max_length), ge=1, le=lim.max_length,
-                                     description="with lines or an acrostic: a line this long is ended there, so that "
-                                                 "a sample always finishes (64 suits lyrics; prose wants more)")
+                                     description="with lines or an acrostic (else a 422): a line is ended at a space "
+                                                 "the model writes from 3/4 of this on, and at this length where none "
+                                                 "came, so that a sample always finishes (64 suits lyrics; prose wants more)")
         temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="> 1 more surprising, < 1 more conservative")
         top_k: int | None = Field(None, ge=1, description="sample among the k most likely characters")
         top_p: float = Field(1.0, gt=0, le=1, description="nucleus: the smallest set whose probability reaches p")

@@ -240,6 +240,9 @@ def test_train_help_shows_the_default_presets_values(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: 512 from the jaychou preset; built in: 0)" in text  # --copy-window
+    # what a run of your own text gets instead (it showed runs/jaychou and 分开 不分开, which such a run does not use)
+    assert "built in: runs/charlm; with your own --data: runs/ and the file's name)" in text
+    assert "(default: 分开 不分开; with your own --data: none, each sample starting a line)" in text
 
 
 def test_training_samples_use_a_prefix_whole_or_not_at_all(capsys, corpus, tmp_path):

@@ -60,6 +60,7 @@ def _path(value: str) -> str:
 
 
 PATH_FIELDS = {"data", "out", "init_from"}
+OWN_DATA_DEFAULTS = {"out": "runs/ and the file's name", "prefixes": "none, each sample starting a line"}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset(), preset: str | None = None) -> None:
@@ -78,6 +79,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = froz
         default = f"default: {f.metadata.get('default_text', _shown(f.default))}"
         if f.name in values and values[f.name] != f.default:
             default = f"default: {_shown(values[f.name])} from the {preset} preset; built in: {_shown(f.default)}"
+        if preset and f.name in OWN_DATA_DEFAULTS and owns_its_data(preset):  # (what train does with your own text)
+            default += f"; with your own --data: {OWN_DATA_DEFAULTS[f.name]}"
         kw = {"dest": f.name, "default": None, "help": f"{f.metadata.get('help', '')} ({default})"}
         if t is bool:
             group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
@@ -144,7 +147,7 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     g.add_argument("--prefix", default=None, help="text the sample starts with (default: the first of the training run's "
                                                    "--prefixes the model knows, 分开 for the lyrics; else the start of a line)")
     g.add_argument("--style-prefix", default="", help="text read first to set the mood, not printed")
-    g.add_argument("--acrostic", help="藏头: one line per character, each starting with it (not with --length or --lines)")
+    g.add_argument("--acrostic", help="an acrostic (藏头): one line per character, each starting with it; spaces are left out (not with --length or --lines)")
     g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     g.add_argument("--check-copy", action="store_true", help="report on stderr the longest span of what each sample wrote (the prefix not counted) found verbatim in the training text "
@@ -174,8 +177,8 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
                         "a row per non-blank line (to rank candidate lines), and the figures over them all")
     e.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
-    s = sub.add_parser("serve", help="an HTTP API and a lyrics page over a model",
-                       description="Serve a model over HTTP: the lyrics page at /, the API at /v1, its documentation at /docs.")
+    s = sub.add_parser("serve", help="an HTTP API and a writing page (lyrics, for the default model) over a model",
+                       description="Serve a model over HTTP: a page for writing at / (in Chinese for a model of Chinese text), the API at /v1, its documentation at /docs.")
     s.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")

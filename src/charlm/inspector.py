@@ -903,7 +903,7 @@ def render_html(report: Report) -> str:
             + (f"The model first read {_n_chars(report.context_read)} of context, not shown here, and reads the text from the state "
                "they left, so the first character has a surprisal too." if report.top_before is not None else
                "The first character has no surprisal: nothing comes before it. The model reads the text from a fresh "
-               "(zero) state, as at the start of a text, so its first few characters cost more than they would inside a song "
+               "(zero) state, as at the start of a text, so its first few characters cost more than they would further in "
                "(<code>--context</code> gives it something to read first).")
             + "</p></section>"]
 

@@ -253,13 +253,18 @@ def test_a_nul_in_ascii_text_is_binary_not_utf16(tmp_path, raw):
     f.write_bytes("one line of ASCII".encode("utf-16-le"))  # a line of UTF-16: NULs every other byte, still named
     with pytest.raises(CharlmError, match="UTF-16 text without a byte-order mark.*utf-16-le"):
         read_text(f)
+    for order in ("le", "be"):  # its bytes all below 0x80 too, and one NUL: a space's high byte, so UTF-16 still
+        f.write_bytes("周杰伦 周杰伦".encode(f"utf-16-{order}"))
+        with pytest.raises(CharlmError, match=f"UTF-16 text without a byte-order mark.*utf-16-{order}$"):
+            read_text(f)
 
 
 def test_the_offset_named_for_a_codec_of_names_is_the_files(tmp_path):
     f = tmp_path / "n.txt"
-    for raw, at in ((b"ab\xffcd.efgh", 2), (b"x.ab\xffcd", 4)):  # idna reports the offset in the label it failed on
+    for raw, at in ((b"ab\xffcd.efgh", 2), (b"x.ab\xffcd", 4), (b"hello.w\xf6rld.com", 7), (b"w\xf6rld.abc.w\xf6rld", 1)):
+        # idna reports the offset in the label it failed on (the first of that name)
         f.write_bytes(raw)
-        with pytest.raises(CharlmError, match=rf"cannot decode byte {at} \(0xff\) as idna"):
+        with pytest.raises(CharlmError, match=rf"cannot decode byte {at} \(0x{raw[at]:02x}\) as idna"):
             read_text(f, "idna")
 
 

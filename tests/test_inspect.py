@@ -739,6 +739,8 @@ def test_the_picture_names_the_characters_it_leaves_out_and_explains_its_marks()
     assert "left out" not in inspector.png_key(inspector.analyse(model, vocab, "model", text[:20]), 20)
     assert inspector.render_png(rep).startswith(b"\x89PNG")
     assert inspector.png_key(rep, 10).endswith("left out, outside the vocabulary: Z")  # ☃ comes after the 10 characters drawn
+    after = inspector.analyse(model, vocab, "model", text[:12] + "☃" + text[12:20])  # right after the last one drawn
+    assert "left out" not in inspector.png_key(after, 12) and "☃" in inspector.png_key(after, after.n)
     long = text * 3  # long enough to look for units: the ★ explained only where a row is marked
     found = inspector.analyse(model, vocab, "model", long)
     others = [u for u in range(model.cfg.hidden_size) if u not in {f.unit for f in found.found}][:3]

@@ -58,10 +58,13 @@ def _utf16_order(raw: bytes, lines: bool = True) -> str | None:
     only one order reads as text.
     """
     head = raw[: min(len(raw), 8192) // 2 * 2]
-    if not lines and head.isascii() and head.count(0) < 0.4 * len(head):
-        return None  # ASCII text with a NUL or two in it (ASCII read as UTF-16, two bytes a character, gives CJK ones)
     orders = []
     for order in ("le", "be"):
+        # Bytes all below 0x80 are ASCII text as much as UTF-16 (ASCII read two bytes a character gives CJK ones): as
+        # UTF-16 their NULs would be the high bytes of ASCII characters (a space, a line break), not low ones
+        high, low = head[1::2].count(0), head[::2].count(0)
+        if not lines and head.isascii() and (high if order == "le" else low) <= (low if order == "le" else high):
+            continue
         text = head.decode(f"utf-16-{order}", errors="replace")
         if ("\n" in text or not lines) and sum(_common(c) for c in text) >= 0.9 * len(text):
             orders.append(order)
@@ -166,7 +169,8 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
                           f"{f'{cut} bytes are' if cut > 1 else 'byte is'} left out", CharlmWarning, stacklevel=2)
             return _decode(path, kept, encoding, blank_ok, hints)
         # the offset in the file: utf-8-sig's counts from after its byte-order mark, idna's in the label it failed on
-        hint, at = _decoding_hint(raw, name), e.start + (len(raw) - len(e.object) if raw.endswith(e.object) else 0)
+        # (the first of that name: an earlier one would have failed first)
+        hint, at = _decoding_hint(raw, name), max(raw.find(e.object), 0) + e.start
         raise _Undecodable(f"{path}: cannot decode byte {at} (0x{raw[at]:02x}) as {encoding}; {hint}") from None
     except LookupError:  # a codec of bytes to bytes or text to text (base64, hex, rot13): not a text encoding
         raise CharlmError(f"{encoding!r} is not an encoding of text") from None

@@ -1028,7 +1028,7 @@ def png_key(report: Report, n: int) -> str:
     key = ["★ a unit found to follow something (the HTML report says what)"] if {f.unit for f in report.found} & set(report.units) else []
     if np.isnan(report.bits[:n]).any():
         key.append("grey: a character nothing predicts (the first)")
-    drawn = report.raw if n == report.n else report.raw[: report.positions[n]]  # (the picture's first n characters read)
+    drawn = report.raw if n == report.n else report.raw[: report.positions[n - 1]]  # (up to the picture's last character)
     if skipped := list(dict.fromkeys(ch for ch, t in zip(drawn, report.read_as) if t is None)):
         key.append("left out, outside the vocabulary: " + " ".join(show_char(ch) for ch in skipped[:12]) + ("…" if len(skipped) > 12 else ""))
     return " · ".join(key)

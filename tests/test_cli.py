@@ -818,6 +818,10 @@ def test_a_tampered_training_state_is_a_one_line_error_on_resume(capsys, tiny_ru
                     {**meta["trainer"], "batch": 10**6}, {**meta["trainer"], "step": -1}):
         meta_file.write_text(json.dumps({**meta, "trainer": trainer}), encoding="utf-8")
         one_line_error(*run_cli(capsys, "train", "--resume", run, "--epochs", 9)[::2], "damaged checkpoint")
+    row = {"val_loss": None, "val_ppl": None, "step": 7, "epoch": 1}  # a metrics row without its training loss: was a
+    meta_file.write_text(json.dumps({**meta, "metrics": [row]}), encoding="utf-8")  # traceback as the curves were drawn
+    code, out, err = run_cli(capsys, "train", "--resume", run, "--epochs", 9)
+    one_line_error(code, err, "metrics row 1 has no train_loss")
 
 
 def _rewrite_tensors(ckpt, name: str, change) -> None:

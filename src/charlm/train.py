@@ -380,6 +380,9 @@ class Trainer:
             self.scheduler.load_state_dict({**t["scheduler"], "lr_lambdas": [None]})
         if self.plateau and t.get("plateau"):  # its "no loss yet" is inf, written as null (mode "min": inf is the worst)
             self.plateau.load_state_dict({k: math.inf if v is None and k in ("best", "mode_worse") else v for k, v in t["plateau"].items()})
+        for i, m in enumerate(c.metrics, 1):  # a training's rows (a checkpoint saved from Python may hold others: not resumable)
+            if missing := [key for key in ("epoch", "train_loss") if key not in m]:
+                raise CharlmError(f"{c.path}: damaged checkpoint (its metrics row {i} has no {' or '.join(missing)}), so it cannot be resumed")
         # a perplexity that overflowed (a diverging --lr) was written as null: from its loss again
         self.metrics = [{**m, **({"train_ppl": ppl(m["train_loss"])} if "train_loss" in m else {}),
                          "val_ppl": None if m.get("val_loss") is None else ppl(m["val_loss"])} for m in c.metrics]

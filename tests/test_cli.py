@@ -242,7 +242,7 @@ def test_train_help_shows_the_default_presets_values(capsys):
     assert "(default: 512 from the jaychou preset; built in: 0)" in text  # --copy-window
     # what a run of your own text gets instead (it showed runs/jaychou and 分开 不分开, which such a run does not use)
     assert "built in: runs/charlm; with your own --data: runs/ and the file's name)" in text
-    assert "(default: 分开 不分开; with your own --data: none, each sample starting a line)" in text
+    assert "(default: 分开 不分开; with your own --data: none, each sample starting a line (a word, with --newlines space))" in text
 
 
 def test_training_samples_use_a_prefix_whole_or_not_at_all(capsys, corpus, tmp_path):
@@ -1032,7 +1032,9 @@ def test_a_stop_right_after_an_epochs_last_batch_resumes(capsys, corpus, tmp_pat
 def test_max_line_length_without_lines_or_an_acrostic_is_refused(capsys, tiny_run):
     code, out, err = run_cli(capsys, "generate", tiny_run, "--length", 50, "--max-line-length", 30, "--seed", 1)
     assert code == 2 and out == "" and err.strip() == ("charlm: error: --max-line-length ends the lines of --lines and "
-                                                      "--acrostic, and neither was given: it would do nothing")  # (was ignored)
+                                                      "--acrostic, and neither is in use: it would do nothing")  # (was ignored)
+    code, out, err = run_cli(capsys, "generate", tiny_run, "--acrostic", "  ", "--max-line-length", 30)  # said as it is
+    assert code == 2 and "the acrostic is only whitespace" in err
     code, out, err = run_cli(capsys, "generate", tiny_run, "--acrostic", "分开", "--max-line-length", 30, "--seed", 1)
     assert code == 0 and out.count("\n") == 2
 

@@ -152,6 +152,9 @@ def test_long_lines_of_a_model_with_newlines_end_between_words():
             assert len(lines) == 7 and lines[-1] == ""
             assert all(15 <= len(line) <= 20 and " " not in line[15:] for line in lines[:-1]), lines
             assert sum(len(line) < 20 for line in lines[:-1]) >= 3, lines  # most ended at a space, not at 20
+    for seed in range(5):  # a line of at most one character: a space still starts none (3/4 of 1 rounds down to 0)
+        text = sample_text(model, vocab, "", SampleConfig(lines=3, max_line_length=1, seed=seed))[0]
+        assert [len(line) for line in text.split("\n")] == [1, 1, 1, 0], text
 
 
 def test_the_configs_seed_seeds_sampling_without_a_generator(tiny_ckpt):

@@ -60,7 +60,7 @@ def _path(value: str) -> str:
 
 
 PATH_FIELDS = {"data", "out", "init_from"}
-OWN_DATA_DEFAULTS = {"out": "runs/ and the file's name", "prefixes": "none, each sample starting a line"}
+OWN_DATA_DEFAULTS = {"out": "runs/ and the file's name", "prefixes": "none, each sample starting a line (a word, with --newlines space)"}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset(), preset: str | None = None) -> None:

@@ -217,7 +217,7 @@ class SampleConfig:
     num_samples: int = field(default=1, metadata=_help("independent samples, drawn as one batch"))
     seed: int = field(default=-1, metadata=_help("random seed; the same seed gives the same text; -1 = random"))
     max_line_length: int = field(default=64, metadata=_help("--lines/--acrostic: end a line after this many characters at most, the "
-                                                                  "prefix's on its last line counted; from 3/4 of this on, a space the model "
+                                                                  "prefix's on its last line counted; from 3/4 of this on (rounded down), a space the model "
                                                                   "writes ends it, so that words stay whole (a model without newlines: shown "
                                                                   "as the line break)"))
 

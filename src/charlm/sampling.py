@@ -151,9 +151,9 @@ def check_options(cfg: SampleConfig, given: Collection[str], name: Callable[[str
     if cfg.lines and "length" in given:
         raise InputError("lines", f"{name('length')} and {name('lines')} do not go together: {name('lines')} stops after "
                                   "that many lines (give one of them)")
-    if "max_line_length" in given and not (cfg.lines or acrostic.strip()):
+    if "max_line_length" in given and not (cfg.lines or acrostic):  # (an acrostic of spaces gets its own error)
         raise InputError("max_line_length", f"{name('max_line_length')} ends the lines of {name('lines')} and "
-                                            f"{name('acrostic')}, and neither was given: it would do nothing")
+                                            f"{name('acrostic')}, and neither is in use: it would do nothing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,7 +319,7 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
                 # a line that runs too long is ended, so that --lines and --acrostic always finish: with a line break
                 # the model reads, or (no newlines in its vocabulary) a space, shown as the break
                 ids[j] = newline if newline is not None else space
-            elif newline is not None and ids[j] == space and line_len[j] + 1 > wrap_from:
+            elif newline is not None and ids[j] == space and line_len[j] >= max(wrap_from, 1):  # (never an empty line)
                 # near the limit, a space the model drew ends the line instead (as a line break the model reads):
                 # prose, whose paragraphs run past the limit, is ended between words rather than inside one
                 ids[j] = newline

@@ -552,7 +552,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .data import normalize
     from .progress import Progress
-    from .sampling import show_chars, vocab_form
+    from .sampling import FORM_NOTE, show_chars, vocab_form
     from .train import DYNAMIC_CHUNK, evaluate, evaluate_dynamic, pick_device
 
     device = pick_device(args.device)
@@ -586,8 +586,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         notes.append(f"the {_count(markers, 'line')} '--- sample N ---' that generate writes between samples "
                      f"{'are' if markers > 1 else 'is'} left out: the figure is of the samples' text")
     if (form := vocab_form(vocab, text)) != text:
-        notes.append("read in the Unicode form the vocabulary holds (accented letters composed or decomposed as in its "
-                     "training text), as generate reads a prefix")
+        notes.append(FORM_NOTE)
     lines, text = form.split("\n"), normalize(form, newlines)
     outside = collections.Counter(c for c in text if c not in vocab)  # most frequent first
     if outside and not vocab.unk and args.unknown == "error":

@@ -436,7 +436,7 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     (from the zero state, as the text would have been), and only the text is shown.  ``units``: a list of unit
     numbers, or None for the automatic choice; ``newlines``: the checkpoint's (``keep`` or ``space``)."""
     from .data import normalize
-    from .sampling import vocab_form
+    from .sampling import FORM_NOTE, vocab_form
 
     cfg = model.cfg
     if not isinstance(raw, str) or not isinstance(context or "", str):
@@ -470,8 +470,7 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
         raise CharlmError("no character of the text is in the model's vocabulary")
     if context and not c:  # the text would start from the zero state all the same
         raise CharlmError("no character of the context is in the model's vocabulary")
-    notes = ["read in the Unicode form the vocabulary holds (accented letters composed or decomposed as in its "
-             "training text), as eval and generate read text"] if reformed else []
+    notes = [FORM_NOTE] if reformed else []
     for part, what in ((range(len(context)), " of the context"), (range(len(context), len(whole)), " of the text" if context else "")):
         outside = [whole[i] for i in part if text[i] not in vocab]
         if outside:

@@ -107,6 +107,11 @@ def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exac
     raise InputError(what.replace(" ", "_"), f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)} ({hint})")
 
 
+# What eval and inspect say when they read a text in the other form (vocab_form changed it)
+FORM_NOTE = ("read in the Unicode form the vocabulary holds (accented letters composed or decomposed as in its training "
+             "text), as generate reads a prefix")
+
+
 def vocab_form(vocab: Vocab, text: str) -> str:
     """``text`` in the Unicode normal form (NFC or NFD) of which the vocabulary knows the most characters: an é typed as
     one code point reads as the e + U+0301 a corpus may hold, and the reverse (the same text to a reader); else itself."""

@@ -384,7 +384,7 @@ class Trainer:
             if missing := [key for key in ("epoch", "train_loss") if key not in m]:
                 raise CharlmError(f"{c.path}: damaged checkpoint (its metrics row {i} has no {' or '.join(missing)}), so it cannot be resumed")
         # a perplexity that overflowed (a diverging --lr) was written as null: from its loss again
-        self.metrics = [{**m, **({"train_ppl": ppl(m["train_loss"])} if "train_loss" in m else {}),
+        self.metrics = [{**m, "train_ppl": ppl(m["train_loss"]),
                          "val_ppl": None if m.get("val_loss") is None else ppl(m["val_loss"])} for m in c.metrics]
         self.epoch, self.batch, self.step = t["epoch"], t["batch"], t["step"]
         # the cosine spans the --epochs of the run that started it: a resume with more epochs goes on at the floor

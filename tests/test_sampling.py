@@ -428,3 +428,40 @@ def test_a_prefix_read_in_pieces_leaves_the_state_of_reading_it_whole(monkeypatc
     (last_logits, last_state) = pieces[-1][1]
     assert torch.allclose(last_logits[:, -1], logits[:, -1], atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(parts(last_state), parts(state)))
+
+
+def test_a_model_in_another_float_type_samples_scores_and_is_inspected_as_in_float32():
+    """A library user's model.double() (or bf16) works as the float32 model does: its state follows its weights."""
+    import copy
+
+    from charlm.config import ModelConfig
+    from charlm.inspector import analyse
+    from charlm.model import CharLM
+    from charlm.train import evaluate
+    from charlm.vocab import Vocab
+
+    vocab = Vocab.build("分开的爱人\n我不要再想你\n")
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=16, copy_window=4)).eval()
+    wide = copy.deepcopy(model).double()
+    ids = torch.tensor(vocab.encode("分开的爱人\n我不要"))
+    assert evaluate(wide, ids)[0] == pytest.approx(evaluate(model, ids)[0], rel=1e-6)
+    cfg = SampleConfig(length=20, seed=3)
+    assert sample_text(wide, vocab, "分开", cfg) == sample_text(model, vocab, "分开", cfg)
+    assert sample_text(copy.deepcopy(model).bfloat16(), vocab, "分开", cfg)[0].startswith("分开")
+    a, b = analyse(wide, vocab, "x", "分开的爱人"), analyse(model, vocab, "x", "分开的爱人")
+    assert a.mean_text == b.mean_text
+
+
+def test_a_model_and_a_vocabulary_of_different_checkpoints_are_refused():
+    from charlm.config import ModelConfig
+    from charlm.inspector import analyse
+    from charlm.model import CharLM
+    from charlm.vocab import Vocab
+
+    small, large = Vocab.build("分开了\n"), Vocab.build("分开的爱人\n我不要再想你\n")
+    model = CharLM(ModelConfig(vocab_size=len(small), embedding_size=8, hidden_size=16))
+    for run in (lambda: sample_text(model, large, "分开", SampleConfig(length=5, seed=1)),
+                lambda: analyse(model, large, "x", "分开")):
+        with pytest.raises(CharlmError, match=f"the vocabulary has {len(large)} entries but the model was made for {len(small)}"):
+            run()

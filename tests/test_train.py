@@ -426,6 +426,18 @@ def test_warmup_raises_the_rate_linearly():
     assert lr_factor(c, 0, 100) == pytest.approx(0.25 * 1.0, rel=1e-3) and lr_factor(c, 100, 100) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_paths_may_be_given_as_pathlib_paths(tmp_path):
+    """data, out and init_from as Path objects are read as their text, which is what the checkpoint keeps."""
+    cfg = dataclasses.replace(tiny_train_config(tmp_path, epochs=1), out=tmp_path / "p")
+    cfg = dataclasses.replace(cfg, data=Path(cfg.data))
+    assert (cfg.data, cfg.out) == (str(tmp_path / "corpus.txt"), str(tmp_path / "p"))
+    corpus = load_corpus(cfg)
+    Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=16), cfg, corpus, log=None).fit()
+    ck = ckpt_io.load(tmp_path / "p" / "best")
+    assert ck.train_config.out == str(tmp_path / "p")
+    assert dataclasses.replace(cfg, init_from=tmp_path / "p").init_from == str(tmp_path / "p")
+
+
 def test_eval_every_validates_and_checkpoints_inside_epochs(tmp_path):
     t = train_tiny(tmp_path, epochs=2, eval_every=5)
     m = _metrics(tmp_path / "run")
@@ -476,6 +488,10 @@ def test_a_run_stopped_by_the_time_limit_resumes_with_more_time(tmp_path):
     t = Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lambda *_: None)
     m = t.fit()
     assert t.epoch == 2 and m[-1]["step"] == 2 * t.n_batches and m[-1]["train_seconds"] > c.trainer["train_seconds"]
+    # the same checkpoint read for its model alone cannot resume, and says how to read it so that it can
+    lean = ckpt_io.load(tmp_path / "run", prefer="last", with_trainer=False)
+    with pytest.raises(CharlmError, match=r"loaded without its training state .*charlm\.checkpoint\.load\(path\)"):
+        Trainer(lean.model_config, cfg, load_corpus(cfg, vocab=lean.vocab), resume=lean, log=None)
 
 
 # --- used as a library ---------------------------------------------------------------------------
@@ -594,11 +610,16 @@ def test_scoring_from_python_checks_its_ids_and_gives_per_character_bits(tiny_ck
     assert surprisal(model, ids[:1]).shape == (0,) and surprisal(model, []).shape == (0,)
 
 
-def test_a_python_trainer_holds_its_folder_as_charlm_train_does(tmp_path, capsys):
+def test_a_python_trainer_holds_its_folder_as_charlm_train_does(tmp_path, capsys, monkeypatch):
     """A folder another training is writing is refused (a Python Trainer with overwrite=True replaced it); the lock is
-    let go when fit() ends; an out that is a file, or cannot be made, is a CharlmError; log=None is silent."""
+    let go when fit() ends; an out that is a file, or cannot be made, is a CharlmError; log=None is silent, its
+    progress lines too."""
     import fcntl
     import os
+
+    import charlm.progress
+
+    monkeypatch.setattr(charlm.progress, "PLAIN_EVERY_S", 0)  # a progress line after every batch, were there any
 
     cfg = tiny_train_config(tmp_path, epochs=1)
     corpus = load_corpus(cfg)
@@ -615,7 +636,7 @@ def test_a_python_trainer_holds_its_folder_as_charlm_train_does(tmp_path, capsys
     assert list(out.iterdir()) == []
     Trainer(mcfg, cfg, corpus, log=None, overwrite=True).fit()
     assert not ckpt_io.in_use(out) and (out / "best").is_dir()  # let go at the end
-    assert capsys.readouterr().out == ""  # log=None: nothing printed
+    assert capsys.readouterr() == ("", "")  # log=None: nothing printed, nor any progress
     (tmp_path / "afile").write_text("x")
     with pytest.raises(CharlmError, match="is a file"):
         Trainer(mcfg, dataclasses.replace(cfg, out=str(tmp_path / "afile")), corpus, log=None).fit()

@@ -7,6 +7,7 @@ checkpoint key ``hidden_size``.  A preset (``presets.py``) is only a dict of fie
 from __future__ import annotations
 
 import dataclasses
+import os
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,6 +167,9 @@ class TrainConfig:
     out: str = field(default="runs/charlm", metadata=_help("output folder for checkpoints, metrics and plots"))
 
     def __post_init__(self) -> None:
+        for name in ("data", "out", "init_from"):  # a pathlib.Path is as good as its text (which the checkpoint stores)
+            if isinstance(getattr(self, name), os.PathLike):
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
         _check_types(self)
         _check_choice("newlines", self.newlines, NEWLINES)
         _check_choice("vocab_from", self.vocab_from, VOCAB_FROM)

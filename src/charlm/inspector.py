@@ -25,6 +25,7 @@ import math
 import sys
 import unicodedata
 import warnings
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -436,9 +437,12 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     (from the zero state, as the text would have been), and only the text is shown.  ``units``: a list of unit
     numbers, or None for the automatic choice; ``newlines``: the checkpoint's (``keep`` or ``space``)."""
     from .data import normalize
-    from .sampling import FORM_NOTE, vocab_form
+    from .sampling import FORM_NOTE, check_fits, vocab_form
 
     cfg = model.cfg
+    check_fits(model, vocab)
+    if model.decoder.weight.dtype != torch.float32:  # (a model turned to float64 or bf16): its gates are read in float32
+        model = deepcopy(model).float()
     if not isinstance(raw, str) or not isinstance(context or "", str):
         raise CharlmError(f"the text and the context must be strings; got {type(raw).__name__} and {type(context).__name__}")
     raw, context = _lines(raw), _lines(context or "")  # what analyse's positions index: \r\n would shorten it

@@ -81,11 +81,12 @@ class CharLM(nn.Module):
         copy_dim) and character ids (window, batch), ``EMPTY`` where nothing was read yet.
         """
         device = device or self.decoder.weight.device
-        h = torch.zeros(self.cfg.num_layers, batch_size, self.cfg.hidden_size, device=device)
+        dtype = self.decoder.weight.dtype  # a model turned to float64 (or bf16) keeps its state in that type too
+        h = torch.zeros(self.cfg.num_layers, batch_size, self.cfg.hidden_size, device=device, dtype=dtype)
         parts = (h, torch.zeros_like(h)) if self.is_lstm else (h,)
         if self.copy is not None:
             w = self.cfg.copy_window
-            parts += (torch.zeros(w, batch_size, self.cfg.copy_dim, device=device),
+            parts += (torch.zeros(w, batch_size, self.cfg.copy_dim, device=device, dtype=dtype),
                       torch.full((w, batch_size), EMPTY, dtype=torch.long, device=device))
         return parts if len(parts) > 1 else parts[0]
 

@@ -224,6 +224,13 @@ def show_chars(chars: list[str]) -> str:
     return " ".join(shown) + (" ..." if len(chars) > 20 else "")
 
 
+def check_fits(model, vocab: Vocab) -> None:
+    """A model and a vocabulary that are not each other's (two checkpoints' parts mixed up) are refused."""
+    if len(vocab) != model.cfg.vocab_size:
+        raise CharlmError(f"the vocabulary has {len(vocab):,} entries but the model was made for {model.cfg.vocab_size:,}: "
+                          f"they are not from the same checkpoint")
+
+
 def make_generator(seed: int, device) -> torch.Generator:
     """A private random stream for sampling; ``seed < 0`` draws a fresh one."""
     g = torch.Generator(device=device)
@@ -253,6 +260,7 @@ def generate(
     Without a ``generator``, ``cfg.seed`` seeds one (the same seed gives the same text as
     ``charlm generate --seed``); with neither, torch's global random stream is used.
     """
+    check_fits(model, vocab)
     prefix, style_prefix, acrostic = (check_known(vocab, text, what, exact=exact) for what, text, exact in  # (in the vocabulary's Unicode form)
                                       (("prefix", prefix, False), ("style prefix", style_prefix, False), ("acrostic", acrostic, True)))
     if generator is None and cfg.seed >= 0:

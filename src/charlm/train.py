@@ -262,6 +262,7 @@ class Trainer:
         # a new run, or a resume continued into another folder: the run that folder holds is cleared by fit()
         self.overwrite = overwrite and (resume is None or Path(cfg.out).resolve() != Path(resume.path).resolve().parent)
         self.log = log if self.dist.is_main and log is not None else (lambda *_: None)  # rank 0 alone logs; log=None: silent
+        self.shows_progress = self.dist.is_main and log is not None  # (its bars and progress lines too)
         self.out = Path(cfg.out)
         self.device = self.dist.device if self.dist.device is not None else pick_device(cfg.device)
         distributed.check_batch_size(cfg.batch_size, self.dist.world_size)
@@ -368,6 +369,9 @@ class Trainer:
         )
 
     def _restore(self, c: ckpt_io.Checkpoint) -> None:
+        if "rng.torch" not in c.trainer_tensors:  # every saved run has it: this one was read for its model alone
+            raise CharlmError(f"{c.path} was loaded without its training state (load_model, or load(..., with_trainer=False)); "
+                              f"to resume, load it with charlm.checkpoint.load(path)")
         t = c.trainer
         if t.get("train_hash") != hash_ids(self.train_ids):
             raise CharlmError(f"{c.path}: the training text differs from the one this checkpoint was trained on; cannot resume")
@@ -599,7 +603,7 @@ class Trainer:
         return step
 
     def _progress(self) -> Progress | None:
-        if not self.dist.is_main:
+        if not self.shows_progress:
             return None
         of = f" (rank 0 of {self.dist.world_size})" if self.dist.world_size > 1 else ""  # its loss and chars/s are rank 0's
         return Progress(self.n_batches, f"epoch {self.epoch + 1}/{self.cfg.epochs}{of}", "batch", initial=self.batch)
@@ -612,7 +616,7 @@ class Trainer:
         """
         if self.val_ids is None:
             return None
-        bar = Progress(self.val_ids.numel(), "validation", "character") if self.dist.is_main else None
+        bar = Progress(self.val_ids.numel(), "validation", "character") if self.shows_progress else None
 
         def tick(done: int) -> None:
             if bar is not None:

@@ -357,9 +357,12 @@ def test_read_inputs_checks_a_request_as_generate_does_and_names_the_field():
     assert (got.prefix, got.style_prefix, got.skipped) == ("分开", "我", {"prefix": ["Z"], "style_prefix": ["Q"]})
     got = read_inputs(vocab, "", acrostic="分Y开", unknown="skip")
     assert (got.acrostic, got.skipped) == ("分开", {"acrostic": ["Y"]})
+    got = read_inputs(vocab, None, acrostic="“分，开！”", unknown="skip")  # punctuation heads no line (nor is it unknown)
+    assert (got.acrostic, got.skipped) == ("分开", {})
     refusals = [
         (dict(prefix="分开", acrostic="我"), flag, "prefix", "--prefix and --acrostic do not go together"),
         (dict(prefix=None, acrostic=" \t "), str, "acrostic", "the acrostic is only whitespace"),
+        (dict(prefix=None, acrostic="，　。"), str, "acrostic", "the acrostic is only whitespace or punctuation"),
         (dict(prefix=None, style_prefix="Q", acrostic="  "), str, "style_prefix", "does not know: 'Q'"),  # in the fields' order
         (dict(prefix="ZZ", unknown="skip"), str, "prefix", "no character of the prefix is in the model's vocabulary"),
         (dict(prefix=None, acrostic="YZ", unknown="skip"), str, "acrostic", "no character of the acrostic"),

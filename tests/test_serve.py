@@ -681,7 +681,7 @@ def test_echoes_of_raw_bodies_and_long_keys_are_bounded_and_greedy_takes_no_temp
 
 def test_an_acrostic_of_spaces_is_said_to_be_one(client):
     r = client.post("/v1/generate", json={"acrostic": " \u3000 "})
-    assert r.status_code == 422 and r.json()["error"] == "acrostic: the acrostic is only whitespace: give the characters its lines start with"
+    assert r.status_code == 422 and r.json()["error"] == "acrostic: the acrostic is only whitespace or punctuation: give the characters its lines start with"
 
 
 def test_characters_skipped_are_named_as_the_cli_notes_them(client):

@@ -147,7 +147,7 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     g.add_argument("--prefix", default=None, help="text the sample starts with (default: the first of the training run's "
                                                    "--prefixes the model knows, 分开 for the lyrics; else the start of a line)")
     g.add_argument("--style-prefix", default="", help="text read first to set the mood, not printed")
-    g.add_argument("--acrostic", help="an acrostic (藏头): one line per character, each starting with it; spaces are left out (not with --length or --lines)")
+    g.add_argument("--acrostic", help="an acrostic (藏头): one line per character, each starting with it; spaces and punctuation are left out (not with --length or --lines)")
     g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     g.add_argument("--check-copy", action="store_true", help="report on stderr the longest span of what each sample wrote (the prefix not counted) found verbatim in the training text "

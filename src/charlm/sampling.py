@@ -125,8 +125,8 @@ def vocab_form(vocab: Vocab, text: str) -> str:
 
 def dropped_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
     """The distinct characters :func:`check_known` drops from ``text`` with ``unknown='skip'`` (with ``exact``, an
-    acrostic's: its spaces are not counted, being nobody's head)."""
-    return [c for c in unknown_chars(vocab, vocab_form(vocab, text), exact) if not (exact and c.isspace())]
+    acrostic's: its spaces and punctuation are not counted, being nobody's head)."""
+    return [c for c in unknown_chars(vocab, vocab_form(vocab, text), exact) if not (exact and not acrostic_letters(c))]
 
 
 def unknown_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
@@ -146,7 +146,7 @@ class InputError(CharlmError):
 def check_options(cfg: SampleConfig, given: Collection[str], name: Callable[[str], str] = str, acrostic: str = "") -> None:
     """Refuse sampling options that would do nothing together.  ``given``: the fields the user set; ``name`` writes a
     field as the user did (``lambda f: "--" + f.replace("_", "-")`` on the command line); ``acrostic``: the one asked for."""
-    if acrostic.strip() and (length := "length" if "length" in given else "lines" if cfg.lines else None):  # (lines 0: off)
+    if acrostic_letters(acrostic) and (length := "length" if "length" in given else "lines" if cfg.lines else None):  # (lines 0: off)
         raise InputError(length, f"{name(length)} and {name('acrostic')} do not go together: an acrostic writes one line "
                                  "per character it is given (give one of them)")
     ignored = [k for k in ("temperature", "top_k", "top_p") if k in given]
@@ -167,7 +167,7 @@ class Inputs:
 
     prefix: str
     style_prefix: str
-    acrostic: str  # its spaces taken out: no line starts with one
+    acrostic: str  # its spaces and punctuation taken out: no line starts with one
     skipped: dict[str, list[str]]  # field: the characters unknown="skip" dropped from it (a field with none left out)
 
 
@@ -187,11 +187,11 @@ def read_inputs(vocab: Vocab, prefix: str | None, style_prefix: str = "", acrost
                                    f"starts with its own character ({name('style_prefix')} sets the mood without being printed)")
     given = normalize(prefix, newlines) if prefix is not None else "" if acrostic else default
     texts = {"prefix": (given, False), "style_prefix": (normalize(style_prefix, newlines), False),
-             "acrostic": ("".join(acrostic.split()), True)}
+             "acrostic": (acrostic_letters(acrostic), True)}
     known = {}
     for field, (text, exact) in texts.items():
         if field == "acrostic" and acrostic and not text:
-            raise InputError("acrostic", "the acrostic is only whitespace: give the characters its lines start with")
+            raise InputError("acrostic", "the acrostic is only whitespace or punctuation: give the characters its lines start with")
         known[field] = check_known(vocab, text, field.replace("_", " "), unknown, exact, hint)
     for field in ("prefix", "acrostic"):
         if texts[field][0] and not known[field]:
@@ -204,6 +204,11 @@ def read_inputs(vocab: Vocab, prefix: str | None, style_prefix: str = "", acrost
     skipped = {} if unknown != "skip" else {
         field: d for field, (text, exact) in texts.items() if (d := dropped_chars(vocab, text, exact))}
     return Inputs(known["prefix"], known["style_prefix"], known["acrostic"], skipped)
+
+
+def acrostic_letters(acrostic: str) -> str:
+    """An acrostic without its spaces and punctuation, which head no line: 春，夏 is two lines, not three."""
+    return regex.sub(r"\p{P}", "", "".join(acrostic.split()))
 
 
 def acrostic_heads(acrostic: str) -> list[str]:

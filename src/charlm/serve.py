@@ -102,7 +102,7 @@ def _request_models(lim: Limits):
         seed: int = Field(-1, ge=-1, le=SEED_MAX, description="the same seed gives the same text; -1 = random (the seed drawn is returned)")
         num_samples: int = Field(1, ge=1, le=lim.max_samples, description="independent samples, drawn as one batch")
         style_prefix: str = Field("", max_length=lim.max_prefix, description="read first to set the mood, not returned")
-        acrostic: str = Field("", max_length=lim.max_prefix, description="藏头: one line per character, each starting with it "
+        acrostic: str = Field("", max_length=lim.max_prefix, description="藏头: one line per character (spaces and punctuation left out), each starting with it "
                                                                           "(not with prefix, length or lines)")
         unknown: Literal["error", "skip"] = Field("error", description="characters outside the vocabulary: 422, or drop them")
         check_copy: bool = Field(False, description="also report, per sample, the longest span found verbatim in the training "

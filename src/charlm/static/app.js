@@ -326,10 +326,10 @@ copyButton.addEventListener("click", async () => {
 });
 
 // Limits in characters as the server counts them, not in the UTF-16 units of maxlength (an emoji, or a rare
-// character such as 𠀀, is two of those): code points; an acrostic's heads as a reader sees them, spaces left out.
+// character such as 𠀀, is two of those): code points; an acrostic's heads as a reader sees them, spaces and punctuation left out.
 const codePoints = (s) => [...s].length;
 const heads = (s) => {
-  const t = s.replace(/\s+/g, "");
+  const t = s.replace(/[\s\p{P}]+/gu, "");
   return typeof Intl.Segmenter === "function" ? [...new Intl.Segmenter().segment(t)].length : codePoints(t);
 };
 function limit(input, count, max) {

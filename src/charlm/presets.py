@@ -66,7 +66,7 @@ PRESETS: dict[str, dict] = {
         out="runs/jaychou",
     ),
     # Pre-training on a large Chinese corpus, to fine-tune on lyrics afterwards with
-    # `jaychou-ft`:  charlm train --preset songci --data ../shared/data/songci.txt
+    # `jaychou-ft`:  charlm train --preset songci --data songci.txt
     "songci": dict(
         newlines="keep",
         vocab_from="all",
@@ -115,7 +115,7 @@ PRESETS: dict[str, dict] = {
         out="runs/jaychou-ft",
     ),
     # A larger Tiny Shakespeare model for one big GPU (an H200 here), five minutes of training at most:
-    #   charlm train --preset shakespeare-gpu-large --data ../shared/data/tinyshakespeare.txt
+    #   charlm train --preset shakespeare-gpu-large --data tinyshakespeare.txt
     # After the recipe the NOTES measured at 1.482 after 154 s and still improving (3x1024, dropout
     # 0.5, AdamW 2e-3 cosine, batch 128x256, bf16, one CUDA graph: about 1.8M chars/s), with the
     # cosine stretched over about 4.5 minutes, but not the same: the NOTES tied a 512 embedding to
@@ -151,7 +151,7 @@ PRESETS: dict[str, dict] = {
         out="runs/shakespeare-gpu-large",
     ),
     # Tiny Shakespeare (nanoGPT's split: --val-fraction 0.1, vocabulary 65) on 2 CPU cores:
-    #   charlm train --preset shakespeare-cpu --data ../shared/data/tinyshakespeare.txt
+    #   charlm train --preset shakespeare-cpu --data tinyshakespeare.txt
     "shakespeare-cpu": dict(
         newlines="keep",
         vocab_from="all",
@@ -177,7 +177,7 @@ PRESETS: dict[str, dict] = {
 # Tiny Shakespeare on a GPU: the CPU recipe, measured at 1.442 on 2 CPU cores in 12 minutes,
 # with only what changes no arithmetic added (on the GPU, the step in one CUDA graph, fp32:
 # the same loss and gradients as the eager step, bench/gpu_checks.py), under a 5-minute cap.
-#   charlm train --preset shakespeare-gpu --data ../shared/data/tinyshakespeare.txt
+#   charlm train --preset shakespeare-gpu --data tinyshakespeare.txt
 PRESETS["shakespeare-gpu"] = dict(PRESETS["shakespeare-cpu"], device="cuda", cuda_graph=True, max_minutes=5.0,
                                   out="runs/shakespeare-gpu")
 

@@ -172,6 +172,8 @@ class Health(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())  # its field model_config_ (pydantic before 2.10 warned of "model_")
+
     checkpoint: str = Field(description="the checkpoint folder's last two path parts (…/run/best)")
     model_config_: dict = Field(alias="model_config", description="the model's configuration, as in the checkpoint (cell, sizes, ...)")
     train_config: dict = Field(description="the training configuration; data, out and init_from as their last two path parts")

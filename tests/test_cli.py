@@ -241,7 +241,7 @@ def test_train_help_shows_the_default_presets_values(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: 512 from the jaychou preset; built in: 0)" in text  # --copy-window
     # what a run of your own text gets instead (it showed runs/jaychou and 分开 不分开, which such a run does not use)
-    assert "built in: runs/charlm; with your own --data: runs/ and the file's name)" in text
+    assert "built in: runs/charlm; with your own --data: runs/ and the file's name without its suffix)" in text
     assert "(default: 分开 不分开; with your own --data: none, each sample starting a line (a word, with --newlines space))" in text
 
 

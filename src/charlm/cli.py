@@ -60,7 +60,7 @@ def _path(value: str) -> str:
 
 
 PATH_FIELDS = {"data", "out", "init_from"}
-OWN_DATA_DEFAULTS = {"out": "runs/ and the file's name", "prefixes": "none, each sample starting a line (a word, with --newlines space)"}
+OWN_DATA_DEFAULTS = {"out": "runs/ and the file's name without its suffix", "prefixes": "none, each sample starting a line (a word, with --newlines space)"}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset(), preset: str | None = None) -> None:
@@ -143,7 +143,7 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     add_config_flags(t, TrainConfig, preset=preset)
 
     g = sub.add_parser("generate", help="write text from a prefix", description="Generate text from a trained model; characters stream as they are made.")
-    g.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint)")
+    g.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint, or last/ before it has one)")
     g.add_argument("--prefix", default=None, help="text the sample starts with (default: the first of the training run's "
                                                    "--prefixes the model knows, 分开 for the lyrics; else the start of a line)")
     g.add_argument("--style-prefix", default="", help="text read first to set the mood, not printed")
@@ -155,7 +155,7 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     add_config_flags(g, SampleConfig)
 
     e = sub.add_parser("eval", help="perplexity and bits per character of a text", description="Score a text: perplexity and bits per character, read as one stream.")
-    e.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint)")
+    e.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint, or last/ before it has one)")
     e.add_argument("file", nargs="?", type=_path, help="text file (or folder of .txt files) to score, - for standard input "
                                            "(default: the held-out part of the model's own training text)")
     e.add_argument("--encoding", help="text encoding of FILE (default: utf-8, and for a file that is not, the encoding the "
@@ -179,7 +179,7 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="an HTTP API and a writing page (lyrics, for the default model) over a model",
                        description="Serve a model over HTTP: a page for writing at / (in Chinese for a model of Chinese text), the API at /v1, its documentation at /docs.")
-    s.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint)")
+    s.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint, or last/ before it has one)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
@@ -197,7 +197,7 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     n = sub.add_parser("inspect", help="look inside the LSTM: surprisal, top-5 predictions, gate heatmaps",
                        description="Write an HTML report (and optionally a PNG) of what an LSTM checkpoint does on a short text: "
                                    "surprisal and top-5 predictions per character, and input, forget and output gates and cell state of a few units.")
-    n.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint); cell lstm or scratch")
+    n.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint, or last/ before it has one); cell lstm or scratch")
     n.add_argument("--text", default=None, help="the text to inspect (\\n stands for a line break); at most 2,000 characters")
     n.add_argument("--file", "--text-file", dest="file", type=_path, default=None, help="read the text from this file (or the .txt files of a folder) instead")
     n.add_argument("--context", default=None, help="text the model reads first, not shown (\\n stands for a line break): the inspected "

@@ -152,7 +152,7 @@ class TrainConfig:
     warmup_steps: int = field(default=0, metadata=_help("raise the learning rate linearly over the first N steps (constant and cosine schedules)"))
     min_lr: float = field(default=0.0, metadata=_help("lowest learning rate of the cosine schedule"))
     plateau_factor: float = field(default=0.5, metadata=_help("plateau schedule: multiply the rate by this"))
-    plateau_patience: int = field(default=1, metadata=_help("plateau schedule: epochs without improvement before lowering"))
+    plateau_patience: int = field(default=1, metadata=_help("plateau schedule: validations without improvement before lowering (epochs, unless --eval-every)"))
     early_stop: int = field(default=0, metadata=_help("stop after N validations without a better loss; 0 = off"))
     eval_every: int = field(default=0, metadata=_help("validate, log and checkpoint every N steps instead of after every epoch (for big corpora or fast GPUs); 0 = each epoch"))
     max_minutes: float = field(default=0.0, metadata=_help("stop after this many minutes of training steps, counted over the whole run, resumes included (validating first); 0 = no limit"))

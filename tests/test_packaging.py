@@ -33,12 +33,12 @@ def built(tmp_path_factory):
 def test_wheel_ships_the_corpus_with_its_notice_and_the_page_but_no_stray_file(built):
     files, _, metadata = built
     for name in ("charlm/corpus/jaychou_lyrics.txt", "charlm/corpus/NOTICE", "charlm/static/index.html",
-                 "charlm/static/app.js", "charlm/static/style.css", "charlm/cli.py"):
+                 "charlm/static/app.js", "charlm/static/style.css", "charlm/cli.py", "charlm/py.typed"):  # (typed: its hints count)
         assert name in files
     assert not any(n.endswith("~") or "/tests/" in n or n.startswith("tests/") for n in files)
     assert any(n.endswith(".dist-info/licenses/src/charlm/corpus/NOTICE") for n in files)  # whose the lyrics are
     assert "Requires-Dist: torch>=2.2" in metadata  # loose: pip must not be made to fetch another torch
-    assert "Requires-Dist: pydantic>=2" in metadata  # serve's ConfigDict and computed_field
+    assert "Requires-Dist: pydantic>=2.4" in metadata  # serve's ConfigDict and computed_field; /openapi.json right
 
 
 def test_sdist_holds_what_its_tests_need(built):
@@ -58,3 +58,18 @@ def test_nothing_needs_a_newer_python_than_the_one_claimed():
     run = subprocess.run([sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())", "--no-tips", "-q", "--target=3.10-", "--violations",
                           "--eval-annotations", "src/charlm", "tests", "bench"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_main_names_import_from_charlm_itself_without_loading_torch():
+    """`from charlm import Trainer, load_model, ...` works, each name the module's own; `import charlm` alone (what the
+    command line starts with) loads no torch."""
+    code = ("import sys, charlm; assert 'torch' not in sys.modules, 'torch loaded by import charlm'\n"
+            "from charlm.train import Trainer; from charlm.checkpoint import load_model; from charlm.errors import CharlmError\n"
+            "assert charlm.Trainer is Trainer and charlm.load_model is load_model and charlm.CharlmError is CharlmError\n"
+            "missing = [n for n in charlm.__all__ if not hasattr(charlm, n)]; assert not missing, missing\n"
+            "assert set(charlm.__all__) <= set(dir(charlm))\n"
+            "try:\n    charlm.nothing_here\nexcept AttributeError as e:\n    print(e)\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "module 'charlm' has no attribute 'nothing_here'"

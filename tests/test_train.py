@@ -426,6 +426,15 @@ def test_warmup_raises_the_rate_linearly():
     assert lr_factor(c, 0, 100) == pytest.approx(0.25 * 1.0, rel=1e-3) and lr_factor(c, 100, 100) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_evaluate_refuses_a_chunk_that_is_not_a_positive_whole_number():
+    model = CharLM(ModelConfig(vocab_size=5, embedding_size=4, hidden_size=8))
+    ids = torch.tensor([0, 1, 2, 3, 4] * 4)
+    assert evaluate(model, ids, chunk=3)[1] == 19
+    for chunk in (0, -5, 2.0, True):
+        with pytest.raises(ValueError, match="chunk must be a whole number >= 1"):
+            evaluate(model, ids, chunk=chunk)
+
+
 def test_paths_may_be_given_as_pathlib_paths(tmp_path):
     """data, out and init_from as Path objects are read as their text, which is what the checkpoint keeps."""
     cfg = dataclasses.replace(tiny_train_config(tmp_path, epochs=1), out=tmp_path / "p")

@@ -33,6 +33,17 @@ def test_encode_decode_round_trip(text):
     assert Vocab.from_dict(v.to_dict()) == v
 
 
+def test_decode_refuses_ids_outside_the_vocabulary():
+    """-1 is not the last character (as a list index would have it), nor is a large id a bare IndexError."""
+    import torch
+
+    v = Vocab.build("分开了")
+    assert v.decode(torch.tensor(v.encode("开了"))) == "开了"
+    for bad in ([-1], [0, len(v)], [10**6]):
+        with pytest.raises(CharlmError, match=rf"id {bad[-1]} is outside the vocabulary \(ids 0 to {len(v) - 1}\)"):
+            v.decode(bad)
+
+
 def test_unk_and_min_freq():
     v = Vocab.build("aaab", min_freq=2, unk=True)
     assert v.itos == (UNK, "a")

@@ -1,3 +1,37 @@
-"""charlm: character-level LSTM language models — train on your text, write from a prefix, score any text."""
+"""charlm: character-level LSTM language models — train on your text, write from a prefix, score any text.
+
+The names a Python user needs most are importable from here (``from charlm import Trainer, load_model``); each
+lives in its own module (:mod:`charlm.train`, :mod:`charlm.checkpoint`, ...) and is imported on first use, so that
+``import charlm`` (and ``charlm --help``) does not load torch.
+"""
 
 __version__ = "0.1.0"
+
+# name: the module that defines it
+_EXPORTS = {
+    "CharlmError": "errors",
+    "ModelConfig": "config", "TrainConfig": "config", "SampleConfig": "config",
+    "Vocab": "vocab",
+    "load_corpus": "data", "corpus_from_text": "data", "checkpoint_corpus": "data",
+    "CharLM": "model",
+    "Trainer": "train", "TrainingInterrupted": "train", "evaluate": "train", "surprisal": "train",
+    "load": "checkpoint", "load_model": "checkpoint",
+    "generate": "sampling", "sample_text": "sampling",
+    "analyse": "inspector", "inspect_checkpoint": "inspector",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'charlm' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # once found, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

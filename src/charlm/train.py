@@ -86,6 +86,8 @@ def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_
     after every chunk.
     """
     ids = _checked_ids(model, ids)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1 or isinstance(rows, bool) or not isinstance(rows, int):
+        raise ValueError(f"chunk must be a whole number >= 1 and rows a whole number, got chunk={chunk!r}, rows={rows!r}")
     was_training = model.training
     model.eval()
     rows = max(1, min(rows, ids.numel() // 2))

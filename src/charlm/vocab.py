@@ -83,6 +83,10 @@ class Vocab:
         return ids, len(text) - len(ids)
 
     def decode(self, ids) -> str:
+        """The text of ``ids`` (ints, or a 1-D tensor); an id outside the vocabulary is a :class:`CharlmError`."""
+        ids = [int(i) for i in ids]
+        if bad := [i for i in ids if not 0 <= i < len(self.itos)]:
+            raise CharlmError(f"id {bad[0]} is outside the vocabulary (ids 0 to {len(self.itos) - 1})")
         return "".join(self.itos[i] for i in ids)
 
     def to_dict(self) -> dict:

@@ -26,12 +26,12 @@ const WORDS = {
   zh: {
     writing: "正在写…", chars: (n) => `${n} 字`, seconds: (s) => `${s} 秒`, seed: (s) => `种子 ${s}`,
     copied: (n) => `照抄训练文本最长 ${n} 字`, copiedSpan: (span) => `最长照抄「${span}」`,
-    grams: (n, pct) => `${n} 字片段见于训练文本 ${pct}%`, copyDone: "已复制 ✓",
+    grams: (n, pct) => `${n} 字片段中 ${pct}% 见于训练文本`, copyDone: "已复制 ✓",
     score: (ppl, bits) => `困惑度 ${ppl} · ${bits} bits/字`, vocab: (n) => `${n} 个字`, params: (m) => `${m}M 参数`,
     best: (ppl, epoch) => `验证困惑度 ${ppl}（第 ${epoch} 轮）`, model: "模型", noModel: "读不到模型信息",
     reasons: { done: "", time_limit: "（到了时间上限，截断了）", max_length: "（到了长度上限，截断了）", disconnected: "（已停止）",
                shutdown: "（服务器关闭了，截断了）" },
-    cutOff: "（中断了）", offline: "连不上服务器：它还在运行吗？", reuseSeed: "把这个种子填进“种子”框，可再写出同样的",
+    cutOff: "（中断了）", offline: "连不上服务器：它还在运行吗？", reuseSeed: "把这个种子填进“种子”框，可再写出同样的文字",
     unknownHint: "（把这些字去掉）", tooLong: (n) => `最多 ${n} 个字`,
   },
   en: {

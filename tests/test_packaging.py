@@ -67,7 +67,7 @@ def test_the_main_names_import_from_charlm_itself_without_loading_torch():
             "from charlm.train import Trainer; from charlm.checkpoint import load_model; from charlm.errors import CharlmError\n"
             "assert charlm.Trainer is Trainer and charlm.load_model is load_model and charlm.CharlmError is CharlmError\n"
             "missing = [n for n in charlm.__all__ if not hasattr(charlm, n)]; assert not missing, missing\n"
-            "assert set(charlm.__all__) <= set(dir(charlm))\n"
+            "assert set(charlm.__all__) <= set(dir(charlm)) and set(charlm.__all__) == {'__version__', *charlm._EXPORTS}\n"
             "try:\n    charlm.nothing_here\nexcept AttributeError as e:\n    print(e)\n")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})

@@ -468,3 +468,17 @@ def test_a_model_and_a_vocabulary_of_different_checkpoints_are_refused():
                 lambda: analyse(model, large, "x", "分开")):
         with pytest.raises(CharlmError, match=f"the vocabulary has {len(large)} entries but the model was made for {len(small)}"):
             run()
+
+
+def test_punctuation_heads_no_acrostic_line_from_python_either(tiny_ckpt):
+    """sample_text/generate leave out an acrostic's spaces and punctuation as the command line and the server do, whole
+    characters at a time: a keycap emoji (#️⃣) is one head, and a symbol (～) heads a line."""
+    from charlm.sampling import acrostic_heads, acrostic_letters
+
+    model, vocab, _ = load_model(tiny_ckpt)
+    text = sample_text(model, vocab, "", SampleConfig(seed=1, max_line_length=6), acrostic="分，开。")[0]
+    assert [line[0] for line in text.rstrip("\n").split("\n")] == ["分", "开"], text
+    cases = {"春，夏": ["春", "夏"], "#\ufe0f\u20e3春": ["#\ufe0f\u20e3", "春"], "春*\ufe0f\u20e3夏": ["春", "*\ufe0f\u20e3", "夏"],
+             "\ufeff春 \u3000夏\r\n": ["春", "夏"], "春～夏★": ["春", "～", "夏", "★"], "“！”": []}
+    for acrostic, heads in cases.items():
+        assert acrostic_heads(acrostic_letters(acrostic)) == heads, acrostic

@@ -257,8 +257,10 @@ def test_page_limits_count_characters_as_the_server_does(tiny_ckpt, browser):
         ok, message, _ = browser.execute_script(valid, prefix)
         assert not ok and message == "最多 10 个字"
         browser.execute_script("arguments[0].value = ''; arguments[0].dispatchEvent(new Event('input'))", prefix)
-        acrostic.send_keys("👨\u200d👩\u200d👧 分 开")  # three heads, the first of five code points
-        assert browser.execute_script(valid, acrostic)[0]
+        acrostic.send_keys("，")  # punctuation alone heads no line: no acrostic, the prefix stays in use
+        assert browser.execute_script(valid, acrostic)[0] and prefix.is_enabled()
+        acrostic.send_keys("👨\u200d👩\u200d👧 分，开。")  # three heads, the first of five code points: spaces and punctuation head none
+        assert browser.execute_script(valid, acrostic)[0] and not prefix.is_enabled()
         acrostic.send_keys("快")
         assert browser.execute_script(valid, acrostic)[:2] == [False, "最多 3 个字"]
 

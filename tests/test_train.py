@@ -427,9 +427,11 @@ def test_warmup_raises_the_rate_linearly():
 
 
 def test_evaluate_refuses_a_chunk_that_is_not_a_positive_whole_number():
+    import numpy as np
+
     model = CharLM(ModelConfig(vocab_size=5, embedding_size=4, hidden_size=8))
     ids = torch.tensor([0, 1, 2, 3, 4] * 4)
-    assert evaluate(model, ids, chunk=3)[1] == 19
+    assert evaluate(model, ids, chunk=3)[1] == 19 == evaluate(model, ids, chunk=np.int64(3), rows=np.int64(1))[1]
     for chunk in (0, -5, 2.0, True):
         with pytest.raises(ValueError, match="chunk must be a whole number >= 1"):
             evaluate(model, ids, chunk=chunk)
@@ -499,7 +501,7 @@ def test_a_run_stopped_by_the_time_limit_resumes_with_more_time(tmp_path):
     assert t.epoch == 2 and m[-1]["step"] == 2 * t.n_batches and m[-1]["train_seconds"] > c.trainer["train_seconds"]
     # the same checkpoint read for its model alone cannot resume, and says how to read it so that it can
     lean = ckpt_io.load(tmp_path / "run", prefer="last", with_trainer=False)
-    with pytest.raises(CharlmError, match=r"loaded without its training state .*charlm\.checkpoint\.load\(path\)"):
+    with pytest.raises(CharlmError, match=r"loaded without its training state .*charlm\.load\(path\) \(charlm\.checkpoint\.load\)"):
         Trainer(lean.model_config, cfg, load_corpus(cfg, vocab=lean.vocab), resume=lean, log=None)
 
 

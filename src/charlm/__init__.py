@@ -5,7 +5,20 @@ lives in its own module (:mod:`charlm.train`, :mod:`charlm.checkpoint`, ...) and
 ``import charlm`` (and ``charlm --help``) does not load torch.
 """
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what a type checker and an editor see; at run time each is imported on first use (below)
+    from .checkpoint import load, load_model
+    from .config import ModelConfig, SampleConfig, TrainConfig
+    from .data import checkpoint_corpus, corpus_from_text, load_corpus
+    from .errors import CharlmError
+    from .inspector import analyse, inspect_checkpoint
+    from .model import CharLM
+    from .sampling import generate, sample_text
+    from .train import Trainer, TrainingInterrupted, evaluate, surprisal
+    from .vocab import Vocab
 
 # name: the module that defines it
 _EXPORTS = {
@@ -20,10 +33,14 @@ _EXPORTS = {
     "analyse": "inspector", "inspect_checkpoint": "inspector",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # (written out, for the tools that read it without running it)
+    "__version__", "CharlmError", "ModelConfig", "TrainConfig", "SampleConfig", "Vocab", "load_corpus", "corpus_from_text",
+    "checkpoint_corpus", "CharLM", "Trainer", "TrainingInterrupted", "evaluate", "surprisal", "load", "load_model",
+    "generate", "sample_text", "analyse", "inspect_checkpoint",
+]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'charlm' has no attribute {name!r}")
     from importlib import import_module

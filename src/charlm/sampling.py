@@ -206,9 +206,15 @@ def read_inputs(vocab: Vocab, prefix: str | None, style_prefix: str = "", acrost
     return Inputs(known["prefix"], known["style_prefix"], known["acrostic"], skipped)
 
 
+# What heads no line of an acrostic: a character (grapheme cluster) made only of spaces, line breaks, a byte-order mark
+# or punctuation (static/app.js counts heads with the same class); symbols such as ～ or ★ do head lines
+NOT_A_HEAD = regex.compile(r"[\t\n\v\f\r\x1c-\x1f\x85\p{Z}\ufeff\p{P}]+")
+
+
 def acrostic_letters(acrostic: str) -> str:
-    """An acrostic without its spaces and punctuation, which head no line: 春，夏 is two lines, not three."""
-    return regex.sub(r"\p{P}", "", "".join(acrostic.split()))
+    """An acrostic without its spaces and punctuation, which head no line: 春，夏 is two lines, not three.  Taken out
+    as whole characters, so that a keycap emoji (#️⃣) stays one head and an accent stays on its own letter."""
+    return "".join(g for g in regex.findall(r"\X", acrostic) if not NOT_A_HEAD.fullmatch(g))
 
 
 def acrostic_heads(acrostic: str) -> list[str]:
@@ -260,12 +266,13 @@ def generate(
     """Yield, step by step, one string per sample: first the prefix, then one character each (``""`` once a sample is done).
 
     Stops after ``cfg.length`` characters, or ``cfg.lines`` line breaks, or one line per
-    character of ``acrostic`` (藏头), each line starting with that character.  Characters
+    character of ``acrostic`` (藏头; its spaces and punctuation left out), each line starting with that character.  Characters
     outside the vocabulary are an error (:func:`check_known` with ``"skip"`` drops them first).
     Without a ``generator``, ``cfg.seed`` seeds one (the same seed gives the same text as
     ``charlm generate --seed``); with neither, torch's global random stream is used.
     """
     check_fits(model, vocab)
+    acrostic = acrostic_letters(acrostic)  # (as read_inputs leaves it: spaces and punctuation head no line)
     prefix, style_prefix, acrostic = (check_known(vocab, text, what, exact=exact) for what, text, exact in  # (in the vocabulary's Unicode form)
                                       (("prefix", prefix, False), ("style prefix", style_prefix, False), ("acrostic", acrostic, True)))
     if generator is None and cfg.seed >= 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import operator
 import random
 import signal
 import time
@@ -86,8 +87,12 @@ def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_
     after every chunk.
     """
     ids = _checked_ids(model, ids)
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1 or isinstance(rows, bool) or not isinstance(rows, int):
-        raise ValueError(f"chunk must be a whole number >= 1 and rows a whole number, got chunk={chunk!r}, rows={rows!r}")
+    try:  # (numpy's whole numbers too; not a float, nor a bool)
+        if isinstance(chunk, bool) or isinstance(rows, bool) or operator.index(chunk) < 1:
+            raise TypeError
+        chunk, rows = operator.index(chunk), operator.index(rows)
+    except TypeError:
+        raise ValueError(f"chunk must be a whole number >= 1 and rows a whole number, got chunk={chunk!r}, rows={rows!r}") from None
     was_training = model.training
     model.eval()
     rows = max(1, min(rows, ids.numel() // 2))
@@ -373,7 +378,7 @@ class Trainer:
     def _restore(self, c: ckpt_io.Checkpoint) -> None:
         if "rng.torch" not in c.trainer_tensors:  # every saved run has it: this one was read for its model alone
             raise CharlmError(f"{c.path} was loaded without its training state (load_model, or load(..., with_trainer=False)); "
-                              f"to resume, load it with charlm.checkpoint.load(path)")
+                              f"to resume, load it with charlm.load(path) (charlm.checkpoint.load)")
         t = c.trainer
         if t.get("train_hash") != hash_ids(self.train_ids):
             raise CharlmError(f"{c.path}: the training text differs from the one this checkpoint was trained on; cannot resume")

@@ -8,6 +8,7 @@ by code point.
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -84,7 +85,10 @@ class Vocab:
 
     def decode(self, ids) -> str:
         """The text of ``ids`` (ints, or a 1-D tensor); an id outside the vocabulary is a :class:`CharlmError`."""
-        ids = [int(i) for i in ids]
+        try:
+            ids = [operator.index(i) for i in ids]  # ints, numpy's or a tensor's; not floats
+        except TypeError:
+            raise CharlmError(f"ids must be whole numbers, got {ids!r}"[:200]) from None
         if bad := [i for i in ids if not 0 <= i < len(self.itos)]:
             raise CharlmError(f"id {bad[0]} is outside the vocabulary (ids 0 to {len(self.itos) - 1})")
         return "".join(self.itos[i] for i in ids)

@@ -170,7 +170,7 @@ async function generate() {
   }
   showError("");
   const seed = $("seed").value.trim();
-  const acrostic = $("acrostic").value.trim();
+  const acrostic = heads($("acrostic").value) ? $("acrostic").value.trim() : "";  // (punctuation alone heads no line)
   const body = {
     temperature: Number($("temperature").value),
     top_p: Number($("top-p").value),
@@ -277,7 +277,7 @@ form.addEventListener("submit", (e) => {
 
 // An acrostic writes one line per character, each starting with it: the prefix and the line count step aside.
 function acrosticMode() {
-  const on = $("acrostic").value.trim() !== "";
+  const on = heads($("acrostic").value) > 0;
   $("prefix").disabled = on;
   $("lines").disabled = on;
 }
@@ -326,12 +326,13 @@ copyButton.addEventListener("click", async () => {
 });
 
 // Limits in characters as the server counts them, not in the UTF-16 units of maxlength (an emoji, or a rare
-// character such as 𠀀, is two of those): code points; an acrostic's heads as a reader sees them, spaces and punctuation left out.
+// character such as 𠀀, is two of those): code points; an acrostic's heads as a reader sees them, less those made of
+// spaces or punctuation alone (sampling.NOT_A_HEAD: the same class).  (A function: acrosticMode uses it above.)
 const codePoints = (s) => [...s].length;
-const heads = (s) => {
-  const t = s.replace(/[\s\p{P}]+/gu, "");
-  return typeof Intl.Segmenter === "function" ? [...new Intl.Segmenter().segment(t)].length : codePoints(t);
-};
+function heads(s) {
+  const chars = typeof Intl.Segmenter === "function" ? [...new Intl.Segmenter().segment(s)].map((c) => c.segment) : [...s];
+  return chars.filter((c) => !/^[\t\n\v\f\r\x1c-\x1f\x85\p{Z}\ufeff\p{P}]+$/u.test(c)).length;
+}
 function limit(input, count, max) {
   const check = () => input.setCustomValidity(count(input.value) > max ? W.tooLong(max) : "");
   input.addEventListener("input", check);

@@ -207,6 +207,12 @@ def test_outputs_that_would_clobber_each_other_are_refused(tiny_ckpt, tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_picture_name_whose_suffix_is_its_own_is_written(tiny_ckpt, tmp_path, capsys):
+    """Only the suffixes of other picture types are refused: heat.v2 is a name, and gets the PNG."""
+    assert main(["inspect", str(tiny_ckpt), "--text", "分开", "--out", str(tmp_path / "r.html"), "--png", str(tmp_path / "heat.v2")]) == 0
+    assert (tmp_path / "heat.v2").read_bytes().startswith(b"\x89PNG")
+
+
 def test_a_picture_that_fails_to_write_leaves_no_page_and_names_the_file(tiny_ckpt, tmp_path, capsys, monkeypatch):
     real_open = open
 

@@ -359,6 +359,11 @@ def test_read_inputs_checks_a_request_as_generate_does_and_names_the_field():
     assert (got.acrostic, got.skipped) == ("分开", {"acrostic": ["Y"]})
     got = read_inputs(vocab, None, acrostic="“分，开！”", unknown="skip")  # punctuation heads no line (nor is it unknown)
     assert (got.acrostic, got.skipped) == ("分开", {})
+    keyed = Vocab.build("分开的时候\n我说不分开*\n")
+    got = read_inputs(keyed, None, acrostic="*\ufe0f\u20e3分", unknown="skip")  # a keycap the model cannot write whole: skipped
+    assert got.acrostic == "分" and got.skipped == {"acrostic": ["\ufe0f", "\u20e3"]}
+    with pytest.raises(InputError, match="no character of the acrostic is in the model's vocabulary"):
+        read_inputs(keyed, None, acrostic="*\ufe0f\u20e3", unknown="skip")  # not a * left alone, then dropped
     refusals = [
         (dict(prefix="分开", acrostic="我"), flag, "prefix", "--prefix and --acrostic do not go together"),
         (dict(prefix=None, acrostic=" \t "), str, "acrostic", "the acrostic is only whitespace"),
@@ -482,3 +487,6 @@ def test_punctuation_heads_no_acrostic_line_from_python_either(tiny_ckpt):
              "\ufeff春 \u3000夏\r\n": ["春", "夏"], "春～夏★": ["春", "～", "夏", "★"], "“！”": []}
     for acrostic, heads in cases.items():
         assert acrostic_heads(acrostic_letters(acrostic)) == heads, acrostic
+    for only in ("，", "\u3000", " 。 "):  # nothing to head a line: refused, as the command line and the server refuse it
+        with pytest.raises(CharlmError, match="the acrostic is only whitespace or punctuation"):
+            sample_text(model, vocab, "", SampleConfig(seed=1, length=30), acrostic=only)

@@ -259,6 +259,8 @@ def test_page_limits_count_characters_as_the_server_does(tiny_ckpt, browser):
         browser.execute_script("arguments[0].value = ''; arguments[0].dispatchEvent(new Event('input'))", prefix)
         acrostic.send_keys("，")  # punctuation alone heads no line: no acrostic, the prefix stays in use
         assert browser.execute_script(valid, acrostic)[0] and prefix.is_enabled()
+        # counted as sampling.acrostic_heads(acrostic_letters(...)) counts: what is left joined, then split (one flag)
+        assert browser.execute_script("return ['🇺，🇸', '春，\u0301夏', '#\ufe0f\u20e3 春'].map(heads)") == [1, 3, 2]
         acrostic.send_keys("👨\u200d👩\u200d👧 分，开。")  # three heads, the first of five code points: spaces and punctuation head none
         assert browser.execute_script(valid, acrostic)[0] and not prefix.is_enabled()
         acrostic.send_keys("快")

@@ -39,7 +39,7 @@ def test_decode_refuses_ids_outside_the_vocabulary():
 
     v = Vocab.build("分开了")
     assert v.decode(torch.tensor(v.encode("开了"))) == "开了"
-    with pytest.raises(CharlmError, match="ids must be whole numbers"):
+    with pytest.raises(CharlmError, match="ids must be a sequence of whole numbers"):
         v.decode([1.7, 0])  # not read as 1
     for bad in ([-1], [0, len(v)], [10**6]):
         with pytest.raises(CharlmError, match=rf"id {bad[-1]} is outside the vocabulary \(ids 0 to {len(v) - 1}\)"):

@@ -1037,6 +1037,11 @@ def png_key(report: Report, n: int) -> str:
     return " · ".join(key)
 
 
+# suffixes of pictures other than PNG: a --png named so would hold PNG bytes under the wrong name
+OTHER_PICTURES = {".jpg", ".jpeg", ".jfif", ".gif", ".svg", ".svgz", ".pdf", ".ps", ".eps", ".webp", ".bmp", ".tif", ".tiff",
+                  ".avif", ".heic", ".heif", ".ico", ".jxl", ".pgf", ".raw", ".rgba", ".html", ".htm"}
+
+
 def render_png(report: Report, log=None) -> bytes:
     """A static version of the heatmaps (the first PNG_MAX_CHARS characters) as PNG bytes."""
     import matplotlib
@@ -1143,7 +1148,7 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
         check_writable(png, "--png")
         if Path(png).resolve() == Path(out).resolve():
             raise CharlmError(f"--png and --out are the same file {png}; give the picture another name")
-        if Path(png).suffix.lower() not in ("", ".png"):  # (no suffix: /dev/stdout, a pipe)
+        if Path(png).suffix.lower() in OTHER_PICTURES:  # (other suffixes are a name's own: heat.v2)
             raise CharlmError(f"--png {png}: the picture is written as PNG, and {Path(png).suffix} says otherwise; "
                               f"name it {Path(png).with_suffix('.png')}")
     model, vocab, ckpt = load_model(checkpoint, "cpu")

@@ -103,6 +103,8 @@ def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exac
     if not missing:
         return text
     if unknown == "skip":
+        if exact:  # an acrostic's character (a keycap #️⃣, an accented letter) the model cannot write whole heads no line
+            return "".join(g for g in regex.findall(r"\X", text) if all(c in vocab for c in g))
         return "".join(c for c in text if c in vocab)
     raise InputError(what.replace(" ", "_"), f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)} ({hint})")
 
@@ -191,7 +193,7 @@ def read_inputs(vocab: Vocab, prefix: str | None, style_prefix: str = "", acrost
     known = {}
     for field, (text, exact) in texts.items():
         if field == "acrostic" and acrostic and not text:
-            raise InputError("acrostic", "the acrostic is only whitespace or punctuation: give the characters its lines start with")
+            raise InputError("acrostic", ONLY_SPACES)
         known[field] = check_known(vocab, text, field.replace("_", " "), unknown, exact, hint)
     for field in ("prefix", "acrostic"):
         if texts[field][0] and not known[field]:
@@ -209,6 +211,9 @@ def read_inputs(vocab: Vocab, prefix: str | None, style_prefix: str = "", acrost
 # What heads no line of an acrostic: a character (grapheme cluster) made only of spaces, line breaks, a byte-order mark
 # or punctuation (static/app.js counts heads with the same class); symbols such as ～ or ★ do head lines
 NOT_A_HEAD = regex.compile(r"[\t\n\v\f\r\x1c-\x1f\x85\p{Z}\ufeff\p{P}]+")
+
+
+ONLY_SPACES = "the acrostic is only whitespace or punctuation: give the characters its lines start with"
 
 
 def acrostic_letters(acrostic: str) -> str:
@@ -272,7 +277,8 @@ def generate(
     ``charlm generate --seed``); with neither, torch's global random stream is used.
     """
     check_fits(model, vocab)
-    acrostic = acrostic_letters(acrostic)  # (as read_inputs leaves it: spaces and punctuation head no line)
+    if acrostic and not (acrostic := acrostic_letters(acrostic)):  # (as read_inputs leaves it: spaces and punctuation head no line)
+        raise InputError("acrostic", ONLY_SPACES)
     prefix, style_prefix, acrostic = (check_known(vocab, text, what, exact=exact) for what, text, exact in  # (in the vocabulary's Unicode form)
                                       (("prefix", prefix, False), ("style prefix", style_prefix, False), ("acrostic", acrostic, True)))
     if generator is None and cfg.seed >= 0:

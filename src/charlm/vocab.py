@@ -88,7 +88,7 @@ class Vocab:
         try:
             ids = [operator.index(i) for i in ids]  # ints, numpy's or a tensor's; not floats
         except TypeError:
-            raise CharlmError(f"ids must be whole numbers, got {ids!r}"[:200]) from None
+            raise CharlmError(f"ids must be a sequence of whole numbers, got {ids!r}"[:200]) from None
         if bad := [i for i in ids if not 0 <= i < len(self.itos)]:
             raise CharlmError(f"id {bad[0]} is outside the vocabulary (ids 0 to {len(self.itos) - 1})")
         return "".join(self.itos[i] for i in ids)

@@ -330,8 +330,9 @@ copyButton.addEventListener("click", async () => {
 // spaces or punctuation alone (sampling.NOT_A_HEAD: the same class).  (A function: acrosticMode uses it above.)
 const codePoints = (s) => [...s].length;
 function heads(s) {
-  const chars = typeof Intl.Segmenter === "function" ? [...new Intl.Segmenter().segment(s)].map((c) => c.segment) : [...s];
-  return chars.filter((c) => !/^[\t\n\v\f\r\x1c-\x1f\x85\p{Z}\ufeff\p{P}]+$/u.test(c)).length;
+  const split = (t) => typeof Intl.Segmenter === "function" ? [...new Intl.Segmenter().segment(t)].map((c) => c.segment) : [...t];
+  // the rest joined and split again, as acrostic_heads(acrostic_letters(s)) does: 🇺，🇸 is one flag there
+  return split(split(s).filter((c) => !/^[\t\n\v\f\r\x1c-\x1f\x85\p{Z}\ufeff\p{P}]+$/u.test(c)).join("")).length;
 }
 function limit(input, count, max) {
   const check = () => input.setCustomValidity(count(input.value) > max ? W.tooLong(max) : "");

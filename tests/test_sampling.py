@@ -361,7 +361,9 @@ def test_read_inputs_checks_a_request_as_generate_does_and_names_the_field():
     assert (got.acrostic, got.skipped) == ("分开", {})
     keyed = Vocab.build("分开的时候\n我说不分开*\n")
     got = read_inputs(keyed, None, acrostic="*\ufe0f\u20e3分", unknown="skip")  # a keycap the model cannot write whole: skipped
-    assert got.acrostic == "分" and got.skipped == {"acrostic": ["\ufe0f", "\u20e3"]}
+    assert got.acrostic == "分" and got.skipped == {"acrostic": ["*\ufe0f\u20e3"]}  # reported whole, as dropped
+    got = read_inputs(Vocab.build("e分\n"), None, acrostic="e\u0301分", unknown="skip")  # the accent unknown: é goes whole
+    assert got.acrostic == "分" and got.skipped == {"acrostic": ["e\u0301"]}
     with pytest.raises(InputError, match="no character of the acrostic is in the model's vocabulary"):
         read_inputs(keyed, None, acrostic="*\ufe0f\u20e3", unknown="skip")  # not a * left alone, then dropped
     refusals = [

@@ -104,7 +104,7 @@ def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exac
         return text
     if unknown == "skip":
         if exact:  # an acrostic's character (a keycap #️⃣, an accented letter) the model cannot write whole heads no line
-            return "".join(g for g in regex.findall(r"\X", text) if all(c in vocab for c in g))
+            return "".join(g for g in regex.findall(r"\X", text) if all(c in vocab for c in g))  # (dropped_chars: the rest)
         return "".join(c for c in text if c in vocab)
     raise InputError(what.replace(" ", "_"), f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)} ({hint})")
 
@@ -126,9 +126,13 @@ def vocab_form(vocab: Vocab, text: str) -> str:
 
 
 def dropped_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
-    """The distinct characters :func:`check_known` drops from ``text`` with ``unknown='skip'`` (with ``exact``, an
-    acrostic's: its spaces and punctuation are not counted, being nobody's head)."""
-    return [c for c in unknown_chars(vocab, vocab_form(vocab, text), exact) if not (exact and not acrostic_letters(c))]
+    """The distinct characters :func:`check_known` drops from ``text`` with ``unknown='skip'``; with ``exact``, an
+    acrostic's, whole (e + U+0301 when the accent is unknown: the e goes too), its spaces and punctuation not counted,
+    being nobody's head."""
+    text = vocab_form(vocab, text)
+    if not exact:
+        return unknown_chars(vocab, text)
+    return list(dict.fromkeys(g for g in regex.findall(r"\X", text) if not all(c in vocab for c in g) and not NOT_A_HEAD.fullmatch(g)))
 
 
 def unknown_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
@@ -197,7 +201,8 @@ def read_inputs(vocab: Vocab, prefix: str | None, style_prefix: str = "", acrost
         known[field] = check_known(vocab, text, field.replace("_", " "), unknown, exact, hint)
     for field in ("prefix", "acrostic"):
         if texts[field][0] and not known[field]:
-            raise InputError(field, f"no character of the {field} is in the model's vocabulary")
+            raise InputError(field, f"no character of the {field} is in the model's vocabulary"
+                                    + (" (whole: an accented letter or an emoji needs every part)" if field == "acrostic" else ""))
     if not (known["style_prefix"] + known["prefix"]) and "\n" not in vocab and " " not in vocab:
         heads = bool(known["acrostic"])
         raise InputError("acrostic" if heads else "prefix", START_NOWHERE.format(
@@ -236,7 +241,8 @@ START_NOWHERE = "nothing to start {what} after: the model has neither a newline 
 
 def show_chars(chars: list[str]) -> str:
     """Characters quoted for a message; an accent or other combining mark (invisible alone) with its code point too."""
-    shown = (repr(c) + (f" (U+{ord(c):04X})" if unicodedata.category(c).startswith("M") else "") for c in chars[:20])
+    shown = (repr(c) + (f" ({' '.join(f'U+{ord(x):04X}' for x in c)})" if any(unicodedata.category(x).startswith("M") for x in c) else "")
+             for c in chars[:20])
     return " ".join(shown) + (" ..." if len(chars) > 20 else "")
 
 

@@ -7,8 +7,8 @@ checkpoint key ``hidden_size``.  A preset (``presets.py``) is only a dict of fie
 from __future__ import annotations
 
 import dataclasses
-import os
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -104,7 +104,7 @@ def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exac
         return text
     if unknown == "skip":
         if exact:  # an acrostic's character (a keycap #️⃣, an accented letter) the model cannot write whole heads no line
-            return "".join(g for g in regex.findall(r"\X", text) if all(c in vocab for c in g))  # (dropped_chars: the rest)
+            return "".join(g for g in acrostic_heads(text) if all(c in vocab for c in g))  # (dropped_chars: the rest)
         return "".join(c for c in text if c in vocab)
     raise InputError(what.replace(" ", "_"), f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)} ({hint})")
 
@@ -132,7 +132,7 @@ def dropped_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
     text = vocab_form(vocab, text)
     if not exact:
         return unknown_chars(vocab, text)
-    return list(dict.fromkeys(g for g in regex.findall(r"\X", text) if not all(c in vocab for c in g) and not NOT_A_HEAD.fullmatch(g)))
+    return list(dict.fromkeys(g for g in acrostic_heads(text) if not all(c in vocab for c in g) and not NOT_A_HEAD.fullmatch(g)))
 
 
 def unknown_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:
@@ -224,7 +224,7 @@ ONLY_SPACES = "the acrostic is only whitespace or punctuation: give the characte
 def acrostic_letters(acrostic: str) -> str:
     """An acrostic without its spaces and punctuation, which head no line: 春，夏 is two lines, not three.  Taken out
     as whole characters, so that a keycap emoji (#️⃣) stays one head and an accent stays on its own letter."""
-    return "".join(g for g in regex.findall(r"\X", acrostic) if not NOT_A_HEAD.fullmatch(g))
+    return "".join(g for g in acrostic_heads(acrostic) if not NOT_A_HEAD.fullmatch(g))
 
 
 def acrostic_heads(acrostic: str) -> list[str]:

@@ -88,11 +88,12 @@ def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_
     """
     ids = _checked_ids(model, ids)
     try:  # (numpy's whole numbers too; not a float, nor a bool)
-        if isinstance(chunk, bool) or isinstance(rows, bool) or operator.index(chunk) < 1:
-            raise TypeError
+        whole = not isinstance(chunk, bool) and not isinstance(rows, bool) and operator.index(chunk) >= 1
         chunk, rows = operator.index(chunk), operator.index(rows)
     except TypeError:
-        raise ValueError(f"chunk must be a whole number >= 1 and rows a whole number, got chunk={chunk!r}, rows={rows!r}") from None
+        whole = False
+    if not whole:
+        raise ValueError(f"chunk must be a whole number >= 1 and rows a whole number, got chunk={chunk!r}, rows={rows!r}")
     was_training = model.training
     model.eval()
     rows = max(1, min(rows, ids.numel() // 2))
@@ -268,8 +269,8 @@ class Trainer:
         self.cfg, self.corpus = cfg, corpus
         # a new run, or a resume continued into another folder: the run that folder holds is cleared by fit()
         self.overwrite = overwrite and (resume is None or Path(cfg.out).resolve() != Path(resume.path).resolve().parent)
-        self.log = log if self.dist.is_main and log is not None else (lambda *_: None)  # rank 0 alone logs; log=None: silent
-        self.shows_progress = self.dist.is_main and log is not None  # (its bars and progress lines too)
+        self.shows_progress = self.dist.is_main and log is not None  # rank 0 alone logs; log=None: silent, progress too
+        self.log = log if self.shows_progress else (lambda *_: None)
         self.out = Path(cfg.out)
         self.device = self.dist.device if self.dist.device is not None else pick_device(cfg.device)
         distributed.check_batch_size(cfg.batch_size, self.dist.world_size)

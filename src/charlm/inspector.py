@@ -1039,7 +1039,8 @@ def png_key(report: Report, n: int) -> str:
 
 # suffixes of pictures other than PNG: a --png named so would hold PNG bytes under the wrong name
 OTHER_PICTURES = {".jpg", ".jpeg", ".jfif", ".gif", ".svg", ".svgz", ".pdf", ".ps", ".eps", ".webp", ".bmp", ".tif", ".tiff",
-                  ".avif", ".heic", ".heif", ".ico", ".jxl", ".pgf", ".raw", ".rgba", ".html", ".htm"}
+                  ".avif", ".heic", ".heif", ".ico", ".jxl", ".pgf", ".raw", ".rgba", ".html", ".htm", ".ppm",
+                  ".pgm", ".pbm", ".pnm", ".tga", ".qoi", ".exr", ".icns", ".dds", ".xpm", ".xbm"}
 
 
 def render_png(report: Report, log=None) -> bytes:

@@ -257,8 +257,11 @@ def test_page_limits_count_characters_as_the_server_does(tiny_ckpt, browser):
         ok, message, _ = browser.execute_script(valid, prefix)
         assert not ok and message == "最多 10 个字"
         browser.execute_script("arguments[0].value = ''; arguments[0].dispatchEvent(new Event('input'))", prefix)
-        acrostic.send_keys("，")  # punctuation alone heads no line: no acrostic, the prefix stays in use
-        assert browser.execute_script(valid, acrostic)[0] and prefix.is_enabled()
+        acrostic.send_keys("，")  # punctuation alone heads no line: refused, as the server refuses it (the prefix stays)
+        assert browser.execute_script(valid, acrostic)[:2] == [False, "标点和空格不能做行头：请写上字"] and prefix.is_enabled()
+        browser.execute_script("arguments[0].value = '  '; arguments[0].dispatchEvent(new Event('input'))", acrostic)
+        assert browser.execute_script(valid, acrostic)[0] and prefix.is_enabled()  # blank: no acrostic
+        browser.execute_script("arguments[0].value = ''; arguments[0].dispatchEvent(new Event('input'))", acrostic)
         # counted as sampling.acrostic_heads(acrostic_letters(...)) counts: what is left joined, then split (one flag)
         assert browser.execute_script("return ['🇺，🇸', '春，\u0301夏', '#\ufe0f\u20e3 春'].map(heads)") == [1, 3, 2]
         acrostic.send_keys("👨\u200d👩\u200d👧 分，开。")  # three heads, the first of five code points: spaces and punctuation head none

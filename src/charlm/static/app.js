@@ -32,7 +32,7 @@ const WORDS = {
     reasons: { done: "", time_limit: "（到了时间上限，截断了）", max_length: "（到了长度上限，截断了）", disconnected: "（已停止）",
                shutdown: "（服务器关闭了，截断了）" },
     cutOff: "（中断了）", offline: "连不上服务器：它还在运行吗？", reuseSeed: "把这个种子填进“种子”框，可再写出同样的文字",
-    unknownHint: "（把这些字去掉）", tooLong: (n) => `最多 ${n} 个字`,
+    unknownHint: "（把这些字去掉）", tooLong: (n) => `最多 ${n} 个字`, noHeads: "标点和空格不能做行头：请写上字",
   },
   en: {
     writing: "writing…", chars: (n) => `${n} characters`, seconds: (s) => `${s} s`, seed: (s) => `seed ${s}`,
@@ -44,6 +44,7 @@ const WORDS = {
                shutdown: " (cut: the server was stopped)" },
     cutOff: " (cut off)", offline: "cannot reach the server: is it still running?", reuseSeed: "put this seed in the seed box, to write the same again",
     unknownHint: "(remove them)", tooLong: (n) => `at most ${n} characters`,
+    noHeads: "punctuation and spaces head no line: give the letters the lines start with",
   },
 };
 let W = WORDS.zh;
@@ -335,7 +336,11 @@ function heads(s) {
   return split(split(s).filter((c) => !/^[\t\n\v\f\r\x1c-\x1f\x85\p{Z}\ufeff\p{P}]+$/u.test(c)).join("")).length;
 }
 function limit(input, count, max) {
-  const check = () => input.setCustomValidity(count(input.value) > max ? W.tooLong(max) : "");
+  const check = () => {
+    const n = count(input.value);
+    // (an acrostic of punctuation alone is refused, as the server refuses it; a blank box is no acrostic)
+    input.setCustomValidity(n > max ? W.tooLong(max) : count === heads && n === 0 && input.value.trim() ? W.noHeads : "");
+  };
   input.addEventListener("input", check);
   check();
 }

@@ -260,6 +260,7 @@ def test_model_info(client):
     ({"num_samples": 17}, "num_samples"),
     ({"prefix": "分" * 1001}, "prefix"),
     ({"seed": -2}, "seed"),
+    ({"seed": 2**32}, "seed"),  # the CPU's generator would read it as 0: the text of seed 0
     ({"length": "many"}, "length"),
     ({"temp": 0.5}, "temp"),
     ({"prefix": "分开☃"}, "prefix"),
@@ -276,6 +277,16 @@ def test_bad_requests_are_422_naming_the_field(client, body, field):
         assert r.status_code == 422, (path, r.text)
         assert r.json()["error"].startswith(field + ":"), r.json()
         assert any(d["loc"][-1] == field for d in r.json()["detail"])
+
+
+def test_seeds_are_those_that_write_different_texts(client):
+    """A torch generator on the CPU reads only a seed's low 32 bits: 2**32 would write seed 0's text, so the seeds end at
+    2**32 - 1, and the schema says so exactly (2**63 - 1 was written 9.223372036854776e18, a number the server refused)."""
+    spec = client.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]["properties"]["seed"]
+    assert spec["maximum"] == 2**32 - 1  # (a float there: exact, as 2**63 - 1 is not)
+    texts = [client.post("/v1/generate", json={"prefix": "分开", "length": 12, "temperature": 5, "seed": s}).json()["samples"][0]
+             for s in (0, 2**32 - 1)]
+    assert texts[0] != texts[1]
 
 
 def test_prefix_defaults_to_the_runs_first_known_prefix_and_empty_starts_a_line(client):
@@ -552,11 +563,21 @@ def test_bodies_and_echoes_are_bounded(client):
     assert r.json()["error"].startswith("k0: Extra inputs are not permitted; k1: ") and r.json()["error"].endswith("; and 19,980 more")
 
 
+def test_fields_sent_as_a_query_string_are_refused_not_dropped(client):
+    """POST /v1/generate?length=5 would have written 100 characters from a random seed: the body alone is read, so a
+    query string on a POST is a 422 naming it; a GET's (a cache-buster) is let be."""
+    for path, body in (("/v1/generate", {}), ("/v1/generate/stream", {}), ("/v1/score", {"text": "分开"})):
+        r = client.post(path + "?length=5&seed=3", json=body)
+        assert r.status_code == 422 and r.json()["error"].startswith("query: this server reads the fields from the JSON body")
+        assert r.json()["detail"][0]["loc"] == ["query"]
+    assert client.get("/v1/model?v=2").status_code == 200
+
+
 def test_every_http_error_has_the_error_field_and_head_and_caching_work(client):
     r = client.get("/nowhere")
-    assert r.status_code == 404 and r.json()["error"] == "Not Found"
+    assert r.status_code == 404 and r.json() == {"error": "Not Found"}  # as ErrorResponse: detail is the 422's, a list
     r = client.get("/v1/generate")
-    assert r.status_code == 405 and r.json()["error"] == "Method Not Allowed" and r.headers["allow"] == "POST"
+    assert r.status_code == 405 and r.json() == {"error": "Method Not Allowed"} and r.headers["allow"] == "POST"
     for path in ("/healthz", "/", "/v1/model", "/static/app.js"):  # an uptime check's HEAD: the GET's answer without its body
         head, get = client.head(path), client.get(path)
         assert head.status_code == 200 and head.content == b"" and head.headers["content-type"] == get.headers["content-type"]

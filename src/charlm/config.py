@@ -22,7 +22,10 @@ VOCAB_FROM = ("all", "train")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-SEED_MAX = 2**63 - 1  # what a torch generator takes
+SEED_MAX = 2**63 - 1  # what a torch generator takes (a training's seed; the CPU's reads its low 32 bits)
+# A sampling seed: the CPU's torch generator reads only a seed's low 32 bits, so that a larger one would write the text of
+# a smaller (2**32 the text of 0); the seeds drawn are below 2**31
+SAMPLE_SEED_MAX = 2**32 - 1
 MIN_TEMPERATURE = 1e-3  # float32 logits divided by much less overflow; as low as this is greedy already
 MAX_TEMPERATURE = 100.0  # as high as this is a uniform draw already (and 1e39 overflows float32)
 
@@ -225,7 +228,7 @@ class SampleConfig:
     top_k: int | None = field(default=None, metadata=_help("sample among the k most likely characters", default_text="all"))
     top_p: float = field(default=1.0, metadata=_help("sample from the smallest set whose probability reaches p (nucleus)"))
     num_samples: int = field(default=1, metadata=_help("independent samples, drawn as one batch"))
-    seed: int = field(default=-1, metadata=_help("random seed; the same seed gives the same text; -1 = random"))
+    seed: int = field(default=-1, metadata=_help("random seed, 0 to 4294967295; the same seed gives the same text; -1 = random"))
     max_line_length: int = field(default=64, metadata=_help("--lines/--acrostic: end a line after this many characters at most, the "
                                                                   "prefix's on its last line counted; from 3/4 of this on (rounded down), a space the model "
                                                                   "writes ends it, so that words stay whole (a model without newlines: shown "
@@ -242,7 +245,7 @@ class SampleConfig:
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         _check(1 <= self.num_samples <= 4096, f"num_samples must be from 1 to 4096, got {self.num_samples}")
         _check(self.max_line_length >= 1, f"max_line_length must be >= 1, got {self.max_line_length}")
-        _check(-1 <= self.seed <= SEED_MAX, f"seed must be -1 (random) or from 0 to {SEED_MAX}, got {self.seed}")
+        _check(-1 <= self.seed <= SAMPLE_SEED_MAX, f"seed must be -1 (random) or from 0 to {SAMPLE_SEED_MAX}, got {self.seed}")
         _check_finite(self)
 
 

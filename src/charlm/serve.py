@@ -33,7 +33,7 @@ from typing import Literal
 
 import anyio
 import torch
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .checkpoint import finite, load_model
-from .config import MAX_TEMPERATURE, MIN_TEMPERATURE, SEED_MAX, SampleConfig, to_dict
+from .config import MAX_TEMPERATURE, MIN_TEMPERATURE, SAMPLE_SEED_MAX, SampleConfig, to_dict
 from .copycheck import CopyIndex
 from .data import normalize, pretraining_texts, training_text
 from .errors import CharlmError
@@ -99,7 +99,7 @@ def _request_models(lim: Limits):
         top_k: int | None = Field(None, ge=1, description="sample among the k most likely characters")
         top_p: float = Field(1.0, gt=0, le=1, description="nucleus: the smallest set whose probability reaches p")
         greedy: bool = Field(False, description="always take the most likely character")
-        seed: int = Field(-1, ge=-1, le=SEED_MAX, description="the same seed gives the same text; -1 = random (the seed drawn is returned)")
+        seed: int = Field(-1, ge=-1, le=SAMPLE_SEED_MAX, description="the same seed gives the same text; -1 = random (the seed drawn is returned)")
         num_samples: int = Field(1, ge=1, le=lim.max_samples, description="independent samples, drawn as one batch")
         style_prefix: str = Field("", max_length=lim.max_prefix, description="read first to set the mood, not returned")
         acrostic: str = Field("", max_length=lim.max_prefix, description="藏头: one line per character (spaces and punctuation left out), each starting with it "
@@ -477,6 +477,7 @@ def create_app(
     GenerateRequest, ScoreRequest = _request_models(limits)
 
     app = FastAPIOffline(  # FastAPI whose /docs serves its scripts from here, not from a CDN
+        dependencies=[Depends(_no_query)],
         redoc_url=None,  # ReDoc's bundle fetches its logo from its CDN all the same: one documentation page, offline
         title="charlm",
         version=__version__,
@@ -508,7 +509,8 @@ def create_app(
         if exc.status_code < 400:  # no body (a 304)
             return await http_exception_handler(request, exc)
         headers = getattr(exc, "headers", None)  # a 405's Allow
-        return JSONResponse({"error": str(exc.detail), "detail": exc.detail}, status_code=exc.status_code, headers=headers)
+        # (``detail`` is the 422's list per field: an error of the whole request, a 404 or 405, has ``error`` alone)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _failed(request: Request, exc: Exception):  # a bug: the log has its traceback, the client a JSON error still
@@ -680,6 +682,14 @@ def _echo(value, room: int = 200, depth: int = 4):
     if isinstance(value, (list, tuple)):
         return [_echo(v, room, depth - 1) for v in value[:20]] + ([f"… ({len(value):,} items)"] if len(value) > 20 else [])
     return value
+
+
+def _no_query(request: Request) -> None:
+    """A request that sends its fields as a query string (POST /v1/generate?length=5) is refused: only the JSON body is
+    read, and the fields would be dropped without a word.  (A GET's query string, a cache-buster, is let be.)"""
+    if request.method == "POST" and request.url.query:
+        raise RequestValidationError([{"loc": ("query",), "input": request.url.query, "type": "value_error",
+                                       "msg": "this server reads the fields from the JSON body, not from the query string: send them as JSON"}])
 
 
 class _HeadAsGet:

@@ -168,7 +168,8 @@ class Health(BaseModel):
     active: int = Field(description="model calls (generations, scorings) running")
     waiting: int = Field(description="model calls waiting for a worker")
     served: int = Field(description="model calls ended since the start")
-    disconnected: int = Field(description="generations stopped because their client went away")
+    disconnected: int = Field(description="generations stopped, and generations and scorings given up while they waited, "
+                                          "because their client went away")
 
 
 class ModelInfo(BaseModel):
@@ -208,6 +209,10 @@ class _Busy(Exception):
     def __init__(self, waiting: int, stopping: bool = False):
         queue = f"{waiting} request{'s' if waiting != 1 else ''} wait already" if waiting else "this server keeps no queue (--max-waiting 0)"
         super().__init__("the server is shutting down" if stopping else f"busy: every worker is busy and {queue}; try again shortly")
+
+
+class _Gone(Exception):
+    """The client went away while its request waited for a worker: given up, its place handed on."""
 
 
 def _sse(event: str, data: dict) -> str:
@@ -371,10 +376,11 @@ class _Server:
         return self._limiter
 
     @contextlib.asynccontextmanager
-    async def slot(self, owner):
+    async def slot(self, owner, request: Request | None = None):
         """A worker's place for ``owner`` (a generation or a scoring) while the block runs, once one is free.
 
-        If none is free and ``max_waiting`` requests wait already, :class:`_Busy` (a 503) at once.
+        If none is free and ``max_waiting`` requests wait already, :class:`_Busy` (a 503) at once; if the client of
+        ``request`` goes away while it waits, :class:`_Gone`, so that nobody's abandoned request holds a place in line.
         """
         limiter = self.limiter()
         if self.stopping.is_set():
@@ -383,7 +389,7 @@ class _Server:
             raise _Busy(self.waiting)
         self.waiting += 1
         try:
-            await limiter.acquire_on_behalf_of(owner)  # on behalf of the owner: a stream is consumed by another task
+            await self._acquire(limiter, owner, request)
         finally:
             self.waiting -= 1
         if self.stopping.is_set():  # it stopped while this one waited: the queue is not run first
@@ -397,16 +403,40 @@ class _Server:
             self.active -= 1
             self.served += 1
 
+    @staticmethod
+    async def _acquire(limiter, owner, request: Request | None) -> None:
+        """The limiter's place, on behalf of ``owner`` (a stream is consumed by another task than the one asking), in
+        its turn; :class:`_Gone` if the client of ``request`` leaves before (looked at every 0.25 s)."""
+        if request is None:
+            return await limiter.acquire_on_behalf_of(owner)
+        got = False
+        async with anyio.create_task_group() as tg:
+            async def watch():
+                while not await request.is_disconnected():
+                    await anyio.sleep(0.25)
+                tg.cancel_scope.cancel()  # the wait below ends without the place (anyio hands it on)
+
+            tg.start_soon(watch)
+            await limiter.acquire_on_behalf_of(owner)
+            got = True
+            tg.cancel_scope.cancel()  # the watch ends
+        if not got:
+            raise _Gone
+
     def stop(self) -> None:
         """Shutting down: running generations end at their next step (``finish_reason`` shutdown), waiting and new
         requests are answered 503, so that the server exits in moments instead of working through its queue."""
         self.stopping.set()
 
-    async def in_worker(self, fn, *args):
-        """``fn(*args)`` in a thread, once a worker is free."""
+    async def in_worker(self, request: Request, fn, *args):
+        """``fn(*args)`` in a thread, once a worker is free (given up if the client of ``request`` leaves first)."""
         owner = object()
-        async with self.slot(owner):
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
+        try:
+            async with self.slot(owner, request):
+                return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
+        except _Gone:
+            self.disconnected += 1
+            raise
 
     def start(self, req) -> _Generation:
         """A generation for ``req``; nothing runs until its first chunk is asked for.
@@ -428,7 +458,7 @@ class _Server:
     async def chunks(self, gen: _Generation, request: Request, interval: float):
         """The chunks of ``gen`` as they are made, once a worker is free; stops early when the client goes away."""
         try:
-            async with self.slot(gen):
+            async with self.slot(gen, request):
                 while True:
                     if await request.is_disconnected():
                         gen.cancelled.set()
@@ -520,6 +550,10 @@ def create_app(
     async def _busy(request: Request, exc: _Busy):
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
+    @app.exception_handler(_Gone)
+    async def _gone(request: Request, exc: _Gone):  # nobody reads it: nginx's code for a client that closed its request
+        return JSONResponse({"error": "the client went away before a worker was free"}, status_code=499)
+
     @app.exception_handler(InputError)
     async def _invalid_input(request: Request, exc: InputError):
         detail = [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]
@@ -604,7 +638,7 @@ def create_app(
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/score", tags=["model"], response_model=ScoreResponse, responses=ERRORS)
-    async def score(req: ScoreRequest) -> dict:
+    async def score(req: ScoreRequest, request: Request) -> dict:
         """Perplexity and bits per character of ``text`` read as one stream, and each character's surprisal in bits.
 
         ``surprisal[i]`` belongs to ``text[i]`` (the text after newline normalisation, returned
@@ -619,7 +653,7 @@ def create_app(
         if len(known) < 2:
             raise InputError("text", "needs at least two characters the model knows")
         ids = srv.vocab.encode("".join(text[i] for i in known))
-        bits = await srv.in_worker(surprisal, srv.model, ids)
+        bits = await srv.in_worker(request, surprisal, srv.model, ids)
         per_char: list[float | None] = [None] * len(text)
         for pos, b in zip(known[1:], bits.tolist()):
             per_char[pos] = round(b, 4)

@@ -336,6 +336,19 @@ def test_a_long_acrostic_head_is_written_whole_and_unicode_forms_count_with_unk(
     assert vocab_form(unk, "né") == unicodedata.normalize("NFD", "né")
 
 
+def test_the_unicode_form_that_writes_more_characters_is_chosen_not_the_one_with_fewer_unknown_code_points():
+    """ぐ and げ unknown, their base kana and で known: in NFD one unknown mark (U+3099) would stand in for two unknown
+    kana, and turned the known で into て + U+3099 too; counted per character, the text stays as written."""
+    from charlm.sampling import check_known, dropped_chars, vocab_form
+    from charlm.vocab import Vocab
+
+    vocab = Vocab.build("吾輩でてくけ\n")
+    assert vocab_form(vocab, "吾輩でぐげ") == "吾輩でぐげ"
+    assert check_known(vocab, "吾輩でぐげ", "prefix", "skip") == "吾輩で" and dropped_chars(vocab, "吾輩でぐげ") == ["ぐ", "げ"]
+    decomposed = Vocab.build(unicodedata.normalize("NFD", "吾輩でぐげ\n"))  # a corpus in NFD: NFC text read in its form
+    assert vocab_form(decomposed, "吾輩でぐげ") == unicodedata.normalize("NFD", "吾輩でぐげ")
+
+
 def test_only_the_prefixs_last_line_counts_toward_its_lines_length(tiny_ckpt):
     """A prefix of two lines: its first line's characters do not cut the second short."""
     model, vocab, _ = load_model(tiny_ckpt)

@@ -115,14 +115,23 @@ FORM_NOTE = ("read in the Unicode form the vocabulary holds (accented letters co
 
 
 def vocab_form(vocab: Vocab, text: str) -> str:
-    """``text`` in the Unicode normal form (NFC or NFD) of which the vocabulary knows the most characters: an é typed as
-    one code point reads as the e + U+0301 a corpus may hold, and the reverse (the same text to a reader); else itself."""
-    best, fewest = text, len(unknown_chars(vocab, text, exact=True))  # (a character <unk> would stand for counts: not held)
-    for form in ("NFC", "NFD") if fewest else ():
+    """``text`` in the Unicode normal form (NFC or NFD) in which the vocabulary can write the most of its characters: an
+    é typed as one code point reads as the e + U+0301 a corpus may hold, and the reverse (the same text to a reader);
+    else itself.  Counted per character as a reader sees it, not per distinct code point: that ぐ and げ are unknown
+    does not turn a known で into て + U+3099 (one unknown mark in place of two unknown kana)."""
+    if not unknown_chars(vocab, text, exact=True):  # (a character <unk> would stand for counts: not held)
+        return text
+    best, fewest = text, _unwritable(vocab, text)
+    for form in ("NFC", "NFD"):
         other = unicodedata.normalize(form, text)
-        if (n := len(unknown_chars(vocab, other, exact=True))) < fewest:
+        if other != text and (n := _unwritable(vocab, other)) < fewest:
             best, fewest = other, n
     return best
+
+
+def _unwritable(vocab: Vocab, text: str) -> int:
+    """How many of ``text``'s characters (grapheme clusters) hold a code point the vocabulary does not."""
+    return sum(1 for g in acrostic_heads(text) if any(c not in vocab for c in g))
 
 
 def dropped_chars(vocab: Vocab, text: str, exact: bool = False) -> list[str]:

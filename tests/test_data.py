@@ -1,6 +1,7 @@
 import codecs
 import hashlib
 import os
+import warnings
 
 import pytest
 import torch
@@ -477,6 +478,59 @@ def test_damaged_utf8_and_other_scripts_in_gb18030_are_not_called_another_encodi
         f.write_bytes(text.encode("gb18030"))
         assert read_text(f, "gb18030") == text
     assert not [w for w in recwarn if issubclass(w.category, CharlmWarning)]
+
+
+JAPANESE = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。何でも薄暗いじめじめした所で泣いていた事だけは記憶している。\n"
+KOREAN = "대한민국은 동아시아의 한반도 남부에 위치한 민주공화국이다. 수도는 서울특별시이며, 공용어는 한국어이다.\n"
+
+
+@pytest.mark.parametrize("text, codec, lang", [(JAPANESE, "shift_jis", "Japanese"), (JAPANESE, "euc_jp", "Japanese"),
+                                               (KOREAN, "euc_kr", "Korean")])
+def test_japanese_and_korean_bytes_are_named_as_such_not_as_chinese(tmp_path, text, codec, lang):
+    """Shift JIS, EUC-JP and EUC-KR read as GB18030 too, as ideographs: the hint named a Chinese codec, and that codec,
+    given, trained on mojibake in silence.  Kana and Hangul's commonest syllables name the language and its codec."""
+    from charlm.errors import CharlmWarning
+
+    right = {"shift_jis": "cp932", "euc_jp": "euc_jp", "euc_kr": "cp949"}[codec]  # (cp932 and cp949: the supersets)
+    f = tmp_path / "t.txt"
+    f.write_bytes((text * 10).encode(codec))
+    with pytest.raises(CharlmError, match=f"as utf-8; its bytes read as {lang} text in {right}: try --encoding {right}$"):
+        read_text(f)
+    for wrong in ("gb18030", "latin-1"):
+        with pytest.warns(CharlmWarning, match=f"read as {wrong} as asked, but its bytes read as {lang} text in {right}; "
+                                               f"if its characters look wrong, try --encoding {right}$"):
+            read_text(f, wrong)
+    assert read_text(f, right) == text * 10
+
+
+@pytest.mark.parametrize("codec", ["gb18030", "big5"])
+def test_chinese_text_is_not_called_japanese_or_korean(tmp_path, recwarn, codec):
+    """A few hundred characters of GB2312 may decode in cp949 as Hangul: without Korean's common syllables they are
+    not called Korean; Chinese has no kana."""
+    from charlm.errors import CharlmWarning
+
+    lyrics, f = read_text(), tmp_path / "t.txt"
+    for start in range(0, 60_000, 3_000):
+        f.write_bytes(lyrics[start: start + 300].encode(codec, errors="ignore"))
+        with pytest.raises(CharlmError, match="its bytes read as Chinese text in"):
+            read_text(f)
+        read_text(f, codec)
+    assert not [w for w in recwarn if issubclass(w.category, CharlmWarning)]
+
+
+def test_utf8_read_as_utf16_is_said_to_be_utf8(tmp_path):
+    """ASCII or UTF-8 read as UTF-16 decodes (two letters a character) to mojibake: UTF-16 text with a space or a line
+    break in it has NUL bytes, and this has none."""
+    from charlm.errors import CharlmWarning
+
+    f = tmp_path / "t.txt"
+    f.write_text("To be, or not to be, that is the question.\n" * 10, encoding="utf-8")
+    with pytest.warns(CharlmWarning, match="read as utf-16-le as asked, but it is valid UTF-8 and holds no NUL byte"):
+        read_text(f, "utf-16-le")
+    f.write_text("To be, or not to be: 分开\n" * 10, encoding="utf-16-le")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CharlmWarning)
+        assert read_text(f, "utf-16-le").startswith("To be, or not to be: 分开")  # the real thing: no note
 
 
 def test_chinese_hints_count_extension_a_and_name_the_most_chinese_codec_first(tmp_path):

@@ -85,6 +85,43 @@ def _chinese_share(text: str) -> float:
     return sum("\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" for c in chars) / len(chars) if chars else 0.0
 
 
+# Japanese and Korean in their own legacy encodings, each told by what only it writes: kana (a fifth of Japanese text is
+# hiragana), and Hangul with its commonest syllables (particles and endings: a quarter of Korean text).  Their bytes read
+# as Chinese too (Shift JIS and EUC-KR in GB18030 are all ideographs), while Chinese text, where it decodes in these
+# at all (a few hundred characters of GB2312 may, in cp949), has neither.
+_KOREAN_COMMON = frozenset("이다는의에을를하고가지기서한로으도리사자있수대어나게인해정일")
+_OTHER_CJK = (
+    ("cp932", "Japanese", lambda c: "\u3041" <= c <= "\u309f", 0.2),  # (cp932: Shift JIS as Windows writes it)
+    ("euc_jp", "Japanese", lambda c: "\u3041" <= c <= "\u309f", 0.2),
+    ("cp949", "Korean", lambda c: "\uac00" <= c <= "\ud7a3", 0.5),  # (cp949: EUC-KR and the rest of Hangul)
+)
+
+
+def _share(text: str, pred) -> float:
+    chars = [c for c in text[: 1 << 20] if not c.isascii()]
+    return sum(map(pred, chars)) / len(chars) if chars else 0.0
+
+
+def _reads_as(raw: bytes, skip: str = "") -> tuple[str, list[str]]:
+    """The language and the codecs other than ``skip`` (normalised) in which ``raw`` reads as Japanese or Korean text,
+    else as Chinese (:func:`_reads_as_chinese`); ``("", [])`` for none."""
+    for lang in ("Japanese", "Korean"):
+        found = []
+        for codec, of, own, least in _OTHER_CJK:
+            if of != lang or codec.replace("_", "") == skip:
+                continue
+            try:
+                text = raw.decode(codec)
+            except UnicodeDecodeError:
+                continue
+            if _share(text, own) >= least and (lang != "Korean" or _share(text, _KOREAN_COMMON.__contains__) >= 0.15):
+                found.append(codec)
+        if found:
+            return lang, found
+    chinese = _reads_as_chinese(raw, skip)
+    return ("Chinese" if chinese else ""), chinese
+
+
 def _reads_as_chinese(raw: bytes, skip: str = "") -> list[str]:
     """The Chinese codecs other than ``skip`` (normalised) that decode all of ``raw`` to mostly Chinese characters,
     the most Chinese first (big5hkscs only where big5 fails: it reads Big5 as well)."""
@@ -223,8 +260,9 @@ def _decoding_hint(raw: bytes, name: str) -> str:
         return "the file is valid UTF-8: leave out --encoding"
     if name in ("utf8", "utf8sig") and _mostly_utf8(raw):
         return "the rest of the file is UTF-8, so it looks damaged there: mend or remove the bytes that are not"
-    if chinese := _reads_as_chinese(raw, name):
-        return f"its bytes read as Chinese text in {' and '.join(chinese)}: try --encoding {chinese[0]}"
+    lang, codecs_ = _reads_as(raw, name)
+    if codecs_:
+        return f"its bytes read as {lang} text in {' and '.join(codecs_)}: try --encoding {codecs_[0]}"
     tries = [f"{' or '.join(left)} ({lang})" for names, lang in ((("gb18030", "big5"), "Chinese"), (("cp1252",), "Western European"))
              if (left := [x for x in names if x != name])]
     return f"try --encoding {', '.join(tries)} or the file's real encoding"
@@ -238,10 +276,18 @@ def _other_encoding(raw: bytes, name: str, text: str) -> str | None:
     letters are a few in a hundred in Western text.  Big5 read as GB18030 (or the reverse, where it decodes)
     gives characters, but far fewer of them Chinese ones than the right codec does.
     """
-    if name in ("utf8", "utf8sig") or raw.isascii():
+    if name in ("utf8", "utf8sig"):
+        return None
+    if name.startswith(WIDE) and b"\x00" not in raw and _valid_utf8(raw):  # (ASCII too: two letters made one character)
+        return ("it is valid UTF-8 and holds no NUL byte, while UTF-16 text with any ASCII in it (a space, a line break) "
+                "does; if its characters look wrong, leave out --encoding")
+    if raw.isascii():
         return None
     if _valid_utf8(raw):
         return "it is valid UTF-8, which text in other encodings almost never is; if its characters look wrong, leave out --encoding"
+    if (name in _READ_AS_CHINESE and (lang := _reads_as(raw, name))[0] in ("Japanese", "Korean")
+            and raw.decode(lang[1][0]) != text):  # (kana alone are the same bytes in GB18030 and EUC-JP)
+        return f"its bytes read as {lang[0]} text in {lang[1][0]}; if its characters look wrong, try --encoding {lang[1][0]}"
     if name in _READ_AS_CHINESE:
         # Big5 read as GB18030 gives characters of its private use area, where GB18030 puts the codes it does not assign
         # (Russian, kana or pinyin in GB18030 are not Chinese characters either, but have none of those)
@@ -255,8 +301,9 @@ def _other_encoding(raw: bytes, name: str, text: str) -> str | None:
     high = len(head) - len(re.sub(rb"[\x80-\xff]", b"", head))
     if not one_byte_a_char or high < 16 or high < 0.3 * len(head):
         return None
-    if chinese := _reads_as_chinese(raw):
-        return f"its bytes read as Chinese text in {chinese[0]}; if its characters look wrong, try --encoding {chinese[0]}"
+    lang, codecs_ = _reads_as(raw)
+    if codecs_:
+        return f"its bytes read as {lang} text in {codecs_[0]}; if its characters look wrong, try --encoding {codecs_[0]}"
     return None
 
 
@@ -410,8 +457,8 @@ def _check_one_encoding(folder: Path, raws: list[tuple[Path, bytes]]) -> None:
         def many(files):
             return f"{files[0].relative_to(folder)} is" if len(files) == 1 else f"{len(files)} ({files[0].relative_to(folder)}, …) are"
 
-        chinese = _reads_as_chinese(dict(raws)[other[0]])
-        how = f" (iconv -f {chinese[0]} -t utf-8, for {other[0].relative_to(folder)})" if chinese else ""
+        codecs_ = _reads_as(dict(raws)[other[0]])[1]
+        how = f" (iconv -f {codecs_[0]} -t utf-8, for {other[0].relative_to(folder)})" if codecs_ else ""
         raise CharlmError(f"{folder}: its .txt files are in more than one encoding: {many(utf8)} UTF-8 and {many(other)} not; "
                           f"a folder is read in one --encoding, so convert the others to UTF-8{how}")
 

@@ -1312,6 +1312,8 @@ def test_eval_names_what_it_skipped_and_says_the_figure_covers_only_the_rest(cap
     assert "note: most of the text is outside the vocabulary: the 8 characters outside it (73% of the text)" in run_cli(capsys, "eval", tiny_run, f)[1]
     one_line_error(*run_cli(capsys, "eval", tiny_run, f, "--unknown", "error")[::2],
                    f"{f}: 8 characters outside the model's vocabulary: 'X' (--unknown skip scores the rest)")
+    f.write_text("分开\f的时候\u2028我说\x1c不\ue4c7分开\n", encoding="utf-8")  # the invisible ones by their code points
+    assert "4 outside the vocabulary skipped (U+000C U+2028 U+001C U+E4C7)" in run_cli(capsys, "eval", tiny_run, f)[1]
     f.write_text("😀🎵分", encoding="utf-8")
     one_line_error(*run_cli(capsys, "eval", tiny_run, f)[::2],
                    f"{f}: too little to score: 1 of its 3 characters is in the model's vocabulary, and it takes two (outside it: '😀' '🎵')")

@@ -15,6 +15,7 @@ import os
 import sys
 import types
 import typing
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -775,6 +776,12 @@ def _trained_so_far(ckpt) -> dict:
     return {"epoch": epoch, "step": step if _count_of(step) else None}
 
 
+def _visible(c: str) -> str:
+    """A character as a list of them shows it: one that would print as nothing or as a blank (a control character, a
+    space, a line separator, a private-use or unassigned one, a lone combining mark) as its code point."""
+    return f"U+{ord(c):04X}" if len(c) == 1 and unicodedata.category(c)[0] in "CZM" else c
+
+
 def _print_eval(report: dict) -> None:
     ch = report["characters"]
     print(f"{'file' if report['text'] != 'standard input' and not report['text'].startswith('the held-out') else 'text'}: {report['text']}")
@@ -783,7 +790,7 @@ def _print_eval(report: dict) -> None:
     trained = f"after {', '.join(known)}; " if known else ""
     print(f"model: {report['checkpoint']} ({trained}vocabulary {report['vocabulary']:,}"
           + ("; line breaks read as spaces, as it was trained" if report["newlines"] == "space" else "") + ")")
-    shown = " ".join(ch["outside_vocabulary"][:20]) + (" …" if len(ch["outside_vocabulary"]) > 20 else "")
+    shown = " ".join(map(_visible, ch["outside_vocabulary"][:20])) + (" …" if len(ch["outside_vocabulary"]) > 20 else "")
     print(f"characters: {ch['read']:,} read, {ch['scored']:,} scored"
           + (f", {ch['skipped']:,} outside the vocabulary skipped ({shown})" if ch["skipped"] else "")
           + (f", {ch['as_unk']:,} outside the vocabulary read as <unk> ({shown})" if ch["as_unk"] else ""))

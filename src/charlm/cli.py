@@ -7,6 +7,7 @@ config and in the checkpoint.  Bad input ends in one line on stderr and a non-ze
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import dataclasses
 import logging
@@ -730,7 +731,9 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     if args.file == "-":
         if sys.stdin is None:
             raise CharlmError("- reads standard input, and there is none (it is closed); give a FILE")
-        raw = read_stream(sys.stdin.buffer, "standard input", args.encoding or "utf-8")  # (read once; NUL stops it)
+        # read once; a NUL byte stops it, but in a run trained on UTF-16 (or UTF-32) text, which is full of them
+        wide = not args.encoding and codecs.lookup(cfg.encoding).name.replace("-", "").startswith(("utf16", "utf32"))
+        raw = read_stream(sys.stdin.buffer, "standard input", args.encoding or (cfg.encoding if wide else "utf-8"))
         return normalize(as_trained(lambda enc: decode_text(raw, enc), args.encoding, cfg.encoding, "standard input")), "standard input", []
     text, notes = normalize(read_scored(args.file, args.encoding, cfg.encoding)), []
     if cfg.data != IN_MEMORY and _same_file(args.file, cfg.data or bundled_corpus()):

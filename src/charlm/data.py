@@ -162,12 +162,16 @@ WIDE = ("utf16", "utf32")  # codecs (as _codec names them) whose text holds NUL 
 def read_stream(f, name: str, encoding: str = "utf-8") -> bytes:
     """All the bytes of a pipe, a device or standard input, a chunk at a time: a NUL byte, where the encoding has none,
     stops the reading with the error a file holding it gets (/dev/zero and /dev/urandom never end)."""
-    wide = _codec(encoding)[1].startswith(WIDE)
+    codec = _codec(encoding)[1]
+    wide = codec.startswith(WIDE)
     chunks = []
     while chunk := f.read(STREAM_CHUNK):
         chunks.append(chunk)
         if not wide and b"\x00" in chunk:
             _decode(Path(name), b"".join(chunks), encoding)  # raises: a binary file, or UTF-16 read without --encoding
+        if codec.startswith("utf16") and (nul := b"".join(chunks[-2:]).find(b"\x00" * 4)) >= 0:  # a U+0000 at least: not text
+            at = sum(map(len, chunks[:-2])) + nul
+            raise _Binary(f"{name}: looks like a binary file (NUL bytes from offset {at:,}), not text")
         if len(chunk) < STREAM_CHUNK:  # a buffered read is short only at the end (one Ctrl-D ends typed text, not two)
             break
     return b"".join(chunks)

@@ -282,7 +282,8 @@ def _other_encoding(raw: bytes, name: str, text: str) -> str | None:
     """
     if name in ("utf8", "utf8sig"):
         return None
-    if name.startswith(WIDE) and b"\x00" not in raw and _valid_utf8(raw):  # (ASCII too: two letters made one character)
+    # (ASCII too: two letters made one character; 32 characters at least: 你好 in UTF-16 is the bytes `O}Y)
+    if name.startswith(WIDE) and len(raw) >= 64 and b"\x00" not in raw and _valid_utf8(raw):
         return ("it is valid UTF-8 and holds no NUL byte, while UTF-16 text with any ASCII in it (a space, a line break) "
                 "does; if its characters look wrong, leave out --encoding")
     if raw.isascii():

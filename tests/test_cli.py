@@ -296,6 +296,10 @@ def test_other_encodings_with_flag(capsys, tmp_path, monkeypatch):
     assert code == 0 and '"chars":["分","开","的","时","候"' in (tmp_path / "r.html").read_text(encoding="utf-8"), err
     one_line_error(*run_cli(capsys, "eval", tmp_path / "o", held, "--encoding", "utf-8")[::2], "cannot decode byte 0 (0xb7) as utf-8")
     assert f"note: {held}: not UTF-8, so read as gb18030, as the model's training text was" in run_cli(capsys, "eval", tmp_path / "o", held)[2]
+    neither = tmp_path / "neither.txt"  # (0xff begins no character in either): the error says both were tried
+    neither.write_bytes(b"fen kai \xff\n" * 20)
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "o", neither)[::2],
+                   "cannot decode byte 8 (0xff) as utf-8 (nor read as gb18030, the training text's encoding); ")
     # what generate writes (UTF-8) is read as UTF-8, by eval, by eval - and by inspect
     code, samples, _ = run_cli(capsys, "generate", tmp_path / "o", "--num-samples", 2, "--length", 30, "--seed", 1)
     (tmp_path / "s.txt").write_text(samples, encoding="utf-8")

@@ -347,6 +347,9 @@ def as_trained(read, given: str | None, trained: str, name: str = ""):
         try:
             text = read(trained)
         except CharlmError:
+            if isinstance(failed, _Undecodable) and " as utf-8; " in str(failed):  # both were tried: the error says so
+                raise _Undecodable(str(failed).replace(" as utf-8; ", f" as utf-8 (nor read as {trained}, the training "
+                                                                      f"text's encoding); ", 1)) from None
             raise failed from None
     warnings.warn(f"{name + ': ' if name else ''}not UTF-8, so read as {trained}, as the model's training text was "
                   f"(--encoding to say otherwise)", CharlmWarning, stacklevel=2)

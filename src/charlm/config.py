@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,10 +128,6 @@ class ModelConfig:
         _check_finite(self)
 
 
-# The devices a run may name (whether this machine has the GPU is train.pick_device's to say, when the run starts)
-DEVICE = re.compile(r"auto|cpu|cuda(?::(?:0|[1-9][0-9]*))?")
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything about reading the corpus and training on it."""
@@ -185,7 +180,6 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("precision", self.precision, PRECISIONS)
-        _check(bool(DEVICE.fullmatch(self.device)), f"device {self.device!r}: charlm runs on auto, cpu, cuda or cuda:N")
         _check(not (self.cuda_graph and self.device == "cpu"), "cuda_graph needs a CUDA GPU, but device is cpu; leave --cuda-graph out")
         _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         _check(self.limit_chars >= 0, f"limit_chars must be >= 0, got {self.limit_chars}")

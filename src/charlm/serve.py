@@ -168,8 +168,8 @@ class Health(BaseModel):
     active: int = Field(description="model calls (generations, scorings) running")
     waiting: int = Field(description="model calls waiting for a worker")
     served: int = Field(description="model calls ended since the start")
-    disconnected: int = Field(description="generations stopped, and generations and scorings given up while they waited, "
-                                          "because their client went away")
+    disconnected: int = Field(description="generations stopped, and scorings given up when their turn came, because their "
+                                          "client went away")
 
 
 class ModelInfo(BaseModel):
@@ -212,7 +212,7 @@ class _Busy(Exception):
 
 
 class _Gone(Exception):
-    """The client went away while its request waited for a worker: given up, its place handed on."""
+    """The client went away while its request waited for a worker: given up when its turn came, its place handed on."""
 
 
 def _sse(event: str, data: dict) -> str:
@@ -380,7 +380,9 @@ class _Server:
         """A worker's place for ``owner`` (a generation or a scoring) while the block runs, once one is free.
 
         If none is free and ``max_waiting`` requests wait already, :class:`_Busy` (a 503) at once; if the client of
-        ``request`` goes away while it waits, :class:`_Gone`, so that nobody's abandoned request holds a place in line.
+        ``request`` went away while it waited, :class:`_Gone` when its turn comes, the place handed on at once, so that
+        no abandoned request takes a worker's time.  (Its wait is not cancelled: anyio's limiter before 4.10 could lose
+        a place to a waiter cancelled as it was given one.)
         """
         limiter = self.limiter()
         if self.stopping.is_set():
@@ -389,12 +391,15 @@ class _Server:
             raise _Busy(self.waiting)
         self.waiting += 1
         try:
-            await self._acquire(limiter, owner, request)
+            await limiter.acquire_on_behalf_of(owner)  # on behalf of the owner: a stream is consumed by another task
         finally:
             self.waiting -= 1
         if self.stopping.is_set():  # it stopped while this one waited: the queue is not run first
             limiter.release_on_behalf_of(owner)
             raise _Busy(self.waiting, stopping=True)
+        if request is not None and await request.is_disconnected():
+            limiter.release_on_behalf_of(owner)
+            raise _Gone
         self.active += 1
         try:
             yield
@@ -402,26 +407,6 @@ class _Server:
             limiter.release_on_behalf_of(owner)
             self.active -= 1
             self.served += 1
-
-    @staticmethod
-    async def _acquire(limiter, owner, request: Request | None) -> None:
-        """The limiter's place, on behalf of ``owner`` (a stream is consumed by another task than the one asking), in
-        its turn; :class:`_Gone` if the client of ``request`` leaves before (looked at every 0.25 s)."""
-        if request is None:
-            return await limiter.acquire_on_behalf_of(owner)
-        got = False
-        async with anyio.create_task_group() as tg:
-            async def watch():
-                while not await request.is_disconnected():
-                    await anyio.sleep(0.25)
-                tg.cancel_scope.cancel()  # the wait below ends without the place (anyio hands it on)
-
-            tg.start_soon(watch)
-            await limiter.acquire_on_behalf_of(owner)
-            got = True
-            tg.cancel_scope.cancel()  # the watch ends
-        if not got:
-            raise _Gone
 
     def stop(self) -> None:
         """Shutting down: running generations end at their next step (``finish_reason`` shutdown), waiting and new
@@ -458,7 +443,7 @@ class _Server:
     async def chunks(self, gen: _Generation, request: Request, interval: float):
         """The chunks of ``gen`` as they are made, once a worker is free; stops early when the client goes away."""
         try:
-            async with self.slot(gen, request):
+            async with self.slot(gen):  # (a client gone is seen below: the answer nobody reads keeps its schema)
                 while True:
                     if await request.is_disconnected():
                         gen.cancelled.set()

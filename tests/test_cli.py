@@ -324,15 +324,20 @@ def test_a_utf16_run_reads_its_kind_of_file_without_being_told(capsys, tmp_path,
     one_line_error(*run_cli(capsys, "eval", tmp_path / "o", "/dev/zero")[::2], "looks like a binary file")  # not read for ever
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\x00" * 100), encoding="utf-8"))
     one_line_error(*run_cli(capsys, "eval", tmp_path / "o", "-")[::2], "looks like a binary file")
-    # a pipe or standard input is read once, in the run's UTF-16 (NUL bytes and all) as a file is; four NUL bytes in a
-    # row stop it (a U+0000 at least: /dev/zero is not read for ever)
+    # a pipe or standard input is read once, in the run's UTF-16 (NUL bytes and all) as a file is; a U+0000 or bytes that
+    # do not decode stop it (/dev/zero and /dev/urandom are not read for ever)
     for given in ((), ("--encoding", "utf-16")):
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(f.read_bytes()), encoding="utf-8"))
         code, stdout, err = run_cli(capsys, "eval", tmp_path / "o", "-", *given)
         assert code == 0 and stdout.count("characters: ") == 1, err
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("分开".encode("utf-16") + b"\x00" * 10), encoding="utf-8"))
-    one_line_error(*run_cli(capsys, "eval", tmp_path / "o", "-", "--encoding", "utf-16")[::2],
-                   "standard input: looks like a binary file (NUL bytes from offset 6), not text")
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "o", "-")[::2],
+                   "standard input: looks like a binary file (NUL bytes at offset 6), not text")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("分开".encode("utf-16") + b"\x00" * 6), encoding="utf-8"))
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "o", "-")[::2],
+                   "standard input: looks like a binary file (U+0000 characters, read as utf-16), not text")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe" + bytes(range(256)) * 4), encoding="utf-8"))
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "o", "-")[::2], "standard input: cannot decode byte ")  # (/dev/urandom)
 
 
 @pytest.mark.parametrize("flags,pattern", [

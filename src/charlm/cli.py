@@ -7,7 +7,6 @@ config and in the checkpoint.  Bad input ends in one line on stderr and a non-ze
 from __future__ import annotations
 
 import argparse
-import codecs
 import contextlib
 import dataclasses
 import logging
@@ -702,7 +701,8 @@ def _score_lines(model, vocab, lines: list[str], newlines: str, progress) -> lis
 def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     """The text ``charlm eval`` scores (line ends as \\n), what to call it, and notes on what it is: FILE, standard input
     (``-``), or without FILE the held-out part of the model's own training text."""
-    from .data import IN_MEMORY, as_trained, bundled_corpus, decode_text, heldout_text, normalize, read_scored, read_stream
+    from .data import (IN_MEMORY, as_trained, bundled_corpus, decode_text, heldout_text, normalize, read_scored, read_stream,
+                       stream_encoding)
 
     cfg = ckpt.train_config
     if args.file is None:
@@ -731,9 +731,7 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     if args.file == "-":
         if sys.stdin is None:
             raise CharlmError("- reads standard input, and there is none (it is closed); give a FILE")
-        # read once; a NUL byte stops it, but in a run trained on UTF-16 (or UTF-32) text, which is full of them
-        wide = not args.encoding and codecs.lookup(cfg.encoding).name.replace("-", "").startswith(("utf16", "utf32"))
-        raw = read_stream(sys.stdin.buffer, "standard input", args.encoding or (cfg.encoding if wide else "utf-8"))
+        raw = read_stream(sys.stdin.buffer, "standard input", stream_encoding(args.encoding, cfg.encoding))  # (read once)
         return normalize(as_trained(lambda enc: decode_text(raw, enc), args.encoding, cfg.encoding, "standard input")), "standard input", []
     text, notes = normalize(read_scored(args.file, args.encoding, cfg.encoding)), []
     if cfg.data != IN_MEMORY and _same_file(args.file, cfg.data or bundled_corpus()):

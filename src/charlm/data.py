@@ -161,17 +161,25 @@ WIDE = ("utf16", "utf32")  # codecs (as _codec names them) whose text holds NUL 
 
 def read_stream(f, name: str, encoding: str = "utf-8") -> bytes:
     """All the bytes of a pipe, a device or standard input, a chunk at a time: a NUL byte, where the encoding has none,
-    stops the reading with the error a file holding it gets (/dev/zero and /dev/urandom never end)."""
-    codec = _codec(encoding)[1]
-    wide = codec.startswith(WIDE)
+    stops the reading with the error a file holding it gets (/dev/zero and /dev/urandom never end); in UTF-16 or
+    UTF-32, whose text is full of NUL bytes, bytes that do not decode or a U+0000 character stop it."""
+    codec, name_ = _codec(encoding)
+    wide = name_.startswith(WIDE)
+    decoder = codecs.getincrementaldecoder(codec)() if wide else None
     chunks = []
     while chunk := f.read(STREAM_CHUNK):
         chunks.append(chunk)
         if not wide and b"\x00" in chunk:
             _decode(Path(name), b"".join(chunks), encoding)  # raises: a binary file, or UTF-16 read without --encoding
-        if codec.startswith("utf16") and (nul := b"".join(chunks[-2:]).find(b"\x00" * 4)) >= 0:  # a U+0000 at least: not text
-            at = sum(map(len, chunks[:-2])) + nul
-            raise _Binary(f"{name}: looks like a binary file (NUL bytes from offset {at:,}), not text")
+        if wide and (nul := chunk.find(b"\x00" * 8)) >= 0:  # a U+0000 at least, in either: /dev/zero
+            raise _Binary(f"{name}: looks like a binary file (NUL bytes at offset {sum(map(len, chunks[:-1])) + nul:,}), not text")
+        if wide:
+            try:
+                if "\x00" in decoder.decode(chunk):  # (no text holds U+0000: /dev/zero)
+                    raise _Binary(f"{name}: looks like a binary file (U+0000 characters, read as {encoding}), not text")
+            except UnicodeError:  # (UTF-16 without a byte-order mark: a UnicodeError of its own)
+                _decode(Path(name), b"".join(chunks), encoding)  # raises its error, naming the offset (/dev/urandom)
+                raise _Undecodable(f"{name}: cannot be read as {encoding}") from None
         if len(chunk) < STREAM_CHUNK:  # a buffered read is short only at the end (one Ctrl-D ends typed text, not two)
             break
     return b"".join(chunks)
@@ -358,11 +366,17 @@ def as_trained(read, given: str | None, trained: str, name: str = ""):
     return text
 
 
+def stream_encoding(given: str | None, trained: str) -> str:
+    """The encoding a stream to score is read in, once (:func:`read_stream`): ``given``, else the run's where it is
+    UTF-16 or UTF-32 (whose NUL bytes would stop a UTF-8 reading), else UTF-8."""
+    return given or (trained if _codec(trained)[1].startswith(WIDE) else "utf-8")
+
+
 def read_scored(path, given: str | None, trained: str) -> str:
     """A file (or folder, or pipe) to score or inspect, read by :func:`as_trained`; a pipe or device is read once."""
     p = Path(path)
     if p.exists() and not (p.is_file() or p.is_dir()):  # its bytes come once: decoded here, both ways if need be
-        raw = _read_bytes(p, given or "utf-8")
+        raw = _read_bytes(p, stream_encoding(given, trained))
         return as_trained(lambda enc: _decode(p, raw, enc), given, trained, str(p))
     return as_trained(lambda enc: read_text(path, enc), given, trained, str(path))
 

@@ -299,7 +299,8 @@ def test_other_encodings_with_flag(capsys, tmp_path, monkeypatch):
     neither = tmp_path / "neither.txt"  # (0xff begins no character in either): the error says both were tried
     neither.write_bytes(b"fen kai \xff\n" * 20)
     one_line_error(*run_cli(capsys, "eval", tmp_path / "o", neither)[::2],
-                   "cannot decode byte 8 (0xff) as utf-8 (nor read as gb18030, the training text's encoding); ")
+                   f"{neither}: cannot decode byte 8 (0xff) as utf-8, nor byte 8 (0xff) as gb18030, the training text's "
+                   "encoding; try --encoding big5 (Chinese), cp1252 (Western European) or the file's real encoding")
     # what generate writes (UTF-8) is read as UTF-8, by eval, by eval - and by inspect
     code, samples, _ = run_cli(capsys, "generate", tmp_path / "o", "--num-samples", 2, "--length", 30, "--seed", 1)
     (tmp_path / "s.txt").write_text(samples, encoding="utf-8")

@@ -139,7 +139,11 @@ def _reads_as_chinese(raw: bytes, skip: str = "") -> list[str]:
 
 
 class _Undecodable(CharlmError):
-    """Bytes that the encoding asked for does not decode."""
+    """Bytes that the encoding asked for does not decode; ``where`` (``byte 8 (0xff)``) and ``hint`` when it says them."""
+
+    def __init__(self, message: str, where: str = "", hint: str = ""):
+        super().__init__(message)
+        self.where, self.hint = where, hint
 
 
 class _Binary(CharlmError):
@@ -220,7 +224,8 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
         # the offset in the file: utf-8-sig's counts from after its byte-order mark, idna's in the label it failed on
         # (the first of that name: an earlier one would have failed first)
         hint, at = _decoding_hint(raw, name), max(raw.find(e.object), 0) + e.start
-        raise _Undecodable(f"{path}: cannot decode byte {at} (0x{raw[at]:02x}) as {encoding}; {hint}") from None
+        where = f"byte {at} (0x{raw[at]:02x})"
+        raise _Undecodable(f"{path}: cannot decode {where} as {encoding}; {hint}", where, hint) from None
     except LookupError:  # a codec of bytes to bytes or text to text (base64, hex, rot13): not a text encoding
         raise CharlmError(f"{encoding!r} is not an encoding of text") from None
     except UnicodeError as e:  # a codec of names (idna, punycode) refusing what is not one
@@ -354,10 +359,13 @@ def as_trained(read, given: str | None, trained: str, name: str = ""):
         warnings.simplefilter("always")
         try:
             text = read(trained)
+        except _Undecodable as e:
+            if isinstance(failed, _Undecodable) and failed.where and e.where:  # both were tried: the error says both, and
+                # the hint is the second's (the first's may suggest the run's encoding, which has just failed)
+                raise _Undecodable(f"{name or 'the text'}: cannot decode {failed.where} as utf-8, nor {e.where} as {trained}, "
+                                   f"the training text's encoding; {e.hint}") from None
+            raise failed from None
         except CharlmError:
-            if isinstance(failed, _Undecodable) and " as utf-8; " in str(failed):  # both were tried: the error says so
-                raise _Undecodable(str(failed).replace(" as utf-8; ", f" as utf-8 (nor read as {trained}, the training "
-                                                                      f"text's encoding); ", 1)) from None
             raise failed from None
     warnings.warn(f"{name + ': ' if name else ''}not UTF-8, so read as {trained}, as the model's training text was "
                   f"(--encoding to say otherwise)", CharlmWarning, stacklevel=2)

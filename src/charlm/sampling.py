@@ -121,10 +121,12 @@ def vocab_form(vocab: Vocab, text: str) -> str:
     does not turn a known で into て + U+3099 (one unknown mark in place of two unknown kana)."""
     if not unknown_chars(vocab, text, exact=True):  # (a character <unk> would stand for counts: not held)
         return text
+    others = [other for form in ("NFC", "NFD") if (other := unicodedata.normalize(form, text)) != text]
+    if not others:  # (most text: nothing to count)
+        return text
     best, fewest = text, _unwritable(vocab, text)
-    for form in ("NFC", "NFD"):
-        other = unicodedata.normalize(form, text)
-        if other != text and (n := _unwritable(vocab, other)) < fewest:
+    for other in others:
+        if (n := _unwritable(vocab, other)) < fewest:
             best, fewest = other, n
     return best
 

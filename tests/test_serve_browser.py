@@ -233,6 +233,12 @@ def test_page_tints_the_lines_of_a_model_trained_with_newlines_as_spaces(browser
         browser.get(url + "/")
         wait = WebDriverWait(browser, 30)
         wait.until(lambda d: "LSTM" in d.find_element(By.ID, "model-info").text)
+        # its acrostic field is hidden and its box out of the form: a value the browser put back in it (a punctuation
+        # mark: invalid) neither stops the form unseen nor is sent
+        acrostic = browser.find_element(By.ID, "acrostic")
+        browser.execute_script("arguments[0].value = '，'; arguments[0].dispatchEvent(new Event('input'))", acrostic)
+        assert not acrostic.is_displayed() and not acrostic.is_enabled() and browser.find_element(By.ID, "prefix").is_enabled()
+        assert browser.execute_script("return document.querySelector('form').checkValidity()")
         browser.find_element(By.ID, "generate").click()  # (the page asks for lines: they end in line breaks)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#lyrics .s") and d.find_element(By.ID, "legend").is_displayed())
         assert len(browser.find_elements(By.CSS_SELECTOR, "#lyrics p")) > 1  # lines, each tinted

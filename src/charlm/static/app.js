@@ -171,7 +171,8 @@ async function generate() {
   }
   showError("");
   const seed = $("seed").value.trim();
-  const acrostic = heads($("acrostic").value) ? $("acrostic").value.trim() : "";  // (punctuation alone heads no line)
+  const box = $("acrostic");  // (disabled, with its field hidden, for a model without line breaks)
+  const acrostic = !box.disabled && heads(box.value) ? box.value.trim() : "";  // (punctuation alone heads no line)
   const body = {
     temperature: Number($("temperature").value),
     top_p: Number($("top-p").value),
@@ -278,7 +279,7 @@ form.addEventListener("submit", (e) => {
 
 // An acrostic writes one line per character, each starting with it: the prefix and the line count step aside.
 function acrosticMode() {
-  const on = heads($("acrostic").value) > 0;
+  const on = !$("acrostic").disabled && heads($("acrostic").value) > 0;
   $("prefix").disabled = on;
   $("lines").disabled = on;
 }
@@ -368,6 +369,8 @@ async function loadModelInfo() {
     $("lines").max = lim.max_lines;
     limit($("acrostic"), heads, lim.max_lines);  // a line per character
     $("acrostic-field").hidden = !info.has_newline;  // a model trained without line breaks writes no lines
+    $("acrostic").disabled = !info.has_newline;  // (and a value the browser put back there cannot stop the form unseen)
+    acrosticMode();
     if (Number($("lines").value) > lim.max_lines) $("lines").value = lim.max_lines;  // else the form refuses to send
   } catch {
     $("model-info").textContent = W.noModel;

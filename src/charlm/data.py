@@ -79,10 +79,15 @@ _CHINESE_CODECS = ("gb18030", "big5", "big5hkscs")  # what Chinese text is in, w
 _READ_AS_CHINESE = {"gb18030", "gbk", "gb2312", "big5", "big5hkscs", "cp950", "cp936"}  # codec names, normalised
 
 
-def _chinese_share(text: str) -> float:
-    """The share of CJK ideographs among the first megabyte's non-ASCII characters (0 if there are none)."""
+def _share(text: str, pred) -> float:
+    """The share of the first megabyte's non-ASCII characters for which ``pred`` holds (0 if there are none)."""
     chars = [c for c in text[: 1 << 20] if not c.isascii()]
-    return sum("\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" for c in chars) / len(chars) if chars else 0.0
+    return sum(map(pred, chars)) / len(chars) if chars else 0.0
+
+
+def _chinese_share(text: str) -> float:
+    """The share of CJK ideographs among the first megabyte's non-ASCII characters."""
+    return _share(text, lambda c: "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf")
 
 
 # Japanese and Korean in their own legacy encodings, each told by what only it writes: kana (a fifth of Japanese text is
@@ -90,16 +95,17 @@ def _chinese_share(text: str) -> float:
 # as Chinese too (Shift JIS and EUC-KR in GB18030 are all ideographs), while Chinese text, where it decodes in these
 # at all (a few hundred characters of GB2312 may, in cp949), has neither.
 _KOREAN_COMMON = frozenset("이다는의에을를하고가지기서한로으도리사자있수대어나게인해정일")
+
+
+def _hiragana(c: str) -> bool:
+    return "\u3041" <= c <= "\u309f"
+
+
 _OTHER_CJK = (
-    ("cp932", "Japanese", lambda c: "\u3041" <= c <= "\u309f", 0.2),  # (cp932: Shift JIS as Windows writes it)
-    ("euc_jp", "Japanese", lambda c: "\u3041" <= c <= "\u309f", 0.2),
+    ("cp932", "Japanese", _hiragana, 0.2),  # (cp932: Shift JIS as Windows writes it)
+    ("euc_jp", "Japanese", _hiragana, 0.2),
     ("cp949", "Korean", lambda c: "\uac00" <= c <= "\ud7a3", 0.5),  # (cp949: EUC-KR and the rest of Hangul)
 )
-
-
-def _share(text: str, pred) -> float:
-    chars = [c for c in text[: 1 << 20] if not c.isascii()]
-    return sum(map(pred, chars)) / len(chars) if chars else 0.0
 
 
 def _reads_as(raw: bytes, skip: str = "") -> tuple[str, list[str]]:
@@ -175,9 +181,9 @@ def read_stream(f, name: str, encoding: str = "utf-8") -> bytes:
         chunks.append(chunk)
         if not wide and b"\x00" in chunk:
             _decode(Path(name), b"".join(chunks), encoding)  # raises: a binary file, or UTF-16 read without --encoding
-        if wide and (nul := chunk.find(b"\x00" * 8)) >= 0:  # a U+0000 at least, in either: /dev/zero
-            raise _Binary(f"{name}: looks like a binary file (NUL bytes at offset {sum(map(len, chunks[:-1])) + nul:,}), not text")
         if wide:
+            if (nul := chunk.find(b"\x00" * 8)) >= 0:  # a U+0000 at least, in either: /dev/zero
+                raise _Binary(f"{name}: looks like a binary file (NUL bytes at offset {sum(map(len, chunks[:-1])) + nul:,}), not text")
             try:
                 if "\x00" in decoder.decode(chunk):  # (no text holds U+0000: /dev/zero)
                     raise _Binary(f"{name}: looks like a binary file (U+0000 characters, read as {encoding}), not text")

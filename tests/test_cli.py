@@ -1095,8 +1095,9 @@ def test_a_run_trained_on_a_folders_hidden_files_before_they_were_left_out_still
     with pytest.warns(CharlmWarning, match="read with its hidden .txt files"):
         assert LYRIC[::-1] in training_text(load_model(run)[2])  # the copy check's text too
     (folder / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("变了", encoding="utf-8")  # changed since: still an error
-    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", 3)
+    code, out, err = run_cli(capsys, "train", "--resume", run, "--epochs", 3)
     assert code == 2 and "the training text differs from the one this checkpoint was trained on" in err
+    assert "resuming" not in out  # said only once the run's state is restored
     drafts = tmp_path / "drafts"  # its only .txt files hidden ones: read again as trained, not "no .txt file"
     (drafts / ".old").mkdir(parents=True)
     (drafts / ".old" / "a.txt").write_text(LYRIC * 20, encoding="utf-8")

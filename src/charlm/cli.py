@@ -286,7 +286,7 @@ def _train(args: argparse.Namespace) -> int:
         t, pending = resume.trainer, resume.trainer.get("pending_validation")  # counted as the progress lines count
         where = (f"after epoch {t['epoch']} of {train_cfg.epochs}" if pending and pending["at_epoch_end"]
                  else f"in epoch {t['epoch'] + 1} of {train_cfg.epochs}, after batch {t['batch']}")
-        print(f"resuming {resume.path} {where}" + ("; first the validation that was due when it stopped" if pending else ""), flush=True)
+        resuming = f"resuming {resume.path} {where}" + ("; first the validation that was due when it stopped" if pending else "")
     else:
         preset = DEFAULT_PRESET if args.preset is None else args.preset  # --preset '' is an unknown preset, not the default
         values = {**get_preset(preset), **overrides}
@@ -328,6 +328,8 @@ def _train(args: argparse.Namespace) -> int:
     dist = distributed.setup(pick_device(train_cfg.device), args.dist_timeout)
     # --overwrite: a new run, or a resume into another folder (its own one is refused above); fit() clears the old one
     trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume, init_weights=init_weights, dist=dist, overwrite=args.overwrite)
+    if resume is not None:  # said once its state has been restored (a changed training text is refused there)
+        print(resuming, flush=True)
     if dist.is_main:
         ckpt_io.lock_run(trainer.out)  # a folder made just now (one there already was locked when checked)
     print(describe(trainer), flush=True)

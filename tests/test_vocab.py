@@ -76,3 +76,23 @@ def test_bundled_corpus_vocabulary_sizes_match_the_seed():
     text = read_text()
     assert len(Vocab.build(text)) == 2583
     assert len(Vocab.build(normalize(text, "space")[:10_000])) == 1027
+
+
+def test_an_unknown_character_error_names_every_one_and_survives_pickling():
+    import pickle
+
+    v = Vocab.build("abc")
+    with pytest.raises(KeyError) as e:
+        v.encode("xa😀x")
+    assert str(e.value).startswith("'x' '😀' are not in the vocabulary (3 characters)")
+    again = pickle.loads(pickle.dumps(e.value))
+    assert str(again) == str(e.value) and again.chars == ("x", "😀") and again.char == "x"
+    with pytest.raises(KeyError, match=r"^'q' is not in the vocabulary"):
+        v.encode("q")
+    with pytest.raises(KeyError, match="and 5 more are not"):
+        v.encode("".join(chr(0x4E00 + i) for i in range(25)))
+
+
+def test_a_vocabulary_shows_itself_in_one_short_line():
+    v = Vocab.build("".join(chr(0x4E00 + i) * (i + 1) for i in range(3000)))
+    assert len(repr(v)) < 200 and "3,000 entries" in repr(v)

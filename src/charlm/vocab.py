@@ -20,12 +20,15 @@ UNK = "<unk>"
 class UnknownCharacter(CharlmError, KeyError):
     """A character a vocabulary without ``<unk>`` cannot encode: a one-line error, and a KeyError as a dict's would be."""
 
-    def __init__(self, char: str, size: int):
-        super().__init__(f"{char!r} is not in the vocabulary ({size:,} characters); encode_known skips such characters")
-        self.char, self.size = char, size
+    def __init__(self, char: str, size: int, chars: tuple[str, ...] = ()):
+        chars = tuple(chars) or (char,)  # every distinct one, in order (the first is ``char``)
+        shown = " ".join(map(repr, chars[:20])) + (f" and {len(chars) - 20:,} more" if len(chars) > 20 else "")
+        super().__init__(f"{shown} {'is' if len(chars) == 1 else 'are'} not in the vocabulary ({size:,} characters); "
+                         f"encode_known skips such characters")
+        self.char, self.size, self.chars = char, size, chars
 
     def __reduce__(self):  # (pickled across processes, as a DataLoader's worker sends its error)
-        return type(self), (self.char, self.size)
+        return type(self), (self.char, self.size, self.chars)
 
     def __str__(self) -> str:  # (a KeyError's would be the message's repr)
         return self.args[0]
@@ -45,6 +48,10 @@ class Vocab:
         if self.unk and (not self.itos or self.itos[0] != UNK):
             raise ValueError("a vocabulary with unk must start with <unk>")
         object.__setattr__(self, "stoi", {s: i for i, s in enumerate(self.itos)})
+
+    def __repr__(self) -> str:  # (its thousands of characters would fill a notebook's cell)
+        head = "".join(self.itos[self.unk:self.unk + 20])
+        return f"Vocab({len(self):,} entries{', <unk>' if self.unk else ''}, most frequent first: {head!r}{' …' if len(self) > 20 + self.unk else ''})"
 
     @classmethod
     def build(cls, text: str, min_freq: int = 1, unk: bool = False, counted_in: str | None = None) -> "Vocab":
@@ -74,7 +81,8 @@ class Vocab:
         try:
             return [self.stoi[c] for c in text]
         except KeyError as e:
-            raise UnknownCharacter(e.args[0], len(self)) from None
+            missing = tuple(dict.fromkeys(c for c in text if c not in self.stoi))
+            raise UnknownCharacter(e.args[0], len(self), missing) from None
 
     def encode_known(self, text: str) -> tuple[list[int], int]:
         """Ids for the characters this vocabulary covers, and how many were skipped."""

@@ -77,6 +77,21 @@ def test_lines_and_acrostic(tiny_ckpt):
     assert [line[0] for line in lines] == list("分开快乐")
 
 
+def test_a_call_from_python_that_cannot_be_meant_is_refused_naming_what(tiny_ckpt):
+    model, vocab, _ = load_model(tiny_ckpt)
+    with pytest.raises(CharlmError, match="prefix and acrostic do not go together"):  # the prefix was silently dropped
+        sample_text(model, vocab, "分开", SampleConfig(seed=0), acrostic="快乐")
+    with pytest.raises(CharlmError, match="lines and acrostic do not go together"):
+        sample_text(model, vocab, "", SampleConfig(seed=0, lines=3), acrostic="快乐")
+    for args, kw, message in [((model, vocab, 123, SampleConfig()), {}, "prefix must be a str, got int"),
+                              ((model, vocab, None, SampleConfig()), {}, "prefix must be a str, got NoneType"),
+                              ((model, vocab, "分开", SampleConfig()), {"style_prefix": b"x"}, "style_prefix must be a str, got bytes"),
+                              ((model, vocab, "分开", {"length": 5}), {}, "cfg must be a SampleConfig"),
+                              ((vocab, model, "分开", SampleConfig()), {}, "model must be a CharLM")]:
+        with pytest.raises(TypeError, match=message):
+            sample_text(*args, **kw)
+
+
 def test_num_samples_are_a_batch(tiny_ckpt):
     model, vocab, _ = load_model(tiny_ckpt)
     outs = sample_text(model, vocab, "分开", SampleConfig(length=30, num_samples=4, seed=0))
@@ -387,7 +402,7 @@ def test_read_inputs_checks_a_request_as_generate_does_and_names_the_field():
         (dict(prefix="ZZ", unknown="skip"), str, "prefix", "no character of the prefix is in the model's vocabulary"),
         (dict(prefix=None, acrostic="YZ", unknown="skip"), str, "acrostic", "no character of the acrostic"),
         (dict(prefix=None, style_prefix="分Q"), flag, "style_prefix", "the style prefix has characters the model's vocabulary "
-                                                                      r"does not know: 'Q' \(use --unknown skip"),
+                                                                      r"does not know: 'Q' \(unknown='skip' drops them"),
     ]
     for kwargs, name, field, message in refusals:
         with pytest.raises(InputError, match=message) as e:

@@ -455,6 +455,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model, vocab, ckpt = load_model(args.checkpoint, device)
     # (newlines: line ends as the model read them in training, \r\n as \n; spaces, if so trained)
     inputs = read_inputs(vocab, args.prefix, args.style_prefix, args.acrostic or "", unknown=args.unknown, name=_flag,
+                         hint="use --unknown skip to drop them",
                          default=default_prefix(vocab, ckpt.train_config.prefixes), newlines=ckpt.train_config.newlines)
     prefix = inputs.prefix
     for field, dropped in inputs.skipped.items():  # dropped, but not in silence

@@ -20,7 +20,7 @@ from torch import nn
 from . import numpy_sampling
 from .config import SampleConfig
 from .errors import CharlmError
-from .model import CopyRing
+from .model import CharLM, CopyRing
 from .vocab import UNK, Vocab
 
 
@@ -92,7 +92,7 @@ def default_prefix(vocab: Vocab, prefixes) -> str:
 
 
 def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exact: bool = False,
-                hint: str = "use --unknown skip to drop them") -> str:
+                hint: str = "check_known(..., unknown='skip') drops them") -> str:
     """``text`` itself, or without the characters ``vocab`` lacks when ``unknown='skip'``; else an :class:`InputError`.
 
     ``exact``: ``<unk>`` does not stand in for a character (an acrostic's lines start with real ones).  The text is read
@@ -190,7 +190,7 @@ class Inputs:
 
 def read_inputs(vocab: Vocab, prefix: str | None, style_prefix: str = "", acrostic: str = "", *, unknown: str = "error",
                 default: str = "", newlines: str = "keep", name: Callable[[str], str] = str,
-                hint: str = "use --unknown skip to drop them") -> Inputs:
+                hint: str = "unknown='skip' drops them") -> Inputs:
     """A prefix (None: ``default``, a run's first known prefix), style prefix and acrostic as :func:`generate` takes
     them, or an :class:`InputError` naming the field: the same checks for `charlm generate` and the server.
 
@@ -257,6 +257,18 @@ def show_chars(chars: list[str]) -> str:
     return " ".join(shown) + (" ..." if len(chars) > 20 else "")
 
 
+def _check_arguments(model, vocab, cfg, **texts) -> None:
+    """A call from Python with an argument of the wrong kind (a model from elsewhere, a dict for the config, a number for
+    the prefix) is a TypeError naming it, not one from deep inside."""
+    for name, value, kind, hint in (("model", model, CharLM, " (charlm.load_model gives one)"), ("vocab", vocab, Vocab, ""),
+                                    ("cfg", cfg, SampleConfig, " (e.g. SampleConfig(length=50))")):
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} must be a {kind.__name__}{hint}, got {type(value).__name__}")
+    for name, value in texts.items():
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+
+
 def check_fits(model, vocab: Vocab) -> None:
     """A model and a vocabulary that are not each other's (two checkpoints' parts mixed up) are refused."""
     if len(vocab) != model.cfg.vocab_size:
@@ -276,7 +288,7 @@ def make_generator(seed: int, device) -> torch.Generator:
 
 @torch.no_grad()
 def generate(
-    model,
+    model: CharLM,
     vocab: Vocab,
     prefix: str,
     cfg: SampleConfig,
@@ -293,6 +305,11 @@ def generate(
     Without a ``generator``, ``cfg.seed`` seeds one (the same seed gives the same text as
     ``charlm generate --seed``); with neither, torch's global random stream is used.
     """
+    _check_arguments(model, vocab, cfg, prefix=prefix, style_prefix=style_prefix, acrostic=acrostic)
+    if prefix and acrostic:  # (read_inputs refuses the pair too, naming the flags)
+        raise InputError("prefix", "prefix and acrostic do not go together: each line of an acrostic starts with its own "
+                                   "character (style_prefix sets the mood without being printed)")
+    check_options(cfg, (), acrostic=acrostic)  # lines with an acrostic
     check_fits(model, vocab)
     if acrostic and not (acrostic := acrostic_letters(acrostic)):  # (as read_inputs leaves it: spaces and punctuation head no line)
         raise InputError("acrostic", ONLY_SPACES)
@@ -567,9 +584,9 @@ class _LeanStep:
         return logits if self.ring is None else self.ring(ids, x, logits)
 
 
-def sample_text(model, vocab: Vocab, prefix: str, cfg: SampleConfig, **kw) -> list[str]:
+def sample_text(model: CharLM, vocab: Vocab, prefix: str, cfg: SampleConfig, **kw) -> list[str]:
     """The whole samples as strings (no streaming)."""
-    out = [""] * cfg.num_samples
-    for step in generate(model, vocab, prefix, cfg, **kw):
-        out = [a + b for a, b in zip(out, step)]
+    out: list[str] = []
+    for step in generate(model, vocab, prefix, cfg, **kw):  # (its first step, the prefix, is there once the call is checked)
+        out = [a + b for a, b in zip(out, step)] if out else step
     return out

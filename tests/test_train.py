@@ -214,7 +214,7 @@ def test_an_early_stop_due_as_a_run_ended_stops_it_when_given_more_epochs(tmp_pa
     Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=logs.append).fit()
     assert [m["epoch"] for m in _metrics(tmp_path / "a" / "run")] == [1, 2] == [m["epoch"] for m in _metrics(tmp_path / "b" / "run")]
     assert _same_weights(tmp_path / "a" / "run" / "last", tmp_path / "b" / "run" / "last")
-    assert any(re.match(r"early stop: no validation loss below \d\.\d{4} for 1 validations", line) and "--early-stop 0" in line for line in logs)
+    assert any(re.match(r"early stop: no validation loss below \d\.\d{4} for 1 validation;", line) and "--early-stop 0" in line for line in logs)
 
     # a Ctrl-C while the last epoch's validation reads: the resume finishes it, and ends as the run would have, with
     # no early stop's line (the last epoch ends the run; it said one was due, and that --early-stop 0 trains on)
@@ -700,3 +700,34 @@ def test_the_curves_of_a_run_that_overflowed_are_still_drawn(tmp_path):
     train_mod.plot_metrics([{"epoch": 1, "train_ppl": inf, "val_ppl": inf}, {"epoch": 2, "train_ppl": None, "val_ppl": None}],
                            tmp_path / "c.png")  # (a diverged run: was a ValueError after training)
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_a_trainer_given_the_wrong_things_says_which(tmp_path):
+    cfg = tiny_train_config(tmp_path)
+    corpus = load_corpus(cfg)
+    mcfg = ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32)
+    with pytest.raises(TypeError, match="model_cfg must be a ModelConfig, got TrainConfig"):
+        Trainer(cfg, mcfg, corpus, log=None)
+    with pytest.raises(TypeError, match=r"resume must be a Checkpoint \(charlm.load\(path\) reads one\), got str"):
+        Trainer(mcfg, cfg, corpus, resume=str(tmp_path / "run"), log=None)
+    for field, value in [("limit_chars", 500), ("newlines", "space"), ("val_fraction", 0.2)]:  # the checkpoint would say so
+        with pytest.raises(CharlmError, match=f"the corpus was read with {field}=.* but cfg has {field}={value!r}: read it with load_corpus"):
+            Trainer(mcfg, dataclasses.replace(cfg, **{field: value}), corpus, log=None)
+
+
+def test_a_corpus_and_a_checkpoint_show_themselves_in_a_line(tiny_run):
+    c = ckpt_io.load(tiny_run)
+    corpus = load_corpus(c.train_config, vocab=c.vocab)
+    assert len(repr(c)) < 600 and "epoch" in repr(c) and "\n" not in repr(c)
+    assert len(repr(corpus)) < 300 and f"{len(corpus.train_text):,} training characters" in repr(corpus)
+
+
+def test_a_presets_train_config_is_the_one_charlm_train_uses():
+    from charlm.presets import PRESETS, train_config
+
+    cfg = train_config("jaychou", epochs=1)
+    assert cfg.epochs == 1 and (cfg.optimizer, cfg.lr, cfg.batch_size) == tuple(PRESETS["jaychou"][k] for k in ("optimizer", "lr", "batch_size"))
+    with pytest.raises(CharlmError, match="unknown preset 'nope'"):
+        train_config("nope")
+    with pytest.raises(CharlmError, match="preset 'songci' needs --data"):
+        train_config("songci")

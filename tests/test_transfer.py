@@ -40,6 +40,28 @@ def test_init_from_fine_tunes_with_new_characters(capsys, tiny_run, tmp_path):
     assert json.loads((tmp_path / "ft" / "last" / "checkpoint.json").read_text())["train_config"]["init_from"] == str(tiny_run)
 
 
+def test_fine_tuning_from_python_starts_from_the_pre_trained_weights(tiny_run, tmp_path):
+    import dataclasses
+
+    from charlm.data import load_corpus
+    from charlm.errors import CharlmError
+    from charlm.train import Trainer
+    from charlm.transfer import fine_tune_setup
+
+    f = tmp_path / "new.txt"
+    f.write_text(("分开的时候我说不分开\n雨下整夜我的爱溢出就像雨水\n") * 40, encoding="utf-8")
+    base = load(tiny_run)
+    cfg = dataclasses.replace(base.train_config, data=str(f), init_from=str(tiny_run), out=str(tmp_path / "ft"), epochs=1)
+    corpus = load_corpus(cfg)
+    with pytest.raises(CharlmError, match="fine_tune_setup"):  # init_from alone was recorded, and the run began from scratch
+        Trainer(base.model_config, cfg, dataclasses.replace(corpus, vocab=base.vocab), log=None)
+    weights, model_cfg, grown = fine_tune_setup(str(tiny_run), corpus, {"dropout": 0.2, "hidden_size": 999})
+    assert model_cfg.dropout == 0.2 and model_cfg.hidden_size == base.model_config.hidden_size  # only the tunable fields
+    trainer = Trainer(model_cfg, cfg, grown, init_weights=weights, log=None)
+    known = len(base.vocab)
+    assert torch.equal(trainer.model.embedding.weight[:known].detach(), base.weights["embedding.weight"]) and "雨" in grown.vocab
+
+
 @pytest.mark.parametrize("cell", ["lstm", "scratch", "gru"])
 def test_a_one_hot_model_grows_its_input_weights(cell):
     from charlm.config import ModelConfig

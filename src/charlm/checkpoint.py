@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -29,6 +30,9 @@ from safetensors.torch import save_file
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .errors import CharlmError
 from .vocab import Vocab
+
+if TYPE_CHECKING:  # (model imports this module)
+    from .model import CharLM
 
 FORMAT = "charlm-checkpoint"
 FORMAT_VERSION = 1
@@ -49,6 +53,12 @@ class Checkpoint:
     trainer: dict = field(default_factory=dict)  # JSON-able trainer state (epoch, step, schedule, ...)
     trainer_tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer moments, RNG, carried state
     path: Path | None = None
+
+    def __repr__(self) -> str:  # (its vocabulary, weights and metrics would fill a notebook's cell)
+        t = self.trainer
+        at = f", epoch {t['epoch']}, step {t['step']}" if "epoch" in t and "step" in t else ""
+        return (f"Checkpoint({str(self.path) if self.path else None!r}{at}, {self.model_config!r}, "
+                f"vocabulary {len(self.vocab):,}, {len(self.metrics)} metrics rows)")
 
 
 def _sha256(path: Path) -> str:
@@ -600,7 +610,7 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
     )
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", prefer: str = "best"):
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", prefer: str = "best") -> tuple[CharLM, Vocab, Checkpoint]:
     """(model in eval mode, vocab, checkpoint) for generation and evaluation."""
     from .model import CharLM
 

@@ -428,14 +428,13 @@ def _load_base(train_cfg, flags: dict, given_train: dict):
 
 def _fine_tune_setup(base, corpus, model_fields: dict):
     """Weights, model config and corpus for ``--init-from``: the pre-trained model with its vocabulary grown."""
-    from .transfer import extend_vocab, fine_tune_config, grow_weights
+    from .transfer import fine_tune_setup
 
-    vocab = extend_vocab(base.vocab, corpus.vocab)
-    grown = len(vocab) - len(base.vocab)
+    weights, model_cfg, corpus = fine_tune_setup(base, corpus, model_fields)
+    grown = len(corpus.vocab) - len(base.vocab)
     known = len(base.vocab) - base.vocab.unk  # <unk> is no character
     print(f"fine-tuning {base.path}: {known:,} characters known{' (and <unk>)' if base.vocab.unk else ''}, {grown:,} new", flush=True)
-    corpus = dataclasses.replace(corpus, vocab=vocab)
-    return grow_weights(base.weights, base.vocab, vocab, one_hot=base.model_config.embedding_size == 0), fine_tune_config(base.model_config, len(vocab), model_fields), corpus
+    return weights, model_cfg, corpus
 
 
 def _sample_config(args) -> SampleConfig:

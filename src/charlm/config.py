@@ -123,7 +123,7 @@ class ModelConfig:
             _check(
                 self.embedding_size == self.hidden_size,
                 f"tie_weights needs embedding_size == hidden_size, got {self.embedding_size} and {self.hidden_size}"
-                f": add --no-tie-weights, or give both the same size",
+                f": add --no-tie-weights (tie_weights=False), or give both the same size",
             )
         _check_finite(self)
 
@@ -180,11 +180,11 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("precision", self.precision, PRECISIONS)
-        _check(not (self.cuda_graph and self.device == "cpu"), "cuda_graph needs a CUDA GPU, but device is cpu; leave --cuda-graph out")
+        _check(not (self.cuda_graph and self.device == "cpu"), "cuda_graph needs a CUDA GPU, but device is cpu; leave --cuda-graph out (cuda_graph=False)")
         _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         _check(self.limit_chars >= 0, f"limit_chars must be >= 0, got {self.limit_chars}")
         _check(self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq}")
-        _check(self.min_freq == 1 or self.unk, "min_freq > 1 needs --unk (rare characters become <unk>)")
+        _check(self.min_freq == 1 or self.unk, "min_freq > 1 needs --unk (unk=True: rare characters become <unk>)")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.num_steps >= 1, f"num_steps must be >= 1, got {self.num_steps}")
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")

@@ -516,6 +516,11 @@ class Corpus:
     vocab: Vocab
     total_chars: int
     source: str | None = None  # the TrainConfig.data it was read from; IN_MEMORY for corpus_from_text; None: made by hand
+    read_as: dict | None = None  # the TrainConfig fields it was read and cut by (READ_AS), for the Trainer to check; None: by hand
+
+    def __repr__(self) -> str:  # (the whole text would fill a notebook's cell)
+        return (f"Corpus({self.source!r}, {len(self.train_text):,} training characters, {len(self.val_text):,} held out, "
+                f"{self.vocab!r})")
 
     @property
     def train_ids(self) -> torch.Tensor:
@@ -525,6 +530,9 @@ class Corpus:
         """Validation ids and the number of characters the vocabulary could not cover (skipped)."""
         ids, skipped = self.vocab.encode_known(self.val_text)
         return torch.tensor(ids, dtype=torch.long), skipped
+
+
+READ_AS = ("encoding", "newlines", "val_fraction", "limit_chars")  # what shapes a corpus's text (Corpus.read_as)
 
 
 def split(text: str, val_fraction: float) -> tuple[str, str]:
@@ -569,7 +577,7 @@ def _corpus(raw: str, cfg, vocab: Vocab | None, source: str) -> Corpus:
             most = collections.Counter(train_text).most_common(1)[0][1]
             raise CharlmError(f"--min-freq {cfg.min_freq} leaves no character in the vocabulary but <unk>: the training "
                               f"text's most frequent is there {most:,} time{'s' if most != 1 else ''}; give a lower --min-freq")
-    return Corpus(train_text, val_text, vocab, len(text), source)
+    return Corpus(train_text, val_text, vocab, len(text), source, {k: getattr(cfg, k) for k in READ_AS})
 
 
 def min_chars(batch_size: int, num_steps: int, sampling: str) -> int:

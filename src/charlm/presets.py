@@ -212,3 +212,13 @@ def get_preset(name: str) -> dict:
         return dict(PRESETS[name])
     except KeyError:
         raise CharlmError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+
+
+def train_config(name: str = DEFAULT_PRESET, **overrides):
+    """The ``TrainConfig`` a preset trains with (``charlm train --preset NAME``), any field overridden; its model fields
+    go to :func:`charlm.train.model_config_for` (``TrainConfig()`` alone has the built-in defaults, not a preset's)."""
+    from .config import TrainConfig, field_names
+
+    values = {**get_preset(name), **overrides}
+    check_requires(name, values)
+    return TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})

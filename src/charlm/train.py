@@ -261,7 +261,15 @@ class Trainer:
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus, resume: ckpt_io.Checkpoint | None = None, log=print,
                  init_weights: dict | None = None, dist: distributed.Dist | None = None, overwrite: bool = False):
-        """``overwrite``: a new run into an ``out`` folder that holds another run, whose files ``fit`` removes first."""
+        """A training of a model of ``model_cfg`` on ``corpus`` (:func:`charlm.data.load_corpus` of ``cfg``), by ``cfg``.
+
+        ``resume``: a checkpoint read with :func:`charlm.checkpoint.load` (``prefer="last"``), to go on from its state;
+        ``log``: where the run's lines go (``None``: nowhere, progress bar too); ``init_weights``: weights to start
+        from, as :func:`charlm.transfer.fine_tune_setup` gives them for ``cfg.init_from``; ``dist``: a torchrun job's
+        processes (default: the environment's, or one plain process); ``overwrite``: a new run into an ``out``
+        folder that holds another run, whose files ``fit`` removes first.
+        """
+        _check_arguments(model_cfg, cfg, corpus, resume, init_weights)
         self.dist = dist or distributed.Dist()  # one plain process unless torchrun started a job
         if model_cfg.vocab_size != len(corpus.vocab):
             raise ValueError(f"the model's vocab_size is {model_cfg.vocab_size}, the corpus's vocabulary has {len(corpus.vocab)} entries")
@@ -735,7 +743,7 @@ class Trainer:
 
     def _log_early_stop(self, hint: str = "") -> None:
         what = "validation" if self.val_ids is not None else "training"
-        self.log(f"early stop: no {what} loss below {self.best_val:.4f} for {self.since_best} validations; "
+        self.log(f"early stop: no {what} loss below {self.best_val:.4f} for {self.since_best} validation{'s' if self.since_best != 1 else ''}; "
                  f"best checkpoint: {self.out / 'best'}{hint}")
 
     @property
@@ -871,6 +879,28 @@ def model_config_for(cfg_values: dict, vocab_size: int) -> ModelConfig:
     from .config import field_names
 
     return ModelConfig(**{k: v for k, v in cfg_values.items() if k in field_names(ModelConfig)}, vocab_size=vocab_size)
+
+
+def _check_arguments(model_cfg, cfg, corpus, resume, init_weights) -> None:
+    """A Trainer given the wrong kind of thing, or a corpus read by other settings than ``cfg`` (whose checkpoint would
+    then describe another training), or ``cfg.init_from`` without the weights, is refused with what to do."""
+    from .data import IN_MEMORY, READ_AS
+
+    for name, value, kind in (("model_cfg", model_cfg, ModelConfig), ("cfg", cfg, TrainConfig), ("corpus", corpus, Corpus),
+                              ("resume", resume, (ckpt_io.Checkpoint, type(None))), ("init_weights", init_weights, (dict, type(None)))):
+        if not isinstance(value, kind):
+            hint = " (charlm.load(path) reads one)" if name == "resume" else " (charlm.data.load_corpus(cfg))" if name == "corpus" else ""
+            raise TypeError(f"{name} must be a {kind.__name__ if isinstance(kind, type) else kind[0].__name__}{hint}, "
+                            f"got {type(value).__name__}")
+    read_as = corpus.read_as or {}
+    differ = [k for k in READ_AS if k in read_as and read_as[k] != getattr(cfg, k) and not (k == "encoding" and corpus.source == IN_MEMORY)]
+    if differ:
+        raise CharlmError("the corpus was read with " + ", ".join(f"{k}={read_as[k]!r}" for k in differ) + " but cfg has "
+                          + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in differ) + ": read it with load_corpus(cfg) (or "
+                          "corpus_from_text(text, cfg)), so that the checkpoint says how its text was read")
+    if cfg.init_from and init_weights is None and resume is None:
+        raise CharlmError(f"cfg.init_from is {cfg.init_from!r}, but a Trainer takes the pre-trained weights as init_weights: "
+                          "weights, model_cfg, corpus = charlm.transfer.fine_tune_setup(cfg.init_from, corpus) gives them")
 
 
 def _recorded_source(cfg: TrainConfig, corpus: Corpus) -> TrainConfig:

@@ -22,6 +22,22 @@ from .vocab import UNK, Vocab
 TUNABLE = {"dropout", "embed_dropout", "locked_dropout", "weight_drop"}
 
 
+def fine_tune_setup(base, corpus, values: dict | None = None):
+    """What a :class:`~charlm.train.Trainer` fine-tuning ``base`` (a :class:`~charlm.checkpoint.Checkpoint`, or its path)
+    on ``corpus`` takes: ``(init_weights, model_cfg, corpus)``, the vocabulary grown for the corpus's new characters.
+
+    ``values``: model fields to set for the fine-tuning (only the :data:`TUNABLE` ones, dropout and the like, are used).
+    Give the ``TrainConfig`` ``init_from=`` the same path, so that the checkpoint records where the run began.
+    """
+    from .checkpoint import Checkpoint, load
+
+    if not isinstance(base, Checkpoint):
+        base = load(base, with_trainer=False)
+    vocab = extend_vocab(base.vocab, corpus.vocab)
+    weights = grow_weights(base.weights, base.vocab, vocab, one_hot=base.model_config.embedding_size == 0)
+    return weights, fine_tune_config(base.model_config, len(vocab), values or {}), dataclasses.replace(corpus, vocab=vocab)
+
+
 def extend_vocab(base: Vocab, corpus_vocab: Vocab) -> Vocab:
     """``base`` in its order, then the characters of ``corpus_vocab`` it lacks, in their order."""
     new = [c for c in corpus_vocab.itos if c not in base.stoi and not (corpus_vocab.unk and c == UNK)]

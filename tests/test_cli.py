@@ -1440,3 +1440,20 @@ def test_an_empty_path_is_refused_not_taken_for_the_default(capsys, tiny_run, tm
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith(f"charlm {argv[0]}: error: argument {flag}: is empty: give a path") and err.count("\n") == 1
     assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_a_signal_during_the_closing_samples_exits_as_interrupted_and_says_the_training_ended(capsys, corpus, tmp_path, monkeypatch):
+    import signal
+
+    from charlm.train import Trainer
+
+    real = Trainer._epoch_line
+
+    def epoch_line(self, r, improved):  # the signal arrives as the last epoch's samples are about to be written
+        self._signal = signal.SIGINT
+        return real(self, r, improved)
+
+    monkeypatch.setattr(Trainer, "_epoch_line", epoch_line)
+    code, out, err = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", tmp_path / "run", *TINY)
+    assert code == 130 and "the training had ended" in err and "--resume" not in err
+    assert "held-out perplexity" not in out  # not the report of a run that finished undisturbed

@@ -731,3 +731,24 @@ def test_a_presets_train_config_is_the_one_charlm_train_uses():
         train_config("nope")
     with pytest.raises(CharlmError, match="preset 'songci' needs --data"):
         train_config("songci")
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_a_signal_while_samples_are_written_stops_them_at_once(tmp_path, epochs):
+    """Ctrl-C or SIGTERM during the samples an epoch ends with: no waiting for a long sample, and no exit as if finished."""
+    cfg = tiny_train_config(tmp_path, epochs=epochs, sample_every=1, sample_length=20_000)  # seconds of writing, if not stopped
+    corpus = load_corpus(cfg)
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        if line.startswith("epoch 1/"):  # the epoch's line comes just before its samples
+            trainer._signal = signal.SIGTERM
+
+    trainer = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32), cfg, corpus, log=log)
+    with pytest.raises(TrainingInterrupted) as e:
+        trainer.fit()
+    assert e.value.signum == signal.SIGTERM and e.value.finished == (epochs == 1)
+    assert [line for line in lines if line.startswith(" - ")] == [" - 分开 …"]  # cut as its first step wrote the prefix
+    c = ckpt_io.load(tmp_path / "run", prefer="last")
+    assert c.trainer["epoch"] == 1 and c.trainer["batch"] == 0

@@ -342,7 +342,11 @@ def _train(args: argparse.Namespace) -> int:
         if dist.is_main:
             plot_metrics(trainer.metrics, trainer.out / "curves.png", trainer.curve_label)  # the epochs so far, as a finished run has it
             again = "torchrun <the same flags> -m charlm train --resume" if dist.enabled else "charlm train --resume"
-            print(f"\ninterrupted: checkpoint written to {e.path}; continue with: {again} {_shell(trainer.out)}", file=sys.stderr)
+            if e.finished:  # stopped while writing the samples that close the run
+                print(f"\ninterrupted while writing the samples; the training had ended: checkpoints {trainer.out / 'best'} "
+                      f"(best) and {e.path} (last)", file=sys.stderr)
+            else:
+                print(f"\ninterrupted: checkpoint written to {e.path}; continue with: {again} {_shell(trainer.out)}", file=sys.stderr)
         distributed.teardown()
         return 128 + e.signum
     distributed.teardown()

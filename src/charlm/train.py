@@ -41,12 +41,14 @@ class _StopValidation(Exception):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM: a resumable checkpoint was written."""
+    """Ctrl-C or SIGTERM: a resumable checkpoint was written (``finished``: the training had ended, and the signal cut
+    the samples written after it short)."""
 
-    def __init__(self, signum: int, path: Path):
+    def __init__(self, signum: int, path: Path, finished: bool = False):
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
         self.path = path
+        self.finished = finished
 
 
 def pick_device(name: str) -> torch.device:
@@ -719,12 +721,14 @@ class Trainer:
             self._write_metrics()
         if improved:  # best/ first: a kill between the two leaves last/ behind, and the resume saves both again
             self.save("best")
-        self.save("last")
+        saved = self.save("last")
         self.log(self._epoch_line(rec, improved))
         last = self.epoch >= cfg.epochs or over_time
         stop = steers and self._early_stop_due() and not last
         if (cfg.sample_every and at_epoch_end and self.epoch % cfg.sample_every == 0) or last or stop:
             self.print_samples()
+            if self.dist.world_size == 1 and self._signal is not None:  # Ctrl-C or SIGTERM cut them short (last/ is saved)
+                raise TrainingInterrupted(self._signal, saved, finished=last or stop)
         if stop:
             self._log_early_stop()
         if over_time:
@@ -785,8 +789,14 @@ class Trainer:
             # prefixes do not share their draws (with the same draws their samples soon coincide).
             g = make_generator(cfg.seed + 1_000 * self.epoch + i, "cpu")
             gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=g)))
-            text = "".join(s[0] for s in generate(self.model, vocab, known, scfg, generator=gen))
-            self.log(" - " + text.replace("\n", " / "))
+            text = ""
+            for step in generate(self.model, vocab, known, scfg, generator=gen):
+                text += step[0]
+                if self._signal is not None:  # Ctrl-C or SIGTERM: no waiting for a long --sample-length
+                    break
+            self.log(" - " + text.replace("\n", " / ") + (" …" if self._signal is not None else ""))
+            if self._signal is not None:
+                return
 
     def _write_metrics(self) -> None:
         lines = "".join(json.dumps(ckpt_io.finite(r), allow_nan=False) + "\n" for r in self.metrics)  # an overflowed perplexity: null

@@ -557,8 +557,9 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
             raise CharlmError(f"{p}: damaged checkpoint, or one saved without a trainer's state ({META_FILE}: trainer is empty), "
                               "so it cannot be resumed; load_model() or load(..., with_trainer=False) reads its model")
         counts = ("epoch", "batch", "step", "since_best", "epoch_tokens")
-        if not all(isinstance(t.get(k), int) and not isinstance(t.get(k), bool) and t[k] >= 0 for k in counts):
-            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer needs {', '.join(counts)} as whole numbers >= 0)")
+        if not all(isinstance(t.get(k), int) and not isinstance(t.get(k), bool) and 0 <= t[k] < 2**62 for k in counts):
+            raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer needs {', '.join(counts)} as whole numbers "
+                              f"from 0 to 2**62)")
         pending = t.get("pending_validation")
         if not (t.get("best_val") is None or number(t["best_val"])) or not all(number(t.get(k, 0)) for k in ("elapsed", "train_seconds")):
             raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: trainer's best_val, elapsed and train_seconds must be numbers)")
@@ -574,6 +575,11 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
             for k in ("last_epoch", "_step_count", "num_bad_epochs", "cooldown_counter", "best"):
                 if k in state and not (number(state[k]) or (state[k] is None and k == "best")):
                     raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: the {name}'s {k} is {state[k]!r}, not a number)")
+            for k in ("base_lrs", "_last_lr", "min_lrs"):  # the rates a schedule scales: one finite number per group
+                if k in state and not (isinstance(state[k], list) and state[k]
+                                       and all(number(x) and math.isfinite(x) for x in state[k])):
+                    raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: the {name}'s {k} is {str(state[k])[:40]!r}, "
+                                      f"not a list of numbers)")
     files = ([MODEL_FILE] if with_weights else []) + ([TRAINER_FILE] if with_trainer else [])
     data = {}
     for name in files:  # read once: the bytes checked are the bytes loaded

@@ -353,7 +353,7 @@ def _train(args: argparse.Namespace) -> int:
     if not dist.is_main:  # rank 0 alone plots and reports
         return 0
     plot = plot_metrics(metrics, trainer.out / "curves.png", trainer.curve_label)
-    best = min((m for m in metrics if m["val_loss"] is not None), key=lambda m: m["val_loss"], default=None)
+    best = min((m for m in metrics if m.get("val_loss") is not None), key=lambda m: m["val_loss"], default=None)
     if best is not None:
         last = metrics[-1]
         skipped = (f" over {len(corpus.val_text) - trainer.val_skipped - 1:,} held-out characters scored "  # as eval says it: the first is read, not scored

@@ -1465,3 +1465,15 @@ def test_a_signal_during_the_closing_samples_exits_as_interrupted_and_says_the_t
     code, out, err = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", tmp_path / "run", *TINY)
     assert code == 130 and "the training had ended" in err and "--resume" not in err
     assert "held-out perplexity" not in out  # not the report of a run that finished undisturbed
+
+
+def test_evals_file_may_follow_its_options(capsys, tiny_run, tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("分开的时候我说不分开\n", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "eval", tiny_run, "--json", f)  # argparse took the file for an unknown argument
+    assert code == 0 and json.loads(out)["text"] == str(f)
+    assert run_cli(capsys, "eval", tiny_run, "--unknown", "skip", f)[0] == 0
+    for argv, message in (([f, f], "unrecognized arguments: " + str(f)), (["--json", ""], "argument file: is empty")):
+        with pytest.raises(SystemExit) as e:
+            main(["eval", str(tiny_run), *map(str, argv)])
+        assert e.value.code == 2 and message in capsys.readouterr().err

@@ -870,6 +870,15 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
         if args.command in given and set(extra) & set(given[: given.index(args.command)]):  # before the command: charlm's own options
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        for a in sub._actions:  # an optional positional after an option (`eval RUN --json FILE`): argparse fills such a
+            # one only from the positionals before the first option, and calls it an unrecognized argument after
+            if not a.option_strings and a.nargs == "?" and getattr(args, a.dest) == a.default and extra and (
+                    extra[0] == "-" or not extra[0].startswith("-")):
+                try:
+                    setattr(args, a.dest, sub._get_values(a, [extra.pop(0)]))
+                except argparse.ArgumentError as e:
+                    sub.error(str(e))
+    if extra:
         flags = [f for a in sub._actions for f in a.option_strings if f.startswith("--")]
         near = sorted({m for x in extra if x.startswith("-") for m in difflib.get_close_matches(x.split("=")[0], flags, n=2, cutoff=0.75)})
         sub.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {' or '.join(near)}?)" if near else ""))

@@ -647,8 +647,10 @@ def test_closed_and_narrow_outputs(capsys, tiny_run, monkeypatch):
     code, text, _ = run_cli(capsys, "generate", tiny_run, "--length", 8, "--seed", 1)
     monkeypatch.setattr(sys, "stderr", None)  # 2>&- : the seed's note went into the text
     assert main(["generate", str(tiny_run), "--length", "8", "--seed", "1"]) == 0 and capsys.readouterr().out == text
-    monkeypatch.setattr(sys, "stdout", None)  # >&- : was an AttributeError traceback
-    assert main(["generate", str(tiny_run), "--length", "8", "--seed", "1"]) == 0
+    monkeypatch.setattr(sys, "stdout", None)  # >&- : was an AttributeError traceback, then the text went nowhere with exit 0
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert main(["generate", str(tiny_run), "--length", "8", "--seed", "1"]) == 2
+    assert "generate: error: standard output is closed" in sys.stderr.getvalue()
     narrow = io.TextIOWrapper(io.BytesIO(), encoding="ascii")  # PYTHONIOENCODING=ascii: was an error after the work
     monkeypatch.setattr(sys, "stdout", narrow)
     monkeypatch.setattr(sys, "stderr", io.StringIO())
@@ -1477,3 +1479,18 @@ def test_evals_file_may_follow_its_options(capsys, tiny_run, tmp_path):
         with pytest.raises(SystemExit) as e:
             main(["eval", str(tiny_run), *map(str, argv)])
         assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_resume_from_behind_last_says_that_the_later_epochs_are_replaced(capsys, corpus, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", run, *TINY)[0] == 0
+    shutil.copytree(run / "last", tmp_path / "after1")
+    assert run_cli(capsys, "train", "--resume", run, "--epochs", 2)[0] == 0
+    shutil.rmtree(run / "best")
+    shutil.copytree(tmp_path / "after1", run / "best")  # best/ one epoch behind last/
+    code, _, err = run_cli(capsys, "train", "--resume", run / "best", "--epochs", 3)
+    assert code == 0 and f"note: resuming from {run / 'best'} (epoch 1), behind {run / 'last'} (epoch 2)" in err
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", 4)
+    assert code == 0 and "behind" not in err

@@ -752,3 +752,19 @@ def test_a_signal_while_samples_are_written_stops_them_at_once(tmp_path, epochs)
     assert [line for line in lines if line.startswith(" - ")] == [" - 分开 …"]  # cut as its first step wrote the prefix
     c = ckpt_io.load(tmp_path / "run", prefer="last")
     assert c.trainer["epoch"] == 1 and c.trainer["batch"] == 0
+
+
+def test_a_signal_ignored_on_purpose_stays_ignored_while_training(tmp_path):
+    """nohup, or `&` in a script (Ctrl-C of the terminal is not for it): the run leaves SIGINT as it found it."""
+    cfg = tiny_train_config(tmp_path, epochs=1)
+    corpus = load_corpus(cfg)
+    seen = []
+    trainer = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32), cfg, corpus,
+                      log=lambda line: seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))))
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        trainer.fit()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert seen and all(i is signal.SIG_IGN and t == trainer._on_signal for i, t in seen)  # SIGTERM still stops it cleanly

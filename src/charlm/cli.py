@@ -276,6 +276,8 @@ def _train(args: argparse.Namespace) -> int:
         elif args.overwrite:
             raise CharlmError("--overwrite does not go with --resume into the run's own folder (it continues that run); "
                               "to start again, leave out --resume")
+        else:
+            _note_rewind(resume)
         ckpt_io.check_writable(train_cfg.out, "--out", folder=True)
         if not rank and Path(train_cfg.out).is_dir():  # a folder still to be made is locked once the run starts, below
             ckpt_io.lock_run(train_cfg.out)
@@ -410,6 +412,23 @@ def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
     # a run stopped before its first checkpoint (killed, or it failed): nothing to resume
     raise CharlmError(f"{out} holds a training run that stopped before its first checkpoint, so it cannot be resumed; "
                       f"replace it with --overwrite, or give another --out")
+
+
+def _note_rewind(resume) -> None:
+    """A resume from a checkpoint behind the run's last/ (its best/, say) into the same folder goes on from there: last/ and
+    the later rows of metrics.jsonl are replaced as it starts.  Said, since those later epochs are lost."""
+    from . import checkpoint as ckpt_io
+
+    if Path(resume.path).name == "last":
+        return
+    try:
+        later = ckpt_io.load(Path(resume.path).parent / "last", with_weights=False, with_trainer=False)
+    except CharlmError:
+        return
+    if len(later.metrics) > len(resume.metrics):
+        at = lambda c: f" (epoch {c.metrics[-1].get('epoch')})" if c.metrics else ""  # noqa: E731
+        print(f"note: resuming from {resume.path}{at(resume)}, behind {later.path}{at(later)}: the run goes on from there, "
+              f"and last/ and the later rows of metrics.jsonl are replaced (--out another folder keeps them)", file=sys.stderr, flush=True)
 
 
 def _load_base(train_cfg, flags: dict, given_train: dict):
@@ -911,12 +930,13 @@ def _notes(show):
     return note
 
 
-def _usable_streams() -> None:
+def _usable_streams() -> list[str]:
     """stdout and stderr that take what charlm writes: a closed one writes to /dev/null (a note printed to a missing
-    stderr went into stdout), one whose encoding cannot write Chinese (PYTHONIOENCODING=ascii) writes \\uXXXX escapes."""
-    for name in ("stdout", "stderr"):
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+    stderr went into stdout), one whose encoding cannot write Chinese (PYTHONIOENCODING=ascii) writes \\uXXXX escapes.
+    Returns the names of those that were closed."""
+    closed = [name for name in ("stdout", "stderr") if getattr(sys, name) is None]
+    for name in closed:
+        setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
     import codecs
 
     narrow = []
@@ -935,6 +955,7 @@ def _usable_streams() -> None:
     if narrow:
         print(f"note: the output's encoding ({narrow[0]}) cannot write Chinese characters, so they are written as \\u escapes; "
               f"set PYTHONIOENCODING=utf-8 (or a UTF-8 locale) to see them", file=sys.stderr)
+    return closed
 
 
 class _OutputGone:
@@ -972,7 +993,7 @@ class _OutputGone:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _usable_streams()
+    closed = _usable_streams()
     # matplotlib's warnings about its own cache folder (an unwritable HOME) say nothing about the plots charlm draws
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
     try:
@@ -982,6 +1003,10 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     parser = build_parser(preset)
     args = _parse(parser, argv)
+    if "stdout" in closed and args.command in ("generate", "eval"):  # what they make would go nowhere, and exit 0
+        print(f"charlm {args.command}: error: standard output is closed, and it is where {args.command} writes "
+              f"(redirect it to a file instead)", file=sys.stderr)
+        return 2
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", CharlmWarning)

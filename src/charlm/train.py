@@ -513,6 +513,8 @@ class Trainer:
                 self._write_metrics()
             # (on Windows, Ctrl-Break is SIGBREAK; TerminateProcess, as taskkill /F, cannot be caught)
             for sig in (signal.SIGINT, signal.SIGTERM, *filter(None, [getattr(signal, "SIGBREAK", None)])):
+                if signal.getsignal(sig) is signal.SIG_IGN:  # ignored on purpose (nohup; `&` in a script for Ctrl-C): so it stays
+                    continue
                 try:
                     handlers[sig] = signal.signal(sig, self._on_signal)
                 except ValueError:  # not the main thread: no signal handling

@@ -1022,6 +1022,8 @@ def test_a_tampered_schedule_or_optimizer_setting_is_a_one_line_error_on_resume(
             (re.sub(r'"lr",(\s*)[0-9.e-]+', r'"lr",\1"x"', text, count=1), "the optimizer's lr is 'x', not a number"),
             (json.dumps({**json.loads(text), "trainer": {**t, "scheduler": {**t["scheduler"], "base_lrs": [None]}}}),
              "the scheduler's base_lrs is '[None]', not a list of numbers"),
+            (json.dumps({**json.loads(text), "trainer": {**t, "scheduler": {**t["scheduler"], "base_lrs": [10**400]}}}),
+             "the scheduler's base_lrs is '[1000"),  # (too large for a float: was an OverflowError)
             (json.dumps({**json.loads(text), "trainer": {**t, "step": 10**30}}), "as whole numbers from 0 to 2**62"),
             (json.dumps({**json.loads(text), "metrics": [{k: v for k, v in m.items() if k != "val_loss"}
                                                          for m in json.loads(text)["metrics"]]}), None)):
@@ -1465,8 +1467,11 @@ def test_a_signal_during_the_closing_samples_exits_as_interrupted_and_says_the_t
 
     monkeypatch.setattr(Trainer, "_epoch_line", epoch_line)
     code, out, err = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", tmp_path / "run", *TINY)
-    assert code == 130 and "the training had ended" in err and "--resume" not in err
+    assert code == 130 and "the training had ended (its last epoch)" in err and "--resume" not in err
     assert "held-out perplexity" not in out  # not the report of a run that finished undisturbed
+    code, out, err = run_cli(capsys, "train", "--data", corpus, "--epochs", 3, "--max-minutes", 1e-6, "--out", tmp_path / "t", *TINY)
+    assert code == 130 and "time limit: stopped after" in out  # said before the signal is
+    assert f"reached --max-minutes 1e-06: checkpoint written to {tmp_path / 't' / 'last'}; continue with: charlm train --resume" in err
 
 
 def test_evals_file_may_follow_its_options(capsys, tiny_run, tmp_path):
@@ -1491,6 +1496,7 @@ def test_a_resume_from_behind_last_says_that_the_later_epochs_are_replaced(capsy
     shutil.rmtree(run / "best")
     shutil.copytree(tmp_path / "after1", run / "best")  # best/ one epoch behind last/
     code, _, err = run_cli(capsys, "train", "--resume", run / "best", "--epochs", 3)
-    assert code == 0 and f"note: resuming from {run / 'best'} (epoch 1), behind {run / 'last'} (epoch 2)" in err
+    assert code == 0 and re.search(rf"note: resuming from {re.escape(str(run / 'best'))} \(step (\d+)\), behind "
+                                   rf"{re.escape(str(run / 'last'))} \(step (\d+)\)", err)
     code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", 4)
     assert code == 0 and "behind" not in err

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from charlm.checkpoint import load_model
 from charlm.config import SampleConfig
 from charlm.errors import CharlmError
-from charlm.sampling import apply_temperature, check_known, choose, sample_text, top_k_filter, top_p_filter
+from charlm.sampling import apply_temperature, check_known, choose, generate, sample_text, top_k_filter, top_p_filter
 
 
 @given(st.lists(st.floats(-20, 20), min_size=2, max_size=30), st.integers(1, 30))
@@ -90,6 +90,8 @@ def test_a_call_from_python_that_cannot_be_meant_is_refused_naming_what(tiny_ckp
                               ((vocab, model, "分开", SampleConfig()), {}, "model must be a CharLM")]:
         with pytest.raises(TypeError, match=message):
             sample_text(*args, **kw)
+        with pytest.raises(TypeError, match=message):  # checked as its first step is asked for
+            next(generate(*args, **kw))
 
 
 def test_num_samples_are_a_batch(tiny_ckpt):

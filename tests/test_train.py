@@ -710,9 +710,14 @@ def test_a_trainer_given_the_wrong_things_says_which(tmp_path):
         Trainer(cfg, mcfg, corpus, log=None)
     with pytest.raises(TypeError, match=r"resume must be a Checkpoint \(charlm.load\(path\) reads one\), got str"):
         Trainer(mcfg, cfg, corpus, resume=str(tmp_path / "run"), log=None)
-    for field, value in [("limit_chars", 500), ("newlines", "space"), ("val_fraction", 0.2)]:  # the checkpoint would say so
+    for field, value in [("limit_chars", 500), ("newlines", "space"), ("val_fraction", 0.2), ("encoding", "gb18030")]:
         with pytest.raises(CharlmError, match=f"the corpus was read with {field}=.* but cfg has {field}={value!r}: read it with load_corpus"):
-            Trainer(mcfg, dataclasses.replace(cfg, **{field: value}), corpus, log=None)
+            Trainer(mcfg, dataclasses.replace(cfg, **{field: value}), corpus, log=None)  # the checkpoint would say so
+    from charlm.data import corpus_from_text
+
+    given = corpus_from_text(corpus.train_text, cfg)  # a text in memory was never decoded: any encoding goes
+    Trainer(ModelConfig(vocab_size=len(given.vocab), embedding_size=16, hidden_size=32), dataclasses.replace(cfg, encoding="gb18030"),
+            given, log=None)
 
 
 def test_a_corpus_and_a_checkpoint_show_themselves_in_a_line(tiny_run):
@@ -731,6 +736,10 @@ def test_a_presets_train_config_is_the_one_charlm_train_uses():
         train_config("nope")
     with pytest.raises(CharlmError, match="preset 'songci' needs --data"):
         train_config("songci")
+    with pytest.raises(TypeError, match="train_config has no field 'epoch'"):  # was dropped silently
+        train_config("jaychou", epoch=1)
+    with pytest.raises(TypeError, match="'hidden_size' .a model field: give it to model_config_for"):
+        train_config("jaychou", hidden_size=64)
 
 
 @pytest.mark.parametrize("epochs", [1, 2])
@@ -748,7 +757,7 @@ def test_a_signal_while_samples_are_written_stops_them_at_once(tmp_path, epochs)
     trainer = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32), cfg, corpus, log=log)
     with pytest.raises(TrainingInterrupted) as e:
         trainer.fit()
-    assert e.value.signum == signal.SIGTERM and e.value.finished == (epochs == 1)
+    assert e.value.signum == signal.SIGTERM and e.value.finished == ("epochs" if epochs == 1 else "")
     assert [line for line in lines if line.startswith(" - ")] == [" - 分开 …"]  # cut as its first step wrote the prefix
     c = ckpt_io.load(tmp_path / "run", prefer="last")
     assert c.trainer["epoch"] == 1 and c.trainer["batch"] == 0

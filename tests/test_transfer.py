@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -55,11 +56,16 @@ def test_fine_tuning_from_python_starts_from_the_pre_trained_weights(tiny_run, t
     corpus = load_corpus(cfg)
     with pytest.raises(CharlmError, match="fine_tune_setup"):  # init_from alone was recorded, and the run began from scratch
         Trainer(base.model_config, cfg, dataclasses.replace(corpus, vocab=base.vocab), log=None)
-    weights, model_cfg, grown = fine_tune_setup(str(tiny_run), corpus, {"dropout": 0.2, "hidden_size": 999})
-    assert model_cfg.dropout == 0.2 and model_cfg.hidden_size == base.model_config.hidden_size  # only the tunable fields
+    with pytest.raises(CharlmError, match="keeps the pre-trained architecture of .*; cannot change hidden_size"):
+        fine_tune_setup(str(tiny_run), corpus, {"dropout": 0.2, "hidden_size": 999})
+    with pytest.raises(CharlmError, match="the corpus was read with newlines='space', but .* was trained with newlines='keep'"):
+        fine_tune_setup(base, load_corpus(dataclasses.replace(cfg, newlines="space")))
+    weights, model_cfg, grown = fine_tune_setup(str(tiny_run), corpus, {"dropout": 0.2, "hidden_size": base.model_config.hidden_size})
+    assert model_cfg.dropout == 0.2 and model_cfg.hidden_size == base.model_config.hidden_size
     trainer = Trainer(model_cfg, cfg, grown, init_weights=weights, log=None)
     known = len(base.vocab)
     assert torch.equal(trainer.model.embedding.weight[:known].detach(), base.weights["embedding.weight"]) and "雨" in grown.vocab
+    assert trainer.cfg.init_from == os.path.abspath(tiny_run)  # recorded absolute, for --check-copy from anywhere
 
 
 @pytest.mark.parametrize("cell", ["lstm", "scratch", "gru"])

@@ -577,7 +577,7 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
                     raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: the {name}'s {k} is {state[k]!r}, not a number)")
             for k in ("base_lrs", "_last_lr", "min_lrs"):  # the rates a schedule scales: one finite number per group
                 if k in state and not (isinstance(state[k], list) and state[k]
-                                       and all(number(x) and math.isfinite(x) for x in state[k])):
+                                       and all(number(x) and -1e308 < x < 1e308 for x in state[k])):  # (finite; a huge int compared exactly)
                     raise CharlmError(f"{p}: damaged checkpoint ({META_FILE}: the {name}'s {k} is {str(state[k])[:40]!r}, "
                                       f"not a list of numbers)")
     files = ([MODEL_FILE] if with_weights else []) + ([TRAINER_FILE] if with_trainer else [])

@@ -344,9 +344,13 @@ def _train(args: argparse.Namespace) -> int:
         if dist.is_main:
             plot_metrics(trainer.metrics, trainer.out / "curves.png", trainer.curve_label)  # the epochs so far, as a finished run has it
             again = "torchrun <the same flags> -m charlm train --resume" if dist.enabled else "charlm train --resume"
-            if e.finished:  # stopped while writing the samples that close the run
-                print(f"\ninterrupted while writing the samples; the training had ended: checkpoints {trainer.out / 'best'} "
-                      f"(best) and {e.path} (last)", file=sys.stderr)
+            if e.finished == "time limit":  # stopped while writing the samples that close the run
+                print(f"\ninterrupted while writing the samples; the training had reached --max-minutes {train_cfg.max_minutes:g}: "
+                      f"checkpoint written to {e.path}; continue with: {again} {_shell(trainer.out)} --max-minutes <more>", file=sys.stderr)
+            elif e.finished:
+                ended = "its last epoch" if e.finished == "epochs" else "an early stop"
+                print(f"\ninterrupted while writing the samples; the training had ended ({ended}): checkpoints "
+                      f"{trainer.out / 'best'} (best) and {e.path} (last)", file=sys.stderr)
             else:
                 print(f"\ninterrupted: checkpoint written to {e.path}; continue with: {again} {_shell(trainer.out)}", file=sys.stderr)
         distributed.teardown()
@@ -425,8 +429,8 @@ def _note_rewind(resume) -> None:
         later = ckpt_io.load(Path(resume.path).parent / "last", with_weights=False, with_trainer=False)
     except CharlmError:
         return
-    if len(later.metrics) > len(resume.metrics):
-        at = lambda c: f" (epoch {c.metrics[-1].get('epoch')})" if c.metrics else ""  # noqa: E731
+    if later.trainer.get("step", 0) > resume.trainer.get("step", 0):  # (a Ctrl-C's last/ may be part-way into the next epoch)
+        at = lambda c: f" (step {c.trainer.get('step')})"  # noqa: E731
         print(f"note: resuming from {resume.path}{at(resume)}, behind {later.path}{at(later)}: the run goes on from there, "
               f"and last/ and the later rows of metrics.jsonl are replaced (--out another folder keeps them)", file=sys.stderr, flush=True)
 
@@ -451,9 +455,10 @@ def _load_base(train_cfg, flags: dict, given_train: dict):
 
 def _fine_tune_setup(base, corpus, model_fields: dict):
     """Weights, model config and corpus for ``--init-from``: the pre-trained model with its vocabulary grown."""
-    from .transfer import fine_tune_setup
+    from .transfer import TUNABLE, fine_tune_setup
 
-    weights, model_cfg, corpus = fine_tune_setup(base, corpus, model_fields)
+    # (the flags given were checked against the pre-trained model in _load_base; the preset's other values do not apply)
+    weights, model_cfg, corpus = fine_tune_setup(base, corpus, {k: v for k, v in model_fields.items() if k in TUNABLE})
     grown = len(corpus.vocab) - len(base.vocab)
     known = len(base.vocab) - base.vocab.unk  # <unk> is no character
     print(f"fine-tuning {base.path}: {known:,} characters known{' (and <unk>)' if base.vocab.unk else ''}, {grown:,} new", flush=True)

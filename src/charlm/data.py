@@ -28,7 +28,7 @@ import itertools
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -516,7 +516,8 @@ class Corpus:
     vocab: Vocab
     total_chars: int
     source: str | None = None  # the TrainConfig.data it was read from; IN_MEMORY for corpus_from_text; None: made by hand
-    read_as: dict | None = None  # the TrainConfig fields it was read and cut by (READ_AS), for the Trainer to check; None: by hand
+    # the TrainConfig fields it was read and cut by (READ_AS), for the Trainer to check; None: made by hand
+    read_as: dict | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # (the whole text would fill a notebook's cell)
         return (f"Corpus({self.source!r}, {len(self.train_text):,} training characters, {len(self.val_text):,} held out, "

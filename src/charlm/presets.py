@@ -215,10 +215,15 @@ def get_preset(name: str) -> dict:
 
 
 def train_config(name: str = DEFAULT_PRESET, **overrides):
-    """The ``TrainConfig`` a preset trains with (``charlm train --preset NAME``), any field overridden; its model fields
-    go to :func:`charlm.train.model_config_for` (``TrainConfig()`` alone has the built-in defaults, not a preset's)."""
-    from .config import TrainConfig, field_names
+    """The ``TrainConfig`` a preset trains with (``charlm train --preset NAME``), any of its fields overridden; the
+    preset's model fields go to :func:`charlm.train.model_config_for` (``TrainConfig()`` alone has the built-in defaults,
+    not a preset's).  Unlike ``charlm train``, ``data=`` your own file keeps the preset's ``out`` and ``prefixes``."""
+    from .config import ModelConfig, TrainConfig, field_names
 
+    if unknown := sorted(set(overrides) - field_names(TrainConfig)):
+        model = [k for k in unknown if k in field_names(ModelConfig)]
+        raise TypeError(f"train_config has no field {unknown[0]!r}" + (
+            " (a model field: give it to model_config_for)" if model and model[0] == unknown[0] else ""))
     values = {**get_preset(name), **overrides}
     check_requires(name, values)
     return TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})

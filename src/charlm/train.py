@@ -41,10 +41,10 @@ class _StopValidation(Exception):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM: a resumable checkpoint was written (``finished``: the training had ended, and the signal cut
-    the samples written after it short)."""
+    """Ctrl-C or SIGTERM: a resumable checkpoint was written.  ``finished``: why the training had ended when the signal
+    cut the samples written after it short (``"epochs"``, ``"early stop"``, ``"time limit"``), or ``""``."""
 
-    def __init__(self, signum: int, path: Path, finished: bool = False):
+    def __init__(self, signum: int, path: Path, finished: str = ""):
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
         self.path = path
@@ -513,7 +513,8 @@ class Trainer:
                 self._write_metrics()
             # (on Windows, Ctrl-Break is SIGBREAK; TerminateProcess, as taskkill /F, cannot be caught)
             for sig in (signal.SIGINT, signal.SIGTERM, *filter(None, [getattr(signal, "SIGBREAK", None)])):
-                if signal.getsignal(sig) is signal.SIG_IGN:  # ignored on purpose (nohup; `&` in a script for Ctrl-C): so it stays
+                if signal.getsignal(sig) is signal.SIG_IGN:  # ignored on purpose (SIGINT of a job started with `&` in a
+                    # script): so it stays, as Python leaves it (kill, SIGTERM, stops such a run with last/ written)
                     continue
                 try:
                     handlers[sig] = signal.signal(sig, self._on_signal)
@@ -727,15 +728,18 @@ class Trainer:
         self.log(self._epoch_line(rec, improved))
         last = self.epoch >= cfg.epochs or over_time
         stop = steers and self._early_stop_due() and not last
+        cut = False
         if (cfg.sample_every and at_epoch_end and self.epoch % cfg.sample_every == 0) or last or stop:
             self.print_samples()
-            if self.dist.world_size == 1 and self._signal is not None:  # Ctrl-C or SIGTERM cut them short (last/ is saved)
-                raise TrainingInterrupted(self._signal, saved, finished=last or stop)
+            cut = self.dist.world_size == 1 and self._signal is not None  # Ctrl-C or SIGTERM cut them short (last/ is saved)
         if stop:
             self._log_early_stop()
         if over_time:
             took = f"{self.train_seconds / 60:.1f} minutes" if self.train_seconds >= 60 else f"{self.train_seconds:.1f} seconds"
             self.log(f"time limit: stopped after {took} of training (--max-minutes {cfg.max_minutes:g})")
+        if cut:
+            why = "time limit" if over_time else "early stop" if stop else "epochs" if last else ""
+            raise TrainingInterrupted(self._signal, saved, finished=why)
         return stop or over_time
 
     def _lowest_so_far(self) -> float:
@@ -933,7 +937,8 @@ def _recorded_source(cfg: TrainConfig, corpus: Corpus) -> TrainConfig:
             bundled = load_corpus(cfg, vocab=corpus.vocab)
             source = "" if (bundled.train_text, bundled.val_text) == (corpus.train_text, corpus.val_text) else IN_MEMORY
     data = source if source in ("", IN_MEMORY) else os.path.abspath(source)  # where the corpus was read, whatever cfg says
-    return cfg if data == cfg.data else dataclasses.replace(cfg, data=data)
+    init_from = os.path.abspath(cfg.init_from) if cfg.init_from else ""  # read again from anywhere (--check-copy)
+    return cfg if (data, init_from) == (cfg.data, cfg.init_from) else dataclasses.replace(cfg, data=data, init_from=init_from)
 
 
 def describe(trainer: Trainer) -> str:

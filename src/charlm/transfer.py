@@ -26,16 +26,26 @@ def fine_tune_setup(base, corpus, values: dict | None = None):
     """What a :class:`~charlm.train.Trainer` fine-tuning ``base`` (a :class:`~charlm.checkpoint.Checkpoint`, or its path)
     on ``corpus`` takes: ``(init_weights, model_cfg, corpus)``, the vocabulary grown for the corpus's new characters.
 
-    ``values``: model fields to set for the fine-tuning (only the :data:`TUNABLE` ones, dropout and the like, are used).
-    Give the ``TrainConfig`` ``init_from=`` the same path, so that the checkpoint records where the run began.
+    ``values``: model fields to set for the fine-tuning: the :data:`TUNABLE` ones (dropout and the like); another that
+    differs from the pre-trained model's is an error, as with ``--init-from``.  The corpus must be read with the
+    pre-trained model's ``newlines``.  Give the ``TrainConfig`` ``init_from=`` the same path, so that the checkpoint
+    records where the run began.
     """
     from .checkpoint import Checkpoint, load
+    from .errors import CharlmError
 
     if not isinstance(base, Checkpoint):
         base = load(base, with_trainer=False)
+    values = values or {}
+    if fixed := sorted(k for k, v in values.items() if k not in TUNABLE and getattr(base.model_config, k, v) != v):
+        raise CharlmError(f"fine-tuning keeps the pre-trained architecture of {base.path}; cannot change {', '.join(fixed)}")
+    read = (corpus.read_as or {}).get("newlines", base.train_config.newlines)
+    if read != base.train_config.newlines:
+        raise CharlmError(f"the corpus was read with newlines={read!r}, but {base.path} was trained with "
+                          f"newlines={base.train_config.newlines!r}: read it so (its line breaks or spaces were learned that way)")
     vocab = extend_vocab(base.vocab, corpus.vocab)
     weights = grow_weights(base.weights, base.vocab, vocab, one_hot=base.model_config.embedding_size == 0)
-    return weights, fine_tune_config(base.model_config, len(vocab), values or {}), dataclasses.replace(corpus, vocab=vocab)
+    return weights, fine_tune_config(base.model_config, len(vocab), values), dataclasses.replace(corpus, vocab=vocab)
 
 
 def extend_vocab(base: Vocab, corpus_vocab: Vocab) -> Vocab:

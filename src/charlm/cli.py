@@ -438,7 +438,7 @@ def _note_rewind(resume) -> None:
 def _load_base(train_cfg, flags: dict, given_train: dict):
     """The checkpoint ``--init-from`` names, once the flags given are known to fit it."""
     from . import checkpoint as ckpt_io
-    from .transfer import TUNABLE
+    from .transfer import changed_architecture
 
     base = ckpt_io.load(train_cfg.init_from, with_trainer=False)
     if "newlines" in given_train and train_cfg.newlines != base.train_config.newlines:
@@ -447,9 +447,8 @@ def _load_base(train_cfg, flags: dict, given_train: dict):
     if train_cfg.unk and not base.vocab.unk:
         raise CharlmError(f"--unk: {base.path} was trained without <unk>, and <unk> must be id 0; fine-tune without --unk "
                           "(the corpus's new characters get rows of their own) or pre-train with --unk")
-    fixed = {k: v for k, v in flags.items() if k not in TUNABLE and getattr(base.model_config, k) != v}
-    if fixed:
-        raise CharlmError(f"--init-from keeps the pre-trained architecture; cannot change {', '.join(map(_flag, sorted(fixed)))}")
+    if fixed := changed_architecture(base.model_config, flags):
+        raise CharlmError(f"--init-from keeps the pre-trained architecture; cannot change {', '.join(map(_flag, fixed))}")
     return base
 
 

@@ -37,7 +37,7 @@ def fine_tune_setup(base, corpus, values: dict | None = None):
     if not isinstance(base, Checkpoint):
         base = load(base, with_trainer=False)
     values = values or {}
-    if fixed := sorted(k for k, v in values.items() if k not in TUNABLE and getattr(base.model_config, k, v) != v):
+    if fixed := changed_architecture(base.model_config, values):
         raise CharlmError(f"fine-tuning keeps the pre-trained architecture of {base.path}; cannot change {', '.join(fixed)}")
     read = (corpus.read_as or {}).get("newlines", base.train_config.newlines)
     if read != base.train_config.newlines:
@@ -46,6 +46,11 @@ def fine_tune_setup(base, corpus, values: dict | None = None):
     vocab = extend_vocab(base.vocab, corpus.vocab)
     weights = grow_weights(base.weights, base.vocab, vocab, one_hot=base.model_config.embedding_size == 0)
     return weights, fine_tune_config(base.model_config, len(vocab), values), dataclasses.replace(corpus, vocab=vocab)
+
+
+def changed_architecture(base: ModelConfig, values: dict) -> list[str]:
+    """The fields of ``values`` a fine-tuning cannot change (not :data:`TUNABLE`) that differ from ``base``'s, sorted."""
+    return sorted(k for k, v in values.items() if k not in TUNABLE and getattr(base, k, v) != v)
 
 
 def extend_vocab(base: Vocab, corpus_vocab: Vocab) -> Vocab:

@@ -81,8 +81,7 @@ class Vocab:
         try:
             return [self.stoi[c] for c in text]
         except KeyError as e:
-            missing = tuple(dict.fromkeys(c for c in text if c not in self.stoi))
-            raise UnknownCharacter(e.args[0], len(self), missing) from None
+            raise UnknownCharacter(e.args[0], len(self), tuple(self.unknown(text))) from None
 
     def encode_known(self, text: str) -> tuple[list[int], int]:
         """Ids for the characters this vocabulary covers, and how many were skipped."""

@@ -790,6 +790,12 @@ def test_generate_reads_prefix_line_ends_as_newlines_and_refuses_length_with_lin
     one_line_error(*run_cli(capsys, "generate", tiny_run, "--lines", 2, "--length", 5)[::2], "--length and --lines do not go together")
 
 
+def test_generate_reads_a_typed_backslash_n_as_a_line_break_as_inspect_does(capsys, tiny_run):
+    typed = run_cli(capsys, "generate", tiny_run, "--prefix", "分开\\n", "--style-prefix", "我\\n", "--length", 5, "--seed", 1)
+    real = run_cli(capsys, "generate", tiny_run, "--prefix", "分开\n", "--style-prefix", "我\n", "--length", 5, "--seed", 1)
+    assert typed[0] == 0 and typed[1] == real[1] and typed[1].startswith("分开\n")
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("format_version", "1", "format_version is '1'"),
     ("format_version", None, "format_version is None"),

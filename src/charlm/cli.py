@@ -145,9 +145,10 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write text from a prefix", description="Generate text from a trained model; characters stream as they are made.")
     g.add_argument("checkpoint", type=_path, help="checkpoint folder or run folder (its best/ checkpoint, or last/ before it has one)")
-    g.add_argument("--prefix", default=None, help="text the sample starts with (default: the first of the training run's "
-                                                   "--prefixes the model knows, 分开 for the lyrics; else the start of a line)")
-    g.add_argument("--style-prefix", default="", help="text read first to set the mood, not printed")
+    g.add_argument("--prefix", default=None, help="text the sample starts with, \\n standing for a line break (default: the first "
+                                                   "of the training run's --prefixes the model knows, 分开 for the lyrics; else the "
+                                                   "start of a line)")
+    g.add_argument("--style-prefix", default="", help="text read first to set the mood, not printed (\\n stands for a line break)")
     g.add_argument("--acrostic", help="an acrostic (藏头): one line per character, each starting with it; spaces and punctuation are left out (not with --length or --lines)")
     g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
@@ -480,7 +481,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
     # (newlines: line ends as the model read them in training, \r\n as \n; spaces, if so trained)
-    inputs = read_inputs(vocab, args.prefix, args.style_prefix, args.acrostic or "", unknown=args.unknown, name=_flag,
+    # \n typed in a prefix is a line break, as in inspect's --text (a shell passes no line break otherwise)
+    typed = [t.replace("\\n", "\n") if t is not None else None for t in (args.prefix, args.style_prefix)]
+    inputs = read_inputs(vocab, *typed, args.acrostic or "", unknown=args.unknown, name=_flag,
                          hint="use --unknown skip to drop them",
                          default=default_prefix(vocab, ckpt.train_config.prefixes), newlines=ckpt.train_config.newlines)
     prefix = inputs.prefix

@@ -1061,6 +1061,45 @@ def test_a_stop_right_after_an_epochs_last_batch_resumes(capsys, corpus, tmp_pat
     assert code == 0, err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_training_ended_says_what_was_kept(capsys, corpus, tmp_path, monkeypatch, sig):
+    """Ctrl-C or SIGTERM while the finished run plots and reports: a line naming its checkpoints (SIGTERM was silent)."""
+    import charlm.train
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), sig)
+        time.sleep(5)  # (the handler raises here)
+
+    monkeypatch.setattr(charlm.train, "plot_metrics", signalled)
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", run, *TINY)
+    assert code == 128 + sig and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"interrupted after the training had ended, while writing its report: "
+                                            f"checkpoints {run / 'best'} (best) and {run / 'last'} (last)")
+    assert (run / "best" / "checkpoint.json").is_file() and (run / "last" / "checkpoint.json").is_file()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back
+
+
+def test_a_second_ctrl_c_while_an_interrupted_run_plots_keeps_the_resume_line(capsys, corpus, tmp_path, monkeypatch):
+    import charlm.train
+    from charlm.train import Trainer
+
+    def stop_at_once(self):
+        self._signal = signal.SIGINT
+        return self._signal
+
+    def interrupted_again(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+
+    monkeypatch.setattr(Trainer, "_stop_signal", stop_at_once)
+    monkeypatch.setattr(charlm.train, "plot_metrics", interrupted_again)
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--data", corpus, "--epochs", 2, "--out", run, *TINY)
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"interrupted: checkpoint written to {run / 'last'}; continue with: charlm train --resume")
+
+
 def test_max_line_length_without_lines_or_an_acrostic_is_refused(capsys, tiny_run):
     code, out, err = run_cli(capsys, "generate", tiny_run, "--length", 50, "--max-line-length", 30, "--seed", 1)
     assert code == 2 and out == "" and err.strip() == ("charlm: error: --max-line-length ends the lines of --lines and "

@@ -343,7 +343,6 @@ def _train(args: argparse.Namespace) -> int:
         metrics = trainer.fit()
     except TrainingInterrupted as e:
         if dist.is_main:
-            plot_metrics(trainer.metrics, trainer.out / "curves.png", trainer.curve_label)  # the epochs so far, as a finished run has it
             again = "torchrun <the same flags> -m charlm train --resume" if dist.enabled else "charlm train --resume"
             if e.finished == "time limit":  # stopped while writing the samples that close the run
                 print(f"\ninterrupted while writing the samples; the training had reached --max-minutes {train_cfg.max_minutes:g}: "
@@ -354,11 +353,56 @@ def _train(args: argparse.Namespace) -> int:
                       f"{trainer.out / 'best'} (best) and {e.path} (last)", file=sys.stderr)
             else:
                 print(f"\ninterrupted: checkpoint written to {e.path}; continue with: {again} {_shell(trainer.out)}", file=sys.stderr)
+            with contextlib.suppress(_Stopped):  # said first: a second Ctrl-C while plotting loses no line of it
+                with _signals_raised():
+                    plot_metrics(trainer.metrics, trainer.out / "curves.png", trainer.curve_label)  # the epochs so far, as a finished run has it
         distributed.teardown()
         return 128 + e.signum
     distributed.teardown()
     if not dist.is_main:  # rank 0 alone plots and reports
         return 0
+    try:
+        with _signals_raised():
+            return _report_run(trainer, metrics, corpus, train_cfg)
+    except _Stopped as e:  # the training is over and saved: only its report is cut short
+        print(f"\ninterrupted after the training had ended, while writing its report: checkpoints {trainer.out / 'best'} "
+              f"(best) and {trainer.out / 'last'} (last)", file=sys.stderr)
+        return 128 + e.signum
+
+
+class _Stopped(Exception):
+    """Ctrl-C or SIGTERM (Ctrl-Break on Windows) outside a training's own handling, as :func:`_signals_raised` raises it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raised():
+    """Ctrl-C, SIGTERM and Ctrl-Break raise :class:`_Stopped` in the block, so that it can say what was kept; a signal
+    ignored on purpose stays ignored, and outside the main thread nothing changes."""
+    import signal
+
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    handlers = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, *filter(None, [getattr(signal, "SIGBREAK", None)])):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                with contextlib.suppress(ValueError):  # (not the main thread)
+                    handlers[sig] = signal.signal(sig, stop)
+        yield
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+
+
+def _report_run(trainer, metrics: list[dict], corpus, train_cfg) -> int:
+    """What a finished training says last: the held-out perplexity, a bigram for scale, and where its files are."""
+    from .train import plot_metrics
+
     plot = plot_metrics(metrics, trainer.out / "curves.png", trainer.curve_label)
     best = min((m for m in metrics if m.get("val_loss") is not None), key=lambda m: m["val_loss"], default=None)
     if best is not None:

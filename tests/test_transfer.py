@@ -60,6 +60,8 @@ def test_fine_tuning_from_python_starts_from_the_pre_trained_weights(tiny_run, t
         fine_tune_setup(str(tiny_run), corpus, {"dropout": 0.2, "hidden_size": 999})
     with pytest.raises(CharlmError, match="the corpus was read with newlines='space', but .* was trained with newlines='keep'"):
         fine_tune_setup(base, load_corpus(dataclasses.replace(cfg, newlines="space")))
+    with pytest.raises(CharlmError, match="trained without <unk>, and <unk> must be id 0: read the corpus with unk=False"):
+        fine_tune_setup(base, load_corpus(dataclasses.replace(cfg, unk=True)))  # (its <unk> was silently no <unk>)
     weights, model_cfg, grown = fine_tune_setup(str(tiny_run), corpus, {"dropout": 0.2, "hidden_size": base.model_config.hidden_size})
     assert model_cfg.dropout == 0.2 and model_cfg.hidden_size == base.model_config.hidden_size
     trainer = Trainer(model_cfg, cfg, grown, init_weights=weights, log=None)
@@ -156,6 +158,14 @@ def test_fine_tuning_keeps_the_bases_newlines_and_unk(capsys, tmp_path):
     assert "has <unk>, so the fine-tuned model has it too" in capsys.readouterr().out
     ck = load(tmp_path / "ft")
     assert ck.train_config.unk and ck.vocab.unk and ck.vocab.itos[0] == "<unk>"
+    import dataclasses
+
+    from charlm.data import load_corpus
+    from charlm.errors import CharlmError
+    from charlm.transfer import fine_tune_setup
+
+    with pytest.raises(CharlmError, match="trained with <unk>: read the corpus with unk=True"):  # in Python, as --init-from
+        fine_tune_setup(tmp_path / "base", load_corpus(dataclasses.replace(ck.train_config, unk=False)))
     # a resume that repeats the run's own settings changes nothing, so it is no error
     assert main(["train", "--resume", str(tmp_path / "ft"), "--epochs", "2", "--batch-size", "4", "--init-from", str(tmp_path / "base")]) == 0
 

@@ -28,7 +28,7 @@ def fine_tune_setup(base, corpus, values: dict | None = None):
 
     ``values``: model fields to set for the fine-tuning: the :data:`TUNABLE` ones (dropout and the like); another that
     differs from the pre-trained model's is an error, as with ``--init-from``.  The corpus must be read with the
-    pre-trained model's ``newlines``.  Give the ``TrainConfig`` ``init_from=`` the same path, so that the checkpoint
+    pre-trained model's ``newlines``, and with ``unk`` as the pre-trained vocabulary has ``<unk>`` or not.  Give the ``TrainConfig`` ``init_from=`` the same path, so that the checkpoint
     records where the run began.
     """
     from .checkpoint import Checkpoint, load
@@ -43,6 +43,10 @@ def fine_tune_setup(base, corpus, values: dict | None = None):
     if read != base.train_config.newlines:
         raise CharlmError(f"the corpus was read with newlines={read!r}, but {base.path} was trained with "
                           f"newlines={base.train_config.newlines!r}: read it so (its line breaks or spaces were learned that way)")
+    if corpus.vocab.unk != base.vocab.unk:  # (as --init-from: its <unk> row is kept and used, and a new one cannot be id 0)
+        raise CharlmError(f"{base.path} was trained with <unk>: read the corpus with unk=True" if base.vocab.unk else
+                          f"{base.path} was trained without <unk>, and <unk> must be id 0: read the corpus with unk=False "
+                          f"(its new characters get rows of their own)")
     vocab = extend_vocab(base.vocab, corpus.vocab)
     weights = grow_weights(base.weights, base.vocab, vocab, one_hot=base.model_config.embedding_size == 0)
     return weights, fine_tune_config(base.model_config, len(vocab), values), dataclasses.replace(corpus, vocab=vocab)

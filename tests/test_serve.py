@@ -604,6 +604,27 @@ def test_a_body_too_large_for_a_client_waiting_to_send_it_is_refused_before_it_i
     assert answer.startswith("HTTP/1.1 413") and "larger than this server takes" in answer
 
 
+@pytest.mark.parametrize("length, sent, status, says", [
+    (40, b'{"text": ', 408, "body: the request's body did not arrive within 0.5 seconds of its headers"),
+    (50_000_000, b"x" * 100_000, 413, "larger than this server takes"),  # too large, and then stalled: still answered
+])
+def test_a_client_that_stalls_while_sending_its_body_is_answered_and_let_go(url, monkeypatch, length, sent, status, says):
+    """A body that stops part-way no longer holds its connection open for ever (the server waited without end)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    monkeypatch.setattr(serve._BodyLimit, "BODY_SECONDS", 0.5)
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    with socket.create_connection((host, port), timeout=20) as sock:
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(length).encode() + b"\r\n\r\n" + sent)
+        answer = b""
+        while chunk := sock.recv(4096):  # (the server closes the connection after it)
+            answer += chunk
+    head, _, body = answer.decode().partition("\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status}") and says in json.loads(body)["error"]
+
+
 def test_a_request_whose_client_left_while_it_waited_gives_its_place_up(tiny_ckpt, monkeypatch):
     """Scorings whose client hung up while they waited for the one worker are given up when their turn comes and counted
     as disconnected, instead of each taking the worker's time for nobody (a queue of 64 abandoned scorings held real

@@ -196,6 +196,7 @@ class ErrorResponse(BaseModel):
 
 
 ERRORS = {
+    408: {"model": ErrorResponse, "description": "the body did not arrive whole within 30 seconds of the request's headers"},
     413: {"model": ErrorResponse, "description": "the body is larger than the server takes (`limits.max_body` of /v1/model)"},
     422: {"model": ErrorResponse, "description": "a bad request: `error` names the field"},
     503: {"model": ErrorResponse, "description": "every worker is busy and `limits.max_waiting` requests wait already "
@@ -735,11 +736,15 @@ class _Static(StaticFiles):
 
 
 class _BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` is answered 413 before the app reads any of it.
+    """ASGI middleware: a request body over ``max_bytes`` is answered 413 before the app reads any of it, and one that
+    has not arrived whole :attr:`BODY_SECONDS` after its headers, 408 (a client that stalls does not hold a connection
+    open for ever).
 
     The body (small, by this limit) is read here and handed on whole; after it, the app's
     ``receive`` is the server's, so a client going away is still seen.
     """
+
+    BODY_SECONDS = 30.0
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -752,17 +757,20 @@ class _BodyLimit:
             # a client that waits for "100 Continue" first is answered without it, and sends nothing
             waits = dict(scope["headers"]).get(b"expect", b"").lower() == b"100-continue"
             return await self._refuse(scope, receive, send, more=not waits)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await self._refuse(scope, receive, send, more=message.get("more_body", False))
-            if not message.get("more_body", False):
-                break
+        chunks, size, more = [], 0, True
+        with anyio.move_on_after(self.BODY_SECONDS) as waited:
+            while more and size <= self.max_bytes:
+                message = await receive()
+                if message["type"] != "http.request":  # the client left
+                    return
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                more = message.get("more_body", False)
+        if waited.cancelled_caught:
+            error = f"body: the request's body did not arrive within {self.BODY_SECONDS:g} seconds of its headers"
+            return await JSONResponse({"error": error}, status_code=408, headers={"Connection": "close"})(scope, receive, send)
+        if size > self.max_bytes:
+            return await self._refuse(scope, receive, send, more=more)
         pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replay():
@@ -774,12 +782,13 @@ class _BodyLimit:
 
     async def _refuse(self, scope, receive, send, more: bool):
         drained = 0
-        while more and drained < self.DRAIN:  # a connection closed on unread data is reset, and the 413 lost with it
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            drained += len(message.get("body", b""))
-            more = message.get("more_body", False)
+        with anyio.move_on_after(self.BODY_SECONDS):  # (a client that stalls meanwhile is answered all the same)
+            while more and drained < self.DRAIN:  # a connection closed on unread data is reset, and the 413 lost with it
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                drained += len(message.get("body", b""))
+                more = message.get("more_body", False)
         error = f"body: the request is larger than this server takes ({self.max_bytes:,} bytes; see /v1/model limits)"
         await JSONResponse({"error": error}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
 

@@ -108,15 +108,22 @@ def test_page_fits_the_servers_limits_and_its_copy_button_recovers(tiny_ckpt, br
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    with serve.running(serve.create_app(tiny_ckpt, max_lines=3)) as url:
+    with serve.running(serve.create_app(tiny_ckpt, max_lines=3, max_length=50)) as url:
         browser.get(url + "/")
         wait = WebDriverWait(browser, 30)
         wait.until(lambda d: "LSTM" in d.find_element(By.ID, "model-info").text)
-        # the page's 8 lines would be over this server's limit, and the form would refuse to send
+        # the page's 8 lines and 64-character lines would be over this server's limits, and the form would refuse to send
         assert browser.find_element(By.ID, "lines").get_attribute("value") == "3"
+        width = browser.find_element(By.ID, "max-line-length")
+        assert (width.get_attribute("value"), width.get_attribute("max")) == ("50", "50")
+        width.clear()
+        width.send_keys("6")  # the line length asked for is the one the lines keep
+        browser.find_element(By.ID, "seed").send_keys("1")
         browser.find_element(By.ID, "generate").click()
         wait.until(lambda d: "种子" in d.find_element(By.ID, "status").text)
-        assert len(browser.find_element(By.ID, "lyrics").text.strip().splitlines()) == 3
+        lines = browser.find_element(By.ID, "lyrics").text.strip().splitlines()
+        assert len(lines) == 3 and all(len(line) <= 6 for line in lines), lines
+        assert any(len(line) == 6 for line in lines), lines  # (the tiny model's lines run on: they are cut at 6)
         copy = browser.find_element(By.ID, "copy")
         copy.click()
         copy.click()  # twice within the 1.5 s of "已复制 ✓": the label still comes back

@@ -56,6 +56,7 @@ function speak(language) {
   document.title = "Write · charlm";
   for (const el of document.querySelectorAll("[data-en]")) el.textContent = el.dataset.en;
   for (const el of document.querySelectorAll("[data-en-placeholder]")) el.placeholder = el.dataset.enPlaceholder;
+  for (const el of document.querySelectorAll("[data-en-title]")) el.title = el.dataset.enTitle;
 }
 
 for (const [input, out, digits] of [["temperature", "temperature-out", 2], ["top-p", "top-p-out", 2]]) {
@@ -176,6 +177,7 @@ async function generate() {
   const body = {
     temperature: Number($("temperature").value),
     top_p: Number($("top-p").value),
+    max_line_length: Number($("max-line-length").value) || 64,  // (the lines of an acrostic too)
     ...(acrostic ? { acrostic } : { prefix: $("prefix").value, lines: Number($("lines").value) || 8 }),
   };
   if (seed !== "") body.seed = Number(seed);
@@ -372,6 +374,8 @@ async function loadModelInfo() {
     $("acrostic").disabled = !info.has_newline;  // (and a value the browser put back there cannot stop the form unseen)
     acrosticMode();
     if (Number($("lines").value) > lim.max_lines) $("lines").value = lim.max_lines;  // else the form refuses to send
+    $("max-line-length").max = lim.max_length;  // a line is at most a sample's length
+    if (Number($("max-line-length").value) > lim.max_length) $("max-line-length").value = lim.max_length;
   } catch {
     $("model-info").textContent = W.noModel;
   }

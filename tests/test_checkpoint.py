@@ -669,3 +669,33 @@ def test_a_carried_copy_memory_with_ids_past_the_vocabulary_is_refused(tmp_path)
     ids[0, 0] = len(corpus.vocab)  # one past the last id
     with pytest.raises(ValueError, match="the carried copy memory holds ids outside the vocabulary"):
         trainer._check_carried((*state[:-1], ids))
+
+
+def test_a_checkpoint_in_a_folder_this_user_may_not_enter_is_an_error_naming_that_folder(tiny_run, tmp_path, monkeypatch):
+    """(a run folder of another user's, mode 700): it was a bare "…/checkpoint.json: Permission denied", exit 1"""
+    from charlm.errors import CharlmError
+
+    shutil.copytree(tiny_run, tmp_path / "shared" / "run")
+    closed = tmp_path / "shared"
+    stat, access = os.stat, os.access
+
+    def denied(p, *args, **kwargs):
+        if closed in Path(p).parents:
+            raise PermissionError(13, "Permission denied", os.fspath(p))
+        return stat(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", denied)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != closed and access(p, mode, **kw))
+    with pytest.raises(CharlmError, match=f"^{closed}: cannot read the folder \\(Permission denied\\)$"):
+        ckpt_io.load(closed / "run")
+    monkeypatch.setattr(os, "stat", stat)
+    read_bytes = Path.read_bytes
+
+    def unreadable(self):  # (root reads any file: a mode-600 file of another user's, as that user meets it)
+        if self.name == "checkpoint.json":
+            raise PermissionError(13, "Permission denied", os.fspath(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", unreadable)
+    with pytest.raises(CharlmError, match=r"best/checkpoint\.json: cannot read \(Permission denied\)$"):  # (not "truncated")
+        ckpt_io.load(closed / "run")

@@ -17,6 +17,7 @@ import torch
 
 from charlm.checkpoint import load_model
 from charlm.cli import _usable_streams, main
+from charlm.errors import CharlmError
 from charlm.train import evaluate
 
 from .conftest import LYRIC
@@ -457,6 +458,39 @@ def test_overwrite_clears_the_old_run_before_training(capsys, corpus, tmp_path, 
     assert code == 130
     # nothing of the old run is left to be mistaken for the new one (generate would load the old best/)
     assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "notes.txt"] and (out / "metrics.jsonl").read_text() == ""
+
+
+@pytest.mark.parametrize("how", ["--overwrite", "--resume"])
+def test_a_checkpoint_this_user_may_not_replace_is_refused_before_anything_is_removed(capsys, corpus, tmp_path, monkeypatch, how):
+    """(made read-only, or another user's): --overwrite removed best/ and then failed on last/ with a bare file name, and a
+    resume left a full copy of the old checkpoint behind for good"""
+    import charlm.checkpoint
+
+    out = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, *TINY)[0] == 0
+    before = sorted(p.name for p in out.rglob("*"))
+    access = os.access
+    locked = out / ("last" if how == "--overwrite" else "best")
+    monkeypatch.setattr(charlm.checkpoint.os, "access", lambda p, mode, **kw: Path(p) != locked and access(p, mode, **kw))
+    args = ["--data", corpus, "--epochs", 1, "--out", out, "--overwrite", *TINY] if how == "--overwrite" else ["--resume", out, "--epochs", 2]
+    code, out_, err = run_cli(capsys, "train", *args)
+    one_line_error(code, err, f"{locked} cannot be replaced: this user may not write it")
+    assert "resuming" not in out_ and sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_a_writable_device_or_pipe_is_an_output_whatever_its_folder(tmp_path, monkeypatch):
+    """(for a user other than root, /dev is not writable): inspect --out /dev/stdout, --png /dev/null were refused"""
+    import charlm.checkpoint
+    from charlm.checkpoint import check_writable
+
+    access = os.access
+    monkeypatch.setattr(charlm.checkpoint.os, "access", lambda p, mode, **kw: Path(p) != Path("/dev") and access(p, mode, **kw))
+    assert check_writable("/dev/null", "--png") == Path("/dev/null")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert check_writable(fifo, "--out") == fifo
+    with pytest.raises(CharlmError, match="--out /dev/x cannot be made: /dev is not writable"):
+        check_writable("/dev/x", "--out")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")

@@ -1,6 +1,7 @@
 import codecs
 import hashlib
 import os
+import re
 import warnings
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from charlm.config import SEED_MAX, TrainConfig
 from charlm.data import (batches, bptt_slices, bundled_corpus, check_enough, load_corpus, min_chars, normalize,
-                         num_batches, read_text, split)
+                         num_batches, read_scored, read_text, split)
 from charlm.errors import CharlmError, CharlmWarning
 
 
@@ -591,7 +592,9 @@ def test_a_folder_says_what_it_left_out_and_hidden_copies_are_not_read(tmp_path)
         assert read_text(tmp_path, hidden=True) == "分开的时候\ny\n分开的时候\n"  # (.ipynb_checkpoints/ first)
 
 
-def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
+def test_a_folder_that_cannot_be_listed_is_an_error_naming_it(tmp_path, monkeypatch):
+    """At any depth, as an unreadable file is: a subfolder was left out with a note calling it "not .txt files or hidden",
+    and the training went on without its text."""
     import os
 
     (tmp_path / "ok").mkdir()
@@ -606,10 +609,33 @@ def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
         return scandir(path)
 
     monkeypatch.setattr(os, "scandir", denied)
-    with pytest.warns(CharlmWarning, match=r"1 \.txt file read \(1 left out, not \.txt files or hidden: locked/\)"):
-        assert read_text(tmp_path) == "分开\n"
-    with pytest.raises(CharlmError, match=r"locked: cannot read the folder \(Permission denied\)"):
-        read_text(tmp_path / "locked")
+    for folder in (tmp_path, tmp_path / "locked"):
+        with pytest.raises(CharlmError, match=rf"^{re.escape(str(tmp_path / 'locked'))}: cannot read the folder \(Permission denied\)$"):
+            read_text(folder)
+    assert read_text(tmp_path / "ok") == "分开\n"
+
+
+def test_a_folder_listed_but_not_entered_and_a_file_in_a_folder_not_entered_are_errors(tmp_path, monkeypatch):
+    """(mode 644 and 000 folders, for a user other than root): they ended in a bare OSError, exit 1"""
+    from pathlib import Path
+
+    sub = tmp_path / "d" / "sub"
+    sub.mkdir(parents=True)
+    (sub / "x.txt").write_text("分开\n", encoding="utf-8")
+    stat = os.stat
+
+    def denied(path, *args, **kwargs):
+        if Path(path).parent == sub:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", denied)
+    with pytest.raises(CharlmError, match=rf"^{re.escape(str(sub))}: cannot read the folder \(Permission denied\)$"):
+        read_text(tmp_path / "d")
+    with pytest.raises(CharlmError, match=rf"^{re.escape(str(sub / 'x.txt'))}: cannot read \(Permission denied\)$"):
+        read_text(sub / "x.txt")
+    with pytest.raises(CharlmError, match=r"x\.txt: cannot read \(Permission denied\)$"):
+        read_scored(sub / "x.txt", None, "utf-8")
 
 
 def test_left_out_counts_have_separators_and_txt_is_matched_as_the_file_system_matches_names(tmp_path, monkeypatch):

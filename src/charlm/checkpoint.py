@@ -90,6 +90,10 @@ def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> 
     Checked before any work, so that a bad second output never leaves the first one written.
     """
     path = Path(path)
+    if not folder and _not_a_file(path):  # a pipe or a device (/dev/stdout, /dev/null) is written into, where it is
+        if os.access(path, os.W_OK):
+            return path
+        raise CharlmError(f"{what} {path} is not writable")
     if path.exists() and path.is_dir() != folder:
         raise CharlmError(f"{what} {path} is {'a file' if folder else 'a folder'}; give {'a folder' if folder else 'a file name'}")
     if folder and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
@@ -180,13 +184,35 @@ def holds_run(out: str | os.PathLike) -> bool:
 
 
 def clear_run(out: Path) -> None:
-    """Remove what a training run left in ``out`` (its checkpoints, metrics and plot), nothing else."""
+    """Remove what a training run left in ``out`` (its checkpoints, metrics and plot), nothing else; a checkpoint that
+    cannot be removed whole is an error before anything is removed."""
+    for name in ("best", "last"):
+        check_replaceable(Path(out) / name)
     for name in RUN_FILES:
         path = Path(out) / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        except OSError as e:
+            raise CharlmError(f"cannot remove {path} (the old run's): {e.strerror or e}", exit_code=1) from None
+
+
+def check_replaceable(path: Path) -> None:
+    """A one-line error if the checkpoint folder ``path`` (if there) cannot be removed whole, as replacing it with a
+    new save removes the old one: a folder in it that this user may not write (made read-only, or another user's)."""
+    if not path.is_dir() or path.is_symlink():
+        return
+    for root, _, _ in os.walk(path, onerror=lambda e: _not_replaceable(path, Path(e.filename))):
+        if not os.access(root, os.W_OK | os.X_OK):
+            _not_replaceable(path, Path(root))
+
+
+def _not_replaceable(path: Path, where: Path) -> None:
+    what = "this user may not write it" if where == path else f"this user may not write {where} in it"
+    raise CharlmError(f"{path} cannot be replaced: {what} (a training replaces its checkpoints; make it writable, or "
+                      f"give another --out)")
 
 
 def _leftovers(out: Path, name: str, kind: str, trust_pids: bool = True) -> list[Path]:
@@ -447,7 +473,15 @@ def resolve(path: str | os.PathLike, prefer: str = "best", trust_pids: bool = Tr
     """A checkpoint folder from a path: the folder itself, or a run folder's ``best`` or ``last``."""
     if prefer not in ("best", "last"):
         raise ValueError(f"prefer must be 'best' or 'last', got {prefer!r}")
-    p = Path(path)
+    try:
+        return _resolve(Path(path), prefer, trust_pids)
+    except PermissionError as e:  # a folder on the way that this user may not enter: that one named
+        asked = Path(e.filename or path)
+        where = next((d for d in reversed(asked.parents) if not os.access(d, os.X_OK)), asked.parent)
+        raise CharlmError(f"{where}: cannot read the folder ({e.strerror})") from None
+
+
+def _resolve(p: Path, prefer: str, trust_pids: bool) -> Path:
     if (p / META_FILE).is_file():
         return p
     order = ("best", "last") if prefer == "best" else ("last", "best")
@@ -509,9 +543,12 @@ def _moving(p: Path) -> bool:
     lies aside, named by the id of a process still running (this one's, a thread's save; not one a killed save left)."""
     import glob
 
-    asides = list(p.parent.glob(f".{glob.escape(p.name)}.old-*"))
-    if p.is_dir():
-        asides += [q for name in ("best", "last") for q in p.glob(f".{name}.old-*")]
+    try:
+        asides = list(p.parent.glob(f".{glob.escape(p.name)}.old-*"))
+        if p.is_dir():
+            asides += [q for name in ("best", "last") for q in p.glob(f".{name}.old-*")]
+    except OSError:  # a folder this user may not enter: no save of its is seen
+        return False
     pids = {q.name.rsplit("-", 1)[1] for q in asides}
     return any(pid == str(os.getpid()) or _running(pid) for pid in pids)
 
@@ -523,6 +560,8 @@ def _read_meta(p: Path, missing_ok: bool = False) -> bytes | None:
         if missing_ok:
             return None
         raise CharlmError(f"{p / META_FILE}: unreadable or truncated (FileNotFoundError)") from None
+    except PermissionError as e:
+        raise CharlmError(f"{p / META_FILE}: cannot read ({e.strerror})") from None
     except OSError as e:
         raise CharlmError(f"{p / META_FILE}: unreadable or truncated ({e.__class__.__name__})") from None
 

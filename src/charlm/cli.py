@@ -328,6 +328,9 @@ def _train(args: argparse.Namespace) -> int:
         else:
             model_cfg = model_config_for(model_fields, len(corpus.vocab))
     distributed.check_batch_size(train_cfg.batch_size, distributed.from_env()[0])
+    if not rank:  # (checked again as the training starts; here, before a resume is announced)
+        for name in ("best", "last"):
+            ckpt_io.check_replaceable(Path(train_cfg.out) / name)
     dist = distributed.setup(pick_device(train_cfg.device), args.dist_timeout)
     # --overwrite: a new run, or a resume into another folder (its own one is refused above); fit() clears the old one
     trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume, init_weights=init_weights, dist=dist, overwrite=args.overwrite)

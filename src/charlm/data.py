@@ -27,6 +27,7 @@ import collections
 import itertools
 import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
@@ -389,10 +390,21 @@ def stream_encoding(given: str | None, trained: str) -> str:
 def read_scored(path, given: str | None, trained: str) -> str:
     """A file (or folder, or pipe) to score or inspect, read by :func:`as_trained`; a pipe or device is read once."""
     p = Path(path)
-    if p.exists() and not (p.is_file() or p.is_dir()):  # its bytes come once: decoded here, both ways if need be
+    if _exists(p) and not (p.is_file() or p.is_dir()):  # its bytes come once: decoded here, both ways if need be
         raw = _read_bytes(p, stream_encoding(given, trained))
         return as_trained(lambda enc: _decode(p, raw, enc), given, trained, str(p))
     return as_trained(lambda enc: read_text(path, enc), given, trained, str(path))
+
+
+def _exists(p: Path) -> bool:
+    """Whether ``p`` exists; one inside a folder this user may not enter is an error saying so."""
+    try:
+        os.stat(p)
+        return True
+    except PermissionError as e:
+        raise CharlmError(f"{p}: cannot read ({e.strerror})") from None
+    except (OSError, ValueError):  # (no such file, a broken link; a NUL in the name)
+        return False
 
 
 def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hidden: bool = False,
@@ -405,7 +417,7 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hi
     naming the file and the offset, never dropped.
     """
     p = bundled_corpus() if not path else Path(path)
-    if not p.exists():
+    if not _exists(p):
         raise CharlmError(f"{p}: no such file or folder")
     if p.is_dir():
         files, others = _folder_files(p, hidden)
@@ -460,10 +472,8 @@ def _folder_files(folder: Path, hidden: bool = False) -> tuple[list[Path], list[
     folders, each named once (their files not looked at)."""
     files, others = [], []
 
-    def unreadable(e: OSError):  # a folder that cannot be listed is named, not passed over in silence
-        if Path(e.filename) == folder:
-            raise CharlmError(f"{folder}: cannot read the folder ({e.strerror or e})")
-        others.append(Path(e.filename))
+    def unreadable(e: OSError):  # a folder that cannot be listed is an error, as a file that cannot be read is
+        raise CharlmError(f"{e.filename}: cannot read the folder ({e.strerror or e})")
 
     for root, dirs, names in os.walk(folder, onerror=unreadable):  # (links to folders are not followed)
         here = Path(root)
@@ -473,7 +483,13 @@ def _folder_files(folder: Path, hidden: bool = False) -> tuple[list[Path], list[
         for name in names:
             f = here / name
             txt = os.path.normcase(name).endswith(".txt")  # (.TXT too where names have no case, as on Windows)
-            (files if txt and (hidden or not name.startswith(".")) and f.is_file() else others).append(f)
+            try:
+                regular = stat.S_ISREG(os.stat(f).st_mode)
+            except PermissionError as e:  # a folder listed but not entered (mode 644): its files cannot be read
+                raise CharlmError(f"{here}: cannot read the folder ({e.strerror or e})") from None
+            except OSError:  # (a broken link)
+                regular = False
+            (files if txt and (hidden or not name.startswith(".")) and regular else others).append(f)
     return sorted(files), sorted(others)
 
 

@@ -501,6 +501,8 @@ class Trainer:
         try:
             if self.dist.is_main:
                 ckpt_io.check_writable(self.out, "out", folder=True)
+                for name in ("best", "last"):  # each save replaces the one before: one that cannot be removed is refused
+                    ckpt_io.check_replaceable(self.out / name)
                 try:
                     self.out.mkdir(parents=True, exist_ok=True)
                 except OSError as e:

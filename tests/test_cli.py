@@ -121,6 +121,9 @@ def test_train_generate_eval(capsys, corpus, tmp_path):
     assert code == 0
     assert "vocabulary: 25 characters" in stdout and "corpus: 1,600 characters" in stdout
     assert "epoch 2/2" in stdout and "held-out perplexity" in stdout
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])  # the units of the losses, for nanoGPT's readers
+    assert f"after epoch 2 ({last['val_loss']:.4f} nats, {last['val_loss'] / math.log(2):.3f} bits per character)" in stdout
+    assert "losses in nats per character" in stdout
     assert "for scale, on the same held-out text: a bigram count model of the training text " in stdout
     assert "a uniform guess 25" in stdout
     assert (out / "curves.png").stat().st_size > 1000

@@ -777,3 +777,24 @@ def test_a_signal_ignored_on_purpose_stays_ignored_while_training(tmp_path):
     finally:
         signal.signal(signal.SIGINT, old)
     assert seen and all(i is signal.SIG_IGN and t == trainer._on_signal for i, t in seen)  # SIGTERM still stops it cleanly
+
+
+def test_a_run_starts_by_saying_its_settings_and_how_much_of_a_small_text_it_learns_from(tmp_path):
+    """A preset's regularisation was applied unseen (--dropout 0 still had weight-drop and label smoothing on), and a
+    2,000-character text trained on 57% of it without a word."""
+    cfg = tiny_train_config(tmp_path / "a", label_smoothing=0.02, weight_decay=0.1, optimizer="adamw", schedule="cosine",
+                            min_lr=1e-4, early_stop=4)
+    corpus = load_corpus(cfg)
+    mcfg = ModelConfig(vocab_size=len(corpus.vocab), embedding_size=32, hidden_size=32, dropout=0.0, weight_drop=0.3,
+                       copy_window=0, tie_weights=True)
+    said = train_mod.describe(Trainer(mcfg, cfg, corpus, log=None)).splitlines()
+    assert said[2] == ("settings: weight-drop 0.3, label smoothing 0.02; adamw lr 0.01, cosine to 0.0001, weight decay 0.1, "
+                       "gradient clip 1; tied input and output weights; early stop after 4 validations without a better loss; "
+                       "losses in nats per character")
+    assert not any("never learned from" in line for line in said)  # (4 rows of 16: little is left out of its text)
+    cfg = tiny_train_config(tmp_path / "b", batch_size=16, num_steps=64)
+    t = Trainer(dataclasses.replace(mcfg, weight_drop=0.0), cfg, load_corpus(cfg), log=None)
+    n, targets = t.train_ids.numel() - 1, t.n_batches * 16 * 64
+    assert targets < 0.8 * n
+    assert f"{t.n_batches} batch of 16x64 takes {targets:,} of the {n:,} training characters as targets ({targets / n:.0%})" in train_mod.describe(t)
+    assert "settings: no dropout; adam lr 0.01, gradient clip 1;" in train_mod.describe(t)

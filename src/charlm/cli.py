@@ -412,8 +412,13 @@ def _report_run(trainer, metrics: list[dict], corpus, train_cfg) -> int:
         last = metrics[-1]
         skipped = (f" over {len(corpus.val_text) - trainer.val_skipped - 1:,} held-out characters scored "  # as eval says it: the first is read, not scored
                    f"({trainer.val_skipped:,} outside the vocabulary skipped)") if trainer.val_skipped else ""
+        def ppl(m):  # (one too large for a float is null in metrics.jsonl)
+            return f"{m['val_ppl']:,.2f}" if m["val_ppl"] is not None else "beyond a float's range"
+
+        units = (f" ({last['val_loss']:.4f} nats, {last['val_loss'] / math.log(2):.3f} bits per character)"
+                 if last.get("val_loss") is not None else "")
         print(f"held-out perplexity (last {train_cfg.val_fraction * 100:g}% of the corpus, not trained on){skipped}: "
-              f"{last['val_ppl']:,.2f} after epoch {last['epoch']}; best {best['val_ppl']:,.2f} after epoch {best['epoch']} (saved as best/)")
+              f"{ppl(last)} after epoch {last['epoch']}{units}; best {ppl(best)} after epoch {best['epoch']} (saved as best/)")
         print(f"training perplexity after epoch {last['epoch']}: {last['train_ppl']:.3f}")
         from .baseline import bigram_loss
 

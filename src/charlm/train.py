@@ -964,10 +964,34 @@ def describe(trainer: Trainer) -> str:
         warm_note += (f"\nnote: the held-out part (--val-fraction {cfg.val_fraction:g}) has "
                       f"{'no character' if not len(c.val_text) else 'too few characters'} the model can score (it takes two): "
                       f"nothing is validated, and best/ is the last checkpoint; give a larger --val-fraction, or 0 to hold nothing out")
+    n, targets = trainer.train_ids.numel(), trainer.n_batches * cfg.batch_size * cfg.num_steps
+    if n > 1 and targets < 0.8 * (n - 1):  # (the lyrics leave out 1.1%, the seed 10%: no note)
+        warm_note += (f"\nnote: an epoch's {trainer.n_batches} batch{'es' if trainer.n_batches != 1 else ''} of {cfg.batch_size}x{cfg.num_steps} "
+                      f"take{'s' if trainer.n_batches == 1 else ''} {targets:,} of the {n - 1:,} training characters as targets ({targets / (n - 1):.0%}): the rest, each row's "
+                      f"last part shorter than --num-steps, is never learned from; a smaller --batch-size or --num-steps uses more of it")
     return (f"corpus: {c.total_chars:,} characters; training {len(c.train_text):,}, {val}\n"
             f"vocabulary: {len(c.vocab):,} character{'s' if len(c.vocab) != 1 else ''}; model: {trainer.model_cfg.cell} {trainer.model_cfg.num_layers}x{trainer.model_cfg.hidden_size}, "
-            f"{num_parameters(trainer.model):,} parameters; {trainer.n_batches} batches of {trainer.cfg.batch_size}x{trainer.cfg.num_steps} per epoch; device {trainer.device}"
-            + unk_note + warm_note)
+            f"{num_parameters(trainer.model):,} parameters; {trainer.n_batches} batch{'es' if trainer.n_batches != 1 else ''} of {cfg.batch_size}x{cfg.num_steps} per epoch; device {trainer.device}\n"
+            f"settings: {settings(trainer.model_cfg, cfg)}" + unk_note + warm_note)
+
+
+def settings(m: ModelConfig, cfg: TrainConfig) -> str:
+    """A training's regularisation and optimisation in one line, so that a preset's values are seen, not assumed."""
+    def num(x) -> str:
+        return f"{x:g}"
+
+    reg = [f"{name} {num(v)}" for name, v in (("dropout", m.dropout), ("embedding dropout", m.embed_dropout),
+                                              ("weight-drop", m.weight_drop), ("label smoothing", cfg.label_smoothing)) if v]
+    if m.locked_dropout and (m.dropout or m.embed_dropout):
+        reg.append("locked dropout")
+    schedule = {"constant": "", "cosine": f", cosine to {num(cfg.min_lr)}", "plateau": f", x{num(cfg.plateau_factor)} on a plateau"}[cfg.schedule]
+    opt = [f"{cfg.optimizer} lr {num(cfg.lr)}{schedule}" + (f" after {cfg.warmup_steps:,} warm-up steps" if cfg.warmup_steps else "")]
+    opt += [f"{name} {num(v)}" for name, v in (("weight decay", cfg.weight_decay), ("momentum", cfg.momentum),
+                                               ("gradient clip", cfg.grad_clip)) if v]
+    extra = ([f"copy attention over {m.copy_window:,} characters"] if m.copy_window else []) + (
+        ["tied input and output weights"] if m.tie_weights else [])
+    stop = [f"early stop after {cfg.early_stop} validation{'s' if cfg.early_stop != 1 else ''} without a better loss"] if cfg.early_stop else []
+    return "; ".join([", ".join(reg) or "no dropout", ", ".join(opt), *extra, *stop, "losses in nats per character"])
 
 
 __all__ = ["Trainer", "TrainingInterrupted", "evaluate", "evaluate_dynamic", "surprisal", "plot_metrics", "describe", "ppl", "pick_device",

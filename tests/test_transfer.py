@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -154,7 +155,8 @@ def test_fine_tuning_keeps_the_bases_newlines_and_unk(capsys, tmp_path):
     capsys.readouterr()
     code = main(["train", "--data", str(a), "--init-from", str(tmp_path / "base"), "--newlines", "space", "--out", str(tmp_path / "x"), *small])
     assert code == 2 and "was trained with --newlines keep" in capsys.readouterr().err
-    assert main(["train", "--data", str(a), "--init-from", str(tmp_path / "base"), "--out", str(tmp_path / "ft"), *small]) == 0
+    # a preset's settings: its unk=False gives way to the pre-trained model's <unk>, and a note says so
+    assert main(["train", "--preset", "jaychou", "--data", str(a), "--init-from", str(tmp_path / "base"), "--out", str(tmp_path / "ft"), *small]) == 0
     assert "has <unk>, so the fine-tuned model has it too" in capsys.readouterr().out
     ck = load(tmp_path / "ft")
     assert ck.train_config.unk and ck.vocab.unk and ck.vocab.itos[0] == "<unk>"
@@ -177,8 +179,10 @@ def test_fine_tuning_takes_the_bases_newlines_and_a_resume_may_repeat_relative_p
     assert main(["train", "--data", "a.txt", "--newlines", "space", "--embedding-size", "16", "--hidden-size", "16",
                  "--no-tie-weights", "--out", "base", *small]) == 0
     capsys.readouterr()
+    assert main(["train", "--preset", "jaychou", "--data", "a.txt", "--init-from", "base", "--out", "ft0", *small]) == 0
+    assert "trained with --newlines space, so the fine-tuning reads its text so too" in capsys.readouterr().out  # (the preset's keep)
     assert main(["train", "--data", "a.txt", "--init-from", "base", "--out", "ft", *small]) == 0  # --newlines not given
-    assert "trained with --newlines space, so the fine-tuning reads its text so too" in capsys.readouterr().out
+    assert "note: fine-tuning with the settings base was trained with, where not given" in capsys.readouterr().out
     assert load(tmp_path / "ft").train_config.newlines == "space"
     # the first command again, with --resume: its relative paths are the ones stored (absolute)
     assert main(["train", "--resume", "ft", "--epochs", "2", "--data", "a.txt", "--init-from", "base", "--batch-size", "4"]) == 0
@@ -207,3 +211,24 @@ def test_pre_training_texts_of_checkpoint_folders_side_by_side(capsys, tmp_path)
     shutil.copytree(tmp_path / "rb" / "best", models / "ft")
     found, notes = pretraining_texts(load(models / "ft"))
     assert [name for name, _ in found] == [str(models / "base")] and notes == []
+
+
+def test_a_fine_tuning_without_a_preset_goes_on_with_the_pre_trained_runs_settings(capsys, tmp_path):
+    """(a char-rnn user's "continue with a lower rate"): without --preset, the default preset's dropouts, batches and
+    epochs replaced the pre-trained run's unseen, and the validation loss got worse at once"""
+    a = tmp_path / "a.txt"
+    a.write_text("明月几时有把酒问青天\n不知天上宫阙今夕是何年\n" * 40, encoding="utf-8")
+    assert main(["train", "--data", str(a), "--preset", "seed", "--epochs", "2", "--batch-size", "4", "--num-steps", "12",
+                 "--dropout", "0.05", "--max-minutes", "9", "--out", str(tmp_path / "base"), "--prefixes", "明月"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(a), "--init-from", str(tmp_path / "base"), "--lr", "5e-4", "--out", str(tmp_path / "ft")]) == 0
+    base, ft = load(tmp_path / "base", with_weights=False), load(tmp_path / "ft", with_weights=False)
+    assert ft.model_config == dataclasses.replace(base.model_config)  # its dropout 0.05, not the default preset's 0.4
+    from charlm.cli import NOT_CARRIED_OVER
+
+    kept = {k: v for k, v in vars(base.train_config).items() if k not in NOT_CARRIED_OVER | {"lr"}}
+    assert {k: getattr(ft.train_config, k) for k in kept} == kept and ft.train_config.lr == 5e-4
+    assert kept["newlines"] == "space" and kept["epochs"] == 2 and kept["optimizer"] == "adam"  # (the seed's, not the default preset's)
+    # a budget, a cut and prefixes of the other text are not
+    assert (ft.train_config.max_minutes, ft.train_config.limit_chars, ft.train_config.prefixes) == (0, 0, ())
+

@@ -293,6 +293,11 @@ def _train(args: argparse.Namespace) -> int:
     else:
         preset = DEFAULT_PRESET if args.preset is None else args.preset  # --preset '' is an unknown preset, not the default
         values = {**get_preset(preset), **overrides}
+        if args.preset is None and overrides.get("init_from"):  # a fine-tuning goes on as its model was trained, unless told
+            base_path, trained = _pretrained_settings(overrides["init_from"])
+            values = {**get_preset(preset), **trained, **overrides}
+            print(f"note: fine-tuning with the settings {base_path} was trained with, where not given (its dropouts, "
+                  f"optimiser, schedule, batches and epochs: see settings below); --preset NAME takes a preset's", flush=True)
         check_requires(preset, values)
         own_out = None
         if overrides.get("data") and owns_its_data(preset) and not _same_file(overrides["data"], bundled_corpus()):
@@ -486,6 +491,24 @@ def _note_rewind(resume) -> None:
         at = lambda c: f" (step {c.trainer.get('step')})"  # noqa: E731
         print(f"note: resuming from {resume.path}{at(resume)}, behind {later.path}{at(later)}: the run goes on from there, "
               f"and last/ and the later rows of metrics.jsonl are replaced (--out another folder keeps them)", file=sys.stderr, flush=True)
+
+
+# What a fine-tuning does not take from the pre-trained run's settings: where its text and output are, and what
+# depends on that text's size or on the machine
+NOT_CARRIED_OVER = {"data", "encoding", "val_fraction", "limit_chars", "init_from", "eval_every", "max_minutes", "prefixes",
+                    "device", "cuda_graph", "out"}
+
+
+def _pretrained_settings(path) -> tuple[Path, dict]:
+    """The run folder (or checkpoint) ``--init-from`` names, and the settings it was trained with that a fine-tuning
+    without ``--preset`` takes: its dropouts, and its training settings but :data:`NOT_CARRIED_OVER`."""
+    from . import checkpoint as ckpt_io
+    from .transfer import TUNABLE
+
+    base = ckpt_io.load(path, with_trainer=False, with_weights=False)
+    trained = {k: v for k, v in to_dict(base.train_config).items() if k not in NOT_CARRIED_OVER}
+    trained.update({k: getattr(base.model_config, k) for k in TUNABLE})
+    return Path(path), trained
 
 
 def _load_base(train_cfg, flags: dict, given_train: dict):

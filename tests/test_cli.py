@@ -186,6 +186,12 @@ def test_a_resume_with_more_epochs_keeps_the_cosine_of_the_first_run(capsys, cor
 def test_resume_refuses_changed_settings(capsys, tiny_run):
     code, _, err = run_cli(capsys, "train", "--resume", tiny_run, "--hidden-size", "64")
     one_line_error(code, err, "cannot change --hidden-size when resuming")
+    assert "--init-from" not in err  # (which keeps the architecture)
+    code, _, err = run_cli(capsys, "train", "--resume", tiny_run, "--lr", "1e-4")  # (char-rnn's way to go on more slowly)
+    data = load_model(tiny_run)[2].train_config.data
+    one_line_error(code, err, "cannot change --lr when resuming; only --cuda-graph, --device, ")
+    assert err.strip().endswith(f"(to train on from it with other settings, start a new run from its weights: "
+                                f"charlm train --init-from {tiny_run} --data {data} --out NEW and the flags)")
 
 
 def test_preset_values_are_overridden_by_flags(capsys, tmp_path):

@@ -266,7 +266,13 @@ def _train(args: argparse.Namespace) -> int:
         same = {k for k, v in typed.items() if k in stored and stored[k] == v}
         changed = sorted(set(overrides) - RESUMABLE_OVERRIDES - same)  # a flag that repeats the run's own value changes nothing
         if changed:
-            raise CharlmError(f"cannot change {', '.join(map(_flag, changed))} when resuming; only {', '.join(sorted(map(_flag, RESUMABLE_OVERRIDES)))}")
+            from .transfer import TUNABLE
+
+            # (a new run from its weights keeps its architecture: for other settings only)
+            hint = ("" if any(k in field_names(ModelConfig) and k not in TUNABLE for k in changed) else
+                    f" (to train on from it with other settings, start a new run from its weights: {_from_weights(resume)})")
+            raise CharlmError(f"cannot change {', '.join(map(_flag, changed))} when resuming; only "
+                              f"{', '.join(sorted(map(_flag, RESUMABLE_OVERRIDES)))}{hint}")
         overrides = {k: v for k, v in overrides.items() if k not in same or k in RESUMABLE_OVERRIDES}
         out = overrides.pop("out", str(resume.path.parent))
         train_cfg = dataclasses.replace(resume.train_config, **overrides, out=out)
@@ -491,6 +497,16 @@ def _note_rewind(resume) -> None:
         at = lambda c: f" (step {c.trainer.get('step')})"  # noqa: E731
         print(f"note: resuming from {resume.path}{at(resume)}, behind {later.path}{at(later)}: the run goes on from there, "
               f"and last/ and the later rows of metrics.jsonl are replaced (--out another folder keeps them)", file=sys.stderr, flush=True)
+
+
+def _from_weights(ckpt) -> str:
+    """The command that trains on from ``ckpt``'s weights with other settings: a fine-tuning on its own text."""
+    from .data import IN_MEMORY
+
+    run = ckpt.path.parent if ckpt.path.name in ("best", "last") else ckpt.path
+    data = ckpt.train_config.data
+    text = f" --data {_shell(data)}" if data and data != IN_MEMORY else ""
+    return f"charlm train --init-from {_shell(run)}{text} --out NEW and the flags"
 
 
 # What a fine-tuning does not take from the pre-trained run's settings: where its text and output are, and what

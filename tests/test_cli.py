@@ -513,7 +513,9 @@ def test_a_speed_flag_the_device_cannot_run_writes_nothing(capsys, corpus, tmp_p
 
 def test_a_resume_with_nothing_left_to_train_says_how_to_go_on(capsys, tiny_run, tmp_path):
     epochs = json.loads((tiny_run / "last" / "checkpoint.json").read_text())["trainer"]["epoch"]
-    one_line_error(*run_cli(capsys, "train", "--resume", tiny_run)[::2], f"has already trained {epochs} of {epochs} epochs: give --epochs above {epochs}")
+    one_line_error(*run_cli(capsys, "train", "--resume", tiny_run)[::2], f"has already trained its {epochs} epochs: give --epochs above {epochs}")
+    one_line_error(*run_cli(capsys, "train", "--resume", tiny_run, "--epochs", 2)[::2],
+                   f"has already trained {epochs} epochs, more than --epochs 2: give --epochs above {epochs}")  # (not "6 of 2")
     from .conftest import train_tiny
 
     train_tiny(tmp_path, epochs=2, max_minutes=1e-6)  # stopped by its time limit after one step
@@ -831,6 +833,13 @@ def test_generate_reads_prefix_line_ends_as_newlines_and_refuses_length_with_lin
     b = run_cli(capsys, "generate", tiny_run, "--prefix", "分开\n", "--length", 5, "--seed", 1)
     assert a[0] == 0 and a[1] == b[1]
     one_line_error(*run_cli(capsys, "generate", tiny_run, "--lines", 2, "--length", 5)[::2], "--length and --lines do not go together")
+
+
+def test_train_reads_a_typed_backslash_n_in_prefixes_as_a_line_break(capsys, corpus, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, *TINY[:-1], "分开\\n")
+    assert code == 0 and "note: the samples leave out" not in stdout  # (the vocabulary has no backslash)
+    assert load_model(out)[2].train_config.prefixes == ("分开\n",)
 
 
 def test_generate_reads_a_typed_backslash_n_as_a_line_break_as_inspect_does(capsys, tiny_run):

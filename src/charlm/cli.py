@@ -254,6 +254,8 @@ def _train(args: argparse.Namespace) -> int:
     from .train import Trainer, TrainingInterrupted, describe, model_config_for, pick_device, plot_metrics
 
     overrides = {**given(args, ModelConfig), **given(args, TrainConfig)}
+    if "prefixes" in overrides:  # \n typed is a line break, as in generate's --prefix
+        overrides["prefixes"] = type(overrides["prefixes"])(p.replace("\\n", "\n") for p in overrides["prefixes"])
     resume, init_weights = None, None
     rank = distributed.from_env()[1]  # the first process alone writes, so it alone holds the run folder's lock
     if args.resume:
@@ -458,11 +460,13 @@ def _check_work_left(resume, cfg) -> None:
     if t.get("pending_validation"):  # stopped while validating: that validation is still to do
         return
     if t["epoch"] >= cfg.epochs:
-        raise CharlmError(f"{resume.path} has already trained {t['epoch']} of {cfg.epochs} epochs: "
-                          f"give --epochs above {t['epoch']} to train on")
+        n = t["epoch"]
+        done = (f"its {n} epoch{'s' if n != 1 else ''}" if n == cfg.epochs else
+                f"{n} epoch{'s' if n != 1 else ''}, more than --epochs {cfg.epochs}")
+        raise CharlmError(f"{resume.path} has already trained {done}: give --epochs above {n} to train on")
     if cfg.max_minutes and t.get("train_seconds", 0.0) >= cfg.max_minutes * 60:
-        raise CharlmError(f"{resume.path} has already trained its {cfg.max_minutes:g} minutes (--max-minutes): "
-                          f"give a larger --max-minutes, or 0 for no limit, to train on")
+        raise CharlmError(f"{resume.path} has already trained its {cfg.max_minutes:g} minute{'s' if cfg.max_minutes != 1 else ''} "
+                          f"(--max-minutes): give a larger --max-minutes, or 0 for no limit, to train on")
 
 
 def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:

@@ -159,7 +159,7 @@ class TrainConfig:
     early_stop: int = field(default=0, metadata=_help("stop after N validations without a better loss; 0 = off"))
     eval_every: int = field(default=0, metadata=_help("validate, log and checkpoint every N steps instead of after every epoch (for big corpora or fast GPUs); 0 = each epoch"))
     max_minutes: float = field(default=0.0, metadata=_help("stop after this many minutes of training steps, counted over the whole run, resumes included (validating first); 0 = no limit"))
-    prefixes: tuple = field(default=("分开", "不分开"), metadata=_help("prefixes to sample from during training", nargs="+"))
+    prefixes: tuple = field(default=("分开", "不分开"), metadata=_help("prefixes to sample from during training (\\n in one stands for a line break)", nargs="+"))
     sample_every: int = field(default=0, metadata=_help("print samples every N epochs (and after the last); 0 = only after the last"))
     sample_length: int = field(default=50, metadata=_help("characters per training sample"))
     sample_greedy: bool = field(default=False, metadata=_help("training samples take the most likely character, as the seed does"))

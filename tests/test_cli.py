@@ -835,6 +835,21 @@ def test_generate_reads_prefix_line_ends_as_newlines_and_refuses_length_with_lin
     one_line_error(*run_cli(capsys, "generate", tiny_run, "--lines", 2, "--length", 5)[::2], "--length and --lines do not go together")
 
 
+def test_a_large_text_of_ones_own_on_the_default_preset_is_pointed_to_a_larger_model(capsys, tmp_path, monkeypatch):
+    from charlm.train import Trainer
+
+    monkeypatch.setattr(Trainer, "fit", lambda self: [])  # (what is said before the training is what counts)
+    big, small = tmp_path / "big.txt", tmp_path / "small.txt"
+    big.write_text("To be, or not to be, that is the question.\n" * 7000, encoding="utf-8")  # 301,000 characters
+    small.write_text("To be, or not to be, that is the question.\n" * 6900, encoding="utf-8")
+    said = "note: the settings are the default preset's (jaychou: a small, heavily regularised model for 60,000 characters"
+    for data, preset, note in ((big, [], True), (small, [], False), (big, ["--preset", "jaychou"], False)):
+        code, out, _ = run_cli(capsys, "train", "--data", data, *preset, "--out", tmp_path / "r", "--overwrite", "--device", "cpu")
+        assert code == 0 and (said in out) == note, out
+    assert "a text of 301,000 characters may gain from a larger, less regularised one such as --preset shakespeare-cpu" in run_cli(
+        capsys, "train", "--data", big, "--out", tmp_path / "r", "--overwrite", "--device", "cpu")[1]
+
+
 def test_train_reads_a_typed_backslash_n_in_prefixes_as_a_line_break(capsys, corpus, tmp_path):
     out = tmp_path / "run"
     code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, *TINY[:-1], "分开\\n")

@@ -308,7 +308,8 @@ def _train(args: argparse.Namespace) -> int:
                   f"optimiser, schedule, batches and epochs: see settings below); --preset NAME takes a preset's", flush=True)
         check_requires(preset, values)
         own_out = None
-        if overrides.get("data") and owns_its_data(preset) and not _same_file(overrides["data"], bundled_corpus()):
+        own_text = bool(overrides.get("data") and owns_its_data(preset) and not _same_file(overrides["data"], bundled_corpus()))
+        if own_text:
             # your own text: not into runs/jaychou, nor sampled from 分开 and 不分开 (the lyrics' own openings)
             if "out" not in overrides:
                 own_out = values["out"] = f"runs/{Path(os.path.abspath(overrides['data'])).stem.lstrip('.') or 'mine'}"
@@ -336,6 +337,10 @@ def _train(args: argparse.Namespace) -> int:
         corpus = load_corpus(train_cfg)
         if own_out:
             print(f"note: writing to {_shell(own_out)} (--out to name another folder)", flush=True)
+        if args.preset is None and own_text and not train_cfg.init_from and corpus.total_chars >= LARGE_TEXT:
+            print(f"note: the settings are the default preset's ({DEFAULT_PRESET}: a small, heavily regularised model for "
+                  f"60,000 characters of lyrics); a text of {corpus.total_chars:,} characters may gain from "
+                  f"a larger, less regularised one such as --preset shakespeare-cpu (2x384, made for 1.1M characters) with your --data", flush=True)
         if train_cfg.init_from:
             init_weights, model_cfg, corpus = _fine_tune_setup(base, corpus, model_fields)
         else:
@@ -511,6 +516,9 @@ def _from_weights(ckpt) -> str:
     data = ckpt.train_config.data
     text = f" --data {_shell(data)}" if data and data != IN_MEMORY else ""
     return f"charlm train --init-from {_shell(run)}{text} --out NEW and the flags"
+
+
+LARGE_TEXT = 300_000  # characters of one's own text from which the default preset's small model is said to be small
 
 
 # What a fine-tuning does not take from the pre-trained run's settings: where its text and output are, and what

@@ -235,7 +235,7 @@ class SampleConfig:
         _check(MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,
                f"temperature must be a number from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}, got {self.temperature:g} "
                "(--greedy takes the most likely character every time)")
-        _check(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        _check(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1 (leave it out to sample among all characters), got {self.top_k}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         _check(1 <= self.num_samples <= 4096, f"num_samples must be from 1 to 4096, got {self.num_samples}")
         _check(self.max_line_length >= 1, f"max_line_length must be >= 1, got {self.max_line_length}")

@@ -863,7 +863,7 @@ def plot_metrics(metrics: list[dict], path: str | Path, training: str = "trainin
 
 
 def _perplexity_axis(ax) -> None:
-    """A log scale labelled in plain numbers (300, not 3×10²): 1, 2, 3, 5, 10, ... over a decade or more; each unit
+    """A log scale labelled in plain numbers (300, not 3×10²): 1, 2, 3, 5, 10, ... over a decade or more; each unit (and 1.2, 1.5)
     within one; evenly spaced values with the decimals their spacing needs (79.2, 79.4) where fewer units fall in it."""
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator, ScalarFormatter
 
@@ -877,7 +877,8 @@ def _perplexity_axis(ax) -> None:
         plain = ScalarFormatter(useOffset=False)
         plain.set_scientific(False)
     else:  # over a decade 1, 2, 3, 5, 10; over three 1, 10, 100; over many, every so many powers of ten
-        major = tuple(map(float, range(1, 10))) if decades < 1 else (1.0, 2.0, 3.0, 5.0) if decades < 3 else (1.0,)
+        # (within a decade, 12 and 15 too: a curve from 14 to 5 had no label above its 10)
+        major = (1.0, 1.2, 1.5, *map(float, range(2, 10))) if decades < 1 else (1.0, 2.0, 3.0, 5.0) if decades < 3 else (1.0,)
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=major, numticks=8))
         ax.yaxis.set_minor_locator(NullLocator() if decades >= 3 else
                                    LogLocator(base=10, subs=[float(x) for x in range(1, 10) if x not in major] or None))

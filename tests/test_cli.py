@@ -190,8 +190,10 @@ def test_resume_refuses_changed_settings(capsys, tiny_run):
     code, _, err = run_cli(capsys, "train", "--resume", tiny_run, "--lr", "1e-4")  # (char-rnn's way to go on more slowly)
     data = load_model(tiny_run)[2].train_config.data
     one_line_error(code, err, "cannot change --lr when resuming; only --cuda-graph, --device, ")
-    assert err.strip().endswith(f"(to train on from it with other settings, start a new run from its weights: "
-                                f"charlm train --init-from {tiny_run} --data {data} --out NEW and the flags)")
+    assert err.strip().endswith(f"(to train on from its weights with other settings, start a new run: "
+                                f"charlm train --init-from {tiny_run / 'last'} --data {data} --lr 0.0001 --out NEW_FOLDER)")
+    code, _, err = run_cli(capsys, "train", "--resume", tiny_run, "--newlines", "space")  # (which --init-from keeps too)
+    assert code == 2 and "cannot change --newlines when resuming" in err and "--init-from" not in err
 
 
 def test_preset_values_are_overridden_by_flags(capsys, tmp_path):
@@ -840,13 +842,16 @@ def test_a_large_text_of_ones_own_on_the_default_preset_is_pointed_to_a_larger_m
 
     monkeypatch.setattr(Trainer, "fit", lambda self: [])  # (what is said before the training is what counts)
     big, small = tmp_path / "big.txt", tmp_path / "small.txt"
-    big.write_text("To be, or not to be, that is the question.\n" * 7000, encoding="utf-8")  # 301,000 characters
+    big.write_text("To be, or not to be, that is the question.\n" * 7000, encoding="utf-8")  # 270,900 to train on
     small.write_text("To be, or not to be, that is the question.\n" * 6900, encoding="utf-8")
-    said = "note: the settings are the default preset's (jaychou: a small, heavily regularised model for 60,000 characters"
-    for data, preset, note in ((big, [], True), (small, [], False), (big, ["--preset", "jaychou"], False)):
-        code, out, _ = run_cli(capsys, "train", "--data", data, *preset, "--out", tmp_path / "r", "--overwrite", "--device", "cpu")
-        assert code == 0 and (said in out) == note, out
-    assert "a text of 301,000 characters may gain from a larger, less regularised one such as --preset shakespeare-cpu" in run_cli(
+    said = "note: the model is the default preset's (jaychou: a small, heavily regularised model for 60,000 characters"
+    for data, more, note in ((big, [], True), (small, [], False), (big, ["--preset", "jaychou"], False),
+                             (big, ["--hidden-size", "512", "--embedding-size", "512"], False),  # (a model of one's own)
+                             (big, ["--limit-chars", "9000"], False)):  # (trained on less)
+        code, out, _ = run_cli(capsys, "train", "--data", data, *more, "--out", tmp_path / "r", "--overwrite", "--device", "cpu")
+        assert code == 0 and (said in out) == note, (more, out)
+    assert ("270,900 characters to train on may gain from a larger, less regularised one, such as --preset shakespeare-cpu's "
+            "(2x384, made for 1.1M characters; give it your --data, an --out and --prefixes)") in run_cli(
         capsys, "train", "--data", big, "--out", tmp_path / "r", "--overwrite", "--device", "cpu")[1]
 
 

@@ -630,6 +630,10 @@ def test_a_folder_listed_but_not_entered_and_a_file_in_a_folder_not_entered_are_
         return stat(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "stat", denied)
+    with pytest.raises(CharlmError, match=rf"^{re.escape(str(sub / 'x.txt'))}: cannot read \(Permission denied\)$"):
+        read_text(tmp_path / "d")  # (sub may be entered: x.txt is, say, a link into a folder closed to this user)
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: not (Path(p) == sub and mode & os.X_OK) and access(p, mode, **kw))
     with pytest.raises(CharlmError, match=rf"^{re.escape(str(sub))}: cannot read the folder \(Permission denied\)$"):
         read_text(tmp_path / "d")
     with pytest.raises(CharlmError, match=rf"^{re.escape(str(sub / 'x.txt'))}: cannot read \(Permission denied\)$"):

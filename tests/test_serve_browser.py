@@ -124,6 +124,11 @@ def test_page_fits_the_servers_limits_and_its_copy_button_recovers(tiny_ckpt, br
         lines = browser.find_element(By.ID, "lyrics").text.strip().splitlines()
         assert len(lines) == 3 and all(len(line) <= 6 for line in lines), lines
         assert any(len(line) == 6 for line in lines), lines  # (the tiny model's lines run on: they are cut at 6)
+        width.clear()  # left empty: the server's default (it was 64, over this server's limit: a 422)
+        old = browser.find_element(By.ID, "status").text
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda d: d.find_element(By.ID, "status").text != old and "种子" in d.find_element(By.ID, "status").text)
+        assert not browser.find_element(By.ID, "error").is_displayed()
         copy = browser.find_element(By.ID, "copy")
         copy.click()
         copy.click()  # twice within the 1.5 s of "已复制 ✓": the label still comes back

@@ -221,14 +221,19 @@ def test_a_fine_tuning_without_a_preset_goes_on_with_the_pre_trained_runs_settin
     assert main(["train", "--data", str(a), "--preset", "seed", "--epochs", "2", "--batch-size", "4", "--num-steps", "12",
                  "--dropout", "0.05", "--max-minutes", "9", "--out", str(tmp_path / "base"), "--prefixes", "明月"]) == 0
     capsys.readouterr()
+    meta = tmp_path / "base" / "best" / "checkpoint.json"  # as if trained on a GPU in fp16: not for this machine
+    meta.write_text(meta.read_text(encoding="utf-8").replace('"precision": "fp32"', '"precision": "fp16"'), encoding="utf-8")
+    assert load(tmp_path / "base", with_weights=False).train_config.precision == "fp16"
     assert main(["train", "--data", str(a), "--init-from", str(tmp_path / "base"), "--lr", "5e-4", "--out", str(tmp_path / "ft")]) == 0
     base, ft = load(tmp_path / "base", with_weights=False), load(tmp_path / "ft", with_weights=False)
+    assert ft.train_config.precision == "fp32"
     assert ft.model_config == dataclasses.replace(base.model_config)  # its dropout 0.05, not the default preset's 0.4
     from charlm.cli import NOT_CARRIED_OVER
 
     kept = {k: v for k, v in vars(base.train_config).items() if k not in NOT_CARRIED_OVER | {"lr"}}
     assert {k: getattr(ft.train_config, k) for k in kept} == kept and ft.train_config.lr == 5e-4
     assert kept["newlines"] == "space" and kept["epochs"] == 2 and kept["optimizer"] == "adam"  # (the seed's, not the default preset's)
-    # a budget, a cut and prefixes of the other text are not
-    assert (ft.train_config.max_minutes, ft.train_config.limit_chars, ft.train_config.prefixes) == (0, 0, ())
+    # a cut and prefixes of the other text are not
+    assert (ft.train_config.limit_chars, ft.train_config.prefixes) == (0, ())
+    assert ft.train_config.max_minutes == 9  # (its length: its epochs, and its time limit with them)
 

@@ -204,13 +204,13 @@ def check_replaceable(path: Path) -> None:
     new save removes the old one: a folder in it that this user may not write (made read-only, or another user's)."""
     if not path.is_dir() or path.is_symlink():
         return
-    for root, _, _ in os.walk(path, onerror=lambda e: _not_replaceable(path, Path(e.filename))):
+    for root, _, _ in os.walk(path, onerror=lambda e: _not_replaceable(path, Path(e.filename), "read")):
         if not os.access(root, os.W_OK | os.X_OK):
             _not_replaceable(path, Path(root))
 
 
-def _not_replaceable(path: Path, where: Path) -> None:
-    what = "this user may not write it" if where == path else f"this user may not write {where} in it"
+def _not_replaceable(path: Path, where: Path, verb: str = "write") -> None:
+    what = f"this user may not {verb} it" if where == path else f"this user may not {verb} {where} in it"
     raise CharlmError(f"{path} cannot be replaced: {what} (a training replaces its checkpoints; make it writable, or "
                       f"give another --out)")
 

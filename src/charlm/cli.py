@@ -270,9 +270,10 @@ def _train(args: argparse.Namespace) -> int:
         if changed:
             from .transfer import TUNABLE
 
-            # (a new run from its weights keeps its architecture: for other settings only)
-            hint = ("" if any(k in field_names(ModelConfig) and k not in TUNABLE for k in changed) else
-                    f" (to train on from it with other settings, start a new run from its weights: {_from_weights(resume)})")
+            # (a new run from its weights keeps its architecture, newlines and <unk>: for other settings only)
+            kept = {"newlines", "unk", "init_from"} | (set(field_names(ModelConfig)) - TUNABLE)
+            hint = "" if kept & set(changed) else (
+                f" (to train on from its weights with other settings, start a new run: {_from_weights(resume, typed, changed)})")
             raise CharlmError(f"cannot change {', '.join(map(_flag, changed))} when resuming; only "
                               f"{', '.join(sorted(map(_flag, RESUMABLE_OVERRIDES)))}{hint}")
         overrides = {k: v for k, v in overrides.items() if k not in same or k in RESUMABLE_OVERRIDES}
@@ -337,10 +338,12 @@ def _train(args: argparse.Namespace) -> int:
         corpus = load_corpus(train_cfg)
         if own_out:
             print(f"note: writing to {_shell(own_out)} (--out to name another folder)", flush=True)
-        if args.preset is None and own_text and not train_cfg.init_from and corpus.total_chars >= LARGE_TEXT:
-            print(f"note: the settings are the default preset's ({DEFAULT_PRESET}: a small, heavily regularised model for "
-                  f"60,000 characters of lyrics); a text of {corpus.total_chars:,} characters may gain from "
-                  f"a larger, less regularised one such as --preset shakespeare-cpu (2x384, made for 1.1M characters) with your --data", flush=True)
+        if (args.preset is None and own_text and not train_cfg.init_from and not given(args, ModelConfig)
+                and len(corpus.train_text) >= LARGE_TEXT):
+            print(f"note: the model is the default preset's ({DEFAULT_PRESET}: a small, heavily regularised model for "
+                  f"60,000 characters of lyrics); {len(corpus.train_text):,} characters to train on may gain from a larger, "
+                  f"less regularised one, such as --preset shakespeare-cpu's (2x384, made for 1.1M characters; give it "
+                  f"your --data, an --out and --prefixes)", flush=True)
         if train_cfg.init_from:
             init_weights, model_cfg, corpus = _fine_tune_setup(base, corpus, model_fields)
         else:
@@ -391,7 +394,7 @@ def _train(args: argparse.Namespace) -> int:
         return 128 + e.signum
 
 
-class _Stopped(Exception):
+class _Stopped(BaseException):  # (as KeyboardInterrupt is: no `except Exception` on the way swallows it)
     """Ctrl-C or SIGTERM (Ctrl-Break on Windows) outside a training's own handling, as :func:`_signals_raised` raises it."""
 
     def __init__(self, signum: int):
@@ -401,23 +404,17 @@ class _Stopped(Exception):
 
 @contextlib.contextmanager
 def _signals_raised():
-    """Ctrl-C, SIGTERM and Ctrl-Break raise :class:`_Stopped` in the block, so that it can say what was kept; a signal
-    ignored on purpose stays ignored, and outside the main thread nothing changes."""
-    import signal
+    """Ctrl-C, SIGTERM and Ctrl-Break raise :class:`_Stopped` in the block, so that it can say what was kept."""
+    from .train import catch_signals, restore_signals
 
     def stop(signum, frame):
         raise _Stopped(signum)
 
-    handlers = {}
+    handlers = catch_signals(stop)
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM, *filter(None, [getattr(signal, "SIGBREAK", None)])):
-            if signal.getsignal(sig) is not signal.SIG_IGN:
-                with contextlib.suppress(ValueError):  # (not the main thread)
-                    handlers[sig] = signal.signal(sig, stop)
         yield
     finally:
-        for sig, h in handlers.items():
-            signal.signal(sig, h)
+        restore_signals(handlers)
 
 
 def _report_run(trainer, metrics: list[dict], corpus, train_cfg) -> int:
@@ -430,8 +427,8 @@ def _report_run(trainer, metrics: list[dict], corpus, train_cfg) -> int:
         last = metrics[-1]
         skipped = (f" over {len(corpus.val_text) - trainer.val_skipped - 1:,} held-out characters scored "  # as eval says it: the first is read, not scored
                    f"({trainer.val_skipped:,} outside the vocabulary skipped)") if trainer.val_skipped else ""
-        def ppl(m):  # (one too large for a float is null in metrics.jsonl)
-            return f"{m['val_ppl']:,.2f}" if m["val_ppl"] is not None else "beyond a float's range"
+        def ppl(m):  # (one too large for a float: inf, or null as metrics.jsonl and a resumed run have it)
+            return f"{m['val_ppl']:,.2f}" if m["val_ppl"] is not None and m["val_ppl"] < math.inf else "beyond a float's range"
 
         units = (f" ({last['val_loss']:.4f} nats, {last['val_loss'] / math.log(2):.3f} bits per character)"
                  if last.get("val_loss") is not None else "")
@@ -508,23 +505,27 @@ def _note_rewind(resume) -> None:
               f"and last/ and the later rows of metrics.jsonl are replaced (--out another folder keeps them)", file=sys.stderr, flush=True)
 
 
-def _from_weights(ckpt) -> str:
-    """The command that trains on from ``ckpt``'s weights with other settings: a fine-tuning on its own text."""
+def _from_weights(ckpt, typed: dict, changed: list[str]) -> str:
+    """The command that trains on from ``ckpt`` (a run's last/) with the settings ``changed`` of ``typed`` (as given):
+    a fine-tuning on its text (or the --data given)."""
     from .data import IN_MEMORY
 
-    run = ckpt.path.parent if ckpt.path.name in ("best", "last") else ckpt.path
-    data = ckpt.train_config.data
-    text = f" --data {_shell(data)}" if data and data != IN_MEMORY else ""
-    return f"charlm train --init-from {_shell(run)}{text} --out NEW and the flags"
+    data = typed.get("data", ckpt.train_config.data)
+    flags = [f"--data {_shell(data)}"] if data and data != IN_MEMORY else []
+    for k in (k for k in changed if k != "data"):
+        v = typed[k]
+        flags.append(_flag(k) if v is True else f"--no-{_flag(k)[2:]}" if v is False else
+                     f"{_flag(k)} {' '.join(map(_shell, v)) if isinstance(v, (list, tuple)) else _shell(v)}")
+    return f"charlm train --init-from {_shell(ckpt.path)} {' '.join(flags)} --out NEW_FOLDER".replace("  ", " ")
 
 
-LARGE_TEXT = 300_000  # characters of one's own text from which the default preset's small model is said to be small
+LARGE_TEXT = 270_000  # training characters of one's own text from which the default model is said to be small
 
 
 # What a fine-tuning does not take from the pre-trained run's settings: where its text and output are, and what
-# depends on that text's size or on the machine
-NOT_CARRIED_OVER = {"data", "encoding", "val_fraction", "limit_chars", "init_from", "eval_every", "max_minutes", "prefixes",
-                    "device", "cuda_graph", "out"}
+# depends on that text's size or on the machine (its length, epochs and --max-minutes, is taken whole)
+NOT_CARRIED_OVER = {"data", "encoding", "val_fraction", "limit_chars", "init_from", "eval_every", "prefixes",
+                    "device", "precision", "cuda_graph", "out"}
 
 
 def _pretrained_settings(path) -> tuple[Path, dict]:

@@ -483,14 +483,20 @@ def _folder_files(folder: Path, hidden: bool = False) -> tuple[list[Path], list[
         for name in names:
             f = here / name
             txt = os.path.normcase(name).endswith(".txt")  # (.TXT too where names have no case, as on Windows)
-            try:
-                regular = stat.S_ISREG(os.stat(f).st_mode)
-            except PermissionError as e:  # a folder listed but not entered (mode 644): its files cannot be read
-                raise CharlmError(f"{here}: cannot read the folder ({e.strerror or e})") from None
-            except OSError:  # (a broken link)
-                regular = False
-            (files if txt and (hidden or not name.startswith(".")) and regular else others).append(f)
+            (files if txt and (hidden or not name.startswith(".")) and _regular(f) else others).append(f)
     return sorted(files), sorted(others)
+
+
+def _regular(f: Path) -> bool:
+    """Whether ``f`` (its link followed) is a regular file; one that cannot be looked at is an error naming why."""
+    try:
+        return stat.S_ISREG(os.stat(f).st_mode)
+    except PermissionError as e:
+        if not os.access(f.parent, os.X_OK):  # a folder listed but not entered (mode 644): none of its files can be read
+            raise CharlmError(f"{f.parent}: cannot read the folder ({e.strerror or e})") from None
+        raise CharlmError(f"{f}: cannot read ({e.strerror or e})") from None  # (a link into a folder closed to this user)
+    except OSError:  # (a broken link)
+        return False
 
 
 def _left_out(folder: Path, others: list[Path]) -> str:

@@ -513,15 +513,7 @@ class Trainer:
                     ckpt_io.clear_run(self.out)
                     self.overwrite = False
                 self._write_metrics()
-            # (on Windows, Ctrl-Break is SIGBREAK; TerminateProcess, as taskkill /F, cannot be caught)
-            for sig in (signal.SIGINT, signal.SIGTERM, *filter(None, [getattr(signal, "SIGBREAK", None)])):
-                if signal.getsignal(sig) is signal.SIG_IGN:  # ignored on purpose (SIGINT of a job started with `&` in a
-                    # script): so it stays, as Python leaves it (kill, SIGTERM, stops such a run with last/ written)
-                    continue
-                try:
-                    handlers[sig] = signal.signal(sig, self._on_signal)
-                except ValueError:  # not the main thread: no signal handling
-                    pass
+            handlers = catch_signals(self._on_signal)
             if self.pending is not None:  # the one the interruption cut short (a --max-minutes raised since: train on)
                 at_end, over = self.pending["at_epoch_end"], self.pending["over_time"] and self._over_time(0.0)
                 if self._validate(at_epoch_end=at_end, over_time=over):
@@ -533,8 +525,7 @@ class Trainer:
                 if self._train_epoch() or self._end_epoch():
                     break
         finally:
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
+            restore_signals(handlers)
             torch.set_num_threads(threads)
             if locked:  # taken here (a Python caller's run): let go, so that the finished folder can be used
                 ckpt_io.unlock_run(self.out)
@@ -811,6 +802,26 @@ class Trainer:
         ckpt_io.write_atomic((self.out / "metrics.jsonl", lines.encode()))
 
 
+def catch_signals(handler) -> dict:
+    """``handler`` for Ctrl-C, SIGTERM (and on Windows Ctrl-Break, SIGBREAK; TerminateProcess, as taskkill /F, cannot
+    be caught); the handlers it replaced, for :func:`restore_signals`.  A signal ignored on purpose (SIGINT of a job
+    started with `&` in a script) stays ignored, as Python leaves it, and outside the main thread nothing changes."""
+    handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, *filter(None, [getattr(signal, "SIGBREAK", None)])):
+        if signal.getsignal(sig) is signal.SIG_IGN:  # (kill, SIGTERM, stops such a run with last/ written)
+            continue
+        try:
+            handlers[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: no signal handling
+            pass
+    return handlers
+
+
+def restore_signals(handlers: dict) -> None:
+    for sig, h in handlers.items():
+        signal.signal(sig, h)
+
+
 def plot_metrics(metrics: list[dict], path: str | Path, training: str = "training (running mean)") -> Path | None:
     """Training and validation perplexity per epoch, as a PNG; ``training`` labels the training curve
     (:attr:`Trainer.curve_label`)."""
@@ -966,7 +977,8 @@ def describe(trainer: Trainer) -> str:
                       f"{'no character' if not len(c.val_text) else 'too few characters'} the model can score (it takes two): "
                       f"nothing is validated, and best/ is the last checkpoint; give a larger --val-fraction, or 0 to hold nothing out")
     n, targets = trainer.train_ids.numel(), trainer.n_batches * cfg.batch_size * cfg.num_steps
-    if n > 1 and targets < 0.8 * (n - 1):  # (the lyrics leave out 1.1%, the seed 10%: no note)
+    # (consecutive sampling: the same part every epoch; the lyrics leave out 1.1%, the seed 10%: no note)
+    if cfg.sampling == "consecutive" and n > 1 and targets < 0.8 * (n - 1):
         warm_note += (f"\nnote: an epoch's {trainer.n_batches} batch{'es' if trainer.n_batches != 1 else ''} of {cfg.batch_size}x{cfg.num_steps} "
                       f"take{'s' if trainer.n_batches == 1 else ''} {targets:,} of the {n - 1:,} training characters as targets ({targets / (n - 1):.0%}): the rest, each row's "
                       f"last part shorter than --num-steps, is never learned from; a smaller --batch-size or --num-steps uses more of it")

@@ -177,10 +177,11 @@ async function generate() {
   const body = {
     temperature: Number($("temperature").value),
     top_p: Number($("top-p").value),
-    max_line_length: Number($("max-line-length").value) || 64,  // (the lines of an acrostic too)
     ...(acrostic ? { acrostic } : { prefix: $("prefix").value, lines: Number($("lines").value) || 8 }),
   };
   if (seed !== "") body.seed = Number(seed);
+  const width = $("max-line-length").value.trim();  // (the lines of an acrostic too; left empty, the server's default)
+  if (width !== "") body.max_line_length = Number(width);
   if (copyCheck) body.check_copy = true;
   controller = new AbortController();
   startedAt = performance.now();

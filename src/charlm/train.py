@@ -993,10 +993,10 @@ def settings(m: ModelConfig, cfg: TrainConfig) -> str:
     def num(x) -> str:
         return f"{x:g}"
 
-    reg = [f"{name} {num(v)}" for name, v in (("dropout", m.dropout), ("embedding dropout", m.embed_dropout),
-                                              ("weight-drop", m.weight_drop), ("label smoothing", cfg.label_smoothing)) if v]
-    if m.locked_dropout and (m.dropout or m.embed_dropout):
-        reg.append("locked dropout")
+    locked = bool(m.locked_dropout and (m.dropout or m.embed_dropout))  # (one mask per sequence: of the two above)
+    reg = [f"{name} {num(v)}" if v is not True else name for name, v in (
+        ("dropout", m.dropout), ("embedding dropout", m.embed_dropout), ("locked dropout", locked),
+        ("weight-drop", m.weight_drop), ("label smoothing", cfg.label_smoothing)) if v]
     schedule = {"constant": "", "cosine": f", cosine to {num(cfg.min_lr)}", "plateau": f", x{num(cfg.plateau_factor)} on a plateau"}[cfg.schedule]
     opt = [f"{cfg.optimizer} lr {num(cfg.lr)}{schedule}" + (f" after {cfg.warmup_steps:,} warm-up steps" if cfg.warmup_steps else "")]
     opt += [f"{name} {num(v)}" for name, v in (("weight decay", cfg.weight_decay), ("momentum", cfg.momentum),

@@ -855,6 +855,14 @@ def test_a_large_text_of_ones_own_on_the_default_preset_is_pointed_to_a_larger_m
         capsys, "train", "--data", big, "--out", tmp_path / "r", "--overwrite", "--device", "cpu")[1]
 
 
+def test_eval_notes_a_text_written_a_symbol_and_a_space_at_a_time(capsys, tiny_run, tmp_path):
+    spaced = tmp_path / "spaced.txt"
+    spaced.write_text(" ".join("分开的时候我说不分开") + "\n" + " ".join("雨下整夜我的爱溢出就像雨水") + "\n", encoding="utf-8")
+    spaced.write_text(spaced.read_text(encoding="utf-8") * 5, encoding="utf-8")
+    code, out, _ = run_cli(capsys, "eval", tiny_run, spaced)
+    assert code == 0 and "note: every other character of the text is a space (as in Penn Treebank's character files" in out
+
+
 def test_train_reads_a_typed_backslash_n_in_prefixes_as_a_line_break(capsys, corpus, tmp_path):
     out = tmp_path / "run"
     code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, *TINY[:-1], "分开\\n")

@@ -722,3 +722,15 @@ def test_a_stream_ends_at_the_end_it_reports_once():
 
     assert read_stream(io.BufferedReader(Typed()), "standard input") == "分开的时候\n".encode()
 
+
+
+def test_a_text_written_a_symbol_and_a_space_at_a_time_is_recognised():
+    """Penn Treebank's character files ('n o _ i t'): their figures per character are about half those per symbol,
+    which a user following the README took for AWD-LSTM's league"""
+    from charlm.data import spaced_symbols
+
+    ptb = " n o _ i t _ w a s _ n ' t _ b l a c k _ m o n d a y \n b u t _ w h i l e _ t h e _ n e w \n" * 20
+    assert spaced_symbols(ptb) and not spaced_symbols(ptb.replace(" ", ""))
+    assert not spaced_symbols("分开 我 说 不 分开\n" * 50)  # (lyrics' phrases parted by spaces)
+    assert not spaced_symbols("a b c d e f g h i j\n")  # (one line: too little to judge)
+    assert not spaced_symbols("To be, or not to be, that is the question:\n" * 30)

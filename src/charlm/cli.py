@@ -687,7 +687,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_model
-    from .data import normalize
+    from .data import SPACED_NOTE, normalize, spaced_symbols
     from .progress import Progress
     from .sampling import FORM_NOTE, show_chars, vocab_form
     from .train import DYNAMIC_CHUNK, evaluate, evaluate_dynamic, pick_device
@@ -724,6 +724,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      f"{'are' if markers > 1 else 'is'} left out: the figure is of the samples' text")
     if (form := vocab_form(vocab, text)) != text:
         notes.append(FORM_NOTE)
+    if spaced_symbols(text):
+        notes.append(SPACED_NOTE)
     lines, text = form.split("\n"), normalize(form, newlines)
     outside = collections.Counter(c for c in text if c not in vocab)  # most frequent first
     if outside and not vocab.unk and args.unknown == "error":

@@ -521,6 +521,20 @@ def _check_one_encoding(folder: Path, raws: list[tuple[Path, bytes]]) -> None:
                           f"a folder is read in one --encoding, so convert the others to UTF-8{how}")
 
 
+def spaced_symbols(text: str, sample: int = 20_000) -> bool:
+    """Whether the text is written a symbol and a space at a time ("n o _ i t", as Penn Treebank's character files are),
+    judged on its first ``sample`` characters: nine lines in ten of five symbols or more so written."""
+    lines = [line.strip(" ") for line in text[:sample].split("\n")]
+    lines = [line for line in lines if len(line) >= 9]
+    spaced = sum(line[1::2].count(" ") == len(line) // 2 and " " not in line[::2] for line in lines)
+    return len(lines) >= 3 and spaced >= 0.9 * len(lines)
+
+
+SPACED_NOTE = ("every other character of the text is a space (as in Penn Treebank's character files, 'n o _ i t'): half the "
+               "predictions are of those spaces, which a model trained on such text gets almost free, so its figures per "
+               "character are about half those per symbol; sed 's/ //g' FILE gives the symbols alone (as bench/quality.py ptb scores them)")
+
+
 def normalize(text: str, newlines: str = "keep") -> str:
     """Line endings to ``\\n``; with ``newlines='space'`` every line break becomes a space (the seed's way)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")

@@ -976,6 +976,10 @@ def describe(trainer: Trainer) -> str:
         warm_note += (f"\nnote: the held-out part (--val-fraction {cfg.val_fraction:g}) has "
                       f"{'no character' if not len(c.val_text) else 'too few characters'} the model can score (it takes two): "
                       f"nothing is validated, and best/ is the last checkpoint; give a larger --val-fraction, or 0 to hold nothing out")
+    from .data import SPACED_NOTE, spaced_symbols
+
+    if spaced_symbols(c.train_text):
+        warm_note += f"\nnote: {SPACED_NOTE}"
     n, targets = trainer.train_ids.numel(), trainer.n_batches * cfg.batch_size * cfg.num_steps
     # (consecutive sampling: the same part every epoch; the lyrics leave out 1.1%, the seed 10%: no note)
     if cfg.sampling == "consecutive" and n > 1 and targets < 0.8 * (n - 1):

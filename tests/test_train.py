@@ -196,7 +196,7 @@ def test_a_run_given_more_epochs_goes_on_as_one_given_them_from_the_start_with_e
     one, two = _metrics(tmp_path / "a" / "run"), _metrics(b)
     closing = [m for m in two if m["step"] % 7]
     assert [(m["epoch"], m["step"]) for m in closing] == [(1, 22), (3, 66)] and one[-1]["step"] == 66
-    assert [m for m in two if m["step"] != 22] == [{**m, **{k: n[k] for k in ("chars_per_s", "seconds", "train_seconds")}}
+    assert [m for m in two if m["step"] != 22] == [{**m, **{k: n[k] for k in ("chars_per_s", "seconds", "train_seconds", "val_seconds")}}
                                                    for m, n in zip(one, [m for m in two if m["step"] != 22])]
     assert len({m["lr"] for m in one}) > 3  # each validation but the first lowered the rate: the test can tell
     assert _same_weights(tmp_path / "a" / "run" / "last", b / "last") and _same_weights(tmp_path / "a" / "run" / "best", b / "best")
@@ -470,6 +470,10 @@ def test_max_minutes_stops_with_a_validation(tmp_path):
     # under a minute in seconds: "0.0 minutes (--max-minutes 1e-06)" said nothing
     assert any(line.endswith(" seconds of training (--max-minutes 1e-06)") for line in logs), logs
     assert ckpt_io.load(tmp_path / "run", prefer="last").trainer["step"] == 1
+    logs = []  # a cosine schedule spread over the epochs, cut off by the minutes: said (it never fell, unsaid)
+    t = train_tiny(tmp_path / "cos", epochs=50, max_minutes=1e-6, schedule="cosine", log=logs.append)
+    assert any(line.endswith(f"; the cosine schedule, spread over --epochs 50 ({t.total_steps:,} steps), was 0% through "
+                             f"(lr {t.metrics[-1]['lr']:.2e}): fewer --epochs let it fall within the time") for line in logs), logs
 
 
 def test_dynamic_evaluation_adapts_to_what_it_read_and_leaves_the_model_alone():
@@ -798,3 +802,22 @@ def test_a_run_starts_by_saying_its_settings_and_how_much_of_a_small_text_it_lea
     assert targets < 0.8 * n
     assert f"{t.n_batches} batch of 16x64 takes {targets:,} of the {n:,} training characters as targets ({targets / n:.0%})" in train_mod.describe(t)
     assert "settings: no dropout; adam lr 0.01, gradient clip 1;" in train_mod.describe(t)
+
+
+def test_a_validation_that_takes_longer_than_the_training_before_it_is_timed_and_noted_once(tmp_path, monkeypatch):
+    """(a big text's 10% held out, validated every 200 steps: 4 s of training to each 56 s of validation, unsaid)"""
+    import time
+
+    real = Trainer._val_loss
+
+    def slow(self):
+        time.sleep(0.3)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "_val_loss", slow)
+    monkeypatch.setattr(Trainer, "SLOW_VALIDATION", 0.0)
+    said = []
+    t = train_tiny(tmp_path, log=said.append, epochs=2, sample_every=0)
+    assert all(m["val_seconds"] >= 0.3 for m in t.metrics)
+    notes = [line for line in said if line.startswith("note: this validation took")]
+    assert len(notes) == 1 and "s of training since the last one (not counted in --max-minutes); a smaller --val-fraction leaves" in notes[0]

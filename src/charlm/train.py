@@ -327,6 +327,7 @@ class Trainer:
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.tokens = 0
         self.elapsed = 0.0  # seconds of training steps since the last validation
+        self._slow_val_noted = False
         self.train_seconds = 0.0  # seconds of training steps in all
         self.state = None
         self.pending = None  # a validation begun and not finished: {"at_epoch_end": ..., "over_time": ...}
@@ -671,6 +672,8 @@ class Trainer:
             return self._over_time(0.0) and self._validate(at_epoch_end=True, over_time=True)
         return self._validate(at_epoch_end=True, over_time=self._over_time(0.0))
 
+    SLOW_VALIDATION = 10.0  # seconds from which a validation longer than the training before it is noted
+
     def _validate(self, at_epoch_end: bool, over_time: bool = False) -> bool:
         """Validation, metrics, schedule, checkpoints and samples; True to stop (early stop or ``--max-minutes``).
 
@@ -685,7 +688,9 @@ class Trainer:
         loss_sum, tokens = self.dist.total(self.loss_sum, self.tokens)  # over every process's rows
         train_loss = loss_sum / max(1, tokens)
         self.pending = {"at_epoch_end": at_epoch_end, "over_time": over_time}
+        started = time.perf_counter()
         val_loss = self._val_loss()  # the same on every process
+        val_seconds = time.perf_counter() - started
         self.pending = None
         train_loss, val_loss = self.dist.from_main(train_loss, val_loss)  # so that all take the same decisions below
         epoch = self.epoch if at_epoch_end else round(self.epoch + self.batch / self.n_batches, 3)
@@ -699,7 +704,7 @@ class Trainer:
             "train_loss": train_loss, "train_ppl": ppl(train_loss),
             "val_loss": val_loss, "val_ppl": ppl(val_loss),
             "lr": self.optimizer.param_groups[0]["lr"], "chars_per_s": chars_per_s, "seconds": self.elapsed,
-            "train_seconds": self.train_seconds,
+            "train_seconds": self.train_seconds, "val_seconds": round(val_seconds, 3),
         }
         score = val_loss if val_loss is not None else train_loss
         improved = score < self._lowest_so_far()  # best/ holds the lowest of every validation, steering or not
@@ -719,6 +724,11 @@ class Trainer:
             self.save("best")
         saved = self.save("last")
         self.log(self._epoch_line(rec, improved))
+        if val_seconds > max(self.SLOW_VALIDATION, rec["seconds"]) and not self._slow_val_noted:  # once: most of the time goes to validating
+            self._slow_val_noted = True
+            self.log(f"note: this validation took {val_seconds:,.0f} s, against {rec['seconds']:,.0f} s of training since the "
+                     f"last one (not counted in --max-minutes); a smaller --val-fraction"
+                     + (" or a larger --eval-every" if cfg.eval_every else "") + " leaves more of the time to training")
         last = self.epoch >= cfg.epochs or over_time
         stop = steers and self._early_stop_due() and not last
         cut = False
@@ -729,7 +739,11 @@ class Trainer:
             self._log_early_stop()
         if over_time:
             took = f"{self.train_seconds / 60:.1f} minutes" if self.train_seconds >= 60 else f"{self.train_seconds:.1f} seconds"
-            self.log(f"time limit: stopped after {took} of training (--max-minutes {cfg.max_minutes:g})")
+            fall = ""
+            if cfg.schedule == "cosine" and self.step < self.total_steps:  # (spread over all --epochs, not the minutes)
+                fall = (f"; the cosine schedule, spread over --epochs {cfg.epochs} ({self.total_steps:,} steps), was "
+                        f"{self.step / self.total_steps:.0%} through (lr {rec['lr']:.2e}): fewer --epochs let it fall within the time")
+            self.log(f"time limit: stopped after {took} of training (--max-minutes {cfg.max_minutes:g}){fall}")
         if cut:
             why = "time limit" if over_time else "early stop" if stop else "epochs" if last else ""
             raise TrainingInterrupted(self._signal, saved, finished=why)
@@ -760,8 +774,9 @@ class Trainer:
         val = ""
         if r["val_loss"] is not None:
             val = f"  val_loss {r['val_loss']:.4f}  val_ppl {r['val_ppl']:.2f}" + (" *" if improved else "")
+        took = f"  validated in {r['val_seconds']:,.0f} s" if r.get("val_seconds", 0) >= 1 else ""  # (where it shows)
         return (f"epoch {r['epoch']}/{self.cfg.epochs}  train_loss {r['train_loss']:.4f}  train_ppl {r['train_ppl']:.3f}"
-                f"{val}  {r['chars_per_s']:,.0f} chars/s  lr {r['lr']:.2e}")
+                f"{val}  {r['chars_per_s']:,.0f} chars/s  lr {r['lr']:.2e}{took}")
 
     def sample_starts(self) -> tuple[list[tuple[int, str]], str]:
         """The training samples' prefixes, each with its index in ``--prefixes`` (it seeds the sample's stream): those the

@@ -1541,6 +1541,18 @@ def test_eval_each_line_scores_every_line_by_itself_after_a_line_break(capsys, t
                    "too little to score: no line holds a character the model knows (outside it: '☃')")
 
 
+def test_eval_each_line_counts_the_lines_a_file_has(capsys, tiny_run, tmp_path, monkeypatch):
+    """(its progress said "of 5,001 lines" for 5,000, counting what follows the last line break)"""
+    import charlm.progress
+
+    totals, init = [], charlm.progress.Progress.__init__
+    monkeypatch.setattr(charlm.progress.Progress, "__init__", lambda self, total, *a, **kw: totals.append(total) or init(self, total, *a, **kw))
+    f = tmp_path / "lines.txt"
+    for text, lines in (("分开\n不分开\n", 2), ("分开\n不分开", 2), ("分开\n\n", 2)):
+        f.write_text(text, encoding="utf-8")
+        assert run_cli(capsys, "eval", tiny_run, f, "--each-line")[0] == 0 and totals[-1] == lines, (text, totals)
+
+
 def test_eval_each_line_of_the_held_out_text_needs_line_breaks(capsys, tmp_path):
     from .conftest import train_tiny
 

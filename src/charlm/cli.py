@@ -727,6 +727,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if spaced_symbols(text):
         notes.append(SPACED_NOTE)
     lines, text = form.split("\n"), normalize(form, newlines)
+    if len(lines) > 1 and not lines[-1]:  # (what follows the last line break is no line: 5,000 lines, not 5,001)
+        lines.pop()
     outside = collections.Counter(c for c in text if c not in vocab)  # most frequent first
     if outside and not vocab.unk and args.unknown == "error":
         raise CharlmError(f"{source}: {_count(sum(outside.values()), 'character')} outside the model's vocabulary: "

@@ -851,7 +851,13 @@ def test_a_large_text_of_ones_own_on_the_default_preset_is_pointed_to_a_larger_m
         code, out, _ = run_cli(capsys, "train", "--data", data, *more, "--out", tmp_path / "r", "--overwrite", "--device", "cpu")
         assert code == 0 and (said in out) == note, (more, out)
     assert ("270,900 characters to train on may gain from a larger, less regularised one, such as --preset shakespeare-cpu's "
-            "(2x384, made for 1.1M characters; give it your --data, an --out and --prefixes)") in run_cli(
+            "(2x384, made for 1.1M characters of English; give it your --data, an --out and --prefixes)") in run_cli(
+        capsys, "train", "--data", big, "--out", tmp_path / "r", "--overwrite", "--device", "cpu")[1]
+    import random
+
+    rng = random.Random(0)  # Chinese of 2,000 characters: the songci preset, made for it
+    big.write_text("".join(chr(0x4E00 + rng.randrange(2000)) + ("\n" if i % 20 == 19 else "") for i in range(290_000)), encoding="utf-8")
+    assert "such as --preset songci's (1x512, made for 1.7M characters of Chinese; give it" in run_cli(
         capsys, "train", "--data", big, "--out", tmp_path / "r", "--overwrite", "--device", "cpu")[1]
 
 

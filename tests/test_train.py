@@ -783,7 +783,7 @@ def test_a_signal_ignored_on_purpose_stays_ignored_while_training(tmp_path):
     assert seen and all(i is signal.SIG_IGN and t == trainer._on_signal for i, t in seen)  # SIGTERM still stops it cleanly
 
 
-def test_a_run_starts_by_saying_its_settings_and_how_much_of_a_small_text_it_learns_from(tmp_path):
+def test_a_run_starts_by_saying_its_settings_and_how_much_of_a_small_text_it_learns_from(tmp_path, monkeypatch):
     """A preset's regularisation was applied unseen (--dropout 0 still had weight-drop and label smoothing on), and a
     2,000-character text trained on 57% of it without a word."""
     cfg = tiny_train_config(tmp_path / "a", label_smoothing=0.02, weight_decay=0.1, optimizer="adamw", schedule="cosine",
@@ -801,7 +801,9 @@ def test_a_run_starts_by_saying_its_settings_and_how_much_of_a_small_text_it_lea
     n, targets = t.train_ids.numel() - 1, t.n_batches * 16 * 64
     assert targets < 0.8 * n
     assert f"{t.n_batches} batch of 16x64 takes {targets:,} of the {n:,} training characters as targets ({targets / n:.0%})" in train_mod.describe(t)
-    assert "settings: no dropout; adam lr 0.01, gradient clip 1;" in train_mod.describe(t)
+    assert "settings: no dropout; adam lr 0.01, gradient clip 1;" in train_mod.describe(t) and "--eval-every N" not in train_mod.describe(t)
+    monkeypatch.setattr(train_mod, "LONG_EPOCH", t.n_batches)  # (a big text's epoch: 39,213 batches before a checkpoint)
+    assert f"note: an epoch is {t.n_batches:,} batches, validated and checkpointed only at its end: --eval-every N" in train_mod.describe(t)
 
 
 def test_a_validation_that_takes_longer_than_the_training_before_it_is_timed_and_noted_once(tmp_path, monkeypatch):

@@ -340,10 +340,11 @@ def _train(args: argparse.Namespace) -> int:
             print(f"note: writing to {_shell(own_out)} (--out to name another folder)", flush=True)
         if (args.preset is None and own_text and not train_cfg.init_from and not given(args, ModelConfig)
                 and len(corpus.train_text) >= LARGE_TEXT):
+            larger = ("--preset songci's (1x512, made for 1.7M characters of Chinese" if len(corpus.vocab) > 1000 else
+                      "--preset shakespeare-cpu's (2x384, made for 1.1M characters of English")  # (by the size of its script)
             print(f"note: the model is the default preset's ({DEFAULT_PRESET}: a small, heavily regularised model for "
                   f"60,000 characters of lyrics); {len(corpus.train_text):,} characters to train on may gain from a larger, "
-                  f"less regularised one, such as --preset shakespeare-cpu's (2x384, made for 1.1M characters; give it "
-                  f"your --data, an --out and --prefixes)", flush=True)
+                  f"less regularised one, such as {larger}; give it your --data, an --out and --prefixes)", flush=True)
         if train_cfg.init_from:
             init_weights, model_cfg, corpus = _fine_tune_setup(base, corpus, model_fields)
         else:

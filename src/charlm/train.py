@@ -995,6 +995,9 @@ def describe(trainer: Trainer) -> str:
 
     if spaced_symbols(c.train_text):
         warm_note += f"\nnote: {SPACED_NOTE}"
+    if trainer.n_batches >= LONG_EPOCH and not cfg.eval_every:
+        warm_note += (f"\nnote: an epoch is {trainer.n_batches:,} batches, validated and checkpointed only at its end: "
+                      f"--eval-every N does both every N steps")
     n, targets = trainer.train_ids.numel(), trainer.n_batches * cfg.batch_size * cfg.num_steps
     # (consecutive sampling: the same part every epoch; the lyrics leave out 1.1%, the seed 10%: no note)
     if cfg.sampling == "consecutive" and n > 1 and targets < 0.8 * (n - 1):
@@ -1005,6 +1008,9 @@ def describe(trainer: Trainer) -> str:
             f"vocabulary: {len(c.vocab):,} character{'s' if len(c.vocab) != 1 else ''}; model: {trainer.model_cfg.cell} {trainer.model_cfg.num_layers}x{trainer.model_cfg.hidden_size}, "
             f"{num_parameters(trainer.model):,} parameters; {trainer.n_batches} batch{'es' if trainer.n_batches != 1 else ''} of {cfg.batch_size}x{cfg.num_steps} per epoch; device {trainer.device}\n"
             f"settings: {settings(trainer.model_cfg, cfg)}" + unk_note + warm_note)
+
+
+LONG_EPOCH = 5_000  # batches in an epoch from which describe() points to --eval-every
 
 
 def settings(m: ModelConfig, cfg: TrainConfig) -> str:

@@ -250,12 +250,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt_io
     from . import distributed
-    from .data import bundled_corpus, checkpoint_corpus, load_corpus
+    from .data import bundled_corpus, checkpoint_corpus, load_corpus, typed_line_breaks
     from .train import Trainer, TrainingInterrupted, describe, model_config_for, pick_device, plot_metrics
 
     overrides = {**given(args, ModelConfig), **given(args, TrainConfig)}
     if "prefixes" in overrides:  # \n typed is a line break, as in generate's --prefix
-        overrides["prefixes"] = type(overrides["prefixes"])(p.replace("\\n", "\n") for p in overrides["prefixes"])
+        overrides["prefixes"] = type(overrides["prefixes"])(map(typed_line_breaks, overrides["prefixes"]))
     resume, init_weights = None, None
     rank = distributed.from_env()[1]  # the first process alone writes, so it alone holds the run folder's lock
     if args.resume:
@@ -303,9 +303,8 @@ def _train(args: argparse.Namespace) -> int:
         preset = DEFAULT_PRESET if args.preset is None else args.preset  # --preset '' is an unknown preset, not the default
         values = {**get_preset(preset), **overrides}
         if args.preset is None and overrides.get("init_from"):  # a fine-tuning goes on as its model was trained, unless told
-            base_path, trained = _pretrained_settings(overrides["init_from"])
-            values = {**get_preset(preset), **trained, **overrides}
-            print(f"note: fine-tuning with the settings {base_path} was trained with, where not given (its dropouts, "
+            values = {**get_preset(preset), **_pretrained_settings(overrides["init_from"]), **overrides}
+            print(f"note: fine-tuning with the settings {overrides['init_from']} was trained with, where not given (its dropouts, "
                   f"optimiser, schedule, batches and epochs: see settings below); --preset NAME takes a preset's", flush=True)
         check_requires(preset, values)
         own_out = None
@@ -529,16 +528,16 @@ NOT_CARRIED_OVER = {"data", "encoding", "val_fraction", "limit_chars", "init_fro
                     "device", "precision", "cuda_graph", "out"}
 
 
-def _pretrained_settings(path) -> tuple[Path, dict]:
-    """The run folder (or checkpoint) ``--init-from`` names, and the settings it was trained with that a fine-tuning
-    without ``--preset`` takes: its dropouts, and its training settings but :data:`NOT_CARRIED_OVER`."""
+def _pretrained_settings(path) -> dict:
+    """The settings the run (or checkpoint) ``--init-from`` names was trained with that a fine-tuning without ``--preset``
+    takes: its dropouts, and its training settings but :data:`NOT_CARRIED_OVER`."""
     from . import checkpoint as ckpt_io
     from .transfer import TUNABLE
 
     base = ckpt_io.load(path, with_trainer=False, with_weights=False)
     trained = {k: v for k, v in to_dict(base.train_config).items() if k not in NOT_CARRIED_OVER}
     trained.update({k: getattr(base.model_config, k) for k in TUNABLE})
-    return Path(path), trained
+    return trained
 
 
 def _load_base(train_cfg, flags: dict, given_train: dict):
@@ -576,6 +575,7 @@ def _sample_config(args) -> SampleConfig:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
+    from .data import typed_line_breaks
     from .sampling import check_options, default_prefix, generate, make_generator, read_inputs, show_chars
     from .train import pick_device
 
@@ -586,8 +586,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
     # (newlines: line ends as the model read them in training, \r\n as \n; spaces, if so trained)
-    # \n typed in a prefix is a line break, as in inspect's --text (a shell passes no line break otherwise)
-    typed = [t.replace("\\n", "\n") if t is not None else None for t in (args.prefix, args.style_prefix)]
+    typed = [typed_line_breaks(t) if t is not None else None for t in (args.prefix, args.style_prefix)]  # as inspect's --text
     inputs = read_inputs(vocab, *typed, args.acrostic or "", unknown=args.unknown, name=_flag,
                          hint="use --unknown skip to drop them",
                          default=default_prefix(vocab, ckpt.train_config.prefixes), newlines=ckpt.train_config.newlines)

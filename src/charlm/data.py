@@ -535,6 +535,11 @@ SPACED_NOTE = ("every other character of the text is a space (as in Penn Treeban
                "character are about half those per symbol; sed 's/ //g' FILE gives the symbols alone (as bench/quality.py ptb scores them)")
 
 
+def typed_line_breaks(text: str) -> str:
+    """Text as typed on a command line, where ``\\n`` stands for a line break (a shell passes none otherwise)."""
+    return text.replace("\\n", "\n")
+
+
 def normalize(text: str, newlines: str = "keep") -> str:
     """Line endings to ``\\n``; with ``newlines='space'`` every line break becomes a space (the seed's way)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")

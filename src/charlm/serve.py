@@ -195,8 +195,10 @@ class ErrorResponse(BaseModel):
     detail: list[dict] | None = Field(None, description="the same per field, in FastAPI's shape (422 only)")
 
 
+BODY_SECONDS = 30.0  # how long a request's body may take to arrive after its headers (_BodyLimit)
+
 ERRORS = {
-    408: {"model": ErrorResponse, "description": "the body did not arrive whole within 30 seconds of the request's headers"},
+    408: {"model": ErrorResponse, "description": f"the body did not arrive whole within {BODY_SECONDS:g} seconds of the request's headers"},
     413: {"model": ErrorResponse, "description": "the body is larger than the server takes (`limits.max_body` of /v1/model)"},
     422: {"model": ErrorResponse, "description": "a bad request: `error` names the field"},
     503: {"model": ErrorResponse, "description": "every worker is busy and `limits.max_waiting` requests wait already "
@@ -744,7 +746,7 @@ class _BodyLimit:
     ``receive`` is the server's, so a client going away is still seen.
     """
 
-    BODY_SECONDS = 30.0
+    BODY_SECONDS = BODY_SECONDS
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes

@@ -23,6 +23,17 @@ def test_suffix_array_long_repeats():
     assert suffix_array(text).tolist() == sorted(range(len(text)), key=lambda i: text[i:])
 
 
+
+def test_suffix_array_large_alphabet():
+    # 70,000 distinct characters (astral ones among them) take 17 bits each: three to a first sort key, not 21
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in range(0x4E00, 0x4E00 + 35_000)] + [chr(c) for c in range(0x20000, 0x20000 + 35_000)]
+    piece = "".join(rng.choice(alphabet) for _ in range(200))
+    text = "".join(rng.choice(alphabet) for _ in range(60_000)) + piece * 5 + "".join(alphabet)
+    sa = suffix_array(text).tolist()
+    assert sorted(sa) == list(range(len(text)))
+    assert all(text[a : a + 1200] < text[b : b + 1200] or text[a:] < text[b:] for a, b in zip(sa, sa[1:]))
+
 @settings(max_examples=60, deadline=None)
 @given(st.text(alphabet="abc分开", max_size=40), st.text(alphabet="abcd分开", max_size=30))
 def test_matches_brute_force(text, sample):

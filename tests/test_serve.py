@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from charlm import cli, serve
+from charlm.copycheck import CopyIndex
 from charlm.checkpoint import load_model
 from charlm.config import SampleConfig
 from charlm.sampling import sample_text
@@ -170,6 +171,21 @@ def test_the_training_text_is_read_once(tiny_ckpt, monkeypatch):
             assert "copies" in c.post("/v1/generate", json={"length": 5, "check_copy": True}).json()
     assert len(calls) == 1  # at the start, checked; the index is built from that same text
 
+
+
+def test_charlm_serve_builds_the_copy_index_before_the_first_request_asks(tiny_ckpt, monkeypatch):
+    import threading
+
+    built = []
+    monkeypatch.setattr(serve, "CopyIndex", lambda texts: built.append(texts) or CopyIndex(texts))
+    app = serve.create_app(tiny_ckpt)
+    srv = app.state.server
+    assert srv.index_in_background() == len(serve.training_text(srv.ckpt))
+    next(t for t in threading.enumerate() if t.name == "charlm-copy-index").join(timeout=60)
+    assert len(built) == 1 and srv._copy_index is not None  # built, before any request
+    with serve.running(app) as base, httpx.Client(base_url=base, timeout=60) as c:
+        body = c.post("/v1/generate", json={"length": 20, "check_copy": True, "seed": 3}).json()
+    assert len(built) == 1 and len(body["copies"]) == 1  # the request used it
 
 def test_a_training_text_changed_before_or_while_serving(tmp_path):
     from .conftest import LYRIC, train_tiny

@@ -658,7 +658,7 @@ def _copy_index(ckpt, text: str | None = None):
         print(f"copy check: against the training text and the pre-training text of {', '.join(name for name, _ in pre)}", file=sys.stderr)
     texts = [text] + [t for _, t in pre]
     total = sum(map(len, texts))
-    if total >= 1_000_000:  # about a second per million characters: say what the wait is
+    if total >= 1_000_000:  # a second or so per two million characters: say what the wait is
         print(f"copy check: indexing the {total:,} characters of the training text{'s' if pre else ''}", file=sys.stderr, flush=True)
     return CopyIndex(texts)
 

@@ -345,9 +345,25 @@ class _Server:
         """Whether the training text was there, readable and unchanged when the server started (the bundled lyrics always are)."""
         return self._copy_problem is None
 
+    def index_in_background(self) -> int:
+        """Start building the copy check's index in a thread, so that the first request asking for a copy check (the
+        page asks whenever it can) does not wait for it; the number of characters of the training text, 0 if none."""
+        if not self.copy_check_possible() or (text := self._train_text) is None:
+            return 0
+        size = len(text)
+        threading.Thread(target=self._build_quietly, name="charlm-copy-index", daemon=True).start()
+        return size
+
+    def _build_quietly(self) -> None:
+        try:
+            self.copy_index()
+        except Exception:  # (out of memory, say): a request's own copy_index() tries again, and answers for it
+            pass
+
     def copy_index(self) -> CopyIndex:
         """The copy check's index, built on first use (in a thread: seconds for millions of characters) from the training
-        text read and checked at the start (a request for a copy check gets its 422 before, when that failed)."""
+        text read and checked at the start (a request for a copy check gets its 422 before, when that failed);
+        ``charlm serve`` starts building it at once (:meth:`index_in_background`)."""
         with self._copy_lock:
             if self._copy_index is None:
                 pre, notes = pretraining_texts(self.ckpt)  # a fine-tuned model may repeat its pre-training text too
@@ -893,6 +909,8 @@ def serve(checkpoint_path, host: str = "127.0.0.1", port: int = 8000, threads: i
     print(f"charlm: serving {srv.ckpt.path} on {url}  (page: {url}/  API docs: {url}/docs)", flush=True)
     if host not in LOOPBACK:
         print(f"charlm: warning: listening on {host}, reachable from other machines; there is no authentication", flush=True)
+    if (size := srv.index_in_background()) >= 1_000_000:  # (a few seconds per ten million characters)
+        print(f"charlm: indexing the {size:,} characters of the training text for the copy check, in the background", flush=True)
     server = _uvicorn(app, log_level)
     try:
         server.run(sockets=[sock])

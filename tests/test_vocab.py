@@ -96,3 +96,30 @@ def test_an_unknown_character_error_names_every_one_and_survives_pickling():
 def test_a_vocabulary_shows_itself_in_one_short_line():
     v = Vocab.build("".join(chr(0x4E00 + i) * (i + 1) for i in range(3000)))
     assert len(repr(v)) < 200 and "3,000 entries" in repr(v)
+
+
+any_char = st.characters(exclude_categories=())  # lone surrogates too: a text given in Python may hold them
+
+
+@given(st.text(any_char, max_size=80), st.text(any_char, max_size=80), st.booleans(), st.integers(1, 3))
+def test_the_array_encoding_is_the_plain_one(held, text, unk, min_freq):
+    """encode, encode_known and encode_array (numpy, for long texts) against a dict look-up, unknown characters and all."""
+    import collections
+
+    import numpy as np
+
+    from charlm.vocab import UnknownCharacter, counted
+
+    assert counted(held) == collections.Counter(held)
+    v = Vocab.build(held, min_freq=min_freq, unk=unk)
+    expected = [v.stoi.get(c, 0 if unk else None) for c in text]
+    known = [i for i in expected if i is not None]
+    assert v.encode_known(text) == (known, len(text) - len(known))
+    array = v.encode_array(text, known=True)
+    assert array.tolist() == known and array.dtype == np.int64
+    if None in expected:
+        with pytest.raises(UnknownCharacter) as e:
+            v.encode(text)
+        assert e.value.chars == tuple(dict.fromkeys(c for c in text if c not in v.stoi))
+    else:
+        assert v.encode(text) == expected

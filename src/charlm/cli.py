@@ -691,6 +691,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .progress import Progress
     from .sampling import FORM_NOTE, show_chars, vocab_form
     from .train import DYNAMIC_CHUNK, evaluate, evaluate_dynamic, pick_device
+    from .vocab import counted
 
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
@@ -729,16 +730,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     lines, text = form.split("\n"), normalize(form, newlines)
     if len(lines) > 1 and not lines[-1]:  # (what follows the last line break is no line: 5,000 lines, not 5,001)
         lines.pop()
-    outside = collections.Counter(c for c in text if c not in vocab)  # most frequent first
+    outside = collections.Counter(c for c in text if c not in vocab) if not counted(text).keys() <= vocab.stoi.keys() else collections.Counter()
     if outside and not vocab.unk and args.unknown == "error":
         raise CharlmError(f"{source}: {_count(sum(outside.values()), 'character')} outside the model's vocabulary: "
                           f"{show_chars(list(outside))} (--unknown skip scores the rest)")
-    ids, skipped = vocab.encode_known(text)
+    ids = torch.from_numpy(vocab.encode_array(text, known=True))
+    skipped = len(text) - len(ids)
     if len(ids) < 2 and not args.each_line:  # (a line is scored with the line breaks around it)
         raise CharlmError(f"{source}: too little to score: {len(ids)} of its {len(text):,} characters "
                           f"{'is' if len(ids) == 1 else 'are'} in the model's vocabulary, and it takes two"
                           + (f" (outside it: {show_chars(list(outside))})" if outside else ""))
-    bigram_ids = vocab.encode_known(train_text)[0] if args.bigram else None
+    bigram_ids = vocab.encode_array(train_text, known=True) if args.bigram else None
     bar = Progress(len(lines) if args.each_line else len(ids), "scoring", "line" if args.each_line else "character")
     try:
         if args.each_line:
@@ -748,9 +750,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                   + (f" (outside it: {show_chars(list(outside))})" if outside else ""))
             loss = sum(r["loss"] * r["scored"] for r in rows if r["scored"]) / n
         elif args.dynamic:
-            loss, n = evaluate_dynamic(model, torch.tensor(ids, dtype=torch.long), args.dynamic, progress=bar.advance)
+            loss, n = evaluate_dynamic(model, ids, args.dynamic, progress=bar.advance)
         else:
-            loss, n = evaluate(model, torch.tensor(ids, dtype=torch.long), progress=bar.advance)
+            loss, n = evaluate(model, ids, progress=bar.advance)
     finally:
         bar.close()
     if math.isnan(loss):
@@ -796,7 +798,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if bigram_ids is not None:
         from .baseline import bigram_loss
 
-        report["bigram_perplexity"] = math.exp(bigram_loss(bigram_ids, ids, len(vocab)))
+        report["bigram_perplexity"] = math.exp(bigram_loss(bigram_ids, ids.numpy(), len(vocab)))
     report["notes"] = notes
     if args.each_line:
         report["lines"] = rows

@@ -566,12 +566,12 @@ class Corpus:
 
     @property
     def train_ids(self) -> torch.Tensor:
-        return torch.tensor(self.vocab.encode(self.train_text), dtype=torch.long)
+        return torch.from_numpy(self.vocab.encode_array(self.train_text))
 
     def val_ids(self) -> tuple[torch.Tensor, int]:
         """Validation ids and the number of characters the vocabulary could not cover (skipped)."""
-        ids, skipped = self.vocab.encode_known(self.val_text)
-        return torch.tensor(ids, dtype=torch.long), skipped
+        ids = self.vocab.encode_array(self.val_text, known=True)
+        return torch.from_numpy(ids), len(self.val_text) - len(ids)
 
 
 READ_AS = ("encoding", "newlines", "val_fraction", "limit_chars")  # what shapes a corpus's text (Corpus.read_as)
@@ -753,7 +753,7 @@ def _trained_on(ckpt, corpus: Corpus) -> bool:
     """Whether ``corpus``'s training text is the one ``ckpt`` was trained on (by its checksum; without one, yes)."""
     stored = ckpt.trainer.get("train_hash")
     try:
-        return not stored or hash_ids(torch.tensor(ckpt.vocab.encode(corpus.train_text), dtype=torch.long)) == stored
+        return not stored or hash_ids(torch.from_numpy(ckpt.vocab.encode_array(corpus.train_text))) == stored
     except KeyError:  # a character the model never saw
         return False
 

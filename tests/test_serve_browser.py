@@ -332,6 +332,61 @@ def test_page_status_and_errors_while_writing_and_after(tiny_ckpt, browser):
         assert "服务器" in error.text and not browser.execute_script("return arguments[0].hasAttribute('lang')", error)  # the page's own Chinese
 
 
+
+def test_page_on_small_screens_errors_in_view_and_the_tint_told(tiny_ckpt, browser):
+    """In a window shorter than the controls the button stays in view; on a phone a refused request's error is
+    scrolled to; a text too long to tint says so, a tint turned off while scoring stays off, and a form the browser
+    refuses clears the last request's error."""
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    in_view = "const r = arguments[0].getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight;"
+    with serve.running(serve.create_app(tiny_ckpt, max_text=30)) as url:
+        browser.set_window_size(1366, 650)  # a laptop's window, shorter than the controls
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: "LSTM" in d.find_element(By.ID, "model-info").text)
+        button, status, error = (browser.find_element(By.ID, i) for i in ("generate", "status", "error"))
+        assert browser.execute_script(in_view, button)
+        browser.find_element(By.ID, "seed").send_keys("3")  # (further down the controls than the window reaches)
+        button.click()
+        wait.until(lambda d: "种子 3" in status.text)  # 8 lines: more than this server's 30 characters to score
+        wait.until(lambda d: "没有着色" in status.text)
+        assert "30" in status.text and not browser.find_elements(By.CSS_SELECTOR, "#lyrics .s")
+        browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        assert browser.execute_script(in_view, button)  # the controls scroll by themselves: the button is there
+
+        lines = browser.find_element(By.ID, "lines")  # a short text, its scoring held back until the tint is off
+        lines.clear()
+        lines.send_keys("1")
+        browser.find_element(By.ID, "max-line-length").clear()
+        browser.find_element(By.ID, "max-line-length").send_keys("5")
+        browser.execute_script("window.realFetch = window.fetch; window.fetch = (u, o) => u !== '/v1/score' ? window.realFetch(u, o)"
+                               " : new Promise((ok) => { window.release = () => ok(window.realFetch(u, o)); });")
+        old = status.text
+        button.click()
+        wait.until(lambda d: d.find_element(By.ID, "status").text not in (old, "正在写…") and d.execute_script("return !!window.release"))
+        browser.find_element(By.ID, "tint").click()  # off, while the score is on its way
+        browser.execute_script("window.release()")
+        time.sleep(1.0)
+        assert not browser.find_elements(By.CSS_SELECTOR, "#lyrics .s") and not browser.find_element(By.ID, "legend").is_displayed()
+
+        browser.set_window_size(375, 740)  # a phone: the text and its errors are below the controls
+        browser.execute_script("window.scrollTo(0, 0)")
+        prefix = browser.find_element(By.ID, "prefix")
+        prefix.clear()
+        prefix.send_keys("分开☃")  # not in the vocabulary: the server's 422
+        button.click()
+        wait.until(lambda d: error.is_displayed() and "☃" in error.text)
+        wait.until(lambda d: d.execute_script(in_view, error))
+        prefix.clear()
+        lines.clear()
+        lines.send_keys("0")  # refused by the browser, with its own message: the old error would blame the prefix
+        button.click()
+        wait.until(lambda d: not error.is_displayed())
+
 def test_inspect_page_ink_stands_out_and_escape_hides_the_tip(tiny_ckpt, browser, tmp_path):
     """The text coloured by a gate or a cell's state is written in white or black, whichever reads at 4.5:1 or
     more on each colour; Escape hides the hover tip."""

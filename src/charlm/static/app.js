@@ -19,6 +19,7 @@ let copyLabel = copyButton.innerHTML;  // restored after "已复制 ✓", howeve
 let copyTimer = null;
 let controller = null;  // the running request, so Stop (or a new Generate) can abort it
 let startedAt = 0;  // when it began: a second click just after the first (a double click) is not a Stop
+let maxText = Infinity;  // the longest text the server scores (/v1/model's limits.max_text): a longer one is not sent to be tinted
 let text = "";
 
 // The page's words: Chinese for a model of Chinese text, English otherwise (/v1/model's language).
@@ -33,6 +34,7 @@ const WORDS = {
                shutdown: "（服务器关闭了，截断了）" },
     cutOff: "（中断了）", offline: "连不上服务器：它还在运行吗？", reuseSeed: "把这个种子填进“种子”框，可再写出同样的文字",
     unknownHint: "（把这些字去掉）", tooLong: (n) => `最多 ${n} 个字`, noHeads: "标点和空格不能做行头：请写上字",
+    untinted: { long: (n) => `太长，没有着色（着色最多 ${n} 字）`, busy: "服务器忙，没有着色", other: "没有着色" },
   },
   en: {
     writing: "writing…", chars: (n) => `${n} characters`, seconds: (s) => `${s} s`, seed: (s) => `seed ${s}`,
@@ -45,6 +47,7 @@ const WORDS = {
     cutOff: " (cut off)", offline: "cannot reach the server: is it still running?", reuseSeed: "put this seed in the seed box, to write the same again",
     unknownHint: "(remove them)", tooLong: (n) => `at most ${n} characters`,
     noHeads: "punctuation and spaces head no line: give the letters the lines start with",
+    untinted: { long: (n) => `not tinted: too long (at most ${n} characters)`, busy: "not tinted: the server is busy", other: "not tinted" },
   },
 };
 let W = WORDS.zh;
@@ -84,6 +87,11 @@ function showError(message, fromServer = false) {
     if (fromServer && W === WORDS.zh) errorBox.lang = "en";
   }
   errorBox.hidden = !message;
+  // On a phone (or a short window) the box can be below the screen: the button would seem to do nothing.
+  if (message) {
+    const box = errorBox.getBoundingClientRect();
+    if (box.top < 0 || box.bottom > window.innerHeight) errorBox.scrollIntoView({ behavior: "smooth", block: "center" });
+  }
 }
 
 function offerSeed(seed) {  // the seed of the text shown, to write it again: a button, for the keyboard too
@@ -254,16 +262,21 @@ async function generate() {
 }
 
 async function tint(plain) {
-  if ([...plain].length < 2) return;
+  const n = [...plain].length;
+  if (n < 2) return;
+  const untinted = (why) => {  // said after the status, so that a checked box with no tint is not a mystery
+    if (text === plain && $("tint").checked && !statusLine.textContent.endsWith(why)) statusLine.textContent += ` · ${why}`;
+  };
+  if (n > maxText) return untinted(W.untinted.long(maxText.toLocaleString()));
   try {
     const response = await fetch("/v1/score", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ text: plain, unknown: "skip" }),
     });
-    if (!response.ok) return;
+    if (!response.ok) return untinted(response.status === 503 ? W.untinted.busy : W.untinted.other);
     const score = await response.json();
-    if (text !== plain) return;  // a newer text is showing
+    if (text !== plain || !$("tint").checked) return;  // a newer text is showing, or the tint was turned off meanwhile
     // surprisal[i] is of score.text's i-th character: plain's, read as the model reads (a line break as a space for a
     // model trained with --newlines space); a text the server read at another length cannot be tinted
     if ([...score.text].length !== [...plain].length) return;
@@ -279,6 +292,22 @@ form.addEventListener("submit", (e) => {
   e.preventDefault();
   generate();
 });
+// Beside the text (a wide window), the controls stay in view as the page scrolls; in a window shorter than they are,
+// they scroll by themselves, down to the bottom of the window whatever the heading above them leaves (style.css).
+function fitControls() {
+  if (getComputedStyle(form).position !== "sticky") {
+    form.style.maxHeight = "";
+    return;
+  }
+  const top = Math.max(16, form.getBoundingClientRect().top);
+  form.style.maxHeight = `${Math.max(240, window.innerHeight - top - 16)}px`;
+}
+addEventListener("scroll", fitControls, { passive: true });
+addEventListener("resize", fitControls);
+fitControls();
+
+// A form the browser refuses to send (its own message by the box) clears the last request's error: it is of another text.
+form.addEventListener("invalid", () => showError(""), true);
 
 // An acrostic writes one line per character, each starting with it: the prefix and the line count step aside.
 function acrosticMode() {
@@ -349,9 +378,11 @@ function limit(input, count, max) {
   check();
 }
 
-async function loadModelInfo() {
+async function loadModelInfo(attempt = 0) {
   try {
-    const info = await (await fetch("/v1/model")).json();
+    const response = await fetch("/v1/model");
+    if (!response.ok) throw new Error(response.statusText);
+    const info = await response.json();
     speak(info.language);
     copyLabel = copyButton.innerHTML;
     const m = info.model_config;
@@ -377,8 +408,11 @@ async function loadModelInfo() {
     if (Number($("lines").value) > lim.max_lines) $("lines").value = lim.max_lines;  // else the form refuses to send
     $("max-line-length").max = lim.max_length;  // a line is at most a sample's length
     if (Number($("max-line-length").value) > lim.max_length) $("max-line-length").value = lim.max_length;
+    maxText = lim.max_text;
   } catch {
     $("model-info").textContent = W.noModel;
+    // a server still starting (or restarted): asked again, less often each time, so that its limits and language apply
+    setTimeout(() => loadModelInfo(attempt + 1), Math.min(30, 2 ** attempt) * 1000);
   }
 }
 

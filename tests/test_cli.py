@@ -109,6 +109,17 @@ def test_a_min_freq_that_leaves_only_unk_is_refused(capsys, corpus, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+
+def test_held_out_characters_read_as_unk_are_said_beside_the_figure(capsys, tmp_path):
+    """--min-freq counts the training part: held-out characters rare there are scored as <unk>, an easier figure."""
+    text = tmp_path / "t.txt"
+    text.write_text("ab\n" * 300 + "xyz\n" * 20, encoding="utf-8")  # the last tenth holds every x, y and z
+    code, out, err = run_cli(capsys, "train", "--data", text, "--unk", "--min-freq", 2, "--val-fraction", 0.1, "--epochs", 1,
+                             "--copy-window", 0, "--out", tmp_path / "r", *TINY[:-2])
+    assert code == 0, err
+    assert "<unk>: 0 of the 882 training characters (0.0%) and 60 of the 98 held-out ones (61.2%) are read as <unk>" in out
+    assert "not trained on; 60 of its characters read and scored as <unk>, easier to predict than each itself)" in out
+
 def test_a_held_out_part_too_small_to_validate_is_said_so(capsys, corpus, tmp_path):
     code, stdout, _ = run_cli(capsys, "train", "--data", corpus, "--val-fraction", 0.0001, "--epochs", 1, "--out", tmp_path / "r", *TINY)
     assert code == 0 and "note: the held-out part (--val-fraction 0.0001) has too few characters the model can score" in stdout

@@ -419,7 +419,7 @@ def _signals_raised():
 
 def _report_run(trainer, metrics: list[dict], corpus, train_cfg) -> int:
     """What a finished training says last: the held-out perplexity, a bigram for scale, and where its files are."""
-    from .train import plot_metrics
+    from .train import held_out_unk, plot_metrics
 
     plot = plot_metrics(metrics, trainer.out / "curves.png", trainer.curve_label)
     best = min((m for m in metrics if m.get("val_loss") is not None), key=lambda m: m["val_loss"], default=None)
@@ -427,12 +427,14 @@ def _report_run(trainer, metrics: list[dict], corpus, train_cfg) -> int:
         last = metrics[-1]
         skipped = (f" over {len(corpus.val_text) - trainer.val_skipped - 1:,} held-out characters scored "  # as eval says it: the first is read, not scored
                    f"({trainer.val_skipped:,} outside the vocabulary skipped)") if trainer.val_skipped else ""
+        as_unk = held_out_unk(trainer)  # (as eval's note has it)
+        unk = f"; {as_unk:,} of its characters read and scored as <unk>, easier to predict than each itself" if as_unk else ""
         def ppl(m):  # (one too large for a float: inf, or null as metrics.jsonl and a resumed run have it)
             return f"{m['val_ppl']:,.2f}" if m["val_ppl"] is not None and m["val_ppl"] < math.inf else "beyond a float's range"
 
         units = (f" ({last['val_loss']:.4f} nats, {last['val_loss'] / math.log(2):.3f} bits per character)"
                  if last.get("val_loss") is not None else "")
-        print(f"held-out perplexity (last {train_cfg.val_fraction * 100:g}% of the corpus, not trained on){skipped}: "
+        print(f"held-out perplexity (last {train_cfg.val_fraction * 100:g}% of the corpus, not trained on{unk}){skipped}: "
               f"{ppl(last)} after epoch {last['epoch']}{units}; best {ppl(best)} after epoch {best['epoch']} (saved as best/)")
         print(f"training perplexity after epoch {last['epoch']}: {last['train_ppl']:.3f}")
         from .baseline import bigram_loss

@@ -970,13 +970,21 @@ def _recorded_source(cfg: TrainConfig, corpus: Corpus) -> TrainConfig:
     return cfg if (data, init_from) == (cfg.data, cfg.init_from) else dataclasses.replace(cfg, data=data, init_from=init_from)
 
 
+def held_out_unk(trainer: Trainer) -> int:
+    """How many held-out characters a model with ``<unk>`` reads (and is scored on) as ``<unk>``."""
+    return int((trainer.val_ids == 0).sum()) if trainer.corpus.vocab.unk and trainer.val_ids is not None else 0
+
+
 def describe(trainer: Trainer) -> str:
     """The lines a training run starts with: corpus, split, vocabulary, model, batches (and notes on <unk> and warm-up)."""
     c, cfg = trainer.corpus, trainer.cfg
     unk_note = warm_note = ""
     if c.vocab.unk:  # how much of the training text the model reads as <unk>: rare characters, or with --min-freq many
         n_unk = int((trainer.train_ids == 0).sum())
-        unk_note = f"\n<unk>: {n_unk:,} of the {trainer.train_ids.numel():,} training characters ({n_unk / max(1, trainer.train_ids.numel()):.1%}) are read as <unk>"
+        unk_note = f"\n<unk>: {n_unk:,} of the {trainer.train_ids.numel():,} training characters ({n_unk / max(1, trainer.train_ids.numel()):.1%})"
+        if (held := held_out_unk(trainer)):  # scored as the one class <unk>: the held-out figure is easier so
+            unk_note += f" and {held:,} of the {trainer.val_ids.numel():,} held-out ones ({held / trainer.val_ids.numel():.1%})"
+        unk_note += " are read as <unk>"
     if cfg.warmup_steps > trainer.total_steps and cfg.schedule != "plateau":
         warm_note = (f"\nnote: --warmup-steps {cfg.warmup_steps} is longer than the whole run ({trainer.total_steps} steps): "
                      f"the learning rate never reaches --lr {cfg.lr:g}")

@@ -1507,6 +1507,21 @@ def test_eval_says_when_the_file_is_the_one_the_model_was_trained_on(capsys, tin
                           f"mixes seen and unseen text; `charlm eval {tiny_run}` alone scores the held-out part") in stdout
 
 
+
+def test_eval_says_when_a_file_under_another_name_holds_the_training_text(capsys, tiny_run, tmp_path):
+    """Not only the training file itself: a copy of it (or of a piece) is found by its lines, an unseen text is not."""
+    copy, new = tmp_path / "copy.txt", tmp_path / "new.txt"
+    copy.write_bytes((tiny_run.parent / "corpus.txt").read_bytes())
+    code, stdout, _ = run_cli(capsys, "eval", tiny_run, copy)
+    assert code == 0 and ("note: 40 of the 40 lines checked (its lines of 10 characters or more) are in the training text "
+                          "word for word: the figure is largely of text the model was trained on") in stdout
+    new.write_text("开分不说我候时的开分\n" * 6 + "分开的时候我说不分开\n" * 2, encoding="utf-8")  # 2 of 8: under a quarter
+    code, stdout, _ = run_cli(capsys, "eval", tiny_run, new)
+    assert code == 0 and "note:" not in stdout
+    new.write_text("开分不说我候时的开分\n" * 5 + "分开的时候我说不分开\n" * 3, encoding="utf-8")  # 3 of 8
+    code, stdout, _ = run_cli(capsys, "eval", tiny_run, new)
+    assert code == 0 and "note: 3 of the 8 lines checked" in stdout and "the figure is partly of text" in stdout
+
 def test_eval_of_the_training_file_says_how_much_of_it_limit_chars_trained_on(capsys, tmp_path):
     from .conftest import train_tiny
 

@@ -806,6 +806,24 @@ def test_a_run_starts_by_saying_its_settings_and_how_much_of_a_small_text_it_lea
     assert f"note: an epoch is {t.n_batches:,} batches, validated and checkpointed only at its end: --eval-every N" in train_mod.describe(t)
 
 
+
+def test_a_long_validation_is_foreseen_at_the_start(tmp_path, monkeypatch):
+    """(3.9M held-out characters of a big text, with the copy attention: about 27 minutes a validation, said only after
+    the first one, well past a --max-minutes 5)"""
+    cfg = tiny_train_config(tmp_path)
+    corpus = load_corpus(cfg)
+    t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=16), cfg, corpus, log=None)
+    n = t.val_ids.numel()
+    assert train_mod.validation_seconds(t) == 0 and "held-out characters one after another" not in train_mod.describe(t)
+    monkeypatch.setattr(train_mod, "LONG_VALIDATION", n)  # as long as a big text's
+    secs = train_mod.validation_seconds(t, chunks=2)
+    assert 0 < secs < 60
+    assert "held-out characters one after another" not in train_mod.describe(t)  # (not worth a note)
+    monkeypatch.setattr(train_mod, "LONG_VALIDATION_SECONDS", 0.0)
+    said = train_mod.describe(t)
+    assert re.search(rf"note: a validation reads the {n:,} held-out characters one after another: about \d+ seconds here, "
+                     rf"at each epoch's end, not counted in --max-minutes; --val-fraction {cfg.val_fraction:g} holds out about", said)
+
 def test_a_validation_that_takes_longer_than_the_training_before_it_is_timed_and_noted_once(tmp_path, monkeypatch):
     """(a big text's 10% held out, validated every 200 steps: 4 s of training to each 56 s of validation, unsaid)"""
     import time

@@ -16,6 +16,7 @@ import math
 import operator
 import random
 import signal
+import statistics
 import time
 from pathlib import Path
 
@@ -1003,6 +1004,11 @@ def describe(trainer: Trainer) -> str:
 
     if spaced_symbols(c.train_text):
         warm_note += f"\nnote: {SPACED_NOTE}"
+    if (secs := validation_seconds(trainer)) >= LONG_VALIDATION_SECONDS:
+        hold = min(cfg.val_fraction, max(1e-4, float(f"{200_000 / c.total_chars:.0e}")))  # about 200,000 characters held out
+        warm_note += (f"\nnote: a validation reads the {trainer.val_ids.numel():,} held-out characters one after another: about "
+                      f"{_duration(secs)} here, at each epoch's end{' and each --eval-every' if cfg.eval_every else ''}, not "
+                      f"counted in --max-minutes; --val-fraction {hold:g} holds out about {hold * c.total_chars:,.0f}")
     if trainer.n_batches >= LONG_EPOCH and not cfg.eval_every:
         warm_note += (f"\nnote: an epoch is {trainer.n_batches:,} batches, validated and checkpointed only at its end: "
                       f"--eval-every N does both every N steps")
@@ -1019,6 +1025,33 @@ def describe(trainer: Trainer) -> str:
 
 
 LONG_EPOCH = 5_000  # batches in an epoch from which describe() points to --eval-every
+LONG_VALIDATION = 500_000  # held-out characters from which describe() times a piece of a validation
+LONG_VALIDATION_SECONDS = 120.0  # the validation time it foresees from which it says so
+
+
+def validation_seconds(trainer: Trainer, chunks: int = 8) -> float:
+    """About how long one validation of a long held-out text takes, from the median time of its first ``chunks`` pieces
+    of EVAL_CHUNK characters (after one untimed: set-up, a GPU's kernels); 0 for a held-out text under LONG_VALIDATION
+    characters (or none)."""
+    ids = trainer.val_ids
+    if ids is None or ids.numel() < LONG_VALIDATION:
+        return 0.0
+    device = trainer.model.decoder.weight.device
+
+    def tick(_):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # (a chunk is queued, not done, when its loop step ends)
+        times.append(time.perf_counter())
+
+    evaluate(trainer.model, ids[:EVAL_CHUNK])
+    times = [time.perf_counter()]
+    evaluate(trainer.model, ids[: chunks * EVAL_CHUNK], progress=tick)
+    return statistics.median(b - a for a, b in zip(times, times[1:])) * ids.numel() / EVAL_CHUNK
+
+
+def _duration(seconds: float) -> str:
+    return (f"{seconds / 3600:.1f} hours" if seconds >= 5400 else f"{seconds / 60:.0f} minutes" if seconds >= 90
+            else f"{seconds:.0f} seconds")
 
 
 def settings(m: ModelConfig, cfg: TrainConfig) -> str:

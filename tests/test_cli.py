@@ -770,6 +770,26 @@ def test_a_training_text_changed_since_is_not_compared_against(capsys, tmp_path)
         one_line_error(*run_cli(capsys, *args)[::2], f"{corpus} is no longer the text {run / 'best'} was trained on")
 
 
+
+def test_a_held_out_part_changed_since_is_not_scored_as_the_trainings(capsys, tmp_path):
+    """The training part unchanged, the held-out one changed (its end, or past --limit-chars): eval without FILE said
+    "the same text and figure as the training's validation" of a figure that was not, and a resume validated on it."""
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1)
+    run, corpus = tmp_path / "run", tmp_path / "corpus.txt"
+    assert run_cli(capsys, "eval", run)[0] == 0
+    text = corpus.read_text(encoding="utf-8")
+    corpus.write_text(text[:-3] + "开" + text[-2:], encoding="utf-8")  # one character of the last tenth
+    one_line_error(*run_cli(capsys, "eval", run)[::2],
+                   f"{corpus}: its held-out part is no longer the text {run / 'best'} was validated on (its checksum differs; "
+                   f"the training part is unchanged)")
+    one_line_error(*run_cli(capsys, "train", "--resume", run, "--epochs", 2)[::2],
+                   f"{run / 'last'}: the held-out text differs from the one this run was validated on")
+    assert run_cli(capsys, "eval", run, corpus)[0] == 0  # the file as it is now can be scored as a file
+    corpus.write_text(text, encoding="utf-8")
+    assert run_cli(capsys, "eval", run)[0] == 0
+
 def test_a_pipe_as_the_training_text_is_refused(capsys, tmp_path, corpus):
     """Training from /dev/stdin worked, but --resume, --check-copy and --bigram then waited for stdin again."""
     import threading

@@ -847,8 +847,8 @@ def _score_lines(model, vocab, lines: list[str], newlines: str, progress) -> lis
 def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     """The text ``charlm eval`` scores (line ends as \\n), what to call it, and notes on what it is: FILE, standard input
     (``-``), or without FILE the held-out part of the model's own training text."""
-    from .data import (IN_MEMORY, as_trained, bundled_corpus, decode_text, heldout_text, normalize, read_scored, read_stream,
-                       stream_encoding)
+    from .data import (IN_MEMORY, HeldOutChanged, as_trained, bundled_corpus, decode_text, heldout_text, normalize, read_scored,
+                       read_stream, stream_encoding)
 
     cfg = ckpt.train_config
     if args.file is None:
@@ -856,6 +856,8 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
             raise CharlmError(f"give a FILE to score: {ckpt.path} was trained with nothing held out (--val-fraction 0)")
         try:
             text = heldout_text(ckpt)
+        except HeldOutChanged:
+            raise
         except CharlmError as e:
             raise CharlmError(f"scoring the held-out text needs the training text: {e}") from None
         share = f"{cfg.val_fraction:.0%}" if cfg.val_fraction >= 0.01 else f"{cfg.val_fraction * 100:.2g}%"  # (not 0%)

@@ -694,6 +694,17 @@ def hash_ids(ids: torch.Tensor) -> str:
     return hashlib.sha256(ids.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
 
 
+class HeldOutChanged(CharlmError):
+    """The held-out part of a run's text changed since it was validated on (its training part did not)."""
+
+
+def hash_text(text: str) -> str:
+    """A checksum of a text, as a checkpoint records its held-out text's (``val_hash``)."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def training_text(ckpt) -> str:
     """The text a checkpoint was trained on, read again from its config (same split, same limit).
 
@@ -705,7 +716,12 @@ def training_text(ckpt) -> str:
 def heldout_text(ckpt) -> str:
     """The held-out part of the text a checkpoint was trained on (what its validation loss was measured on), read again
     as :func:`training_text` is; "" for a run with none (``--val-fraction 0``)."""
-    return _unchanged_corpus(ckpt).val_text
+    corpus = _unchanged_corpus(ckpt)
+    if (stored := ckpt.trainer.get("val_hash")) and hash_text(corpus.val_text) != stored:
+        raise HeldOutChanged(f"{ckpt.train_config.data or 'the bundled lyrics'}: its held-out part is no longer the text "
+                             f"{ckpt.path} was validated on (its checksum differs; the training part is unchanged): it changed "
+                             f"since, and its figure would not be the training's; put the original back")
+    return corpus.val_text
 
 
 def _unchanged_corpus(ckpt) -> Corpus:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from . import checkpoint as ckpt_io
 from . import distributed
 from .config import ModelConfig, SampleConfig, TrainConfig
-from .data import Corpus, batches, bptt_slices, check_enough, fold, hash_ids, num_batches
+from .data import Corpus, batches, bptt_slices, check_enough, fold, hash_ids, hash_text, num_batches
 from .errors import CharlmError
 from .model import EMPTY, CharLM, detach, num_parameters, parts
 from .progress import Progress
@@ -377,6 +377,7 @@ class Trainer:
             "python_rng": [py[0], list(py[1]), py[2]],
             "train_chars": self.train_ids.numel(),
             "train_hash": hash_ids(self.train_ids),
+            "val_hash": hash_text(self.corpus.val_text),  # (the held-out part can change alone: with --limit-chars, or at its end)
             "val_skipped": self.val_skipped,
             "grad_scaler": self._grad_scaler_state(),
             "pending_validation": self.pending,  # interrupted while validating: a resume validates first
@@ -395,6 +396,9 @@ class Trainer:
         t = c.trainer
         if t.get("train_hash") != hash_ids(self.train_ids):
             raise CharlmError(f"{c.path}: the training text differs from the one this checkpoint was trained on; cannot resume")
+        if t.get("val_hash") and t["val_hash"] != hash_text(self.corpus.val_text):  # (a checkpoint from before 2026-12-02 has none)
+            raise CharlmError(f"{c.path}: the held-out text differs from the one this run was validated on (the file changed "
+                              f"after its training part); cannot resume: its validation figures would not compare")
         ckpt_io.load_weights(self.model, c.weights, c.path)
         if t["batch"] > self.n_batches:  # (the counts' types were checked as the checkpoint was read)
             raise ValueError(f"batch {t['batch']} is past the end of an epoch ({self.n_batches} batches)")

@@ -913,6 +913,27 @@ def test_generate_reads_a_typed_backslash_n_as_a_line_break_as_inspect_does(caps
     assert typed[0] == 0 and typed[1] == real[1] and typed[1].startswith("分开\n")
 
 
+
+def test_generate_takes_an_acrostics_typed_line_breaks_and_names_a_prefix_that_is_not_utf8(capsys, tiny_run):
+    typed = run_cli(capsys, "generate", tiny_run, "--acrostic", "我\\n你", "--seed", 1)
+    assert typed[0] == 0 and typed[1] == run_cli(capsys, "generate", tiny_run, "--acrostic", "我你", "--seed", 1)[1]
+    cut = "分开".encode()[:-1].decode("utf-8", "surrogateescape")  # a character cut in two, as the shell passes it
+    for flag in ("--prefix", "--style-prefix", "--acrostic"):
+        one_line_error(*run_cli(capsys, "generate", tiny_run, flag, cut)[::2], f"{flag} '分\\xe5\\xbc' is not valid UTF-8")
+
+
+def test_a_checkpoints_own_file_reads_its_folder_and_a_best_without_one_is_said(capsys, tiny_run, tmp_path):
+    import shutil
+
+    want = run_cli(capsys, "generate", tiny_run / "best", "--length", 5, "--seed", 1)[1]
+    for name in ("checkpoint.json", "model.safetensors"):  # (was: "not a charlm checkpoint (no checkpoint.json, …)")
+        assert run_cli(capsys, "generate", tiny_run / "best" / name, "--length", 5, "--seed", 1)[:2] == (0, want)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "best" / "checkpoint.json").unlink()  # other weights, used without a word
+    code, _, err = run_cli(capsys, "generate", run, "--length", 5, "--seed", 1)
+    assert code == 0 and f"note: {run / 'best'} holds no checkpoint.json: reading {run / 'last'} instead" in err
+
 @pytest.mark.parametrize("key, value, message", [
     ("format_version", "1", "format_version is '1'"),
     ("format_version", None, "format_version is None"),

@@ -128,6 +128,33 @@ def test_lines_that_never_end_by_themselves_are_cut_and_counted(tiny_ckpt):
     assert [len(line) for line in lines[:-1]] == [7, 7, 7]  # the first with the prefix's two characters
 
 
+
+def test_blank_lines_do_not_count_toward_lines(tiny_ckpt):
+    """A model that writes blank lines between its lines (Shakespeare's speeches): --lines 1 printed nothing at times,
+    --lines 4 gave 3 lines and a blank one."""
+    model, vocab, _ = load_model(tiny_ckpt)
+    with torch.no_grad():
+        model.decoder.bias[vocab.stoi["\n"]] = 7.0  # line breaks, some of them on lines of their own
+    blank = 0
+    for n in (1, 3):  # (the numpy way and the torch way)
+        for seed in range(4):
+            for text in sample_text(model, vocab, "", SampleConfig(lines=4, max_line_length=6, seed=seed, num_samples=n)):
+                lines = text.split("\n")
+                blank += "" in lines[:-1]
+                assert len([line for line in lines if line]) == 4 and lines[-1] == "", text  # four lines of text
+    assert blank >= 4  # (blank lines besides, in most samples)
+
+
+def test_what_is_written_starts_a_line_after_the_style_prefix(tiny_ckpt):
+    """The style prefix was joined to the prefix ("…雨水分开", one line), and an acrostic added a line break to one that
+    ended with it (a blank line, which the lyrics never have)."""
+    model, vocab, _ = load_model(tiny_ckpt)
+    for kw in ({"prefix": "分开", "cfg": SampleConfig(length=20, seed=2)}, {"prefix": "", "cfg": SampleConfig(length=20, seed=2)},
+               {"prefix": "", "cfg": SampleConfig(seed=2), "acrostic": "我你"}):
+        prefix, cfg = kw.pop("prefix"), kw.pop("cfg")
+        ended = sample_text(model, vocab, prefix, cfg, style_prefix="我说不分开\n", **kw)
+        assert sample_text(model, vocab, prefix, cfg, style_prefix="我说不分开", **kw) == ended, kw
+
 def test_lines_of_a_model_without_newlines_wrap_at_a_space():
     """--newlines space models: --lines ends a line at a space once it is 3/4 long (the space shown as the break), not mid-word."""
     from charlm.copycheck import CopyIndex

@@ -18,6 +18,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
-from .errors import CharlmError
+from .errors import CharlmError, CharlmWarning
 from .vocab import Vocab
 
 if TYPE_CHECKING:  # (model imports this module)
@@ -484,6 +485,8 @@ def resolve(path: str | os.PathLike, prefer: str = "best", trust_pids: bool = Tr
 def _resolve(p: Path, prefer: str, trust_pids: bool) -> Path:
     if (p / META_FILE).is_file():
         return p
+    if p.is_file() and (p.parent / META_FILE).is_file():  # a checkpoint's own file (checkpoint.json, model.safetensors)
+        return p.parent
     order = ("best", "last") if prefer == "best" else ("last", "best")
     if not (p / order[0] / META_FILE).is_file() and next(p.glob(f".{order[0]}.old-*"), None):
         if (found := stranded(p, order[0], trust_pids)) is not None and not in_use(p):  # its save was killed: read it where it lies
@@ -492,6 +495,8 @@ def _resolve(p: Path, prefer: str, trust_pids: bool) -> Path:
         raise CharlmError(f"{p / order[0]}: being replaced")
     for sub in order:
         if (p / sub / META_FILE).is_file():
+            if sub != order[0] and (p / order[0]).is_dir():  # (a best/ that is missing altogether: a run not yet validated)
+                warnings.warn(f"{p / order[0]} holds no {META_FILE}: reading {p / sub} instead", CharlmWarning, stacklevel=3)
             return p / sub
     if not p.exists():
         try:

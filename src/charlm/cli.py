@@ -255,7 +255,7 @@ def _train(args: argparse.Namespace) -> int:
 
     overrides = {**given(args, ModelConfig), **given(args, TrainConfig)}
     if "prefixes" in overrides:  # \n typed is a line break, as in generate's --prefix
-        overrides["prefixes"] = type(overrides["prefixes"])(map(typed_line_breaks, overrides["prefixes"]))
+        overrides["prefixes"] = type(overrides["prefixes"])(typed_line_breaks(p, "--prefixes") for p in overrides["prefixes"])
     resume, init_weights = None, None
     rank = distributed.from_env()[1]  # the first process alone writes, so it alone holds the run folder's lock
     if args.resume:
@@ -584,12 +584,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     cfg = _sample_config(args)
     if args.acrostic == "":  # given, but empty (an unset shell variable): not silently a plain generation
         raise CharlmError("--acrostic is empty: give the characters its lines start with")
-    check_options(cfg, given(args, SampleConfig), _flag, args.acrostic or "")
+    # \n typed is a line break, as in inspect's --text (in an acrostic, a separator as spaces are)
+    prefix, style_prefix, acrostic = (typed_line_breaks(t, flag) if t is not None else None for t, flag in (
+        (args.prefix, "--prefix"), (args.style_prefix, "--style-prefix"), (args.acrostic, "--acrostic")))
+    check_options(cfg, given(args, SampleConfig), _flag, acrostic or "")
     device = pick_device(args.device)
     model, vocab, ckpt = load_model(args.checkpoint, device)
     # (newlines: line ends as the model read them in training, \r\n as \n; spaces, if so trained)
-    typed = [typed_line_breaks(t) if t is not None else None for t in (args.prefix, args.style_prefix)]  # as inspect's --text
-    inputs = read_inputs(vocab, *typed, args.acrostic or "", unknown=args.unknown, name=_flag,
+    inputs = read_inputs(vocab, prefix, style_prefix, acrostic or "", unknown=args.unknown, name=_flag,
                          hint="use --unknown skip to drop them",
                          default=default_prefix(vocab, ckpt.train_config.prefixes), newlines=ckpt.train_config.newlines)
     prefix = inputs.prefix

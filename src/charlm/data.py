@@ -535,8 +535,14 @@ SPACED_NOTE = ("every other character of the text is a space (as in Penn Treeban
                "character are about half those per symbol; sed 's/ //g' FILE gives the symbols alone (as bench/quality.py ptb scores them)")
 
 
-def typed_line_breaks(text: str) -> str:
-    """Text as typed on a command line, where ``\\n`` stands for a line break (a shell passes none otherwise)."""
+def typed_line_breaks(text: str, flag: str = "") -> str:
+    """Text as typed on a command line, where ``\\n`` stands for a line break (a shell passes none otherwise); with
+    ``flag``, text holding bytes that are not UTF-8 (as the shell passed them: a character cut in two, another
+    encoding) is an error naming it."""
+    if flag and any("\ud800" <= c <= "\udfff" for c in text):
+        from .config import _shown
+
+        raise CharlmError(f"{flag} '{_shown(text)[:60]}' is not valid UTF-8 (type it in UTF-8, or give a file and its --encoding)")
     return text.replace("\\n", "\n")
 
 

@@ -201,12 +201,9 @@ def read_context(text: str | None, file: str | None, encoding: str | None = None
 
 
 def _read(text: str | None, file: str | None, encoding: str | None, flag: str, trained: str) -> str:
-    from .config import _shown
     from .data import read_scored, typed_line_breaks
 
-    if text is not None and any("\ud800" <= c <= "\udfff" for c in text):  # bytes of another encoding, as the shell passed them
-        raise CharlmError(f"{flag} '{_shown(text)[:60]}' is not valid UTF-8 (type it in UTF-8, or give a file and its --encoding)")
-    return typed_line_breaks(text) if text is not None else read_scored(file, encoding, trained)
+    return typed_line_breaks(text, flag) if text is not None else read_scored(file, encoding, trained)
 
 
 def _lines(text: str) -> str:

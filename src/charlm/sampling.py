@@ -330,12 +330,16 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     n = cfg.num_samples
     newline = vocab.stoi.get("\n")
     heads = [[vocab.stoi[c] for c in head] for head in acrostic_heads(acrostic)]
+    # The style prefix is the text before: what is written starts a line after it (a space, for a model that read its
+    # line breaks as spaces), unless it ends with one already.
+    brk = "\n" if newline is not None else " " if " " in vocab.stoi else ""
+    lead = style_prefix + ("" if style_prefix.endswith(brk) or not style_prefix else brk)
     if heads:
         # An acrostic starts at the beginning of a line: its first head is the first character.
-        context = style_prefix + ("\n" if newline is not None else "")
+        context = lead or ("\n" if newline is not None else "")
         prefix = ""
     else:
-        context = style_prefix + prefix
+        context = lead + prefix
     if not context:  # nothing given: start where a line starts, or a word (text trained with --newlines space)
         context = "\n" if newline is not None else " " if " " in vocab.stoi else ""
         if not context:
@@ -349,7 +353,8 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     if heads:
         max_chars = sum(len(h) - 1 for h in heads) + len(heads) * (cfg.max_line_length + 1)  # a head's code points are written whole
     else:
-        max_chars = cfg.lines * (cfg.max_line_length + 1) if cfg.lines else cfg.length  # a cut line adds its newline
+        # a cut line adds its newline; a blank line before it, one more (blank lines do not count as lines)
+        max_chars = cfg.lines * (cfg.max_line_length + 2) if cfg.lines else cfg.length
     step = one_step(model, state, n * max_chars)
     # a model trained with --unk never writes "<unk>": it stands for no one character (unless it is all there is)
     unk = vocab.stoi[UNK] if vocab.unk and len(vocab) > 1 else None
@@ -396,7 +401,7 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
                         for t, x in zip(ids, line_len)]
             yield ["" if d else "\n" if b and t == space else itos[t] + "\n" if b else itos[t] for t, d, b in zip(ids, done, is_break)]
         for j in range(n):
-            lines_done[j] += is_break[j] and not done[j]
+            lines_done[j] += is_break[j] and not done[j] and line_len[j] > 0  # (a blank line is no line of the text)
             line_len[j] = 0 if is_break[j] else line_len[j] + 1
             if is_break[j] and heads:
                 forced[j] = list(heads[min(lines_done[j], len(heads) - 1)])

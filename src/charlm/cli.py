@@ -255,7 +255,7 @@ def _train(args: argparse.Namespace) -> int:
 
     overrides = {**given(args, ModelConfig), **given(args, TrainConfig)}
     if "prefixes" in overrides:  # \n typed is a line break, as in generate's --prefix
-        overrides["prefixes"] = type(overrides["prefixes"])(typed_line_breaks(p, "--prefixes") for p in overrides["prefixes"])
+        overrides["prefixes"] = type(overrides["prefixes"])(map(typed_line_breaks, overrides["prefixes"]))  # (not UTF-8: said by the config)
     resume, init_weights = None, None
     rank = distributed.from_env()[1]  # the first process alone writes, so it alone holds the run folder's lock
     if args.resume:

@@ -1562,6 +1562,11 @@ def test_eval_says_when_a_file_under_another_name_holds_the_training_text(capsys
     new.write_text("开分不说我候时的开分\n" * 5 + "分开的时候我说不分开\n" * 3, encoding="utf-8")  # 3 of 8
     code, stdout, _ = run_cli(capsys, "eval", tiny_run, new)
     assert code == 0 and "note: 3 of the 8 lines checked" in stdout and "the figure is partly of text" in stdout
+    for order in (1, -1):  # half of a long file copied: the lines checked are spread over all of it, whichever half it is
+        halves = ["开分不说我候时的开分\n" * 150, "分开的时候我说不分开\n" * 150]
+        new.write_text("".join(halves[::order]), encoding="utf-8")
+        code, stdout, _ = run_cli(capsys, "eval", tiny_run, new)
+        assert code == 0 and "note: 100 of the 200 lines checked (its lines of 10 characters or more, evenly spread)" in stdout
 
 def test_eval_of_the_training_file_says_how_much_of_it_limit_chars_trained_on(capsys, tmp_path):
     from .conftest import train_tiny

@@ -143,6 +143,16 @@ def test_blank_lines_do_not_count_toward_lines(tiny_ckpt):
                 blank += "" in lines[:-1]
                 assert len([line for line in lines if line]) == 4 and lines[-1] == "", text  # four lines of text
     assert blank >= 4  # (blank lines besides, in most samples)
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.vocab import Vocab
+
+    bare = Vocab.build("abc")  # no line break, no space: a line is cut after its last character, which is text
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(bare), embedding_size=8, hidden_size=8))
+    for n in (1, 2):
+        texts = sample_text(model, bare, "ab", SampleConfig(lines=2, max_line_length=1, seed=0, num_samples=n))
+        assert all(t.count("\n") == 2 for t in texts), texts  # (not counted as blank: it wrote its whole budget)
 
 
 def test_what_is_written_starts_a_line_after_the_style_prefix(tiny_ckpt):

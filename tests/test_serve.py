@@ -189,6 +189,30 @@ def test_charlm_serve_builds_the_copy_index_before_the_first_request_asks(tiny_c
         body = c.post("/v1/generate", json={"length": 20, "check_copy": True, "seed": 3}).json()
     assert len(built) == 1 and len(body["copies"]) == 1  # the request used it
 
+
+def test_a_copy_index_that_failed_to_build_in_the_background_is_built_by_the_request(tiny_ckpt, monkeypatch, capsys):
+    import threading
+
+    calls = []
+
+    def flaky(texts):
+        calls.append(texts)
+        if len(calls) == 1:
+            raise MemoryError("no room")
+        return CopyIndex(texts)
+
+    monkeypatch.setattr(serve, "CopyIndex", flaky)
+    app = serve.create_app(tiny_ckpt)
+    app.state.server.index_in_background()
+    for t in threading.enumerate():
+        if t.name == "charlm-copy-index":
+            t.join(timeout=60)
+    assert "the copy check's index could not be built (MemoryError: no room)" in capsys.readouterr().err
+    with serve.running(app) as base, httpx.Client(base_url=base, timeout=60) as c:
+        r = c.post("/v1/generate", json={"length": 20, "check_copy": True, "seed": 3})
+    assert r.status_code == 200 and len(r.json()["copies"]) == 1  # (was a 500: the text had been let go)
+    assert len(calls) == 2 and calls[1] == calls[0]
+
 def test_a_training_text_changed_before_or_while_serving(tmp_path):
     from .conftest import LYRIC, train_tiny
 

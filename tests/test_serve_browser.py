@@ -364,13 +364,15 @@ def test_page_on_small_screens_errors_in_view_and_the_tint_told(tiny_ckpt, brows
         browser.find_element(By.ID, "max-line-length").clear()
         browser.find_element(By.ID, "max-line-length").send_keys("5")
         browser.execute_script("window.realFetch = window.fetch; window.fetch = (u, o) => u !== '/v1/score' ? window.realFetch(u, o)"
-                               " : new Promise((ok) => { window.release = () => ok(window.realFetch(u, o)); });")
+                               " : new Promise((ok) => { window.release = () => ok(window.realFetch(u, o).then(async (r) => {"
+                               " const body = await r.clone().json(); window.scored = body.perplexity !== undefined; return r; })); });")
         old = status.text
         button.click()
         wait.until(lambda d: d.find_element(By.ID, "status").text not in (old, "正在写…") and d.execute_script("return !!window.release"))
         browser.find_element(By.ID, "tint").click()  # off, while the score is on its way
         browser.execute_script("window.release()")
-        time.sleep(1.0)
+        wait.until(lambda d: d.execute_script("return window.scored === true"))  # the score came (tint() reads it next)
+        time.sleep(0.5)
         assert not browser.find_elements(By.CSS_SELECTOR, "#lyrics .s") and not browser.find_element(By.ID, "legend").is_displayed()
 
         browser.set_window_size(375, 740)  # a phone: the text and its errors are below the controls

@@ -907,7 +907,7 @@ def _seen_lines(text: str, ckpt, train_text: str | None = None, most: int = 200)
     from .data import training_text
 
     lines = [line.strip() for line in text.split("\n") if len(line.strip()) >= SEEN_LINE]
-    lines = lines[:: max(1, len(lines) // most)][:most]
+    lines = [lines[i * len(lines) // most] for i in range(most)] if len(lines) > most else lines
     if len(lines) < 5:  # too few to tell
         return None
     if train_text is None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .vocab import code_points
+
 
 def suffix_array(text: str) -> np.ndarray:
     """The start of every suffix of ``text``, in sorted order (code point order, as Python compares strings).
@@ -29,7 +31,7 @@ def suffix_array(text: str) -> np.ndarray:
     """
     n = len(text)
     small = np.int32 if n < 2**31 else np.int64  # places and ranks: half the memory for any text that fits
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    codes = code_points(text)
     place = np.cumsum(np.bincount(codes) > 0)  # a code point's place in the sorted alphabet, from 1 (0: past the end, first)
     dense = place[codes] if n else codes
     bits = int(place[-1]).bit_length() if n else 1

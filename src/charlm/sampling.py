@@ -336,7 +336,7 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
     lead = style_prefix + ("" if style_prefix.endswith(brk) or not style_prefix else brk)
     if heads:
         # An acrostic starts at the beginning of a line: its first head is the first character.
-        context = lead or ("\n" if newline is not None else "")
+        context = lead  # (nothing: from the start of a line, as below)
         prefix = ""
     else:
         context = lead + prefix
@@ -401,7 +401,10 @@ def _generate(model, vocab, prefix, cfg, style_prefix, acrostic, generator):
                         for t, x in zip(ids, line_len)]
             yield ["" if d else "\n" if b and t == space else itos[t] + "\n" if b else itos[t] for t, d, b in zip(ids, done, is_break)]
         for j in range(n):
-            lines_done[j] += is_break[j] and not done[j] and line_len[j] > 0  # (a blank line is no line of the text)
+            # a line break (or the space shown as one) with nothing before it on its line: a blank line, no line of the text
+            # (without either in the vocabulary a line is cut after its last character, which is text: it counts)
+            blank = line_len[j] == 0 and ids[j] in (newline, space)
+            lines_done[j] += is_break[j] and not done[j] and not blank
             line_len[j] = 0 if is_break[j] else line_len[j] + 1
             if is_break[j] and heads:
                 forced[j] = list(heads[min(lines_done[j], len(heads) - 1)])

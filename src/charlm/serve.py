@@ -25,6 +25,7 @@ import math
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -328,6 +329,7 @@ class _Server:
         self._copy_index: CopyIndex | None = None
         self._copy_note = ""  # a pre-training text left out of the index, and why
         self._train_text: str | None = None  # read at the start, kept for the index (built on the first check_copy)
+        self._pre = None  # pretraining_texts(): any pre-training text for the index, and notes
         self._copy_problem = self._training_text_problem()  # so /v1/model says whether check_copy works
 
     def _training_text_problem(self) -> str | None:
@@ -347,18 +349,22 @@ class _Server:
 
     def index_in_background(self) -> int:
         """Start building the copy check's index in a thread, so that the first request asking for a copy check (the
-        page asks whenever it can) does not wait for it; the number of characters of the training text, 0 if none."""
+        page asks whenever it can) does not wait for it; the characters it indexes, 0 if none.  Any pre-training text
+        is read here, in the calling thread (reading notes its warnings, which are no thread's own)."""
         if not self.copy_check_possible() or (text := self._train_text) is None:
             return 0
-        size = len(text)
+        with self._copy_lock:
+            if self._pre is None:
+                self._pre = pretraining_texts(self.ckpt)
         threading.Thread(target=self._build_quietly, name="charlm-copy-index", daemon=True).start()
-        return size
+        return len(text) + sum(len(t) for _, t in self._pre[0])
 
     def _build_quietly(self) -> None:
         try:
             self.copy_index()
-        except Exception:  # (out of memory, say): a request's own copy_index() tries again, and answers for it
-            pass
+        except Exception as e:  # (out of memory, say): a request asking for a copy check builds it again, and answers for it
+            print(f"charlm: the copy check's index could not be built ({e.__class__.__name__}: {e}); a request asking for "
+                  f"a copy check tries again", file=sys.stderr, flush=True)
 
     def copy_index(self) -> CopyIndex:
         """The copy check's index, built on first use (in a thread: seconds for millions of characters) from the training
@@ -366,10 +372,12 @@ class _Server:
         ``charlm serve`` starts building it at once (:meth:`index_in_background`)."""
         with self._copy_lock:
             if self._copy_index is None:
-                pre, notes = pretraining_texts(self.ckpt)  # a fine-tuned model may repeat its pre-training text too
-                text, self._train_text = self._train_text, None  # the copy in the index is the one kept
-                self._copy_index = CopyIndex([text] + [t for _, t in pre])
+                if self._pre is None:
+                    self._pre = pretraining_texts(self.ckpt)  # a fine-tuned model may repeat its pre-training text too
+                pre, notes = self._pre
+                self._copy_index = CopyIndex([self._train_text] + [t for _, t in pre])
                 self._copy_note = "; ".join(notes)
+                self._train_text = self._pre = None  # the copies in the index are the ones kept
             return self._copy_index
 
     async def copies(self, req, gen: _Generation, texts: list[str]) -> dict:
@@ -910,7 +918,7 @@ def serve(checkpoint_path, host: str = "127.0.0.1", port: int = 8000, threads: i
     if host not in LOOPBACK:
         print(f"charlm: warning: listening on {host}, reachable from other machines; there is no authentication", flush=True)
     if (size := srv.index_in_background()) >= 1_000_000:  # (a few seconds per ten million characters)
-        print(f"charlm: indexing the {size:,} characters of the training text for the copy check, in the background", flush=True)
+        print(f"charlm: indexing the {size:,} characters it was trained on for the copy check, in the background", flush=True)
     server = _uvicorn(app, log_level)
     try:
         server.run(sockets=[sock])

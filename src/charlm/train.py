@@ -300,6 +300,8 @@ class Trainer:
         self.val_ids, self.val_skipped = corpus.val_ids()
         if self.val_ids.numel() < 2:
             self.val_ids = None
+        # the checksums a checkpoint records of its texts: once (a big text's training ids take about half a second)
+        self.train_hash, self.val_hash = hash_ids(self.train_ids), hash_text(corpus.val_text)
         self.n_batches = num_batches(self.train_ids.numel(), cfg.batch_size, cfg.num_steps, cfg.sampling)
         self.total_steps = self.n_batches * cfg.epochs
 
@@ -341,7 +343,7 @@ class Trainer:
                 # a checkpoint.json edited by hand, or written by something else: not a resumable training state
                 raise CharlmError(f"{resume.path}: damaged checkpoint (its training state: {e.__class__.__name__}: {e})") from None
         if self.dist.world_size > 1:  # the same corpus, vocabulary and position everywhere, or a clear error now
-            self.dist.check_same(train_chars=self.train_ids.numel(), train_hash=int(hash_ids(self.train_ids)[:15], 16),
+            self.dist.check_same(train_chars=self.train_ids.numel(), train_hash=int(self.train_hash[:15], 16),
                                  vocab_size=model_cfg.vocab_size, epoch=self.epoch, batch=self.batch, step=self.step)
         self.train_model = self.dist.wrap(self.model)  # what training calls: DDP averages the gradients in a job
 
@@ -376,8 +378,8 @@ class Trainer:
             "plateau": self.plateau.state_dict() if self.plateau else None,
             "python_rng": [py[0], list(py[1]), py[2]],
             "train_chars": self.train_ids.numel(),
-            "train_hash": hash_ids(self.train_ids),
-            "val_hash": hash_text(self.corpus.val_text),  # (the held-out part can change alone: with --limit-chars, or at its end)
+            "train_hash": self.train_hash,
+            "val_hash": self.val_hash,  # (the held-out part can change alone: with --limit-chars, or at its end)
             "val_skipped": self.val_skipped,
             "grad_scaler": self._grad_scaler_state(),
             "pending_validation": self.pending,  # interrupted while validating: a resume validates first
@@ -394,9 +396,9 @@ class Trainer:
             raise CharlmError(f"{c.path} was loaded without its training state (load_model, or load(..., with_trainer=False)); "
                               f"to resume, load it with charlm.load(path) (charlm.checkpoint.load)")
         t = c.trainer
-        if t.get("train_hash") != hash_ids(self.train_ids):
+        if t.get("train_hash") != self.train_hash:
             raise CharlmError(f"{c.path}: the training text differs from the one this checkpoint was trained on; cannot resume")
-        if t.get("val_hash") and t["val_hash"] != hash_text(self.corpus.val_text):  # (a checkpoint from before 2026-12-02 has none)
+        if t.get("val_hash") and t["val_hash"] != self.val_hash:  # (a checkpoint from before 2026-12-02 has none)
             raise CharlmError(f"{c.path}: the held-out text differs from the one this run was validated on (the file changed "
                               f"after its training part); cannot resume: its validation figures would not compare")
         ckpt_io.load_weights(self.model, c.weights, c.path)

@@ -190,6 +190,21 @@ def test_charlm_serve_builds_the_copy_index_before_the_first_request_asks(tiny_c
     assert len(built) == 1 and len(body["copies"]) == 1  # the request used it
 
 
+def test_the_background_copy_index_may_be_done_before_its_start_returns(tiny_ckpt, monkeypatch):
+    """The race CI met: a small text's index built (and its texts let go) before index_in_background() counted them."""
+    import threading
+
+    class Eager(threading.Thread):  # the thread done before start() returns
+        def start(self):
+            self.run()
+
+    srv = serve.create_app(tiny_ckpt).state.server
+    monkeypatch.setattr(serve.threading, "Thread", Eager)
+    assert srv.index_in_background() == len(serve.training_text(srv.ckpt))
+    assert srv._copy_index is not None and srv._train_text is None
+    assert srv.index_in_background() == 0  # built already: nothing more to start
+
+
 def test_a_copy_index_that_failed_to_build_in_the_background_is_built_by_the_request(tiny_ckpt, monkeypatch, capsys):
     import threading
 

@@ -351,13 +351,17 @@ class _Server:
         """Start building the copy check's index in a thread, so that the first request asking for a copy check (the
         page asks whenever it can) does not wait for it; the characters it indexes, 0 if none.  Any pre-training text
         is read here, in the calling thread (reading notes its warnings, which are no thread's own)."""
-        if not self.copy_check_possible() or (text := self._train_text) is None:
+        if not self.copy_check_possible():
             return 0
         with self._copy_lock:
+            if self._copy_index is not None or (text := self._train_text) is None:
+                return 0  # built already
             if self._pre is None:
                 self._pre = pretraining_texts(self.ckpt)
+            # counted before the thread starts: the build lets the texts go as soon as it has them indexed
+            count = len(text) + sum(len(t) for _, t in self._pre[0])
         threading.Thread(target=self._build_quietly, name="charlm-copy-index", daemon=True).start()
-        return len(text) + sum(len(t) for _, t in self._pre[0])
+        return count
 
     def _build_quietly(self) -> None:
         try:

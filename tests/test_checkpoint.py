@@ -221,6 +221,37 @@ def test_a_reader_never_sees_a_checkpoint_being_replaced_as_damage(tiny_ckpt, tm
     assert not errors, errors[:3]
 
 
+def test_a_load_waits_out_a_save_it_saw_once_and_rereads_a_checkpoint_replaced_on_its_last_try(tiny_ckpt, tmp_path, monkeypatch):
+    """The two ways the test above failed once on a loaded machine: the save seen moving at the first miss but over (its
+    old copy gone) by the fifth; and, on the last try, the checkpoint replaced while it was read."""
+    c = load(tiny_ckpt)
+    dst = tmp_path / "best"
+    save(c, dst)
+    real_resolve, real_load, real_moving = ckpt_io.resolve, ckpt_io._load, ckpt_io._moving
+    monkeypatch.setattr(ckpt_io.time, "sleep", lambda s: None)
+
+    misses, seen = [], iter([True])  # a save moving at the first miss only
+    monkeypatch.setattr(ckpt_io, "_moving", lambda p: next(seen, False))
+    monkeypatch.setattr(ckpt_io, "resolve", lambda *a, **k: misses.append(1) or (
+        real_resolve(*a, **k) if len(misses) > 6 else (_ for _ in ()).throw(CharlmError("gone"))))
+    assert load(dst).metrics == c.metrics and len(misses) == 7
+
+    monkeypatch.setattr(ckpt_io, "_moving", real_moving)
+    misses.clear()
+    monkeypatch.setattr(ckpt_io, "resolve", lambda *a, **k: misses.append(1) or (
+        real_resolve(*a, **k) if len(misses) > 4 else (_ for _ in ()).throw(CharlmError("gone"))))
+    replaced = []
+
+    def load_as_replaced(p, first, *a):
+        if not replaced:  # the next version lands as this one is read
+            replaced.append(save(dataclasses.replace(c, metrics=[{"replaced": True}]), dst))
+            raise CharlmError("checksum mismatch")
+        return real_load(p, first, *a)
+
+    monkeypatch.setattr(ckpt_io, "_load", load_as_replaced)
+    assert load(dst).metrics == [{"replaced": True}] and len(misses) == 6
+
+
 def test_a_killed_saves_leftover_does_not_hold_up_a_failing_load(tiny_ckpt, tmp_path, monkeypatch):
     """A reader waits for a save's two renames only while that save's process runs: the old copy a killed save left
     (its process gone) costs a failing load no more than before, 0.1 s (the waits are counted, not timed)."""

@@ -520,7 +520,7 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
     A checkpoint replaced by a running training while it is read (the JSON of one, a tensor file of
     the next) is read again, so a reader never sees that as damage.
     """
-    attempts = 5  # 0.1 s; while a save's old copy lies beside it (its two renames), up to 2 s on a busy machine
+    attempts = 5  # 0.1 s; once a save's old copy is seen beside it (its two renames), up to 2 s on a busy machine
     attempt = 0
     while True:
         last = attempt == attempts - 1
@@ -528,7 +528,8 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
             p = resolve(path, prefer, trust_pids=not last)  # moved aside that long: not by a live save's renames
             first = _read_meta(p)
         except CharlmError:  # where a save takes two renames, there is a moment without the folder: wait it out
-            if last and attempts == 5 and _moving(Path(path)):
+            # (asked at each miss: by the last, the save may be over, its old copy gone, and another one's moment hit)
+            if attempts == 5 and _moving(Path(path)):
                 attempts, last = 80, False
             if last:
                 raise
@@ -537,8 +538,8 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
             continue
         try:
             return _load(p, first, with_trainer, with_weights)
-        except CharlmError:
-            if last or _read_meta(p, missing_ok=True) == first:  # the same checkpoint all along: real damage
+        except CharlmError:  # the same checkpoint all along: real damage; else it was replaced (or removed) as it was read
+            if _read_meta(p, missing_ok=True) == first or attempt >= 80:
                 raise
         attempt += 1
 

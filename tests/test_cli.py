@@ -680,6 +680,9 @@ def test_ctrl_c_during_many_samples_prints_what_was_made(capsys, tiny_run, monke
     code, out, err = run_cli(capsys, "generate", tiny_run, "--num-samples", 3, "--seed", 1, "--prefix", "分开")
     assert code == 130 and "interrupted" in err
     assert out.count("(cut short) ---") == 3 and all(len(part.split("\n")[1]) >= 2 for part in out.split("---")[2::2])
+    assert not out.endswith("\n\n")  # (an extra blank line came after the samples)
+    code, out, _ = run_cli(capsys, "generate", tiny_run, "--seed", 1, "--prefix", "分开")  # one sample: ended on a line break
+    assert code == 130 and out.endswith("\n") and not out.endswith("\n\n") and len(out) >= 4
 
 
 def test_a_run_folder_in_use_by_a_running_training_is_refused(capsys, corpus, tmp_path):

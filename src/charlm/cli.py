@@ -620,7 +620,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C: what was made so far is printed, not lost
         if cfg.num_samples > 1:
             _write_samples(out, texts, " (cut short)")
-        out.write("\n")
+        elif not texts[0].endswith("\n"):  # the shell's prompt on a line of its own
+            out.write("\n")
         out.flush()
         raise
     if cfg.num_samples == 1:

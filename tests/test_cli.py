@@ -176,7 +176,7 @@ def test_resume_equals_one_run(capsys, corpus, tmp_path):
     assert run_cli(capsys, *common, "--epochs", 4, "--out", a)[0] == 0
     assert run_cli(capsys, *common, "--epochs", 2, "--out", b)[0] == 0
     code, stdout, _ = run_cli(capsys, "train", "--resume", b, "--epochs", 4)
-    assert code == 0 and "resuming" in stdout
+    assert code == 0 and f"resuming {b / 'last'} after epoch 2 of 4\n" in stdout  # (was "in epoch 3 of 4, after batch 0")
     ma = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
     mb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
     assert [m["train_loss"] for m in ma] == [m["train_loss"] for m in mb]

@@ -296,8 +296,10 @@ def _train(args: argparse.Namespace) -> int:
         model_cfg = resume.model_config
         corpus = checkpoint_corpus(resume, train_cfg)
         t, pending = resume.trainer, resume.trainer.get("pending_validation")  # counted as the progress lines count
-        where = (f"after epoch {t['epoch']} of {train_cfg.epochs}" if pending and pending["at_epoch_end"]
-                 else f"in epoch {t['epoch'] + 1} of {train_cfg.epochs}, after batch {t['batch']}")
+        row = resume.metrics[-1] if resume.metrics else {}
+        at = f"at epoch {row['epoch']} of {train_cfg.epochs}, " if row.get("step") == t["step"] and "epoch" in row else ""
+        where = (f"after epoch {t['epoch']} of {train_cfg.epochs}" if pending and pending["at_epoch_end"] or not t["batch"]
+                 else f"{at}in epoch {t['epoch'] + 1}{'' if at else f' of {train_cfg.epochs}'}, after batch {t['batch']}")
         resuming = f"resuming {resume.path} {where}" + ("; first the validation that was due when it stopped" if pending else "")
     else:
         preset = DEFAULT_PRESET if args.preset is None else args.preset  # --preset '' is an unknown preset, not the default

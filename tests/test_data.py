@@ -387,6 +387,16 @@ def test_a_byte_order_mark_is_not_a_character(tmp_path):
     assert read_text(str(p)) == "分开的时候\n"
 
 
+def test_a_lone_surrogate_in_an_in_memory_text_is_refused_before_training():
+    """(bytes decoded with surrogateescape, half a JSON escape pair): it went into the vocabulary, and the first
+    checkpoint, after an epoch's training, failed with a UnicodeEncodeError traceback, nothing saved."""
+    from charlm.data import corpus_from_text
+
+    with pytest.raises(CharlmError, match=r"lone surrogate, \\ud800, at character 27: .*decode the text strictly"):
+        corpus_from_text("the quick brown fox.\n" + "hello \ud800 world.\n" * 30, TrainConfig())
+    assert corpus_from_text("a 😀 b\n" * 30, TrainConfig()).vocab.encode("😀")  # a pair decoded is one character
+
+
 def test_random_batch_orders_differ_across_seeds_and_epochs():
     """(seed, epoch) pairs that a sum would confuse — seed 1 epoch 0 and seed 0 epoch 1 — get different orders."""
     ids = torch.arange(1000)

@@ -609,6 +609,10 @@ def corpus_from_text(text: str, cfg, vocab: Vocab | None = None) -> Corpus:
     """
     if not isinstance(text, str) or not text:
         raise CharlmError("corpus_from_text needs a non-empty string")
+    if lone := re.search("[\ud800-\udfff]", text):  # no character: no checkpoint could write it (after an epoch's training)
+        raise CharlmError(f"corpus_from_text: the text holds a lone surrogate, \\u{ord(lone[0]):04x}, at character "
+                          f"{lone.start():,}: no character (bytes decoded with errors='surrogateescape', or half of a JSON "
+                          f"\\ud83d-style pair); decode the text strictly, or drop it")
     return _corpus(text.replace("\ufeff", "", 1) if text.startswith("\ufeff") else text, cfg, vocab, IN_MEMORY)
 
 

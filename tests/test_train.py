@@ -746,6 +746,22 @@ def test_a_presets_train_config_is_the_one_charlm_train_uses():
         train_config("jaychou", hidden_size=64)
 
 
+def test_numpy_numbers_from_a_sweep_are_taken_as_the_python_ones():
+    """np.arange / np.linspace values were refused: "hidden_size must be a whole number, got np.int64(32)"."""
+    import numpy as np
+
+    from charlm.config import SampleConfig, TrainConfig
+
+    m = ModelConfig(hidden_size=np.int64(32), dropout=np.float32(0.5), vocab_size=np.int32(10))
+    t = TrainConfig(batch_size=np.int32(4), lr=np.float64(1e-3), epochs=np.uint8(2))
+    s = SampleConfig(temperature=np.float64(0.5), length=np.int64(7))
+    assert (m.hidden_size, m.dropout, t.batch_size, t.lr, t.epochs, s.temperature, s.length) == (32, 0.5, 4, 1e-3, 2, 0.5, 7)
+    assert all(type(getattr(c, f)) in (int, float) for c, f in ((m, "hidden_size"), (m, "dropout"), (t, "lr"), (s, "length")))
+    json.dumps([dataclasses.asdict(c) for c in (m, t, s)])  # as a checkpoint writes them
+    with pytest.raises(ValueError, match=r"hidden_size must be a whole number, got np.float64\(32.5\)"):
+        ModelConfig(hidden_size=np.float64(32.5))
+
+
 @pytest.mark.parametrize("epochs", [1, 2])
 def test_a_signal_while_samples_are_written_stops_them_at_once(tmp_path, epochs):
     """Ctrl-C or SIGTERM during the samples an epoch ends with: no waiting for a long sample, and no exit as if finished."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,10 @@ def _check_types(cfg) -> None:
         if f.type == "int | None" and v is None:
             continue
         kind = "int" if f.type == "int | None" else f.type
+        if kind in ("int", "float") and type(v) not in (int, float, bool) and isinstance(v, numbers.Real):
+            # a NumPy number (a sweep's np.arange, np.linspace) as the Python one, which JSON writes
+            v = int(v) if isinstance(v, numbers.Integral) else float(v) if kind == "float" else v
+            object.__setattr__(cfg, f.name, v)
         ok = {
             "int": isinstance(v, int) and not isinstance(v, bool),
             "float": isinstance(v, (int, float)) and not isinstance(v, bool),

@@ -236,7 +236,7 @@ def test_an_early_stop_due_as_a_run_ended_stops_it_when_given_more_epochs(tmp_pa
     assert c.trainer["pending_validation"] == {"at_epoch_end": True, "over_time": False}
     logs.clear()
     Trainer(c.model_config, c.train_config, load_corpus(c.train_config, vocab=c.vocab), resume=c, log=logs.append).fit()
-    assert [m["epoch"] for m in _metrics(tmp_path / "c" / "run")] == [1, 2] and not any("early stop" in line for line in logs)
+    assert [m["epoch"] for m in _metrics(tmp_path / "c" / "run")] == [1, 2] and not any(line.startswith("early stop") for line in logs)
 
 
 @pytest.mark.parametrize("eval_every,which,at_end", [
@@ -783,20 +783,43 @@ def test_a_signal_while_samples_are_written_stops_them_at_once(tmp_path, epochs)
     assert c.trainer["epoch"] == 1 and c.trainer["batch"] == 0
 
 
+def test_a_python_callers_log_gets_the_notes_charlm_train_starts_with(tmp_path, capsys):
+    """A Trainer's log showed a prefix left out of the samples, or a warm-up longer than the run, nowhere: only the
+    command printed describe()'s notes.  fit() logs them, once, and the command prints them through it."""
+    lines = []
+    trainer = train_tiny(tmp_path, log=lines.append, epochs=1, prefixes=("分开", "Zq"), warmup_steps=10_000)
+    assert lines[0].startswith("corpus: ") and lines[2].startswith("settings: ")
+    assert any("the samples leave out --prefixes 'Zq'" in line for line in lines[:6])
+    assert any("--warmup-steps 10000 is longer than the whole run" in line for line in lines[:6])
+    before = len(lines)
+    trainer.fit()  # again (as after a Ctrl-C): not described again
+    assert lines[before:] == [] and sum(line.startswith("corpus: ") for line in lines) == 1
+    from charlm.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    assert main(["train", "--data", str(corpus), "--out", str(tmp_path / "cli"), "--epochs", "1", "--hidden-size", "16",
+                 "--embedding-size", "16", "--copy-window", "0", "--batch-size", "4", "--num-steps", "16"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\ncorpus: ") + out.startswith("corpus: ") == 1 and out.index("corpus: ") < out.index("epoch 1/1")
+
+
 def test_a_signal_ignored_on_purpose_stays_ignored_while_training(tmp_path):
     """nohup, or `&` in a script (Ctrl-C of the terminal is not for it): the run leaves SIGINT as it found it."""
     cfg = tiny_train_config(tmp_path, epochs=1)
     corpus = load_corpus(cfg)
     seen = []
     trainer = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32), cfg, corpus,
-                      log=lambda line: seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))))
+                      log=lambda line: seen.append((line, signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))))
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         trainer.fit()
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, old)
-    assert seen and all(i is signal.SIG_IGN and t == trainer._on_signal for i, t in seen)  # SIGTERM still stops it cleanly
+    described = train_mod.describe(trainer).split("\n")  # (logged as fit() starts, before its handlers)
+    assert [line for line, *_ in seen[:len(described)]] == described
+    seen = seen[len(described):]
+    assert seen and all(i is signal.SIG_IGN and t == trainer._on_signal for _, i, t in seen)  # SIGTERM still stops it cleanly
 
 
 def test_a_run_starts_by_saying_its_settings_and_how_much_of_a_small_text_it_learns_from(tmp_path, monkeypatch):

@@ -251,7 +251,7 @@ def _train(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt_io
     from . import distributed
     from .data import bundled_corpus, checkpoint_corpus, load_corpus, typed_line_breaks
-    from .train import Trainer, TrainingInterrupted, describe, model_config_for, pick_device, plot_metrics
+    from .train import Trainer, TrainingInterrupted, model_config_for, pick_device, plot_metrics
 
     overrides = {**given(args, ModelConfig), **given(args, TrainConfig)}
     if "prefixes" in overrides:  # \n typed is a line break, as in generate's --prefix
@@ -361,10 +361,6 @@ def _train(args: argparse.Namespace) -> int:
         print(resuming, flush=True)
     if dist.is_main:
         ckpt_io.lock_run(trainer.out)  # a folder made just now (one there already was locked when checked)
-    print(describe(trainer), flush=True)
-    if dist.enabled:
-        print(f"data parallel: {dist.world_size} process(es) ({dist.backend}), {train_cfg.batch_size // dist.world_size} of the "
-              f"{train_cfg.batch_size} rows of every batch each; rank 0 writes the checkpoints", flush=True)
     try:
         metrics = trainer.fit()
     except TrainingInterrupted as e:

@@ -282,6 +282,7 @@ class Trainer:
         self.overwrite = overwrite and (resume is None or Path(cfg.out).resolve() != Path(resume.path).resolve().parent)
         self.shows_progress = self.dist.is_main and log is not None  # rank 0 alone logs; log=None: silent, progress too
         self.log = log if self.shows_progress else (lambda *_: None)
+        self.described = False  # describe() logged, as the first fit() starts
         self.out = Path(cfg.out)
         self.device = self.dist.device if self.dist.device is not None else pick_device(cfg.device)
         distributed.check_batch_size(cfg.batch_size, self.dist.world_size)
@@ -521,6 +522,11 @@ class Trainer:
                     ckpt_io.clear_run(self.out)
                     self.overwrite = False
                 self._write_metrics()
+            if not self.described:  # what `charlm train` starts with: corpus, model, settings, and notes on what was asked
+                self.described = True
+                if self.shows_progress:
+                    for line in describe(self).split("\n"):
+                        self.log(line)
             handlers = catch_signals(self._on_signal)
             if self.pending is not None:  # the one the interruption cut short (a --max-minutes raised since: train on)
                 at_end, over = self.pending["at_epoch_end"], self.pending["over_time"] and self._over_time(0.0)
@@ -983,7 +989,8 @@ def held_out_unk(trainer: Trainer) -> int:
 
 
 def describe(trainer: Trainer) -> str:
-    """The lines a training run starts with: corpus, split, vocabulary, model, batches (and notes on <unk> and warm-up)."""
+    """The lines a training run starts with: corpus, split, vocabulary, model, batches (and notes on <unk> and warm-up);
+    the first :meth:`Trainer.fit` logs them."""
     c, cfg = trainer.corpus, trainer.cfg
     unk_note = warm_note = ""
     if c.vocab.unk:  # how much of the training text the model reads as <unk>: rare characters, or with --min-freq many
@@ -1027,7 +1034,9 @@ def describe(trainer: Trainer) -> str:
     return (f"corpus: {c.total_chars:,} characters; training {len(c.train_text):,}, {val}\n"
             f"vocabulary: {len(c.vocab):,} character{'s' if len(c.vocab) != 1 else ''}; model: {trainer.model_cfg.cell} {trainer.model_cfg.num_layers}x{trainer.model_cfg.hidden_size}, "
             f"{num_parameters(trainer.model):,} parameters; {trainer.n_batches} batch{'es' if trainer.n_batches != 1 else ''} of {cfg.batch_size}x{cfg.num_steps} per epoch; device {trainer.device}\n"
-            f"settings: {settings(trainer.model_cfg, cfg)}" + unk_note + warm_note)
+            f"settings: {settings(trainer.model_cfg, cfg)}" + unk_note + warm_note + (
+                f"\ndata parallel: {trainer.dist.world_size} process(es) ({trainer.dist.backend}), {cfg.batch_size // trainer.dist.world_size} "
+                f"of the {cfg.batch_size} rows of every batch each; rank 0 writes the checkpoints" if trainer.dist.enabled else ""))
 
 
 LONG_EPOCH = 5_000  # batches in an epoch from which describe() points to --eval-every

@@ -16,8 +16,9 @@ if TYPE_CHECKING:  # what a type checker and an editor see; at run time each is 
     from .errors import CharlmError
     from .inspector import analyse, inspect_checkpoint
     from .model import CharLM
+    from .presets import train_config
     from .sampling import generate, sample_text
-    from .train import Trainer, TrainingInterrupted, evaluate, surprisal
+    from .train import Trainer, TrainingInterrupted, evaluate, model_config_for, surprisal
     from .vocab import Vocab
 
 # name: the module that defines it
@@ -28,6 +29,7 @@ _EXPORTS = {
     "load_corpus": "data", "corpus_from_text": "data", "checkpoint_corpus": "data",
     "CharLM": "model",
     "Trainer": "train", "TrainingInterrupted": "train", "evaluate": "train", "surprisal": "train",
+    "model_config_for": "train", "train_config": "presets",
     "load": "checkpoint", "load_model": "checkpoint",
     "generate": "sampling", "sample_text": "sampling",
     "analyse": "inspector", "inspect_checkpoint": "inspector",
@@ -35,20 +37,29 @@ _EXPORTS = {
 
 __all__ = [  # (written out, for the tools that read it without running it)
     "__version__", "CharlmError", "ModelConfig", "TrainConfig", "SampleConfig", "Vocab", "load_corpus", "corpus_from_text",
-    "checkpoint_corpus", "CharLM", "Trainer", "TrainingInterrupted", "evaluate", "surprisal", "load", "load_model",
+    "checkpoint_corpus", "CharLM", "Trainer", "TrainingInterrupted", "evaluate", "surprisal", "model_config_for",
+    "train_config", "load", "load_model",
     "generate", "sample_text", "analyse", "inspect_checkpoint",
 ]
 
 
+# the modules, as attributes too (charlm.transfer.fine_tune_setup after import charlm), each imported on first use
+_MODULES = frozenset({"baseline", "cells", "checkpoint", "cli", "config", "copycheck", "data", "distributed", "errors",
+                      "inspector", "model", "numpy_sampling", "presets", "progress", "sampling", "serve", "step", "train",
+                      "transfer", "vocab"})
+
+
 def __getattr__(name: str) -> object:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'charlm' has no attribute {name!r}")
     from importlib import import_module
 
+    if name in _MODULES:
+        return import_module(f".{name}", __name__)  # (which sets the attribute)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'charlm' has no attribute {name!r}")
     value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value  # once found, an ordinary attribute
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | _MODULES)

@@ -14,7 +14,7 @@ from charlm.config import ModelConfig
 from charlm.data import load_corpus
 from charlm.errors import CharlmError
 from charlm.model import CharLM
-from charlm.train import Trainer, TrainingInterrupted, evaluate
+from charlm.train import Trainer, TrainingInterrupted, evaluate, surprisal
 
 from .conftest import tiny_train_config, train_tiny
 
@@ -426,7 +426,7 @@ def test_warmup_raises_the_rate_linearly():
     assert lr_factor(c, 0, 100) == pytest.approx(0.25 * 1.0, rel=1e-3) and lr_factor(c, 100, 100) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_evaluate_refuses_a_chunk_that_is_not_a_positive_whole_number():
+def test_evaluate_and_surprisal_refuse_a_chunk_or_rows_that_is_not_a_positive_whole_number():
     import numpy as np
 
     model = CharLM(ModelConfig(vocab_size=5, embedding_size=4, hidden_size=8))
@@ -435,6 +435,10 @@ def test_evaluate_refuses_a_chunk_that_is_not_a_positive_whole_number():
     for chunk in (0, -5, 2.0, True):
         with pytest.raises(ValueError, match="chunk must be a whole number >= 1"):
             evaluate(model, ids, chunk=chunk)
+        with pytest.raises(ValueError, match="chunk must be a whole number >= 1"):  # (0 was range()'s bare error)
+            surprisal(model, ids, chunk=chunk)
+        with pytest.raises(ValueError, match="rows must be a whole number >= 1"):  # (0 was read as 1, silently)
+            evaluate(model, ids, rows=chunk)
 
 
 def test_paths_may_be_given_as_pathlib_paths(tmp_path):
@@ -714,6 +718,8 @@ def test_a_trainer_given_the_wrong_things_says_which(tmp_path):
         Trainer(cfg, mcfg, corpus, log=None)
     with pytest.raises(TypeError, match=r"resume must be a Checkpoint \(charlm.load\(path\) reads one\), got str"):
         Trainer(mcfg, cfg, corpus, resume=str(tmp_path / "run"), log=None)
+    with pytest.raises(TypeError, match=r"log must be a function that takes a line .* or None, got list"):
+        Trainer(mcfg, cfg, corpus, log=[])  # (failed only inside fit())
     for field, value in [("limit_chars", 500), ("newlines", "space"), ("val_fraction", 0.2), ("encoding", "gb18030")]:
         with pytest.raises(CharlmError, match=f"the corpus was read with {field}=.* but cfg has {field}={value!r}: read it with load_corpus"):
             Trainer(mcfg, dataclasses.replace(cfg, **{field: value}), corpus, log=None)  # the checkpoint would say so

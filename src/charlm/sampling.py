@@ -299,8 +299,9 @@ def generate(
 ) -> Iterator[list[str]]:
     """Yield, step by step, one string per sample: first the prefix, then one character each (``""`` once a sample is done).
 
-    Stops after ``cfg.length`` characters, or ``cfg.lines`` line breaks, or one line per
-    character of ``acrostic`` (藏头; its spaces and punctuation left out), each line starting with that character.  Characters
+    Stops after ``cfg.length`` characters, or ``cfg.lines`` lines, or one line per character of ``acrostic``
+    (藏头; its spaces and punctuation left out), each line starting with that character (``cfg.length`` does not
+    apply then: each line ends at a line break or ``cfg.max_line_length``).  Characters
     outside the vocabulary are an error (:func:`check_known` with ``"skip"`` drops them first).
     Without a ``generator``, ``cfg.seed`` seeds one (the same seed gives the same text as
     ``charlm generate --seed``); with neither, torch's global random stream is used.

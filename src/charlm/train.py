@@ -90,13 +90,7 @@ def evaluate(model: CharLM, ids: torch.Tensor, rows: int = 1, chunk: int = EVAL_
     after every chunk.
     """
     ids = _checked_ids(model, ids)
-    try:  # (numpy's whole numbers too; not a float, nor a bool)
-        whole = not isinstance(chunk, bool) and not isinstance(rows, bool) and operator.index(chunk) >= 1
-        chunk, rows = operator.index(chunk), operator.index(rows)
-    except TypeError:
-        whole = False
-    if not whole:
-        raise ValueError(f"chunk must be a whole number >= 1 and rows a whole number, got chunk={chunk!r}, rows={rows!r}")
+    chunk, rows = _whole_number("chunk", chunk), _whole_number("rows", rows)
     was_training = model.training
     model.eval()
     rows = max(1, min(rows, ids.numel() // 2))
@@ -115,6 +109,7 @@ def surprisal(model: CharLM, ids, chunk: int = EVAL_CHUNK) -> torch.Tensor:
     read in eval mode (no dropout) and left in the mode it was in.
     """
     ids = _checked_ids(model, ids)
+    chunk = _whole_number("chunk", chunk)
     was_training = model.training
     model.eval()
     try:
@@ -127,6 +122,16 @@ def surprisal(model: CharLM, ids, chunk: int = EVAL_CHUNK) -> torch.Tensor:
         return torch.cat(out) / math.log(2)
     finally:
         model.train(was_training)
+
+
+def _whole_number(name: str, value) -> int:
+    """``value`` as an int >= 1 (numpy's whole numbers too; not a float, nor a bool); else a ValueError naming ``name``."""
+    try:
+        if not isinstance(value, bool) and operator.index(value) >= 1:
+            return operator.index(value)
+    except TypeError:
+        pass
+    raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
 def _checked_ids(model: CharLM, ids) -> torch.Tensor:
@@ -272,7 +277,7 @@ class Trainer:
         processes (default: the environment's, or one plain process); ``overwrite``: a new run into an ``out``
         folder that holds another run, whose files ``fit`` removes first.
         """
-        _check_arguments(model_cfg, cfg, corpus, resume, init_weights)
+        _check_arguments(model_cfg, cfg, corpus, resume, init_weights, log)
         self.dist = dist or distributed.Dist()  # one plain process unless torchrun started a job
         if model_cfg.vocab_size != len(corpus.vocab):
             raise ValueError(f"the model's vocab_size is {model_cfg.vocab_size}, the corpus's vocabulary has {len(corpus.vocab)} entries")
@@ -939,7 +944,7 @@ def model_config_for(cfg_values: dict, vocab_size: int) -> ModelConfig:
     return ModelConfig(**{k: v for k, v in cfg_values.items() if k in field_names(ModelConfig)}, vocab_size=vocab_size)
 
 
-def _check_arguments(model_cfg, cfg, corpus, resume, init_weights) -> None:
+def _check_arguments(model_cfg, cfg, corpus, resume, init_weights, log=None) -> None:
     """A Trainer given the wrong kind of thing, or a corpus read by other settings than ``cfg`` (whose checkpoint would
     then describe another training), or ``cfg.init_from`` without the weights, is refused with what to do."""
     from .data import IN_MEMORY, READ_AS
@@ -950,6 +955,8 @@ def _check_arguments(model_cfg, cfg, corpus, resume, init_weights) -> None:
             hint = " (charlm.load(path) reads one)" if name == "resume" else " (charlm.data.load_corpus(cfg))" if name == "corpus" else ""
             raise TypeError(f"{name} must be a {kind.__name__ if isinstance(kind, type) else kind[0].__name__}{hint}, "
                             f"got {type(value).__name__}")
+    if log is not None and not callable(log):  # (failed only inside fit(), after the setup)
+        raise TypeError(f"log must be a function that takes a line (print, a list's append) or None, got {type(log).__name__}")
     read_as = corpus.read_as or {}
     differ = [k for k in READ_AS if k in read_as and read_as[k] != getattr(cfg, k) and not (k == "encoding" and corpus.source == IN_MEMORY)]
     if differ:

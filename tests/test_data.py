@@ -397,6 +397,18 @@ def test_a_lone_surrogate_in_an_in_memory_text_is_refused_before_training():
     assert corpus_from_text("a 😀 b\n" * 30, TrainConfig()).vocab.encode("😀")  # a pair decoded is one character
 
 
+def test_the_wrong_kind_of_argument_to_a_corpus_is_a_type_error_naming_it():
+    """(were AttributeErrors: 'str' object has no attribute 'data')"""
+    from charlm.data import corpus_from_text
+
+    with pytest.raises(TypeError, match=r"load_corpus takes a TrainConfig \(charlm.train_config\(data='my.txt'\) makes one\), got str"):
+        load_corpus("my.txt")
+    with pytest.raises(TypeError, match="corpus_from_text takes a TrainConfig, got NoneType"):
+        corpus_from_text("abc", None)
+    with pytest.raises(TypeError, match=r"needs the text as a str, got bytes \(its .decode\('utf-8'\) is one\)"):
+        corpus_from_text("分开".encode(), TrainConfig())
+
+
 def test_random_batch_orders_differ_across_seeds_and_epochs():
     """(seed, epoch) pairs that a sum would confuse — seed 1 epoch 0 and seed 0 epoch 1 — get different orders."""
     ids = torch.arange(1000)

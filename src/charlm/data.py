@@ -594,6 +594,7 @@ IN_MEMORY = "<a text given in memory>"  # TrainConfig.data of a model trained on
 
 def load_corpus(cfg, vocab: Vocab | None = None) -> Corpus:
     """Read, normalise and split the corpus of a ``TrainConfig``; build the vocabulary unless given."""
+    _check_config("load_corpus", cfg)
     if cfg.data == IN_MEMORY:
         raise CharlmError("this model was trained on a text given in memory (charlm.data.corpus_from_text), "
                           "which cannot be read again here")
@@ -607,13 +608,25 @@ def corpus_from_text(text: str, cfg, vocab: Vocab | None = None) -> Corpus:
     the bigram yardstick need the text, which is not on disk (save it to a file and train with
     ``data=`` that file to have them).
     """
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str):
+        raise TypeError(f"corpus_from_text needs the text as a str, got {type(text).__name__}"
+                        + (" (its .decode('utf-8') is one)" if isinstance(text, (bytes, bytearray)) else ""))
+    if not text:
         raise CharlmError("corpus_from_text needs a non-empty string")
+    _check_config("corpus_from_text", cfg)
     if lone := re.search("[\ud800-\udfff]", text):  # no character: no checkpoint could write it (after an epoch's training)
         raise CharlmError(f"corpus_from_text: the text holds a lone surrogate, \\u{ord(lone[0]):04x}, at character "
                           f"{lone.start():,}: no character (bytes decoded with errors='surrogateescape', or half of a JSON "
                           f"\\ud83d-style pair); decode the text strictly, or drop it")
     return _corpus(text.replace("\ufeff", "", 1) if text.startswith("\ufeff") else text, cfg, vocab, IN_MEMORY)
+
+
+def _check_config(name: str, cfg) -> None:
+    from .config import TrainConfig
+
+    if not isinstance(cfg, TrainConfig):
+        hint = f" (charlm.train_config(data={cfg!r}) makes one)" if isinstance(cfg, (str, os.PathLike)) else ""
+        raise TypeError(f"{name} takes a TrainConfig{hint}, got {type(cfg).__name__}")
 
 
 def _corpus(raw: str, cfg, vocab: Vocab | None, source: str) -> Corpus:

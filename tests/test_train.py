@@ -789,6 +789,16 @@ def test_a_signal_while_samples_are_written_stops_them_at_once(tmp_path, epochs)
     assert c.trainer["epoch"] == 1 and c.trainer["batch"] == 0
 
 
+def test_help_on_a_config_shows_each_fields_meaning():
+    """help(ModelConfig) showed a one-line docstring: the meanings were only in the fields' metadata (and --help)."""
+    from charlm.config import SampleConfig, TrainConfig
+
+    for cls in (ModelConfig, TrainConfig, SampleConfig):
+        for f in dataclasses.fields(cls):
+            assert f"\n    {f.name} = {f.default!r}: {f.metadata['help']}" in cls.__doc__, f.name
+    assert "\n    prefixes = ('分开', '不分开'): prefixes to sample from" in TrainConfig.__doc__
+
+
 def test_a_python_callers_log_gets_the_notes_charlm_train_starts_with(tmp_path, capsys):
     """A Trainer's log showed a prefix left out of the samples, or a warm-up longer than the run, nowhere: only the
     command printed describe()'s notes.  fit() logs them, once, and the command prints them through it."""

@@ -264,3 +264,15 @@ def from_dict(cls, d: dict):
     """Build ``cls`` from a plain dict, ignoring keys it does not know (older or newer checkpoints)."""
     names = field_names(cls)
     return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+
+
+def _document_fields(cls) -> None:
+    """Append each field's help (the one ``charlm train --help`` shows) to the class's docstring, for help()."""
+    lines = [f"    {f.name} = {f.default if f.default_factory is dataclasses.MISSING else f.default_factory()!r}: "
+             f"{f.metadata.get('help', '')}" for f in dataclasses.fields(cls)]
+    cls.__doc__ = (f"{cls.__doc__}\n\nFields (name = default: meaning; the command line's flags have these names, - for _):\n"
+                   + "\n".join(lines))
+
+
+for _cls in (ModelConfig, TrainConfig, SampleConfig):
+    _document_fields(_cls)

@@ -5,6 +5,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -174,8 +175,6 @@ def test_the_training_text_is_read_once(tiny_ckpt, monkeypatch):
 
 
 def test_charlm_serve_builds_the_copy_index_before_the_first_request_asks(tiny_ckpt, monkeypatch):
-    import threading
-
     built = []
     monkeypatch.setattr(serve, "CopyIndex", lambda texts: built.append(texts) or CopyIndex(texts))
     app = serve.create_app(tiny_ckpt)
@@ -192,8 +191,6 @@ def test_charlm_serve_builds_the_copy_index_before_the_first_request_asks(tiny_c
 
 def test_the_background_copy_index_may_be_done_before_its_start_returns(tiny_ckpt, monkeypatch):
     """The race CI met: a small text's index built (and its texts let go) before index_in_background() counted them."""
-    import threading
-
     class Eager(threading.Thread):  # the thread done before start() returns
         def start(self):
             self.run()
@@ -206,8 +203,6 @@ def test_the_background_copy_index_may_be_done_before_its_start_returns(tiny_ckp
 
 
 def test_a_copy_index_that_failed_to_build_in_the_background_is_built_by_the_request(tiny_ckpt, monkeypatch, capsys):
-    import threading
-
     calls = []
 
     def flaky(texts):
@@ -482,8 +477,23 @@ def slow_generate(monkeypatch):
     return pulled
 
 
+@pytest.fixture
+def held_generate(monkeypatch):
+    """Make each generation wait, before its first step, until the test lets it go (``.set()``): a request holds its
+    worker for as long as a test needs, on a loaded machine too (10 ms a character left a window of 0.3 s)."""
+    real, gate = serve.generate, threading.Event()
+
+    def held(*args, **kw):
+        assert gate.wait(60), "the test never let the generation go"
+        yield from real(*args, **kw)
+
+    monkeypatch.setattr(serve, "generate", held)
+    yield gate
+    gate.set()
+
+
 def test_time_limit_cuts_and_says_so(tiny_ckpt, slow_generate):
-    with serve.running(serve.create_app(tiny_ckpt, time_limit=0.3)) as base, httpx.Client(base_url=base, timeout=60) as c:
+    with serve.running(serve.create_app(tiny_ckpt, time_limit=1.0)) as base, httpx.Client(base_url=base, timeout=60) as c:
         r = c.post("/v1/generate", json={"length": 2000, "seed": 1}).json()
         assert r["finish_reason"] == "time_limit" and 0 < r["chars"] < 2000
         assert r["samples"][0].startswith("分开") and len(r["samples"][0]) == 2 + r["chars"]
@@ -504,19 +514,19 @@ def test_client_disconnect_stops_generation(tiny_ckpt, slow_generate):
         assert len(slow_generate) == made < 500  # stopped long before 2,000 characters, and stays stopped
 
 
-def test_requests_beyond_the_workers_wait_their_turn(tiny_ckpt, slow_generate):
+def test_requests_beyond_the_workers_wait_their_turn(tiny_ckpt, held_generate):
     app = serve.create_app(tiny_ckpt, workers=1)
     with serve.running(app) as base, httpx.Client(base_url=base, timeout=60) as c:
         body = {"length": 30, "seed": 5}
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(c.post, "/v1/generate", json=body)
             second = pool.submit(c.post, "/v1/generate", json=body)
-            deadline = time.monotonic() + 5
-            # one generating while the other waits: watched for, since a single reading can fall in between (the
-            # first request counted as waiting for the moment before it takes the free worker, or already ended)
+            deadline = time.monotonic() + 30
+            # one generating (held) while the other waits: watched for, as both requests take a moment to arrive
             while not ((h := c.get("/healthz").json())["active"] == 1 and h["waiting"] == 1) and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert h["active"] == 1 and h["waiting"] == 1
+            held_generate.set()
             assert first.result().json()["samples"] == second.result().json()["samples"]
         assert c.get("/healthz").json() | {"served": 0} == {"status": "ok", "active": 0, "waiting": 0, "served": 0, "disconnected": 0}
 
@@ -544,16 +554,17 @@ def test_cli_serve_errors_are_one_line(tmp_path, tiny_ckpt, capsys):
         taken.close()
 
 
-def test_busy_beyond_max_waiting_is_a_503_and_scoring_counts_as_work(tiny_ckpt, slow_generate):
+def test_busy_beyond_max_waiting_is_a_503_and_scoring_counts_as_work(tiny_ckpt, held_generate):
     with serve.running(serve.create_app(tiny_ckpt, workers=1, max_waiting=0)) as base, httpx.Client(base_url=base, timeout=60) as c:
         with ThreadPoolExecutor(1) as pool:
-            first = pool.submit(c.post, "/v1/generate", json={"length": 100, "seed": 5})
-            deadline = time.monotonic() + 5
+            first = pool.submit(c.post, "/v1/generate", json={"length": 100, "seed": 5})  # held until the three are refused
+            deadline = time.monotonic() + 30
             while c.get("/healthz").json()["active"] != 1 and time.monotonic() < deadline:
                 time.sleep(0.01)
             for path, body in (("/v1/generate", {"length": 5}), ("/v1/generate/stream", {"length": 5}), ("/v1/score", {"text": "分开的"})):
                 r = c.post(path, json=body)
                 assert r.status_code == 503 and r.headers["retry-after"] == "1" and "every worker is busy" in r.json()["error"]
+            held_generate.set()
             assert first.result().json()["finish_reason"] == "done"
         h = c.get("/healthz").json()
         assert h["disconnected"] == 0 and h["active"] == h["waiting"] == 0  # refused is not disconnected
@@ -687,7 +698,6 @@ def test_a_request_whose_client_left_while_it_waited_gives_its_place_up(tiny_ckp
     as disconnected, instead of each taking the worker's time for nobody (a queue of 64 abandoned scorings held real
     users off for seconds); a generation's turn ends at its first step, as before."""
     import socket
-    import threading
     from urllib.parse import urlsplit
 
     release, calls = threading.Event(), []

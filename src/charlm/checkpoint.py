@@ -516,7 +516,9 @@ def _resolve(p: Path, prefer: str, trust_pids: bool) -> Path:
 def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = True, with_weights: bool = True) -> Checkpoint:
     """Read and check a checkpoint folder; every problem is a one-line :class:`CharlmError`.
 
-    ``with_weights=False`` reads the configuration, vocabulary and metrics only (``weights`` empty).
+    ``with_weights=False`` reads the configuration, vocabulary and metrics only (``weights`` empty);
+    ``with_trainer=False`` leaves out the optimizer's and random streams' state (``trainer_tensors`` empty), which
+    only a resume needs, and does not ask that the run's position be whole (``trainer`` is what the JSON holds).
     A checkpoint replaced by a running training while it is read (the JSON of one, a tensor file of
     the next) is read again, so a reader never sees that as damage.
     """

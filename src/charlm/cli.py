@@ -650,7 +650,7 @@ def _training_text(ckpt, flag: str) -> str:
 
 def _copy_index(ckpt, text: str | None = None):
     """The copy check's index of the training text (``text``, when it was read already) and of any pre-training text."""
-    from .copycheck import CopyIndex
+    from .copycheck import SAID_FROM, CopyIndex
     from .data import pretraining_texts
 
     text = _training_text(ckpt, "--check-copy") if text is None else text
@@ -661,7 +661,7 @@ def _copy_index(ckpt, text: str | None = None):
         print(f"copy check: against the training text and the pre-training text of {', '.join(name for name, _ in pre)}", file=sys.stderr)
     texts = [text] + [t for _, t in pre]
     total = sum(map(len, texts))
-    if total >= 1_000_000:  # a second or so per two million characters: say what the wait is
+    if total >= SAID_FROM:  # say what the wait is
         print(f"copy check: indexing the {total:,} characters of the training text{'s' if pre else ''}", file=sys.stderr, flush=True)
     return CopyIndex(texts)
 

@@ -20,6 +20,8 @@ import numpy as np
 
 from .vocab import code_points
 
+SAID_FROM = 1_000_000  # characters from which building the index is said as it starts (about 8 s for ten million)
+
 
 def suffix_array(text: str) -> np.ndarray:
     """The start of every suffix of ``text``, in sorted order (code point order, as Python compares strings).

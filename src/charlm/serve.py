@@ -47,7 +47,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .checkpoint import finite, load_model
 from .config import MAX_TEMPERATURE, MIN_TEMPERATURE, SAMPLE_SEED_MAX, SampleConfig, to_dict
-from .copycheck import CopyIndex
+from .copycheck import SAID_FROM, CopyIndex
 from .data import normalize, pretraining_texts, training_text
 from .errors import CharlmError
 from .sampling import InputError, acrostic_heads, check_known, check_options, default_prefix, generate, make_generator, read_inputs, vocab_form
@@ -921,7 +921,7 @@ def serve(checkpoint_path, host: str = "127.0.0.1", port: int = 8000, threads: i
     print(f"charlm: serving {srv.ckpt.path} on {url}  (page: {url}/  API docs: {url}/docs)", flush=True)
     if host not in LOOPBACK:
         print(f"charlm: warning: listening on {host}, reachable from other machines; there is no authentication", flush=True)
-    if (size := srv.index_in_background()) >= 1_000_000:  # (a few seconds per ten million characters)
+    if (size := srv.index_in_background()) >= SAID_FROM:
         print(f"charlm: indexing the {size:,} characters it was trained on for the copy check, in the background", flush=True)
     server = _uvicorn(app, log_level)
     try:

@@ -755,3 +755,30 @@ def test_the_picture_names_the_characters_it_leaves_out_and_explains_its_marks()
     others = [u for u in range(model.cfg.hidden_size) if u not in {f.unit for f in found.found}][:3]
     for rep, starred in ((found, bool(found.found)), (inspector.analyse(model, vocab, "model", long, units=others), False)):
         assert ("★" in inspector.png_key(rep, rep.n)) == starred
+
+
+def test_the_report_says_what_a_negative_r_means_the_layers_gates_at_line_breaks_and_how_a_column_reads():
+    """(a learner's questions) "unit 189 (input gate) follows reading a line break: r = -0.86" reads as opening there,
+    when it closes; the layer's gates at the breaks were only in the docs' prose; a character's surprisal sits above the
+    column of the step that reads it, though the guess came from the column before; the longest-keeping unit could be
+    one not shown."""
+    text = TEXT.replace("\\n", "\n")
+    model, vocab = random_model(text)
+    rep = inspector.analyse(model, vocab, "model", text, units=[0, 1])
+    at = np.array([c == "\n" for c in text])
+    for q in ("input", "forget", "output"):
+        assert f"{q} {rep.acts[q][at].mean():.2f} against {rep.acts[q][~at].mean():.2f}" in rep.gates_text
+    assert inspector.analyse(model, vocab, "model", "分开的时候").gates_text == ""  # no line break: nothing to set apart
+    html = inspector.render_html(rep)
+    assert "At line breaks the whole layer acts otherwise: each gate&#x27;s mean" in html
+    assert "the character's surprisal was the model's guess before it, from the column to its left" in html
+    kept, _ = rep.memory
+    u = int(np.argmax(kept))
+    assert (f"--units {u} shows it" in rep.memory_text) == (u not in rep.units)
+    found = [inspector.FoundUnit("line_break", "reading a line break", 3, "input", -0.86, 0.72),
+             inspector.FoundUnit("position", "position within the line", 4, "cell", 0.81, 0.62)]
+    assert list(map(inspector.found_line, found)) == [
+        "unit 3 (input gate) follows reading a line break, in reverse (low where that is high): r = -0.86 (untrained model's best: |r| = 0.72)",
+        "unit 4 (cell state) follows position within the line: r = +0.81 (untrained model's best: |r| = 0.62)"]
+    rep.found, rep.units = found, [3, 4]
+    assert "−1: it falls as the feature rises, a gate that closes there" in inspector.render_html(rep)

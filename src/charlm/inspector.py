@@ -141,6 +141,17 @@ class Report:
         return (f"the copy attention gave {np.nanmean(self.copied):.0%} of the probability to copying, on average; the LSTM alone "
                 f"would have spent {lstm:.2f} bits/char against the whole model's {self.mean_bits:.2f}")
 
+    @property
+    def gates_text(self) -> str:
+        """The layer's gates on average (over its units) at the line breaks read and at the other characters, in words;
+        '' for a text without both."""
+        at = self.features.get("line_break", ("", np.zeros(0)))[1] > 0.5
+        if len(at) != self.n or not 0 < at.sum() < len(at):
+            return ""
+        means = ", ".join(f"{name} {self.acts[q][at].mean():.2f} against {self.acts[q][~at].mean():.2f}"
+                          for q, name in (("input", "input"), ("forget", "forget"), ("output", "output")))
+        return f"each gate's mean over the layer's units, reading a line break against reading any other character: {means}"
+
     @functools.cached_property
     def memory(self) -> tuple[np.ndarray, np.ndarray]:
         """Per unit of the layer: the share of its cell kept per character, and the characters until half is gone."""
@@ -152,7 +163,15 @@ class Report:
         kept, half = self.memory
         u = int(np.argmax(kept))
         return (f"the median unit keeps {np.median(kept):.2f} of its cell per character (half of it is gone after "
-                f"{_chars(float(np.median(half)), self.n)}); the longest-keeping, unit {u}, keeps {kept[u]:.2f} ({_chars(float(half[u]), self.n)})")
+                f"{_chars(float(np.median(half)), self.n)}); the longest-keeping, unit {u}, keeps {kept[u]:.2f} ({_chars(float(half[u]), self.n)}"
+                + ("" if u in self.units else f"; not among the units shown: --units {u} shows it") + ")")
+
+
+def found_line(fu: FoundUnit) -> str:
+    """A unit found, as ``charlm inspect`` prints it (r < 0, "in reverse": low where the feature is high, as a gate that
+    closes at a line break)."""
+    return (f"unit {fu.unit} ({dict(SHOWN)[fu.quantity]}) follows {fu.description}"
+            f"{', in reverse (low where that is high)' if fu.r < 0 else ''}: r = {fu.r:+.2f} (untrained model's best: |r| = {fu.untrained:.2f})")
 
 
 def memory(forget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -912,7 +931,9 @@ def render_html(report: Report) -> str:
             f'<p class="help">Layer {report.layer}, {len(report.units)} units (rows; ★ found automatically, then the units whose output varies most) '
             "over the characters read (columns). A gate near 1 lets everything through, near 0 nothing: the input gate decides how much of the new "
             "candidate enters the cell, the forget gate how much of the old cell is kept, the output gate how much of the cell is shown. "
-            "Hover a square for the whole step of that unit at that character: c = f·c₋₁ + i·g and h = o·tanh(c), with this text's numbers.</p>",
+            "Hover a square for the whole step of that unit at that character: c = f·c₋₁ + i·g and h = o·tanh(c), with this text's numbers. "
+            "A column is the step that reads its character: its gates come after that character is read, while the character's "
+            "surprisal was the model's guess before it, from the column to its left.</p>",
             '<div class="controls">show ' + "".join(
                 f'<label><input type="checkbox" class="qtoggle" value="{q}" checked> {e(lbl)}</label>' for q, lbl in SHOWN) + "</div>",
             '<div class="legend">'
@@ -938,7 +959,8 @@ def render_html(report: Report) -> str:
             '<p class="help">The forget gate f is the share of a unit\'s cell kept from one character to the next: after t characters '
             "with nothing new written, f₁·f₂·…·f_t of it is left. Over this text, " + e(report.memory_text) + ". A unit that keeps "
             "0.5 per character has forgotten 99.9% of a line's start ten characters later; what the model carries further "
-            "is rewritten as it goes, or lives in the few units that keep more.</p>",
+            "is rewritten as it goes, or lives in the few units that keep more."
+            + (f" At line breaks the whole layer acts otherwise: {e(report.gates_text)}." if report.gates_text else "") + "</p>",
             '<table><tr><th>unit</th><th>kept per character (geometric mean of f)</th><th>half of it gone after</th></tr>']
     for u in report.units:
         out.append(f'<tr><td class="num">{"★" if u in found_units else ""}{u}</td><td class="num">{kept[u]:.3f}</td><td class="num">{e(_chars(float(half[u]), report.n))}</td></tr>')
@@ -952,7 +974,8 @@ def render_html(report: Report) -> str:
            "(drift from the zero start state) at least as closely is not listed for another feature.")
     if report.found:
         out.append('<p class="help">Correlation r of a unit\'s activation with a feature of the text, over every character read '
-                   f'(±1: in lockstep; 0: unrelated). {e(bar)} Grey: the feature; orange: the unit. ★ marks these units in the heatmaps.</p>')
+                   f'(+1: it rises as the feature does, in lockstep; −1: it falls as the feature rises, a gate that closes there; 0: '
+                   f'unrelated). {e(bar)} Grey: the feature; orange: the unit. ★ marks these units in the heatmaps.</p>')
         out.append("<table><tr><th>unit</th><th>signal</th><th>follows</th><th>r</th><th>untrained: best |r|</th><th></th></tr>")
         for fu in report.found:
             out.append(f'<tr><td class="num">{fu.unit}</td><td>{e(label[fu.quantity])}</td><td>{e(fu.description)}</td>'
@@ -1159,8 +1182,9 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
     write_atomic((Path(out), page), *([(Path(png), image)] if image is not None else []))
     lines = [f"report: {out}" + (f" and {png}" if png else "") +
              f" ({report.size_text}{f' after {report.context_read:,} of context' if report.context_read else ''}, layer {report.layer}, units {','.join(map(str, report.units))}; {report.mean_text})"]
-    for fu in report.found:
-        lines.append(f"unit {fu.unit} ({dict(SHOWN)[fu.quantity]}) follows {fu.description}: r = {fu.r:+.2f} (untrained model's best: |r| = {fu.untrained:.2f})")
+    lines += [found_line(fu) for fu in report.found]
+    if report.gates_text:
+        lines.append(f"gates: {report.gates_text}")
     lines.append(f"memory: {report.memory_text}")
     if report.copy_text:
         lines.append(f"copy: {report.copy_text}")

@@ -606,7 +606,8 @@ def test_a_context_is_read_first_and_only_the_text_is_shown(tiny_ckpt, tmp_path)
     assert np.sum(rep.bits) == pytest.approx((loss * n - ctx_loss * m) / math.log(2), rel=1e-4)
     assert rep.features["position"][1][:4].tolist() == [3, 4, 5, 6]  # the line the context began (你说我) goes on
     assert rep.features["repeated"][1][-12:].tolist() == [0] + [1] * 11  # the last line (and its break) repeats the context's first
-    assert "read_so_far" in rep.features
+    assert rep.features["read_so_far"][0] == "how far into the text shown (characters read after the context)"  # not "from
+    assert "zero start state" in whole.features["read_so_far"][0]  # the zero start state": the context's state it is
     # a text inside one line has no drift feature beside the position, though the context has lines
     assert "read_so_far" not in inspector.line_features(context + "不分开的是", list(range(c + 5)), start=c)
     page = inspector.render_html(rep)

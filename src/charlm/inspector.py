@@ -358,7 +358,8 @@ def line_features(raw: str, positions: list[int], newlines: str = "keep", start:
         "repeated": ("inside a line that already appeared above (a repeated line or chorus)", np.array([repeated[i] for i in ln], dtype=float)),
     }
     if len(set((pos - position).tolist())) > 1:  # in one line the position in it is how far into the text: one feature, not two
-        features["read_so_far"] = ("how far into the text (characters read so far: drift from the zero start state)", pos.astype(float))
+        features["read_so_far"] = (("how far into the text shown (characters read after the context)" if start else
+                                    "how far into the text (characters read so far: drift from the zero start state)"), pos.astype(float))
     return features
 
 

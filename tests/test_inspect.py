@@ -198,6 +198,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_anything_is(tiny_ckp
     (("r.html", "r.JPG"), "the picture is written as PNG, and .JPG says otherwise; name it "),
     (("r.html", "r.avif"), "the picture is written as PNG, and .avif says otherwise; name it "),
     (("r.html", "r.ppm"), "the picture is written as PNG, and .ppm says otherwise; name it "),
+    (("r.pdf", None), "the report is written as HTML, and .pdf says otherwise; name it "),  # (was HTML named .pdf)
 ])
 def test_outputs_that_would_clobber_each_other_are_refused(tiny_ckpt, tmp_path, capsys, names, message):
     out, png = names

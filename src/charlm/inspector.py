@@ -1166,6 +1166,9 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
     check_writable(out, "--out")
     if Path(out).suffix.lower() == ".png":
         raise CharlmError(f"--out {out} is the HTML report; the picture is --png (e.g. --out report.html --png {out})")
+    if Path(out).suffix.lower() in OTHER_PICTURES - {".html", ".htm"}:  # (a .pdf was written as HTML under that name)
+        raise CharlmError(f"--out {out}: the report is written as HTML, and {Path(out).suffix} says otherwise; "
+                          f"name it {Path(out).with_suffix('.html')}")
     if png:
         check_writable(png, "--png")
         if Path(png).resolve() == Path(out).resolve():

@@ -230,8 +230,8 @@ def test_a_load_waits_out_a_save_it_saw_once_and_rereads_a_checkpoint_replaced_o
     real_resolve, real_load, real_moving = ckpt_io.resolve, ckpt_io._load, ckpt_io._moving
     monkeypatch.setattr(ckpt_io.time, "sleep", lambda s: None)
 
-    misses, seen = [], iter([True])  # a save moving at the first miss only
-    monkeypatch.setattr(ckpt_io, "_moving", lambda p: next(seen, False))
+    misses = []
+    monkeypatch.setattr(ckpt_io, "_moving", lambda p: len(misses) == 1)  # a save moving at the first miss only
     monkeypatch.setattr(ckpt_io, "resolve", lambda *a, **k: misses.append(1) or (
         real_resolve(*a, **k) if len(misses) > 6 else (_ for _ in ()).throw(CharlmError("gone"))))
     assert load(dst).metrics == c.metrics and len(misses) == 7
@@ -250,6 +250,22 @@ def test_a_load_waits_out_a_save_it_saw_once_and_rereads_a_checkpoint_replaced_o
 
     monkeypatch.setattr(ckpt_io, "_load", load_as_replaced)
     assert load(dst).metrics == [{"replaced": True}] and len(misses) == 6
+
+    # replaced while read five times over, then gone for good (a run cleared): an error, at once, not a wait forever
+    monkeypatch.setattr(ckpt_io, "resolve", real_resolve)
+    sleeps = []
+    monkeypatch.setattr(ckpt_io.time, "sleep", lambda s: sleeps.append(s) or len(sleeps) < 100 or pytest.fail("waits forever"))
+
+    def replaced_then_gone(p, first, *a):
+        replaced.append(save(dataclasses.replace(c, metrics=[{"save": len(replaced)}]), dst))
+        if len(replaced) > 6:
+            shutil.rmtree(dst)
+        raise CharlmError("checksum mismatch")
+
+    monkeypatch.setattr(ckpt_io, "_load", replaced_then_gone)
+    with pytest.raises(CharlmError, match="no such checkpoint"):
+        load(dst)
+    assert len(sleeps) <= 5
 
 
 def test_a_killed_saves_leftover_does_not_hold_up_a_failing_load(tiny_ckpt, tmp_path, monkeypatch):

@@ -525,7 +525,7 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
     attempts = 5  # 0.1 s; once a save's old copy is seen beside it (its two renames), up to 2 s on a busy machine
     attempt = 0
     while True:
-        last = attempt == attempts - 1
+        last = attempt >= attempts - 1  # (re-reads of a replaced checkpoint count too: past it, a miss raises)
         try:
             p = resolve(path, prefer, trust_pids=not last)  # moved aside that long: not by a live save's renames
             first = _read_meta(p)

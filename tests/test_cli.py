@@ -684,6 +684,17 @@ def test_ctrl_c_during_many_samples_prints_what_was_made(capsys, tiny_run, monke
     assert not out.endswith("\n\n")  # (an extra blank line came after the samples)
     code, out, _ = run_cli(capsys, "generate", tiny_run, "--seed", 1, "--prefix", "分开")  # one sample: ended on a line break
     assert code == 130 and out.endswith("\n") and not out.endswith("\n\n") and len(out) >= 4
+    real_steps = real
+
+    def cut_after_the_prefix(*a, **k):
+        for i, step in enumerate(real_steps(*a, **k)):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield step
+
+    monkeypatch.setattr(sampling, "generate", cut_after_the_prefix)
+    code, out, _ = run_cli(capsys, "generate", tiny_run, "--seed", 1, "--prefix", "分开\\n")  # written so far: its line break
+    assert code == 130 and out == "分开\n"  # (was "分开\n\n")
 
 
 def test_a_run_folder_in_use_by_a_running_training_is_refused(capsys, corpus, tmp_path):

@@ -611,10 +611,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     texts = [""] * cfg.num_samples
     try:
         for step in generate(model, vocab, prefix, cfg, style_prefix=inputs.style_prefix, acrostic=inputs.acrostic, generator=gen):
-            texts = [a + b for a, b in zip(texts, step)]
             if cfg.num_samples == 1:  # one sample streams as it is made
                 out.write(step[0])
                 out.flush()
+            texts = [a + b for a, b in zip(texts, step)]  # (after the write: a Ctrl-C's line break goes by what was written)
     except KeyboardInterrupt:  # Ctrl-C: what was made so far is printed, not lost
         if cfg.num_samples > 1:
             _write_samples(out, texts, " (cut short)")

@@ -614,6 +614,7 @@ def test_a_context_is_read_first_and_only_the_text_is_shown(tiny_ckpt, tmp_path)
     page = inspector.render_html(rep)
     data = page_data(page)
     assert data["bits"][0] == pytest.approx(rep.bits[0], abs=1e-3) and "after 14 of context" in page
+    assert "zero start state" not in page and "zero start state" in inspector.render_html(whole)
     assert "The model first read 14 characters of context" in page and "<td>—</td>" not in page
     if NODE:  # a hover on the first character: its step starts from the context's cell, its tip says what was expected
         u = 2

@@ -972,7 +972,8 @@ def render_html(report: Report) -> str:
     bar = ("A unit is listed when |r| ≥ " f"{FOLLOWS} and above the largest |r| any unit of an untrained model of the same shape "
            "reaches on this text (charlm's initialisation, seed 0): a gate sees the character just read, so even untrained units "
            "react to line breaks, and only what goes beyond them is the training's. A unit that follows how far into the text it is "
-           "(drift from the zero start state) at least as closely is not listed for another feature.")
+           + ("(read after the context)" if report.context_read else "(drift from the zero start state)")
+           + " at least as closely is not listed for another feature.")
     if report.found:
         out.append('<p class="help">Correlation r of a unit\'s activation with a feature of the text, over every character read '
                    f'(+1: it rises as the feature does, in lockstep; −1: it falls as the feature rises, a gate that closes there; 0: '

@@ -758,7 +758,8 @@ def test_numpy_numbers_from_a_sweep_are_taken_as_the_python_ones():
 
     from charlm.config import SampleConfig, TrainConfig
 
-    m = ModelConfig(hidden_size=np.int64(32), dropout=np.float32(0.5), vocab_size=np.int32(10))
+    m = ModelConfig(hidden_size=np.int64(32), dropout=np.float32(0.5), vocab_size=np.int32(10), tie_weights=np.False_)
+    assert m.tie_weights is False and ModelConfig(dropout=np.float32(0.1)).dropout == 0.1  # (not 0.10000000149011612)
     t = TrainConfig(batch_size=np.int32(4), lr=np.float64(1e-3), epochs=np.uint8(2))
     s = SampleConfig(temperature=np.float64(0.5), length=np.int64(7))
     assert (m.hidden_size, m.dropout, t.batch_size, t.lr, t.epochs, s.temperature, s.length) == (32, 0.5, 4, 1e-3, 2, 0.5, 7)

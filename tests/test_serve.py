@@ -7,6 +7,7 @@ import json
 import math
 import threading
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -196,7 +197,7 @@ def test_the_background_copy_index_may_be_done_before_its_start_returns(tiny_ckp
             self.run()
 
     srv = serve.create_app(tiny_ckpt).state.server
-    monkeypatch.setattr(serve.threading, "Thread", Eager)
+    monkeypatch.setattr(serve, "threading", types.SimpleNamespace(Thread=Eager))  # (serve's alone, not the process's)
     assert srv.index_in_background() == len(serve.training_text(srv.ckpt))
     assert srv._copy_index is not None and srv._train_text is None
     assert srv.index_in_background() == 0  # built already: nothing more to start

@@ -671,28 +671,22 @@ def test_ctrl_c_during_many_samples_prints_what_was_made(capsys, tiny_run, monke
 
     real = sampling.generate
 
-    def interrupted(*a, **k):
-        for i, step in enumerate(real(*a, **k)):
-            if i == 5:
-                raise KeyboardInterrupt
-            yield step
+    def interrupted_at(n):  # a Ctrl-C as the n-th step comes
+        def steps(*a, **k):
+            for i, step in enumerate(real(*a, **k)):
+                if i == n:
+                    raise KeyboardInterrupt
+                yield step
+        return steps
 
-    monkeypatch.setattr(sampling, "generate", interrupted)
+    monkeypatch.setattr(sampling, "generate", interrupted_at(5))
     code, out, err = run_cli(capsys, "generate", tiny_run, "--num-samples", 3, "--seed", 1, "--prefix", "分开")
     assert code == 130 and "interrupted" in err
     assert out.count("(cut short) ---") == 3 and all(len(part.split("\n")[1]) >= 2 for part in out.split("---")[2::2])
     assert not out.endswith("\n\n")  # (an extra blank line came after the samples)
     code, out, _ = run_cli(capsys, "generate", tiny_run, "--seed", 1, "--prefix", "分开")  # one sample: ended on a line break
     assert code == 130 and out.endswith("\n") and not out.endswith("\n\n") and len(out) >= 4
-    real_steps = real
-
-    def cut_after_the_prefix(*a, **k):
-        for i, step in enumerate(real_steps(*a, **k)):
-            if i == 1:
-                raise KeyboardInterrupt
-            yield step
-
-    monkeypatch.setattr(sampling, "generate", cut_after_the_prefix)
+    monkeypatch.setattr(sampling, "generate", interrupted_at(1))  # right after the prefix
     code, out, _ = run_cli(capsys, "generate", tiny_run, "--seed", 1, "--prefix", "分开\\n")  # written so far: its line break
     assert code == 130 and out == "分开\n"  # (was "分开\n\n")
 

@@ -960,7 +960,8 @@ def render_html(report: Report) -> str:
             '<p class="help">The forget gate f is the share of a unit\'s cell kept from one character to the next: after t characters '
             "with nothing new written, f₁·f₂·…·f_t of it is left. Over this text, " + e(report.memory_text) + ". A unit that keeps "
             "0.5 per character has forgotten 99.9% of a line's start ten characters later; what the model carries further "
-            "is rewritten as it goes, or lives in the few units that keep more."
+            "is rewritten as it goes, or lives in the few units that keep more. A half-life under 1 character means less "
+            "than half is left after a single step (0.5 characters: a quarter)."
             + (f" At line breaks the whole layer acts otherwise: {e(report.gates_text)}." if report.gates_text else "") + "</p>",
             '<table><tr><th>unit</th><th>kept per character (geometric mean of f)</th><th>half of it gone after</th></tr>']
     for u in report.units:

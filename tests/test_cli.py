@@ -651,6 +651,10 @@ def test_generate_says_the_seed_it_drew_and_that_seed_gives_the_text_again(capsy
     ([], "charlm: error: give a command: train, generate, eval, serve, inspect"),
     (["bogus"], "charlm: error: argument command: invalid choice: 'bogus'"),
     (["--foo", "inspect", "run"], "charlm: error: unrecognized arguments: --foo"),  # charlm's, not inspect's
+    (["generate", "run", "--prefix", "-Romeo"],  # a text starting with "-" reads as a flag: the way round it is said
+     "charlm generate: error: argument --prefix: expected one argument; a text that starts with - goes after an = (--prefix=-text)"),
+    (["train", "--prefixes", "-x"], "charlm train: error: argument --prefixes: expected at least one argument; a text that starts with - "),
+    (["generate", "run", "--length"], "charlm generate: error: argument --length: expected one argument ("),  # not a text
 ])
 def test_an_argument_error_is_one_line(capsys, argv, message):
     """What was wrong and where the options are, in one line (argparse printed the whole usage first: 30 lines for train)."""

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import sys
 import types
 import typing
@@ -95,7 +96,6 @@ def _as_flags(message: str) -> str:
     """A config check's message (``top_k must be >= 1``, written for Python callers) with the fields it names as the
     flags the user gave (``--top-k must be >= 1``): the one it starts with and, before any ``: `` (after which come
     values and advice), those shown with a value or compared (``min_lr (1) must not be above lr (0.01)``)."""
-    import re
 
     flagged = {f.name for cls in (ModelConfig, TrainConfig, SampleConfig) for f in dataclasses.fields(cls)
                if f.metadata.get("cli") is not False}
@@ -446,7 +446,6 @@ def _report_run(trainer, metrics: list[dict], corpus, train_cfg) -> int:
 
 def _shell(path, windows: bool = os.name == "nt") -> str:
     """A path as a command to paste should have it (in cmd.exe on Windows): quoted if need be, and not taken for a flag."""
-    import re
     import shlex
 
     path = str(path)
@@ -685,7 +684,6 @@ def _report_copies(index, samples: list[str], quiet: bool = False) -> list:
 def cmd_eval(args: argparse.Namespace) -> int:
     import collections
     import json
-    import re
 
     import torch
 
@@ -1029,8 +1027,14 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         if message == "the following arguments are required: command":
             message = f"give a command: {', '.join(COMMANDS)}"
+        elif (flag := re.fullmatch(r"argument (--[\w-]+): expected (at least )?one argument", message)) and flag[1] in TEXT_FLAGS:
+            # (a text that starts with "-" reads as a flag: --prefix -Romeo)
+            message += f"; a text that starts with - goes after an = ({flag[1]}=-text)"
         self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
 
+
+# the flags whose value is a text of the user's, which may start with "-"
+TEXT_FLAGS = {"--prefix", "--style-prefix", "--acrostic", "--text", "--context", "--prefixes"}
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "inspect": cmd_inspect}
 

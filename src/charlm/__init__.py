@@ -5,6 +5,7 @@ lives in its own module (:mod:`charlm.train`, :mod:`charlm.checkpoint`, ...) and
 ``import charlm`` (and ``charlm --help``) does not load torch.
 """
 
+import functools
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -43,16 +44,19 @@ __all__ = [  # (written out, for the tools that read it without running it)
 ]
 
 
-# the modules, as attributes too (charlm.transfer.fine_tune_setup after import charlm), each imported on first use
-_MODULES = frozenset({"baseline", "cells", "checkpoint", "cli", "config", "copycheck", "data", "distributed", "errors",
-                      "inspector", "model", "numpy_sampling", "presets", "progress", "sampling", "serve", "step", "train",
-                      "transfer", "vocab"})
+@functools.cache
+def _modules() -> frozenset[str]:
+    """The package's modules, attributes too (charlm.transfer.fine_tune_setup after import charlm), each imported on
+    first use: the files of the package, listed when first asked for."""
+    import pkgutil
+
+    return frozenset(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def __getattr__(name: str) -> object:
     from importlib import import_module
 
-    if name in _MODULES:
+    if name in _modules():
         return import_module(f".{name}", __name__)  # (which sets the attribute)
     if name not in _EXPORTS:
         raise AttributeError(f"module 'charlm' has no attribute {name!r}")
@@ -62,4 +66,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | _MODULES)
+    return sorted(set(globals()) | set(_EXPORTS) | _modules())

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,9 +70,18 @@ def _check_types(cfg) -> None:
         _check(ok, f"{f.name} must be {_TYPES[f.type]}, got {v!r}")
         for text in [v] if kind == "str" else v if kind == "tuple" else []:  # stored as JSON text: a byte that is not
             # UTF-8 (a path or prefix typed in another encoding: surrogateescape) failed the first save, after an epoch
-            if any("\ud800" <= c <= "\udfff" for c in text):
+            if lone_surrogate(text):
                 _check(False, f"{f.name}: {_shown(text)} is not valid UTF-8, and a checkpoint stores it as text"
                               + ("; rename it" if f.name in ("data", "out", "init_from") else ""))
+
+
+def lone_surrogate(text: str) -> re.Match | None:
+    """Where ``text`` holds a lone surrogate, no character (bytes decoded with errors='surrogateescape', half of a
+    UTF-16 pair), which UTF-8 cannot write; None where it holds none."""
+    return _SURROGATE.search(text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _shown(text: str) -> str:

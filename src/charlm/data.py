@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from .config import lone_surrogate
 from .errors import CharlmError, CharlmWarning
 from .vocab import Vocab
 
@@ -539,7 +540,7 @@ def typed_line_breaks(text: str, flag: str = "") -> str:
     """Text as typed on a command line, where ``\\n`` stands for a line break (a shell passes none otherwise); with
     ``flag``, text holding bytes that are not UTF-8 (as the shell passed them: a character cut in two, another
     encoding) is an error naming it."""
-    if flag and any("\ud800" <= c <= "\udfff" for c in text):
+    if flag and lone_surrogate(text):
         from .config import _shown
 
         raise CharlmError(f"{flag} '{_shown(text)[:60]}' is not valid UTF-8 (type it in UTF-8, or give a file and its --encoding)")
@@ -614,7 +615,7 @@ def corpus_from_text(text: str, cfg, vocab: Vocab | None = None) -> Corpus:
     if not text:
         raise CharlmError("corpus_from_text needs a non-empty string")
     _check_config("corpus_from_text", cfg)
-    if lone := re.search("[\ud800-\udfff]", text):  # no character: no checkpoint could write it (after an epoch's training)
+    if lone := lone_surrogate(text):  # no checkpoint could write it (after an epoch's training)
         raise CharlmError(f"corpus_from_text: the text holds a lone surrogate, \\u{ord(lone[0]):04x}, at character "
                           f"{lone.start():,}: no character (bytes decoded with errors='surrogateescape', or half of a JSON "
                           f"\\ud83d-style pair); decode the text strictly, or drop it")

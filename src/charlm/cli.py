@@ -297,9 +297,12 @@ def _train(args: argparse.Namespace) -> int:
         corpus = checkpoint_corpus(resume, train_cfg)
         t, pending = resume.trainer, resume.trainer.get("pending_validation")  # counted as the progress lines count
         row = resume.metrics[-1] if resume.metrics else {}
-        at = f"at epoch {row['epoch']} of {train_cfg.epochs}, " if row.get("step") == t["step"] and "epoch" in row else ""
-        where = (f"after epoch {t['epoch']} of {train_cfg.epochs}" if pending and pending["at_epoch_end"] or not t["batch"]
-                 else f"{at}in epoch {t['epoch'] + 1}{'' if at else f' of {train_cfg.epochs}'}, after batch {t['batch']}")
+        if pending and pending["at_epoch_end"] or not t["batch"]:
+            where = f"after epoch {t['epoch']} of {train_cfg.epochs}"
+        elif row.get("step") == t["step"] and "epoch" in row:  # saved at a validation inside the epoch: as its line said
+            where = f"at epoch {row['epoch']} of {train_cfg.epochs}, in epoch {t['epoch'] + 1}, after batch {t['batch']}"
+        else:
+            where = f"in epoch {t['epoch'] + 1} of {train_cfg.epochs}, after batch {t['batch']}"
         resuming = f"resuming {resume.path} {where}" + ("; first the validation that was due when it stopped" if pending else "")
     else:
         preset = DEFAULT_PRESET if args.preset is None else args.preset  # --preset '' is an unknown preset, not the default

@@ -51,14 +51,17 @@ def _check_types(cfg) -> None:
         if f.type == "int | None" and v is None:
             continue
         kind = "int" if f.type == "int | None" else f.type
+        # a NumPy number (a sweep's np.arange, np.linspace) as the Python one, which JSON writes; a float32 as the
+        # decimal it shows (np.float32(1e-3) is 0.0010000000474974513 as a float, '0.001' as text)
         numpy = type(v).__module__ == "numpy"
         if kind in ("int", "float") and type(v) not in (int, float, bool) and isinstance(v, numbers.Real):
-            # a NumPy number (a sweep's np.arange, np.linspace) as the Python one, which JSON writes; a float32 as the
-            # decimal it shows (np.float32(1e-3) is 0.0010000000474974513 as a float, '0.001' as text)
-            v = int(v) if isinstance(v, numbers.Integral) else (float(str(v)) if numpy else float(v)) if kind == "float" else v
-            object.__setattr__(cfg, f.name, v)
+            if isinstance(v, numbers.Integral):
+                v = int(v)
+            elif kind == "float":
+                v = float(str(v)) if numpy else float(v)
         elif kind == "bool" and numpy and isinstance(getattr(v, "item", lambda: None)(), bool):  # np.True_
             v = v.item()
+        if v is not getattr(cfg, f.name):
             object.__setattr__(cfg, f.name, v)
         ok = {
             "int": isinstance(v, int) and not isinstance(v, bool),

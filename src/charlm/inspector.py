@@ -141,15 +141,14 @@ class Report:
         return (f"the copy attention gave {np.nanmean(self.copied):.0%} of the probability to copying, on average; the LSTM alone "
                 f"would have spent {lstm:.2f} bits/char against the whole model's {self.mean_bits:.2f}")
 
-    @property
+    @functools.cached_property
     def gates_text(self) -> str:
         """The layer's gates on average (over its units) at the line breaks read and at the other characters, in words;
         '' for a text without both."""
         at = self.features.get("line_break", ("", np.zeros(0)))[1] > 0.5
         if len(at) != self.n or not 0 < at.sum() < len(at):
             return ""
-        means = ", ".join(f"{name} {self.acts[q][at].mean():.2f} against {self.acts[q][~at].mean():.2f}"
-                          for q, name in (("input", "input"), ("forget", "forget"), ("output", "output")))
+        means = ", ".join(f"{q} {self.acts[q][at].mean():.2f} against {self.acts[q][~at].mean():.2f}" for q in ("input", "forget", "output"))
         return f"each gate's mean over the layer's units, reading a line break against reading any other character: {means}"
 
     @functools.cached_property

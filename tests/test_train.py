@@ -899,3 +899,18 @@ def test_a_validation_that_takes_longer_than_the_training_before_it_is_timed_and
     assert all(m["val_seconds"] >= 0.3 for m in t.metrics)
     notes = [line for line in said if line.startswith("note: this validation took")]
     assert len(notes) == 1 and "s of training since the last one (not counted in --max-minutes); a smaller --val-fraction leaves" in notes[0]
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ({"device": "cuda:x"}, "device must be auto, cpu, cuda or cuda:N, got 'cuda:x'"),
+    ({"encoding": "utf-9"}, "encoding: unknown encoding 'utf-9'"),
+    ({"encoding": "base64"}, "encoding: 'base64' is not an encoding of text"),
+])
+def test_a_train_config_refuses_a_device_or_encoding_that_cannot_work_when_made(kw, message):
+    """Not at the first read of the text, or when the model is placed: TrainConfig(device="gpu") was accepted."""
+    from charlm.config import TrainConfig
+
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        TrainConfig(**kw)
+    assert TrainConfig(device="cuda:1", encoding="utf-16").device == "cuda:1"  # named well: checked when placed or read

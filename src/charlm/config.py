@@ -6,6 +6,7 @@ checkpoint key ``hidden_size``.  A preset (``presets.py``) is only a dict of fie
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import math
 import numbers
@@ -33,6 +34,21 @@ MAX_TEMPERATURE = 100.0  # as high as this is a uniform draw already (and 1e39 o
 
 def _help(text: str, **extra: Any) -> dict:
     return {"help": text, **extra}
+
+
+def encoding_problem(encoding: str) -> str | None:
+    """Why ``encoding`` cannot decode text (an unknown name, or a codec of bytes to bytes such as base64), or None."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        return f"unknown encoding {encoding!r}"
+    try:
+        b"a".decode(encoding)  # (not b"": Python decodes nothing to "" without asking the codec)
+    except LookupError:  # base64, hex, rot13, zlib: codecs, but not of bytes to text
+        return f"{encoding!r} is not an encoding of text"
+    except UnicodeError:  # a text encoding that "a" alone is not (utf-16: half a character)
+        pass
+    return None
 
 
 def _check(cond: bool, message: str) -> None:
@@ -203,6 +219,8 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("precision", self.precision, PRECISIONS)
+        _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None, f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check((problem := encoding_problem(self.encoding)) is None, f"encoding: {problem}")
         _check(not (self.cuda_graph and self.device == "cpu"), "cuda_graph needs a CUDA GPU, but device is cpu; leave --cuda-graph out (cuda_graph=False)")
         _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         _check(self.limit_chars >= 0, f"limit_chars must be >= 0, got {self.limit_chars}")

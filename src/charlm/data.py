@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .config import lone_surrogate
+from .config import encoding_problem, lone_surrogate
 from .errors import CharlmError, CharlmWarning
 from .vocab import Vocab
 
@@ -160,10 +160,9 @@ class _Binary(CharlmError):
 
 def _codec(encoding: str) -> tuple[str, str]:
     """The codec's own name (u8 is utf-8, windows-1252 is cp1252), and the same without - and _."""
-    try:
-        codec = codecs.lookup(encoding).name
-    except LookupError:
-        raise CharlmError(f"unknown encoding {encoding!r}") from None
+    if problem := encoding_problem(encoding):
+        raise CharlmError(problem)
+    codec = codecs.lookup(encoding).name
     return codec, codec.replace("-", "").replace("_", "")
 
 
@@ -234,8 +233,6 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
         hint, at = _decoding_hint(raw, name), max(raw.find(e.object), 0) + e.start
         where = f"byte {at} (0x{raw[at]:02x})"
         raise _Undecodable(f"{path}: cannot decode {where} as {encoding}; {hint}", where, hint) from None
-    except LookupError:  # a codec of bytes to bytes or text to text (base64, hex, rot13): not a text encoding
-        raise CharlmError(f"{encoding!r} is not an encoding of text") from None
     except UnicodeError as e:  # a codec of names (idna, punycode) refusing what is not one
         raise CharlmError(f"{path}: cannot be read as {encoding}: {str(e).splitlines()[0]}") from None
     if hint := _other_encoding(raw, name, text):

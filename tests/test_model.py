@@ -262,3 +262,13 @@ def test_label_smoothing_changes_the_training_loss(embedding_size):
     for ls, loss in losses.items():
         want = F.cross_entropy(logits.reshape(-1, 25), y.reshape(-1), label_smoothing=ls)
         assert float(loss) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_tokens_that_are_not_a_batch_of_ids_are_named():
+    """A 1-D sequence was refused by torch's LSTM as "hx and cx should also be 2-D"; floats by the embedding."""
+    model = CharLM(ModelConfig(vocab_size=10, embedding_size=8, hidden_size=8))
+    with pytest.raises(ValueError, match=r"shaped \(batch, time\), got a torch.int64 tensor shaped \(3,\) \(one sequence: tokens\[None\]\)"):
+        model(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"got a torch.float32 tensor shaped \(1, 2\)$"):
+        model(torch.tensor([[1.0, 2.0]]))
+    assert model(torch.tensor([[1, 2]], dtype=torch.int32))[0].shape == (1, 2, 10)

@@ -107,6 +107,9 @@ class CharLM(nn.Module):
         copy model computed from the targets' probabilities alone, without building the
         mixture over the whole vocabulary (training with a vocabulary of thousands).
         """
+        if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"tokens must be int64 (or int32) ids shaped (batch, time), got a {tokens.dtype} tensor shaped {tuple(tokens.shape)}"
+                             f"{' (one sequence: tokens[None])' if tokens.dim() == 1 else ''}")
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device)
         rnn_state, memory = self.split_state(state)

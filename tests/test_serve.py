@@ -364,6 +364,12 @@ def test_malformed_json_is_422(client, raw):
     assert r.json()["error"]
 
 
+def test_a_control_character_in_a_json_string_is_named_in_one_clean_phrase(client):
+    r = client.post("/v1/score", content=b'{"text": "a\rb"}', headers={"content-type": "application/json"})
+    assert r.status_code == 422  # (json's "Invalid control character at" read "... at, at character 11")
+    assert r.json()["error"] == "body: malformed JSON (Invalid control character, at character 11)"
+
+
 @pytest.mark.parametrize("path, raw, field", [
     ("/v1/generate", '{"prefix": "\\ud800", "length": 5}', "prefix"),
     ("/v1/score", '{"text": "分开\\ud800", "unknown": "skip"}', "text"),
@@ -431,6 +437,19 @@ def test_a_lines_request_sets_where_a_long_line_is_ended_as_generate_does(client
     assert r.status_code == 422 and r.json()["error"].startswith("max_line_length: ")
     r = client.post("/v1/generate", json={"length": 50, "max_line_length": 30})  # no lines to end: it would do nothing
     assert r.status_code == 422 and r.json()["error"].startswith("max_line_length: ")
+
+
+def test_a_client_that_sends_every_field_at_its_default_is_not_refused(client):
+    """A client made from the schema sends all fields: max_line_length 64 without lines, or greedy with temperature 1.0,
+    was a 422 "would do nothing" though nothing was asked for."""
+    props = client.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]["properties"]
+    defaults = {k: v["default"] for k, v in props.items() if "default" in v}
+    assert {"max_line_length", "temperature", "top_p", "length"} <= defaults.keys()
+    for ask in ({**defaults, "seed": 1}, {**defaults, "seed": 1, "greedy": True}, {**defaults, "lines": 2, "length": defaults["length"]}):
+        r = client.post("/v1/generate", json=ask)
+        assert r.status_code == 200, r.text
+    r = client.post("/v1/generate", json={**defaults, "greedy": True, "temperature": 0.5})  # one set to something else still is
+    assert r.status_code == 422 and r.json()["error"].startswith("temperature: ")
 
 
 def test_a_sample_that_ends_exactly_at_the_length_cap_is_done_not_cut(tiny_ckpt):

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import secrets
 import socket
 import sys
@@ -93,7 +94,7 @@ def _request_models(lim: Limits):
         lines: int = Field(0, ge=0, le=lim.max_lines, description="stop after this many lines instead of a length (not with "
                                                                   "length); 0 = off")
         max_line_length: int = Field(min(64, lim.max_length), ge=1, le=lim.max_length,
-                                     description="with lines or an acrostic (else a 422): a line is ended at a space "
+                                     description="with lines or an acrostic (else, if not the default, a 422): a line is ended at a space "
                                                  "the model writes from 3/4 of this on, and at this length where none "
                                                  "came, so that a sample always finishes (64 suits lyrics; prose wants more)")
         temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="> 1 more surprising, < 1 more conservative")
@@ -235,7 +236,11 @@ class _Generation:
         self.seed = req.seed if req.seed >= 0 else secrets.randbelow(2**31)  # short, and exact in JavaScript
         cfg = SampleConfig(length=req.length, lines=req.lines, max_line_length=req.max_line_length, greedy=req.greedy, temperature=req.temperature,
                            top_k=req.top_k, top_p=req.top_p, num_samples=req.num_samples, seed=self.seed)
-        check_options(cfg, req.model_fields_set, acrostic=req.acrostic)  # the checks of `charlm generate`
+        # The checks of `charlm generate`, on the fields sent with other than their default: a client that sends every
+        # field (one made from the schema does) is not refused for a max_line_length or temperature left as it was.
+        fields = type(req).model_fields
+        given = {k for k in req.model_fields_set if getattr(req, k) != fields[k].default}
+        check_options(cfg, given, acrostic=req.acrostic)
         inputs = read_inputs(vocab, req.prefix, req.style_prefix, req.acrostic, unknown=req.unknown, default=default,
                              newlines=newlines, hint=SKIP_HINT)
         self.skipped = inputs.skipped  # dropped, but not in silence (as `charlm generate` notes)
@@ -837,7 +842,9 @@ def _encodable(obj):
 def _describe(d: dict) -> str:
     """``temperature: Input should be greater than 0`` from one pydantic error."""
     if d.get("type") == "json_invalid":
-        return f"body: malformed JSON ({d.get('ctx', {}).get('error', 'cannot be parsed')}, at character {d['loc'][-1]})"
+        # (json's own words, cut before its position: "Invalid control character at" was "... at, at character 12")
+        said = re.sub(r"\s+at$", "", str(d.get("ctx", {}).get("error", "cannot be parsed")))
+        return f"body: malformed JSON ({said}, at character {d['loc'][-1]})"
     loc = [str(p) for p in d.get("loc", ()) if p != "body"]
     return f"{'.'.join(loc) or 'body'}: {d.get('msg', 'invalid')}"
 

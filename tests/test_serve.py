@@ -944,3 +944,20 @@ def test_forwarded_for_headers_are_not_believed_and_windows_does_not_share_a_por
         sock = serve.bind("127.0.0.1", 0)
     with sock:
         assert not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)  # on Windows it lets a second server take the port
+
+
+def test_score_returns_the_text_in_the_form_it_scored_with_one_surprisal_per_code_point(tmp_path):
+    """An é sent as one code point, to a model whose corpus writes e + U+0301: the answer's text is the form scored (12
+    code points for 11 sent), and surprisal lines up with it, not with the text sent."""
+    from .conftest import train_tiny
+
+    (tmp_path / "corpus.txt").write_text("the cafe\u0301 is open\nthe cat is in the cafe\u0301\n" * 40, encoding="utf-8")
+    train_tiny(tmp_path, epochs=1, prefixes=("the",))
+    with serve.running(serve.create_app(tmp_path / "run")) as base, httpx.Client(base_url=base, timeout=60) as c:
+        sent = "the caf\u00e9 is"
+        r = c.post("/v1/score", json={"text": sent})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["text"] == "the cafe\u0301 is" and len(sent) == 11
+    assert got["characters"] == len(got["text"]) == len(got["surprisal"]) == 12
+    assert got["surprisal"][8] is not None  # the accent itself, predicted after the e

@@ -149,8 +149,11 @@ class GenerateResponse(BaseModel):
 
 
 class ScoreResponse(BaseModel):
-    text: str = Field(description="the text as scored: line endings as \\n (as spaces, for a model trained so)")
-    characters: int = Field(description="characters in text")
+    text: str = Field(description="the text as scored: line endings as \\n (as spaces, for a model trained so), and in the "
+                                  "Unicode normal form (NFC or NFD) in which the vocabulary holds the most of it: an accented "
+                                  "letter sent as two code points may come back as one. Index surprisal by this text, not the one sent")
+    characters: int = Field(description="characters in text (Unicode code points, as Python counts: JavaScript's length counts "
+                                        "UTF-16 units, two for an emoji; Array.from(text) gives the code points)")
     scored: int = Field(description="characters with a surprisal: all known ones but the first")
     skipped: int = Field(description="characters outside the vocabulary, skipped (with unknown: skip): the figures cover the rest")
     as_unk: int = Field(description="characters outside the vocabulary read and scored as <unk> (a model trained with --unk): "
@@ -162,7 +165,8 @@ class ScoreResponse(BaseModel):
     loss: float = Field(description="mean cross-entropy in nats per character")
     bits_per_character: float = Field(description="mean surprisal in bits per character (loss / ln 2), as charlm eval --json names it")
     perplexity: float | None = Field(description="2 ** bits_per_character (null if too large to write)")
-    surprisal: list[float | None] = Field(description="bits per character of text; null for the first and for skipped ones")
+    surprisal: list[float | None] = Field(description="bits per character of text, one per code point of the returned text; "
+                                                      "null for the first and for skipped ones")
 
 
 class Health(BaseModel):
@@ -662,8 +666,8 @@ def create_app(
     async def score(req: ScoreRequest, request: Request) -> dict:
         """Perplexity and bits per character of ``text`` read as one stream, and each character's surprisal in bits.
 
-        ``surprisal[i]`` belongs to ``text[i]`` (the text after newline normalisation, returned
-        as ``text``); it is null for the first character, which nothing predicts, and for
+        ``surprisal[i]`` belongs to ``text[i]``, the i-th code point of the text as scored and returned as ``text``
+        (line endings as the model was trained, and in the Unicode form the vocabulary holds); it is null for the first character, which nothing predicts, and for
         characters skipped as unknown.
         """
         text = vocab_form(srv.vocab, normalize(req.text, srv.ckpt.train_config.newlines))  # as charlm eval reads it

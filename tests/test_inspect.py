@@ -773,7 +773,7 @@ def test_the_report_says_what_a_negative_r_means_the_layers_gates_at_line_breaks
         assert f"{q} {rep.acts[q][at].mean():.2f} against {rep.acts[q][~at].mean():.2f}" in rep.gates_text
     assert inspector.analyse(model, vocab, "model", "分开的时候").gates_text == ""  # no line break: nothing to set apart
     html = inspector.render_html(rep)
-    assert "At line breaks the whole layer acts otherwise: each gate&#x27;s mean" in html
+    assert "The whole layer at line breaks and elsewhere: each gate&#x27;s mean" in html  # (was "acts otherwise", said alike)
     assert "the character's surprisal was the model's guess before it, from the column to its left" in html
     kept, _ = rep.memory
     u = int(np.argmax(kept))
@@ -783,5 +783,20 @@ def test_the_report_says_what_a_negative_r_means_the_layers_gates_at_line_breaks
     assert list(map(inspector.found_line, found)) == [
         "unit 3 (input gate) follows reading a line break, in reverse (low where that is high): r = -0.86 (untrained model's best: |r| = 0.72)",
         "unit 4 (cell state) follows position within the line: r = +0.81 (untrained model's best: |r| = 0.62)"]
+    tie = inspector.FoundUnit("line_break", "reading a line break", 6, "output", -0.7134, 0.7081)  # listed, for a small margin
+    assert inspector.found_line(tie).endswith("r = -0.713 (untrained model's best: |r| = 0.708)")  # not -0.71 beside 0.71
     rep.found, rep.units = found, [3, 4]
     assert "−1: it falls as the feature rises, a gate that closes there" in inspector.render_html(rep)
+
+
+def test_the_memory_line_sets_the_model_beside_an_untrained_one():
+    """charlm's initialisation starts every forget gate near 0.5: "keeps 0.45 per character" means little without the
+    untrained model's figure on the same text beside it."""
+    text = "分开的时候我说不分开\n你说我们还会再见\n不分开的是我们的爱\n"
+    model, vocab = random_model(text)
+    rep = inspector.analyse(model, vocab, "model", text)
+    base = inspector.memory(inspector.lstm_gates(inspector.untrained_like(model), torch.tensor(vocab.encode(text)))[1][0]["forget"].numpy())[0]
+    assert rep.untrained_kept is not None and np.allclose(rep.untrained_kept, base)
+    assert rep.memory_text.endswith(f"; an untrained model of this shape keeps {np.median(base):.2f} (median unit) and at most "
+                                    f"{base.max():.2f} on this text")
+    assert "an untrained model" not in inspector.analyse(model, vocab, "model", "分开的时候").memory_text  # too short for the bar

@@ -106,6 +106,9 @@ class Report:
     top_before: list[tuple[str, float]] | None = None
     cell_before: np.ndarray | None = None
     features: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)  # line_features over the characters shown
+    # per unit, the share of its cell an untrained model of the same shape keeps per character over the same text (the
+    # bar for memory_text: charlm's initialisation starts every forget gate near 0.5); None for a text too short for units
+    untrained_kept: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -163,14 +166,23 @@ class Report:
         u = int(np.argmax(kept))
         return (f"the median unit keeps {np.median(kept):.2f} of its cell per character (half of it is gone after "
                 f"{_chars(float(np.median(half)), self.n)}); the longest-keeping, unit {u}, keeps {kept[u]:.2f} ({_chars(float(half[u]), self.n)}"
-                + ("" if u in self.units else f"; not among the units shown: --units {u} shows it") + ")")
+                + ("" if u in self.units else f"; not among the units shown: --units {u} shows it") + ")"
+                + ("" if self.untrained_kept is None else f"; an untrained model of this shape keeps {np.median(self.untrained_kept):.2f} "
+                   f"(median unit) and at most {self.untrained_kept.max():.2f} on this text"))
+
+
+def r_digits(fu: FoundUnit) -> int:
+    """Decimals to write a unit's r and the untrained bar with: 2, or as many as tell them apart (r = -0.71 beside a bar
+    of 0.71 read as no better than it)."""
+    return next((d for d in (2, 3, 4) if f"{abs(fu.r):.{d}f}" != f"{fu.untrained:.{d}f}"), 5)
 
 
 def found_line(fu: FoundUnit) -> str:
     """A unit found, as ``charlm inspect`` prints it (r < 0, "in reverse": low where the feature is high, as a gate that
     closes at a line break)."""
+    d = r_digits(fu)
     return (f"unit {fu.unit} ({dict(SHOWN)[fu.quantity]}) follows {fu.description}"
-            f"{', in reverse (low where that is high)' if fu.r < 0 else ''}: r = {fu.r:+.2f} (untrained model's best: |r| = {fu.untrained:.2f})")
+            f"{', in reverse (low where that is high)' if fu.r < 0 else ''}: r = {fu.r:+.{d}f} (untrained model's best: |r| = {fu.untrained:.{d}f})")
 
 
 def memory(forget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -538,7 +550,8 @@ def analyse(model, vocab, checkpoint: str, raw: str, layer: int | None = None, u
     return Report(checkpoint, desc, layer, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, raw, read_as[len(context):],
                   [p - len(context) for p in positions[c:]], bits[c:], rank[c:], top[c:], acts, units, found, notes=notes,
                   unit_notes=unit_notes, lstm_bits=lstm_bits, copied=copied, copy_from=copy_from, context_read=c,
-                  top_before=top[c - 1] if c else None, cell_before=cell_before, features=features)
+                  top_before=top[c - 1] if c else None, cell_before=cell_before, features=features,
+                  untrained_kept=None if untrained is None else memory(untrained["forget"])[0])
 
 
 # --- drawing --------------------------------------------------------------------------------------
@@ -961,7 +974,7 @@ def render_html(report: Report) -> str:
             "0.5 per character has forgotten 99.9% of a line's start ten characters later; what the model carries further "
             "is rewritten as it goes, or lives in the few units that keep more. A half-life under 1 character means less "
             "than half is left after a single step (0.5 characters: a quarter)."
-            + (f" At line breaks the whole layer acts otherwise: {e(report.gates_text)}." if report.gates_text else "") + "</p>",
+            + (f" The whole layer at line breaks and elsewhere: {e(report.gates_text)}." if report.gates_text else "") + "</p>",
             '<table><tr><th>unit</th><th>kept per character (geometric mean of f)</th><th>half of it gone after</th></tr>']
     for u in report.units:
         out.append(f'<tr><td class="num">{"★" if u in found_units else ""}{u}</td><td class="num">{kept[u]:.3f}</td><td class="num">{e(_chars(float(half[u]), report.n))}</td></tr>')
@@ -981,7 +994,8 @@ def render_html(report: Report) -> str:
         out.append("<table><tr><th>unit</th><th>signal</th><th>follows</th><th>r</th><th>untrained: best |r|</th><th></th></tr>")
         for fu in report.found:
             out.append(f'<tr><td class="num">{fu.unit}</td><td>{e(label[fu.quantity])}</td><td>{e(fu.description)}</td>'
-                       f'<td class="num">{fu.r:+.2f}</td><td class="num">{fu.untrained:.2f}</td><td>{_colour_button(fu, report.units)}</td></tr>'
+                       f'<td class="num">{fu.r:+.{r_digits(fu)}f}</td><td class="num">{fu.untrained:.{r_digits(fu)}f}</td>'
+                       f'<td>{_colour_button(fu, report.units)}</td></tr>'
                        f'<tr><td></td><td colspan="5">{_sparkline(report, fu, features)}</td></tr>')
         out.append("</table>")
     else:

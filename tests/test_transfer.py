@@ -39,7 +39,7 @@ def test_init_from_fine_tunes_with_new_characters(capsys, tiny_run, tmp_path):
     model, vocab, ck = load_model(tmp_path / "ft" / "last")
     assert vocab.itos[: len(base.vocab)] == base.vocab.itos and "雨" in vocab
     assert ck.model_config.hidden_size == base.model_config.hidden_size and ck.model_config.dropout == 0.1
-    assert json.loads((tmp_path / "ft" / "last" / "checkpoint.json").read_text())["train_config"]["init_from"] == str(tiny_run)
+    assert json.loads((tmp_path / "ft" / "last" / "checkpoint.json").read_text())["train_config"]["init_from"] == str(tiny_run / "best")  # the checkpoint read, not the run
 
 
 def test_fine_tuning_from_python_starts_from_the_pre_trained_weights(tiny_run, tmp_path):
@@ -233,7 +233,57 @@ def test_a_fine_tuning_without_a_preset_goes_on_with_the_pre_trained_runs_settin
     kept = {k: v for k, v in vars(base.train_config).items() if k not in NOT_CARRIED_OVER | {"lr"}}
     assert {k: getattr(ft.train_config, k) for k in kept} == kept and ft.train_config.lr == 5e-4
     assert kept["newlines"] == "space" and kept["epochs"] == 2 and kept["optimizer"] == "adam"  # (the seed's, not the default preset's)
-    # a cut and prefixes of the other text are not
-    assert (ft.train_config.limit_chars, ft.train_config.prefixes) == (0, ())
+    # the same text: its cut and prefixes too (so that the held-out text is the one it never saw); another's, below, not
+    assert (ft.train_config.limit_chars, ft.train_config.prefixes) == (10_000, ("明月",))
     assert ft.train_config.max_minutes == 9  # (its length: its epochs, and its time limit with them)
 
+
+def test_a_fine_tuning_of_its_own_text_keeps_its_split_and_names_what_it_took(capsys, tmp_path):
+    """Training on with other settings (`--init-from RUN --lr ...` on the same text): the pre-trained run's 1% split was
+    replaced by the preset's 10%, so "held-out, not trained on" scored text the model had learned; and the note named
+    "dropouts, optimiser, schedule, batches and epochs" while --max-minutes, --unk and --min-freq came too, unsaid."""
+    a = tmp_path / "a.txt"
+    a.write_text("明月几时有把酒问青天\n不知天上宫阙今夕是何年\n" * 40 + "我欲乘风归去又恐琼楼玉宇\n" * 8, encoding="utf-8")
+    small = ["--batch-size", "4", "--num-steps", "16", "--device", "cpu", "--epochs", "1", "--sample-every", "0"]
+    assert main(["train", "--data", str(a), "--embedding-size", "16", "--hidden-size", "16", "--copy-window", "0", "--unk",
+                 "--min-freq", "2", "--max-minutes", "5", "--val-fraction", "0.05", "--out", str(tmp_path / "base"), *small]) == 0
+    capsys.readouterr()
+    assert main(["train", "--init-from", str(tmp_path / "base"), "--data", str(a), "--lr", "1e-4", "--out", str(tmp_path / "ft")]) == 0
+    out = capsys.readouterr().out
+    note = next(line for line in out.splitlines() if line.startswith("note: fine-tuning with the settings"))
+    for flag in ("--val-fraction 0.05", "--min-freq 2", "--unk", "--max-minutes 5.0", "--batch-size 4", "--num-steps 16"):
+        assert flag in note, note
+    assert "--lr" not in note and "last 5% of the corpus, not trained on" in out
+    base, ft = load(tmp_path / "base", with_weights=False), load(tmp_path / "ft", with_weights=False)
+    assert ft.train_config.val_fraction == base.train_config.val_fraction == 0.05
+    b = tmp_path / "b.txt"  # another text: its own split, as a fine-tuning's
+    b.write_text("分开的时候我说不分开\n雨下整夜我的爱溢出就像雨水\n" * 40, encoding="utf-8")
+    assert main(["train", "--init-from", str(tmp_path / "base"), "--data", str(b), "--out", str(tmp_path / "ft2")]) == 0
+    assert load(tmp_path / "ft2", with_weights=False).train_config.val_fraction == 0.1
+    capsys.readouterr()
+    for preset in ([], ["--preset", "jaychou-ft"]):  # an <unk> model's row cannot go: said, not overridden or a min-freq error
+        code = main(["train", *preset, "--init-from", str(tmp_path / "base"), "--data", str(b), "--no-unk", "--out", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert code == 2 and "--no-unk: " in err and "was trained with <unk>" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_fine_tuning_may_not_write_over_the_checkpoint_it_starts_from(capsys, tiny_run, tmp_path):
+    """--out the same as --init-from, with --overwrite, wiped the pre-trained run and recorded itself as its own base."""
+    import shutil
+
+    f = tmp_path / "new.txt"
+    f.write_text("分开的时候我说不分开\n" * 40, encoding="utf-8")
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    for src, out in ((run, run), (run, run / "best"), (run / "best", run)):
+        code = main(["train", "--data", str(f), "--init-from", str(src), "--out", str(out), "--overwrite", "--epochs", "1"])
+        err = capsys.readouterr().err
+        assert code == 2 and f"the checkpoint --init-from starts from ({run / 'best'}): the fine-tuning would write over" in err, err
+    assert load(run).trainer == load(tiny_run).trainer  # untouched
+    # recorded as the checkpoint read, and a resume may name it by its run folder or itself
+    small = ["--batch-size", "4", "--num-steps", "16", "--device", "cpu", "--epochs", "1", "--prefixes", "分开"]
+    assert main(["train", "--data", str(f), "--init-from", str(run), "--out", str(tmp_path / "ft"), *small]) == 0
+    assert load(tmp_path / "ft", with_weights=False).train_config.init_from == str(run / "best")
+    for epochs, named in ((2, run), (3, run / "best")):  # (was: "cannot change --init-from" for the run folder's best/)
+        assert main(["train", "--resume", str(tmp_path / "ft"), "--init-from", str(named), "--epochs", str(epochs)]) == 0
+    assert "cannot change" not in capsys.readouterr().err

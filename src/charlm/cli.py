@@ -265,7 +265,7 @@ def _train(args: argparse.Namespace) -> int:
         stored = {**to_dict(resume.model_config), **to_dict(resume.train_config)}
         typed = {k: os.path.abspath(v) if k in ("data", "init_from") and v else list(v) if isinstance(v, tuple) else v
                  for k, v in overrides.items()}  # paths as training stores them
-        same = {k for k, v in typed.items() if k in stored and stored[k] == v}
+        same = {k for k, v in typed.items() if k in stored and (stored[k] == v or k == "init_from" and _same_checkpoint(v, stored[k]))}
         changed = sorted(set(overrides) - RESUMABLE_OVERRIDES - same)  # a flag that repeats the run's own value changes nothing
         if changed:
             from .transfer import TUNABLE
@@ -306,11 +306,15 @@ def _train(args: argparse.Namespace) -> int:
         resuming = f"resuming {resume.path} {where}" + ("; first the validation that was due when it stopped" if pending else "")
     else:
         preset = DEFAULT_PRESET if args.preset is None else args.preset  # --preset '' is an unknown preset, not the default
-        values = {**get_preset(preset), **overrides}
+        values, carried = {**get_preset(preset), **overrides}, {}
         if args.preset is None and overrides.get("init_from"):  # a fine-tuning goes on as its model was trained, unless told
-            values = {**get_preset(preset), **_pretrained_settings(overrides["init_from"]), **overrides}
-            print(f"note: fine-tuning with the settings {overrides['init_from']} was trained with, where not given (its dropouts, "
-                  f"optimiser, schedule, batches and epochs: see settings below); --preset NAME takes a preset's", flush=True)
+            carried = _pretrained_settings(overrides["init_from"], values.get("data", ""))
+            if overrides.get("unk") is False and carried["unk"]:
+                raise CharlmError(_no_unk(overrides["init_from"]))
+            values = {**get_preset(preset), **carried, **overrides}
+            taken = [_as_flag(k, v) for k, v in carried.items() if k not in overrides and v != _preset_value(preset, k)]
+            print(f"note: fine-tuning with the settings {overrides['init_from']} was trained with, where not given"
+                  f"{': ' + ' '.join(taken) if taken else ' (the same as the default preset)'}; --preset NAME takes a preset's", flush=True)
         check_requires(preset, values)
         own_out = None
         own_text = bool(overrides.get("data") and owns_its_data(preset) and not _same_file(overrides["data"], bundled_corpus()))
@@ -318,7 +322,7 @@ def _train(args: argparse.Namespace) -> int:
             # your own text: not into runs/jaychou, nor sampled from 分开 and 不分开 (the lyrics' own openings)
             if "out" not in overrides:
                 own_out = values["out"] = f"runs/{Path(os.path.abspath(overrides['data'])).stem.lstrip('.') or 'mine'}"
-            if "prefixes" not in overrides:
+            if "prefixes" not in overrides and "prefixes" not in carried:  # (a run training on from its own text: its own)
                 values["prefixes"] = ()  # its samples start a line (--prefixes to give some)
         train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
         # kept absolute: --resume, --check-copy, --bigram and serve read them again from anywhere
@@ -332,6 +336,10 @@ def _train(args: argparse.Namespace) -> int:
         # validate before reading the corpus: the pre-trained model's architecture, or the one asked for
         base = (_load_base(train_cfg, given(args, ModelConfig), given(args, TrainConfig)) if train_cfg.init_from
                 else ModelConfig(**model_fields, vocab_size=1))
+        if train_cfg.init_from:
+            _check_out_apart(train_cfg.out, base.path)
+            if not base.path.name.startswith("."):  # recorded as the checkpoint read, not its run folder (whose best/ moves on)
+                train_cfg = dataclasses.replace(train_cfg, init_from=os.path.abspath(base.path))
         if train_cfg.init_from and train_cfg.newlines != base.train_config.newlines:  # not given (refused above if it was)
             train_cfg = dataclasses.replace(train_cfg, newlines=base.train_config.newlines)
             print(f"note: {base.path} was trained with --newlines {train_cfg.newlines}, so the fine-tuning reads its text so too", flush=True)
@@ -490,6 +498,15 @@ def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
                       f"replace it with --overwrite, or give another --out")
 
 
+def _check_out_apart(out: str, source: Path) -> None:
+    """A fine-tuning's --out that is the checkpoint it starts from, or that checkpoint's run folder: refused, since its
+    best/ and last/ (and with --overwrite the whole run) would be written over the pre-trained model."""
+    out_, src = Path(out).resolve(), Path(source).resolve()
+    if out_ == src or out_ == src.parent:
+        raise CharlmError(f"--out {out} {'is' if out_ == src else 'holds'} the checkpoint --init-from starts from ({src}): the "
+                          f"fine-tuning would write over the pre-trained model; give another --out")
+
+
 def _note_rewind(resume) -> None:
     """A resume from a checkpoint behind the run's last/ (its best/, say) into the same folder goes on from there: last/ and
     the later rows of metrics.jsonl are replaced as it starts.  Said, since those later epochs are lost."""
@@ -514,32 +531,64 @@ def _from_weights(ckpt, typed: dict, changed: list[str]) -> str:
 
     data = typed.get("data", ckpt.train_config.data)
     flags = [f"--data {_shell(data)}"] if data and data != IN_MEMORY else []
-    for k in (k for k in changed if k != "data"):
-        v = typed[k]
-        flags.append(_flag(k) if v is True else f"--no-{_flag(k)[2:]}" if v is False else
-                     f"{_flag(k)} {' '.join(map(_shell, v)) if isinstance(v, (list, tuple)) else _shell(v)}")
+    flags += [_as_flag(k, typed[k]) for k in changed if k != "data"]
     return f"charlm train --init-from {_shell(ckpt.path)} {' '.join(flags)} --out NEW_FOLDER".replace("  ", " ")
 
 
 LARGE_TEXT = 270_000  # training characters of one's own text from which the default model is said to be small
 
 
+def _as_flag(k: str, v) -> str:
+    """A setting as the flag that gives it: ``--lr 0.001``, ``--unk``, ``--no-tie-weights``, ``--prefixes 分开 不分开``."""
+    if isinstance(v, (list, tuple)) and not v:  # (no flag says "none": a run of one's own text samples from a line's start)
+        return f"{_flag(k)} (none: samples start a line)"
+    return (_flag(k) if v is True else f"--no-{_flag(k)[2:]}" if v is False else
+            f"{_flag(k)} {' '.join(map(_shell, v)) if isinstance(v, (list, tuple)) else _shell(v)}")
+
+
+def _preset_value(preset: str, k: str):
+    """What ``preset`` sets ``k`` to: its own value, else the config's default."""
+    fields = {f.name: f for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)}
+    v = get_preset(preset).get(k, fields[k].default)
+    return list(v) if isinstance(v, tuple) else v
+
+
 # What a fine-tuning does not take from the pre-trained run's settings: where its text and output are, and what
 # depends on that text's size or on the machine (its length, epochs and --max-minutes, is taken whole)
 NOT_CARRIED_OVER = {"data", "encoding", "val_fraction", "limit_chars", "init_from", "eval_every", "prefixes",
                     "device", "precision", "cuda_graph", "out"}
+# ... but are taken when the fine-tuning reads the very text the model was trained on (training on with other settings):
+# the same cut and split, so that its held-out text is the one the model never saw
+SAME_TEXT_CARRIED = {"encoding", "val_fraction", "limit_chars", "prefixes"}
 
 
-def _pretrained_settings(path) -> dict:
+def _pretrained_settings(path, data: str = "") -> dict:
     """The settings the run (or checkpoint) ``--init-from`` names was trained with that a fine-tuning without ``--preset``
-    takes: its dropouts, and its training settings but :data:`NOT_CARRIED_OVER`."""
+    takes: its dropouts, and its training settings but :data:`NOT_CARRIED_OVER` (less :data:`SAME_TEXT_CARRIED`
+    where ``data`` is the file it was trained on)."""
     from . import checkpoint as ckpt_io
     from .transfer import TUNABLE
 
     base = ckpt_io.load(path, with_trainer=False, with_weights=False)
-    trained = {k: v for k, v in to_dict(base.train_config).items() if k not in NOT_CARRIED_OVER}
+    skip = NOT_CARRIED_OVER - (SAME_TEXT_CARRIED if data and _same_file(data, base.train_config.data) else set())
+    trained = {k: v for k, v in to_dict(base.train_config).items() if k not in skip}
     trained.update({k: getattr(base.model_config, k) for k in TUNABLE})
     return trained
+
+
+def _same_checkpoint(a: str, b: str) -> bool:
+    """Whether two --init-from paths name one checkpoint (a run folder and its best/, as a fine-tuning records it)."""
+    from . import checkpoint as ckpt_io
+
+    try:
+        return bool(a and b) and ckpt_io.resolve(a) == ckpt_io.resolve(b)
+    except CharlmError:
+        return False
+
+
+def _no_unk(path) -> str:
+    return (f"--no-unk: {path} was trained with <unk> (id 0 of its vocabulary, which a fine-tuning keeps and uses); "
+            f"leave out --no-unk")
 
 
 def _load_base(train_cfg, flags: dict, given_train: dict):
@@ -551,6 +600,8 @@ def _load_base(train_cfg, flags: dict, given_train: dict):
     if "newlines" in given_train and train_cfg.newlines != base.train_config.newlines:
         raise CharlmError(f"--newlines {train_cfg.newlines}: {base.path} was trained with --newlines {base.train_config.newlines}; "
                           f"fine-tune with the same (the model's line breaks or spaces were learned that way)")
+    if given_train.get("unk") is False and base.vocab.unk:
+        raise CharlmError(_no_unk(base.path))
     if train_cfg.unk and not base.vocab.unk:
         raise CharlmError(f"--unk: {base.path} was trained without <unk>, and <unk> must be id 0; fine-tune without --unk "
                           "(the corpus's new characters get rows of their own) or pre-train with --unk")

@@ -1061,7 +1061,8 @@ def test_resume_into_a_folder_holding_another_run_needs_overwrite(capsys, corpus
         assert run_cli(capsys, "train", "--resume", a, "--epochs", 2, "--out", b, "--overwrite")[0] == 130
     finally:
         Trainer._train_epoch = real
-    assert sorted(p.name for p in b.iterdir()) == ["metrics.jsonl"]
+    assert sorted(p.name for p in b.iterdir()) == ["best", "metrics.jsonl"]  # best/: the resumed run's, carried along
+    assert (b / "best" / "model.safetensors").read_bytes() == (a / "best" / "model.safetensors").read_bytes()
     assert run_cli(capsys, "train", "--resume", a, "--epochs", 2, "--out", b, "--overwrite")[0] == 0
     assert [m["epoch"] for m in map(json.loads, (b / "metrics.jsonl").read_text().splitlines())] == [1, 2]
 

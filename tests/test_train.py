@@ -914,3 +914,51 @@ def test_a_train_config_refuses_a_device_or_encoding_that_cannot_work_when_made(
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         TrainConfig(**kw)
     assert TrainConfig(device="cuda:1", encoding="utf-16").device == "cuda:1"  # named well: checked when placed or read
+
+
+def test_a_resume_into_another_folder_brings_the_runs_best_along(tmp_path, capsys):
+    """best/ was left behind: the new folder had last/ alone, though every line said "saved as best/", and generate read
+    last/.  A best/ that is not there at all is said."""
+    train_tiny(tmp_path, epochs=2)
+    run = tmp_path / "run"
+    src = ckpt_io.load(run, prefer="last")
+    cfg = dataclasses.replace(src.train_config, epochs=3, out=str(tmp_path / "moved"))
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        trainer._signal = signal.SIGTERM  # stop at the first batch: best/ is what was carried, not a new one
+
+    trainer = Trainer(src.model_config, cfg, load_corpus(cfg), resume=src, log=log)
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    moved = ckpt_io.load(tmp_path / "moved" / "best")
+    assert moved.metrics == ckpt_io.load(run / "best").metrics and moved.weights.keys() == src.weights.keys()
+    assert all(torch.equal(moved.weights[k], ckpt_io.load(run / "best").weights[k]) for k in moved.weights)
+    assert not [line for line in lines if "no best/" in line]
+    import shutil
+
+    shutil.rmtree(run / "best")  # gone: the resume goes on, and says what best/ will hold
+    lines.clear()
+    trainer = Trainer(src.model_config, dataclasses.replace(cfg, out=str(run)), load_corpus(cfg), resume=src, log=log)
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    assert any(line.startswith(f"note: no best/ of this run at {run / 'best'}: best/ will hold the lowest validation from here on")
+               for line in lines), lines
+
+
+def test_a_checkpoint_kept_inside_another_runs_folder_resumes_as_into_a_new_folder(tmp_path, capsys):
+    """`--resume runA/snap` (a copy of another run's last/) replaced runA's own run without --overwrite."""
+    import shutil
+
+    from charlm.cli import main
+
+    train_tiny(tmp_path / "a", epochs=1)
+    train_tiny(tmp_path / "b", epochs=1, lr=5e-2)
+    shutil.copytree(tmp_path / "b" / "run" / "last", tmp_path / "a" / "run" / "snap")
+    before = (tmp_path / "a" / "run" / "metrics.jsonl").read_text()
+    assert main(["train", "--resume", str(tmp_path / "a" / "run" / "snap"), "--epochs", "2"]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert (tmp_path / "a" / "run" / "metrics.jsonl").read_text() == before
+    assert ckpt_io.run_folder(tmp_path / "x" / "last") == tmp_path / "x" and ckpt_io.run_folder(tmp_path / "x" / "snap") is None
+    assert ckpt_io.run_folder(tmp_path / "x" / ".best.old-123") == ckpt_io.run_folder(tmp_path / "x" / ".last.tmp-9") == tmp_path / "x"

@@ -184,6 +184,13 @@ def holds_run(out: str | os.PathLike) -> bool:
     return any((Path(out) / name / META_FILE).is_file() for name in ("best", "last"))
 
 
+def run_folder(ckpt_path: str | os.PathLike) -> Path | None:
+    """The run folder a checkpoint belongs to: the folder holding it as best/ or last/ (or as a save's copy a kill left,
+    ``.last.old-PID``, ``.last.tmp-PID``); None for a checkpoint folder of its own (a copy kept under another name)."""
+    p = Path(ckpt_path)
+    return p.parent if p.name in ("best", "last") or re.fullmatch(r"\.(best|last)\.(old|tmp)-\d+", p.name) else None
+
+
 def clear_run(out: Path) -> None:
     """Remove what a training run left in ``out`` (its checkpoints, metrics and plot), nothing else; a checkpoint that
     cannot be removed whole is an error before anything is removed."""

@@ -280,7 +280,8 @@ def _train(args: argparse.Namespace) -> int:
         out = overrides.pop("out", str(resume.path.parent))
         train_cfg = dataclasses.replace(resume.train_config, **overrides, out=out)
         _check_work_left(resume, train_cfg)
-        elsewhere = Path(train_cfg.out).resolve() != resume.path.parent.resolve()  # continued into another folder
+        home = ckpt_io.run_folder(resume.path)  # (None: a checkpoint kept apart, whose folder may hold another run)
+        elsewhere = home is None or Path(train_cfg.out).resolve() != home.resolve()  # continued into another folder
         if elsewhere:  # as a new run's --out: not over another run unless --overwrite
             _check_new_out(train_cfg.out, args.overwrite, locks=not rank)
         elif args.overwrite:

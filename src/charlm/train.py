@@ -284,7 +284,8 @@ class Trainer:
         cfg = _recorded_source(cfg, corpus)
         self.cfg, self.corpus = cfg, corpus
         # a new run, or a resume continued into another folder: the run that folder holds is cleared by fit()
-        self.overwrite = overwrite and (resume is None or Path(cfg.out).resolve() != Path(resume.path).resolve().parent)
+        home = None if resume is None else ckpt_io.run_folder(resume.path)
+        self.overwrite = overwrite and (home is None or Path(cfg.out).resolve() != home.resolve())
         self.shows_progress = self.dist.is_main and log is not None  # rank 0 alone logs; log=None: silent, progress too
         self.log = log if self.shows_progress else (lambda *_: None)
         self.described = False  # describe() logged, as the first fit() starts
@@ -342,6 +343,7 @@ class Trainer:
         self.pending = None  # a validation begun and not finished: {"at_epoch_end": ..., "over_time": ...}
         self._signal = None
         self._scaler_state = None  # fp16's gradient scaler (its scale and growth count), from a checkpoint until the step exists
+        self._best_from = None if resume is None else Path(resume.path)  # where the run's best/ is, if out has none (fit)
         if resume is not None:
             try:
                 self._restore(resume)
@@ -527,6 +529,7 @@ class Trainer:
                     ckpt_io.clear_run(self.out)
                     self.overwrite = False
                 self._write_metrics()
+                self._carry_best()
             if not self.described:  # what `charlm train` starts with: corpus, model, settings, and notes on what was asked
                 self.described = True
                 if self.shows_progress:
@@ -766,6 +769,25 @@ class Trainer:
             why = "time limit" if over_time else "early stop" if stop else "epochs" if last else ""
             raise TrainingInterrupted(self._signal, saved, finished=why)
         return stop or over_time
+
+    def _carry_best(self) -> None:
+        """A resume into a folder without best/ (continued into another folder, or its best/ deleted): the run's best/
+        copied from beside the checkpoint resumed, when it is this run's (its metrics the start of these); else said, as
+        best/ will then hold only the lowest validation from here on."""
+        src, self._best_from = self._best_from, None
+        lowest = self._lowest_so_far()
+        if src is None or math.isinf(lowest) or (self.out / "best" / ckpt_io.META_FILE).is_file():
+            return
+        where = src if src.name == "best" else src.parent / "best"
+        try:
+            best = ckpt_io.load(where)
+        except CharlmError:
+            best = None
+        if best is not None and best.metrics and best.metrics == self.metrics[: len(best.metrics)]:
+            ckpt_io.save(best, self.out / "best")
+            return
+        self.log(f"note: no best/ of this run at {where}: best/ will hold the lowest validation from here on, "
+                 f"not the {lowest:.4f} reached before")
 
     def _lowest_so_far(self) -> float:
         """The loss of the checkpoint in best/: the lowest of the validations so far (each row's validation loss, or its

@@ -188,7 +188,8 @@ def test_a_resume_with_more_epochs_keeps_the_cosine_of_the_first_run(capsys, cor
     common = ["--schedule", "cosine", "--min-lr", "1e-4", "--early-stop", "0", "--sample-every", "0"]
     assert run_cli(capsys, "train", "--data", corpus, *TINY, *common, "--epochs", 2, "--out", out)[0] == 0
     first = [json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert run_cli(capsys, "train", "--resume", out, "--epochs", 4)[0] == 0
+    assert run_cli(capsys, "train", "--resume", out, "--epochs", 4, "--sample-greedy")[0] == 0  # (samples only: allowed)
+    assert load_model(out, prefer="last")[2].train_config.sample_greedy
     lrs = [json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert lrs[:2] == first and first[1] == pytest.approx(1e-4)
     assert lrs[2:] == pytest.approx([1e-4, 1e-4])  # at the floor; it used to jump back up the new run's cosine

@@ -26,8 +26,8 @@ from .errors import CharlmError, CharlmWarning
 from .presets import DEFAULT_PRESET, PRESETS, check_requires, get_preset, owns_its_data
 
 # Flags that may change on --resume without changing what the run computes.
-RESUMABLE_OVERRIDES = {"epochs", "device", "out", "sample_every", "early_stop", "sample_length", "prefixes", "cuda_graph",
-                       "max_minutes", "eval_every"}
+RESUMABLE_OVERRIDES = {"epochs", "device", "out", "sample_every", "early_stop", "sample_length", "sample_greedy", "prefixes",
+                       "cuda_graph", "max_minutes", "eval_every"}
 
 
 # Other names users reach for first.

@@ -1730,3 +1730,14 @@ def test_a_resume_from_behind_last_says_that_the_later_epochs_are_replaced(capsy
                                    rf"{re.escape(str(run / 'last'))} \(step (\d+)\)", err)
     code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", 4)
     assert code == 0 and "behind" not in err
+
+
+def test_a_resume_of_a_run_whose_last_is_gone_says_it_goes_on_from_best(capsys, corpus, tmp_path):
+    """last/ deleted: the resume fell back to best/ with nothing but "resuming run/best" to tell."""
+    import shutil
+
+    out = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", corpus, *TINY, "--epochs", 1, "--sample-every", 0, "--out", out)[0] == 0
+    shutil.rmtree(out / "last")
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--epochs", 2)
+    assert code == 0 and f"note: {out / 'last'} is not there: resuming from {out / 'best'} (step " in err

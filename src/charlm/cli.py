@@ -515,8 +515,13 @@ def _note_rewind(resume) -> None:
 
     if Path(resume.path).name == "last":
         return
+    last = Path(resume.path).parent / "last"
+    if Path(resume.path).name == "best" and not os.path.lexists(last):  # (a last/ there but unreadable warns as it is read)
+        print(f"note: {last} is not there: resuming from {resume.path} (step {resume.trainer.get('step')}), the run's "
+              f"best/; what was trained after it is trained again", file=sys.stderr, flush=True)
+        return
     try:
-        later = ckpt_io.load(Path(resume.path).parent / "last", with_weights=False, with_trainer=False)
+        later = ckpt_io.load(last, with_weights=False, with_trainer=False)
     except CharlmError:
         return
     if later.trainer.get("step", 0) > resume.trainer.get("step", 0):  # (a Ctrl-C's last/ may be part-way into the next epoch)

@@ -962,3 +962,33 @@ def test_a_checkpoint_kept_inside_another_runs_folder_resumes_as_into_a_new_fold
     assert (tmp_path / "a" / "run" / "metrics.jsonl").read_text() == before
     assert ckpt_io.run_folder(tmp_path / "x" / "last") == tmp_path / "x" and ckpt_io.run_folder(tmp_path / "x" / "snap") is None
     assert ckpt_io.run_folder(tmp_path / "x" / ".best.old-123") == ckpt_io.run_folder(tmp_path / "x" / ".last.tmp-9") == tmp_path / "x"
+
+
+def test_a_signal_on_an_epochs_last_batch_as_the_time_runs_out_leaves_its_validation_to_the_resume(tmp_path, monkeypatch):
+    """The run left alone validates that epoch and stops at the time limit; stopped there, it wrote no pending validation,
+    and its resume was refused ("already trained its minutes"): no validation row and no best/, ever."""
+    monkeypatch.setattr(Trainer, "_over_time", lambda self, running: self.step >= 1)  # out of time after the first step
+    whole = train_tiny(tmp_path / "whole", batch_size=32, num_steps=32, epochs=3, max_minutes=1.0).metrics
+    assert len(whole) == 1 and whole[0]["epoch"] == 1
+    cfg = tiny_train_config(tmp_path / "cut", batch_size=32, num_steps=32, epochs=3, max_minutes=1.0)
+    corpus = load_corpus(cfg)
+    model_cfg = ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32)
+
+    def log(line):
+        if line.startswith("corpus:"):  # before the first batch: it stops after it, the epoch's only one
+            trainer._signal = signal.SIGTERM
+
+    trainer = Trainer(model_cfg, cfg, corpus, log=log)
+    assert trainer.n_batches == 1
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    saved = ckpt_io.load(cfg.out, prefer="last")
+    assert saved.trainer["pending_validation"] == {"at_epoch_end": True, "over_time": True}
+    from charlm.cli import _check_work_left
+
+    _check_work_left(saved, saved.train_config)  # (was: "has already trained its 1 minute")
+    again = Trainer(model_cfg, cfg, corpus, resume=saved)
+    rows = again.fit()
+    keys = ("epoch", "step", "train_loss", "val_loss")
+    assert [{k: r[k] for k in keys} for r in rows] == [{k: r[k] for k in keys} for r in whole]
+    assert (Path(cfg.out) / "best" / ckpt_io.META_FILE).is_file()

@@ -591,6 +591,10 @@ class Trainer:
                     bar.close()
                 if due:  # stopped where a validation falls due: a resume does it first, as the run left alone would
                     self.pending = {"at_epoch_end": False, "over_time": over_time}
+                elif over_time and self.batch == self.n_batches:  # the epoch's last batch, as the time ran out: its closing
+                    # validation is the one due, saved as begun (as _end_epoch begins it), for no minutes are left to reach it
+                    self.epoch, self.batch, self.state = self.epoch + 1, 0, None
+                    self.pending = {"at_epoch_end": True, "over_time": True}
                 path = self.save("last")
                 raise TrainingInterrupted(self._signal, path)
             if due:

@@ -287,3 +287,27 @@ def test_a_fine_tuning_may_not_write_over_the_checkpoint_it_starts_from(capsys, 
     for epochs, named in ((2, run), (3, run / "best")):  # (was: "cannot change --init-from" for the run folder's best/)
         assert main(["train", "--resume", str(tmp_path / "ft"), "--init-from", str(named), "--epochs", str(epochs)]) == 0
     assert "cannot change" not in capsys.readouterr().err
+
+
+def test_held_out_text_the_pre_trained_model_learned_is_said_in_training_and_in_eval(capsys, tmp_path):
+    """A fine-tuning text that repeats lines of the pre-training text: "held-out, not trained on" said nothing of them,
+    and `charlm eval` of such lines noted them for a pre-trained model but not for the fine-tuned one."""
+    import random
+
+    rng = random.Random(1)
+    lines = ["".join(rng.choice("明月几时有把酒问青天不知天上宫阙今夕是何年我欲乘风归去") for _ in range(12)) for _ in range(120)]
+    (tmp_path / "pre.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "ft.txt").write_text("\n".join(lines[:20] * 3 + lines[100:110]) + "\n", encoding="utf-8")
+    small = ["--batch-size", "4", "--num-steps", "16", "--device", "cpu", "--epochs", "1", "--sample-every", "0"]
+    assert main(["train", "--data", str(tmp_path / "pre.txt"), "--hidden-size", "16", "--embedding-size", "16", "--copy-window", "0",
+                 "--out", str(tmp_path / "pre"), *small]) == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(tmp_path / "ft.txt"), "--init-from", str(tmp_path / "pre"), "--out", str(tmp_path / "ft"), *small]) == 0
+    out = capsys.readouterr().out
+    assert "note: held out from this fine-tuning, but not unseen: " in out and f"are in the text {tmp_path / 'pre' / 'best'} was trained on" in out
+    (tmp_path / "held.txt").write_text("\n".join(lines[60:80]) + "\n", encoding="utf-8")  # in the pre-training text only
+    assert main(["eval", str(tmp_path / "ft"), str(tmp_path / "held.txt")]) == 0
+    assert "note: 20 of the 20 lines checked (its lines of 10 characters or more) are in the training text or its pre-training text" in capsys.readouterr().out
+    (tmp_path / "new.txt").write_text("\n".join("".join(rng.choice("分开的时候我说不") for _ in range(12)) for _ in range(20)) + "\n", encoding="utf-8")
+    assert main(["eval", str(tmp_path / "ft"), str(tmp_path / "new.txt")]) == 0
+    assert "lines checked" not in capsys.readouterr().out

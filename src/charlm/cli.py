@@ -360,6 +360,8 @@ def _train(args: argparse.Namespace) -> int:
                   f"less regularised one, such as {larger}; give it your --data, an --out and --prefixes)", flush=True)
         if train_cfg.init_from:
             init_weights, model_cfg, corpus = _fine_tune_setup(base, corpus, model_fields)
+            if seen := _seen_lines(corpus.val_text, base, where=f"the text {base.path} was trained on"):
+                print(f"note: held out from this fine-tuning, but not unseen: {seen}", flush=True)
         else:
             model_cfg = model_config_for(model_fields, len(corpus.vocab))
     distributed.check_batch_size(train_cfg.batch_size, distributed.from_env()[0])
@@ -954,14 +956,14 @@ TRAINED_ON = "this is the text the model was trained on"
 SEEN_LINE = 10  # characters a line needs for its being in the training text to tell (a short one may be there by chance)
 
 
-def _seen_lines(text: str, ckpt, train_text: str | None = None, most: int = 200) -> str | None:
+def _seen_lines(text: str, ckpt, train_text: str | None = None, most: int = 200, where: str = "the training text") -> str | None:
     """A note when over a quarter of a file's lines (of SEEN_LINE characters or more; at most ``most`` of them, evenly
-    spread) are found verbatim in the training text: a copy of it, or of a piece of it, under another name.  Held-out
-    parts have 0-11% (the lyrics 6.5%, Tiny Shakespeare 10.5%, songci 0%, PTB 4.5%).  None when the training text
-    cannot be read."""
+    spread) are found verbatim in the training text, or in the pre-training text of a fine-tuned model: a copy of it,
+    or of a piece of it, under another name.  Held-out parts have 0-11% (the lyrics 6.5%, Tiny Shakespeare 10.5%,
+    songci 0%, PTB 4.5%).  None when the training text cannot be read; ``where`` names it in the note."""
     import warnings
 
-    from .data import training_text
+    from .data import pretraining_texts, training_text
 
     lines = [line.strip() for line in text.split("\n") if len(line.strip()) >= SEEN_LINE]
     lines = [lines[i * len(lines) // most] for i in range(most)] if len(lines) > most else lines
@@ -975,10 +977,16 @@ def _seen_lines(text: str, ckpt, train_text: str | None = None, most: int = 200)
         except CharlmError:
             return None
     seen = sum(line in train_text for line in lines)
+    if seen * 4 <= len(lines) and ckpt.train_config.init_from:  # learned before the fine-tuning is learned too
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pre = [t for _, t in pretraining_texts(ckpt)[0]]
+        if pre:
+            seen, where = sum(line in train_text or any(line in t for t in pre) for line in lines), f"{where} or its pre-training text"
     if seen * 4 <= len(lines):
         return None
     return (f"{seen} of the {len(lines)} lines checked (its lines of {SEEN_LINE} characters or more{', evenly spread' if len(lines) == most else ''}) "
-            f"are in the training text word for word: the figure is {'largely' if seen * 2 > len(lines) else 'partly'} of text the "
+            f"are in {where} word for word: the figure is {'largely' if seen * 2 > len(lines) else 'partly'} of text the "
             f"model was trained on")
 
 

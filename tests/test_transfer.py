@@ -35,7 +35,9 @@ def test_init_from_fine_tunes_with_new_characters(capsys, tiny_run, tmp_path):
     code = main(["train", "--data", str(f), "--init-from", str(tiny_run), "--epochs", "1", "--out", str(tmp_path / "ft"),
                  "--batch-size", "4", "--num-steps", "16", "--device", "cpu", "--prefixes", "分开", "--dropout", "0.1"])
     out = capsys.readouterr().out
-    assert code == 0 and "new" in out
+    gone = len(set(base.vocab.itos) - set(f.read_text(encoding="utf-8")))  # the lyric's 你, 们, ...: kept, and said
+    assert code == 0 and f"its vocabulary of {len(base.vocab)} characters, and " in out and " new in this text; " in out
+    assert gone and f"; {gone} of its characters are not in this text (kept: the model may still write them)" in out
     model, vocab, ck = load_model(tmp_path / "ft" / "last")
     assert vocab.itos[: len(base.vocab)] == base.vocab.itos and "雨" in vocab
     assert ck.model_config.hidden_size == base.model_config.hidden_size and ck.model_config.dropout == 0.1

@@ -626,7 +626,11 @@ def _fine_tune_setup(base, corpus, model_fields: dict):
     weights, model_cfg, corpus = fine_tune_setup(base, corpus, {k: v for k, v in model_fields.items() if k in TUNABLE})
     grown = len(corpus.vocab) - len(base.vocab)
     known = len(base.vocab) - base.vocab.unk  # <unk> is no character
-    print(f"fine-tuning {base.path}: {known:,} characters known{' (and <unk>)' if base.vocab.unk else ''}, {grown:,} new", flush=True)
+    used = set(corpus.train_text) | set(corpus.val_text)
+    unused = sum(c not in used for c in base.vocab.itos[base.vocab.unk:])
+    print(f"fine-tuning {base.path}: its vocabulary of {known:,} characters{' (and <unk>)' if base.vocab.unk else ''}, "
+          f"and {grown:,} new in this text" + (f"; {unused:,} of its characters are not in this text (kept: the model may "
+                                                  f"still write them)" if unused else ""), flush=True)
     return weights, model_cfg, corpus
 
 

@@ -992,3 +992,26 @@ def test_a_signal_on_an_epochs_last_batch_as_the_time_runs_out_leaves_its_valida
     keys = ("epoch", "step", "train_loss", "val_loss")
     assert [{k: r[k] for k in keys} for r in rows] == [{k: r[k] for k in keys} for r in whole]
     assert (Path(cfg.out) / "best" / ckpt_io.META_FILE).is_file()
+
+
+def test_a_cosine_run_resumed_with_fewer_epochs_says_where_its_rate_stops(tmp_path):
+    """The cosine falls over the steps the run began with: --epochs 2 of a 3-epoch run ended the rate well above --min-lr,
+    unsaid (a time limit said it)."""
+    cfg = tiny_train_config(tmp_path, epochs=3, schedule="cosine", min_lr=1e-4)
+    corpus = load_corpus(cfg)
+    model_cfg = ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32)
+
+    def stop_after_epoch_1(line):
+        if line.startswith("epoch 1/"):
+            trainer._signal = signal.SIGTERM
+
+    trainer = Trainer(model_cfg, cfg, corpus, log=stop_after_epoch_1)
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    lines = []
+    again = Trainer(model_cfg, dataclasses.replace(cfg, epochs=2), corpus, resume=ckpt_io.load(cfg.out, prefer="last"), log=lines.append)
+    n = again.n_batches
+    assert f"note: the cosine schedule falls over the {3 * n:,} steps the run began with; --epochs 2 ends it at step {2 * n:,}" in "\n".join(lines)
+    lines.clear()
+    Trainer(model_cfg, cfg, corpus, resume=ckpt_io.load(cfg.out, prefer="last"), log=lines.append)  # its own 3: nothing to say
+    assert not any("cosine" in line for line in lines)

@@ -427,6 +427,11 @@ class Trainer:
         self.epoch, self.batch, self.step = t["epoch"], t["batch"], t["step"]
         # the cosine spans the --epochs of the run that started it: a resume with more epochs goes on at the floor
         self.total_steps = t.get("schedule_steps", self.total_steps)
+        if self.cfg.schedule == "cosine" and self.n_batches * self.cfg.epochs < self.total_steps:  # fewer epochs than it began with
+            self.log(f"note: the cosine schedule falls over the {self.total_steps:,} steps the run began with; --epochs "
+                     f"{self.cfg.epochs} ends it at step {self.n_batches * self.cfg.epochs:,}, with the rate at "
+                     f"{self.cfg.lr * lr_factor(self.cfg, self.n_batches * self.cfg.epochs, self.total_steps):.2e}, above --min-lr "
+                     f"{self.cfg.min_lr:g}")
         self.tokens, self.elapsed = t["epoch_tokens"], t.get("elapsed", 0.0)
         self.train_seconds = t.get("train_seconds", 0.0)
         self.best_val = float("inf") if t["best_val"] is None else t["best_val"]

@@ -1529,7 +1529,7 @@ def test_eval_names_what_it_skipped_and_says_the_figure_covers_only_the_rest(cap
     f.write_text("分开😀的时候XYZ我说不分开X\n", encoding="utf-8")
     code, stdout, _ = run_cli(capsys, "eval", tiny_run, f)
     assert code == 0 and "characters: 16 read, 10 scored, 5 outside the vocabulary skipped (X 😀 Y Z)" in stdout
-    assert ("note: the 5 characters outside it (31% of the text) are left out of the figure, and the character after each "
+    assert ("note: the 5 characters outside the vocabulary (31% of the text) are left out of the figure, and the character after each "
             "is predicted across the gap: compare the figure only with figures over the same characters") in stdout
     report = json.loads(run_cli(capsys, "eval", tiny_run, f, "--json")[1])
     assert report["characters"] == {"read": 16, "scored": 10, "skipped": 5, "as_unk": 0, "outside_vocabulary": ["X", "😀", "Y", "Z"]}
@@ -1741,3 +1741,16 @@ def test_a_resume_of_a_run_whose_last_is_gone_says_it_goes_on_from_best(capsys, 
     shutil.rmtree(out / "last")
     code, _, err = run_cli(capsys, "train", "--resume", out, "--epochs", 2)
     assert code == 0 and f"note: {out / 'last'} is not there: resuming from {out / 'best'} (step " in err
+
+
+def test_generate_says_which_prefix_characters_a_model_with_unk_reads_as_unk(capsys, tmp_path):
+    """`--unknown error` (the default) did nothing on a model trained with --unk: 東風 were read as <unk> in silence."""
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path, epochs=1, unk=True)
+    code, out, err = run_cli(capsys, "generate", tmp_path / "run", "--prefix", "分开☃", "--length", 3, "--seed", 1, "--style-prefix", "★你")
+    assert code == 0 and out.startswith("分开☃")
+    assert "note: read as <unk> in the prefix (outside the vocabulary; this model was trained to read rare characters so): '☃'" in err
+    assert "note: read as <unk> in the style prefix (outside the vocabulary; this model was trained to read rare characters so): '★'" in err
+    code, _, err = run_cli(capsys, "generate", tmp_path / "run", "--prefix", "分开", "--length", 3)
+    assert code == 0 and "<unk>" not in err

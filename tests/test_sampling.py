@@ -1,3 +1,4 @@
+import re
 import unicodedata
 
 import numpy as np
@@ -559,3 +560,16 @@ def test_punctuation_heads_no_acrostic_line_from_python_either(tiny_ckpt):
     for only in ("，", "\u3000", " 。 "):  # nothing to head a line: refused, as the command line and the server refuse it
         with pytest.raises(CharlmError, match="the acrostic is only whitespace or punctuation"):
             sample_text(model, vocab, "", SampleConfig(seed=1, length=30), acrostic=only)
+
+
+def test_an_unknown_character_whose_other_width_is_known_is_named():
+    """A half-width , typed for the corpus's full-width ， was refused without a word on what the model does know."""
+    from charlm.sampling import InputError, width_twin
+    from charlm.vocab import Vocab
+
+    vocab = Vocab.build("春眠不觉晓，处处闻啼鸟 A\n")
+    tail = "'x' '\\u3000'; it knows '，' for ',', ' ' for '\\u3000', in the other width (use skip)"  # ('x': no twin)
+    with pytest.raises(InputError, match=re.escape(tail) + "$") as e:
+        check_known(vocab, "春眠,x\u3000", "prefix", hint="use skip")
+    assert "'A'" not in str(e.value)
+    assert (width_twin(","), width_twin("Ａ"), width_twin("\u3000"), width_twin("春")) == ("，", "A", " ", None)

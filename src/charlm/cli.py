@@ -150,7 +150,8 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
                                                    "start of a line)")
     g.add_argument("--style-prefix", default="", help="text read first to set the mood, not printed (\\n stands for a line break)")
     g.add_argument("--acrostic", help="an acrostic (藏头): one line per character, each starting with it; spaces and punctuation are left out (not with --length or --lines)")
-    g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them")
+    g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them; a model trained with --unk reads them as <unk> "
+                                                                       "either way (and says so)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     g.add_argument("--check-copy", action="store_true", help="report on stderr the longest span of what each sample wrote (the prefix not counted) found verbatim in the training text "
                         "(and, for a model fine-tuned with --init-from, in its pre-training text), and the share of its 8-grams seen there")
@@ -641,7 +642,7 @@ def _sample_config(args) -> SampleConfig:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .data import typed_line_breaks
-    from .sampling import check_options, default_prefix, generate, make_generator, read_inputs, show_chars
+    from .sampling import check_options, default_prefix, generate, make_generator, read_inputs, show_chars, unknown_chars
     from .train import pick_device
 
     cfg = _sample_config(args)
@@ -660,6 +661,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prefix = inputs.prefix
     for field, dropped in inputs.skipped.items():  # dropped, but not in silence
         print(f"note: skipped in the {field.replace('_', ' ')}, outside the vocabulary: {show_chars(dropped)}", file=sys.stderr)
+    for field in ("prefix", "style_prefix"):  # read, but not in silence: a model trained with --unk reads them as <unk>
+        if vocab.unk and (outside := unknown_chars(vocab, getattr(inputs, field), exact=True)):
+            print(f"note: read as <unk> in the {field.replace('_', ' ')} (outside the vocabulary; this model was trained to read "
+                  f"rare characters so): {show_chars(outside)}", file=sys.stderr)
     if cfg.lines and (last := len(prefix.rsplit("\n", 1)[-1])) >= cfg.max_line_length:
         when = "at once" if "\n" in vocab or " " in vocab else "after one more character"  # (with nothing to end it on, a line is cut)
         print(f"note: the prefix's last line is {last} characters already, at --max-line-length {cfg.max_line_length}: it is "
@@ -846,7 +851,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if skipped:
         share = skipped / len(text)
         notes.append(f"{'most of the text is outside the vocabulary: ' if share > 0.5 else ''}the {_count(skipped, 'character')} "
-                     f"outside it ({share:.0%} of the text) {'are' if skipped > 1 else 'is'} left out of the figure, and the "
+                     f"outside {'it' if share > 0.5 else 'the vocabulary'} ({share:.0%} of the text) {'are' if skipped > 1 else 'is'} left out of the figure, and the "
                      f"character after each is predicted across the gap: compare the figure only with figures over the same characters")
     if as_unk:
         notes.append(f"the {_count(as_unk, 'character')} outside the vocabulary {'were' if as_unk > 1 else 'was'} read and "

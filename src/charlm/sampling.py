@@ -106,7 +106,19 @@ def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exac
         if exact:  # an acrostic's character (a keycap #️⃣, an accented letter) the model cannot write whole heads no line
             return "".join(g for g in acrostic_heads(text) if all(c in vocab for c in g))  # (dropped_chars: the rest)
         return "".join(c for c in text if c in vocab)
-    raise InputError(what.replace(" ", "_"), f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)} ({hint})")
+    twins = [f"{show_chars([t])} for {show_chars([c])}" for c in missing if (t := width_twin(c)) and t in vocab]
+    raise InputError(what.replace(" ", "_"), f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)}"
+                                            + (f"; it knows {', '.join(twins)}, in the other width" if twins else "") + f" ({hint})")
+
+
+def width_twin(c: str) -> str | None:
+    """The same character in the other width: the full-width ， for a typed ,, and the reverse (ASCII ! to ~ and
+    U+FF01 to U+FF5E, and the two spaces); else None."""
+    if "!" <= c <= "~":
+        return chr(ord(c) + 0xFEE0)
+    if "\uff01" <= c <= "\uff5e":
+        return chr(ord(c) - 0xFEE0)
+    return {" ": "\u3000", "\u3000": " "}.get(c)
 
 
 # What eval and inspect say when they read a text in the other form (vocab_form changed it)

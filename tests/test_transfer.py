@@ -313,3 +313,14 @@ def test_held_out_text_the_pre_trained_model_learned_is_said_in_training_and_in_
     (tmp_path / "new.txt").write_text("\n".join("".join(rng.choice("分开的时候我说不") for _ in range(12)) for _ in range(20)) + "\n", encoding="utf-8")
     assert main(["eval", str(tmp_path / "ft"), str(tmp_path / "new.txt")]) == 0
     assert "lines checked" not in capsys.readouterr().out
+
+
+def test_training_on_from_a_run_of_the_bundled_lyrics_keeps_its_split(capsys, tmp_path):
+    """No --data either time: both read the bundled lyrics ("" in the config), the same text, so its split is kept."""
+    small = ["--hidden-size", "16", "--embedding-size", "16", "--no-tie-weights", "--copy-window", "0", "--epochs", "1",
+             "--batch-size", "4", "--num-steps", "16", "--device", "cpu", "--sample-every", "0"]
+    assert main(["train", *small, "--limit-chars", "2000", "--val-fraction", "0.2", "--out", str(tmp_path / "base")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--init-from", str(tmp_path / "base"), "--lr", "1e-4", "--out", str(tmp_path / "ft")]) == 0
+    assert "where not given: --val-fraction 0.2 --limit-chars 2000" in capsys.readouterr().out
+    assert load(tmp_path / "ft", with_weights=False).train_config.val_fraction == 0.2

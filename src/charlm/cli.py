@@ -574,12 +574,14 @@ SAME_TEXT_CARRIED = {"encoding", "val_fraction", "limit_chars", "prefixes"}
 def _pretrained_settings(path, data: str = "") -> dict:
     """The settings the run (or checkpoint) ``--init-from`` names was trained with that a fine-tuning without ``--preset``
     takes: its dropouts, and its training settings but :data:`NOT_CARRIED_OVER` (less :data:`SAME_TEXT_CARRIED`
-    where ``data`` is the file it was trained on)."""
+    where ``data`` is the file it was trained on; "" is the bundled lyrics)."""
     from . import checkpoint as ckpt_io
+    from .data import bundled_corpus
     from .transfer import TUNABLE
 
     base = ckpt_io.load(path, with_trainer=False, with_weights=False)
-    skip = NOT_CARRIED_OVER - (SAME_TEXT_CARRIED if data and _same_file(data, base.train_config.data) else set())
+    same_text = _same_file(data or bundled_corpus(), base.train_config.data or bundled_corpus())  # ("": the bundled lyrics)
+    skip = NOT_CARRIED_OVER - (SAME_TEXT_CARRIED if same_text else set())
     trained = {k: v for k, v in to_dict(base.train_config).items() if k not in skip}
     trained.update({k: getattr(base.model_config, k) for k in TUNABLE})
     return trained

@@ -235,7 +235,8 @@ def test_a_fine_tuning_without_a_preset_goes_on_with_the_pre_trained_runs_settin
     kept = {k: v for k, v in vars(base.train_config).items() if k not in NOT_CARRIED_OVER | {"lr"}}
     assert {k: getattr(ft.train_config, k) for k in kept} == kept and ft.train_config.lr == 5e-4
     assert kept["newlines"] == "space" and kept["epochs"] == 2 and kept["optimizer"] == "adam"  # (the seed's, not the default preset's)
-    # the same text: its cut and prefixes too (so that the held-out text is the one it never saw); another's, below, not
+    # the same text: its cut and prefixes too (so that the held-out text is the one it never saw); another text's, not (as
+    # test_a_fine_tuning_of_its_own_text_keeps_its_split_and_names_what_it_took checks)
     assert (ft.train_config.limit_chars, ft.train_config.prefixes) == (10_000, ("明月",))
     assert ft.train_config.max_minutes == 9  # (its length: its epochs, and its time limit with them)
 
@@ -261,7 +262,8 @@ def test_a_fine_tuning_of_its_own_text_keeps_its_split_and_names_what_it_took(ca
     b = tmp_path / "b.txt"  # another text: its own split, as a fine-tuning's
     b.write_text("分开的时候我说不分开\n雨下整夜我的爱溢出就像雨水\n" * 40, encoding="utf-8")
     assert main(["train", "--init-from", str(tmp_path / "base"), "--data", str(b), "--out", str(tmp_path / "ft2")]) == 0
-    assert load(tmp_path / "ft2", with_weights=False).train_config.val_fraction == 0.1
+    ft2 = load(tmp_path / "ft2", with_weights=False).train_config
+    assert (ft2.val_fraction, ft2.limit_chars) == (0.1, 0) and ft2.prefixes == ()  # (that text's own: no prefixes of its own)
     capsys.readouterr()
     for preset in ([], ["--preset", "jaychou-ft"]):  # an <unk> model's row cannot go: said, not overridden or a min-freq error
         code = main(["train", *preset, "--init-from", str(tmp_path / "base"), "--data", str(b), "--no-unk", "--out", str(tmp_path / "x")])

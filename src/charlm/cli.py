@@ -314,7 +314,8 @@ def _train(args: argparse.Namespace) -> int:
             if overrides.get("unk") is False and carried["unk"]:
                 raise CharlmError(_no_unk(overrides["init_from"]))
             values = {**get_preset(preset), **carried, **overrides}
-            taken = [_as_flag(k, v) for k, v in carried.items() if k not in overrides and v != _preset_value(preset, k)]
+            # (no prefixes, a run of one's own text's: what a run of that text gets anyway, and no flag says so)
+            taken = [_as_flag(k, v) for k, v in carried.items() if k not in overrides and v != _preset_value(preset, k) and v != []]
             print(f"note: fine-tuning with the settings {overrides['init_from']} was trained with, where not given"
                   f"{': ' + ' '.join(taken) if taken else ' (the same as the default preset)'}; --preset NAME takes a preset's", flush=True)
         check_requires(preset, values)
@@ -339,7 +340,7 @@ def _train(args: argparse.Namespace) -> int:
         base = (_load_base(train_cfg, given(args, ModelConfig), given(args, TrainConfig)) if train_cfg.init_from
                 else ModelConfig(**model_fields, vocab_size=1))
         if train_cfg.init_from:
-            _check_out_apart(train_cfg.out, base.path)
+            _check_out_apart(train_cfg.out, base.path, given="out" in overrides)
             if not base.path.name.startswith("."):  # recorded as the checkpoint read, not its run folder (whose best/ moves on)
                 train_cfg = dataclasses.replace(train_cfg, init_from=os.path.abspath(base.path))
         if train_cfg.init_from and train_cfg.newlines != base.train_config.newlines:  # not given (refused above if it was)
@@ -435,7 +436,8 @@ def _report_run(trainer, metrics: list[dict], corpus, train_cfg) -> int:
     from .train import held_out_unk, plot_metrics
 
     plot = plot_metrics(metrics, trainer.out / "curves.png", trainer.curve_label)
-    best = min((m for m in metrics if m.get("val_loss") is not None), key=lambda m: m["val_loss"], default=None)
+    # (the rows best/ stands for: after a best/ that was lost, the ones since)
+    best = min((m for m in metrics[trainer.best_from_row :] if m.get("val_loss") is not None), key=lambda m: m["val_loss"], default=None)
     if best is not None:
         last = metrics[-1]
         skipped = (f" over {len(corpus.val_text) - trainer.val_skipped - 1:,} held-out characters scored "  # as eval says it: the first is read, not scored
@@ -502,12 +504,14 @@ def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
                       f"replace it with --overwrite, or give another --out")
 
 
-def _check_out_apart(out: str, source: Path) -> None:
+def _check_out_apart(out: str, source: Path, given: bool = True) -> None:
     """A fine-tuning's --out that is the checkpoint it starts from, or that checkpoint's run folder: refused, since its
-    best/ and last/ (and with --overwrite the whole run) would be written over the pre-trained model."""
+    best/ and last/ (and with --overwrite the whole run) would be written over the pre-trained model.  ``given``: --out
+    was typed (else it is the folder named after the --data)."""
     out_, src = Path(out).resolve(), Path(source).resolve()
     if out_ == src or out_ == src.parent:
-        raise CharlmError(f"--out {out} {'is' if out_ == src else 'holds'} the checkpoint --init-from starts from ({src}): the "
+        named = f"--out {out}" if given else f"the output folder {out} (named after the --data: no --out was given)"
+        raise CharlmError(f"{named} {'is' if out_ == src else 'holds'} the checkpoint --init-from starts from ({src}): the "
                           f"fine-tuning would write over the pre-trained model; give another --out")
 
 
@@ -549,8 +553,6 @@ LARGE_TEXT = 270_000  # training characters of one's own text from which the def
 
 def _as_flag(k: str, v) -> str:
     """A setting as the flag that gives it: ``--lr 0.001``, ``--unk``, ``--no-tie-weights``, ``--prefixes 分开 不分开``."""
-    if isinstance(v, (list, tuple)) and not v:  # (no flag says "none": a run of one's own text samples from a line's start)
-        return f"{_flag(k)} (none: samples start a line)"
     return (_flag(k) if v is True else f"--no-{_flag(k)[2:]}" if v is False else
             f"{_flag(k)} {' '.join(map(_shell, v)) if isinstance(v, (list, tuple)) else _shell(v)}")
 
@@ -592,7 +594,7 @@ def _same_checkpoint(a: str, b: str) -> bool:
     from . import checkpoint as ckpt_io
 
     try:
-        return bool(a and b) and ckpt_io.resolve(a) == ckpt_io.resolve(b)
+        return bool(a and b) and ckpt_io.resolve(a).resolve() == ckpt_io.resolve(b).resolve()  # (through links too)
     except CharlmError:
         return False
 

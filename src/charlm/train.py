@@ -284,7 +284,7 @@ class Trainer:
         cfg = _recorded_source(cfg, corpus)
         self.cfg, self.corpus = cfg, corpus
         # a new run, or a resume continued into another folder: the run that folder holds is cleared by fit()
-        home = None if resume is None else ckpt_io.run_folder(resume.path)
+        home = None if resume is None or resume.path is None else ckpt_io.run_folder(resume.path)
         self.overwrite = overwrite and (home is None or Path(cfg.out).resolve() != home.resolve())
         self.shows_progress = self.dist.is_main and log is not None  # rank 0 alone logs; log=None: silent, progress too
         self.log = log if self.shows_progress else (lambda *_: None)
@@ -343,7 +343,10 @@ class Trainer:
         self.pending = None  # a validation begun and not finished: {"at_epoch_end": ..., "over_time": ...}
         self._signal = None
         self._scaler_state = None  # fp16's gradient scaler (its scale and growth count), from a checkpoint until the step exists
-        self._best_from = None if resume is None else Path(resume.path)  # where the run's best/ is, if out has none (fit)
+        # where the run's best/ is, if out has none (fit); and the first metrics row best/ stands for (one after a best/
+        # that was lost: the rows before it are in no checkpoint)
+        self._best_from = None if resume is None or resume.path is None else Path(resume.path)
+        self.best_from_row = 0
         if resume is not None:
             try:
                 self._restore(resume)
@@ -381,6 +384,7 @@ class Trainer:
             "epoch": self.epoch, "batch": self.batch, "step": self.step, "schedule_steps": self.total_steps,
             "epoch_tokens": tokens, "elapsed": self.elapsed, "train_seconds": self.train_seconds,
             "best_val": None if math.isinf(self.best_val) else self.best_val, "since_best": self.since_best,
+            "best_from_row": self.best_from_row,
             "optimizer": opt_plain,
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"} if self.scheduler else None,
             "plateau": self.plateau.state_dict() if self.plateau else None,
@@ -436,6 +440,7 @@ class Trainer:
         self.train_seconds = t.get("train_seconds", 0.0)
         self.best_val = float("inf") if t["best_val"] is None else t["best_val"]
         self.since_best = t["since_best"]
+        self.best_from_row = t.get("best_from_row", 0)
         self.loss_sum = c.trainer_tensors["epoch.loss_sum"].to(self.device, torch.float64).reshape(())
         if "carried.h" in c.trainer_tensors:
             carried = tuple(c.trainer_tensors[f"carried.{n}"].to(self.device) for n in self.model.state_names())
@@ -530,11 +535,12 @@ class Trainer:
                     raise CharlmError(f"out {self.out} cannot be made: {e.strerror or e}") from None
                 # as `charlm train` does (it holds the lock already): a folder another training is writing is refused
                 locked = ckpt_io.lock_run(self.out)
+                best = self._runs_best()  # (read before --overwrite clears the folder it may lie in)
                 if self.overwrite:  # the old run's best/, metrics and plot must not outlive it beside the new one
                     ckpt_io.clear_run(self.out)
                     self.overwrite = False
                 self._write_metrics()
-                self._carry_best()
+                self._carry_best(best)
             if not self.described:  # what `charlm train` starts with: corpus, model, settings, and notes on what was asked
                 self.described = True
                 if self.shows_progress:
@@ -779,29 +785,40 @@ class Trainer:
             raise TrainingInterrupted(self._signal, saved, finished=why)
         return stop or over_time
 
-    def _carry_best(self) -> None:
-        """A resume into a folder without best/ (continued into another folder, or its best/ deleted): the run's best/
-        copied from beside the checkpoint resumed, when it is this run's (its metrics the start of these); else said, as
-        best/ will then hold only the lowest validation from here on."""
+    def _runs_best(self) -> tuple[Path, ckpt_io.Checkpoint | None] | None:
+        """On a resume into a folder without best/ (continued into another folder, or its best/ deleted): where the run's
+        best/ is, beside the checkpoint resumed, and that checkpoint if it is this run's (its metrics the start of
+        these); None when there is nothing to look for."""
         src, self._best_from = self._best_from, None
-        lowest = self._lowest_so_far()
-        if src is None or math.isinf(lowest) or (self.out / "best" / ckpt_io.META_FILE).is_file():
-            return
+        kept = (self.out / "best" / ckpt_io.META_FILE).is_file() and not self.overwrite  # (--overwrite clears it next)
+        if src is None or math.isinf(self._lowest_so_far()) or kept:
+            return None
         where = src if src.name == "best" else src.parent / "best"
         try:
             best = ckpt_io.load(where)
         except CharlmError:
-            best = None
-        if best is not None and best.metrics and best.metrics == self.metrics[: len(best.metrics)]:
+            return where, None
+        ours = best.metrics and best.metrics == self.metrics[: len(best.metrics)]
+        return where, best if ours else None
+
+    def _carry_best(self, found: tuple[Path, ckpt_io.Checkpoint | None] | None) -> None:
+        """The run's best/ written into this folder (:meth:`_runs_best`); or, with none to be had, best/ starts again: it
+        will hold the lowest validation from here on, and says so."""
+        if found is None:
+            return
+        where, best = found
+        if best is not None:
             ckpt_io.save(best, self.out / "best")
             return
-        self.log(f"note: no best/ of this run at {where}: best/ will hold the lowest validation from here on, "
-                 f"not the {lowest:.4f} reached before")
+        lowest = self._lowest_so_far()
+        self.best_from_row = len(self.metrics)
+        self.log(f"note: no best/ of this run at {where}: best/ will hold the lowest validation from here on "
+                 f"(the lowest before, {lowest:.4f}, is in no checkpoint now)")
 
     def _lowest_so_far(self) -> float:
         """The loss of the checkpoint in best/: the lowest of the validations so far (each row's validation loss, or its
         training loss without a held-out part)."""
-        scores = (m.get("val_loss") if m.get("val_loss") is not None else m.get("train_loss") for m in self.metrics)
+        scores = (m.get("val_loss") if m.get("val_loss") is not None else m.get("train_loss") for m in self.metrics[self.best_from_row :])
         return min((x for x in scores if x is not None), default=math.inf)
 
     def _early_stop_due(self) -> bool:

@@ -47,7 +47,7 @@ def _config(tmp: Path, name: str) -> tuple[ModelConfig, TrainConfig]:
         part = corpus.with_name(f"corpus.{os.getpid()}.part")  # so that neither reads the other's half-written one
         part.write_text(LINES * 25, encoding="utf-8")
         os.replace(part, corpus)
-    kw = {**BASE, **RUNS[name.removesuffix("-cut")]}
+    kw = {**BASE, **RUNS[name.split("-")[0]], **({"epochs": 3} if name.endswith("-lost") else {})}  # (-lost: trained on)
     dropout = kw.pop("dropout", 0.0)
     cfg = TrainConfig(data=str(corpus), out=str(tmp / name), **kw)
     return ModelConfig(embedding_size=16, hidden_size=32, num_layers=2, dropout=dropout), cfg
@@ -123,6 +123,17 @@ def _train_runs(tmp: Path) -> None:
     train_mod.batches = real
     c = ckpt_io.load(tmp / "drop-cut", prefer="last")  # every process resumes from rank 0's checkpoint
     _trainer(tmp, "drop-cut", dist, resume=c).fit()
+    # a run whose best/ is gone, resumed by two: best/ starts again in both alike (rank 0 alone restarting it, and so
+    # alone saving it, left the other waiting in the gather: the job died or hung)
+    if dist.rank == 0:
+        import shutil
+
+        shutil.copytree(tmp / "clip", tmp / "clip-lost", ignore=shutil.ignore_patterns("best"))
+    torch.distributed.barrier()
+    c = ckpt_io.load(tmp / "clip-lost", prefer="last")
+    t = _trainer(tmp, "clip-lost", dist, resume=c)
+    t._val_loss = lambda: 50.0  # worse than before: rank 0 alone found it the lowest "from here on", and saved
+    t.fit()
     try:  # a new run into a folder holding one: every process refuses it (one left waiting in DDP's start hung the job)
         _trainer(tmp, "clip", dist)
         raise AssertionError("a folder holding a run was not refused")
@@ -210,6 +221,11 @@ def test_two_processes_train_as_one_and_resume_exactly(tmp_path):
     _trainer(tmp_path, "clip-cut", resume=c).fit()
     _close(_metrics(tmp_path / "clip-cut"), _metrics(tmp_path / "one" / "clip"), 1e-5)
     assert _max_weight_diff(tmp_path / "clip-cut", tmp_path / "one" / "clip") < 1e-5
+
+    # best/ lost, and resumed by two processes: started again at the state resumed (step 20), in step in both
+    lost, rows = ckpt_io.load(tmp_path / "clip-lost" / "best"), _metrics(tmp_path / "clip-lost")
+    assert [m["step"] for m in rows] == [10, 20, 30]
+    assert lost.metrics[-1]["step"] == 20 and rows[-1]["val_loss"] == 50.0  # the state resumed: the lowest from there on
 
     # and single-process checkpoints keep their format: no per-process keys
     one = ckpt_io.load(tmp_path / "one" / "clip", prefer="last")

@@ -939,18 +939,31 @@ def test_a_resume_into_another_folder_brings_the_runs_best_along(tmp_path, capsy
     assert not [line for line in lines if "no best/" in line]
     import shutil
 
-    shutil.rmtree(run / "best")  # gone: the resume goes on, says what best/ will hold, and it does hold it, though worse
+    # best/ gone, resumed at a validation (last/ of the finished epoch 2): best/ is that state at once, and it stays
+    # so though every later validation is worse (one was written only below the old lowest, so never)
+    shutil.rmtree(run / "best")
     lines.clear()
+    row2 = ckpt_io.load(run, prefer="last").metrics[-1]
     trainer = Trainer(src.model_config, dataclasses.replace(cfg, out=str(run)), load_corpus(cfg), resume=src, log=lines.append)
-    trainer._val_loss = lambda: 50.0  # (worse than any before: best/ was written only below the old lowest, so never)
+    trainer._val_loss = lambda: 50.0
     trainer.fit()
-    assert any(line.startswith(f"note: no best/ of this run at {run / 'best'}: best/ will hold the lowest validation from here on")
-               for line in lines), lines
+    assert any(line.startswith(f"note: {run / 'best'} holds no best/ this resume can use") and "best/ is now the state resumed"
+               in line for line in lines), lines
     best = ckpt_io.load(run / "best")
-    assert best.trainer["step"] == trainer.step and best.metrics[-1]["val_loss"] == 50.0 and trainer.best_from_row == 2
+    assert best.metrics[-1] == row2 and trainer.best_from_row == 1 and trainer._lowest_so_far() == row2["val_loss"]
     again = Trainer(src.model_config, dataclasses.replace(cfg, out=str(run), epochs=4), load_corpus(cfg),
                     resume=ckpt_io.load(run, prefer="last"), log=lines.append)
-    assert again.best_from_row == 2 and again._lowest_so_far() == 50.0  # kept: best/ stands for the rows since
+    assert again.best_from_row == 1  # kept in the checkpoint: best/ stands for the rows from there
+    # best/ gone, resumed part-way into an epoch (moved/last, stopped at its first batch): written at the next validation
+    shutil.rmtree(tmp_path / "moved" / "best")
+    lines.clear()
+    cut = ckpt_io.load(tmp_path / "moved", prefer="last")
+    trainer = Trainer(cut.model_config, cut.train_config, load_corpus(cfg), resume=cut, log=lines.append)
+    trainer._val_loss = lambda: 50.0
+    trainer.fit()
+    assert any("best/ will hold the lowest validation from here on" in line for line in lines), lines
+    best = ckpt_io.load(tmp_path / "moved" / "best")
+    assert best.metrics[-1]["val_loss"] == 50.0 and best.trainer["step"] == trainer.step and trainer.best_from_row == 2
 
 
 def test_a_checkpoint_kept_inside_another_runs_folder_resumes_as_into_a_new_folder(tmp_path, capsys):
@@ -1017,7 +1030,10 @@ def test_a_cosine_run_resumed_with_fewer_epochs_says_where_its_rate_stops(tmp_pa
     lines = []
     again = Trainer(model_cfg, dataclasses.replace(cfg, epochs=2), corpus, resume=ckpt_io.load(cfg.out, prefer="last"), log=lines.append)
     n = again.n_batches
-    assert f"note: the cosine schedule falls over the {3 * n:,} steps the run began with; --epochs 2 ends it at step {2 * n:,}" in "\n".join(lines)
+    rate = cfg.lr * train_mod.lr_factor(cfg, 2 * n, 3 * n)
+    assert 1e-4 < rate < cfg.lr / 2  # (above the floor, well below the start: two thirds down the cosine)
+    assert (f"note: the cosine schedule falls over the {3 * n:,} steps the run began with; --epochs 2 ends it at step {2 * n:,}, "
+            f"with the rate at {rate:.2e}, above --min-lr 0.0001") in lines
     lines.clear()
     Trainer(model_cfg, cfg, corpus, resume=ckpt_io.load(cfg.out, prefer="last"), log=lines.append)  # its own 3: nothing to say
     assert not any("cosine" in line for line in lines)

@@ -150,8 +150,8 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
                                                    "start of a line)")
     g.add_argument("--style-prefix", default="", help="text read first to set the mood, not printed (\\n stands for a line break)")
     g.add_argument("--acrostic", help="an acrostic (藏头): one line per character, each starting with it; spaces and punctuation are left out (not with --length or --lines)")
-    g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them; a model trained with --unk reads them as <unk> "
-                                                                       "either way (and says so)")
+    g.add_argument("--unknown", choices=("error", "skip"), default="error", help="characters outside the vocabulary: error (exit 2) or skip them; a model trained with --unk reads those of "
+                                                                       "a prefix or style prefix as <unk> either way, and says so (an acrostic's must be its own)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     g.add_argument("--check-copy", action="store_true", help="report on stderr the longest span of what each sample wrote (the prefix not counted) found verbatim in the training text "
                         "(and, for a model fine-tuned with --init-from, in its pre-training text), and the share of its 8-grams seen there")
@@ -525,7 +525,7 @@ def _note_rewind(resume) -> None:
     last = Path(resume.path).parent / "last"
     if Path(resume.path).name == "best" and not os.path.lexists(last):  # (a last/ there but unreadable warns as it is read)
         print(f"note: {last} is not there: resuming from {resume.path} (step {resume.trainer.get('step')}), the run's "
-              f"best/; what was trained after it is trained again", file=sys.stderr, flush=True)
+              f"best/; anything trained after it is trained again", file=sys.stderr, flush=True)
         return
     try:
         later = ckpt_io.load(last, with_weights=False, with_trainer=False)

@@ -107,7 +107,7 @@ def _request_models(lim: Limits):
         acrostic: str = Field("", max_length=lim.max_prefix, description="藏头: one line per character (spaces and punctuation left out), each starting with it "
                                                                           "(not with prefix, length or lines)")
         unknown: Literal["error", "skip"] = Field("error", description="characters outside the vocabulary: 422, or drop them "
-                                                                         "(a model trained with --unk reads them as <unk> either way)")
+                                                                         "(a model trained with --unk reads those of prefix and style_prefix as <unk> either way; an acrostic's must be its own)")
         check_copy: bool = Field(False, description="also report, per sample, the longest span found verbatim in the training "
                                                     "text and the share of its 8-grams seen there (as charlm generate --check-copy; "
                                                     "needs the training text where the server runs, see /v1/model copy_check)")

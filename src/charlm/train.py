@@ -523,7 +523,7 @@ class Trainer:
         """Train to ``cfg.epochs`` (or early stop); returns the per-epoch metrics."""
         self._signal = None  # a Trainer stopped by Ctrl-C goes on from where it stopped when fit() is called again
         threads = torch.get_num_threads()  # lowered to the physical cores for training (see _train_step), then given back
-        handlers, locked = {}, False
+        handlers, locked, lost, best = {}, False, None, (None,)
         try:
             if self.dist.is_main:
                 ckpt_io.check_writable(self.out, "out", folder=True)
@@ -540,7 +540,9 @@ class Trainer:
                     ckpt_io.clear_run(self.out)
                     self.overwrite = False
                 self._write_metrics()
-                self._carry_best(best)
+                lost = self._carry_best(best)
+            if self.dist.from_main(None if lost is None else 1.0)[0] is not None:  # (in every process: the save gathers)
+                self._restart_best(lost_at=best[0])
             if not self.described:  # what `charlm train` starts with: corpus, model, settings, and notes on what was asked
                 self.described = True
                 if self.shows_progress:
@@ -636,7 +638,7 @@ class Trainer:
             return False
         over = self.train_seconds + running >= self.cfg.max_minutes * 60
         if self.dist.world_size > 1:
-            if self.batch % distributed.SIGNAL_POLL_EVERY:
+            if self.batch % distributed.SIGNAL_POLL_EVERY and self.batch != self.n_batches:  # (polled as _stop_signal is)
                 return False
             over = bool(self.dist.from_main(float(over))[0])
         return over
@@ -801,19 +803,28 @@ class Trainer:
         ours = best.metrics and best.metrics == self.metrics[: len(best.metrics)]
         return where, best if ours else None
 
-    def _carry_best(self, found: tuple[Path, ckpt_io.Checkpoint | None] | None) -> None:
-        """The run's best/ written into this folder (:meth:`_runs_best`); or, with none to be had, best/ starts again: it
-        will hold the lowest validation from here on, and says so."""
+    def _carry_best(self, found: tuple[Path, ckpt_io.Checkpoint | None] | None) -> bool | None:
+        """The run's best/ written into this folder (:meth:`_runs_best`); True when there is none to be had (best/ then
+        starts again: :meth:`_restart_best`), else None."""
         if found is None:
-            return
-        where, best = found
-        if best is not None:
-            ckpt_io.save(best, self.out / "best")
-            return
+            return None
+        if found[1] is not None:
+            ckpt_io.save(found[1], self.out / "best")
+            return None
+        return True
+
+    def _restart_best(self, lost_at) -> None:
+        """best/ lost: it starts again, in every process alike.  Resumed at a validation (the state of its metrics row),
+        best/ is that state now; else it is written at the next validation.  Either way it holds the lowest from there on."""
         lowest = self._lowest_so_far()
-        self.best_from_row = len(self.metrics)
-        self.log(f"note: no best/ of this run at {where}: best/ will hold the lowest validation from here on "
-                 f"(the lowest before, {lowest:.4f}, is in no checkpoint now)")
+        at_row = bool(self.metrics) and self.metrics[-1].get("step") == self.step and self.pending is None
+        self.best_from_row = len(self.metrics) - at_row
+        if at_row:
+            self.save("best")
+        now = (f"best/ is now the state resumed (the validation of step {self.step:,}), and holds the lowest from there on"
+               if at_row else "best/ will hold the lowest validation from here on")
+        self.log(f"note: {lost_at} holds no best/ this resume can use (it is missing or damaged, or of another run or a "
+                 f"later point): {now} (the lowest before, {lowest:.4f}, is in no checkpoint now)")
 
     def _lowest_so_far(self) -> float:
         """The loss of the checkpoint in best/: the lowest of the validations so far (each row's validation loss, or its

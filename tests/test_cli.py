@@ -1364,6 +1364,10 @@ def test_eval_without_a_file_scores_the_held_out_part_as_the_training_validated_
     assert report["checkpoint"] == str(tiny_run / "best") and report["scoring"] == "static"
     code, text, _ = run_cli(capsys, "eval", tiny_run)  # the plain report says the same
     assert code == 0 and text.startswith("text: the held-out part of ") and f"loss: {report['loss']:.4f} nats/char" in text
+    for flags, how in ((["--dynamic", "0.1"], "adapting to it as it reads (--dynamic)"), (["--each-line"], "each line by itself")):
+        report = json.loads(run_cli(capsys, "eval", tiny_run, "--json", *flags)[1])  # (said the figure was the validation's)
+        assert report["notes"][0].startswith(f"the same text as the training's validation, but read {how}")
+        assert not any("same text and figure" in n for n in report["notes"])
     assert f"model: {tiny_run / 'best'} (after epoch {report['epoch']:g}, step {report['step']:,}; vocabulary {report['vocabulary']:,})" in text
     one_line_error(*run_cli(capsys, "eval", tiny_run, "--check-copy")[::2], "--check-copy needs a FILE of samples")
 
@@ -1555,6 +1559,8 @@ def test_eval_says_when_unknown_characters_were_scored_as_unk_and_how_line_break
     assert "; line breaks read as spaces, as it was trained)" in stdout.splitlines()[1]
     assert ("note: the 1 character outside the vocabulary was read and scored as its one <unk>, easier to predict than "
             "each character itself: compare the figure only with models of this vocabulary") in stdout
+    assert ("note: this model reads line breaks as spaces (as it was trained): where the text has them, it predicts one "
+            "character for the two, so compare the figure only with models that read the text so") in stdout
 
 
 def test_eval_says_when_the_file_is_the_one_the_model_was_trained_on(capsys, tiny_run):
@@ -1569,8 +1575,15 @@ def test_eval_says_when_a_file_under_another_name_holds_the_training_text(capsys
     copy, new = tmp_path / "copy.txt", tmp_path / "new.txt"
     copy.write_bytes((tiny_run.parent / "corpus.txt").read_bytes())
     code, stdout, _ = run_cli(capsys, "eval", tiny_run, copy)
-    assert code == 0 and ("note: 40 of the 40 lines checked (its lines of 10 characters or more) are in the training text "
-                          "word for word: the figure is largely of text the model was trained on") in stdout
+    assert code == 0 and ("note: 80 of the 80 lines checked (its lines of 10 characters or more, shorter ones joined to those "
+                          "after them) are in the training text word for word: the figure is largely of text the model was "
+                          "trained on") in stdout  # (its 8- and 9-character lines in pairs: they were not checked at all)
+    short = tmp_path / "short.txt"  # lines under 10 characters alone, as most of a song's are
+    short.write_text("你说我们还会再见\n不分开的是我们的爱\n快乐的日子在心里面\n\n" * 6, encoding="utf-8")
+    assert "note: 6 of the 6 lines checked (its lines of 10 characters or more, shorter" in run_cli(capsys, "eval", tiny_run, short)[1]
+    samples = tmp_path / "samples.txt"  # generate's markers are not lines checked (5 of 10, "partly", with them)
+    samples.write_text("".join(f"--- sample {i} ---\n分开的时候我说不分开\n\n" for i in range(1, 6)), encoding="utf-8")
+    assert "note: 5 of the 5 lines checked (its lines of 10 characters or more) are in the training text" in run_cli(capsys, "eval", tiny_run, samples)[1]
     new.write_text("开分不说我候时的开分\n" * 6 + "分开的时候我说不分开\n" * 2, encoding="utf-8")  # 2 of 8: under a quarter
     code, stdout, _ = run_cli(capsys, "eval", tiny_run, new)
     assert code == 0 and "note:" not in stdout
@@ -1626,7 +1639,7 @@ def test_eval_each_line_scores_every_line_by_itself_after_a_line_break(capsys, t
     assert json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")[1])["characters"]["scored"] == 4
     f.write_text("分开\n☃\n", encoding="utf-8")  # a line of nothing known has a row, not a figure
     code, stdout, _ = run_cli(capsys, "eval", tiny_run, f, "--each-line")
-    assert code == 0 and "   2       0          -           -  ☃" in stdout.splitlines()
+    assert code == 0 and "   2       0          -           -  ☃  [1 outside the vocabulary skipped]" in stdout.splitlines()
     f.write_text("分", encoding="utf-8")  # one known character: with the line breaks around it, enough
     assert json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")[1])["characters"]["scored"] == 2
     f.write_text("☃\n☃☃\n", encoding="utf-8")
@@ -1754,3 +1767,17 @@ def test_generate_says_which_prefix_characters_a_model_with_unk_reads_as_unk(cap
     assert "note: read as <unk> in the style prefix (outside the vocabulary; this model was trained to read rare characters so): '★'" in err
     code, _, err = run_cli(capsys, "generate", tmp_path / "run", "--prefix", "分开", "--length", 3)
     assert code == 0 and "<unk>" not in err
+
+
+def test_each_line_marks_the_lines_of_the_training_text_and_those_with_characters_skipped(capsys, tiny_run, tmp_path):
+    """Ranking candidates: two copied from the training text ranked first, unmarked; a line scored on its known
+    characters alone looked like any other."""
+    f = tmp_path / "candidates.txt"
+    f.write_text("分开的时候我说不分开\n我说你好XYZ\n的时候分开我\n", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "eval", tiny_run, f, "--each-line")
+    rows = [line for line in out.splitlines() if line[:4].strip().isdigit()]
+    assert code == 0 and rows[0].endswith("分开的时候我说不分开  [in the training text]")
+    assert rows[1].endswith("我说你好XYZ  [4 outside the vocabulary skipped]") and rows[2].endswith("的时候分开我")
+    assert "note: 1 line of the 3 scored is a line of the training text, word for word" in out
+    report = json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")[1])
+    assert [r["in_training_text"] for r in report["lines"]] == [True, False, False]

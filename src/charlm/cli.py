@@ -791,7 +791,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     index = None
     # A file of samples, as generate --num-samples writes them: its "--- sample N ---" lines are not text to score, and
     # where they are, they alone part the samples (a play has blank lines); with or without --check-copy, the same figure
-    marker = r"^--- sample \d+(?: \(cut short\))? ---$"
+    marker = f"^{SAMPLE_MARKER}$"
     markers = len(re.findall(marker, text, flags=re.M))
     if args.check_copy:
         pieces = re.split(marker if markers else r"\n\s*\n", text, flags=re.M)
@@ -823,6 +823,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         if args.each_line:
             rows = _score_lines(model, vocab, lines, newlines, bar.advance)
+            if (seen := _mark_seen(rows, ckpt, train_text)) and args.file is not None:
+                notes.append(f"{_count(seen, 'line')} of the {len(rows):,} scored {'are lines' if seen > 1 else 'is a line'} of the "
+                             f"training text, word for word (marked so, and in_training_text in --json): "
+                             f"{'their figures are' if seen > 1 else 'its figure is'} of text the model was trained on")
             if not (n := sum(r["scored"] for r in rows)):
                 raise CharlmError(f"{source}: too little to score: no line holds a character the model knows"
                                   + (f" (outside it: {show_chars(list(outside))})" if outside else ""))
@@ -857,6 +861,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         notes.append(f"{'most of the text is outside the vocabulary: ' if share > 0.5 else ''}the {_count(skipped, 'character')} "
                      f"outside {'it' if share > 0.5 else 'the vocabulary'} ({share:.0%} of the text) {'are' if skipped > 1 else 'is'} left out of the figure, and the "
                      f"character after each is predicted across the gap: compare the figure only with figures over the same characters")
+    if newlines == "space":  # a space and a line break are one character to predict: easier, as <unk> is
+        notes.append("this model reads line breaks as spaces (as it was trained): where the text has them, it predicts one "
+                     "character for the two, so compare the figure only with models that read the text so")
     if as_unk:
         notes.append(f"the {_count(as_unk, 'character')} outside the vocabulary {'were' if as_unk > 1 else 'was'} read and "
                      f"scored as its one <unk>, easier to predict than each character itself: compare the figure only with "
@@ -918,6 +925,27 @@ def _score_lines(model, vocab, lines: list[str], newlines: str, progress) -> lis
     return rows
 
 
+def _mark_seen(rows: list[dict], ckpt, train_text: str | None) -> int:
+    """Each --each-line row's ``in_training_text``: whether the line is a whole line of the training text (or of a
+    pre-training text), where a ranking of candidates most needs it said; None where that text cannot be read.  How
+    many are."""
+    import warnings
+
+    from .data import pretraining_texts, training_text
+
+    try:
+        with warnings.catch_warnings():  # (the notes of reading them were the training's)
+            warnings.simplefilter("ignore")
+            texts = [training_text(ckpt) if train_text is None else train_text]
+            texts += [t for _, t in pretraining_texts(ckpt)[0]] if ckpt.train_config.init_from else []
+    except CharlmError:
+        texts = None
+    known = None if texts is None else {line.strip() for t in texts for line in t.split("\n")}
+    for r in rows:
+        r["in_training_text"] = None if known is None else r["text"].strip() in known
+    return sum(bool(r["in_training_text"]) for r in rows)
+
+
 def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     """The text ``charlm eval`` scores (line ends as \\n), what to call it, and notes on what it is: FILE, standard input
     (``-``), or without FILE the held-out part of the model's own training text."""
@@ -938,7 +966,11 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
         source = f"the held-out part of {cfg.data or 'the bundled lyrics'} (its last {share}), never trained on"
         step = _trained_so_far(ckpt)["step"]
         validated = [m.get("step") for m in ckpt.metrics if isinstance(m, dict) and m.get("val_loss") is not None]
-        if step is not None and step in validated:
+        if args.dynamic or args.each_line:  # not read as the validation reads it: the text alone is the same
+            how = "adapting to it as it reads (--dynamic)" if args.dynamic else "each line by itself (--each-line)"
+            notes = [f"the same text as the training's validation, but read {how}, not as one stream as the validation "
+                     f"reads it: the figure is its own"]
+        elif step is not None and step in validated:
             notes = ["the same text and figure as the training's validation"
                      + (", by which this checkpoint was chosen as the best" if ckpt.path.name == "best" else "")]
         elif step is not None:  # a last/ written when a training stopped between validations
@@ -966,19 +998,31 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
 
 
 TRAINED_ON = "this is the text the model was trained on"
+SAMPLE_MARKER = r"--- sample \d+(?: \(cut short\))? ---"  # the line generate --num-samples writes before each sample
 SEEN_LINE = 10  # characters a line needs for its being in the training text to tell (a short one may be there by chance)
 
 
 def _seen_lines(text: str, ckpt, train_text: str | None = None, most: int = 200, where: str = "the training text") -> str | None:
-    """A note when over a quarter of a file's lines (of SEEN_LINE characters or more; at most ``most`` of them, evenly
-    spread) are found verbatim in the training text, or in the pre-training text of a fine-tuned model: a copy of it,
-    or of a piece of it, under another name.  Held-out parts have 0-11% (the lyrics 6.5%, Tiny Shakespeare 10.5%,
-    songci 0%, PTB 4.5%).  None when the training text cannot be read; ``where`` names it in the note."""
+    """A note when over a quarter of a file's lines (of SEEN_LINE characters or more, shorter ones joined to those after
+    them until as long; at most ``most`` of them, evenly spread; generate's sample markers left out) are found verbatim
+    in the training text, or in the pre-training text of a fine-tuned model: a copy of it, or of a piece of it, under
+    another name.  Held-out parts have 0.5-12% (measured 2026-12-02 on a 90/10 cut: the lyrics 3%, Tiny Shakespeare
+    12%, songci 0.5%; PTB's test file against its training file 2.5%).  None when the training text cannot be read;
+    ``where`` names it in the note."""
     import warnings
 
     from .data import pretraining_texts, training_text
 
-    lines = [line.strip() for line in text.split("\n") if len(line.strip()) >= SEEN_LINE]
+    lines, run = [], []  # a line of SEEN_LINE characters, or a run of shorter ones that long (lyrics' lines are short)
+    for line in text.split("\n"):
+        line = line.strip()
+        if not line or re.fullmatch(SAMPLE_MARKER, line):  # a blank line, or generate's marker, ends a run
+            run = []
+            continue
+        run.append(line)
+        if len(joined := "\n".join(run)) >= SEEN_LINE:
+            lines.append(joined)
+            run = []
     lines = [lines[i * len(lines) // most] for i in range(most)] if len(lines) > most else lines
     if len(lines) < 5:  # too few to tell
         return None
@@ -998,7 +1042,8 @@ def _seen_lines(text: str, ckpt, train_text: str | None = None, most: int = 200,
             seen, where = sum(line in train_text or any(line in t for t in pre) for line in lines), f"{where} or its pre-training text"
     if seen * 4 <= len(lines):
         return None
-    return (f"{seen} of the {len(lines)} lines checked (its lines of {SEEN_LINE} characters or more{', evenly spread' if len(lines) == most else ''}) "
+    runs = ", shorter ones joined to those after them" if any("\n" in line for line in lines) else ""
+    return (f"{seen} of the {len(lines)} lines checked (its lines of {SEEN_LINE} characters or more{runs}{', evenly spread' if len(lines) == most else ''}) "
             f"are in {where} word for word: the figure is {'largely' if seen * 2 > len(lines) else 'partly'} of text the "
             f"model was trained on")
 
@@ -1060,7 +1105,9 @@ def _print_eval(report: dict) -> None:
         print("line  scored  bits/char  perplexity  text")
         for r in report["lines"]:
             figures = f"{r['bits_per_character']:9.4f}  {r['perplexity']:10.3f}" if r["scored"] else f"{'-':>9}  {'-':>10}"
-            print(f"{r['line']:4d}  {r['scored']:6,}  {figures}  {r['text']}")
+            marks = [f"{r['skipped']:,} outside the vocabulary skipped"] if r["skipped"] else []
+            marks += ["in the training text"] if r.get("in_training_text") else []
+            print(f"{r['line']:4d}  {r['scored']:6,}  {figures}  {r['text']}" + (f"  [{'; '.join(marks)}]" if marks else ""))
     print(f"loss: {report['loss']:.4f} nats/char")
     print(f"perplexity: {report['perplexity']:.3f}")
     print(f"bits per character: {report['bits_per_character']:.4f}")

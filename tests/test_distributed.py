@@ -121,6 +121,25 @@ def _train_runs(tmp: Path) -> None:
         except train_mod.TrainingInterrupted as e:
             assert e.signum == signal.SIGTERM
     train_mod.batches = real
+    # a SIGTERM to rank 1 in the middle of the first validation: both stop there, the validation saved as due (a job
+    # finished it first, and torchrun kills its workers 30 s after a Ctrl-C: a long one lost the run)
+    real_evaluate = train_mod.evaluate
+
+    def rank1_gets_sigterm_validating(model, ids, rows=1, chunk=train_mod.EVAL_CHUNK, progress=None):
+        def tick(done):
+            if dist.rank == 1 and done >= 32:
+                os.kill(os.getpid(), signal.SIGTERM)
+            progress(done)
+        return real_evaluate(model, ids, rows, 16, progress=tick)  # (chunks of 16: a few to poll between)
+
+    train_mod.evaluate = rank1_gets_sigterm_validating
+    try:
+        _trainer(tmp, "random-vcut", dist).fit()
+        raise AssertionError("not interrupted")
+    except train_mod.TrainingInterrupted as e:
+        assert e.signum == signal.SIGTERM
+    train_mod.evaluate = real_evaluate
+    _trainer(tmp, "random-vcut", dist, resume=ckpt_io.load(tmp / "random-vcut", prefer="last")).fit()
     c = ckpt_io.load(tmp / "drop-cut", prefer="last")  # every process resumes from rank 0's checkpoint
     _trainer(tmp, "drop-cut", dist, resume=c).fit()
     # a run whose best/ is gone, resumed by two: best/ starts again in both alike (rank 0 alone restarting it, and so
@@ -221,6 +240,18 @@ def test_two_processes_train_as_one_and_resume_exactly(tmp_path):
     _trainer(tmp_path, "clip-cut", resume=c).fit()
     _close(_metrics(tmp_path / "clip-cut"), _metrics(tmp_path / "one" / "clip"), 1e-5)
     assert _max_weight_diff(tmp_path / "clip-cut", tmp_path / "one" / "clip") < 1e-5
+
+    # a job's checkpoint with dropout, resumed by one process: said, as the other way round is
+    c, lines = ckpt_io.load(tmp_path / "drop", prefer="last"), []
+    mcfg, cfg = _config(tmp_path, "drop")
+    Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lines.append)
+    assert any(line.startswith(f"note: {c.path} was written by 2 processes, this run has 1: it goes on with rank 0's dropout")
+               for line in lines), lines
+
+    # stopped in a validation: saved as due, and the resume made the uninterrupted run's figures
+    vcut = ckpt_io.load(tmp_path / "random-vcut", prefer="last")
+    assert [(m["train_loss"], m["val_loss"]) for m in _metrics(tmp_path / "random-vcut")] == [
+        (m["train_loss"], m["val_loss"]) for m in _metrics(tmp_path / "random")] and vcut.trainer["step"] == 20
 
     # best/ lost, and resumed by two processes: started again at the state resumed (step 20), in step in both
     lost, rows = ckpt_io.load(tmp_path / "clip-lost" / "best"), _metrics(tmp_path / "clip-lost")

@@ -289,7 +289,8 @@ def _train(args: argparse.Namespace) -> int:
             raise CharlmError("--overwrite does not go with --resume into the run's own folder (it continues that run); "
                               "to start again, leave out --resume")
         else:
-            _note_rewind(resume)
+            if not rank:  # (rank 1 and on write stderr too: said once)
+                _note_rewind(resume)
         ckpt_io.check_writable(train_cfg.out, "--out", folder=True)
         if not rank and Path(train_cfg.out).is_dir():  # a folder still to be made is locked once the run starts, below
             ckpt_io.lock_run(train_cfg.out)

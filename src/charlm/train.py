@@ -451,6 +451,9 @@ class Trainer:
         self.pending = t.get("pending_validation")
         if self.dist.world_size > 1:
             self._restore_share(c)
+        elif (written := t.get("world_size", 1)) > 1 and self._draws_random():  # (a job's checkpoint, one process on)
+            self.log(f"note: {c.path} was written by {written} processes, this run has 1: it goes on with rank 0's dropout "
+                     f"stream alone, so the run continues, but not bit for bit as the job would have")
 
     def _check_optimizer(self) -> None:
         """Each of the optimizer's moments has its weight's shape: the fused step reads them unchecked (out of bounds)."""
@@ -479,6 +482,10 @@ class Trainer:
         scaler = getattr(getattr(self, "_step_fn", None), "scaler", None)
         return scaler.state_dict() if scaler is not None else self._scaler_state
 
+    def _draws_random(self) -> bool:
+        """Whether training draws random numbers (dropout of any kind), so that its streams matter to a resume."""
+        return bool(self.model_cfg.dropout or self.model_cfg.embed_dropout or self.model_cfg.weight_drop)
+
     def _restore_share(self, c: ckpt_io.Checkpoint) -> None:
         """In a job: this process's rows of the carried state, its part of the epoch's sums, its RNG streams."""
         world, rank = self.dist.world_size, self.dist.rank
@@ -492,8 +499,7 @@ class Trainer:
         elif rank > 0:  # a checkpoint of another number of processes: rank 0 carries the epoch's sums so far
             self.loss_sum.zero_()
             self.tokens = 0
-        random_reg = self.model_cfg.dropout or self.model_cfg.embed_dropout or self.model_cfg.weight_drop  # what draws random numbers
-        if not self.dist.restore_rng(c.trainer_tensors, self.cfg.seed, self.step) and random_reg:
+        if not self.dist.restore_rng(c.trainer_tensors, self.cfg.seed, self.step) and self._draws_random():
             self.log(f"note: {c.path} was written by {c.trainer.get('world_size', 1)} process(es), this job has {world}: "
                      f"the dropout streams differ, so the run continues, but not bit for bit as it would have")
 
@@ -665,16 +671,25 @@ class Trainer:
         """The loss on the held-out text, read as one stream, with progress; Ctrl-C or SIGTERM stops it and writes last/.
 
         The checkpoint then records the validation as pending: a resume does it first, so that it
-        ends as the run left alone would.  (In a job the processes finish it and stop after.)
+        ends as the run left alone would.  In a job every process reads the whole held-out text, chunk by chunk
+        alike, and they agree on a signal every few chunks, so that all stop together (torchrun kills its workers
+        30 s after a Ctrl-C: a long validation finished first lost the run).
         """
         if self.val_ids is None:
             return None
         bar = Progress(self.val_ids.numel(), "validation", "character") if self.shows_progress else None
+        chunks = 0
 
         def tick(done: int) -> None:
+            nonlocal chunks
             if bar is not None:
                 bar.advance(done)
-            if self.dist.world_size == 1 and self._signal is not None:
+            chunks += 1
+            if self.dist.world_size > 1 and chunks % distributed.SIGNAL_POLL_EVERY == 0:
+                self._signal = self.dist.agree_signal(self._signal)
+            elif self.dist.world_size > 1:
+                return
+            if self._signal is not None:
                 raise _StopValidation
 
         try:

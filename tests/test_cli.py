@@ -1559,8 +1559,15 @@ def test_eval_says_when_unknown_characters_were_scored_as_unk_and_how_line_break
     assert "; line breaks read as spaces, as it was trained)" in stdout.splitlines()[1]
     assert ("note: the 1 character outside the vocabulary was read and scored as its one <unk>, easier to predict than "
             "each character itself: compare the figure only with models of this vocabulary") in stdout
+    assert "this model reads line breaks as spaces" not in stdout  # (a text of one line has none to read so)
+    copy = tmp_path / "copy.txt"  # its lines, short ones joined by spaces as its training text has them, are found
+    copy.write_text((tmp_path / "corpus.txt").read_text(encoding="utf-8")[:400], encoding="utf-8")
+    assert "are in the training text word for word" in run_cli(capsys, "eval", tmp_path / "run", copy)[1]
+    report = json.loads(run_cli(capsys, "eval", tmp_path / "run", copy, "--each-line", "--json")[1])
+    assert report["lines"][1]["text"] == "你说我们还会再见" and report["lines"][1]["in_training_text"] is True
+    f.write_text("分开的时候X我说不分开\n你说我们还会再见\n", encoding="utf-8")
     assert ("note: this model reads line breaks as spaces (as it was trained): where the text has them, it predicts one "
-            "character for the two, so compare the figure only with models that read the text so") in stdout
+            "character for the two, so compare the figure only with models that read the text so") in run_cli(capsys, "eval", tmp_path / "run", f)[1]
 
 
 def test_eval_says_when_the_file_is_the_one_the_model_was_trained_on(capsys, tiny_run):
@@ -1776,8 +1783,11 @@ def test_each_line_marks_the_lines_of_the_training_text_and_those_with_character
     f.write_text("分开的时候我说不分开\n我说你好XYZ\n的时候分开我\n", encoding="utf-8")
     code, out, _ = run_cli(capsys, "eval", tiny_run, f, "--each-line")
     rows = [line for line in out.splitlines() if line[:4].strip().isdigit()]
-    assert code == 0 and rows[0].endswith("分开的时候我说不分开  [in the training text]")
+    assert code == 0 and rows[0].endswith("分开的时候我说不分开  [a line of the training text]")
     assert rows[1].endswith("我说你好XYZ  [4 outside the vocabulary skipped]") and rows[2].endswith("的时候分开我")
-    assert "note: 1 line of the 3 scored is a line of the training text, word for word" in out
+    assert "note: 1 line of the 3 scored also occurs as a line of the training text, word for word" in out
     report = json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")[1])
     assert [r["in_training_text"] for r in report["lines"]] == [True, False, False]
+    f.write_text("分开\n分开的时候我说不分开\n", encoding="utf-8")  # a line too short to tell: not marked either way
+    report = json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")[1])
+    assert [r["in_training_text"] for r in report["lines"]] == [None, True]

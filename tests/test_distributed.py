@@ -47,7 +47,8 @@ def _config(tmp: Path, name: str) -> tuple[ModelConfig, TrainConfig]:
         part = corpus.with_name(f"corpus.{os.getpid()}.part")  # so that neither reads the other's half-written one
         part.write_text(LINES * 25, encoding="utf-8")
         os.replace(part, corpus)
-    kw = {**BASE, **RUNS[name.split("-")[0]], **({"epochs": 3} if name.endswith("-lost") else {})}  # (-lost: trained on)
+    kw = {**BASE, **RUNS[name.split("-")[0]], **({"epochs": 3} if name.endswith("-lost") else {}),  # (-lost: trained on)
+          **({"max_minutes": 1e-9} if name.endswith("-tcut") else {})}  # (-tcut: out of time at once)
     dropout = kw.pop("dropout", 0.0)
     cfg = TrainConfig(data=str(corpus), out=str(tmp / name), **kw)
     return ModelConfig(embedding_size=16, hidden_size=32, num_layers=2, dropout=dropout), cfg
@@ -132,6 +133,24 @@ def _train_runs(tmp: Path) -> None:
             progress(done)
         return real_evaluate(model, ids, rows, 16, progress=tick)  # (chunks of 16: a few to poll between)
 
+    # out of time, and a SIGTERM to rank 1, at the first epoch's last batch (10, no multiple of the 20 batches between
+    # polls): that epoch's validation is saved as due (the time limit was not asked there in a job: a resume was refused)
+    distributed.SIGNAL_POLL_EVERY = 20
+
+    def rank1_gets_sigterm_at_the_last_batch(*args, **kwargs):
+        for i, b in enumerate(real(*args, **kwargs)):
+            if dist.rank == 1 and args[5] == 0 and i == 9:  # (before it: the signal is there as the batch is trained)
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield b
+
+    train_mod.batches = rank1_gets_sigterm_at_the_last_batch
+    try:
+        _trainer(tmp, "random-tcut", dist).fit()
+        raise AssertionError("not interrupted")
+    except train_mod.TrainingInterrupted as e:
+        assert e.signum == signal.SIGTERM
+    train_mod.batches = real
+    distributed.SIGNAL_POLL_EVERY = 3
     train_mod.evaluate = rank1_gets_sigterm_validating
     try:
         _trainer(tmp, "random-vcut", dist).fit()
@@ -182,7 +201,18 @@ def _agree(tmp: Path) -> int:
         refused = ""
     except distributed.DistributedError as e:
         refused = str(e)
-    print(json.dumps({"signal": agreed, "refused": refused}))
+    # the same training text, another held-out text (a longer file, cut by --limit-chars): refused before training, as
+    # each process validates on all of it, agreeing on a signal every few chunks (a job of two held-out texts hung)
+    corpus = tmp / f"corpus{dist.rank}.txt"
+    corpus.write_text(LINES * 25 + "再见" * 40 * dist.rank, encoding="utf-8")
+    cfg = TrainConfig(data=str(corpus), out=str(tmp / f"v{dist.rank}"), vocab_from="train", **BASE)
+    text = load_corpus(cfg)
+    try:
+        Trainer(ModelConfig(vocab_size=len(text.vocab), embedding_size=8, hidden_size=8), cfg, text, log=lambda *_: None, dist=dist)
+        held = ""
+    except distributed.DistributedError as e:
+        held = str(e)
+    print(json.dumps({"signal": agreed, "refused": refused, "held_out": held}))
     distributed.teardown()
     return 0
 
@@ -199,6 +229,7 @@ def test_processes_agree_on_one_signal_and_refuse_different_corpora(tmp_path):
         outs.append(json.loads(out.strip().splitlines()[-1]))
     assert [o["signal"] for o in outs] == [signal.SIGTERM] * 2  # the same stop everywhere (exit 143), not a sum of two
     assert all("disagree about the run (train_chars: " in o["refused"] for o in outs)
+    assert all("disagree about the run (val_hash: " in o["held_out"] for o in outs), outs
 
 
 def test_two_processes_train_as_one_and_resume_exactly(tmp_path):
@@ -247,6 +278,9 @@ def test_two_processes_train_as_one_and_resume_exactly(tmp_path):
     Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lines.append)
     assert any(line.startswith(f"note: {c.path} was written by 2 processes, this run has 1: it goes on with rank 0's dropout")
                for line in lines), lines
+
+    tcut = ckpt_io.load(tmp_path / "random-tcut", prefer="last").trainer
+    assert tcut["pending_validation"] == {"at_epoch_end": True, "over_time": True} and tcut["epoch"] == 1, tcut
 
     # stopped in a validation: saved as due, and the resume made the uninterrupted run's figures
     vcut = ckpt_io.load(tmp_path / "random-vcut", prefer="last")

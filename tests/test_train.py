@@ -951,6 +951,9 @@ def test_a_resume_into_another_folder_brings_the_runs_best_along(tmp_path, capsy
                in line for line in lines), lines
     best = ckpt_io.load(run / "best")
     assert best.metrics[-1] == row2 and trainer.best_from_row == 1 and trainer._lowest_so_far() == row2["val_loss"]
+    note = next(line for line in lines if "holds no best/ this resume can use" in line)
+    lowest = min(m["val_loss"] for m in best.metrics)  # (said lost only when the state resumed was not the lowest)
+    assert ("(the lowest before, " in note) == (lowest < row2["val_loss"]), (note, lowest, row2)
     again = Trainer(src.model_config, dataclasses.replace(cfg, out=str(run), epochs=4), load_corpus(cfg),
                     resume=ckpt_io.load(run, prefer="last"), log=lines.append)
     assert again.best_from_row == 1  # kept in the checkpoint: best/ stands for the rows from there

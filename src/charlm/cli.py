@@ -824,10 +824,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         if args.each_line:
             rows = _score_lines(model, vocab, lines, newlines, bar.advance)
-            if (seen := _mark_seen(rows, ckpt, train_text)) and args.file is not None:
-                notes.append(f"{_count(seen, 'line')} of the {len(rows):,} scored {'are lines' if seen > 1 else 'is a line'} of the "
-                             f"training text, word for word (marked so, and in_training_text in --json): "
-                             f"{'their figures are' if seen > 1 else 'its figure is'} of text the model was trained on")
+            seen, where = _mark_seen(rows, ckpt, train_text), "training text" + (" or its pre-training text" if ckpt.train_config.init_from else "")
+            if seen is None:
+                notes.append("the training text cannot be read here, so no line is marked as being one of its lines")
+            elif seen:  # (of the held-out text too: a chorus there repeats lines the model was trained on)
+                notes.append(f"{_count(seen, 'line')} of the {sum(1 for r in rows if r['scored']):,} scored also "
+                             f"{'occur as lines' if seen > 1 else 'occurs as a line'} of the {where}, word for word (marked "
+                             f"so; in_training_text in --json): the model was trained on {'them' if seen > 1 else 'it'}")
             if not (n := sum(r["scored"] for r in rows)):
                 raise CharlmError(f"{source}: too little to score: no line holds a character the model knows"
                                   + (f" (outside it: {show_chars(list(outside))})" if outside else ""))
@@ -862,7 +865,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         notes.append(f"{'most of the text is outside the vocabulary: ' if share > 0.5 else ''}the {_count(skipped, 'character')} "
                      f"outside {'it' if share > 0.5 else 'the vocabulary'} ({share:.0%} of the text) {'are' if skipped > 1 else 'is'} left out of the figure, and the "
                      f"character after each is predicted across the gap: compare the figure only with figures over the same characters")
-    if newlines == "space":  # a space and a line break are one character to predict: easier, as <unk> is
+    if newlines == "space" and "\n" in form.strip("\n"):  # a space and a line break are one character to predict: easier
         notes.append("this model reads line breaks as spaces (as it was trained): where the text has them, it predicts one "
                      "character for the two, so compare the figure only with models that read the text so")
     if as_unk:
@@ -926,10 +929,14 @@ def _score_lines(model, vocab, lines: list[str], newlines: str, progress) -> lis
     return rows
 
 
-def _mark_seen(rows: list[dict], ckpt, train_text: str | None) -> int:
-    """Each --each-line row's ``in_training_text``: whether the line is a whole line of the training text (or of a
-    pre-training text), where a ranking of candidates most needs it said; None where that text cannot be read.  How
-    many are."""
+MARK_LINE = 5  # characters a line needs for its being a line of the training text to be marked (I, Ay., 是: no)
+
+
+def _mark_seen(rows: list[dict], ckpt, train_text: str | None) -> int | None:
+    """Each --each-line row's ``in_training_text``: whether the line (of MARK_LINE characters or more) is a whole line
+    of the training text or of a pre-training text, where a ranking of candidates most needs it said (a model trained
+    with --newlines space: found between spaces); None for a shorter line, and for all where that text cannot be read.
+    How many are marked, or None when none could be checked."""
     import warnings
 
     from .data import pretraining_texts, training_text
@@ -941,10 +948,13 @@ def _mark_seen(rows: list[dict], ckpt, train_text: str | None) -> int:
             texts += [t for _, t in pretraining_texts(ckpt)[0]] if ckpt.train_config.init_from else []
     except CharlmError:
         texts = None
-    known = None if texts is None else {line.strip() for t in texts for line in t.split("\n")}
+    space = ckpt.train_config.newlines == "space"
+    known = None if texts is None or space else {line.strip() for t in texts for line in t.split("\n")}
     for r in rows:
-        r["in_training_text"] = None if known is None else r["text"].strip() in known
-    return sum(bool(r["in_training_text"]) for r in rows)
+        line = r["text"].strip()
+        r["in_training_text"] = (None if texts is None or len(line) < MARK_LINE else
+                                 any(f" {line} " in f" {t} " for t in texts) if space else line in known)
+    return None if texts is None else sum(bool(r["in_training_text"]) for r in rows)
 
 
 def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
@@ -1008,22 +1018,28 @@ def _seen_lines(text: str, ckpt, train_text: str | None = None, most: int = 200,
     them until as long; at most ``most`` of them, evenly spread; generate's sample markers left out) are found verbatim
     in the training text, or in the pre-training text of a fine-tuned model: a copy of it, or of a piece of it, under
     another name.  Held-out parts have 0.5-12% (measured 2026-12-02 on a 90/10 cut: the lyrics 3%, Tiny Shakespeare
-    12%, songci 0.5%; PTB's test file against its training file 2.5%).  None when the training text cannot be read;
+    12%, songci 0.5%; PTB's test file against its training file 2.5-3.5%).  None when the training text cannot be read;
     ``where`` names it in the note."""
     import warnings
 
     from .data import pretraining_texts, training_text
 
-    lines, run = [], []  # a line of SEEN_LINE characters, or a run of shorter ones that long (lyrics' lines are short)
+    # a line of SEEN_LINE characters, or a run of shorter ones that long (lyrics' lines are short), joined as the
+    # training text has them (a model trained with --newlines space: by spaces)
+    brk = " " if ckpt.train_config.newlines == "space" else "\n"
+    lines, run, joined_any = [], [], False
     for line in text.split("\n"):
         line = line.strip()
-        if not line or re.fullmatch(SAMPLE_MARKER, line):  # a blank line, or generate's marker, ends a run
-            run = []
+        marker = bool(re.fullmatch(SAMPLE_MARKER, line))
+        if not line or marker or len(line) >= SEEN_LINE:  # a blank line or generate's marker ends a run, and a long
+            run = []  # line is checked by itself
+            if line and not marker:
+                lines.append(line)
             continue
         run.append(line)
-        if len(joined := "\n".join(run)) >= SEEN_LINE:
+        if len(joined := brk.join(run)) >= SEEN_LINE:
             lines.append(joined)
-            run = []
+            joined_any, run = True, []
     lines = [lines[i * len(lines) // most] for i in range(most)] if len(lines) > most else lines
     if len(lines) < 5:  # too few to tell
         return None
@@ -1043,7 +1059,7 @@ def _seen_lines(text: str, ckpt, train_text: str | None = None, most: int = 200,
             seen, where = sum(line in train_text or any(line in t for t in pre) for line in lines), f"{where} or its pre-training text"
     if seen * 4 <= len(lines):
         return None
-    runs = ", shorter ones joined to those after them" if any("\n" in line for line in lines) else ""
+    runs = ", shorter ones joined to those after them" if joined_any else ""
     return (f"{seen} of the {len(lines)} lines checked (its lines of {SEEN_LINE} characters or more{runs}{', evenly spread' if len(lines) == most else ''}) "
             f"are in {where} word for word: the figure is {'largely' if seen * 2 > len(lines) else 'partly'} of text the "
             f"model was trained on")
@@ -1107,7 +1123,7 @@ def _print_eval(report: dict) -> None:
         for r in report["lines"]:
             figures = f"{r['bits_per_character']:9.4f}  {r['perplexity']:10.3f}" if r["scored"] else f"{'-':>9}  {'-':>10}"
             marks = [f"{r['skipped']:,} outside the vocabulary skipped"] if r["skipped"] else []
-            marks += ["in the training text"] if r.get("in_training_text") else []
+            marks += ["a line of the training text"] if r.get("in_training_text") else []
             print(f"{r['line']:4d}  {r['scored']:6,}  {figures}  {r['text']}" + (f"  [{'; '.join(marks)}]" if marks else ""))
     print(f"loss: {report['loss']:.4f} nats/char")
     print(f"perplexity: {report['perplexity']:.3f}")

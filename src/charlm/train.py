@@ -354,8 +354,10 @@ class Trainer:
                 # a checkpoint.json edited by hand, or written by something else: not a resumable training state
                 raise CharlmError(f"{resume.path}: damaged checkpoint (its training state: {e.__class__.__name__}: {e})") from None
         if self.dist.world_size > 1:  # the same corpus, vocabulary and position everywhere, or a clear error now
+            # (the held-out text too: each process validates on all of it, agreeing on a signal every few chunks)
             self.dist.check_same(train_chars=self.train_ids.numel(), train_hash=int(self.train_hash[:15], 16),
-                                 vocab_size=model_cfg.vocab_size, epoch=self.epoch, batch=self.batch, step=self.step)
+                                 val_hash=int(self.val_hash[:15], 16), vocab_size=model_cfg.vocab_size,
+                                 epoch=self.epoch, batch=self.batch, step=self.step)
         self.train_model = self.dist.wrap(self.model)  # what training calls: DDP averages the gradients in a job
 
     # --- state ---------------------------------------------------------------------
@@ -838,8 +840,10 @@ class Trainer:
             self.save("best")
         now = (f"best/ is now the state resumed (the validation of step {self.step:,}), and holds the lowest from there on"
                if at_row else "best/ will hold the lowest validation from here on")
+        gone = ("" if at_row and self._lowest_so_far() == lowest else  # (the state resumed was the lowest: nothing is lost)
+                f" (the lowest before, {lowest:.4f}, is in no checkpoint now)")
         self.log(f"note: {lost_at} holds no best/ this resume can use (it is missing or damaged, or of another run or a "
-                 f"later point): {now} (the lowest before, {lowest:.4f}, is in no checkpoint now)")
+                 f"later point): {now}{gone}")
 
     def _lowest_so_far(self) -> float:
         """The loss of the checkpoint in best/: the lowest of the validations so far (each row's validation loss, or its

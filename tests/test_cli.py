@@ -1564,7 +1564,10 @@ def test_eval_says_when_unknown_characters_were_scored_as_unk_and_how_line_break
     copy.write_text((tmp_path / "corpus.txt").read_text(encoding="utf-8")[:400], encoding="utf-8")
     assert "are in the training text word for word" in run_cli(capsys, "eval", tmp_path / "run", copy)[1]
     report = json.loads(run_cli(capsys, "eval", tmp_path / "run", copy, "--each-line", "--json")[1])
-    assert report["lines"][1]["text"] == "你说我们还会再见" and report["lines"][1]["in_training_text"] is True
+    assert report["lines"][1]["text"] == "你说我们还会再见" and report["lines"][1]["in_training_text"] is None  # (no lines to tell)
+    assert any(n.startswith("this model was trained with line breaks read as spaces, so its training text has no lines") for n in report["notes"])
+    held = run_cli(capsys, "eval", tmp_path / "run")[1]  # its held-out text had line breaks, read as spaces already
+    assert "note: this model reads line breaks as spaces (as it was trained)" in held
     f.write_text("分开的时候X我说不分开\n你说我们还会再见\n", encoding="utf-8")
     assert ("note: this model reads line breaks as spaces (as it was trained): where the text has them, it predicts one "
             "character for the two, so compare the figure only with models that read the text so") in run_cli(capsys, "eval", tmp_path / "run", f)[1]
@@ -1783,7 +1786,7 @@ def test_each_line_marks_the_lines_of_the_training_text_and_those_with_character
     f.write_text("分开的时候我说不分开\n我说你好XYZ\n的时候分开我\n", encoding="utf-8")
     code, out, _ = run_cli(capsys, "eval", tiny_run, f, "--each-line")
     rows = [line for line in out.splitlines() if line[:4].strip().isdigit()]
-    assert code == 0 and rows[0].endswith("分开的时候我说不分开  [a line of the training text]")
+    assert code == 0 and rows[0].endswith("分开的时候我说不分开  [a line it was trained on]")
     assert rows[1].endswith("我说你好XYZ  [4 outside the vocabulary skipped]") and rows[2].endswith("的时候分开我")
     assert "note: 1 line of the 3 scored also occurs as a line of the training text, word for word" in out
     report = json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")[1])

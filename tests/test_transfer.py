@@ -312,6 +312,9 @@ def test_held_out_text_the_pre_trained_model_learned_is_said_in_training_and_in_
     (tmp_path / "held.txt").write_text("\n".join(lines[60:80]) + "\n", encoding="utf-8")  # in the pre-training text only
     assert main(["eval", str(tmp_path / "ft"), str(tmp_path / "held.txt")]) == 0
     assert "note: 20 of the 20 lines checked (its lines of 10 characters or more) are in the training text or its pre-training text" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "ft"), str(tmp_path / "held.txt"), "--each-line"]) == 0  # each row, too
+    out = capsys.readouterr().out
+    assert out.count("[a line it was trained on]") == 20 and "also occur as lines of the training text or its pre-training text" in out
     (tmp_path / "new.txt").write_text("\n".join("".join(rng.choice("分开的时候我说不") for _ in range(12)) for _ in range(20)) + "\n", encoding="utf-8")
     assert main(["eval", str(tmp_path / "ft"), str(tmp_path / "new.txt")]) == 0
     assert "lines checked" not in capsys.readouterr().out

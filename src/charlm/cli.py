@@ -824,10 +824,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         if args.each_line:
             rows = _score_lines(model, vocab, lines, newlines, bar.advance)
-            seen, where = _mark_seen(rows, ckpt, train_text), "training text" + (" or its pre-training text" if ckpt.train_config.init_from else "")
-            if seen is None:
-                notes.append("the training text cannot be read here, so no line is marked as being one of its lines")
-            elif seen:  # (of the held-out text too: a chorus there repeats lines the model was trained on)
+            if (marked := _mark_seen(rows, ckpt, train_text, notes)) and (seen := marked[0]):
+                where = marked[1]  # (of the held-out text too: a chorus there repeats lines the model was trained on)
                 notes.append(f"{_count(seen, 'line')} of the {sum(1 for r in rows if r['scored']):,} scored also "
                              f"{'occur as lines' if seen > 1 else 'occurs as a line'} of the {where}, word for word (marked "
                              f"so; in_training_text in --json): the model was trained on {'them' if seen > 1 else 'it'}")
@@ -865,7 +863,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         notes.append(f"{'most of the text is outside the vocabulary: ' if share > 0.5 else ''}the {_count(skipped, 'character')} "
                      f"outside {'it' if share > 0.5 else 'the vocabulary'} ({share:.0%} of the text) {'are' if skipped > 1 else 'is'} left out of the figure, and the "
                      f"character after each is predicted across the gap: compare the figure only with figures over the same characters")
-    if newlines == "space" and "\n" in form.strip("\n"):  # a space and a line break are one character to predict: easier
+    # a space and a line break are one character to predict: easier (said where there are line breaks: the held-out
+    # text's were read as spaces already)
+    if newlines == "space" and (args.file is None or "\n" in form.strip("\n")):
         notes.append("this model reads line breaks as spaces (as it was trained): where the text has them, it predicts one "
                      "character for the two, so compare the figure only with models that read the text so")
     if as_unk:
@@ -932,29 +932,35 @@ def _score_lines(model, vocab, lines: list[str], newlines: str, progress) -> lis
 MARK_LINE = 5  # characters a line needs for its being a line of the training text to be marked (I, Ay., 是: no)
 
 
-def _mark_seen(rows: list[dict], ckpt, train_text: str | None) -> int | None:
+def _mark_seen(rows: list[dict], ckpt, train_text: str | None, notes: list[str]) -> tuple[int, str] | None:
     """Each --each-line row's ``in_training_text``: whether the line (of MARK_LINE characters or more) is a whole line
-    of the training text or of a pre-training text, where a ranking of candidates most needs it said (a model trained
-    with --newlines space: found between spaces); None for a shorter line, and for all where that text cannot be read.
-    How many are marked, or None when none could be checked."""
+    of the training text or of a pre-training text, where a ranking of candidates most needs it said; None for a
+    shorter line, and for all where that cannot be told (a note in ``notes`` says why).  How many are marked, and what
+    they were looked for in; None when none could be checked."""
     import warnings
 
     from .data import pretraining_texts, training_text
 
+    for r in rows:
+        r["in_training_text"] = None  # (until told)
+    if ckpt.train_config.newlines == "space":  # (its training text's lines are one line of spaces: none to find)
+        notes.append("this model was trained with line breaks read as spaces, so its training text has no lines to find "
+                     "these in: no row is marked as one")
+        return None
     try:
         with warnings.catch_warnings():  # (the notes of reading them were the training's)
             warnings.simplefilter("ignore")
             texts = [training_text(ckpt) if train_text is None else train_text]
-            texts += [t for _, t in pretraining_texts(ckpt)[0]] if ckpt.train_config.init_from else []
-    except CharlmError:
-        texts = None
-    space = ckpt.train_config.newlines == "space"
-    known = None if texts is None or space else {line.strip() for t in texts for line in t.split("\n")}
+            pre, left_out = pretraining_texts(ckpt) if ckpt.train_config.init_from else ([], [])
+    except CharlmError as e:
+        notes.append(f"no row is marked as a line of the training text, which cannot be read: {e}")
+        return None
+    notes += [f"rows are marked against the training text alone: {n}" for n in left_out]
+    known = {line.strip() for t in texts + [t for _, t in pre] for line in t.split("\n")}
     for r in rows:
         line = r["text"].strip()
-        r["in_training_text"] = (None if texts is None or len(line) < MARK_LINE else
-                                 any(f" {line} " in f" {t} " for t in texts) if space else line in known)
-    return None if texts is None else sum(bool(r["in_training_text"]) for r in rows)
+        r["in_training_text"] = None if len(line) < MARK_LINE else line in known
+    return sum(bool(r["in_training_text"]) for r in rows), "training text" + (" or its pre-training text" if pre else "")
 
 
 def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
@@ -1123,7 +1129,7 @@ def _print_eval(report: dict) -> None:
         for r in report["lines"]:
             figures = f"{r['bits_per_character']:9.4f}  {r['perplexity']:10.3f}" if r["scored"] else f"{'-':>9}  {'-':>10}"
             marks = [f"{r['skipped']:,} outside the vocabulary skipped"] if r["skipped"] else []
-            marks += ["a line of the training text"] if r.get("in_training_text") else []
+            marks += ["a line it was trained on"] if r.get("in_training_text") else []  # (training or pre-training text)
             print(f"{r['line']:4d}  {r['scored']:6,}  {figures}  {r['text']}" + (f"  [{'; '.join(marks)}]" if marks else ""))
     print(f"loss: {report['loss']:.4f} nats/char")
     print(f"perplexity: {report['perplexity']:.3f}")

@@ -99,6 +99,16 @@ def _start(mode: str, tmp: Path, *args: str) -> list[subprocess.Popen]:
     return procs
 
 
+def _interrupted(tmp: Path, name: str, dist) -> None:
+    """Run ``name`` in this process of the job, which a SIGTERM must stop."""
+    try:
+        _trainer(tmp, name, dist).fit()
+    except train_mod.TrainingInterrupted as e:
+        assert e.signum == signal.SIGTERM
+        return
+    raise AssertionError(f"{name}: not interrupted")
+
+
 def _train_runs(tmp: Path) -> None:
     """Rank r of the two-process runs: every run of RUNS, then "drop" and "clip" stopped by a SIGTERM to rank 1 only."""
     dist = distributed.setup(torch.device("cpu"), timeout=60)
@@ -116,23 +126,8 @@ def _train_runs(tmp: Path) -> None:
 
     train_mod.batches = rank1_gets_sigterm
     for name in ("drop-cut", "clip-cut"):
-        try:
-            _trainer(tmp, name, dist).fit()
-            raise AssertionError("not interrupted")
-        except train_mod.TrainingInterrupted as e:
-            assert e.signum == signal.SIGTERM
+        _interrupted(tmp, name, dist)
     train_mod.batches = real
-    # a SIGTERM to rank 1 in the middle of the first validation: both stop there, the validation saved as due (a job
-    # finished it first, and torchrun kills its workers 30 s after a Ctrl-C: a long one lost the run)
-    real_evaluate = train_mod.evaluate
-
-    def rank1_gets_sigterm_validating(model, ids, rows=1, chunk=train_mod.EVAL_CHUNK, progress=None):
-        def tick(done):
-            if dist.rank == 1 and done >= 32:
-                os.kill(os.getpid(), signal.SIGTERM)
-            progress(done)
-        return real_evaluate(model, ids, rows, 16, progress=tick)  # (chunks of 16: a few to poll between)
-
     # out of time, and a SIGTERM to rank 1, at the first epoch's last batch (10, no multiple of the 20 batches between
     # polls): that epoch's validation is saved as due (the time limit was not asked there in a job: a resume was refused)
     distributed.SIGNAL_POLL_EVERY = 20
@@ -144,19 +139,23 @@ def _train_runs(tmp: Path) -> None:
             yield b
 
     train_mod.batches = rank1_gets_sigterm_at_the_last_batch
-    try:
-        _trainer(tmp, "random-tcut", dist).fit()
-        raise AssertionError("not interrupted")
-    except train_mod.TrainingInterrupted as e:
-        assert e.signum == signal.SIGTERM
+    _interrupted(tmp, "random-tcut", dist)
     train_mod.batches = real
     distributed.SIGNAL_POLL_EVERY = 3
+
+    # a SIGTERM to rank 1 in the middle of the first validation: both stop there, the validation saved as due (a job
+    # finished it first, and torchrun kills its workers 30 s after a Ctrl-C: a long one lost the run)
+    real_evaluate = train_mod.evaluate
+
+    def rank1_gets_sigterm_validating(model, ids, rows=1, chunk=train_mod.EVAL_CHUNK, progress=None):
+        def tick(done):
+            if dist.rank == 1 and done >= 32:
+                os.kill(os.getpid(), signal.SIGTERM)
+            progress(done)
+        return real_evaluate(model, ids, rows, 16, progress=tick)  # (chunks of 16: a few to poll between)
+
     train_mod.evaluate = rank1_gets_sigterm_validating
-    try:
-        _trainer(tmp, "random-vcut", dist).fit()
-        raise AssertionError("not interrupted")
-    except train_mod.TrainingInterrupted as e:
-        assert e.signum == signal.SIGTERM
+    _interrupted(tmp, "random-vcut", dist)
     train_mod.evaluate = real_evaluate
     _trainer(tmp, "random-vcut", dist, resume=ckpt_io.load(tmp / "random-vcut", prefer="last")).fit()
     c = ckpt_io.load(tmp / "drop-cut", prefer="last")  # every process resumes from rank 0's checkpoint

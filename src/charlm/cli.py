@@ -764,7 +764,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_model
-    from .data import SPACED_NOTE, normalize, spaced_symbols
+    from .data import SPACED_NOTE, normalize, spaced_symbols, training_text
     from .progress import Progress
     from .sampling import FORM_NOTE, show_chars, vocab_form
     from .train import DYNAMIC_CHUNK, evaluate, evaluate_dynamic, pick_device
@@ -787,6 +787,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     text, source, notes = _eval_text(args, ckpt)  # line ends as \n; newlines as the model reads them below
     needs = [flag for flag, on in (("--check-copy", args.check_copy), ("--bigram", args.bigram)) if on]
     train_text = _training_text(ckpt, needs[0]) if needs else None  # read once, before any scoring
+    if args.each_line:  # (its rows are marked against it, and a FILE's lines checked: read once for both)
+        with contextlib.suppress(CharlmError):  # (where it cannot be read, _mark_seen says why)
+            train_text = _quietly(training_text, ckpt)
     if args.file is not None and not any(n.startswith(TRAINED_ON) for n in notes) and (seen := _seen_lines(text, ckpt, train_text)):
         notes.append(seen)
     index = None
@@ -937,8 +940,6 @@ def _mark_seen(rows: list[dict], ckpt, train_text: str | None, notes: list[str])
     of the training text or of a pre-training text, where a ranking of candidates most needs it said; None for a
     shorter line, and for all where that cannot be told (a note in ``notes`` says why).  How many are marked, and what
     they were looked for in; None when none could be checked."""
-    import warnings
-
     from .data import pretraining_texts, training_text
 
     for r in rows:
@@ -948,10 +949,8 @@ def _mark_seen(rows: list[dict], ckpt, train_text: str | None, notes: list[str])
                      "these in: no row is marked as one")
         return None
     try:
-        with warnings.catch_warnings():  # (the notes of reading them were the training's)
-            warnings.simplefilter("ignore")
-            texts = [training_text(ckpt) if train_text is None else train_text]
-            pre, left_out = pretraining_texts(ckpt) if ckpt.train_config.init_from else ([], [])
+        texts = [_quietly(training_text, ckpt) if train_text is None else train_text]
+        pre, left_out = _quietly(pretraining_texts, ckpt) if ckpt.train_config.init_from else ([], [])
     except CharlmError as e:
         notes.append(f"no row is marked as a line of the training text, which cannot be read: {e}")
         return None
@@ -1014,6 +1013,14 @@ def _eval_text(args: argparse.Namespace, ckpt) -> tuple[str, str, list[str]]:
     return text, str(args.file), notes
 
 
+def _quietly(read, ckpt):
+    """``read(ckpt)`` (data.training_text, data.pretraining_texts) without the warnings reading a training text gives:
+    the notes of reading it were the training's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read(ckpt)
+
+
 TRAINED_ON = "this is the text the model was trained on"
 SAMPLE_MARKER = r"--- sample \d+(?: \(cut short\))? ---"  # the line generate --num-samples writes before each sample
 SEEN_LINE = 10  # characters a line needs for its being in the training text to tell (a short one may be there by chance)
@@ -1026,8 +1033,6 @@ def _seen_lines(text: str, ckpt, train_text: str | None = None, most: int = 200,
     another name.  Held-out parts have 0.5-12% (measured 2026-12-02 on a 90/10 cut: the lyrics 3%, Tiny Shakespeare
     12%, songci 0.5%; PTB's test file against its training file 2.5-3.5%).  None when the training text cannot be read;
     ``where`` names it in the note."""
-    import warnings
-
     from .data import pretraining_texts, training_text
 
     # a line of SEEN_LINE characters, or a run of shorter ones that long (lyrics' lines are short), joined as the
@@ -1051,17 +1056,12 @@ def _seen_lines(text: str, ckpt, train_text: str | None = None, most: int = 200,
         return None
     if train_text is None:
         try:
-            with warnings.catch_warnings():  # (the notes of reading it were the training's)
-                warnings.simplefilter("ignore")
-                train_text = training_text(ckpt)
+            train_text = _quietly(training_text, ckpt)
         except CharlmError:
             return None
     seen = sum(line in train_text for line in lines)
     if seen * 4 <= len(lines) and ckpt.train_config.init_from:  # learned before the fine-tuning is learned too
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pre = [t for _, t in pretraining_texts(ckpt)[0]]
-        if pre:
+        if pre := [t for _, t in _quietly(pretraining_texts, ckpt)[0]]:
             seen, where = sum(line in train_text or any(line in t for t in pre) for line in lines), f"{where} or its pre-training text"
     if seen * 4 <= len(lines):
         return None

@@ -36,12 +36,13 @@ def _help(text: str, **extra: Any) -> dict:
     return {"help": text, **extra}
 
 
-def encoding_problem(encoding: str) -> str | None:
-    """Why ``encoding`` cannot decode text (an unknown name, or a codec of bytes to bytes such as base64), or None."""
+def encoding_problem(encoding: str, unknown_ok: bool = False) -> str | None:
+    """Why ``encoding`` cannot decode text (an unknown name, or a codec of bytes to bytes such as base64), or None;
+    ``unknown_ok``: a name this machine does not know is no problem (another machine's: mbcs is Windows's alone)."""
     try:
         codecs.lookup(encoding)
     except LookupError:
-        return f"unknown encoding {encoding!r}"
+        return None if unknown_ok else f"unknown encoding {encoding!r}"
     try:
         b"a".decode(encoding)  # (not b"": Python decodes nothing to "" without asking the codec)
     except LookupError:  # base64, hex, rot13, zlib: codecs, but not of bytes to text
@@ -222,7 +223,7 @@ class TrainConfig:
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None, f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         # a codec of bytes to bytes (base64) is refused here; an unknown name when the text is read, as what is known
         # depends on the machine (mbcs is Windows's alone), and a checkpoint must load anywhere
-        _check((problem := encoding_problem(self.encoding)) is None or problem.startswith("unknown"), f"encoding: {problem}")
+        _check((problem := encoding_problem(self.encoding, unknown_ok=True)) is None, f"encoding: {problem}")
         _check(not (self.cuda_graph and self.device == "cpu"), "cuda_graph needs a CUDA GPU, but device is cpu; leave --cuda-graph out (cuda_graph=False)")
         _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         _check(self.limit_chars >= 0, f"limit_chars must be >= 0, got {self.limit_chars}")

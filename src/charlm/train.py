@@ -531,7 +531,7 @@ class Trainer:
         """Train to ``cfg.epochs`` (or early stop); returns the per-epoch metrics."""
         self._signal = None  # a Trainer stopped by Ctrl-C goes on from where it stopped when fit() is called again
         threads = torch.get_num_threads()  # lowered to the physical cores for training (see _train_step), then given back
-        handlers, locked, lost, best = {}, False, None, (None,)
+        handlers, locked, lost_at = {}, False, None
         try:
             if self.dist.is_main:
                 ckpt_io.check_writable(self.out, "out", folder=True)
@@ -543,14 +543,17 @@ class Trainer:
                     raise CharlmError(f"out {self.out} cannot be made: {e.strerror or e}") from None
                 # as `charlm train` does (it holds the lock already): a folder another training is writing is refused
                 locked = ckpt_io.lock_run(self.out)
-                best = self._runs_best()  # (read before --overwrite clears the folder it may lie in)
+                found = self._runs_best()  # (read before --overwrite clears the folder it may lie in)
                 if self.overwrite:  # the old run's best/, metrics and plot must not outlive it beside the new one
                     ckpt_io.clear_run(self.out)
                     self.overwrite = False
                 self._write_metrics()
-                lost = self._carry_best(best)
-            if self.dist.from_main(None if lost is None else 1.0)[0] is not None:  # (in every process: the save gathers)
-                self._restart_best(lost_at=best[0])
+                if found is not None and found[1] is not None:  # the run's best/, carried into this folder
+                    ckpt_io.save(found[1], self.out / "best")
+                elif found is not None:  # none to be had: best/ starts again (below)
+                    lost_at = found[0]
+            if self.dist.from_main(None if lost_at is None else 1.0)[0] is not None:  # (in every process: the save gathers)
+                self._restart_best(lost_at)
             if not self.described:  # what `charlm train` starts with: corpus, model, settings, and notes on what was asked
                 self.described = True
                 if self.shows_progress:
@@ -687,10 +690,10 @@ class Trainer:
             if bar is not None:
                 bar.advance(done)
             chunks += 1
-            if self.dist.world_size > 1 and chunks % distributed.SIGNAL_POLL_EVERY == 0:
+            if self.dist.world_size > 1:
+                if chunks % distributed.SIGNAL_POLL_EVERY:
+                    return
                 self._signal = self.dist.agree_signal(self._signal)
-            elif self.dist.world_size > 1:
-                return
             if self._signal is not None:
                 raise _StopValidation
 
@@ -819,16 +822,6 @@ class Trainer:
             return where, None
         ours = best.metrics and best.metrics == self.metrics[: len(best.metrics)]
         return where, best if ours else None
-
-    def _carry_best(self, found: tuple[Path, ckpt_io.Checkpoint | None] | None) -> bool | None:
-        """The run's best/ written into this folder (:meth:`_runs_best`); True when there is none to be had (best/ then
-        starts again: :meth:`_restart_best`), else None."""
-        if found is None:
-            return None
-        if found[1] is not None:
-            ckpt_io.save(found[1], self.out / "best")
-            return None
-        return True
 
     def _restart_best(self, lost_at) -> None:
         """best/ lost: it starts again, in every process alike.  Resumed at a validation (the state of its metrics row),

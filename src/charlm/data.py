@@ -530,7 +530,7 @@ def spaced_symbols(text: str, sample: int = 20_000) -> bool:
 
 SPACED_NOTE = ("every other character of the text is a space (as in Penn Treebank's character files, 'n o _ i t'): half the "
                "predictions are of those spaces, which a model trained on such text gets almost free, so its figures per "
-               "character are about half those per symbol; sed 's/ //g' FILE gives the symbols alone (as bench/quality.py ptb scores them)")
+               "character are about half those per symbol; sed 's/ //g' FILE gives the symbols alone")
 
 
 def typed_line_breaks(text: str, flag: str = "") -> str:

@@ -1794,3 +1794,27 @@ def test_each_line_marks_the_lines_of_the_training_text_and_those_with_character
     f.write_text("分开\n分开的时候我说不分开\n", encoding="utf-8")  # a line too short to tell: not marked either way
     report = json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")[1])
     assert [r["in_training_text"] for r in report["lines"]] == [None, True]
+
+
+def test_a_sample_of_lines_short_of_those_asked_is_said(capsys, tmp_path):
+    """--lines stops at a number of characters too (so that it always ends): a model that writes blank lines, which do
+    not count, can use them up first; the sample comes back short, and a note says so rather than nothing."""
+    from charlm.config import ModelConfig, TrainConfig
+    from charlm.data import corpus_from_text
+    from charlm.train import Trainer
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), epochs=3, batch_size=2, num_steps=16, lr=1e-2, device="cpu", prefixes=())
+    corpus = corpus_from_text(("ab" + "\n" * 30) * 20, cfg)  # a model that writes little but blank lines
+    Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=16, copy_window=0), cfg, corpus, log=None).fit()
+    code, out, err = run_cli(capsys, "generate", tmp_path / "run", "--prefix", "a", "--lines", 3, "--max-line-length", 4,
+                             "--num-samples", 3, "--seed", 1)
+    assert code == 0
+    shown = [sum(bool(s) for s in t.split("\n")) for t in re.split(r"--- sample \d ---\n", out)[1:]]  # (blank ones not shown)
+    said = {int(i): int(k) for i, k in re.findall(r"note: sample (\d) has (\d) whole lines? of the 3 asked: the model wrote "
+                                                  r"blank lines, which do not count, and a sample of --lines stops at 18 "
+                                                  r"characters", err)}
+    assert said and len(err.strip().splitlines()) == len(said), err  # a note a short sample, and nothing else
+    for i, n in enumerate(shown, 1):  # a sample cut short may end on a line the budget cut: shown, but not whole
+        assert (i in said and said[i] < 3 and n in (said[i], said[i] + 1)) if n < 3 else (i not in said or n == said[i] + 1), (out, err)
+    code, out, err = run_cli(capsys, "generate", tmp_path / "run", "--prefix", "a", "--lines", 3, "--max-line-length", 4, "--seed", 2)
+    assert code == 0 and re.search(r"note: the text has \d whole lines? of the 3 asked", err), (out, err)

@@ -703,6 +703,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         _write_samples(out, texts)
     out.flush()
+    if cfg.lines and not inputs.acrostic:  # --lines stops at a number of characters too (so that it always ends)
+        head = prefix.rsplit("\n", 1)[-1]  # (the prefix's last line is the first line's start)
+        short = [(i + 1, got) for i, t in enumerate(texts)
+                 if (got := sum(bool(s) for s in (head + t[len(prefix):]).split("\n")[:-1])) < cfg.lines]
+        for i, got in short:
+            print(f"note: {'sample ' + str(i) + ' has' if cfg.num_samples > 1 else 'the text has'} {got} whole line{'s' if got != 1 else ''} of the "
+                  f"{cfg.lines} asked: the model wrote blank lines, which do not count, and a sample of --lines "
+                  f"stops at {cfg.lines * (cfg.max_line_length + 2):,} characters", file=sys.stderr)
     if index is not None:
         _report_copies(index, [t[len(prefix):] for t in texts])  # what the model wrote: the prefix is the user's
     return 0

@@ -424,6 +424,12 @@ def test_warmup_raises_the_rate_linearly():
     assert [lr_factor(c, s, 100) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     c = TrainConfig(warmup_steps=4, schedule="cosine", lr=1e-2, min_lr=0.0)
     assert lr_factor(c, 0, 100) == pytest.approx(0.25 * 1.0, rel=1e-3) and lr_factor(c, 100, 100) == pytest.approx(0.0, abs=1e-9)
+    # the warm-up reaches --lr, and the cosine falls from it to --min-lr over the steps after the warm-up (it used to run
+    # beneath the warm-up from step 0: half the run's warm-up peaked at 0.54 of --lr)
+    c = TrainConfig(warmup_steps=50, schedule="cosine", lr=1e-2, min_lr=1e-3)
+    rates = [lr_factor(c, s, 100) for s in range(101)]
+    assert rates[:50] == pytest.approx([(s + 1) / 50 for s in range(50)]) and max(rates) == rates[49] == rates[50] == 1.0
+    assert rates[75] == pytest.approx(0.1 + 0.9 * 0.5) and rates[100] == pytest.approx(0.1) and rates[50:] == sorted(rates[50:], reverse=True)
 
 
 def test_evaluate_and_surprisal_refuse_a_chunk_or_rows_that_is_not_a_positive_whole_number():

@@ -238,13 +238,16 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
 
 
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
-    """The step-wise schedule as a pure function of the step (so resuming needs only the step)."""
-    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    """The step-wise schedule as a pure function of the step (so resuming needs only the step): a linear warm-up to
+    ``lr`` over the first ``warmup_steps``, then constant, or a cosine from ``lr`` to ``min_lr`` over the steps left."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
     if cfg.schedule != "cosine":
-        return warm
+        return 1.0
     floor = min(cfg.min_lr / cfg.lr, 1.0)
-    t = min(step, total_steps) / max(1, total_steps)
-    return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+    span = max(1, total_steps - cfg.warmup_steps)
+    t = min(step - cfg.warmup_steps, span) / span
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:

@@ -114,6 +114,17 @@ def test_no_validation_split_writes_null(tmp_path):
     assert rec["val_loss"] is None and rec["val_ppl"] is None
 
 
+def test_without_a_held_out_part_best_is_the_last_checkpoint(tmp_path):
+    """--val-fraction 0: best/ is last/ (README), not the epoch of the lowest running training loss, which is measured
+    with dropout on and the weights changing; generate and eval read best/ by default."""
+    train_tiny(tmp_path, model_kw=dict(tie_weights=False), epochs=5, val_fraction=0.0, lr=1.0, grad_clip=0.0,
+               schedule="constant", early_stop=0)
+    losses = [m["train_loss"] for m in _metrics(tmp_path / "run")]
+    assert min(losses) < losses[-1], losses  # (the case: a later epoch's training loss above an earlier one's)
+    steps = [json.loads((tmp_path / "run" / d / "checkpoint.json").read_text())["trainer"]["step"] for d in ("best", "last")]
+    assert steps[0] == steps[1] == _metrics(tmp_path / "run")[-1]["step"]
+
+
 def _metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 

@@ -768,7 +768,9 @@ class Trainer:
             "train_seconds": self.train_seconds, "val_seconds": round(val_seconds, 3),
         }
         score = val_loss if val_loss is not None else train_loss
-        improved = score < self._lowest_so_far()  # best/ holds the lowest of every validation, steering or not
+        # best/ holds the lowest of every validation, steering or not; without a held-out text, the last checkpoint (a
+        # running training loss, with dropout on and the weights changing, chooses no model)
+        improved = val_loss is None or score < self._lowest_so_far()
         self.metrics.append(rec)
         if steers:
             if self.plateau is not None:
@@ -836,14 +838,14 @@ class Trainer:
             self.save("best")
         now = (f"best/ is now the state resumed (the validation of step {self.step:,}), and holds the lowest from there on"
                if at_row else "best/ will hold the lowest validation from here on")
-        gone = ("" if at_row and self._lowest_so_far() == lowest else  # (the state resumed was the lowest: nothing is lost)
+        gone = ("" if at_row and (self._lowest_so_far() == lowest or self.val_ids is None) else  # (nothing is lost)
                 f" (the lowest before, {lowest:.4f}, is in no checkpoint now)")
         self.log(f"note: {lost_at} holds no best/ this resume can use (it is missing or damaged, or of another run or a "
                  f"later point): {now}{gone}")
 
     def _lowest_so_far(self) -> float:
-        """The loss of the checkpoint in best/: the lowest of the validations so far (each row's validation loss, or its
-        training loss without a held-out part)."""
+        """The lowest of the validations so far, the loss of the checkpoint in best/ (without a held-out part, the lowest
+        training loss: best/ is the last checkpoint then)."""
         scores = (m.get("val_loss") if m.get("val_loss") is not None else m.get("train_loss") for m in self.metrics[self.best_from_row :])
         return min((x for x in scores if x is not None), default=math.inf)
 

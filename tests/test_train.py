@@ -31,6 +31,24 @@ def _one_step_update_norm(tmp_path, grad_clip):
     return float((after - before).norm())  # plain SGD at lr 1: the update is the gradient used
 
 
+def test_weights_that_diverged_in_the_step_before_a_checkpoint_are_not_saved(tmp_path):
+    """The loss is checked as it is computed, with the weights before the step: the last step before a checkpoint can
+    make them NaN unseen (without a held-out text nothing else tells). They were saved as best/ and last/, which then
+    neither generate nor --resume could read, while the error called last/ "the last good checkpoint"."""
+    cfg = tiny_train_config(tmp_path, epochs=2, val_fraction=0.0, optimizer="sgd", lr=1e39, grad_clip=0.0,
+                            batch_size=4, num_steps=16)
+    corpus = load_corpus(cfg)
+    corpus = type(corpus)(corpus.train_text[:68], "", corpus.vocab, 68)  # exactly one batch: its step is the epoch's last
+    t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_size=8, tie_weights=False), cfg, corpus,
+                log=lambda *_: None)
+    with pytest.raises(CharlmError, match=r"the weights became NaN or infinite \(in [\w.]+\) after step 1: training diverged; "
+                                          r"stopped, no checkpoint was written yet; try a lower --lr") as e:
+        t.fit()
+    assert e.value.exit_code == 1
+    assert not (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "last").exists()
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == ""  # no row for a state that was not saved
+
+
 def test_clipping_really_clips(tmp_path):
     raw = _one_step_update_norm(tmp_path, 0.0)
     clipped = _one_step_update_norm(tmp_path, 1e-3)

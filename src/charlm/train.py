@@ -510,6 +510,7 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         """Write a checkpoint; in a job every process calls this (the snapshot gathers from all) and rank 0 writes."""
+        self._check_weights()
         snap, path = self.snapshot(), self.out / name
         if self.dist.is_main:
             ckpt_io.save(snap, path)
@@ -718,6 +719,14 @@ class Trainer:
                 exit_code=1,
             )
 
+    def _check_weights(self) -> None:
+        """Weights that are not finite are neither validated nor saved: a loss is checked as it is computed, but the
+        update after it can still diverge (the last step before a checkpoint; without a held-out text, nothing else
+        would tell)."""
+        if bad := next((n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())), None):
+            raise CharlmError(f"the weights became NaN or infinite (in {bad}) after step {self.step:,}: training diverged; "
+                              f"stopped, {self._kept()}; try a lower --lr or a --grad-clip", exit_code=1)
+
     def _kept(self) -> str:
         """What a run stopped by a NaN loss leaves (its checkpoints are not overwritten by the diverged weights)."""
         last = self.out / "last"
@@ -746,6 +755,7 @@ class Trainer:
         """
         cfg = self.cfg
         steers = self.step % cfg.eval_every == 0 if cfg.eval_every else at_epoch_end
+        self._check_weights()  # (before the metrics: a row is written for a checkpoint saved)
         loss_sum, tokens = self.dist.total(self.loss_sum, self.tokens)  # over every process's rows
         train_loss = loss_sum / max(1, tokens)
         self.pending = {"at_epoch_end": at_epoch_end, "over_time": over_time}

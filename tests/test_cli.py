@@ -641,6 +641,10 @@ def test_generate_says_the_seed_it_drew_and_that_seed_gives_the_text_again(capsy
     code, again, err = run_cli(capsys, "generate", tiny_run, "--length", 30, "--seed", seed)
     assert code == 0 and again == first and err == ""
     one_line_error(*run_cli(capsys, "generate", tiny_run, "--seed", 2**64)[::2], "seed must be -1 (random) or from 0 to")
+    # a training's seed too: the CPU's generator reads 32 bits, so --seed 4294967296 trained the very run of --seed 0
+    one_line_error(*run_cli(capsys, "train", "--seed", 2**32, "--epochs", 1, "--out", tiny_run.parent / "big-seed")[::2],
+                   "seed must be from 0 to 4294967295, got 4294967296")
+    assert not (tiny_run.parent / "big-seed").exists()
     code, greedy, err = run_cli(capsys, "generate", tiny_run, "--length", 30, "--greedy")  # the same with any seed: none said
     assert code == 0 and greedy and err == ""
 

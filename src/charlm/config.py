@@ -24,10 +24,9 @@ VOCAB_FROM = ("all", "train")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-SEED_MAX = 2**63 - 1  # what a torch generator takes (a training's seed; the CPU's reads its low 32 bits)
-# A sampling seed: the CPU's torch generator reads only a seed's low 32 bits, so that a larger one would write the text of
-# a smaller (2**32 the text of 0); the seeds drawn are below 2**31
-SAMPLE_SEED_MAX = 2**32 - 1
+# A seed, a training's or a sampling's: the CPU's torch generator reads only a seed's low 32 bits, so that a larger one
+# would make the run or the text of a smaller (2**32 that of 0); the sampling seeds drawn are below 2**31
+SEED_MAX = SAMPLE_SEED_MAX = 2**32 - 1
 MIN_TEMPERATURE = 1e-3  # float32 logits divided by much less overflow; as low as this is greedy already
 MAX_TEMPERATURE = 100.0  # as high as this is a uniform draw already (and 1e39 overflows float32)
 
@@ -203,7 +202,7 @@ class TrainConfig:
     sample_every: int = field(default=0, metadata=_help("print samples every N epochs (and after the last); 0 = only after the last"))
     sample_length: int = field(default=50, metadata=_help("characters per training sample"))
     sample_greedy: bool = field(default=False, metadata=_help("training samples take the most likely character, as the seed does"))
-    seed: int = field(default=0, metadata=_help("random seed for initialisation, batching and dropout"))
+    seed: int = field(default=0, metadata=_help("random seed for initialisation, batching and dropout, 0 to 4294967295"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N"))
     precision: str = field(default="fp32", metadata=_help("arithmetic of the training step: fp32, or autocast to bf16 (GPU, or a CPU with bfloat16 instructions: AVX512-BF16 or AMX) or fp16 (GPU, with a gradient scaler)", choices=PRECISIONS))
     cuda_graph: bool = field(default=False, metadata=_help("capture the whole training step in one CUDA graph and replay it (GPU only; fp32 or bf16)"))

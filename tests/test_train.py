@@ -500,6 +500,17 @@ def test_eval_every_validates_and_checkpoints_inside_epochs(tmp_path):
     assert c.trainer["step"] == best["step"]
 
 
+def test_sample_every_prints_each_epochs_samples_with_eval_every(tmp_path):
+    """--sample-every counts epochs whether their ends are validated or not: with --eval-every off an epoch's end, the
+    samples of epochs 1 and 2 were never printed, only the last's. Printing them leaves the training as it was."""
+    logs = []
+    t = train_tiny(tmp_path / "a", epochs=3, eval_every=7, sample_every=1, log=logs.append)
+    assert t.n_batches % 7 and sum(line.startswith(" - 分开") for line in logs) == 3, logs  # (no epoch ends on a validation)
+    train_tiny(tmp_path / "b", epochs=3, eval_every=7, sample_every=0)
+    losses = [[(r["step"], r["train_loss"], r["val_loss"]) for r in _metrics(tmp_path / x / "run")] for x in "ab"]
+    assert losses[0] == losses[1]
+
+
 def test_max_minutes_stops_with_a_validation(tmp_path):
     logs = []
     t = train_tiny(tmp_path, epochs=50, max_minutes=1e-6, log=logs.append)

@@ -739,7 +739,11 @@ class Trainer:
         self.batch, self.state = 0, None
         last_epoch = self.epoch >= cfg.epochs
         if cfg.eval_every and not last_epoch and self.step % cfg.eval_every:
-            return self._over_time(0.0) and self._validate(at_epoch_end=True, over_time=True)
+            if self._over_time(0.0):
+                return self._validate(at_epoch_end=True, over_time=True)
+            if cfg.sample_every and self.epoch % cfg.sample_every == 0:  # the epoch's samples, validated or not
+                self.print_samples()  # (a signal that cuts them short is taken at the next batch: last/ is saved there)
+            return False
         return self._validate(at_epoch_end=True, over_time=self._over_time(0.0))
 
     SLOW_VALIDATION = 10.0  # seconds from which a validation longer than the training before it is noted

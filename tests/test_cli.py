@@ -644,7 +644,12 @@ def test_generate_says_the_seed_it_drew_and_that_seed_gives_the_text_again(capsy
     # a training's seed too: the CPU's generator reads 32 bits, so --seed 4294967296 trained the very run of --seed 0
     one_line_error(*run_cli(capsys, "train", "--seed", 2**32, "--epochs", 1, "--out", tiny_run.parent / "big-seed")[::2],
                    "seed must be from 0 to 4294967295, got 4294967296")
+    # --momentum with Adam was left out unsaid, and the settings line showed it as in use
+    one_line_error(*run_cli(capsys, "train", "--momentum", 0.9, "--epochs", 1, "--out", tiny_run.parent / "big-seed")[::2],
+                   "--momentum works with --optimizer sgd, and this run's is adamw (whose moments are its own): it would do nothing")
     assert not (tiny_run.parent / "big-seed").exists()
+    one_line_error(*run_cli(capsys, "generate", tiny_run, "--greedy", "--num-samples", 3)[::2],
+                   "--greedy writes the same text every time, so --num-samples 3 would write it 3 times")
     code, greedy, err = run_cli(capsys, "generate", tiny_run, "--length", 30, "--greedy")  # the same with any seed: none said
     assert code == 0 and greedy and err == ""
 
@@ -1374,6 +1379,8 @@ def test_eval_without_a_file_scores_the_held_out_part_as_the_training_validated_
         assert not any("same text and figure" in n for n in report["notes"])
     assert f"model: {tiny_run / 'best'} (after epoch {report['epoch']:g}, step {report['step']:,}; vocabulary {report['vocabulary']:,})" in text
     one_line_error(*run_cli(capsys, "eval", tiny_run, "--check-copy")[::2], "--check-copy needs a FILE of samples")
+    # (it was ignored: not even an unknown name was said)
+    one_line_error(*run_cli(capsys, "eval", tiny_run, "--encoding", "no-such-codec")[::2], "--encoding is the encoding of FILE; without FILE")
 
 
 def test_eval_without_a_file_needs_a_held_out_part_and_the_unchanged_training_text(capsys, tmp_path):

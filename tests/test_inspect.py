@@ -170,6 +170,7 @@ def test_finds_units_that_follow_visible_features():
         (["--text", "分开", "--context", "xyz"], "no character of the context is in the model's vocabulary"),
         (["--text", "分\udcff开"], "--text '分\\xff开' is not valid UTF-8"),  # a byte of another encoding, as Python passes argv
         (["--text", "分开", "--context", "\udcc4\udce3"], "--context '\\xc4\\xe3' is not valid UTF-8"),
+        (["--text", "分开", "--context", "你", "--encoding", "no-such-codec"], "--encoding is the encoding of --file and --context-file, and neither is given"),
     ],
 )
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tiny_ckpt, tmp_path, capsys, args, message):

@@ -450,6 +450,9 @@ def test_a_client_that_sends_every_field_at_its_default_is_not_refused(client):
         assert r.status_code == 200, r.text
     r = client.post("/v1/generate", json={**defaults, "greedy": True, "temperature": 0.5})  # one set to something else still is
     assert r.status_code == 422 and r.json()["error"].startswith("temperature: ")
+    r = client.post("/v1/generate", json={**defaults, "greedy": True, "num_samples": 3})  # three copies of one text
+    assert r.status_code == 422 and r.json()["error"] == ("num_samples: greedy writes the same text every time, so "
+                                                          "num_samples 3 would write it 3 times; give one or the other")
 
 
 def test_a_sample_that_ends_exactly_at_the_length_cap_is_done_not_cut(tiny_ckpt):

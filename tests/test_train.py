@@ -1028,8 +1028,18 @@ def test_a_checkpoint_kept_inside_another_runs_folder_resumes_as_into_a_new_fold
     shutil.copytree(tmp_path / "b" / "run" / "last", tmp_path / "a" / "run" / "snap")
     before = (tmp_path / "a" / "run" / "metrics.jsonl").read_text()
     assert main(["train", "--resume", str(tmp_path / "a" / "run" / "snap"), "--epochs", "2"]) == 2
+    assert "is a checkpoint kept apart from its run (not a run folder's best/ or last/): give --out" in capsys.readouterr().err
+    out = ["--out", str(tmp_path / "a" / "run")]  # named, it is still not another run's folder without --overwrite
+    assert main(["train", "--resume", str(tmp_path / "a" / "run" / "snap"), "--epochs", "2", *out]) == 2
     assert "already holds a training run" in capsys.readouterr().err
     assert (tmp_path / "a" / "run" / "metrics.jsonl").read_text() == before
+    # a copy kept in a folder of other things is not continued there unasked, but where --out says
+    shutil.copytree(tmp_path / "b" / "run" / "last", tmp_path / "downloads" / "ck")
+    (tmp_path / "downloads" / "notes.txt").write_text("mine")
+    assert main(["train", "--resume", str(tmp_path / "downloads" / "ck"), "--epochs", "2"]) == 2
+    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["ck", "notes.txt"]
+    assert main(["train", "--resume", str(tmp_path / "downloads" / "ck"), "--epochs", "2", "--out", str(tmp_path / "on")]) == 0
+    assert (tmp_path / "on" / "last").is_dir() and sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["ck", "notes.txt"]
     assert ckpt_io.run_folder(tmp_path / "x" / "last") == tmp_path / "x" and ckpt_io.run_folder(tmp_path / "x" / "snap") is None
     assert ckpt_io.run_folder(tmp_path / "x" / ".best.old-123") == ckpt_io.run_folder(tmp_path / "x" / ".last.tmp-9") == tmp_path / "x"
 

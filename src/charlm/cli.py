@@ -278,10 +278,13 @@ def _train(args: argparse.Namespace) -> int:
             raise CharlmError(f"cannot change {', '.join(map(_flag, changed))} when resuming; only "
                               f"{', '.join(sorted(map(_flag, RESUMABLE_OVERRIDES)))}{hint}")
         overrides = {k: v for k, v in overrides.items() if k not in same or k in RESUMABLE_OVERRIDES}
+        home = ckpt_io.run_folder(resume.path)  # (None: a checkpoint kept apart, whose folder may hold anything)
+        if home is None and "out" not in overrides:  # not written beside it unasked (a copy in ~/Downloads)
+            raise CharlmError(f"{resume.path} is a checkpoint kept apart from its run (not a run folder's best/ or last/): "
+                              f"give --out, the folder to continue the run in")
         out = overrides.pop("out", str(resume.path.parent))
         train_cfg = dataclasses.replace(resume.train_config, **overrides, out=out)
         _check_work_left(resume, train_cfg)
-        home = ckpt_io.run_folder(resume.path)  # (None: a checkpoint kept apart, whose folder may hold another run)
         elsewhere = home is None or Path(train_cfg.out).resolve() != home.resolve()  # continued into another folder
         if elsewhere:  # as a new run's --out: not over another run unless --overwrite
             _check_new_out(train_cfg.out, args.overwrite, locks=not rank)
@@ -329,6 +332,9 @@ def _train(args: argparse.Namespace) -> int:
             if "prefixes" not in overrides and "prefixes" not in carried:  # (a run training on from its own text: its own)
                 values["prefixes"] = ()  # its samples start a line (--prefixes to give some)
         train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
+        if overrides.get("momentum") and train_cfg.optimizer != "sgd":  # (it was left out unsaid, and shown as in use)
+            raise CharlmError(f"--momentum works with --optimizer sgd, and this run's is {train_cfg.optimizer} (whose moments "
+                              f"are its own): it would do nothing; give --optimizer sgd, or leave --momentum out")
         # kept absolute: --resume, --check-copy, --bigram and serve read them again from anywhere
         train_cfg = dataclasses.replace(train_cfg, **{k: os.path.abspath(getattr(train_cfg, k)) for k in ("data", "init_from")
                                                       if getattr(train_cfg, k)})
@@ -784,6 +790,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CharlmError(f"--dynamic must be a learning rate from 0 to 10 (0.001 to 1 are the useful ones), got {args.dynamic}")
     if args.file is None and args.check_copy:
         raise CharlmError("--check-copy needs a FILE of samples to check (generate --num-samples N writes one)")
+    if args.file is None and args.encoding is not None:  # (not silently nothing: an unknown name was not even checked)
+        raise CharlmError("--encoding is the encoding of FILE; without FILE the held-out text is read as the training "
+                          "read it: leave --encoding out")
     if args.each_line and (clash := next((f for f, on in (("--dynamic", args.dynamic), ("--bigram", args.bigram),
                                                            ("--check-copy", args.check_copy)) if on), None)):
         raise CharlmError(f"--each-line scores each line by itself, and {clash} "

@@ -1177,7 +1177,7 @@ def settings(m: ModelConfig, cfg: TrainConfig) -> str:
         ("weight-drop", m.weight_drop), ("label smoothing", cfg.label_smoothing)) if v]
     schedule = {"constant": "", "cosine": f", cosine to {num(cfg.min_lr)}", "plateau": f", x{num(cfg.plateau_factor)} on a plateau"}[cfg.schedule]
     opt = [f"{cfg.optimizer} lr {num(cfg.lr)}{schedule}" + (f" after {cfg.warmup_steps:,} warm-up steps" if cfg.warmup_steps else "")]
-    opt += [f"{name} {num(v)}" for name, v in (("weight decay", cfg.weight_decay), ("momentum", cfg.momentum),
+    opt += [f"{name} {num(v)}" for name, v in (("weight decay", cfg.weight_decay), ("momentum", cfg.momentum if cfg.optimizer == "sgd" else 0),
                                                ("gradient clip", cfg.grad_clip)) if v]
     extra = ([f"copy attention over {m.copy_window:,} characters"] if m.copy_window else []) + (
         ["tied input and output weights"] if m.tie_weights else [])

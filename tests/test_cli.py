@@ -1829,3 +1829,20 @@ def test_a_sample_of_lines_short_of_those_asked_is_said(capsys, tmp_path):
         assert (i in said and said[i] < 3 and n in (said[i], said[i] + 1)) if n < 3 else (i not in said or n == said[i] + 1), (out, err)
     code, out, err = run_cli(capsys, "generate", tmp_path / "run", "--prefix", "a", "--lines", 3, "--max-line-length", 4, "--seed", 2)
     assert code == 0 and re.search(r"note: the text has \d whole lines? of the 3 asked", err), (out, err)
+
+
+def test_an_nfd_copy_of_the_training_text_is_said_to_be_text_it_was_trained_on(capsys, tmp_path):
+    """The seen-lines note compared the file's lines as typed, not in the form the vocabulary holds (the form it is
+    scored in): an NFD copy of an NFC training text scored as the text itself, and was called unseen."""
+    import unicodedata
+
+    from .conftest import train_tiny
+
+    text = "café crème brûlée à la fenêtre\nnaïve résumé of a déjà vu\nle garçon mange une pêche\n" * 40
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
+    train_tiny(tmp_path, epochs=1, prefixes=())
+    nfd = tmp_path / "nfd.txt"
+    nfd.write_text(unicodedata.normalize("NFD", text[:1000]), encoding="utf-8")
+    out = run_cli(capsys, "eval", tmp_path / "run", nfd)[1]
+    assert "are in the training text word for word" in out and "Unicode" in out, out

@@ -807,7 +807,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.each_line:  # (its rows are marked against it, and a FILE's lines checked: read once for both)
         with contextlib.suppress(CharlmError):  # (where it cannot be read, _mark_seen says why)
             train_text = _quietly(training_text, ckpt)
-    if args.file is not None and not any(n.startswith(TRAINED_ON) for n in notes) and (seen := _seen_lines(text, ckpt, train_text)):
+    # (in the Unicode form the vocabulary holds, as it is scored: an NFD copy of an NFC training text is a copy)
+    if args.file is not None and not any(n.startswith(TRAINED_ON) for n in notes) and (seen := _seen_lines(vocab_form(vocab, text), ckpt, train_text)):
         notes.append(seen)
     index = None
     # A file of samples, as generate --num-samples writes them: its "--- sample N ---" lines are not text to score, and

@@ -107,7 +107,7 @@ def test_a_wide_encodings_run_reads_its_own_kind_of_file(tmp_path, encoding):
     f.write_bytes(text.encode(encoding))
     with pytest.warns(CharlmWarning, match=f"not UTF-8, so read as {encoding}"):
         assert read_scored(f, None, encoding) == text
-    with pytest.raises(CharlmError, match="looks like (a binary file|UTF-16 text)"):  # (UTF-32's mark begins as UTF-16's)
+    with pytest.raises(CharlmError, match="looks like (a binary file|UTF-16 text|UTF-32 text)"):  # (UTF-32's mark is told)
         read_scored(f, None, "gb18030")
 
 
@@ -756,3 +756,34 @@ def test_a_text_written_a_symbol_and_a_space_at_a_time_is_recognised():
     assert not spaced_symbols("分开 我 说 不 分开\n" * 50)  # (lyrics' phrases parted by spaces)
     assert not spaced_symbols("a b c d e f g h i j\n")  # (one line: too little to judge)
     assert not spaced_symbols("To be, or not to be, that is the question:\n" * 30)
+
+
+def test_utf32_is_told_from_utf16_and_ascii_parted_by_nuls_from_either(tmp_path):
+    """UTF-32 got "try --encoding utf-16", which then read it with a U+0000 in every character; ASCII words a program
+    parted by NUL bytes got "try --encoding utf-16-le", which read them as CJK characters, unsaid."""
+    import codecs
+    import random
+
+    f = tmp_path / "t.txt"
+    lyrics = read_text()[:2000]
+    for raw in (lyrics.encode("utf-32"), codecs.BOM_UTF32_BE + lyrics.encode("utf-32-be")):
+        f.write_bytes(raw)
+        with pytest.raises(CharlmError, match="looks like UTF-32 text .*try --encoding utf-32$"):
+            read_text(f)
+        with pytest.raises(CharlmError, match="looks like UTF-32 text .*try --encoding utf-32$"):
+            read_text(f, "utf-16")
+        assert read_text(f, "utf-32") == lyrics
+    f.write_bytes(lyrics.encode("utf-32-le"))  # (no mark) read as UTF-16: U+0000 in every character, which no text has
+    with pytest.raises(CharlmError, match="read as utf-16-le, it holds U\\+0000 characters, which no text has; it is not text in that encoding$"):
+        read_text(f, "utf-16-le")
+    words = "alpha beta gamma delta epsilon zeta eta theta".split()
+    rng = random.Random(0)
+    nulled = "".join("\0".join(rng.choice(words) for _ in range(3)) + "\n" for _ in range(400)).encode()
+    f.write_bytes(nulled + b"\n" * (len(nulled) % 2))  # (whole UTF-16 characters: no note of a cut one)
+    with pytest.raises(CharlmError, match="looks like a binary file \\(a NUL byte at offset"):
+        read_text(f)
+    with pytest.warns(CharlmWarning, match="read as utf-16-le as asked, but its bytes are all ASCII.*not UTF-16"):
+        read_text(f, "utf-16-le")
+    f.write_bytes(("Romeo: a line of text without an end " * 5).encode("utf-16-le"))  # UTF-16 of ASCII: still told
+    with pytest.raises(CharlmError, match="UTF-16 text without a byte-order mark.*--encoding utf-16-le$"):
+        read_text(f)

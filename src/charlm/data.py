@@ -65,7 +65,9 @@ def _utf16_order(raw: bytes, lines: bool = True) -> str | None:
         # Bytes all below 0x80 are ASCII text as much as UTF-16 (ASCII read two bytes a character gives CJK ones): as
         # UTF-16 their NULs would be the high bytes of ASCII characters (a space, a line break), not low ones
         high, low = head[1::2].count(0), head[::2].count(0)
-        if not lines and head.isascii() and (high if order == "le" else low) <= (low if order == "le" else high):
+        # (all of them: ASCII words a program parted by NULs have them on both sides)
+        nuls, others = (high, low) if order == "le" else (low, high)
+        if not lines and head.isascii() and (nuls <= others or others > nuls // 20):
             continue
         text = head.decode(f"utf-16-{order}", errors="replace")
         if ("\n" in text or not lines) and sum(_common(c) for c in text) >= 0.9 * len(text):
@@ -203,6 +205,8 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
     codec, name = _codec(encoding)
     nul = raw.find(b"\x00")
     if nul >= 0 and not name.startswith(WIDE):
+        if raw[:4] in (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE):  # (before UTF-16's: UTF-32 LE's begins as it does)
+            raise _Undecodable(f"{path}: looks like UTF-32 text (a byte-order mark, NUL bytes); try --encoding utf-32")
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark
             raise _Undecodable(f"{path}: looks like UTF-16 text (a byte-order mark, NUL bytes); try --encoding utf-16")
         if order := _utf16_order(raw) or _utf16_order(raw, lines=False):
@@ -211,6 +215,8 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
     if name in _BOMS and not raw.startswith(_BOMS[name]):
         if raw.startswith(codecs.BOM_UTF8) or (not raw.isascii() and _valid_utf8(raw)):
             raise CharlmError(f"{path}: the file is valid UTF-8, not {codec}: leave out --encoding")
+        if name == "utf16" and raw[:4] == codecs.BOM_UTF32_BE:
+            raise CharlmError(f"{path}: looks like UTF-32 text (its byte-order mark); try --encoding utf-32")
         # without a byte-order mark Python's codec assumes little-endian and decodes anything to something
         order = _utf16_order(raw) if name == "utf16" else None
         hint = f"its NUL bytes suggest --encoding {codec}-{order}" if order else f"say --encoding {codec}-le or {codec}-be, if it is {codec} at all"
@@ -235,6 +241,11 @@ def _decode(path: Path, raw: bytes, encoding: str, blank_ok: bool = False, hints
         raise _Undecodable(f"{path}: cannot decode {where} as {encoding}; {hint}", where, hint) from None
     except UnicodeError as e:  # a codec of names (idna, punycode) refusing what is not one
         raise CharlmError(f"{path}: cannot be read as {encoding}: {str(e).splitlines()[0]}") from None
+    if name.startswith(WIDE) and "\x00" in text:  # (no text holds U+0000: UTF-32 read as UTF-16 has one in each character)
+        wider = name.startswith("utf16") and raw[:4] in (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+        raise _Binary(f"{path}: read as {encoding}, it holds U+0000 characters, which no text has; "
+                      + ("it looks like UTF-32 text (its byte-order mark): try --encoding utf-32" if wider else
+                         "it is not text in that encoding"))
     if hint := _other_encoding(raw, name, text):
         if hints is None:
             warnings.warn(f"{path} was read as {encoding} as asked, but {hint}", CharlmWarning, stacklevel=2)
@@ -301,6 +312,12 @@ def _other_encoding(raw: bytes, name: str, text: str) -> str | None:
     if name in ("utf8", "utf8sig"):
         return None
     # (ASCII too: two letters made one character; 32 characters at least: 你好 in UTF-16 is the bytes `O}Y)
+    if (name.startswith("utf16") and raw.isascii() and b"\x00" in raw and len(raw) >= 64
+            and sum("\u4e00" <= c <= "\u9fff" for c in text[:4096]) > 0.5 * len(text[:4096])):
+        # (ASCII letters read two bytes a character are CJK ones; UTF-16 text whose every byte is below 0x80 is nearly
+        # all ASCII characters, each with its NUL byte)
+        return ("its bytes are all ASCII, and read so most of its characters are CJK ones made of two ASCII letters: it "
+                "looks like ASCII text (with NUL bytes in it), not UTF-16; if its characters look wrong, leave out --encoding")
     if name.startswith(WIDE) and len(raw) >= 64 and b"\x00" not in raw and _valid_utf8(raw):
         return ("it is valid UTF-8 and holds no NUL byte, while UTF-16 text with any ASCII in it (a space, a line break) "
                 "does; if its characters look wrong, leave out --encoding")

@@ -836,6 +836,80 @@ def test_a_signal_while_samples_are_written_stops_them_at_once(tmp_path, epochs)
     assert c.trainer["epoch"] == 1 and c.trainer["batch"] == 0
 
 
+def test_a_signal_during_the_samples_of_an_epoch_end_not_validated_stops_there_with_last_written(tmp_path):
+    """With --eval-every off an epoch's end, its samples are printed unvalidated: a signal that cuts them short stops
+    the run there, last/ written at the epoch's end (as after a validation), not one batch later."""
+    cfg = tiny_train_config(tmp_path, epochs=3, eval_every=7, sample_every=1, sample_length=20_000)
+    corpus = load_corpus(cfg)
+    trainer = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32), cfg, corpus, log=lambda *_: None)
+    assert trainer.n_batches % 7  # (no epoch ends on a validation)
+    printing = trainer.print_samples
+
+    def interrupted():
+        trainer._signal = signal.SIGTERM  # (arrives as the samples are written)
+        printing()
+
+    trainer.print_samples = interrupted
+    with pytest.raises(TrainingInterrupted) as e:
+        trainer.fit()
+    assert e.value.signum == signal.SIGTERM
+    c = ckpt_io.load(tmp_path / "run", prefer="last")
+    assert c.trainer["epoch"] == 1 and c.trainer["batch"] == 0 and c.trainer["step"] == trainer.n_batches
+
+
+def test_without_a_held_out_part_early_stop_and_a_lost_best_name_last(tmp_path):
+    """--val-fraction 0: best/ is the last checkpoint, so the early stop names last/ (it named best/ as if it held the
+    lowest training loss), and a resume that finds no best/ says it is the last checkpoint."""
+    import shutil
+
+    lines = []
+    t = train_tiny(tmp_path, model_kw=dict(tie_weights=False), epochs=8, val_fraction=0.0, lr=1.0, grad_clip=0.0,
+                   schedule="constant", early_stop=1, log=lines.append)
+    stop = [line for line in lines if line.startswith("early stop")]
+    assert t.epoch < 8 and stop and stop[0].endswith(f"last checkpoint: {tmp_path / 'run' / 'last'} (best/ is the same: nothing is held out)")
+    shutil.rmtree(tmp_path / "run" / "best")
+    c = ckpt_io.load(tmp_path / "run", prefer="last")
+    cfg = dataclasses.replace(c.train_config, epochs=t.epoch + 1, early_stop=0)
+    lines.clear()
+    Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lines.append).fit()
+    assert any(line.endswith("best/ is the last checkpoint (nothing is held out), written now") for line in lines), lines
+    assert ckpt_io.load(tmp_path / "run" / "best").trainer["step"] == ckpt_io.load(tmp_path / "run" / "last").trainer["step"]
+
+
+def test_a_warm_up_longer_than_the_run_ends_at_the_floor_and_an_older_warm_up_run_is_noted_on_resume(tmp_path):
+    """Warm-up longer than a cosine run, resumed with more epochs: its rate rose on to --lr, then fell 100x in a step
+    (the cosine is the first run's: past it, the floor). A warm-up run from before the schedule changed gets a note."""
+    from charlm.config import TrainConfig
+    from charlm.train import lr_factor
+
+    c = TrainConfig(warmup_steps=100, schedule="cosine", lr=1e-2, min_lr=1e-4)
+    assert [lr_factor(c, s, 50) for s in (48, 49, 50, 99, 100, 101)] == pytest.approx([0.49, 0.5, 0.01, 0.01, 0.01, 0.01])
+    c = TrainConfig(warmup_steps=100, schedule="constant")  # (a constant rate's warm-up goes on over added epochs)
+    assert [lr_factor(c, s, 50) for s in (49, 99, 100)] == [0.5, 1.0, 1.0]
+    train_tiny(tmp_path, epochs=1, schedule="cosine", warmup_steps=5, min_lr=1e-4)
+    meta = tmp_path / "run" / "last" / "checkpoint.json"
+    d = json.loads(meta.read_text())
+    del d["trainer"]["warmup_then_cosine"]
+    d["trainer"]["schedule_steps"] *= 4  # (as if started with more epochs, and stopped early in them)
+    meta.write_text(json.dumps(d))
+    c = ckpt_io.load(tmp_path / "run", prefer="last")
+    lines = []
+    cfg = dataclasses.replace(c.train_config, epochs=2)
+    Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lines.append)
+    assert any(line.startswith("note: this run began before 2026-12-02, when the cosine ran beneath the warm-up") for line in lines)
+
+
+def test_a_checkpoint_of_a_seed_above_2_to_the_32_still_loads_as_the_seed_the_generator_read(tmp_path):
+    """Seeds went up to 2**63 - 1 before 2026-12-02: such a checkpoint is read with the low 32 bits the CPU's generator
+    took (the same run), not refused as damaged."""
+    train_tiny(tmp_path, epochs=1)
+    meta = tmp_path / "run" / "best" / "checkpoint.json"
+    d = json.loads(meta.read_text())
+    d["train_config"]["seed"] = 2**40 + 7
+    meta.write_text(json.dumps(d))
+    assert ckpt_io.load(tmp_path / "run" / "best").train_config.seed == 7
+
+
 def test_help_on_a_config_shows_each_fields_meaning():
     """help(ModelConfig) showed a one-line docstring: the meanings were only in the fields' metadata (and --help)."""
     from charlm.config import SampleConfig, TrainConfig

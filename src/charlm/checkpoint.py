@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
-from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from .config import SEED_MAX, ModelConfig, TrainConfig, from_dict, to_dict
 from .errors import CharlmError, CharlmWarning
 from .vocab import Vocab
 
@@ -182,6 +182,13 @@ RUN_FILES = ("best", "last", "metrics.jsonl", "curves.png")  # what a training r
 def holds_run(out: str | os.PathLike) -> bool:
     """Whether the folder ``out`` holds a training run's checkpoint (in ``best/`` or ``last/``)."""
     return any((Path(out) / name / META_FILE).is_file() for name in ("best", "last"))
+
+
+def _seed_read(train_config: dict) -> dict:
+    """A train config as stored, its seed as the CPU's generator read it: seeds went up to 2**63 - 1 before 2026-12-02,
+    and the generator took their low 32 bits (as the batch order and the samples' streams did), so the run is the same."""
+    seed = train_config.get("seed")
+    return {**train_config, "seed": seed % 2**32} if isinstance(seed, int) and seed > SEED_MAX else train_config
 
 
 def run_folder(ckpt_path: str | os.PathLike) -> Path | None:
@@ -652,7 +659,7 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
             raise CharlmError(f"{f}: does not match the checksum in {META_FILE} (truncated or replaced)")
     try:
         model_config = from_dict(ModelConfig, meta["model_config"])
-        train_config = from_dict(TrainConfig, meta["train_config"])
+        train_config = from_dict(TrainConfig, _seed_read(meta["train_config"]))
         vocab = Vocab.from_dict(meta["vocab"])
         weights = load_tensors(data[MODEL_FILE]) if with_weights else {}
         trainer_tensors = load_tensors(data[TRAINER_FILE]) if with_trainer else {}

@@ -1178,7 +1178,7 @@ def inspect_checkpoint(checkpoint: str, text: str | None = None, file: str | Non
     text was read in)."""
     from .checkpoint import check_writable, load_model
 
-    if encoding is not None and not (file or context_file):  # (not silently nothing: an unknown name was not even checked)
+    if encoding is not None and text is not None and not (file or context_file):  # (not silently nothing: an unknown name was not even checked)
         raise CharlmError("--encoding is the encoding of --file and --context-file, and neither is given: --text and "
                           "--context are read as typed; leave --encoding out")
     check_writable(out, "--out")

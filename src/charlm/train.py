@@ -240,11 +240,13 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """The step-wise schedule as a pure function of the step (so resuming needs only the step): a linear warm-up to
     ``lr`` over the first ``warmup_steps``, then constant, or a cosine from ``lr`` to ``min_lr`` over the steps left."""
+    floor = min(cfg.min_lr / cfg.lr, 1.0)
+    if cfg.schedule == "cosine" and step >= total_steps:  # (a run resumed with more epochs: at its floor, warm-up or not)
+        return floor
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule != "cosine":
         return 1.0
-    floor = min(cfg.min_lr / cfg.lr, 1.0)
     span = max(1, total_steps - cfg.warmup_steps)
     t = min(step - cfg.warmup_steps, span) / span
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
@@ -400,6 +402,7 @@ class Trainer:
             "val_skipped": self.val_skipped,
             "grad_scaler": self._grad_scaler_state(),
             "pending_validation": self.pending,  # interrupted while validating: a resume validates first
+            "warmup_then_cosine": True,  # (before 2026-12-02 the cosine ran beneath the warm-up from step 0)
         }
         if self.dist.world_size > 1:
             trainer.update(world_size=self.dist.world_size, rank_tokens=rank_tokens)
@@ -436,6 +439,10 @@ class Trainer:
         self.epoch, self.batch, self.step = t["epoch"], t["batch"], t["step"]
         # the cosine spans the --epochs of the run that started it: a resume with more epochs goes on at the floor
         self.total_steps = t.get("schedule_steps", self.total_steps)
+        if self.cfg.schedule == "cosine" and self.cfg.warmup_steps and not t.get("warmup_then_cosine") and self.step < self.total_steps:
+            self.log("note: this run began before 2026-12-02, when the cosine ran beneath the warm-up from step 0 (its rate "
+                     "peaking below --lr); from here it follows the cosine that starts after the warm-up, so its rate is not "
+                     "the one it would have had, nor its result")
         if self.cfg.schedule == "cosine" and self.n_batches * self.cfg.epochs < self.total_steps:  # fewer epochs than it began with
             self.log(f"note: the cosine schedule falls over the {self.total_steps:,} steps the run began with; --epochs "
                      f"{self.cfg.epochs} ends it at step {self.n_batches * self.cfg.epochs:,}, with the rate at "
@@ -742,7 +749,9 @@ class Trainer:
             if self._over_time(0.0):
                 return self._validate(at_epoch_end=True, over_time=True)
             if cfg.sample_every and self.epoch % cfg.sample_every == 0:  # the epoch's samples, validated or not
-                self.print_samples()  # (a signal that cuts them short is taken at the next batch: last/ is saved there)
+                self.print_samples()
+                if self.dist.world_size == 1 and self._signal is not None:  # cut short: stopped here, as after a validation
+                    raise TrainingInterrupted(self._signal, self.save("last"))  # (in a job, at the next agreed poll)
             return False
         return self._validate(at_epoch_end=True, over_time=self._over_time(0.0))
 
@@ -850,10 +859,13 @@ class Trainer:
         self.best_from_row = len(self.metrics) - at_row
         if at_row:
             self.save("best")
-        now = (f"best/ is now the state resumed (the validation of step {self.step:,}), and holds the lowest from there on"
-               if at_row else "best/ will hold the lowest validation from here on")
-        gone = ("" if at_row and (self._lowest_so_far() == lowest or self.val_ids is None) else  # (nothing is lost)
-                f" (the lowest before, {lowest:.4f}, is in no checkpoint now)")
+        if self.val_ids is None:  # nothing held out: best/ is the last checkpoint, and nothing is lost
+            now, gone = f"best/ is the last checkpoint (nothing is held out), written {'now' if at_row else 'at the next validation'}", ""
+        else:
+            now = (f"best/ is now the state resumed (the validation of step {self.step:,}), and holds the lowest from there on"
+                   if at_row else "best/ will hold the lowest validation from here on")
+            gone = ("" if at_row and self._lowest_so_far() == lowest else  # (the state resumed was the lowest: nothing is lost)
+                    f" (the lowest before, {lowest:.4f}, is in no checkpoint now)")
         self.log(f"note: {lost_at} holds no best/ this resume can use (it is missing or damaged, or of another run or a "
                  f"later point): {now}{gone}")
 
@@ -868,8 +880,10 @@ class Trainer:
 
     def _log_early_stop(self, hint: str = "") -> None:
         what = "validation" if self.val_ids is not None else "training"
+        where = (f"best checkpoint: {self.out / 'best'}" if self.val_ids is not None else
+                 f"last checkpoint: {self.out / 'last'} (best/ is the same: nothing is held out)")
         self.log(f"early stop: no {what} loss below {self.best_val:.4f} for {self.since_best} validation{'s' if self.since_best != 1 else ''}; "
-                 f"best checkpoint: {self.out / 'best'}{hint}")
+                 f"{where}{hint}")
 
     @property
     def curve_label(self) -> str:
@@ -1096,8 +1110,10 @@ def describe(trainer: Trainer) -> str:
         if (held := held_out_unk(trainer)):  # scored as the one class <unk>: the held-out figure is easier so
             unk_note += f" and {held:,} of the {trainer.val_ids.numel():,} held-out ones ({held / trainer.val_ids.numel():.1%})"
         unk_note += " are read as <unk>"
-    if cfg.warmup_steps > trainer.total_steps and cfg.schedule != "plateau":
-        warm_note = (f"\nnote: --warmup-steps {cfg.warmup_steps} is longer than the whole run ({trainer.total_steps} steps): "
+    # (the cosine's length is the run's that started it; a constant rate's warm-up goes on over the epochs a resume adds)
+    run_steps = trainer.total_steps if cfg.schedule == "cosine" else trainer.n_batches * cfg.epochs
+    if cfg.warmup_steps > run_steps and cfg.schedule != "plateau":
+        warm_note = (f"\nnote: --warmup-steps {cfg.warmup_steps} is longer than the whole run ({run_steps} steps): "
                      f"the learning rate never reaches --lr {cfg.lr:g}")
     left_out = [p for p in cfg.prefixes if p and c.vocab.unknown(p)]
     if left_out:  # a prefix is used whole or not at all, as `charlm generate` does without --prefix

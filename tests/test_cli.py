@@ -1846,3 +1846,28 @@ def test_an_nfd_copy_of_the_training_text_is_said_to_be_text_it_was_trained_on(c
     nfd.write_text(unicodedata.normalize("NFD", text[:1000]), encoding="utf-8")
     out = run_cli(capsys, "eval", tmp_path / "run", nfd)[1]
     assert "are in the training text word for word" in out and "Unicode" in out, out
+
+
+def test_control_characters_in_one_line_reports_are_shown_not_acted_on(capsys, tmp_path):
+    """A training's samples, eval's rows and a copied span are one line each of a terminal's report: an escape
+    sequence in them set the window's title or cleared the screen, a U+2028 broke the line. Shown as ⟨001B⟩ now."""
+    from charlm.copycheck import CopyIndex
+    from charlm.progress import one_line
+
+    assert one_line("a\x1b]0;pwned\x07b\nc\u2028d\u202ee\tf\x85") == "a⟨001B⟩]0;pwned⟨0007⟩b / c⟨2028⟩d⟨202E⟩e\tf⟨0085⟩"
+    assert one_line("分开\n") == "分开 / "  # (text as it is, but for those)
+    report = CopyIndex("hello \x1b[2J world\n" * 3).check("hello \x1b[2J world")
+    assert "\x1b" not in report.line() and "⟨001B⟩[2J" in report.line()
+    from .conftest import train_tiny
+
+    text = "hello \x1b]0;pwned\x07 world\nclear \x1b[2J\x1b[H screen\n" * 60
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
+    lines = []
+    train_tiny(tmp_path, epochs=1, prefixes=("hello",), sample_every=1, sample_length=200, log=lines.append)
+    samples = [line for line in lines if line.startswith(" - ")]
+    assert samples and not any(c in line for line in samples for c in "\x1b\x07")
+    f = tmp_path / "esc.txt"
+    f.write_text(text[:200], encoding="utf-8")
+    code, out, _ = run_cli(capsys, "eval", tmp_path / "run", f, "--each-line")
+    assert code == 0 and "\x1b" not in out and "hello ⟨001B⟩]0;pwned⟨0007⟩ world" in out

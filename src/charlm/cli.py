@@ -1130,6 +1130,8 @@ def _visible(c: str) -> str:
 
 
 def _print_eval(report: dict) -> None:
+    from .progress import one_line
+
     ch = report["characters"]
     print(f"{'file' if report['text'] != 'standard input' and not report['text'].startswith('the held-out') else 'text'}: {report['text']}")
     known = ([f"epoch {report['epoch']:g}"] if report["epoch"] is not None else []) + (
@@ -1148,7 +1150,7 @@ def _print_eval(report: dict) -> None:
             figures = f"{r['bits_per_character']:9.4f}  {r['perplexity']:10.3f}" if r["scored"] else f"{'-':>9}  {'-':>10}"
             marks = [f"{r['skipped']:,} outside the vocabulary skipped"] if r["skipped"] else []
             marks += ["a line it was trained on"] if r.get("in_training_text") else []  # (training or pre-training text)
-            print(f"{r['line']:4d}  {r['scored']:6,}  {figures}  {r['text']}" + (f"  [{'; '.join(marks)}]" if marks else ""))
+            print(f"{r['line']:4d}  {r['scored']:6,}  {figures}  {one_line(r['text'])}" + (f"  [{'; '.join(marks)}]" if marks else ""))
     print(f"loss: {report['loss']:.4f} nats/char")
     print(f"perplexity: {report['perplexity']:.3f}")
     print(f"bits per character: {report['bits_per_character']:.4f}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .progress import one_line
 from .vocab import code_points
 
 SAID_FROM = 1_000_000  # characters from which building the index is said as it starts (about 8 s for ten million)
@@ -160,7 +161,7 @@ class CopyReport:
 
     def line(self) -> str:
         share = "n/a" if self.ngram_share is None else f"{self.ngram_share:.0%}"
-        span = self.span.replace("\n", "⏎").replace("\t", "⇥")  # one line of report, its blanks seen, whatever the span holds
+        span = one_line(self.span, "⏎").replace("\t", "⇥")  # one line of report, its blanks seen, whatever the span holds
         quoted = f"「{span}」" if any(not c.isascii() for c in span) else f'"{span}"'  # Chinese brackets for Chinese text
         return f"copy check: longest span also in the training text {self.longest} character{'s' if self.longest != 1 else ''} {quoted}; {self.n}-grams seen in training: {share}"
 

@@ -6,6 +6,7 @@ read back from the device for it), then calls :meth:`Progress.show` with the cou
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -56,3 +57,14 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+_UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(text: str, newline: str = " / ") -> str:
+    """``text`` as one line of a terminal's report (a training's sample, eval's rows, a copied span): line breaks as
+    ``newline``, and what a terminal would act on rather than show as its code point, ⟨001B⟩: control characters
+    (an escape sequence sets the window's title or clears the screen), the line and paragraph separators, and the
+    marks that turn the direction of the text after them.  A tab stays a tab."""
+    return _UNSHOWN.sub(lambda m: f"⟨{ord(m.group()):04X}⟩", text.replace("\n", newline))

@@ -29,7 +29,7 @@ from .config import ModelConfig, SampleConfig, TrainConfig
 from .data import Corpus, batches, bptt_slices, check_enough, fold, hash_ids, hash_text, num_batches
 from .errors import CharlmError
 from .model import EMPTY, CharLM, detach, num_parameters, parts
-from .progress import Progress
+from .progress import Progress, one_line
 from .sampling import generate, known_prefixes, make_generator, show_chars
 from .step import TrainStep, check_speed_flags, physical_cores, prepare_optimizer
 from .vocab import UnknownCharacter
@@ -930,7 +930,7 @@ class Trainer:
                 text += step[0]
                 if self._signal is not None:  # Ctrl-C or SIGTERM: no waiting for a long --sample-length
                     break
-            self.log(" - " + text.replace("\n", " / ") + (" …" if self._signal is not None else ""))
+            self.log(" - " + one_line(text) + (" …" if self._signal is not None else ""))
             if self._signal is not None:
                 return
 

@@ -787,3 +787,21 @@ def test_utf32_is_told_from_utf16_and_ascii_parted_by_nuls_from_either(tmp_path)
     f.write_bytes(("Romeo: a line of text without an end " * 5).encode("utf-16-le"))  # UTF-16 of ASCII: still told
     with pytest.raises(CharlmError, match="UTF-16 text without a byte-order mark.*--encoding utf-16-le$"):
         read_text(f)
+
+
+def test_utf8_with_a_few_damaged_bytes_is_said_so_and_not_read_as_a_code_page_in_silence(tmp_path):
+    """One bad byte among 60 accented letters got "try --encoding ... cp1252" (the damage was said from under 1 in 100
+    only), and cp1252 then read é as Ã© without a word; Latin-1 text itself reads as before."""
+    f = tmp_path / "t.txt"
+    text = ("the quick brown fox jumps over the lazy dog\nwe met at the café\n" * 60).encode()
+    f.write_bytes(text[:2000] + b"\xff" + text[2000:])
+    with pytest.raises(CharlmError, match="cannot decode byte 2000 \\(0xff\\) as utf-8; the rest of the file is UTF-8, so it looks damaged"):
+        read_text(f)
+    with pytest.warns(CharlmWarning, match="read as cp1252 as asked, but most of its non-ASCII bytes are UTF-8 characters"):
+        assert "cafÃ©" in read_text(f, "cp1252")
+    f.write_bytes(("we met at the café, naïve résumé\n" * 60).encode("latin-1"))
+    with pytest.raises(CharlmError, match="try --encoding gb18030 or big5 \\(Chinese\\), cp1252"):
+        read_text(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CharlmWarning)
+        assert read_text(f, "cp1252").startswith("we met at the café")

@@ -278,11 +278,11 @@ def _valid_utf8(raw: bytes) -> bool:
 
 
 def _mostly_utf8(raw: bytes) -> bool:
-    """Whether ``raw`` is UTF-8 but for a few bytes (a damaged file: under 1 in 100 of its non-ASCII characters are
-    not).  Text in another encoding read as UTF-8 fails nearly everywhere."""
+    """Whether ``raw`` is UTF-8 but for a few bytes (a damaged file: under 1 in 10 of its non-ASCII characters are
+    not).  Text in another encoding read as UTF-8 fails nearly everywhere (Latin-1's é before a letter, GBK's pairs)."""
     text = raw.decode("utf-8", errors="replace")
     bad = text.count("\ufffd")
-    return 0 < bad <= 0.01 * sum(not c.isascii() for c in text)
+    return 0 < bad <= 0.1 * sum(not c.isascii() for c in text)
 
 
 def _decoding_hint(raw: bytes, name: str) -> str:
@@ -336,6 +336,9 @@ def _other_encoding(raw: bytes, name: str, text: str) -> str | None:
             return (f"only {share:.0%} of its non-ASCII characters are Chinese ones in {name}, while its bytes read as Chinese "
                     f"text in {chinese[0]}; if its characters look wrong, try --encoding {chinese[0]}")
         return None
+    if _mostly_utf8(raw[: 1 << 20]):  # (a one-byte code page reads it too: as Ã© for é)
+        return ("most of its non-ASCII bytes are UTF-8 characters, with a few bytes that are not: it looks like UTF-8 "
+                "damaged there; if its characters look wrong (Ã© for é), mend or remove those bytes and leave out --encoding")
     one_byte_a_char = len(text) == len(raw)
     head = raw[: 1 << 20]
     high = len(head) - len(re.sub(rb"[\x80-\xff]", b"", head))

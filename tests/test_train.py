@@ -1192,3 +1192,22 @@ def test_a_resume_with_overwrite_into_its_own_runs_folder_keeps_that_runs_best_a
     assert ckpt_io.load(run / "best").metrics == before.metrics and not [line for line in lines if "no best/" in line]
     again = Trainer(trained.model_cfg, dataclasses.replace(trained.cfg, epochs=3), trained.corpus, resume=trained.snapshot())
     assert again.step == trained.step
+
+
+def test_a_text_mixing_unicode_forms_is_said_to_at_the_start(tmp_path):
+    """é as one code point in some lines and as e + U+0301 in others: two spellings of each accented letter, learned
+    apart, without a word. A text in one form, either, gets no note."""
+    import unicodedata
+
+    lines = [unicodedata.normalize("NFD" if i % 2 else "NFC", "café crème brûlée au lait, naïve résumé\n") for i in range(80)]
+    (tmp_path / "corpus.txt").write_text("".join(lines), encoding="utf-8")
+    said = []
+    train_tiny(tmp_path, epochs=1, prefixes=(), log=said.append)
+    note = [line for line in "\n".join(said).splitlines() if "both Unicode forms" in line]
+    assert note and "'é' and 'e' + U+0301" in note[0] and "normalise the text to one form first" in note[0], said
+    for form in ("NFC", "NFD"):
+        (tmp_path / form).mkdir()
+        (tmp_path / form / "corpus.txt").write_text(unicodedata.normalize(form, "".join(lines)), encoding="utf-8")
+        said.clear()
+        train_tiny(tmp_path / form, epochs=1, prefixes=(), log=said.append)
+        assert not any("Unicode forms" in line for line in said)

@@ -671,7 +671,8 @@ def create_app(
         (line endings as the model was trained, and in the Unicode form the vocabulary holds); it is null for the first character, which nothing predicts, and for
         characters skipped as unknown.
         """
-        text = vocab_form(srv.vocab, normalize(req.text, srv.ckpt.train_config.newlines))  # as charlm eval reads it
+        # as charlm eval reads it: a byte-order mark a client kept from a file is no character of the text
+        text = vocab_form(srv.vocab, normalize(req.text.removeprefix("\ufeff"), srv.ckpt.train_config.newlines))
         if req.unknown == "error":
             check_known(srv.vocab, text, "text", hint=SKIP_HINT)
         known = [i for i, c in enumerate(text) if srv.vocab.unk or c in srv.vocab]

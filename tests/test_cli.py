@@ -1871,3 +1871,15 @@ def test_control_characters_in_one_line_reports_are_shown_not_acted_on(capsys, t
     f.write_text(text[:200], encoding="utf-8")
     code, out, _ = run_cli(capsys, "eval", tmp_path / "run", f, "--each-line")
     assert code == 0 and "\x1b" not in out and "hello ⟨001B⟩]0;pwned⟨0007⟩ world" in out
+
+
+def test_each_line_says_the_line_break_it_adds_after_a_last_line_without_one(capsys, tiny_run, tmp_path):
+    """A file whose last line has no line break: --each-line scores each line with the break that ends it, so one more
+    character was scored than read ("5 read, 6 scored"), unexplained."""
+    f = tmp_path / "t.txt"
+    for text, added in (("分开的时候\n我说不分开", True), ("分开的时候\n我说不分开\n", False)):
+        f.write_text(text, encoding="utf-8")
+        report = json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json")[1])
+        ch = report["characters"]
+        assert ch["scored"] - ch["read"] == (1 if added else 0), ch  # (each line's characters and the break after it)
+        assert any(n.startswith("the last line has no line break after it") for n in report["notes"]) == added

@@ -830,6 +830,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     lines, text = form.split("\n"), normalize(form, newlines)
     if len(lines) > 1 and not lines[-1]:  # (what follows the last line break is no line: 5,000 lines, not 5,001)
         lines.pop()
+    elif args.each_line and lines[-1].strip():  # (so that "scored" above "read" is not a puzzle)
+        notes.append("the last line has no line break after it: each line is scored with the break that ends it, so one "
+                     "is added there, scored but not read")
     outside = collections.Counter(c for c in text if c not in vocab) if not counted(text).keys() <= vocab.stoi.keys() else collections.Counter()
     if outside and not vocab.unk and args.unknown == "error":
         raise CharlmError(f"{source}: {_count(sum(outside.values()), 'character')} outside the model's vocabulary: "

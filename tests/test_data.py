@@ -805,3 +805,14 @@ def test_utf8_with_a_few_damaged_bytes_is_said_so_and_not_read_as_a_code_page_in
     with warnings.catch_warnings():
         warnings.simplefilter("error", CharlmWarning)
         assert read_text(f, "cp1252").startswith("we met at the café")
+
+
+def test_a_link_that_leads_nowhere_is_called_so_not_missing(tmp_path):
+    (tmp_path / "self.txt").symlink_to("self.txt")  # (a loop: "no such file or folder" for a file ls lists)
+    with pytest.raises(CharlmError, match="self.txt: a link that leads to no file \\(its target 'self.txt' is missing, or the links go round in a loop\\)"):
+        read_text(tmp_path / "self.txt")
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "moved.txt")
+    with pytest.raises(CharlmError, match="gone.txt: a link that leads to no file"):
+        read_text(tmp_path / "gone.txt")
+    with pytest.raises(CharlmError, match="never.txt: no such file or folder"):
+        read_text(tmp_path / "never.txt")

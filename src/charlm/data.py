@@ -436,6 +436,9 @@ def read_text(path: str | os.PathLike | None = None, encoding: str = "utf-8", hi
     """
     p = bundled_corpus() if not path else Path(path)
     if not _exists(p):
+        if p.is_symlink():  # (a link whose target is gone, or one that leads back to itself)
+            raise CharlmError(f"{p}: a link that leads to no file (its target {os.readlink(p)!r} is missing, or the "
+                              f"links go round in a loop)")
         raise CharlmError(f"{p}: no such file or folder")
     if p.is_dir():
         files, others = _folder_files(p, hidden)

@@ -182,7 +182,7 @@ def check_options(cfg: SampleConfig, given: Collection[str], name: Callable[[str
     if cfg.greedy and ignored:
         raise InputError(ignored[0], f"{name('greedy')} takes the most likely character every time, so "
                                      f"{' and '.join(map(name, ignored))} would do nothing; give one or the other")
-    if cfg.greedy and cfg.num_samples > 1:  # (three copies of one text, unsaid)
+    if cfg.greedy and cfg.num_samples > 1 and "num_samples" in given:  # (three copies of one text, unsaid; from Python, as asked)
         raise InputError("num_samples", f"{name('greedy')} writes the same text every time, so {name('num_samples')} "
                                         f"{cfg.num_samples} would write it {cfg.num_samples} times; give one or the other")
     if cfg.lines and "length" in given:

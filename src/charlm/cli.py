@@ -238,6 +238,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise error from None
     except (CharlmError, ValueError) as e:
         exit_code = getattr(e, "exit_code", 2)
+        distributed.teardown(settle=True)  # (in a job, where each process raises it at once: a diverged loss, ...)
         if world > 1 and isinstance(e, distributed.DistributedError):
             raise CharlmError(f"rank {rank}: {e}", exit_code) from None
         if rank == 0:

@@ -27,6 +27,7 @@ carried rows into rank 0's checkpoint.  Every wait is bounded by ``--dist-timeou
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -173,7 +174,10 @@ class Dist:
             return
         names = list(values)
         mine = torch.tensor([values[k] for k in names], dtype=torch.int64)
-        for r, theirs in enumerate(self.all_gather(mine)):
+        gathered = self.all_gather(mine)
+        if any(not torch.equal(theirs, mine) for theirs in gathered):  # every process sees it, and stops here
+            self.barrier()  # (all past the gather first: one leaving while another still reads it can abort that one)
+        for r, theirs in enumerate(gathered):
             for name, a, b in zip(names, mine.tolist(), theirs.tolist()):
                 if a != b:
                     raise DistributedError(
@@ -261,7 +265,18 @@ def setup(device: torch.device, timeout: float = DEFAULT_TIMEOUT) -> Dist:
     return Dist(world, rank, local, device, backend, group, timeout)
 
 
-def teardown() -> None:
-    """Leave the process group (a no-op in a plain process)."""
+SETTLE_S = 10.0  # seconds teardown(settle=True) waits for the other processes at most
+
+
+def teardown(settle: bool = False) -> None:
+    """Leave the process group (a no-op in a plain process).  ``settle``: first wait (at most SETTLE_S) for every process
+    to come here too, as after an error they all raise at once (a diverged loss): a process that leaves while another is
+    still in the last collective can make that one abort as it exits (SIGABRT, "terminate called without an active
+    exception"), which torchrun then reports as the failure."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if settle:
+            with contextlib.suppress(Exception):  # (one that is gone, or elsewhere: the error is said anyway)
+                group = torch.distributed.group.WORLD if torch.distributed.get_backend() == "gloo" else None
+                if group is not None:
+                    torch.distributed.monitored_barrier(group=group, timeout=timedelta(seconds=SETTLE_S), wait_all_ranks=True)
         torch.distributed.destroy_process_group()

@@ -1883,3 +1883,16 @@ def test_each_line_says_the_line_break_it_adds_after_a_last_line_without_one(cap
         ch = report["characters"]
         assert ch["scored"] - ch["read"] == (1 if added else 0), ch  # (each line's characters and the break after it)
         assert any(n.startswith("the last line has no line break after it") for n in report["notes"]) == added
+
+
+def test_eval_names_the_other_width_of_an_unknown_character_it_knows(capsys, tmp_path):
+    """eval --unknown error named an ASCII ',' but not the '，' the model knows, as generate and the server do."""
+    from .conftest import train_tiny
+
+    (tmp_path / "corpus.txt").write_text("分开的时候，我说不分开\n你说我们还会再见\n" * 40, encoding="utf-8")
+    train_tiny(tmp_path, epochs=1)
+    f = tmp_path / "t.txt"
+    f.write_text("分开的时候,我说不分开\n", encoding="utf-8")
+    one_line_error(*run_cli(capsys, "eval", tmp_path / "run", f, "--unknown", "error")[::2],
+                   f"{f}: 1 character outside the model's vocabulary: ','; it knows '，' for ',', in the other width "
+                   f"(--unknown skip scores the rest)")

@@ -816,3 +816,20 @@ def test_a_link_that_leads_nowhere_is_called_so_not_missing(tmp_path):
         read_text(tmp_path / "gone.txt")
     with pytest.raises(CharlmError, match="never.txt: no such file or folder"):
         read_text(tmp_path / "never.txt")
+
+
+def test_gb18030_read_as_big5_is_said_to_be_so(tmp_path):
+    """Simplified Chinese in GB18030 given --encoding big5 decoded, to rare traditional characters (斕婓扂...), without a
+    word (the reverse, Big5 given as GB18030, had its note); Big5 itself reads as before."""
+    lines = ["你在我胸口睡着", "分开的时候我说不分开", "爱可不可以简简单单没有伤害", "像这样的生活我爱你你爱我",
+             "你靠着我的肩膀", "我想就这样牵着你的手不放开", "窗台蝴蝶像诗里纷飞的美丽章节", "雨下整夜我的爱溢出就像雨水"]
+    f = tmp_path / "gb.txt"
+    f.write_bytes(("\n".join(lines) + "\n").encode("gb18030") * 30)
+    with pytest.warns(CharlmWarning, match="as big5 as asked, but only \\d+% of its Chinese characters are common ones read as "
+                                           "big5, against 100% read as gb18030; if its characters look wrong, try --encoding gb18030"):
+        read_text(f, "big5")
+    traditional = "我們的愛情在這裡開始，你說過不會離開。時間過得很快，回憶裡的畫面還在。為什麼你要走，留下我在這裡等待。\n"
+    f.write_bytes(traditional.encode("big5") * 30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CharlmWarning)
+        assert read_text(f, "big5") == traditional * 30

@@ -1896,3 +1896,12 @@ def test_eval_names_the_other_width_of_an_unknown_character_it_knows(capsys, tmp
     one_line_error(*run_cli(capsys, "eval", tmp_path / "run", f, "--unknown", "error")[::2],
                    f"{f}: 1 character outside the model's vocabulary: ','; it knows '，' for ',', in the other width "
                    f"(--unknown skip scores the rest)")
+
+
+def test_a_text_too_short_says_what_was_held_out_of_it(capsys, tmp_path):
+    """A one-character file: "the training text has 0 characters", with nothing said of the 10% held out of it."""
+    f = tmp_path / "one.txt"
+    f.write_text("a", encoding="utf-8")
+    one_line_error(*run_cli(capsys, "train", "--data", f, "--out", tmp_path / "run")[::2],
+                   "the training text has 0 characters (of the text's 1, 1 held out by --val-fraction 0.1), fewer than one batch needs")
+    assert not (tmp_path / "run").exists()

@@ -700,11 +700,13 @@ def min_chars(batch_size: int, num_steps: int, sampling: str) -> int:
     return batch_size * (num_steps + 1)
 
 
-def check_enough(n: int, batch_size: int, num_steps: int, sampling: str) -> None:
+def check_enough(n: int, batch_size: int, num_steps: int, sampling: str, held: str = "") -> None:
+    """A training text too short for one batch is an error; ``held`` says what was held out of it (", of the file's
+    10, 1 held out (--val-fraction 0.1)")."""
     need = min_chars(batch_size, num_steps, sampling)
     if n < need:
         raise CharlmError(
-            f"the training text has {n} character{'s' if n != 1 else ''}, fewer than one batch needs: "
+            f"the training text has {n} character{'s' if n != 1 else ''}{held}, fewer than one batch needs: "
             f"batch_size {batch_size} x num_steps {num_steps} ({sampling}) needs at least {need}; "
             f"use a longer corpus or smaller --batch-size/--num-steps"
         )

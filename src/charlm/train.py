@@ -309,7 +309,9 @@ class Trainer:
                 raise CharlmError(f"{resume.path}: the training text has a character the checkpoint's vocabulary lacks ({e.char!r}): "
                                   f"the text changed since the run began; cannot resume") from None
             raise CharlmError(f"the training text has a character its vocabulary lacks: {e.char!r} (build the vocabulary from the text, or with unk)") from None
-        check_enough(self.train_ids.numel(), cfg.batch_size, cfg.num_steps, cfg.sampling)
+        held = (f" (of the text's {len(corpus.train_text) + len(corpus.val_text):,}, {len(corpus.val_text):,} held out by "
+                f"--val-fraction {cfg.val_fraction:g})" if corpus.val_text else "")
+        check_enough(self.train_ids.numel(), cfg.batch_size, cfg.num_steps, cfg.sampling, held)
         self.val_ids, self.val_skipped = corpus.val_ids()
         if self.val_ids.numel() < 2:
             self.val_ids = None

@@ -1883,6 +1883,9 @@ def test_each_line_says_the_line_break_it_adds_after_a_last_line_without_one(cap
         ch = report["characters"]
         assert ch["scored"] - ch["read"] == (1 if added else 0), ch  # (each line's characters and the break after it)
         assert any(n.startswith("the last line has no line break after it") for n in report["notes"]) == added
+    f.write_text("分开的时候\nxyz", encoding="utf-8")  # a last line with nothing scored: no break was added to any figure
+    report = json.loads(run_cli(capsys, "eval", tiny_run, f, "--each-line", "--json", "--unknown", "skip")[1])
+    assert not any(n.startswith("the last line has no line break") for n in report["notes"]), report["notes"]
 
 
 def test_eval_names_the_other_width_of_an_unknown_character_it_knows(capsys, tmp_path):

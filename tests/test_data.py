@@ -799,6 +799,14 @@ def test_utf8_with_a_few_damaged_bytes_is_said_so_and_not_read_as_a_code_page_in
         read_text(f)
     with pytest.warns(CharlmWarning, match="read as cp1252 as asked, but most of its non-ASCII bytes are UTF-8 characters"):
         assert "cafÃ©" in read_text(f, "cp1252")
+    big = ("we met at the café, naïve résumé\n" * 40_000).encode()  # the damage past the first megabyte: said too
+    f.write_bytes(big + b"\xff" + big[:100])
+    with pytest.warns(CharlmWarning, match="most of its non-ASCII bytes are UTF-8 characters"):
+        read_text(f, "cp1252")
+    from charlm.data import read_scored
+
+    with pytest.raises(CharlmError, match="looks damaged there"):  # eval of it, by a model trained on cp1252 text: said,
+        read_scored(f, None, "cp1252")  # not read as cp1252's mojibake with "leave out --encoding" (none was given)
     f.write_bytes(("we met at the café, naïve résumé\n" * 60).encode("latin-1"))
     with pytest.raises(CharlmError, match="try --encoding gb18030 or big5 \\(Chinese\\), cp1252"):
         read_text(f)

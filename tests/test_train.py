@@ -1211,3 +1211,11 @@ def test_a_text_mixing_unicode_forms_is_said_to_at_the_start(tmp_path):
         said.clear()
         train_tiny(tmp_path / form, epochs=1, prefixes=(), log=said.append)
         assert not any("Unicode forms" in line for line in said)
+    # NFC text keeps a combining mark on a letter with no composed form (ẹ́), beside an à it writes composed every time
+    (tmp_path / "yo").mkdir()
+    yoruba = "Ẹ káàbọ̀. Ọjọ́ dára. Mo fẹ́ lọ sí ilé ìwé. À ń lọ.\n" * 60
+    assert unicodedata.is_normalized("NFC", yoruba)
+    (tmp_path / "yo" / "corpus.txt").write_text(yoruba, encoding="utf-8")
+    said.clear()
+    train_tiny(tmp_path / "yo", epochs=1, prefixes=(), log=said.append)
+    assert not any("Unicode forms" in line for line in said), said

@@ -829,11 +829,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if spaced_symbols(text):
         notes.append(SPACED_NOTE)
     lines, text = form.split("\n"), normalize(form, newlines)
+    unended = bool(lines[-1])  # a last line with no line break after it (said below, where --each-line scored it)
     if len(lines) > 1 and not lines[-1]:  # (what follows the last line break is no line: 5,000 lines, not 5,001)
         lines.pop()
-    elif args.each_line and lines[-1].strip():  # (so that "scored" above "read" is not a puzzle)
-        notes.append("the last line has no line break after it: each line is scored with the break that ends it, so one "
-                     "is added there, scored but not read")
     outside = collections.Counter(c for c in text if c not in vocab) if not counted(text).keys() <= vocab.stoi.keys() else collections.Counter()
     if outside and not vocab.unk and args.unknown == "error":
         twins = [f"{show_chars([t])} for {show_chars([c])}" for c in outside if (t := width_twin(c)) and t in vocab]
@@ -856,6 +854,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 notes.append(f"{_count(seen, 'line')} of the {sum(1 for r in rows if r['scored']):,} scored also "
                              f"{'occur as lines' if seen > 1 else 'occurs as a line'} of the {where}, word for word (marked "
                              f"so; in_training_text in --json): the model was trained on {'them' if seen > 1 else 'it'}")
+            if unended and rows[-1]["line"] == len(lines) and rows[-1]["scored"]:  # ("scored" above "read" is no puzzle)
+                notes.append("the last line has no line break after it: each line is scored with the break that ends it, "
+                             "so one is added there, scored but not read")
             if not (n := sum(r["scored"] for r in rows)):
                 raise CharlmError(f"{source}: too little to score: no line holds a character the model knows"
                                   + (f" (outside it: {show_chars(list(outside))})" if outside else ""))

@@ -302,7 +302,10 @@ def _mostly_utf8(raw: bytes) -> bool:
     not).  Text in another encoding read as UTF-8 fails nearly everywhere (Latin-1's é before a letter, GBK's pairs)."""
     text = raw.decode("utf-8", errors="replace")
     bad = text.count("\ufffd")
-    return 0 < bad <= 0.1 * sum(not c.isascii() for c in text)
+    return 0 < bad <= 0.1 * (len(text) - len(text.encode("ascii", "ignore")))  # (non-ASCII characters, counted in C)
+
+
+DAMAGED_UTF8 = "the rest of the file is UTF-8, so it looks damaged there: mend or remove the bytes that are not"
 
 
 def _decoding_hint(raw: bytes, name: str) -> str:
@@ -312,7 +315,7 @@ def _decoding_hint(raw: bytes, name: str) -> str:
     if name not in ("utf8", "utf8sig") and _valid_utf8(raw):
         return "the file is valid UTF-8: leave out --encoding"
     if name in ("utf8", "utf8sig") and _mostly_utf8(raw):
-        return "the rest of the file is UTF-8, so it looks damaged there: mend or remove the bytes that are not"
+        return DAMAGED_UTF8
     lang, codecs_ = _reads_as(raw, name)
     if codecs_:
         return f"its bytes read as {lang} text in {' and '.join(codecs_)}: try --encoding {codecs_[0]}"
@@ -363,7 +366,7 @@ def _other_encoding(raw: bytes, name: str, text: str) -> str | None:
                 return (f"only {mine:.0%} of its Chinese characters are common ones read as {name}, against {theirs:.0%} "
                         f"read as gb18030; if its characters look wrong, try --encoding gb18030")
         return None
-    if _mostly_utf8(raw[: 1 << 20]):  # (a one-byte code page reads it too: as Ã© for é)
+    if _mostly_utf8(raw):  # (a one-byte code page reads it too: as Ã© for é)
         return ("most of its non-ASCII bytes are UTF-8 characters, with a few bytes that are not: it looks like UTF-8 "
                 "damaged there; if its characters look wrong (Ã© for é), mend or remove those bytes and leave out --encoding")
     one_byte_a_char = len(text) == len(raw)
@@ -400,6 +403,8 @@ def as_trained(read, given: str | None, trained: str, name: str = ""):
         except (_Undecodable, _Binary) as not_utf8:  # (NUL bytes are a wide encoding's text, not a binary file's)
             if kind.startswith("utf8") or (isinstance(not_utf8, _Binary) and not kind.startswith(WIDE)):
                 raise
+            if isinstance(not_utf8, _Undecodable) and not_utf8.hint == DAMAGED_UTF8:  # UTF-8 but for a few bytes: said so,
+                raise  # not read as mojibake in a one-byte encoding the run's text was in
             failed = not_utf8
         else:
             failed = None

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterator
@@ -275,8 +276,16 @@ def teardown(settle: bool = False) -> None:
     exception"), which torchrun then reports as the failure."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         if settle:
-            with contextlib.suppress(Exception):  # (one that is gone, or elsewhere: the error is said anyway)
-                group = torch.distributed.group.WORLD if torch.distributed.get_backend() == "gloo" else None
-                if group is not None:
-                    torch.distributed.monitored_barrier(group=group, timeout=timedelta(seconds=SETTLE_S), wait_all_ranks=True)
+            _settle()
         torch.distributed.destroy_process_group()
+
+
+def _settle() -> None:
+    """Wait, at most SETTLE_S, for every process to come here: a count in the job's store, not a collective (whose
+    wait on a process that is gone lasts the whole --dist-timeout, and logs from C++), on any backend."""
+    with contextlib.suppress(Exception):  # (a store that is gone with rank 0: nothing to wait for)
+        store = torch.distributed.distributed_c10d._get_default_store()
+        store.add("charlm/settle", 1)
+        deadline = time.monotonic() + SETTLE_S
+        while store.add("charlm/settle", 0) < torch.distributed.get_world_size() and time.monotonic() < deadline:
+            time.sleep(0.05)

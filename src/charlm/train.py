@@ -1102,11 +1102,12 @@ def held_out_unk(trainer: Trainer) -> int:
     return int((trainer.val_ids == 0).sum()) if trainer.corpus.vocab.unk and trainer.val_ids is not None else 0
 
 
-def two_forms(chars) -> str:
-    """Characters that a vocabulary holds both composed (é, one code point) and as their decomposed parts (e and
-    U+0301, in it too), shown for a note; "" for none (most text: one form, or no accents)."""
+def two_forms(chars, text: str) -> str:
+    """Characters of a vocabulary that ``text`` writes both composed (é, one code point) and decomposed (e + U+0301),
+    shown for a note; "" for none (most text: one form, or no accents; NFC text keeps marks on letters with no composed
+    form, ẹ́, but writes à composed every time)."""
     have = set(chars)
-    found = [c for c in have if len(c) == 1 and len(d := unicodedata.normalize("NFD", c)) > 1 and set(d) <= have]
+    found = [c for c in have if len(c) == 1 and len(d := unicodedata.normalize("NFD", c)) > 1 and set(d) <= have and d in text]
     return ", ".join(f"{c!r} and {' + '.join(f'U+{ord(x):04X}' if unicodedata.combining(x) else repr(x) for x in unicodedata.normalize('NFD', c))}"
                      for c in sorted(found)[:3]) + (" …" if len(found) > 3 else "")
 
@@ -1138,7 +1139,7 @@ def describe(trainer: Trainer) -> str:
         warm_note += (f"\nnote: the held-out part (--val-fraction {cfg.val_fraction:g}) has "
                       f"{'no character' if not len(c.val_text) else 'too few characters'} the model can score (it takes two): "
                       f"nothing is validated, and best/ is the last checkpoint; give a larger --val-fraction, or 0 to hold nothing out")
-    if both := two_forms(c.vocab.itos):  # (each spelling learned apart, and a reader's é is one of them)
+    if both := two_forms(c.vocab.itos, c.train_text):  # (each spelling learned apart, and a reader's é is one of them)
         warm_note += (f"\nnote: the text writes accented letters in both Unicode forms, as one character and as a letter with "
                       f"a combining mark after it ({both}): the model learns each spelling apart; normalise the text to "
                       f"one form first (NFC: python -c \"import sys, unicodedata; sys.stdout.write(unicodedata.normalize('NFC', "

@@ -746,3 +746,32 @@ def test_a_checkpoint_in_a_folder_this_user_may_not_enter_is_an_error_naming_tha
     monkeypatch.setattr(Path, "read_bytes", unreadable)
     with pytest.raises(CharlmError, match=r"best/checkpoint\.json: cannot read \(Permission denied\)$"):  # (not "truncated")
         ckpt_io.load(closed / "run")
+
+
+def test_a_run_that_stored_its_texts_path_as_typed_is_read_from_anywhere(tmp_path, monkeypatch):
+    """Before 2026-11-30 charlm stored --data as typed: a run trained with `--data corpus.txt --out run` could be read
+    again only from the folder it was trained in ("corpus.txt: no such file or folder" anywhere else, and --resume
+    refused another --data). Its folder is the run folder without --out: the text is found there."""
+    import shutil
+
+    from charlm.data import training_text
+
+    from .conftest import train_tiny
+
+    train_tiny(tmp_path / "t", epochs=1)
+    meta = tmp_path / "t" / "run" / "best" / "checkpoint.json"
+    d = json.loads(meta.read_text())
+    text = training_text(ckpt_io.load(tmp_path / "t" / "run"))
+    d["train_config"].update(data="corpus.txt", out="run")  # as typed, in the folder t
+    meta.write_text(json.dumps(d))
+    monkeypatch.chdir(tmp_path)  # elsewhere
+    c = ckpt_io.load(tmp_path / "t" / "run" / "best")
+    assert c.train_config.data == str(tmp_path / "t" / "corpus.txt") and training_text(c) == text
+    shutil.copytree(tmp_path / "t" / "run", tmp_path / "copied")  # a copy elsewhere: its folder cannot be told
+    c = ckpt_io.load(tmp_path / "copied" / "best")
+    assert c.train_config.data == "corpus.txt"
+    with pytest.raises(CharlmError, match="corpus.txt: no such file or folder here; the run stored its training text's path "
+                                          "as typed .*: run this from the folder it was trained in"):
+        training_text(c)
+    monkeypatch.chdir(tmp_path / "t")
+    assert training_text(c) == text  # (from there, as before)

@@ -1219,3 +1219,18 @@ def test_a_text_mixing_unicode_forms_is_said_to_at_the_start(tmp_path):
     said.clear()
     train_tiny(tmp_path / "yo", epochs=1, prefixes=(), log=said.append)
     assert not any("Unicode forms" in line for line in said), said
+
+
+def test_a_cosine_checkpoint_without_its_schedules_length_resumes_at_the_floor(tmp_path):
+    """A checkpoint from before 2026-11-30 has no schedule_steps: its resume with more epochs stretched the cosine over
+    them, its rate back up from the floor, where the README says added epochs run at the floor."""
+    train_tiny(tmp_path, epochs=1, schedule="cosine", lr=1e-2, min_lr=1e-4)
+    meta = tmp_path / "run" / "last" / "checkpoint.json"
+    d = json.loads(meta.read_text())
+    del d["trainer"]["schedule_steps"]
+    meta.write_text(json.dumps(d))
+    c = ckpt_io.load(tmp_path / "run", prefer="last")
+    cfg = dataclasses.replace(c.train_config, epochs=3)
+    t = Trainer(c.model_config, cfg, load_corpus(cfg, vocab=c.vocab), resume=c, log=lambda *_: None)
+    t.fit()
+    assert [m["lr"] for m in t.metrics[1:]] == pytest.approx([1e-4, 1e-4])

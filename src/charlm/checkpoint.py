@@ -191,6 +191,21 @@ def _seed_read(train_config: dict) -> dict:
     return {**train_config, "seed": seed % 2**32} if isinstance(seed, int) and seed > SEED_MAX else train_config
 
 
+def _data_found(train_config: dict, ckpt_path: Path) -> dict:
+    """A train config as stored, its ``data`` absolute: charlm stored the path as typed before 2026-11-30, so that a run
+    trained with ``--data corpus.txt`` could be read again only from the folder it was trained in.  That folder is the
+    run folder's path without ``out`` (as typed too); where the text is found there, the path is made absolute."""
+    data, out = train_config.get("data"), train_config.get("out")
+    if not (isinstance(data, str) and data and not data.startswith("<") and not os.path.isabs(data) and isinstance(out, str)
+            and out and not os.path.isabs(out)) or (home := run_folder(ckpt_path)) is None:
+        return train_config
+    home, tail = Path(os.path.abspath(home)).parts, Path(os.path.normpath(out)).parts
+    if ".." in tail or len(tail) >= len(home) or home[-len(tail):] != tail:
+        return train_config
+    found = Path(*home[: -len(tail)]) / data
+    return {**train_config, "data": str(found)} if found.exists() else train_config
+
+
 def run_folder(ckpt_path: str | os.PathLike) -> Path | None:
     """The run folder a checkpoint belongs to: the folder holding it as best/ or last/ (or as a save's copy a kill left,
     ``.last.old-PID``, ``.last.tmp-PID``); None for a checkpoint folder of its own (a copy kept under another name)."""
@@ -659,7 +674,7 @@ def _load(p: Path, raw: bytes, with_trainer: bool, with_weights: bool) -> Checkp
             raise CharlmError(f"{f}: does not match the checksum in {META_FILE} (truncated or replaced)")
     try:
         model_config = from_dict(ModelConfig, meta["model_config"])
-        train_config = from_dict(TrainConfig, _seed_read(meta["train_config"]))
+        train_config = from_dict(TrainConfig, _data_found(_seed_read(meta["train_config"]), p))
         vocab = Vocab.from_dict(meta["vocab"])
         weights = load_tensors(data[MODEL_FILE]) if with_weights else {}
         trainer_tensors = load_tensors(data[TRAINER_FILE]) if with_trainer else {}

@@ -818,6 +818,9 @@ def checkpoint_corpus(ckpt, cfg=None) -> Corpus:
     when the checkpoint's checksum says that is how it was trained, so that the run can be resumed and checked.
     """
     cfg = cfg or ckpt.train_config
+    if cfg.data and cfg.data != IN_MEMORY and not os.path.isabs(cfg.data) and not _exists(Path(cfg.data)):
+        raise CharlmError(f"{cfg.data}: no such file or folder here; the run stored its training text's path as typed (as "
+                          f"charlm did before 2026-11-30): run this from the folder it was trained in")
     folder = bool(cfg.data) and cfg.data != IN_MEMORY and Path(cfg.data).is_dir()
     corpus, error = None, None
     with warnings.catch_warnings(record=True) as notes:  # held back: a note that hidden files were left out may not hold

@@ -441,7 +441,8 @@ class Trainer:
                          "val_ppl": None if m.get("val_loss") is None else ppl(m["val_loss"])} for m in c.metrics]
         self.epoch, self.batch, self.step = t["epoch"], t["batch"], t["step"]
         # the cosine spans the --epochs of the run that started it: a resume with more epochs goes on at the floor
-        self.total_steps = t.get("schedule_steps", self.total_steps)
+        # (a checkpoint from before 2026-11-30 has no schedule_steps: its run's cosine spanned the --epochs it was saved with)
+        self.total_steps = t.get("schedule_steps", self.n_batches * c.train_config.epochs)
         if self.cfg.schedule == "cosine" and self.cfg.warmup_steps and not t.get("warmup_then_cosine") and self.step < self.total_steps:
             self.log("note: this run began before 2026-12-02, when the cosine ran beneath the warm-up from step 0 (its rate "
                      "peaking below --lr); from here it follows the cosine that starts after the warm-up, so its rate is not "

@@ -775,3 +775,8 @@ def test_a_run_that_stored_its_texts_path_as_typed_is_read_from_anywhere(tmp_pat
         training_text(c)
     monkeypatch.chdir(tmp_path / "t")
     assert training_text(c) == text  # (from there, as before)
+    # found from here, it is read from here, as before, though the copy's folder holds another corpus.txt
+    shutil.copytree(tmp_path / "t" / "run", tmp_path / "other" / "run")
+    (tmp_path / "other" / "corpus.txt").write_text("another text\n" * 100, encoding="utf-8")
+    c = ckpt_io.load(tmp_path / "other" / "run" / "best")
+    assert c.train_config.data == "corpus.txt" and training_text(c) == text

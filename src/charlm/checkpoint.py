@@ -194,16 +194,17 @@ def _seed_read(train_config: dict) -> dict:
 def _data_found(train_config: dict, ckpt_path: Path) -> dict:
     """A train config as stored, its ``data`` absolute: charlm stored the path as typed before 2026-11-30, so that a run
     trained with ``--data corpus.txt`` could be read again only from the folder it was trained in.  That folder is the
-    run folder's path without ``out`` (as typed too); where the text is found there, the path is made absolute."""
+    run folder's path without ``out`` (as typed too); where the text is not found from here but is there, the path is
+    made absolute (the training's checksum still says whether it is the text)."""
     data, out = train_config.get("data"), train_config.get("out")
     if not (isinstance(data, str) and data and not data.startswith("<") and not os.path.isabs(data) and isinstance(out, str)
-            and out and not os.path.isabs(out)) or (home := run_folder(ckpt_path)) is None:
-        return train_config
+            and out and not os.path.isabs(out)) or (home := run_folder(ckpt_path)) is None or os.path.exists(data):
+        return train_config  # (found from here, as it always was: read so)
     home, tail = Path(os.path.abspath(home)).parts, Path(os.path.normpath(out)).parts
     if ".." in tail or len(tail) >= len(home) or home[-len(tail):] != tail:
         return train_config
     found = Path(*home[: -len(tail)]) / data
-    return {**train_config, "data": str(found)} if found.exists() else train_config
+    return {**train_config, "data": str(found)} if os.path.exists(found) else train_config  # (False where it cannot tell)
 
 
 def run_folder(ckpt_path: str | os.PathLike) -> Path | None:

@@ -818,7 +818,8 @@ def checkpoint_corpus(ckpt, cfg=None) -> Corpus:
     when the checkpoint's checksum says that is how it was trained, so that the run can be resumed and checked.
     """
     cfg = cfg or ckpt.train_config
-    if cfg.data and cfg.data != IN_MEMORY and not os.path.isabs(cfg.data) and not _exists(Path(cfg.data)):
+    if (cfg.data and cfg.data == ckpt.train_config.data and cfg.data != IN_MEMORY and not os.path.isabs(cfg.data)
+            and not _exists(Path(cfg.data))):
         raise CharlmError(f"{cfg.data}: no such file or folder here; the run stored its training text's path as typed (as "
                           f"charlm did before 2026-11-30): run this from the folder it was trained in")
     folder = bool(cfg.data) and cfg.data != IN_MEMORY and Path(cfg.data).is_dir()

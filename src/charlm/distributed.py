@@ -284,8 +284,9 @@ def _settle() -> None:
     """Wait, at most SETTLE_S, for every process to come here: a count in the job's store, not a collective (whose
     wait on a process that is gone lasts the whole --dist-timeout, and logs from C++), on any backend."""
     with contextlib.suppress(Exception):  # (a store that is gone with rank 0: nothing to wait for)
-        store = torch.distributed.distributed_c10d._get_default_store()
-        store.add("charlm/settle", 1)
+        store, world = torch.distributed.distributed_c10d._get_default_store(), torch.distributed.get_world_size()
+        arrived = store.add("charlm/settle", 1)
+        everyone = -(-arrived // world) * world  # (a second settle in one job counts on from the first)
         deadline = time.monotonic() + SETTLE_S
-        while store.add("charlm/settle", 0) < torch.distributed.get_world_size() and time.monotonic() < deadline:
+        while store.add("charlm/settle", 0) < everyone and time.monotonic() < deadline:
             time.sleep(0.05)

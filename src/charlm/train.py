@@ -15,6 +15,7 @@ import json
 import math
 import operator
 import random
+import re
 import signal
 import statistics
 import time
@@ -1108,7 +1109,11 @@ def two_forms(chars, text: str) -> str:
     shown for a note; "" for none (most text: one form, or no accents; NFC text keeps marks on letters with no composed
     form, ẹ́, but writes à composed every time)."""
     have = set(chars)
-    found = [c for c in have if len(c) == 1 and len(d := unicodedata.normalize("NFD", c)) > 1 and set(d) <= have and d in text]
+    composed = {c for c in have if len(c) == 1 and len(d := unicodedata.normalize("NFD", c)) > 1 and set(d) <= have}
+    marks = "".join(sorted({x for c in composed for x in unicodedata.normalize("NFD", c)[1:]}))
+    # (one pass over the text: each letter with marks after it, composed, that is one of them)
+    spelled = {unicodedata.normalize("NFC", m.group()) for m in re.finditer(f"[^{re.escape(marks)}][{re.escape(marks)}]+", text)} if marks else set()
+    found = [c for c in composed if c in spelled and unicodedata.normalize("NFD", c) in text]
     return ", ".join(f"{c!r} and {' + '.join(f'U+{ord(x):04X}' if unicodedata.combining(x) else repr(x) for x in unicodedata.normalize('NFD', c))}"
                      for c in sorted(found)[:3]) + (" …" if len(found) > 3 else "")
 

@@ -706,8 +706,8 @@ def min_chars(batch_size: int, num_steps: int, sampling: str) -> int:
 
 
 def check_enough(n: int, batch_size: int, num_steps: int, sampling: str, held: str = "") -> None:
-    """A training text too short for one batch is an error; ``held`` says what was held out of it (", of the file's
-    10, 1 held out (--val-fraction 0.1)")."""
+    """A training text too short for one batch is an error; ``held`` says what was held out of it (" (of the text's
+    10, 1 held out by --val-fraction 0.1)")."""
     need = min_chars(batch_size, num_steps, sampling)
     if n < need:
         raise CharlmError(

@@ -781,7 +781,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .data import SPACED_NOTE, normalize, spaced_symbols, training_text
     from .progress import Progress
-    from .sampling import FORM_NOTE, show_chars, vocab_form, width_twin
+    from .sampling import FORM_NOTE, other_width, show_chars, vocab_form
     from .train import DYNAMIC_CHUNK, evaluate, evaluate_dynamic, pick_device
     from .vocab import counted
 
@@ -834,10 +834,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         lines.pop()
     outside = collections.Counter(c for c in text if c not in vocab) if not counted(text).keys() <= vocab.stoi.keys() else collections.Counter()
     if outside and not vocab.unk and args.unknown == "error":
-        twins = [f"{show_chars([t])} for {show_chars([c])}" for c in outside if (t := width_twin(c)) and t in vocab]
         raise CharlmError(f"{source}: {_count(sum(outside.values()), 'character')} outside the model's vocabulary: "
-                          f"{show_chars(list(outside))}" + (f"; it knows {', '.join(twins[:5])}, in the other width" if twins else "")
-                          + " (--unknown skip scores the rest)")
+                          f"{show_chars(list(outside))}{other_width(vocab, outside, most=5)} (--unknown skip scores the rest)")
     ids = torch.from_numpy(vocab.encode_array(text, known=True))
     skipped = len(text) - len(ids)
     if len(ids) < 2 and not args.each_line:  # (a line is scored with the line breaks around it)

@@ -106,9 +106,15 @@ def check_known(vocab: Vocab, text: str, what: str, unknown: str = "error", exac
         if exact:  # an acrostic's character (a keycap #️⃣, an accented letter) the model cannot write whole heads no line
             return "".join(g for g in acrostic_heads(text) if all(c in vocab for c in g))  # (dropped_chars: the rest)
         return "".join(c for c in text if c in vocab)
-    twins = [f"{show_chars([t])} for {show_chars([c])}" for c in missing if (t := width_twin(c)) and t in vocab]
     raise InputError(what.replace(" ", "_"), f"the {what} has characters the model's vocabulary does not know: {show_chars(missing)}"
-                                            + (f"; it knows {', '.join(twins)}, in the other width" if twins else "") + f" ({hint})")
+                                            + other_width(vocab, missing) + f" ({hint})")
+
+
+def other_width(vocab: Vocab, unknown, most: int | None = None) -> str:
+    """For an error naming ``unknown`` characters: "; it knows '，' for ',', in the other width" for those whose other
+    width the vocabulary holds (the first ``most`` of them), else ""."""
+    twins = [f"{show_chars([t])} for {show_chars([c])}" for c in unknown if (t := width_twin(c)) and t in vocab]
+    return f"; it knows {', '.join(twins[:most])}, in the other width" if twins else ""
 
 
 def width_twin(c: str) -> str | None:

@@ -1109,13 +1109,13 @@ def two_forms(chars, text: str) -> str:
     shown for a note; "" for none (most text: one form, or no accents; NFC text keeps marks on letters with no composed
     form, ẹ́, but writes à composed every time)."""
     have = set(chars)
-    composed = {c for c in have if len(c) == 1 and len(d := unicodedata.normalize("NFD", c)) > 1 and set(d) <= have}
-    marks = "".join(sorted({x for c in composed for x in unicodedata.normalize("NFD", c)[1:]}))
+    parts = {c: d for c in have if len(c) == 1 and len(d := unicodedata.normalize("NFD", c)) > 1 and set(d) <= have}
+    marks = re.escape("".join(sorted({x for d in parts.values() for x in d[1:]})))
     # (one pass over the text: each letter with marks after it, composed, that is one of them)
-    spelled = {unicodedata.normalize("NFC", m.group()) for m in re.finditer(f"[^{re.escape(marks)}][{re.escape(marks)}]+", text)} if marks else set()
-    found = [c for c in composed if c in spelled and unicodedata.normalize("NFD", c) in text]
-    return ", ".join(f"{c!r} and {' + '.join(f'U+{ord(x):04X}' if unicodedata.combining(x) else repr(x) for x in unicodedata.normalize('NFD', c))}"
-                     for c in sorted(found)[:3]) + (" …" if len(found) > 3 else "")
+    spelled = {unicodedata.normalize("NFC", m.group()) for m in re.finditer(f"[^{marks}][{marks}]+", text)} if marks else set()
+    found = sorted(c for c, d in parts.items() if c in spelled and d in text)
+    return ", ".join(f"{c!r} and {' + '.join(f'U+{ord(x):04X}' if unicodedata.combining(x) else repr(x) for x in parts[c])}"
+                     for c in found[:3]) + (" …" if len(found) > 3 else "")
 
 
 def describe(trainer: Trainer) -> str:

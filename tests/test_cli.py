@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from charlm.checkpoint import load as load_checkpoint
 from charlm.checkpoint import load_model
+from charlm.data import load_corpus
 from charlm.cli import _usable_streams, main
 from charlm.errors import CharlmError
 from charlm.train import evaluate
@@ -135,8 +137,13 @@ def test_train_generate_eval(capsys, corpus, tmp_path):
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])  # the units of the losses, for nanoGPT's readers
     assert f"after epoch 2 ({last['val_loss']:.4f} nats, {last['val_loss'] / math.log(2):.3f} bits per character)" in stdout
     assert "losses in nats per character" in stdout
-    assert "for scale, on the same held-out text: a bigram count model of the training text " in stdout
-    assert "a uniform guess 25" in stdout
+    from charlm.baseline import bigram_loss
+
+    c = load_checkpoint(out)  # the bigram of the training part, scored on the held-out part
+    split = load_corpus(c.train_config, vocab=c.vocab)
+    train_ids, val_ids = c.vocab.encode(split.train_text), c.vocab.encode(split.val_text)
+    assert (f"for scale, on the same held-out text: a bigram count model of the training text "
+            f"{math.exp(bigram_loss(train_ids, val_ids, 25)):,.2f}, a uniform guess 25") in stdout
     assert (out / "curves.png").stat().st_size > 1000
     code, stdout, _ = run_cli(capsys, "generate", out, "--prefix", "分开", "--length", 30, "--seed", 7)
     assert code == 0 and stdout.startswith("分开") and len(stdout.rstrip("\n")) >= 30
@@ -164,6 +171,9 @@ def test_train_generate_eval(capsys, corpus, tmp_path):
     assert code == 0 and "for scale: a bigram count model of the training text, on the same 1,599 characters: perplexity " in stdout
     # the training text repeats one verse: its bigram model knows the corpus nearly by heart
     assert float(stdout.split("on the same 1,599 characters: perplexity ")[1].split()[0]) < 2
+    whole = vocab.encode(text)  # the bigram of the run's training part, not of the file it scores
+    assert f"perplexity {math.exp(bigram_loss(train_ids, whole, 25)):,.3f}\n" in stdout
+    assert f"{math.exp(bigram_loss(whole, whole, 25)):,.3f}" not in stdout
     one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "-1")[::2], "--dynamic must be a learning rate from 0 to 10 (0.001 to 1 are the useful ones), got -1.0")
     one_line_error(*run_cli(capsys, "eval", out, corpus, "--dynamic", "nan")[::2], "--dynamic must be a learning rate from 0 to 10 (0.001 to 1 are the useful ones), got nan")
 
@@ -1465,7 +1475,6 @@ def test_eval_stops_reading_a_stream_of_binary_bytes_at_once(capsys, tiny_run, t
 def test_eval_of_a_last_checkpoint_written_between_validations_names_its_own_step(capsys, tmp_path):
     """A training stopped part-way through an epoch writes last/ after its last validation: the report gives the
     checkpoint's own epoch and step, and does not call its figure the validation's."""
-    from charlm.data import load_corpus
     from charlm.config import ModelConfig
     from charlm.train import Trainer, TrainingInterrupted
 

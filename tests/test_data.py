@@ -307,6 +307,17 @@ def test_held_out_text_does_not_decide_which_training_characters_are_rare(tmp_pa
     assert set(one.vocab.itos) == set(train + held_out)
 
 
+def test_vocab_from_train_leaves_out_what_only_the_held_out_part_has_and_limit_chars_cuts_the_training_part(tmp_path):
+    f = tmp_path / "c.txt"
+    f.write_text("abcab\n" * 9 + "abXYa\n", encoding="utf-8")  # X and Y only in the last line, the held-out tenth
+    whole = load_corpus(TrainConfig(data=str(f), val_fraction=0.1))
+    trained = load_corpus(TrainConfig(data=str(f), val_fraction=0.1, vocab_from="train"))
+    assert whole.val_text == trained.val_text == "abXYa\n"
+    assert set(whole.vocab.itos) == set("abc\nXY") and set(trained.vocab.itos) == set("abc\n")
+    cut = load_corpus(TrainConfig(data=str(f), val_fraction=0.1, limit_chars=7))
+    assert cut.train_text == "abcab\na" and cut.val_text == "abXYa\n"  # the held-out part is the file's, not the cut's
+
+
 def test_newlines_space_reproduces_the_seed():
     assert normalize("a\r\nb\nc", "space") == "a b c"
     assert normalize("a\r\nb\rc") == "a\nb\nc"

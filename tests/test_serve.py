@@ -110,6 +110,9 @@ def test_random_seed_is_returned_and_replays(client):
     first = client.post("/v1/generate", json={"length": 20}).json()
     again = client.post("/v1/generate", json={"length": 20, "seed": first["seed"]}).json()
     assert again["samples"] == first["samples"]
+    # seed 0 is a seed like any other (a drawn seed may be 0): it replays, and is not taken for "draw one"
+    zeros = [client.post("/v1/generate", json={"length": 40, "seed": 0, "temperature": 2.0}).json() for _ in range(2)]
+    assert zeros[0]["seed"] == zeros[1]["seed"] == 0 and zeros[0]["samples"] == zeros[1]["samples"]
 
 
 def test_stream_ends_with_done_and_matches_generate(client):

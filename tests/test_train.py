@@ -56,6 +56,32 @@ def test_clipping_really_clips(tmp_path):
     assert clipped == pytest.approx(1e-3, rel=1e-3)
 
 
+def test_the_training_loss_is_the_mean_loss_per_character_of_the_epoch(tmp_path):
+    """metrics' train_loss: the mean over every character predicted in the epoch's batches (a rate too small to move the
+    weights, so the model before training scores them as the trainer did)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from charlm.data import batches
+
+    cfg = tiny_train_config(tmp_path, epochs=1, optimizer="sgd", lr=1e-30)
+    corpus = load_corpus(cfg)
+    t = Trainer(ModelConfig(vocab_size=len(corpus.vocab), embedding_size=16, hidden_size=32), cfg, corpus, log=lambda *_: None)
+    before = copy.deepcopy(t.model).eval()
+    t.fit()
+    total, count, state = 0.0, 0, None
+    with torch.no_grad():
+        for x, y in batches(t.train_ids, cfg.batch_size, cfg.num_steps, cfg.sampling):
+            logits, state = before(x, state)
+            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"))
+            count += y.numel()
+    assert count == t.n_batches * cfg.batch_size * cfg.num_steps
+    row = _metrics(tmp_path / "run")[0]
+    assert row["train_loss"] == pytest.approx(total / count, rel=1e-5)
+    assert row["train_ppl"] == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
 def test_metrics_and_outputs(tmp_path):
     logs = []
     train_tiny(tmp_path, epochs=2, log=logs.append, sample_every=1)
@@ -152,6 +178,7 @@ def _metrics(run):
     ("random", {}),
     ("consecutive", {"copy_window": 24, "eval_every": 7, "label_smoothing": 0.1}),  # the copy memory carried; validations inside epochs
     ("consecutive", {"eval_every": 25, "schedule": "plateau"}),  # stopped at step 25, where a validation falls due: done on resume
+    ("consecutive", {"schedule": "cosine", "warmup_steps": 40}),  # stopped inside the warm-up: the schedule goes on from there
 ])
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, sampling, extra):
     kw = dict(epochs=3, dropout=0.3, sampling=sampling, **extra)
@@ -185,7 +212,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, sampling, extra)
     t2.fit()
     resumed = _metrics(tmp_path / "b" / "run")
     for a, b in zip(full, resumed, strict=True):
-        assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+        assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"] and a["lr"] == b["lr"]
 
 
 def _worsening(monkeypatch):
@@ -229,6 +256,13 @@ def test_a_run_given_more_epochs_goes_on_as_one_given_them_from_the_start_with_e
                                                    for m, n in zip(one, [m for m in two if m["step"] != 22])]
     assert len({m["lr"] for m in one}) > 3  # each validation but the first lowered the rate: the test can tell
     assert _same_weights(tmp_path / "a" / "run" / "last", b / "last") and _same_weights(tmp_path / "a" / "run" / "best", b / "best")
+
+
+def test_an_equal_validation_loss_is_no_improvement_for_an_early_stop(tmp_path, monkeypatch):
+    """"No validation loss below": a loss equal to the best counts towards the stop, as a worse one does."""
+    monkeypatch.setattr(train_mod, "evaluate", lambda model, ids, **kw: (2.5, max(0, len(ids) - 1)))
+    train_tiny(tmp_path, epochs=6, early_stop=2)
+    assert [m["val_loss"] for m in _metrics(tmp_path / "run")] == [2.5, 2.5, 2.5]
 
 
 def test_an_early_stop_due_as_a_run_ended_stops_it_when_given_more_epochs(tmp_path, monkeypatch):
@@ -667,12 +701,41 @@ def test_scoring_from_python_checks_its_ids_and_gives_per_character_bits(tiny_ck
         for fn in (evaluate, surprisal):
             with pytest.raises(CharlmError, match=message):
                 fn(model, bad)
-    model.train()  # dropout on: surprisal must not use it, nor change the mode
+    model.train()  # training mode: surprisal must leave it so (that it reads without dropout: the test below)
     bits = surprisal(model, ids)
     assert model.training and torch.equal(bits, surprisal(model, ids)) and bits.shape == (len(ids) - 1,)
     loss, n = evaluate(model, ids)
     assert n == len(ids) - 1 and float(bits.mean()) * math.log(2) == pytest.approx(loss, rel=1e-6)
     assert surprisal(model, ids[:1]).shape == (0,) and surprisal(model, []).shape == (0,)
+
+
+def test_scoring_reads_without_dropout_and_carries_the_state_across_chunks():
+    """evaluate and surprisal switch dropout off themselves (the trainer validates a model in training mode), and the
+    hidden state runs on from chunk to chunk: a text scored in chunks of 7 characters gets the figures of one chunk
+    (surprisal's state was once dropped at each chunk: /v1/score reads up to 20,000 characters, 512 at a time)."""
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=30, embedding_size=16, hidden_size=32, dropout=0.5, embed_dropout=0.2, weight_drop=0.3))
+    ids = torch.randint(0, 30, (12,)).repeat(8)  # a line repeated: what was read before a chunk predicts what is in it
+    m.eval()
+    loss, n = evaluate(m, ids)
+    bits = surprisal(m, ids)
+    m.train()
+    assert evaluate(m, ids) == (loss, n) and torch.equal(surprisal(m, ids), bits) and m.training
+    assert evaluate(m, ids, chunk=7)[0] == pytest.approx(loss, rel=1e-5)
+    assert torch.allclose(surprisal(m, ids, chunk=7), bits, rtol=1e-4, atol=1e-5)
+    assert float(bits.mean()) * math.log(2) == pytest.approx(loss, rel=1e-5)
+
+
+def test_dynamic_evaluation_clips_its_updates():
+    """--grad-clip bounds each adaptive step: a huge rate clipped to a tiny norm leaves the static figure."""
+    from charlm.train import evaluate_dynamic
+
+    torch.manual_seed(0)
+    m = CharLM(ModelConfig(vocab_size=30, embedding_size=16, hidden_size=32))
+    ids = torch.randint(0, 30, (40,)).repeat(10)
+    static, _ = evaluate(m, ids)
+    assert evaluate_dynamic(m, ids, lr=10.0, grad_clip=1e-9)[0] == pytest.approx(static, rel=1e-5)
+    assert evaluate_dynamic(m, ids, lr=10.0, grad_clip=0.0)[0] < 0.8 * static  # unclipped, the same rate adapts
 
 
 def test_a_python_trainer_holds_its_folder_as_charlm_train_does(tmp_path, capsys, monkeypatch):

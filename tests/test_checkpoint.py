@@ -287,6 +287,18 @@ def test_a_killed_saves_leftover_does_not_hold_up_a_failing_load(tiny_ckpt, tmp_
     assert ckpt_io._moving(run)
 
 
+def test_what_a_killed_write_left_beside_a_file_goes_with_the_next_write_of_it(tmp_path):
+    """inspect --out r.html killed (kill -9) as it wrote left .r.html.tmp-PID beside the page for good."""
+    from charlm.checkpoint import write_atomic
+
+    dead = 2**22 - 5  # no such process
+    page = tmp_path / "r[1].html"  # (a name glob would read as a pattern)
+    for name in (f".{page.name}.tmp-{dead}", f".{page.name}.tmp-1", ".other.html.tmp-7"):  # process 1 runs: its write may be under way
+        (tmp_path / name).write_text("half a page")
+    write_atomic((page, b"page"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([page.name, f".{page.name}.tmp-1", ".other.html.tmp-7"])
+
+
 def test_a_stream_name_is_written_into_not_replaced(tmp_path):
     """inspect --out /dev/stdout >> log.txt replaced log.txt (the link's target) and lost what it held."""
     import subprocess
@@ -625,6 +637,35 @@ def test_an_incomplete_copy_beside_a_stranded_one_is_passed_over(tiny_run, tmp_p
         assert json.loads((run / "last" / "checkpoint.json").read_text()) == meta
     finally:
         ckpt_io.unlock_run(run)
+
+
+def test_a_copy_whose_checkpoint_json_was_cut_short_is_not_put_in_place(tiny_run, tmp_path, monkeypatch):
+    """A save killed as it wrote checkpoint.json (the first last/ of a run) left it cut short in its copy: the next
+    training's lock put that copy in place as last/, which neither --resume nor generate could then read. Now the
+    file is written under another name and renamed once whole, and a cut-short one is never taken for a checkpoint."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    dead = 2**22 - 5  # no such process
+    (run / "last").rename(run / f".last.tmp-{dead}")
+    meta = run / f".last.tmp-{dead}" / "checkpoint.json"
+    meta.write_bytes(meta.read_bytes()[:40])
+    assert ckpt_io.stranded(run, "last") is None
+    assert load(run, prefer="last").path == run / "best"  # (with a note that last/ is missing)
+    assert ckpt_io.lock_run(run)
+    try:
+        assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in tiny_run.iterdir() if p.name != "last")
+    finally:
+        ckpt_io.unlock_run(run)
+    real, seen = ckpt_io.json.dump, []  # what a save's copy holds while its checkpoint.json is being written
+
+    def watched(obj, f, **kw):
+        seen.append(sorted(p.name for p in Path(f.name).parent.iterdir()))
+        return real(obj, f, **kw)
+
+    monkeypatch.setattr(ckpt_io.json, "dump", watched)
+    ckpt_io.save(load(run), run / "copy")
+    assert seen == [["checkpoint.json.part", "model.safetensors", "trainer.safetensors"]]
+    assert sorted(p.name for p in (run / "copy").iterdir()) == ["checkpoint.json", "model.safetensors", "trainer.safetensors"]
 
 
 def test_a_checkpoint_moved_aside_in_a_folder_a_training_holds_is_being_replaced(tiny_run, tmp_path):

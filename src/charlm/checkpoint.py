@@ -10,6 +10,7 @@ file is caught on loading.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import math
@@ -273,8 +274,17 @@ def stranded(out: Path, name: str, trust_pids: bool = True) -> Path | None:
     newest complete copy a killed save left (checkpoint.json, written last, is there); None when nothing is stranded."""
     if (out / name).exists():
         return None
-    found = [p for kind in ("tmp", "old") for p in _leftovers(out, name, kind, trust_pids) if (p / META_FILE).is_file()]
+    found = [p for kind in ("tmp", "old") for p in _leftovers(out, name, kind, trust_pids) if _whole(p / META_FILE)]
     return max(found, key=lambda p: (p / META_FILE).stat().st_mtime_ns, default=None)
+
+
+def _whole(meta: Path) -> bool:
+    """Whether ``meta`` is a checkpoint.json written to its end (a save killed as it wrote one, before this version
+    wrote it under another name first, left it cut short: put in place as last/, nothing could read or resume it)."""
+    try:
+        return isinstance(json.loads(meta.read_bytes()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def tidy_run(out: str | os.PathLike) -> None:
@@ -353,6 +363,11 @@ def write_atomic(*files: tuple[Path, bytes]) -> None:
                 os.replace(tmp, path)
             except OSError as e:  # (a folder where the file goes): the name asked for, not the temporary one
                 raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
+        for path, _ in files:  # what writes of these names that were killed (kill -9) left beside them: else there for good
+            for leftover in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+                if not _running(leftover.name.rsplit("-", 1)[1]) and leftover.is_file() and not leftover.is_symlink():
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
         if gone is not None:
             raise gone
     finally:
@@ -456,10 +471,11 @@ def _save(ckpt: Checkpoint, path: Path) -> Path:
             "trainer": ckpt.trainer,
             "sha256": {MODEL_FILE: _sha256(tmp / MODEL_FILE), TRAINER_FILE: _sha256(tmp / TRAINER_FILE)},
         }
-        with open(tmp / META_FILE, "w", encoding="utf-8") as f:
+        with open(tmp / f"{META_FILE}.part", "w", encoding="utf-8") as f:
             json.dump(finite(meta), f, ensure_ascii=False, indent=1, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp / f"{META_FILE}.part", tmp / META_FILE)  # there whole or not at all: what marks a copy complete
         if not (path.exists() and _exchange(tmp, path)):  # the old one is now at tmp, removed below
             if path.exists():  # no atomic exchange here: two renames, with a moment of no checkpoint between them
                 os.replace(path, old)
@@ -579,8 +595,6 @@ def load(path: str | os.PathLike, prefer: str = "best", with_trainer: bool = Tru
 def _moving(p: Path) -> bool:
     """Whether a save is replacing the checkpoint ``p`` (or best/ or last/ in the run folder ``p``) now: its old copy
     lies aside, named by the id of a process still running (this one's, a thread's save; not one a killed save left)."""
-    import glob
-
     try:
         asides = list(p.parent.glob(f".{glob.escape(p.name)}.old-*"))
         if p.is_dir():

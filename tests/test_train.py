@@ -49,6 +49,23 @@ def test_weights_that_diverged_in_the_step_before_a_checkpoint_are_not_saved(tmp
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == ""  # no row for a state that was not saved
 
 
+def test_a_checkpoint_that_cannot_be_written_leaves_metrics_as_the_checkpoints_have_them(tmp_path, monkeypatch):
+    """A full disk at epoch 2's save: metrics.jsonl holds epoch 1's row, as last/ does (it had epoch 2's too)."""
+    real, calls = ckpt_io._save, []
+
+    def full(ckpt, path):
+        calls.append(path.name)
+        if len(calls) > 2:
+            raise OSError(28, "No space left on device")
+        return real(ckpt, path)
+
+    monkeypatch.setattr(ckpt_io, "_save", full)
+    with pytest.raises(CharlmError, match="cannot write the checkpoint .*: No space left on device"):
+        train_tiny(tmp_path, epochs=3)
+    assert calls[:2] == ["best", "last"] and len(calls) == 3
+    assert [m["epoch"] for m in _metrics(tmp_path / "run")] == [1] == [m["epoch"] for m in ckpt_io.load(tmp_path / "run", prefer="last").metrics]
+
+
 def test_clipping_really_clips(tmp_path):
     raw = _one_step_update_norm(tmp_path, 0.0)
     clipped = _one_step_update_norm(tmp_path, 1e-3)

@@ -809,11 +809,11 @@ class Trainer:
                 self.since_best += 1
             self.tokens, self.elapsed = 0, 0.0
             self.loss_sum.zero_()
-        if self.dist.is_main:
-            self._write_metrics()
         if improved:  # best/ first: a kill between the two leaves last/ behind, and the resume saves both again
             self.save("best")
         saved = self.save("last")
+        if self.dist.is_main:  # after the checkpoints: a save that fails leaves no row for a state not saved (a kill
+            self._write_metrics()  # between the two, a row missing, which the resume writes again from last/)
         self.log(self._epoch_line(rec, improved))
         if val_seconds > max(self.SLOW_VALIDATION, rec["seconds"]) and not self._slow_val_noted:  # once: most of the time goes to validating
             self._slow_val_noted = True

@@ -1252,6 +1252,36 @@ def test_a_signal_after_the_training_ended_says_what_was_kept(capsys, corpus, tm
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back
 
 
+def test_a_plot_that_cannot_be_written_is_a_note_not_a_failed_run(capsys, corpus, tmp_path, monkeypatch):
+    """A full disk as curves.png was written ended a finished run with exit 1 and without its held-out report (and an
+    interrupted one with 1, not 128 + the signal), its checkpoints written."""
+    from charlm import checkpoint as ckpt_io
+    from charlm.train import Trainer
+
+    real = ckpt_io.write_atomic
+
+    def full(*files):
+        if any(path.name == "curves.png" for path, _ in files):
+            raise CharlmError(f"cannot write {files[0][0]}: No space left on device", exit_code=1)
+        return real(*files)
+
+    monkeypatch.setattr(ckpt_io, "write_atomic", full)
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", run, *TINY)
+    assert code == 0 and "held-out perplexity" in out and out.rstrip().endswith("plot: not drawn")
+    assert f"note: the plot was not drawn: cannot write {run / 'curves.png'}: No space left on device" in err
+    assert not (run / "curves.png").exists()
+
+    def stop_in_epoch_2(self):  # (after epoch 1's row: a plot to draw)
+        if self.epoch >= 1:
+            self._signal = signal.SIGTERM
+        return self._signal
+
+    monkeypatch.setattr(Trainer, "_stop_signal", stop_in_epoch_2)
+    code, out, err = run_cli(capsys, "train", "--data", corpus, "--epochs", 3, "--out", tmp_path / "cut", *TINY)
+    assert code == 128 + signal.SIGTERM and "note: the plot was not drawn" in err and "Traceback" not in err
+
+
 def test_a_second_ctrl_c_while_an_interrupted_run_plots_keeps_the_resume_line(capsys, corpus, tmp_path, monkeypatch):
     import charlm.train
     from charlm.train import Trainer
@@ -1917,3 +1947,12 @@ def test_a_text_too_short_says_what_was_held_out_of_it(capsys, tmp_path):
     one_line_error(*run_cli(capsys, "train", "--data", f, "--out", tmp_path / "run")[::2],
                    "the training text has 0 characters (of the text's 1, 1 held out by --val-fraction 0.1), fewer than one batch needs")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_under_the_output_names_the_output(tmp_path, tiny_ckpt):
+    """charlm train > log on a full disk stopped with "charlm: error: No space left on device", naming no file."""
+    cmd = [sys.executable, "-m", "charlm", "generate", str(tiny_ckpt), "--length", "20", "--seed", "1"]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr == "charlm: error: standard output: No space left on device\n"

@@ -253,7 +253,7 @@ def _train(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt_io
     from . import distributed
     from .data import bundled_corpus, checkpoint_corpus, load_corpus, typed_line_breaks
-    from .train import Trainer, TrainingInterrupted, model_config_for, pick_device, plot_metrics
+    from .train import Trainer, TrainingInterrupted, model_config_for, pick_device
 
     overrides = {**given(args, ModelConfig), **given(args, TrainConfig)}
     if "prefixes" in overrides:  # \n typed is a line break, as in generate's --prefix
@@ -401,7 +401,7 @@ def _train(args: argparse.Namespace) -> int:
                 print(f"\ninterrupted: checkpoint written to {e.path}; continue with: {again} {_shell(trainer.out)}", file=sys.stderr)
             with contextlib.suppress(_Stopped):  # said first: a second Ctrl-C while plotting loses no line of it
                 with _signals_raised():
-                    plot_metrics(trainer.metrics, trainer.out / "curves.png", trainer.curve_label)  # the epochs so far, as a finished run has it
+                    _plot(trainer, trainer.metrics)  # the epochs so far, as a finished run has it
         distributed.teardown()
         return 128 + e.signum
     distributed.teardown()
@@ -439,11 +439,23 @@ def _signals_raised():
         restore_signals(handlers)
 
 
+def _plot(trainer, metrics: list[dict]) -> Path | str | None:
+    """curves.png drawn, or a note why it is not (a full disk): the checkpoints are written, and the run's report and
+    exit status are not lost for want of a picture."""
+    from .train import plot_metrics
+
+    try:
+        return plot_metrics(metrics, trainer.out / "curves.png", trainer.curve_label)
+    except CharlmError as e:
+        print(f"note: the plot was not drawn: {e}", file=sys.stderr)
+        return "not drawn"
+
+
 def _report_run(trainer, metrics: list[dict], corpus, train_cfg) -> int:
     """What a finished training says last: the held-out perplexity, a bigram for scale, and where its files are."""
-    from .train import held_out_unk, plot_metrics
+    from .train import held_out_unk
 
-    plot = plot_metrics(metrics, trainer.out / "curves.png", trainer.curve_label)
+    plot = _plot(trainer, metrics)
     # (the rows best/ stands for: after a best/ that was lost, the ones since)
     best = min((m for m in metrics[trainer.best_from_row :] if m.get("val_loss") is not None), key=lambda m: m["val_loss"], default=None)
     if best is not None:
@@ -1328,6 +1340,33 @@ class _OutputGone:
         return getattr(self._stream, name)
 
 
+class _Named:
+    """stdout or stderr whose failure to write (a full disk: ``charlm train > log`` on one) names the stream: Python's
+    own error names no file, and "No space left on device" alone did not say which write it was."""
+
+    def __init__(self, stream, name: str):
+        self._stream, self._name = stream, name
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:  # (a reader that went away: handled as such)
+            raise
+        except OSError as e:
+            raise OSError(e.errno, e.strerror or str(e), self._name) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OSError(e.errno, e.strerror or str(e), self._name) from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     closed = _usable_streams()
     # matplotlib's warnings about its own cache folder (an unwritable HOME) say nothing about the plots charlm draws
@@ -1344,7 +1383,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(redirect it to a file instead)", file=sys.stderr)
         return 2
     try:
-        with warnings.catch_warnings():
+        with (warnings.catch_warnings(), contextlib.redirect_stdout(_Named(sys.stdout, "standard output")),
+              contextlib.redirect_stderr(_Named(sys.stderr, "standard error"))):
             warnings.simplefilter("always", CharlmWarning)
             warnings.showwarning = _notes(warnings.showwarning)
             return COMMANDS[args.command](args)

@@ -1956,3 +1956,19 @@ def test_a_full_disk_under_the_output_names_the_output(tmp_path, tiny_ckpt):
     with open("/dev/full", "w") as full:
         done = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr == "charlm: error: standard output: No space left on device\n"
+
+
+def test_a_double_dash_after_an_equals_sign_is_the_flags_value(capsys, tiny_run, tmp_path, monkeypatch):
+    """--prefix=-- (the way a text starting with - is given): Python 3.11's argparse handed the flag an empty list, a
+    traceback further on; --resume=-- trained the default preset into runs/jaychou."""
+    monkeypatch.chdir(tmp_path)
+    for argv, message in ((["generate", tiny_run, "--prefix=--", "--length", 5], "the prefix has characters the model's vocabulary does not know: '-'"),
+                          (["train", "--resume=--"], "--: no such checkpoint folder"),
+                          (["eval", tiny_run, "--dynamic=--"], "argument --dynamic: invalid float value: '--'"),
+                          (["inspect", tiny_run, "--text", "分开", "--units=--"], "--units takes unit numbers separated by commas")):
+        try:
+            code, out, err = run_cli(capsys, *argv)
+        except SystemExit as e:  # (argparse's own errors)
+            code, err = e.code, capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "runs").exists()

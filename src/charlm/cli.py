@@ -1249,7 +1249,28 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
         flags = [f for a in sub._actions for f in a.option_strings if f.startswith("--")]
         near = sorted({m for x in extra if x.startswith("-") for m in difflib.get_close_matches(x.split("=")[0], flags, n=2, cutoff=0.75)})
         sub.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {' or '.join(near)}?)" if near else ""))
+    _dashes_as_values(parser, args, sys.argv[1:] if argv is None else [str(a) for a in argv])
     return args
+
+
+def _dashes_as_values(parser: argparse.ArgumentParser, args: argparse.Namespace, given: list[str]) -> None:
+    """``--prefix=--``: the value "--", as the flag's type reads it.  Python's argparse (before 3.12.7) drops a "--" given
+    after an = as if it ended the options, and hands the flag an empty list: a traceback further on (a list for a
+    text), or a flag quietly not given (``--resume=--`` trained the default preset)."""
+    end = given.index("--") if "--" in given else len(given)
+    dashed = [t[: -len("=--")] for t in given[:end] if t.startswith("--") and t.endswith("=--") and len(t) > len("--=--")]
+    if not dashed:
+        return
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices.get(getattr(args, "command", None))
+    for p in (parser, sub) if sub is not None else (parser,):
+        for a in p._actions:
+            if a.option_strings and getattr(args, a.dest, None) == [] and any(o.startswith(d) for o in a.option_strings for d in dashed):
+                try:
+                    value = p._get_value(a, "--")
+                    p._check_value(a, value)
+                except argparse.ArgumentError as e:
+                    p.error(str(e))
+                setattr(args, a.dest, [value] if a.nargs in ("+", "*") else value)
 
 
 def _named_preset(argv: list[str]) -> str:

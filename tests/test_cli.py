@@ -1972,3 +1972,17 @@ def test_a_double_dash_after_an_equals_sign_is_the_flags_value(capsys, tiny_run,
             code, err = e.code, capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_is_not_written_inside_a_checkpoint(capsys, corpus, tiny_run, tmp_path):
+    """--out RUN/best (a resume, or a new run) was taken: the next save of RUN's best/ replaced the folder and the run in it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    one_line_error(*run_cli(capsys, "train", "--resume", run, "--epochs", 7, "--out", run / "best")[::2],
+                   f"--out {run / 'best'} is the checkpoint {run / 'best'}: a run written there is lost when that checkpoint's "
+                   f"training saves it anew (it replaces the folder whole); give another --out")
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, *TINY, "--out", run / "last" / "mine")[::2],
+                   f"is inside the checkpoint {run / 'last'}: a run written there is lost")
+    assert sorted(p.name for p in (run / "last").iterdir()) == sorted(p.name for p in (tiny_run / "last").iterdir())

@@ -512,6 +512,10 @@ def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
     from . import checkpoint as ckpt_io
 
     out = ckpt_io.check_writable(out, "--out", folder=True)
+    whole = Path(os.path.abspath(out))  # a run nested in a checkpoint went when that checkpoint was next saved, unasked
+    if (inside := next((p for p in (whole, *whole.parents) if (p / ckpt_io.META_FILE).is_file()), None)) is not None:
+        raise CharlmError(f"--out {out} is {'' if inside == whole else 'inside '}the checkpoint {inside}: a run written there "
+                          f"is lost when that checkpoint's training saves it anew (it replaces the folder whole); give another --out")
     if locks and out.is_dir():  # held from here on, so that nothing starts writing it while this run starts
         ckpt_io.lock_run(out)
     if overwrite or not any((out / name).exists() for name in ckpt_io.RUN_FILES[:3]):

@@ -491,7 +491,8 @@ def test_overwrite_clears_the_old_run_before_training(capsys, corpus, tmp_path, 
     code, _, _ = run_cli(capsys, "train", "--data", corpus, "--epochs", 1, "--out", out, "--overwrite", *TINY)
     assert code == 130
     # nothing of the old run is left to be mistaken for the new one (generate would load the old best/)
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "notes.txt"] and (out / "metrics.jsonl").read_text() == ""
+    # (and the new one, stopped before its first checkpoint, left nothing either: no empty metrics.jsonl)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.parametrize("how", ["--overwrite", "--resume"])
@@ -1986,3 +1987,14 @@ def test_a_run_is_not_written_inside_a_checkpoint(capsys, corpus, tiny_run, tmp_
     one_line_error(*run_cli(capsys, "train", "--data", corpus, *TINY, "--out", run / "last" / "mine")[::2],
                    f"is inside the checkpoint {run / 'last'}: a run written there is lost")
     assert sorted(p.name for p in (run / "last").iterdir()) == sorted(p.name for p in (tiny_run / "last").iterdir())
+
+
+def test_a_training_that_failed_before_its_first_checkpoint_leaves_no_run_to_refuse_a_retry(capsys, corpus, tmp_path):
+    """The loss diverging at once left the --out folder with an empty metrics.jsonl: the same command with a better --lr
+    was refused ("holds a training run that stopped before its first checkpoint ... --overwrite")."""
+    out = tmp_path / "new" / "run"
+    argv = ["train", "--data", corpus, *TINY, "--epochs", 1, "--out", out, "--optimizer", "sgd"]
+    one_line_error(*run_cli(capsys, *argv, "--lr", 1e30)[::2], "stopped, no checkpoint was written yet", expect_code=1)
+    assert not out.exists()
+    code, stdout, _ = run_cli(capsys, *argv, "--lr", 0.1)
+    assert code == 0 and (out / "last" / "checkpoint.json").is_file()

@@ -45,8 +45,12 @@ def test_weights_that_diverged_in_the_step_before_a_checkpoint_are_not_saved(tmp
                                           r"stopped, no checkpoint was written yet; try a lower --lr") as e:
         t.fit()
     assert e.value.exit_code == 1
-    assert not (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "last").exists()
-    assert (tmp_path / "run" / "metrics.jsonl").read_text() == ""  # no row for a state that was not saved
+    assert not (tmp_path / "run").exists()  # nothing saved: no run left behind (the folder was made for it)
+    (tmp_path / "run").mkdir()  # a folder there before, with something of its own: kept, with that
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(CharlmError, match="training diverged"):
+        Trainer(t.model_cfg, cfg, corpus, log=lambda *_: None).fit()
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
 
 
 def test_a_checkpoint_that_cannot_be_written_leaves_metrics_as_the_checkpoints_have_them(tmp_path, monkeypatch):

@@ -383,6 +383,7 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume, init_weights=init_weights, dist=dist, overwrite=args.overwrite)
     if resume is not None:  # said once its state has been restored (a changed training text is refused there)
         print(resuming, flush=True)
+    made = dist.is_main and not trainer.out.exists()
     if dist.is_main:
         ckpt_io.lock_run(trainer.out)  # a folder made just now (one there already was locked when checked)
     try:
@@ -404,6 +405,11 @@ def _train(args: argparse.Namespace) -> int:
                     _plot(trainer, trainer.metrics)  # the epochs so far, as a finished run has it
         distributed.teardown()
         return 128 + e.signum
+    except BaseException:
+        if made:  # a run that failed before its first checkpoint left nothing in it (fit() removed its empty metrics)
+            with contextlib.suppress(OSError):
+                trainer.out.rmdir()
+        raise
     distributed.teardown()
     if not dist.is_main:  # rank 0 alone plots and reports
         return 0

@@ -10,10 +10,12 @@ hidden state.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import operator
+import os
 import random
 import re
 import signal
@@ -547,12 +549,13 @@ class Trainer:
         """Train to ``cfg.epochs`` (or early stop); returns the per-epoch metrics."""
         self._signal = None  # a Trainer stopped by Ctrl-C goes on from where it stopped when fit() is called again
         threads = torch.get_num_threads()  # lowered to the physical cores for training (see _train_step), then given back
-        handlers, locked, lost_at = {}, False, None
+        handlers, locked, lost_at, made = {}, None, None, False  # (locked None: failed before the folder was taken)
         try:
             if self.dist.is_main:
                 ckpt_io.check_writable(self.out, "out", folder=True)
                 for name in ("best", "last"):  # each save replaces the one before: one that cannot be removed is refused
                     ckpt_io.check_replaceable(self.out / name)
+                made = not self.out.exists()
                 try:
                     self.out.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
@@ -586,12 +589,28 @@ class Trainer:
             while self.epoch < self.cfg.epochs:
                 if self._train_epoch() or self._end_epoch():
                     break
+        except BaseException:
+            if self.dist.is_main and locked is not None:
+                self._undo_start(made)
+            raise
         finally:
             restore_signals(handlers)
             torch.set_num_threads(threads)
             if locked:  # taken here (a Python caller's run): let go, so that the finished folder can be used
                 ckpt_io.unlock_run(self.out)
         return self.metrics
+
+    def _undo_start(self, made: bool) -> None:
+        """A run that failed before its first checkpoint (a loss that diverged at once) leaves no run behind: its empty
+        metrics.jsonl made the folder "a run that stopped before its first checkpoint", which the same command, retried
+        with a better --lr, was then refused (and the folder this run made goes, if nothing else is in it)."""
+        metrics = self.out / "metrics.jsonl"
+        with contextlib.suppress(OSError):
+            if (not any(os.path.lexists(self.out / name) for name in ("best", "last", "curves.png"))
+                    and metrics.is_file() and metrics.stat().st_size == 0):
+                metrics.unlink()
+                if made:
+                    self.out.rmdir()
 
     def _train_epoch(self) -> bool:
         """One epoch from ``self.batch`` on; True when a validation inside it says stop."""

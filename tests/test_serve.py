@@ -401,6 +401,18 @@ def test_model_info_names_no_folders_of_the_server(client, tiny_ckpt):
         "/tmp/run", "…/b/c", "run/best", "…/run/best", ""]  # (/tmp/run was "…/tmp/run": cut where nothing was)
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--max-prefix", "99999999999999999999"], "invalid server limits: max_prefix: Input should be less than or equal to 1000000"),
+    (["--max-text", str(2**64)], "invalid server limits: max_text: Input should be less than or equal to 100000000"),
+    (["--threads", "99999999999999999999"], "--threads must be from 1 to 1024, got 99999999999999999999"),
+    (["--threads", "0"], "--threads must be from 1 to 1024, got 0"),
+])
+def test_huge_limits_are_refused_in_a_line(capsys, tiny_ckpt, argv, message):
+    """(a traceback of pydantic's SchemaError, "int too big to convert"; "Overflow when unpacking long long")"""
+    assert cli.main(["serve", str(tiny_ckpt), *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"charlm: error: {message}"
+
+
 @pytest.mark.parametrize("port", [-1, 65536, 99999])
 def test_a_port_out_of_range_is_an_error(capsys, tiny_ckpt, port):
     assert cli.main(["serve", str(tiny_ckpt), "--port", str(port)]) == 2

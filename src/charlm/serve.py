@@ -63,11 +63,11 @@ SKIP_HINT = 'remove them, or send "unknown": "skip" to drop them'  # how a reque
 class Limits(BaseModel):
     """What one request may ask for; each is a ``charlm serve`` flag of the same name."""
 
-    max_prefix: int = Field(1000, ge=1, description="characters in a prefix, style prefix or acrostic")
+    max_prefix: int = Field(1000, ge=1, le=1_000_000, description="characters in a prefix, style prefix or acrostic")
     max_length: int = Field(2000, ge=1, description="characters generated per sample (also caps --lines)")
     max_lines: int = Field(100, ge=1, description="lines per sample (lines, or an acrostic's characters)")
     max_samples: int = Field(16, ge=1, le=4096, description="samples per request")
-    max_text: int = Field(20000, ge=2, description="characters of a text to score")
+    max_text: int = Field(20000, ge=2, le=100_000_000, description="characters of a text to score")
     time_limit: float = Field(30.0, gt=0, allow_inf_nan=False, description="seconds a generation may run before it is cut")
     max_waiting: int = Field(64, ge=0, description="requests waiting for a worker; more are answered 503 at once")
 
@@ -923,8 +923,8 @@ def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[st
 
 def serve(checkpoint_path, host: str = "127.0.0.1", port: int = 8000, threads: int = 1, log_level: str = "info", **app_kw) -> int:
     """Load the model, bind ``host:port`` and serve until interrupted (``charlm serve``)."""
-    if threads < 1:
-        raise CharlmError(f"--threads must be >= 1, got {threads}")
+    if not 1 <= threads <= 1024:
+        raise CharlmError(f"--threads must be from 1 to 1024, got {threads}")
     app = create_app(checkpoint_path, **app_kw)
     sock = bind(host, port)
     # Requests run side by side in worker threads; one intra-op thread each keeps them from fighting over cores.

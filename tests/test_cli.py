@@ -1998,3 +1998,10 @@ def test_a_training_that_failed_before_its_first_checkpoint_leaves_no_run_to_ref
     assert not out.exists()
     code, stdout, _ = run_cli(capsys, *argv, "--lr", 0.1)
     assert code == 0 and (out / "last" / "checkpoint.json").is_file()
+
+
+@pytest.mark.parametrize("command", [["eval", "{run}", "{corpus}"], ["inspect", "{run}", "--file", "{corpus}"]])
+def test_an_empty_encoding_is_unknown_not_utf8(capsys, corpus, tiny_run, command):
+    """eval and inspect took --encoding '' as not given (train refused it)."""
+    argv = [a.format(run=tiny_run, corpus=corpus) for a in command]
+    one_line_error(*run_cli(capsys, *argv, "--encoding", "")[::2], "unknown encoding ''")

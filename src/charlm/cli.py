@@ -1413,6 +1413,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"charlm {args.command}: error: standard output is closed, and it is where {args.command} writes "
               f"(redirect it to a file instead)", file=sys.stderr)
         return 2
+    if getattr(args, "encoding", None) is not None and not args.encoding.strip():  # (eval and inspect read '' as not given)
+        print(f"charlm: error: unknown encoding {args.encoding!r}", file=sys.stderr)
+        return 2
     try:
         with (warnings.catch_warnings(), contextlib.redirect_stdout(_Named(sys.stdout, "standard output")),
               contextlib.redirect_stderr(_Named(sys.stderr, "standard error"))):

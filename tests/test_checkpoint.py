@@ -821,3 +821,15 @@ def test_a_run_that_stored_its_texts_path_as_typed_is_read_from_anywhere(tmp_pat
     (tmp_path / "other" / "corpus.txt").write_text("another text\n" * 100, encoding="utf-8")
     c = ckpt_io.load(tmp_path / "other" / "run" / "best")
     assert c.train_config.data == "corpus.txt" and training_text(c) == text
+
+
+def test_a_run_folder_that_cannot_be_made_is_named(tmp_path, monkeypatch):
+    """--out /proc/x (root passes the access checks): "charlm: error: /proc/x: No such file or directory" named no flag."""
+    pytest.importorskip("fcntl")
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(CharlmError, match=r"^the run folder .*x cannot be made: Operation not permitted$"):
+        ckpt_io.lock_run(tmp_path / "x")

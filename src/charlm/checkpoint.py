@@ -129,7 +129,10 @@ def lock_run(out: str | os.PathLike) -> bool:
     out = Path(out).resolve()
     if out in _run_locks:
         return False
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # (root passes the access checks before: /proc, /sys)
+        raise CharlmError(f"the run folder {out} cannot be made: {e.strerror or e}", exit_code=1) from None
     fd = os.open(out, os.O_RDONLY)
     try:
         for wait in (0.0, 0.05, 0.1, 0.2):  # a reader's in_use() holds a shared lock for a moment: not a training

@@ -833,3 +833,18 @@ def test_a_run_folder_that_cannot_be_made_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "mkdir", refused)
     with pytest.raises(CharlmError, match=r"^the run folder .*x cannot be made: Operation not permitted$"):
         ckpt_io.lock_run(tmp_path / "x")
+
+
+def test_a_file_where_a_checkpoint_folder_goes_is_refused_before_training(tiny_run, tmp_path, capsys):
+    """A file named best in a run folder: the first save swapped it out and could not remove it, the next failed
+    with "cannot write the checkpoint .../best: File exists" after an epoch of training."""
+    from charlm.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "best")
+    (run / "best").write_text("not a checkpoint")
+    assert main(["train", "--resume", str(run), "--epochs", "7"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"charlm: error: {run / 'best'} is a file, where a run keeps a checkpoint folder: move it away, or give another --out")
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in tiny_run.iterdir())

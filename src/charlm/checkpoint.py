@@ -237,6 +237,8 @@ def clear_run(out: Path) -> None:
 def check_replaceable(path: Path) -> None:
     """A one-line error if the checkpoint folder ``path`` (if there) cannot be removed whole, as replacing it with a
     new save removes the old one: a folder in it that this user may not write (made read-only, or another user's)."""
+    if os.path.lexists(path) and not path.is_dir():  # (a save swapped it out, then could neither remove it nor save again)
+        raise CharlmError(f"{path} is a file, where a run keeps a checkpoint folder: move it away, or give another --out")
     if not path.is_dir() or path.is_symlink():
         return
     for root, _, _ in os.walk(path, onerror=lambda e: _not_replaceable(path, Path(e.filename), "read")):

@@ -846,5 +846,11 @@ def test_a_file_where_a_checkpoint_folder_goes_is_refused_before_training(tiny_r
     (run / "best").write_text("not a checkpoint")
     assert main(["train", "--resume", str(run), "--epochs", "7"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"charlm: error: {run / 'best'} is a file, where a run keeps a checkpoint folder: move it away, or give another --out")
+        f"charlm: error: {run / 'best'} is a file, where a run keeps a checkpoint folder: move it away, or give another "
+        f"--out (a new run's --overwrite removes it)")
     assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in tiny_run.iterdir())
+    from .test_cli import LYRIC, TINY  # a new run over it, with --overwrite: removed with the rest (as it was before)
+
+    (tmp_path / "c.txt").write_text(LYRIC * 40, encoding="utf-8")
+    assert main(["train", "--data", str(tmp_path / "c.txt"), *TINY, "--epochs", "1", "--out", str(run), "--overwrite"]) == 0
+    assert (run / "best" / "checkpoint.json").is_file()

@@ -1987,17 +1987,38 @@ def test_a_run_is_not_written_inside_a_checkpoint(capsys, corpus, tiny_run, tmp_
     one_line_error(*run_cli(capsys, "train", "--data", corpus, *TINY, "--out", run / "last" / "mine")[::2],
                    f"is inside the checkpoint {run / 'last'}: a run written there is lost")
     assert sorted(p.name for p in (run / "last").iterdir()) == sorted(p.name for p in (tiny_run / "last").iterdir())
+    (tmp_path / "link").symlink_to(run / "best")  # the same, through a link
+    one_line_error(*run_cli(capsys, "train", "--data", corpus, *TINY, "--out", tmp_path / "link" / "mine")[::2],
+                   f"is inside the checkpoint {run / 'best'}: a run written there is lost")
+    # a checkpoint kept apart (no run saves it again), or another tool's checkpoint.json above: nothing to lose
+    shutil.copytree(run / "best", tmp_path / "kept")
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "checkpoint.json").write_text('{"step": 3}')
+    for out in (tmp_path / "kept" / "mine", tmp_path / "proj" / "runs" / "x"):
+        assert run_cli(capsys, "train", "--data", corpus, *TINY, "--epochs", 1, "--out", out)[0] == 0
 
 
-def test_a_training_that_failed_before_its_first_checkpoint_leaves_no_run_to_refuse_a_retry(capsys, corpus, tmp_path):
+def test_a_training_that_failed_before_its_first_checkpoint_leaves_no_run_to_refuse_a_retry(capsys, corpus, tmp_path, monkeypatch):
     """The loss diverging at once left the --out folder with an empty metrics.jsonl: the same command with a better --lr
     was refused ("holds a training run that stopped before its first checkpoint ... --overwrite")."""
-    out = tmp_path / "new" / "run"
-    argv = ["train", "--data", corpus, *TINY, "--epochs", 1, "--out", out, "--optimizer", "sgd"]
-    one_line_error(*run_cli(capsys, *argv, "--lr", 1e30)[::2], "stopped, no checkpoint was written yet", expect_code=1)
-    assert not out.exists()
+    (tmp_path / "mine").mkdir()  # an empty folder of the user's own, above: kept
+    for out in (tmp_path / "new" / "run", tmp_path / "mine" / "a" / "run"):
+        argv = ["train", "--data", corpus, *TINY, "--epochs", 1, "--out", out, "--optimizer", "sgd"]
+        one_line_error(*run_cli(capsys, *argv, "--lr", 1e30)[::2], "stopped, no checkpoint was written yet", expect_code=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lyrics.txt", "mine"] and not any((tmp_path / "mine").iterdir())
     code, stdout, _ = run_cli(capsys, *argv, "--lr", 0.1)
     assert code == 0 and (out / "last" / "checkpoint.json").is_file()
+    # a resume into a new folder, whose first save fails: no run there either (it held the rows it was resumed with)
+    import charlm.checkpoint as ckpt_io
+
+    def full(ckpt, path):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(ckpt_io, "_save", full)
+        code, _, err = run_cli(capsys, "train", "--resume", out, "--epochs", 2, "--out", tmp_path / "more")
+    assert code == 1 and "No space left on device" in err and not (tmp_path / "more").exists()
+    assert run_cli(capsys, "train", "--resume", out, "--epochs", 2, "--out", tmp_path / "more")[0] == 0
 
 
 @pytest.mark.parametrize("command", [["eval", "{run}", "{corpus}"], ["inspect", "{run}", "--file", "{corpus}"]])

@@ -222,7 +222,7 @@ def clear_run(out: Path) -> None:
     """Remove what a training run left in ``out`` (its checkpoints, metrics and plot), nothing else; a checkpoint that
     cannot be removed whole is an error before anything is removed."""
     for name in ("best", "last"):
-        check_replaceable(Path(out) / name)
+        check_replaceable(Path(out) / name, overwrite=True)
     for name in RUN_FILES:
         path = Path(out) / name
         try:
@@ -234,11 +234,14 @@ def clear_run(out: Path) -> None:
             raise CharlmError(f"cannot remove {path} (the old run's): {e.strerror or e}", exit_code=1) from None
 
 
-def check_replaceable(path: Path) -> None:
+def check_replaceable(path: Path, overwrite: bool = False) -> None:
     """A one-line error if the checkpoint folder ``path`` (if there) cannot be removed whole, as replacing it with a
-    new save removes the old one: a folder in it that this user may not write (made read-only, or another user's)."""
-    if os.path.lexists(path) and not path.is_dir():  # (a save swapped it out, then could neither remove it nor save again)
-        raise CharlmError(f"{path} is a file, where a run keeps a checkpoint folder: move it away, or give another --out")
+    new save removes the old one: a folder in it that this user may not write (made read-only, or another user's); or
+    a file in its place, unless ``overwrite`` removes it (a save swapped one out, then could neither remove it nor save
+    again)."""
+    if os.path.lexists(path) and not path.is_dir() and not overwrite:
+        raise CharlmError(f"{path} is a file, where a run keeps a checkpoint folder: move it away, or give another "
+                          f"--out (a new run's --overwrite removes it)")
     if not path.is_dir() or path.is_symlink():
         return
     for root, _, _ in os.walk(path, onerror=lambda e: _not_replaceable(path, Path(e.filename), "read")):
@@ -311,6 +314,21 @@ def tidy_run(out: str | os.PathLike) -> None:
                     shutil.rmtree(leftover, ignore_errors=True)
                 else:
                     leftover.unlink(missing_ok=True)
+
+
+def missing_folders(path: str | os.PathLike) -> list[Path]:
+    """The folders ``path.mkdir(parents=True)`` would make, deepest first: what a run that fails at once may remove."""
+    path = Path(os.path.abspath(path))
+    return [p for p in (path, *path.parents) if not os.path.lexists(p)]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; stop at the first that is not (best effort)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def release_run_locks() -> None:

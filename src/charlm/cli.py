@@ -377,13 +377,13 @@ def _train(args: argparse.Namespace) -> int:
     distributed.check_batch_size(train_cfg.batch_size, distributed.from_env()[0])
     if not rank:  # (checked again as the training starts; here, before a resume is announced)
         for name in ("best", "last"):
-            ckpt_io.check_replaceable(Path(train_cfg.out) / name)
+            ckpt_io.check_replaceable(Path(train_cfg.out) / name, overwrite=args.overwrite)
     dist = distributed.setup(pick_device(train_cfg.device), args.dist_timeout)
     # --overwrite: a new run, or a resume into another folder (its own one is refused above); fit() clears the old one
     trainer = Trainer(model_cfg, train_cfg, corpus, resume=resume, init_weights=init_weights, dist=dist, overwrite=args.overwrite)
     if resume is not None:  # said once its state has been restored (a changed training text is refused there)
         print(resuming, flush=True)
-    made = dist.is_main and not trainer.out.exists()
+    made = ckpt_io.missing_folders(trainer.out) if dist.is_main else []
     if dist.is_main:
         ckpt_io.lock_run(trainer.out)  # a folder made just now (one there already was locked when checked)
     try:
@@ -406,9 +406,7 @@ def _train(args: argparse.Namespace) -> int:
         distributed.teardown()
         return 128 + e.signum
     except BaseException:
-        if made:  # a run that failed before its first checkpoint left nothing in it (fit() removed its empty metrics)
-            with contextlib.suppress(OSError):
-                trainer.out.rmdir()
+        ckpt_io.remove_empty(made)  # a run that failed before its first checkpoint left nothing in them (fit() removed its metrics)
         raise
     distributed.teardown()
     if not dist.is_main:  # rank 0 alone plots and reports
@@ -518,8 +516,10 @@ def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
     from . import checkpoint as ckpt_io
 
     out = ckpt_io.check_writable(out, "--out", folder=True)
-    whole = Path(os.path.abspath(out))  # a run nested in a checkpoint went when that checkpoint was next saved, unasked
-    if (inside := next((p for p in (whole, *whole.parents) if (p / ckpt_io.META_FILE).is_file()), None)) is not None:
+    # a run nested in a run's best/ or last/ went when that checkpoint was next saved, unasked (links followed)
+    whole = Path(os.path.realpath(out))
+    if (inside := next((p for p in (whole, *whole.parents) if p.name in ("best", "last") and (p / ckpt_io.META_FILE).is_file()),
+                       None)) is not None:
         raise CharlmError(f"--out {out} is {'' if inside == whole else 'inside '}the checkpoint {inside}: a run written there "
                           f"is lost when that checkpoint's training saves it anew (it replaces the folder whole); give another --out")
     if locks and out.is_dir():  # held from here on, so that nothing starts writing it while this run starts

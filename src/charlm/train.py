@@ -549,13 +549,13 @@ class Trainer:
         """Train to ``cfg.epochs`` (or early stop); returns the per-epoch metrics."""
         self._signal = None  # a Trainer stopped by Ctrl-C goes on from where it stopped when fit() is called again
         threads = torch.get_num_threads()  # lowered to the physical cores for training (see _train_step), then given back
-        handlers, locked, lost_at, made = {}, None, None, False  # (locked None: failed before the folder was taken)
+        handlers, locked, lost_at, made, ours = {}, None, None, [], False  # (locked None: failed before the folder was taken)
         try:
             if self.dist.is_main:
                 ckpt_io.check_writable(self.out, "out", folder=True)
                 for name in ("best", "last"):  # each save replaces the one before: one that cannot be removed is refused
-                    ckpt_io.check_replaceable(self.out / name)
-                made = not self.out.exists()
+                    ckpt_io.check_replaceable(self.out / name, overwrite=self.overwrite)
+                made = ckpt_io.missing_folders(self.out)
                 try:
                     self.out.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
@@ -566,6 +566,7 @@ class Trainer:
                 if self.overwrite:  # the old run's best/, metrics and plot must not outlive it beside the new one
                     ckpt_io.clear_run(self.out)
                     self.overwrite = False
+                ours = not any(os.path.lexists(self.out / name) for name in ("best", "last"))  # the metrics written next
                 self._write_metrics()
                 if found is not None and found[1] is not None:  # the run's best/, carried into this folder
                     ckpt_io.save(found[1], self.out / "best")
@@ -591,7 +592,7 @@ class Trainer:
                     break
         except BaseException:
             if self.dist.is_main and locked is not None:
-                self._undo_start(made)
+                self._undo_start(made if ours else None)
             raise
         finally:
             restore_signals(handlers)
@@ -600,17 +601,19 @@ class Trainer:
                 ckpt_io.unlock_run(self.out)
         return self.metrics
 
-    def _undo_start(self, made: bool) -> None:
-        """A run that failed before its first checkpoint (a loss that diverged at once) leaves no run behind: its empty
-        metrics.jsonl made the folder "a run that stopped before its first checkpoint", which the same command, retried
-        with a better --lr, was then refused (and the folder this run made goes, if nothing else is in it)."""
+    def _undo_start(self, made: list[Path] | None) -> None:
+        """A run that failed before its first checkpoint (a loss that diverged at once, a full disk) leaves no run
+        behind: the metrics.jsonl it began with made the folder "a run that stopped before its first checkpoint", which
+        the same command, retried, was then refused.  ``made``: None where the folder held checkpoints as the run began
+        (a resume in its own folder: nothing is undone), else the folders this run made for it, which go too where
+        nothing else is in them."""
         metrics = self.out / "metrics.jsonl"
         with contextlib.suppress(OSError):
-            if (not any(os.path.lexists(self.out / name) for name in ("best", "last", "curves.png"))
-                    and metrics.is_file() and metrics.stat().st_size == 0):
+            if made is None or any(os.path.lexists(self.out / name) for name in ("best", "last", "curves.png")):
+                return
+            if metrics.is_file():
                 metrics.unlink()
-                if made:
-                    self.out.rmdir()
+        ckpt_io.remove_empty(made)
 
     def _train_epoch(self) -> bool:
         """One epoch from ``self.batch`` on; True when a validation inside it says stop."""

@@ -260,7 +260,7 @@ def _leftovers(out: Path, name: str, kind: str, trust_pids: bool = True) -> list
     exchange) or old (the checkpoint moved aside between two renames), each named by its saving process's id, of a
     process no longer running (a live one may be saving now, without the lock: ``checkpoint.save`` called directly).
     ``trust_pids=False``: whatever the ids say (a process id is reused, and a save's two renames take microseconds)."""
-    return [p for p in out.glob(f".{name}.{kind}-*") if not (trust_pids and _running(p.name.rsplit("-", 1)[1]))]
+    return [p for p in out.glob(f".{glob.escape(name)}.{kind}-*") if not (trust_pids and _running(p.name.rsplit("-", 1)[1]))]
 
 
 def _running(pid: str) -> bool:
@@ -387,8 +387,8 @@ def write_atomic(*files: tuple[Path, bytes]) -> None:
             except OSError as e:  # (a folder where the file goes): the name asked for, not the temporary one
                 raise CharlmError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
         for path, _ in files:  # what writes of these names that were killed (kill -9) left beside them: else there for good
-            for leftover in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
-                if not _running(leftover.name.rsplit("-", 1)[1]) and leftover.is_file() and not leftover.is_symlink():
+            for leftover in _leftovers(path.parent, path.name, "tmp"):
+                if leftover.is_file() and not leftover.is_symlink():
                     with contextlib.suppress(OSError):
                         leftover.unlink()
         if gone is not None:

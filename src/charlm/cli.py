@@ -518,7 +518,7 @@ def _check_new_out(out: str, overwrite: bool, locks: bool) -> None:
     out = ckpt_io.check_writable(out, "--out", folder=True)
     # a run nested in a run's best/ or last/ went when that checkpoint was next saved, unasked (links followed)
     whole = Path(os.path.realpath(out))
-    if (inside := next((p for p in (whole, *whole.parents) if p.name in ("best", "last") and (p / ckpt_io.META_FILE).is_file()),
+    if (inside := next((p for p in (whole, *whole.parents) if ckpt_io.run_folder(p) and (p / ckpt_io.META_FILE).is_file()),
                        None)) is not None:
         raise CharlmError(f"--out {out} is {'' if inside == whole else 'inside '}the checkpoint {inside}: a run written there "
                           f"is lost when that checkpoint's training saves it anew (it replaces the folder whole); give another --out")
@@ -1246,7 +1246,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
         given = sys.argv[1:] if argv is None else list(argv)
         if args.command in given and set(extra) & set(given[: given.index(args.command)]):  # before the command: charlm's own options
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        sub = _subparser(parser, args.command)
         for a in sub._actions:  # an optional positional after an option (`eval RUN --json FILE`): argparse fills such a
             # one only from the positionals before the first option, and calls it an unrecognized argument after
             if not a.option_strings and a.nargs == "?" and getattr(args, a.dest) == a.default and extra and (
@@ -1263,6 +1263,11 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     return args
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser | None:
+    """The parser of ``command`` (train, generate, ...); None for none."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices.get(command)
+
+
 def _dashes_as_values(parser: argparse.ArgumentParser, args: argparse.Namespace, given: list[str]) -> None:
     """``--prefix=--``: the value "--", as the flag's type reads it.  Python's argparse (before 3.12.7) drops a "--" given
     after an = as if it ended the options, and hands the flag an empty list: a traceback further on (a list for a
@@ -1271,7 +1276,7 @@ def _dashes_as_values(parser: argparse.ArgumentParser, args: argparse.Namespace,
     dashed = [t[: -len("=--")] for t in given[:end] if t.startswith("--") and t.endswith("=--") and len(t) > len("--=--")]
     if not dashed:
         return
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices.get(getattr(args, "command", None))
+    sub = _subparser(parser, getattr(args, "command", None))
     for p in (parser, sub) if sub is not None else (parser,):
         for a in p._actions:
             if a.option_strings and getattr(args, a.dest, None) == [] and any(o.startswith(d) for o in a.option_strings for d in dashed):
@@ -1379,17 +1384,15 @@ class _Named:
         self._stream, self._name = stream, name
 
     def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:  # (a reader that went away: handled as such)
-            raise
-        except OSError as e:
-            raise OSError(e.errno, e.strerror or str(e), self._name) from None
+        return self._named(self._stream.write, text)
 
     def flush(self) -> None:
+        self._named(self._stream.flush)
+
+    def _named(self, call, *args):
         try:
-            self._stream.flush()
-        except BrokenPipeError:
+            return call(*args)
+        except BrokenPipeError:  # (a reader that went away: handled as such)
             raise
         except OSError as e:
             raise OSError(e.errno, e.strerror or str(e), self._name) from None
